@@ -1,0 +1,153 @@
+//! Builds every backend component for `wasm32-wasip2` with a nested cargo
+//! invocation, so `cargo build` / `cargo test` from a clean clone produce the
+//! `.wasm` files the host embeds and the tests load.
+//!
+//! The nested build uses its own target dir (`target/components`): cargo
+//! holds a lock on the outer one while build scripts run.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (package, crate file stem, constant name, shipped in the binary?)
+const COMPONENTS: &[(&str, &str, bool)] = &[
+    ("cb-fake", "FAKE", true),
+    ("cb-hostile", "HOSTILE", false),
+    ("cb-hostile-imports", "HOSTILE_IMPORTS", false),
+];
+
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "component";
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    for watched in ["wit", "components", "Cargo.lock", "Cargo.toml"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("components");
+
+    ensure_target_installed();
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args([
+            "build",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    if env::var_os("CARGO_NET_OFFLINE").is_some() {
+        cmd.arg("--offline");
+    }
+    for (package, _, _) in COMPONENTS {
+        cmd.args(["-p", package]);
+    }
+    // Whatever the outer build set for itself (clippy's wrapper, rustflags
+    // for the host target, cargo's internal variables) must not leak in.
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        let inherited = key.starts_with("CARGO_HOME")
+            || key.starts_with("CARGO_NET")
+            || key.starts_with("CARGO_HTTP")
+            || key.starts_with("CARGO_REGISTR");
+        if (key.starts_with("CARGO_") && !inherited)
+            || key.starts_with("__CARGO")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTFLAGS")
+            || key == "RUSTDOCFLAGS"
+            || key == "CLIPPY_ARGS"
+            || key == "CLIPPY_CONF_DIR"
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let status = cmd
+        .status()
+        .expect("running cargo to build the backend components");
+    if !status.success() {
+        panic!(
+            "building the backend components for {TARGET} failed (see the errors above); \
+             reproduce with: cargo build --target {TARGET} --profile {PROFILE} -p <component>"
+        );
+    }
+
+    let out_dir = target_dir.join(TARGET).join(PROFILE);
+    let mut code = String::new();
+    for (package, konst, _) in COMPONENTS {
+        let file = out_dir.join(format!("{}.wasm", package.replace('-', "_")));
+        assert!(file.exists(), "expected {} after the build", file.display());
+        writeln!(
+            code,
+            "/// `{package}` as built for {TARGET}.\npub const {konst}: &str = {:?};",
+            file.display().to_string()
+        )
+        .unwrap();
+    }
+    let shipped: Vec<String> = COMPONENTS
+        .iter()
+        .filter(|c| c.2)
+        .map(|(package, _, _)| {
+            let name = package.trim_start_matches("cb-");
+            let file = out_dir.join(format!("{}.wasm", package.replace('-', "_")));
+            format!(
+                "({name:?}, include_bytes!({:?}) as &[u8])",
+                file.display().to_string()
+            )
+        })
+        .collect();
+    writeln!(
+        code,
+        "/// The backends shipped inside the `compute-bridge` binary, by name.\n\
+         pub static BUILTIN: &[(&str, &[u8])] = &[{}];",
+        shipped.join(", ")
+    )
+    .unwrap();
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("components.rs");
+    std::fs::write(out, code).unwrap();
+}
+
+/// rust-toolchain.toml lists the target, but rustup only installs listed
+/// targets with the toolchain itself; add it if an existing toolchain lacks it.
+fn ensure_target_installed() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let present = sysroot
+        .map(|s| s.join("lib/rustlib").join(TARGET).exists())
+        .unwrap_or(false);
+    if present {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target (rustup target add {TARGET})");
+    let ok = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        panic!(
+            "the {TARGET} target is missing and `rustup target add {TARGET}` failed; run it by hand"
+        );
+    }
+}

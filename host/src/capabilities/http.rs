@@ -1,0 +1,450 @@
+//! The `http` capability: outbound HTTP for one backend, limited to the
+//! origins the operator listed.
+//!
+//! Checks, in order:
+//! 1. the URL's origin (`scheme://host:port`) is on `allowed_hosts`, before
+//!    any DNS;
+//! 2. every address the name resolves to is public, unless that very IP is
+//!    itself listed: loopback, link-local (cloud metadata at
+//!    169.254.169.254), private, shared, unspecified and multicast
+//!    addresses are dropped, and a name left with none is refused;
+//! 3. redirects are followed only to listed origins, through the same
+//!    resolver;
+//! 4. the whole exchange has a timeout and the body a size cap.
+//!
+//! Bytes out and in are counted per backend.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::bindings::http as wit;
+use crate::config::HttpConfig;
+
+/// An allowed origin: scheme, lower-case host, port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Host name or IP literal, lower case, IPv6 without brackets.
+    pub host: String,
+    /// Port (the scheme's default if not written).
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parse an `allowed_hosts` entry: exactly `scheme://host[:port]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let url = reqwest::Url::parse(s)
+            .map_err(|e| format!("{s:?} is not a URL ({e}); write scheme://host[:port]"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("{s:?}: only http and https origins can be allowed"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("{s:?}: credentials do not belong in allowed_hosts"));
+        }
+        let bare = s.trim_end_matches('/');
+        if url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || bare.ends_with('?')
+        {
+            return Err(format!(
+                "{s:?}: allowed_hosts are origins, scheme://host[:port], with no path or query"
+            ));
+        }
+        Self::of(&url).ok_or_else(|| format!("{s:?} has no host"))
+    }
+
+    /// The origin of a URL.
+    pub fn of(url: &reqwest::Url) -> Option<Self> {
+        let host = match url.host()? {
+            url::Host::Domain(d) => d.to_ascii_lowercase(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => ip.to_string(),
+        };
+        Some(Self {
+            scheme: url.scheme().to_string(),
+            host,
+            port: url.port_or_known_default()?,
+        })
+    }
+
+    /// The host as an IP, if it is a literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip() {
+            Some(IpAddr::V6(ip)) => write!(f, "{}://[{ip}]:{}", self.scheme, self.port),
+            _ => write!(f, "{}://{}:{}", self.scheme, self.host, self.port),
+        }
+    }
+}
+
+/// True for addresses a backend may not reach unless the operator listed
+/// that exact IP: anything that is not plainly public.
+pub fn is_forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 shared
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_forbidden(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 well-known prefix
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+/// What one backend may reach, derived from its `[backends.http]`.
+#[derive(Debug)]
+pub struct HttpPolicy {
+    allowed: HashSet<Origin>,
+    listed_ips: HashSet<IpAddr>,
+    resolve: std::collections::BTreeMap<String, IpAddr>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Body cap, bytes.
+    pub max_response_bytes: u64,
+}
+
+impl HttpPolicy {
+    /// Build from config (validated at load).
+    pub fn new(cfg: &HttpConfig) -> Result<Self, String> {
+        let mut allowed = HashSet::new();
+        let mut listed_ips = HashSet::new();
+        for h in &cfg.allowed_hosts {
+            let o = Origin::parse(h)?;
+            if let Some(ip) = o.ip() {
+                listed_ips.insert(ip);
+            }
+            allowed.insert(o);
+        }
+        Ok(Self {
+            allowed,
+            listed_ips,
+            resolve: cfg
+                .resolve
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+                .collect(),
+            timeout: Duration::from_secs(cfg.timeout_sec),
+            max_response_bytes: cfg.max_response_bytes,
+        })
+    }
+
+    /// Is this URL's origin listed?
+    pub fn allows_url(&self, url: &reqwest::Url) -> Result<Origin, String> {
+        let origin = Origin::of(url).ok_or_else(|| format!("{url} has no host"))?;
+        if self.allowed.contains(&origin) {
+            Ok(origin)
+        } else {
+            Err(format!("{origin} is not in this backend's allowed_hosts"))
+        }
+    }
+
+    /// May a connection go to `ip`?
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        !is_forbidden(ip) || self.listed_ips.contains(&ip)
+    }
+}
+
+/// Raised inside reqwest by our resolver or redirect policy; recognised on
+/// the way out so the component sees `denied`, not `transport`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Denied(String);
+
+/// A resolver that drops forbidden addresses.
+struct GuardedResolver {
+    policy: Arc<HttpPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let name = name.as_str().to_ascii_lowercase();
+        Box::pin(async move {
+            let addrs: Vec<IpAddr> = match policy.resolve.get(&name) {
+                Some(ip) => vec![*ip],
+                None => tokio::net::lookup_host((name.as_str(), 0))
+                    .await?
+                    .map(|a| a.ip())
+                    .collect(),
+            };
+            let (ok, refused): (Vec<IpAddr>, Vec<IpAddr>) =
+                addrs.into_iter().partition(|ip| policy.allows_ip(*ip));
+            if ok.is_empty() {
+                let shown: Vec<String> = refused.iter().map(ToString::to_string).collect();
+                return Err(Box::new(Denied(format!(
+                    "{name} resolves only to forbidden addresses ({}); list the IP itself in allowed_hosts to allow it",
+                    shown.join(", ")
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let addrs: reqwest::dns::Addrs =
+                Box::new(ok.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
+    }
+}
+
+/// Bytes and requests of one backend, since start.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Requests sent.
+    pub requests: AtomicU64,
+    /// Requests refused by the policy.
+    pub denied: AtomicU64,
+    /// Request bytes sent (body and headers).
+    pub bytes_out: AtomicU64,
+    /// Response body bytes received.
+    pub bytes_in: AtomicU64,
+}
+
+/// The `http` capability of one backend, shared by all its calls.
+pub struct HttpCapability {
+    backend: Arc<str>,
+    policy: Arc<HttpPolicy>,
+    client: reqwest::Client,
+    /// Counters since start.
+    pub counters: HttpCounters,
+}
+
+impl HttpCapability {
+    /// Build the client for `backend` from its config.
+    pub fn new(backend: &str, cfg: &HttpConfig) -> anyhow::Result<Self> {
+        let policy = Arc::new(HttpPolicy::new(cfg).map_err(anyhow::Error::msg)?);
+        let redirect_policy = policy.clone();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .user_agent(concat!("compute-bridge/", env!("CARGO_PKG_VERSION")))
+            .timeout(policy.timeout)
+            .connect_timeout(policy.timeout.min(Duration::from_secs(10)))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    return attempt.error(Denied("more than 5 redirects".into()));
+                }
+                match redirect_policy.allows_url(attempt.url()) {
+                    Ok(_) => attempt.follow(),
+                    Err(why) => attempt.error(Denied(format!("redirect refused: {why}"))),
+                }
+            }))
+            .build()?;
+        Ok(Self {
+            backend: backend.into(),
+            policy,
+            client,
+            counters: HttpCounters::default(),
+        })
+    }
+
+    fn deny(&self, why: String) -> wit::HttpError {
+        self.counters.denied.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(backend = %self.backend, "http request denied: {why}");
+        wit::HttpError::Denied(why)
+    }
+
+    /// Send one request on behalf of the component.
+    pub async fn send(&self, req: wit::Request) -> Result<wit::Response, wit::HttpError> {
+        let url = reqwest::Url::parse(&req.url)
+            .map_err(|e| wit::HttpError::InvalidRequest(format!("bad URL: {e}")))?;
+        let origin = self.policy.allows_url(&url).map_err(|why| self.deny(why))?;
+        if let Some(ip) = origin.ip()
+            && !self.policy.allows_ip(ip)
+        {
+            return Err(self.deny(format!("{ip} is a forbidden address")));
+        }
+
+        let method = match req.method {
+            wit::Method::Get => reqwest::Method::GET,
+            wit::Method::Head => reqwest::Method::HEAD,
+            wit::Method::Post => reqwest::Method::POST,
+            wit::Method::Put => reqwest::Method::PUT,
+            wit::Method::Patch => reqwest::Method::PATCH,
+            wit::Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut out_bytes = req.body.len() as u64;
+        for (k, v) in &req.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| wit::HttpError::InvalidRequest(format!("bad header name {k:?}")))?;
+            let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                wit::HttpError::InvalidRequest(format!("bad value for header {k:?}"))
+            })?;
+            out_bytes += (k.len() + v.len() + 4) as u64;
+            headers.append(name, value);
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_out
+            .fetch_add(out_bytes, Ordering::Relaxed);
+        tracing::debug!(backend = %self.backend, %method, %origin, path = url.path(), "http request");
+
+        let started = self
+            .client
+            .request(method, url)
+            .headers(headers)
+            .body(req.body)
+            .send();
+        let timeout = self.policy.timeout;
+        let result = tokio::time::timeout(timeout, async {
+            let resp = started.await.map_err(|e| self.classify(e))?;
+            let status = resp.status().as_u16();
+            let headers: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let cap = self.policy.max_response_bytes;
+            if resp.content_length().is_some_and(|n| n > cap) {
+                return Err(wit::HttpError::TooLarge(cap));
+            }
+            let mut body = Vec::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.classify(e))?;
+                self.counters
+                    .bytes_in
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if body.len() as u64 + chunk.len() as u64 > cap {
+                    return Err(wit::HttpError::TooLarge(cap));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(wit::Response {
+                status,
+                headers,
+                body,
+            })
+        })
+        .await;
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(wit::HttpError::Timeout),
+        }
+    }
+
+    fn classify(&self, e: reqwest::Error) -> wit::HttpError {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if let Some(d) = s.downcast_ref::<Denied>() {
+                return self.deny(d.0.clone());
+            }
+            src = s.source();
+        }
+        if e.is_timeout() {
+            return wit::HttpError::Timeout;
+        }
+        // reqwest's Display hides the cause chain; the cause is what helps.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        wit::HttpError::Transport(msg)
+    }
+}
+
+/// Per-call view handed to the generated `Host` trait.
+pub struct HttpHost(pub Arc<HttpCapability>);
+
+impl wit::Host for HttpHost {
+    async fn send(&mut self, request: wit::Request) -> Result<wit::Response, wit::HttpError> {
+        self.0.send(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_exact() {
+        let o = Origin::parse("https://EC2.us-east-1.amazonaws.com").unwrap();
+        assert_eq!(o.to_string(), "https://ec2.us-east-1.amazonaws.com:443");
+        assert!(Origin::parse("https://x.example/api").is_err());
+        assert!(Origin::parse("ftp://x.example").is_err());
+        assert!(Origin::parse("https://user:pw@x.example").is_err());
+        assert!(Origin::parse("x.example").is_err());
+        assert_eq!(
+            Origin::parse("http://[::1]:8080").unwrap().to_string(),
+            "http://[::1]:8080"
+        );
+    }
+
+    #[test]
+    fn forbidden_ranges() {
+        for ip in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(is_forbidden(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "54.239.28.85", "2606:4700::1111"] {
+            assert!(!is_forbidden(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn listed_ip_is_allowed() {
+        let cfg = HttpConfig {
+            allowed_hosts: vec!["http://127.0.0.1:5000".into()],
+            ..Default::default()
+        };
+        let p = HttpPolicy::new(&cfg).unwrap();
+        assert!(p.allows_ip("127.0.0.1".parse().unwrap()));
+        assert!(!p.allows_ip("169.254.169.254".parse().unwrap()));
+        let u = reqwest::Url::parse("http://127.0.0.1:5001/x").unwrap();
+        assert!(p.allows_url(&u).is_err());
+    }
+}

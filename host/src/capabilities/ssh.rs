@@ -1,0 +1,372 @@
+//! The `ssh` capability: commands on the hosts the operator assigned to one
+//! backend, by label.
+//!
+//! The component names a host by its label and never sees its address, user
+//! or key. Each remote host's key is pinned in the config; a different key
+//! is refused before authentication. Connections are pooled per host and
+//! each command runs on its own channel. A label with `transport = "local"`
+//! runs commands on this machine through `/bin/sh` instead (the embedded
+//! default uses it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelMsg, client};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+
+use crate::bindings::ssh as wit;
+use crate::config::{BackendConfig, BootConfig, SshTransport};
+
+/// Channels run at once on one pooled connection (OpenSSH allows 10).
+const CHANNELS_PER_CONNECTION: usize = 8;
+/// Connections kept per host.
+const CONNECTIONS_PER_HOST: usize = 4;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How one label is reached.
+enum Target {
+    Local,
+    Remote(Box<Remote>),
+}
+
+struct Remote {
+    address: String,
+    port: u16,
+    user: String,
+    host_key: PublicKey,
+    key: Arc<PrivateKey>,
+    pool: Mutex<Vec<Arc<Conn>>>,
+}
+
+struct Conn {
+    handle: client::Handle<Pinned>,
+    slots: Arc<Semaphore>,
+}
+
+/// Accepts exactly the pinned host key.
+struct Pinned {
+    expected: PublicKey,
+    mismatch: Arc<AtomicBool>,
+}
+
+impl client::Handler for Pinned {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        presented: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let ok = match presented {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                key.key_data() == self.expected.key_data()
+            }
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => false,
+        };
+        if !ok {
+            self.mismatch.store(true, Ordering::SeqCst);
+        }
+        Ok(ok)
+    }
+}
+
+/// The `ssh` capability of one backend, shared by all its calls.
+pub struct SshCapability {
+    backend: Arc<str>,
+    hosts: Vec<(String, Target)>,
+    timeout: Duration,
+    max_output: usize,
+}
+
+impl SshCapability {
+    /// Build from the backend's `[backends.ssh]` (validated at load); reads
+    /// key files now so a missing or bad key fails at start.
+    pub fn new(boot: &BootConfig, cfg: &BackendConfig) -> anyhow::Result<Self> {
+        let mut hosts = Vec::new();
+        for (label, h) in cfg.ssh_hosts() {
+            let target = match h.transport {
+                SshTransport::Local => Target::Local,
+                SshTransport::Ssh => {
+                    let key = match (&h.private_key, &h.private_key_file) {
+                        (Some(text), _) => russh::keys::decode_secret_key(text, None)
+                            .map_err(|_| {
+                                anyhow::anyhow!(
+                                    "backend {}: ssh host {label}: private_key is not an OpenSSH private key",
+                                    cfg.name
+                                )
+                            })?,
+                        (None, Some(file)) => {
+                            let file = boot.resolve_path(file);
+                            russh::keys::load_secret_key(&file, None).map_err(|e| {
+                                anyhow::anyhow!(
+                                    "backend {}: ssh host {label}: cannot load {}: {e}",
+                                    cfg.name,
+                                    file.display()
+                                )
+                            })?
+                        }
+                        (None, None) => unreachable!("validated at load"),
+                    };
+                    let host_key =
+                        PublicKey::from_openssh(h.host_key.as_deref().unwrap_or_default().trim())?;
+                    Target::Remote(Box::new(Remote {
+                        address: h.address.clone().unwrap_or_default(),
+                        port: h.port,
+                        user: h.user.clone().unwrap_or_default(),
+                        host_key,
+                        key: Arc::new(key),
+                        pool: Mutex::new(Vec::new()),
+                    }))
+                }
+            };
+            hosts.push((label, target));
+        }
+        Ok(Self {
+            backend: cfg.name.as_str().into(),
+            hosts,
+            timeout: Duration::from_secs(cfg.ssh.timeout_sec),
+            max_output: cfg.ssh.max_output_bytes as usize,
+        })
+    }
+
+    /// Labels, in config order.
+    pub fn labels(&self) -> Vec<String> {
+        self.hosts.iter().map(|(l, _)| l.clone()).collect()
+    }
+
+    /// Run `command` on the host labelled `label`.
+    pub async fn exec(
+        &self,
+        label: &str,
+        command: &str,
+        stdin: Vec<u8>,
+    ) -> Result<wit::ExecOutput, wit::SshError> {
+        let Some((_, target)) = self.hosts.iter().find(|(l, _)| l == label) else {
+            tracing::warn!(backend = %self.backend, label, "ssh to an unassigned label refused");
+            return Err(wit::SshError::UnknownHost(label.to_string()));
+        };
+        tracing::debug!(backend = %self.backend, label, "ssh exec");
+        let run = async {
+            match target {
+                Target::Local => self.exec_local(label, command, stdin).await,
+                Target::Remote(r) => self.exec_remote(label, r, command, stdin).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(wit::SshError::Timeout),
+        }
+    }
+
+    async fn exec_local(
+        &self,
+        label: &str,
+        command: &str,
+        stdin: Vec<u8>,
+    ) -> Result<wit::ExecOutput, wit::SshError> {
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                wit::SshError::Unreachable(format!("{label}: cannot start /bin/sh: {e}"))
+            })?;
+        let mut input = child.stdin.take().expect("piped");
+        let writer = tokio::spawn(async move {
+            let _ = input.write_all(&stdin).await;
+        });
+        let cap = self.max_output;
+        let out = read_capped(child.stdout.take().expect("piped"), cap);
+        let err = read_capped(child.stderr.take().expect("piped"), cap);
+        let ((stdout, t1), (stderr, t2)) = tokio::join!(out, err);
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| wit::SshError::Unreachable(format!("{label}: {e}")))?;
+        let _ = writer.await;
+        Ok(wit::ExecOutput {
+            exit_code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+            truncated: t1 || t2,
+        })
+    }
+
+    async fn exec_remote(
+        &self,
+        label: &str,
+        r: &Remote,
+        command: &str,
+        stdin: Vec<u8>,
+    ) -> Result<wit::ExecOutput, wit::SshError> {
+        let (conn, _permit) = self.connection(label, r).await?;
+        let channel = conn
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| wit::SshError::Unreachable(format!("{label}: {e}")))?;
+        let mut channel = channel;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| wit::SshError::Unreachable(format!("{label}: {e}")))?;
+        if !stdin.is_empty() {
+            channel
+                .data_bytes(stdin)
+                .await
+                .map_err(|e| wit::SshError::Unreachable(format!("{label}: {e}")))?;
+        }
+        let _ = channel.eof().await;
+        let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
+        let mut exit_code = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    push_capped(&mut stdout, &data, self.max_output, &mut truncated)
+                }
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    push_capped(&mut stderr, &data, self.max_output, &mut truncated)
+                }
+                ChannelMsg::ExitStatus { exit_status } => exit_code = Some(exit_status as i32),
+                ChannelMsg::ExitSignal { .. } => exit_code = Some(-1),
+                _ => {}
+            }
+        }
+        let Some(exit_code) = exit_code else {
+            return Err(wit::SshError::Unreachable(format!(
+                "{label}: connection closed before the command finished"
+            )));
+        };
+        Ok(wit::ExecOutput {
+            exit_code,
+            stdout,
+            stderr,
+            truncated,
+        })
+    }
+
+    /// A pooled connection with a free channel slot, connecting if needed.
+    async fn connection(
+        &self,
+        label: &str,
+        r: &Remote,
+    ) -> Result<(Arc<Conn>, OwnedSemaphorePermit), wit::SshError> {
+        let mut pool = r.pool.lock().await;
+        pool.retain(|c| !c.handle.is_closed());
+        for c in pool.iter() {
+            if let Ok(p) = c.slots.clone().try_acquire_owned() {
+                return Ok((c.clone(), p));
+            }
+        }
+        if pool.len() >= CONNECTIONS_PER_HOST {
+            let c = pool[0].clone();
+            drop(pool);
+            let p = c.slots.clone().acquire_owned().await.expect("never closed");
+            return Ok((c, p));
+        }
+        let conn = Arc::new(self.connect(label, r).await?);
+        let p = conn.slots.clone().try_acquire_owned().expect("fresh");
+        pool.push(conn.clone());
+        Ok((conn, p))
+    }
+
+    async fn connect(&self, label: &str, r: &Remote) -> Result<Conn, wit::SshError> {
+        let mismatch = Arc::new(AtomicBool::new(false));
+        let handler = Pinned {
+            expected: r.host_key.clone(),
+            mismatch: mismatch.clone(),
+        };
+        let config = Arc::new(client::Config {
+            inactivity_timeout: Some(Duration::from_secs(300)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            ..Default::default()
+        });
+        let connecting = client::connect(config, (r.address.as_str(), r.port), handler);
+        let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Err(_) => {
+                return Err(wit::SshError::Unreachable(format!(
+                    "{label}: no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(e)) => {
+                if mismatch.load(Ordering::SeqCst) {
+                    tracing::error!(
+                        backend = %self.backend,
+                        label,
+                        "ssh host key does not match the pinned key; refusing to connect"
+                    );
+                    return Err(wit::SshError::HostKeyMismatch(label.to_string()));
+                }
+                return Err(wit::SshError::Unreachable(format!("{label}: {e}")));
+            }
+            Ok(Ok(h)) => h,
+        };
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(|e| wit::SshError::Unreachable(format!("{label}: {e}")))?
+            .flatten();
+        let auth = handle
+            .authenticate_publickey(
+                r.user.clone(),
+                PrivateKeyWithHashAlg::new(r.key.clone(), hash),
+            )
+            .await
+            .map_err(|e| wit::SshError::Unreachable(format!("{label}: {e}")))?;
+        if !auth.success() {
+            return Err(wit::SshError::Auth(format!(
+                "{label}: the host refused the configured key for its user"
+            )));
+        }
+        Ok(Conn {
+            handle,
+            slots: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
+        })
+    }
+}
+
+fn push_capped(buf: &mut Vec<u8>, data: &[u8], cap: usize, truncated: &mut bool) {
+    let room = cap.saturating_sub(buf.len());
+    if data.len() > room {
+        *truncated = true;
+    }
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+async fn read_capped(mut r: impl tokio::io::AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => push_capped(&mut buf, &chunk[..n], cap, &mut truncated),
+        }
+    }
+    (buf, truncated)
+}
+
+/// Per-call view handed to the generated `Host` trait.
+pub struct SshHost(pub Arc<SshCapability>);
+
+impl wit::Host for SshHost {
+    fn hosts(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.0.labels())
+    }
+
+    async fn exec(
+        &mut self,
+        host_label: String,
+        command: String,
+        stdin: Vec<u8>,
+    ) -> Result<wit::ExecOutput, wit::SshError> {
+        self.0.exec(&host_label, &command, stdin).await
+    }
+}

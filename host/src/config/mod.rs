@@ -1,0 +1,710 @@
+//! The boot config: what the operator writes, validated before anything
+//! starts. `config/example.toml` documents every key.
+//!
+//! Loading is strict: unknown keys, wrong types, unlisted schemes, a missing
+//! `${ENV}` variable or a non-loopback dashboard are errors that name the
+//! file, line, column and key.
+
+mod source;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use source::{ConfigError, Seg, Source, render_path};
+
+/// The embedded default (`config/local.toml`): the bare-metal backend on this
+/// machine, an in-process relay and local coalition, dashboard on 127.0.0.1.
+pub const LOCAL_TOML: &str = include_str!("../../../config/local.toml");
+
+/// Display name of the embedded default in messages.
+pub const LOCAL_NAME: &str = "<embedded config/local.toml>";
+
+/// The whole boot config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// The bridge itself.
+    #[serde(default)]
+    pub bridge: BridgeConfig,
+    /// The coalition network.
+    #[serde(default)]
+    pub coalition: CoalitionConfig,
+    /// The operator dashboard.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+    /// TDX attestation.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+    /// Operator's cost rates per backend name, for the dashboard.
+    #[serde(default)]
+    pub rates: BTreeMap<String, Rate>,
+    /// Backends in routing order.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// Directory relative paths resolve against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Where the config came from, for messages.
+    #[serde(skip)]
+    pub source_name: String,
+}
+
+/// `[bridge]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Durable state: journal, compile cache, identity. Relative paths are
+    /// relative to the config file.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Most grants served at once.
+    #[serde(default = "default_cap")]
+    pub concurrency_cap: u32,
+    /// Seconds between provider-card refreshes (and dashboard reloads).
+    #[serde(default = "default_refresh")]
+    pub capacity_refresh_sec: u64,
+    /// Largest number of component calls in flight at once, across backends
+    /// (each holds a pooled instance slot).
+    #[serde(default = "default_max_calls")]
+    pub max_concurrent_calls: u32,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".compute-bridge")
+}
+fn default_cap() -> u32 {
+    20
+}
+fn default_refresh() -> u64 {
+    30
+}
+fn default_max_calls() -> u32 {
+    256
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: default_state_dir(),
+            concurrency_cap: default_cap(),
+            capacity_refresh_sec: default_refresh(),
+            max_concurrent_calls: default_max_calls(),
+        }
+    }
+}
+
+/// `[coalition]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoalitionConfig {
+    /// The coalition's name (its mosaik network id).
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// Run an in-process relay on 127.0.0.1 (the local default).
+    #[serde(default)]
+    pub local: bool,
+    /// Relay URLs of the coalition.
+    #[serde(default)]
+    pub relays: Vec<String>,
+    /// Peers to sync with at start.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+}
+
+fn default_network() -> String {
+    "local.dev".into()
+}
+
+/// `[dashboard]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Must be `127.0.0.1`: the dashboard is reached over an SSH tunnel,
+    /// never directly.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// Port on `bind`.
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_bind() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            port: default_port(),
+        }
+    }
+}
+
+/// `[attestation]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// `none` (development: the card says so) or `tdx`.
+    #[serde(default)]
+    pub mode: AttestationMode,
+    /// Expected MR_TD, hex, for `tdx` mode.
+    #[serde(default)]
+    pub expected_mrtd: Option<String>,
+}
+
+/// How the bridge attests itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttestationMode {
+    /// No attestation.
+    #[default]
+    None,
+    /// A TDX quote through configfs-tsm.
+    Tdx,
+}
+
+/// `[rates.<backend>]`: what a backend costs the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// USD per core-hour.
+    #[serde(default)]
+    pub core_hour_usd: f64,
+    /// USD per GiB-hour.
+    #[serde(default)]
+    pub ram_gib_hour_usd: f64,
+}
+
+/// `[[backends]]`: one backend component and what it may touch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique name (`[a-z0-9-]+`), used in logs, the dashboard and rates.
+    pub name: String,
+    /// `builtin:<name>` for a backend shipped in the binary, or a path to a
+    /// `.wasm` component (relative to the config file).
+    pub component: String,
+    /// A disabled backend is listed on the dashboard but never routed to.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Memory cap per call, MiB.
+    #[serde(default = "default_memory")]
+    pub memory_limit_mib: u32,
+    /// Wall-clock deadline per call, seconds.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_sec: u64,
+    /// Outbound HTTP.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// SSH hosts by label.
+    #[serde(default)]
+    pub ssh: SshConfig,
+    /// The component's own settings, served through `wasi:config/store`.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_memory() -> u32 {
+    64
+}
+fn default_call_timeout() -> u64 {
+    60
+}
+
+/// `[backends.http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Exact origins (`scheme://host[:port]`) the backend may call.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Per-request timeout, seconds.
+    #[serde(default = "default_http_timeout")]
+    pub timeout_sec: u64,
+    /// Largest response body, bytes.
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: u64,
+    /// Fixed name → address overrides (like curl's `--resolve`); the address
+    /// checks still apply to them.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, IpAddr>,
+}
+
+fn default_http_timeout() -> u64 {
+    30
+}
+fn default_max_response() -> u64 {
+    8 * 1024 * 1024
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            timeout_sec: default_http_timeout(),
+            max_response_bytes: default_max_response(),
+            resolve: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[backends.ssh]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// Hosts by label, in the order the component sees them.
+    #[serde(default)]
+    pub hosts: toml::Table,
+    /// Per-command timeout, seconds.
+    #[serde(default = "default_ssh_timeout")]
+    pub timeout_sec: u64,
+    /// Largest captured stdout and stderr, bytes each.
+    #[serde(default = "default_ssh_output")]
+    pub max_output_bytes: u64,
+}
+
+fn default_ssh_timeout() -> u64 {
+    60
+}
+fn default_ssh_output() -> u64 {
+    1024 * 1024
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            hosts: toml::Table::new(),
+            timeout_sec: default_ssh_timeout(),
+            max_output_bytes: default_ssh_output(),
+        }
+    }
+}
+
+/// `[backends.ssh.hosts.<label>]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshHost {
+    /// `ssh` (default) or `local` (commands run on this machine, no SSH).
+    #[serde(default)]
+    pub transport: SshTransport,
+    /// Address or host name.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// SSH port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Login user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Pinned host public key, OpenSSH format (`ssh-ed25519 AAAA...`).
+    #[serde(default)]
+    pub host_key: Option<String>,
+    /// Private key file (OpenSSH format).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// Private key text, usually `${ENV}`.
+    #[serde(default)]
+    pub private_key: Option<String>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+/// How a labelled host is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SshTransport {
+    /// Over SSH with a pinned host key.
+    #[default]
+    Ssh,
+    /// Commands run on this machine through `/bin/sh`.
+    Local,
+}
+
+/// Where a backend's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// Shipped in the binary.
+    Builtin(String),
+    /// A file.
+    File(PathBuf),
+}
+
+impl BootConfig {
+    /// Load and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_source(&Source::from_file(path)?, &|k| std::env::var(k).ok())
+    }
+
+    /// Load and validate the embedded default.
+    pub fn local() -> Result<Self, ConfigError> {
+        Self::from_source(&Source::embedded(LOCAL_NAME, LOCAL_TOML), &|k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// Parse, expand `${ENV}` with `env`, and validate.
+    pub fn from_source(
+        source: &Source,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        // Parse once as written so type errors point at the text...
+        toml::from_str::<BootConfig>(&source.text).map_err(|e| source.from_toml_error(&e))?;
+        // ...then expand variables and take the values from the result.
+        let mut value: toml::Value = toml::from_str::<toml::Table>(&source.text)
+            .map(toml::Value::Table)
+            .map_err(|e| source.from_toml_error(&e))?;
+        source::expand_env(source, &mut value, &mut Vec::new(), env)?;
+        let mut cfg: BootConfig = value
+            .try_into()
+            .map_err(|e: toml::de::Error| source.error_at(None, None, e.message().to_string()))?;
+        cfg.base_dir = source.base_dir.clone();
+        cfg.source_name = source.name.clone();
+        cfg.validate(source)?;
+        Ok(cfg)
+    }
+
+    /// The state directory, resolved against the config's directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.resolve_path(&self.bridge.state_dir)
+    }
+
+    /// `p` resolved against the config's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self, src: &Source) -> Result<(), ConfigError> {
+        let at = |path: &[Seg], msg: String| src.error_at_path(path, msg);
+
+        if self.bridge.concurrency_cap == 0 {
+            return Err(at(
+                &["bridge".into(), "concurrency_cap".into()],
+                "must be at least 1".into(),
+            ));
+        }
+        if self.bridge.capacity_refresh_sec == 0 {
+            return Err(at(
+                &["bridge".into(), "capacity_refresh_sec".into()],
+                "must be at least 1 second".into(),
+            ));
+        }
+        if self.bridge.max_concurrent_calls == 0 || self.bridge.max_concurrent_calls > 10_000 {
+            return Err(at(
+                &["bridge".into(), "max_concurrent_calls".into()],
+                "must be between 1 and 10000".into(),
+            ));
+        }
+        match self.dashboard.bind.parse::<IpAddr>() {
+            Ok(ip) if ip == IpAddr::from([127, 0, 0, 1]) => {}
+            _ => {
+                return Err(at(
+                    &["dashboard".into(), "bind".into()],
+                    format!(
+                        "the dashboard binds to 127.0.0.1 only, not {:?}; \
+                         reach it from your workstation with `ssh -L {p}:localhost:{p} <host>`",
+                        self.dashboard.bind,
+                        p = self.dashboard.port
+                    ),
+                ));
+            }
+        }
+        if self.coalition.network.trim().is_empty() {
+            return Err(at(
+                &["coalition".into(), "network".into()],
+                "the coalition name must not be empty".into(),
+            ));
+        }
+        if self.attestation.mode == AttestationMode::Tdx
+            && let Some(m) = &self.attestation.expected_mrtd
+            && (m.len() != 96 || hex::decode(m).is_err())
+        {
+            return Err(at(
+                &["attestation".into(), "expected_mrtd".into()],
+                "must be 48 bytes of hex (96 characters)".into(),
+            ));
+        }
+
+        if self.backends.is_empty() {
+            return Err(src.error_at(
+                None,
+                Some("backends".into()),
+                "no backends configured: add at least one [[backends]] table \
+                 (see config/example.toml)",
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let p = |rest: &[Seg]| {
+                let mut v: Vec<Seg> = vec!["backends".into(), i.into()];
+                v.extend_from_slice(rest);
+                v
+            };
+            if b.name.is_empty()
+                || !b
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(at(
+                    &p(&["name".into()]),
+                    format!(
+                        "{:?} is not a valid backend name: use lower-case letters, digits and '-'",
+                        b.name
+                    ),
+                ));
+            }
+            if let Some(first) = seen.insert(b.name.clone(), i) {
+                return Err(at(
+                    &p(&["name".into()]),
+                    format!(
+                        "backend name {:?} is already used by backends[{first}]",
+                        b.name
+                    ),
+                ));
+            }
+            match b.component_source() {
+                ComponentSource::Builtin(name) => {
+                    if !crate::runtime::builtin_names().contains(&name.as_str()) {
+                        return Err(at(
+                            &p(&["component".into()]),
+                            format!(
+                                "no builtin component {name:?}; builtins are: {}",
+                                crate::runtime::builtin_names().join(", ")
+                            ),
+                        ));
+                    }
+                }
+                ComponentSource::File(f) => {
+                    let f = self.resolve_path(&f);
+                    if !f.is_file() {
+                        return Err(at(
+                            &p(&["component".into()]),
+                            format!("component file {} does not exist", f.display()),
+                        ));
+                    }
+                }
+            }
+            if !(1..=4096).contains(&b.memory_limit_mib) {
+                return Err(at(
+                    &p(&["memory_limit_mib".into()]),
+                    "must be between 1 and 4096 MiB".into(),
+                ));
+            }
+            if b.call_timeout_sec == 0 {
+                return Err(at(
+                    &p(&["call_timeout_sec".into()]),
+                    "must be at least 1 second".into(),
+                ));
+            }
+            if b.http.timeout_sec == 0 {
+                return Err(at(
+                    &p(&["http".into(), "timeout_sec".into()]),
+                    "must be at least 1 second".into(),
+                ));
+            }
+            for (j, h) in b.http.allowed_hosts.iter().enumerate() {
+                if let Err(msg) = crate::capabilities::http::Origin::parse(h) {
+                    return Err(at(
+                        &p(&["http".into(), "allowed_hosts".into(), j.into()]),
+                        msg,
+                    ));
+                }
+            }
+            for (label, v) in &b.ssh.hosts {
+                let path = p(&["ssh".into(), "hosts".into(), label.clone().into()]);
+                if label.is_empty()
+                    || !label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(at(
+                        &path,
+                        format!(
+                            "{label:?} is not a valid host label: use letters, digits, '-' and '_'"
+                        ),
+                    ));
+                }
+                let host: SshHost = v
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| at(&path, e.message().to_string()))?;
+                if let Err((key, msg)) = host.check() {
+                    let mut kp = path.clone();
+                    if let Some(k) = key {
+                        kp.push(k.into());
+                    }
+                    return Err(at(&kp, msg));
+                }
+                if let Some(f) = &host.private_key_file {
+                    let f = self.resolve_path(f);
+                    if !f.is_file() {
+                        let mut kp = path.clone();
+                        kp.push("private_key_file".into());
+                        return Err(at(&kp, format!("{} does not exist", f.display())));
+                    }
+                }
+            }
+            for key in b.config.keys() {
+                if key.starts_with("bridge.") {
+                    return Err(at(
+                        &p(&["config".into(), key.clone().into()]),
+                        "keys starting with `bridge.` are reserved for the host".into(),
+                    ));
+                }
+            }
+        }
+        for name in self.rates.keys() {
+            if !seen.contains_key(name) {
+                return Err(at(
+                    &["rates".into(), name.clone().into()],
+                    format!("no backend named {name:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BackendConfig {
+    /// Where the component comes from.
+    pub fn component_source(&self) -> ComponentSource {
+        match self.component.strip_prefix("builtin:") {
+            Some(name) => ComponentSource::Builtin(name.to_string()),
+            None => ComponentSource::File(PathBuf::from(&self.component)),
+        }
+    }
+
+    /// The SSH hosts, parsed (validated at load), in config order.
+    pub fn ssh_hosts(&self) -> Vec<(String, SshHost)> {
+        self.ssh
+            .hosts
+            .iter()
+            .filter_map(|(k, v)| v.clone().try_into().ok().map(|h| (k.clone(), h)))
+            .collect()
+    }
+}
+
+impl SshHost {
+    /// Check the fields a transport needs: `Err((key, message))`.
+    fn check(&self) -> Result<(), (Option<&'static str>, String)> {
+        if self.transport == SshTransport::Local {
+            return Ok(());
+        }
+        if self.address.as_deref().is_none_or(str::is_empty) {
+            return Err((
+                None,
+                "an `ssh` host needs `address` (or set transport = \"local\")".into(),
+            ));
+        }
+        if self.user.as_deref().is_none_or(str::is_empty) {
+            return Err((None, "an `ssh` host needs `user`".into()));
+        }
+        match &self.host_key {
+            None => {
+                return Err((
+                    None,
+                    "an `ssh` host needs its pinned `host_key` (`ssh-keyscan -t ed25519 HOST`)"
+                        .into(),
+                ));
+            }
+            Some(k) => {
+                if russh::keys::PublicKey::from_openssh(k.trim()).is_err() {
+                    return Err((
+                        Some("host_key"),
+                        "not an OpenSSH public key (`ssh-ed25519 AAAA...`)".into(),
+                    ));
+                }
+            }
+        }
+        match (&self.private_key, &self.private_key_file) {
+            (None, None) => Err((
+                None,
+                "an `ssh` host needs `private_key_file` or `private_key`".into(),
+            )),
+            (Some(_), Some(_)) => Err((
+                None,
+                "set one of `private_key_file` and `private_key`, not both".into(),
+            )),
+            (Some(k), None) => russh::keys::decode_secret_key(k, None)
+                .map(|_| ())
+                .map_err(|_| {
+                    (
+                        Some("private_key"),
+                        "not an OpenSSH private key (the value is not shown)".into(),
+                    )
+                }),
+            (None, Some(_)) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<BootConfig, ConfigError> {
+        BootConfig::from_source(&Source::embedded("t.toml", text), &|k| {
+            (k == "SECRET").then(|| "s3cret".to_string())
+        })
+    }
+
+    const MIN: &str = "[[backends]]\nname = \"fake\"\ncomponent = \"builtin:baremetal\"\n";
+
+    #[test]
+    fn embedded_default_is_valid() {
+        BootConfig::local().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = load(&format!("{MIN}colour = \"red\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn bad_origin_names_its_index() {
+        let e = load(&format!(
+            "{MIN}[backends.http]\nallowed_hosts = [\"https://ok.example\", \"https://x.example/path\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("backends[0].http.allowed_hosts[1]"));
+        assert_eq!(e.line, Some(5));
+    }
+
+    #[test]
+    fn env_is_expanded_and_missing_env_is_located() {
+        let c = load(&format!(
+            "{MIN}[backends.config]\ntoken = \"${{SECRET}}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.backends[0].config["token"].as_str(), Some("s3cret"));
+        let e = load(&format!("{MIN}[backends.config]\ntoken = \"${{NOPE}}\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("backends[0].config.token"));
+        assert!(e.message.contains("`NOPE` is not set"));
+        assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn dashboard_must_be_loopback() {
+        let e = load(&format!("[dashboard]\nbind = \"0.0.0.0\"\n{MIN}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("dashboard.bind"));
+        assert!(e.message.contains("127.0.0.1 only"), "{e}");
+    }
+}

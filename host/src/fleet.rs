@@ -1,0 +1,550 @@
+//! The fleet: routes each grant to the first backend that can take it,
+//! fails over, accounts capacity, and watches workloads to their end.
+//!
+//! Routing walks backends in config order. A disabled backend is never
+//! tried; a TDX-required grant skips backends that are not TDX-capable; the
+//! first whose `can-satisfy` says yes and that has room provisions. If it
+//! fails with `no-capacity` or `transient`, the next candidate is tried and
+//! the failover is reported. The concurrency cap and each backend's declared
+//! capacity are checked before provisioning: a grant that does not fit is
+//! declined with a reason, never dropped.
+//!
+//! The fleet reports what happened in its return values ([`Placement`],
+//! [`Decline`], [`WatchOutcome`]); it knows nothing of the coalition, the
+//! journal or the dashboard.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::backend::{
+    Backend, BackendError, Capabilities, ErrorKind, GrantSpec, Instance, InstanceState,
+    TdxRequirement, Usage, Workload,
+};
+
+/// Unix seconds now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Member {
+    backend: Arc<dyn Backend>,
+    enabled: bool,
+    caps: Mutex<Option<Capabilities>>,
+    used: Mutex<Used>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Used {
+    cpu_millicores: u64,
+    ram_mib: u64,
+    grants: u32,
+}
+
+struct Inner {
+    members: Vec<Member>,
+    cap: u32,
+    active: Mutex<u32>,
+}
+
+/// The routing table and its accounting. Cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+/// One backend, for the routing table and the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    /// Name.
+    pub name: String,
+    /// Routed to?
+    pub enabled: bool,
+    /// Last capabilities it declared (`None` until it answered).
+    pub capabilities: Option<Capabilities>,
+    /// CPU reserved by running grants, millicores.
+    pub used_cpu_millicores: u64,
+    /// Memory reserved by running grants, MiB.
+    pub used_ram_mib: u64,
+    /// Grants running on it.
+    pub active_grants: u32,
+}
+
+/// A failover from one backend to the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failover {
+    /// Backend that failed.
+    pub from: String,
+    /// Why (no-capacity or transient).
+    pub kind: ErrorKind,
+    /// Its message.
+    pub message: String,
+}
+
+/// Why a grant was not placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Decline {
+    /// The concurrency cap is reached.
+    #[error("concurrency cap reached ({active} of {cap} grants running)")]
+    ConcurrencyCap {
+        /// Grants running.
+        active: u32,
+        /// The cap.
+        cap: u32,
+    },
+    /// No enabled backend could ever serve it (region, size, TDX).
+    #[error("no backend can satisfy this grant ({0})")]
+    NoBackend(String),
+    /// Backends could serve it, but none has room now.
+    #[error("no backend has room for this grant ({0})")]
+    OverCapacity(String),
+    /// Every candidate failed with no-capacity or transient.
+    #[error("every candidate backend failed: {}", .failovers.iter().map(|f| format!("{} ({}: {})", f.from, f.kind, f.message)).collect::<Vec<_>>().join("; "))]
+    AllFailed {
+        /// The failures, in order.
+        failovers: Vec<Failover>,
+    },
+    /// A backend refused it with an error that is not retried elsewhere.
+    #[error("backend {backend} failed: {error}")]
+    Failed {
+        /// The backend.
+        backend: String,
+        /// Its error.
+        error: BackendError,
+        /// Failovers before it.
+        failovers: Vec<Failover>,
+    },
+}
+
+impl Decline {
+    /// A short stable word for the reason (declines, metrics, dashboard).
+    pub fn reason_kind(&self) -> &'static str {
+        match self {
+            Self::ConcurrencyCap { .. } => "concurrency-cap",
+            Self::NoBackend(_) => "no-backend",
+            Self::OverCapacity(_) => "over-capacity",
+            Self::AllFailed { .. } => "backends-failed",
+            Self::Failed { error, .. } => match error.kind() {
+                ErrorKind::Rejected => "rejected",
+                ErrorKind::Config => "backend-config",
+                _ => "backend-error",
+            },
+        }
+    }
+
+    /// Failovers that happened before the decline.
+    pub fn failovers(&self) -> &[Failover] {
+        match self {
+            Self::AllFailed { failovers } | Self::Failed { failovers, .. } => failovers,
+            _ => &[],
+        }
+    }
+}
+
+/// Capacity and a concurrency slot held by one running grant; released on
+/// drop.
+pub struct Reservation {
+    inner: Arc<Inner>,
+    member: usize,
+    cpu: u64,
+    ram: u64,
+    /// Whether dropping it also frees a concurrency slot.
+    holds_slot: bool,
+}
+
+impl Reservation {
+    /// The backend holding it.
+    pub fn backend(&self) -> &str {
+        self.inner.members[self.member].backend.name()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        {
+            let mut u = self.inner.members[self.member].used.lock().unwrap();
+            u.cpu_millicores = u.cpu_millicores.saturating_sub(self.cpu);
+            u.ram_mib = u.ram_mib.saturating_sub(self.ram);
+            u.grants = u.grants.saturating_sub(1);
+        }
+        if self.holds_slot {
+            let mut a = self.inner.active.lock().unwrap();
+            *a = a.saturating_sub(1);
+        }
+    }
+}
+
+/// A grant placed on a backend.
+pub struct Placement {
+    /// The backend that provisioned it.
+    pub backend: String,
+    /// The instance it returned.
+    pub instance: Instance,
+    /// Failovers on the way.
+    pub failovers: Vec<Failover>,
+    /// Held until the grant ends.
+    pub reservation: Reservation,
+}
+
+/// How a watched workload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Ending {
+    /// It exited by itself.
+    Exited(i32),
+    /// It disappeared.
+    Gone,
+    /// Its grant expired and the host terminated it.
+    Expired,
+}
+
+/// The result of watching a workload to its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchOutcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// What it used (zero if the backend could not say; see `usage_error`).
+    pub usage: Usage,
+    /// Why usage is zero, if the backend failed to report it.
+    pub usage_error: Option<String>,
+    /// Why terminate failed, if it did (the instance may still exist).
+    pub terminate_error: Option<String>,
+}
+
+/// Polling schedule for `watch_until_exit`.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchPolicy {
+    /// First interval.
+    pub initial: Duration,
+    /// Longest interval.
+    pub max: Duration,
+    /// Attempts at terminate and usage on transient failures.
+    pub attempts: u32,
+}
+
+impl Default for WatchPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            attempts: 5,
+        }
+    }
+}
+
+impl Fleet {
+    /// A fleet over `backends` in routing order, with the concurrency cap.
+    pub fn new(backends: Vec<(Arc<dyn Backend>, bool)>, cap: u32) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                members: backends
+                    .into_iter()
+                    .map(|(backend, enabled)| Member {
+                        backend,
+                        enabled,
+                        caps: Mutex::new(None),
+                        used: Mutex::new(Used::default()),
+                    })
+                    .collect(),
+                cap,
+                active: Mutex::new(0),
+            }),
+        }
+    }
+
+    /// The concurrency cap.
+    pub fn cap(&self) -> u32 {
+        self.inner.cap
+    }
+
+    /// Grants running now.
+    pub fn active(&self) -> u32 {
+        *self.inner.active.lock().unwrap()
+    }
+
+    /// Ask every backend for its capabilities and remember them. A backend
+    /// that fails keeps its last answer (and is logged).
+    pub async fn refresh_capabilities(&self) {
+        let asks = self.inner.members.iter().map(|m| async move {
+            match m.backend.capabilities().await {
+                Ok(c) => *m.caps.lock().unwrap() = Some(c),
+                Err(e) => tracing::warn!(
+                    backend = m.backend.name(),
+                    "capabilities unavailable, keeping the last answer: {e}"
+                ),
+            }
+        });
+        futures::future::join_all(asks).await;
+    }
+
+    /// The routing table with current use.
+    pub fn members(&self) -> Vec<MemberView> {
+        self.inner
+            .members
+            .iter()
+            .map(|m| {
+                let u = *m.used.lock().unwrap();
+                MemberView {
+                    name: m.backend.name().to_string(),
+                    enabled: m.enabled,
+                    capabilities: m.caps.lock().unwrap().clone(),
+                    used_cpu_millicores: u.cpu_millicores,
+                    used_ram_mib: u.ram_mib,
+                    active_grants: u.grants,
+                }
+            })
+            .collect()
+    }
+
+    /// The backend called `name`.
+    pub fn backend(&self, name: &str) -> Option<Arc<dyn Backend>> {
+        self.inner
+            .members
+            .iter()
+            .find(|m| m.backend.name() == name)
+            .map(|m| m.backend.clone())
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.inner
+            .members
+            .iter()
+            .position(|m| m.backend.name() == name)
+    }
+
+    fn take_slot(&self) -> Result<(), Decline> {
+        let mut a = self.inner.active.lock().unwrap();
+        if *a >= self.inner.cap {
+            return Err(Decline::ConcurrencyCap {
+                active: *a,
+                cap: self.inner.cap,
+            });
+        }
+        *a += 1;
+        Ok(())
+    }
+
+    fn release_slot(&self) {
+        let mut a = self.inner.active.lock().unwrap();
+        *a = a.saturating_sub(1);
+    }
+
+    /// Reserve room for `grant` on member `i`, if its declared capacity
+    /// allows. The concurrency slot must already be held.
+    fn reserve(&self, i: usize, grant: &GrantSpec) -> Option<Reservation> {
+        let m = &self.inner.members[i];
+        let caps = m.caps.lock().unwrap().clone()?;
+        let mut u = m.used.lock().unwrap();
+        let cpu = u64::from(grant.cpu_millicores);
+        let ram = u64::from(grant.ram_mib);
+        if u.cpu_millicores + cpu > u64::from(caps.max_cpu_millicores)
+            || u.ram_mib + ram > u64::from(caps.max_ram_mib)
+        {
+            return None;
+        }
+        u.cpu_millicores += cpu;
+        u.ram_mib += ram;
+        u.grants += 1;
+        Some(Reservation {
+            inner: self.inner.clone(),
+            member: i,
+            cpu,
+            ram,
+            holds_slot: true,
+        })
+    }
+
+    /// Re-take capacity for a grant already running on `backend` (after a
+    /// restart). Over-commits rather than refusing: the workload exists.
+    pub fn adopt(&self, backend: &str, grant: &GrantSpec) -> Option<Reservation> {
+        let i = self.index_of(backend)?;
+        *self.inner.active.lock().unwrap() += 1;
+        let mut u = self.inner.members[i].used.lock().unwrap();
+        u.cpu_millicores += u64::from(grant.cpu_millicores);
+        u.ram_mib += u64::from(grant.ram_mib);
+        u.grants += 1;
+        Some(Reservation {
+            inner: self.inner.clone(),
+            member: i,
+            cpu: u64::from(grant.cpu_millicores),
+            ram: u64::from(grant.ram_mib),
+            holds_slot: true,
+        })
+    }
+
+    /// Place `grant`: the first candidate in order that can satisfy it and
+    /// has room provisions it, failing over on no-capacity and transient.
+    pub async fn provision(
+        &self,
+        grant: &GrantSpec,
+        workload: &Workload,
+    ) -> Result<Placement, Decline> {
+        self.take_slot()?;
+        let result = self.place(grant, workload).await;
+        if result.is_err() {
+            self.release_slot();
+        }
+        result
+    }
+
+    async fn place(&self, grant: &GrantSpec, workload: &Workload) -> Result<Placement, Decline> {
+        let mut failovers: Vec<Failover> = Vec::new();
+        let mut full: Vec<&str> = Vec::new();
+        let mut unsuitable: Vec<String> = Vec::new();
+        for (i, m) in self.inner.members.iter().enumerate() {
+            let name = m.backend.name();
+            if !m.enabled {
+                continue;
+            }
+            let caps = m.caps.lock().unwrap().clone();
+            let Some(caps) = caps else {
+                unsuitable.push(format!("{name}: capabilities unknown"));
+                continue;
+            };
+            if grant.tdx == TdxRequirement::Required && !caps.tdx_capable {
+                unsuitable.push(format!("{name}: not TDX-capable"));
+                continue;
+            }
+            if !m.backend.can_satisfy(grant).await {
+                unsuitable.push(format!("{name}: cannot satisfy"));
+                continue;
+            }
+            let Some(reservation) = self.reserve(i, grant) else {
+                full.push(name);
+                continue;
+            };
+            tracing::info!(backend = name, request_id = %grant.request_id, "routing grant");
+            match m.backend.provision(grant, workload).await {
+                Ok(instance) => {
+                    return Ok(Placement {
+                        backend: name.to_string(),
+                        instance,
+                        failovers,
+                        // The slot taken in `provision` travels with the
+                        // reservation; its drop releases both.
+                        reservation,
+                    });
+                }
+                Err(e) if e.is_failover() => {
+                    release_capacity_only(reservation);
+                    tracing::warn!(backend = name, request_id = %grant.request_id, "provision failed, failing over: {e}");
+                    failovers.push(Failover {
+                        from: name.to_string(),
+                        kind: e.kind(),
+                        message: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    release_capacity_only(reservation);
+                    tracing::warn!(backend = name, request_id = %grant.request_id, "provision failed: {e}");
+                    return Err(Decline::Failed {
+                        backend: name.to_string(),
+                        error: e,
+                        failovers,
+                    });
+                }
+            }
+        }
+        if !failovers.is_empty() {
+            return Err(Decline::AllFailed { failovers });
+        }
+        if !full.is_empty() {
+            return Err(Decline::OverCapacity(format!("full: {}", full.join(", "))));
+        }
+        Err(Decline::NoBackend(if unsuitable.is_empty() {
+            "no enabled backends".into()
+        } else {
+            unsuitable.join("; ")
+        }))
+    }
+
+    /// Poll `instance` on `backend` with backoff until it exits, disappears
+    /// or `valid_to` passes; then read its usage and terminate it.
+    ///
+    /// Usage is read before terminate because some backends (bare metal)
+    /// account from state that terminate removes.
+    pub async fn watch_until_exit(
+        &self,
+        backend: &str,
+        instance: &Instance,
+        valid_to: u64,
+        policy: WatchPolicy,
+    ) -> anyhow::Result<WatchOutcome> {
+        let b = self.backend(backend).ok_or_else(|| {
+            anyhow::anyhow!(
+                "instance {} belongs to backend {backend:?}, which is not in this fleet",
+                instance.instance_id
+            )
+        })?;
+        let mut interval = policy.initial;
+        let ending = loop {
+            let now = now_unix();
+            if now >= valid_to {
+                break Ending::Expired;
+            }
+            match b.status(instance).await {
+                Ok(InstanceState::Exited(c)) => break Ending::Exited(c),
+                Ok(InstanceState::Gone) => break Ending::Gone,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    backend,
+                    instance = %instance.instance_id,
+                    "status failed, will poll again: {e}"
+                ),
+            }
+            let left = Duration::from_secs(valid_to.saturating_sub(now_unix()));
+            tokio::time::sleep(interval.min(left.max(Duration::from_millis(50)))).await;
+            interval = (interval * 2).min(policy.max);
+        };
+        let (usage, usage_error) = match retry(policy.attempts, || b.usage(instance)).await {
+            Ok(u) => (u, None),
+            Err(e) => {
+                tracing::warn!(backend, instance = %instance.instance_id, "usage unavailable: {e}");
+                (Usage::default(), Some(e.to_string()))
+            }
+        };
+        let terminate_error = match retry(policy.attempts, || b.terminate(instance)).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(backend, instance = %instance.instance_id, "terminate failed: {e}");
+                Some(e.to_string())
+            }
+        };
+        Ok(WatchOutcome {
+            ending,
+            usage,
+            usage_error,
+            terminate_error,
+        })
+    }
+}
+
+/// Give back a reservation's capacity but keep the concurrency slot: the
+/// grant is still being placed elsewhere.
+fn release_capacity_only(mut r: Reservation) {
+    r.holds_slot = false;
+}
+
+async fn retry<T, F, Fut>(attempts: u32, mut f: F) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BackendError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut n = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.kind() == ErrorKind::Transient && n + 1 < attempts => {
+                n += 1;
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

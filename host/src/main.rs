@@ -1,0 +1,221 @@
+//! `compute-bridge`: the daemon and its operator commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use compute_bridge::bridge::Bridge;
+use compute_bridge::config::{BootConfig, LOCAL_NAME};
+use compute_bridge::runtime::{CompileCache, Runtime, RuntimeOptions, policy};
+
+/// Sell compute from your clouds and bare-metal hosts to a coalition, from
+/// inside a TDX guest. Every provider backend runs as a sandboxed
+/// WebAssembly component.
+#[derive(Parser)]
+#[command(name = "compute-bridge", version, about, long_about = None)]
+#[command(
+    after_help = "Start with `compute-bridge run` (the embedded local default) and \
+                        `compute-bridge check-config --config FILE` for your own config."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge until SIGINT or SIGTERM.
+    Run {
+        /// Boot config (TOML). Without it, the embedded config/local.toml:
+        /// the bare-metal backend on this machine and a local coalition.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config and print the routing table it describes.
+    CheckConfig {
+        /// Boot config (TOML); the embedded default if omitted.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Work with backend components.
+    #[command(subcommand)]
+    Components(ComponentsCommand),
+}
+
+#[derive(Subcommand)]
+enum ComponentsCommand {
+    /// Show a component's imports and exports and whether the bridge will
+    /// load it (non-zero exit if not).
+    Inspect {
+        /// The component (`.wasm`).
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Run { config } => run(config.as_deref()),
+        Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Components(ComponentsCommand::Inspect { file }) => inspect(&file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPUTE_BRIDGE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<BootConfig> {
+    match path {
+        Some(p) => BootConfig::load(p).map_err(Into::into),
+        None => BootConfig::local().map_err(Into::into),
+    }
+}
+
+fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %if config.is_some() { cfg.source_name.clone() } else { LOCAL_NAME.to_string() },
+            state_dir = %cfg.state_dir().display(),
+            "compute-bridge starting"
+        );
+        let bridge = Bridge::start(cfg).await?;
+        tracing::info!(provider_id = %bridge.provider_id, "provider identity");
+        bridge.log_routing_table();
+        tracing::info!("ready; stop with Ctrl-C or SIGTERM");
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(config)?;
+    println!("{}: ok", cfg.source_name);
+    println!(
+        "state dir {}; concurrency cap {}; dashboard http://{}:{}/dashboard",
+        cfg.state_dir().display(),
+        cfg.bridge.concurrency_cap,
+        cfg.dashboard.bind,
+        cfg.dashboard.port
+    );
+    println!("backends in routing order:");
+    for (i, b) in cfg.backends.iter().enumerate() {
+        println!(
+            "  {}. {} ({}){}",
+            i + 1,
+            b.name,
+            b.component,
+            if b.enabled { "" } else { " [disabled]" }
+        );
+        println!(
+            "       memory cap {} MiB, call deadline {} s",
+            b.memory_limit_mib, b.call_timeout_sec
+        );
+        if b.http.allowed_hosts.is_empty() {
+            println!("       http: none");
+        } else {
+            println!("       http: {}", b.http.allowed_hosts.join(", "));
+        }
+        let labels: Vec<String> = b
+            .ssh_hosts()
+            .into_iter()
+            .map(|(l, h)| {
+                format!(
+                    "{l} ({})",
+                    match h.transport {
+                        compute_bridge::config::SshTransport::Local => "local",
+                        compute_bridge::config::SshTransport::Ssh => "ssh",
+                    }
+                )
+            })
+            .collect();
+        if labels.is_empty() {
+            println!("       ssh: none");
+        } else {
+            println!("       ssh: {}", labels.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new(&RuntimeOptions {
+        cache_dir: None,
+        max_concurrent_calls: 1,
+        max_memory_mib: 64,
+    })?;
+    let component = wasmtime::component::Component::new(runtime.engine(), &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{} is not a valid WebAssembly component", file.display()))?;
+    let report = policy::check(runtime.engine(), &component);
+    println!("{}", file.display());
+    println!(
+        "  size {} bytes, sha256 {}",
+        bytes.len(),
+        CompileCache::digest(&bytes)
+    );
+    println!(
+        "  world: {}",
+        if report.conforms() {
+            policy::WORLD
+        } else {
+            "(does not conform to the backend world)"
+        }
+    );
+    println!("  imports:");
+    for i in &report.imports {
+        match &i.refused {
+            None => println!("    ok      {}  ({})", i.name, i.purpose),
+            Some(why) => println!("    REFUSED {}  ({why})", i.name),
+        }
+    }
+    println!("  exports:");
+    for e in &report.exports {
+        println!("    {e}");
+    }
+    if report.conforms() {
+        println!("verdict: the bridge will load this component");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("verdict: REFUSED");
+        for v in &report.violations {
+            println!("  - {v}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,255 @@
+//! The wasmtime host: one engine, the compile cache, the pooled instance
+//! slots and the epoch ticker, shared by every backend component.
+//!
+//! [`Runtime::load_backend`] turns a `[[backends]]` entry into a
+//! [`ComponentBackend`]: it reads the component (builtin or file), refuses it
+//! if it imports outside the backend world, compiles it (or loads it from
+//! the cache), links it against this backend's capabilities only, and
+//! pre-instantiates it.
+
+mod cache;
+pub mod policy;
+mod sandbox;
+mod wasi;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use cache::{CacheStats, CompileCache, Origin};
+pub use sandbox::{CallState, CallStats, ComponentBackend, Limits};
+
+use crate::bindings;
+use crate::capabilities::{Granted, http::HttpHost, log::LogHost, ssh::SshHost};
+use crate::config::{BackendConfig, BootConfig, ComponentSource};
+
+/// How often the epoch advances; a spinning guest yields this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Names of the backends shipped inside this binary.
+pub fn builtin_names() -> Vec<&'static str> {
+    compute_bridge_components::BUILTIN
+        .iter()
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+/// Bytes of a shipped backend.
+pub fn builtin_bytes(name: &str) -> Option<&'static [u8]> {
+    compute_bridge_components::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+}
+
+/// Sizing of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Where compiled components are cached (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Calls in flight at once across all backends (pool slots).
+    pub max_concurrent_calls: u32,
+    /// Largest per-call memory cap of any backend, MiB.
+    pub max_memory_mib: u32,
+}
+
+impl RuntimeOptions {
+    /// Sizing for a boot config; the cache goes under its state dir.
+    pub fn for_config(cfg: &BootConfig) -> Self {
+        Self {
+            cache_dir: Some(cfg.state_dir().join("compiled")),
+            max_concurrent_calls: cfg.bridge.max_concurrent_calls,
+            max_memory_mib: cfg
+                .backends
+                .iter()
+                .map(|b| b.memory_limit_mib)
+                .max()
+                .unwrap_or(64),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    engine: Engine,
+    linker: Linker<CallState>,
+    slots: tokio::sync::Semaphore,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The component host.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    cache: CompileCache,
+}
+
+impl Runtime {
+    /// Build the engine (pooling allocator, epoch interruption), the linker
+    /// and the epoch ticker.
+    pub fn new(opts: &RuntimeOptions) -> anyhow::Result<Self> {
+        let slots = opts.max_concurrent_calls.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 16)
+            .max_core_instances_per_component(16)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
+            .max_memory_size(opts.max_memory_mib as usize * 1024 * 1024)
+            // Keep a little of each slot resident so reuse is cheap.
+            .linear_memory_keep_resident(64 * 1024)
+            .table_keep_resident(16 * 1024);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .wasm_component_model(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasi::add_to_linker(&mut linker)?;
+        bindings::http::add_to_linker::<_, HasSelf<HttpHost>>(&mut linker, |s| &mut s.http)?;
+        bindings::ssh::add_to_linker::<_, HasSelf<SshHost>>(&mut linker, |s| &mut s.ssh)?;
+        bindings::log::add_to_linker::<_, HasSelf<LogHost>>(&mut linker, |s| &mut s.log)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |s| {
+            wasmtime_wasi_config::WasiConfig::new(&s.config)
+        })?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .context("starting the epoch ticker")?;
+        }
+
+        Ok(Self {
+            cache: CompileCache::new(&engine, opts.cache_dir.clone()),
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                slots: tokio::sync::Semaphore::new(slots as usize),
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    /// Compile-cache counters.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.cache.stats
+    }
+
+    /// Compile (or load from cache) and check a component. Refuses one that
+    /// imports outside the backend world or does not export the provider
+    /// interface.
+    pub fn compile(&self, label: &str, bytes: &[u8]) -> anyhow::Result<(Component, Origin)> {
+        let (component, origin) = self
+            .cache
+            .load(self.engine(), bytes)
+            .with_context(|| format!("loading component {label}"))?;
+        let report = policy::check(self.engine(), &component);
+        if !report.conforms() {
+            anyhow::bail!(
+                "component {label} is refused:\n  - {}",
+                report.violations.join("\n  - ")
+            );
+        }
+        Ok((component, origin))
+    }
+
+    /// Pre-instantiate `component` for one backend with the capabilities it
+    /// was granted.
+    pub fn backend(
+        &self,
+        name: &str,
+        component: &Component,
+        granted: Granted,
+        limits: Limits,
+    ) -> anyhow::Result<ComponentBackend> {
+        let pre = self
+            .shared
+            .linker
+            .instantiate_pre(component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("linking backend {name}"))?;
+        let pre = bindings::BackendPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("backend {name} does not match the backend world"))?;
+        Ok(ComponentBackend::new(
+            name,
+            pre,
+            granted,
+            limits,
+            self.shared.clone(),
+        ))
+    }
+
+    /// Everything for one `[[backends]]` entry: read, check, compile or load
+    /// from cache, grant capabilities, pre-instantiate.
+    pub fn load_backend(
+        &self,
+        boot: &BootConfig,
+        cfg: &BackendConfig,
+        provider_id: &str,
+    ) -> anyhow::Result<(ComponentBackend, Origin)> {
+        let bytes = read_component(boot, cfg)?;
+        let (component, origin) =
+            self.compile(&format!("{} ({})", cfg.name, cfg.component), &bytes)?;
+        tracing::info!(
+            backend = %cfg.name,
+            component = %cfg.component,
+            sha256 = &CompileCache::digest(&bytes)[..16],
+            cache = match origin { Origin::Cached => "hit", Origin::Compiled => "miss" },
+            "component loaded"
+        );
+        let granted = Granted::new(boot, cfg, provider_id)
+            .with_context(|| format!("granting capabilities to backend {}", cfg.name))?;
+        let limits = Limits {
+            memory_bytes: cfg.memory_limit_mib as usize * 1024 * 1024,
+            deadline: Duration::from_secs(cfg.call_timeout_sec),
+        };
+        Ok((
+            self.backend(&cfg.name, &component, granted, limits)?,
+            origin,
+        ))
+    }
+}
+
+/// The bytes of a backend's component.
+pub fn read_component(boot: &BootConfig, cfg: &BackendConfig) -> anyhow::Result<Vec<u8>> {
+    match cfg.component_source() {
+        ComponentSource::Builtin(name) => builtin_bytes(&name)
+            .map(<[u8]>::to_vec)
+            .with_context(|| format!("backend {}: no builtin component {name:?}", cfg.name)),
+        ComponentSource::File(path) => {
+            let path = boot.resolve_path(&path);
+            std::fs::read(&path)
+                .with_context(|| format!("backend {}: reading {}", cfg.name, path.display()))
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What a backend component may import and must export, checked before it
+//! is ever instantiated (at load, and by `compute-bridge components inspect`).
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+/// The interface every backend exports.
+pub const PROVIDER_EXPORT: &str = "compute-bridge:backend/provider@0.1.0";
+
+/// The world a conforming component targets.
+pub const WORLD: &str = "compute-bridge:backend/backend@0.1.0";
+
+/// Import name prefixes a backend may use, and why.
+const ALLOWED: &[(&str, &str)] = &[
+    ("compute-bridge:backend/types@0.1.", "contract types"),
+    (
+        "compute-bridge:backend/http@0.1.",
+        "outbound HTTP to allowed hosts",
+    ),
+    (
+        "compute-bridge:backend/ssh@0.1.",
+        "commands on assigned hosts",
+    ),
+    ("compute-bridge:backend/log@0.1.", "logging"),
+    ("wasi:config/store@0.2.0-rc.1", "its own config section"),
+    ("wasi:io/", "streams for the standard library"),
+    ("wasi:clocks/", "clocks"),
+    ("wasi:random/", "randomness"),
+    ("wasi:cli/environment@", "an empty environment"),
+    ("wasi:cli/exit@", "exit"),
+    ("wasi:cli/stdin@", "empty standard input"),
+    ("wasi:cli/stdout@", "standard output (discarded)"),
+    ("wasi:cli/stderr@", "standard error (kept for trap reports)"),
+    ("wasi:cli/terminal-", "terminal queries (never a terminal)"),
+];
+
+/// Why well-known interfaces are refused, for a message that helps.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "wasi:sockets/",
+        "sockets are not available to backends: use the http capability",
+    ),
+    (
+        "wasi:filesystem/",
+        "files are not available to backends: put settings in [backends.config]",
+    ),
+    (
+        "wasi:http/",
+        "wasi:http is not offered: use compute-bridge:backend/http",
+    ),
+];
+
+/// One import and the verdict on it.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// Interface or function name.
+    pub name: String,
+    /// `None` if allowed; the reason it is refused otherwise.
+    pub refused: Option<String>,
+    /// What it is for, when allowed.
+    pub purpose: &'static str,
+}
+
+/// What a component imports and exports, and whether it may be loaded.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Imports in declaration order.
+    pub imports: Vec<Import>,
+    /// Export names.
+    pub exports: Vec<String>,
+    /// Everything that stops it from loading.
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    /// True if the component targets the backend world.
+    pub fn conforms(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Check `component`'s imports and exports against the backend world.
+pub fn check(engine: &Engine, component: &Component) -> Report {
+    let ty = component.component_type();
+    let mut imports = Vec::new();
+    let mut violations = Vec::new();
+    for (name, item) in ty.imports(engine) {
+        let allowed = ALLOWED.iter().find(|(p, _)| name.starts_with(p));
+        let refused = match allowed {
+            Some(_) if matches!(item.ty, ComponentItem::ComponentInstance(_)) => None,
+            Some(_) => Some("only interface imports are allowed".to_string()),
+            None => Some(
+                REFUSED
+                    .iter()
+                    .find(|(p, _)| name.starts_with(p))
+                    .map(|(_, why)| why.to_string())
+                    .unwrap_or_else(|| format!("not part of the {WORLD} world")),
+            ),
+        };
+        if let Some(why) = &refused {
+            violations.push(format!("imports {name}: {why}"));
+        }
+        imports.push(Import {
+            name: name.to_string(),
+            refused,
+            purpose: allowed.map(|(_, p)| *p).unwrap_or(""),
+        });
+    }
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    if !exports.iter().any(|e| e == PROVIDER_EXPORT) {
+        violations.push(format!(
+            "does not export {PROVIDER_EXPORT}: build it against the WIT in wit/ (world `backend`)"
+        ));
+    }
+    Report {
+        imports,
+        exports,
+        violations,
+    }
+}

@@ -1,0 +1,365 @@
+//! One backend component behind the [`Backend`] trait, each call in a fresh
+//! sandbox.
+//!
+//! A call takes a slot from the runtime's pool, instantiates the component
+//! from its `InstancePre` into a new `Store` (pooled, copy-on-write memory,
+//! so this costs microseconds), runs the export under the backend's memory
+//! cap with epoch-based yielding, and is dropped at its deadline. Whatever
+//! the guest left in memory dies with the store, so nothing of one grant's
+//! call reaches another's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
+
+use super::Shared;
+use crate::backend::{
+    Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
+};
+use crate::bindings::{self, provider::Guest as Provider};
+use crate::capabilities::{Granted, http::HttpHost, log::LogHost, ssh::SshHost};
+
+/// Standard error kept per call, for trap reports (bytes).
+const STDERR_KEEP: usize = 4096;
+
+/// Per-backend sandbox limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory cap per call, bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock deadline per call.
+    pub deadline: Duration,
+}
+
+/// What a call's `Store` holds: the WASI context (empty environment, no
+/// files, no sockets) and this backend's capability views.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) http: HttpHost,
+    pub(super) ssh: SshHost,
+    pub(super) log: LogHost,
+    pub(super) config: Arc<WasiConfigVariables>,
+    limits: StoreLimits,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Calls made and how they ended, per backend.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    /// Calls started.
+    pub calls: AtomicU64,
+    /// Calls that trapped (including memory cap and stack overflow).
+    pub traps: AtomicU64,
+    /// Calls stopped at their deadline.
+    pub deadlines: AtomicU64,
+}
+
+/// A backend component, ready to be called.
+pub struct ComponentBackend {
+    name: Arc<str>,
+    pre: bindings::BackendPre<CallState>,
+    granted: Granted,
+    limits: Limits,
+    shared: Arc<Shared>,
+    /// Counters.
+    pub stats: CallStats,
+}
+
+type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+impl ComponentBackend {
+    pub(super) fn new(
+        name: &str,
+        pre: bindings::BackendPre<CallState>,
+        granted: Granted,
+        limits: Limits,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            pre,
+            granted,
+            limits,
+            shared,
+            stats: CallStats::default(),
+        }
+    }
+
+    /// What this backend was granted.
+    pub fn granted(&self) -> &Granted {
+        &self.granted
+    }
+
+    /// Run one export in a fresh instance.
+    async fn call<R: Send>(
+        &self,
+        what: &'static str,
+        f: impl for<'a> FnOnce(&'a Provider, &'a mut Store<CallState>) -> CallFuture<'a, R> + Send,
+    ) -> Result<R, BackendError> {
+        let _slot = self
+            .shared
+            .slots
+            .acquire()
+            .await
+            .expect("the call pool is never closed");
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let stderr = MemoryOutputPipe::new(STDERR_KEEP);
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let mut store = Store::new(
+            &self.shared.engine,
+            CallState {
+                wasi,
+                table: ResourceTable::new(),
+                http: HttpHost(self.granted.http.clone()),
+                ssh: SshHost(self.granted.ssh.clone()),
+                log: LogHost(self.name.clone()),
+                config: self.granted.config.clone(),
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory_bytes)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        // Yield to the executor every epoch tick: a spinning guest shares
+        // its thread and the deadline below can always fire.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+        let run = async {
+            let world = self.pre.instantiate_async(&mut store).await?;
+            f(world.compute_bridge_backend_provider(), &mut store).await
+        };
+        match tokio::time::timeout(self.limits.deadline, run).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.stats.traps.fetch_add(1, Ordering::Relaxed);
+                let msg = describe_trap(&e, &stderr);
+                tracing::warn!(backend = %self.name, call = what, "component call failed: {msg}");
+                Err(BackendError::Internal(format!(
+                    "backend {} trapped in {what}: {msg}",
+                    self.name
+                )))
+            }
+            Err(_) => {
+                self.stats.deadlines.fetch_add(1, Ordering::Relaxed);
+                let msg = format!(
+                    "backend {} exceeded its {}s deadline in {what}",
+                    self.name,
+                    self.limits.deadline.as_secs_f64()
+                );
+                tracing::warn!(backend = %self.name, call = what, "{msg}");
+                Err(BackendError::Internal(msg))
+            }
+        }
+    }
+}
+
+fn describe_trap(e: &wasmtime::Error, stderr: &MemoryOutputPipe) -> String {
+    let mut msg = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(t) => t.to_string(),
+        None => {
+            let root = e.root_cause().to_string();
+            if root.contains("memory") && root.contains("grow") {
+                format!("memory cap reached ({root})")
+            } else {
+                root
+            }
+        }
+    };
+    let out = stderr.contents();
+    let text = String::from_utf8_lossy(&out);
+    if let Some(line) = text.lines().find(|l| !l.trim().is_empty()) {
+        msg.push_str(&format!(" (stderr: {})", line.trim()));
+    }
+    msg
+}
+
+#[async_trait::async_trait]
+impl Backend for ComponentBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, BackendError> {
+        self.call("capabilities", |p, s| Box::pin(p.call_capabilities(s)))
+            .await?
+            .map(Into::into)
+            .map_err(Into::into)
+    }
+
+    async fn can_satisfy(&self, grant: &GrantSpec) -> bool {
+        let g = bindings::types::GrantSpec::from(grant);
+        self.call("can-satisfy", move |p, s| {
+            Box::pin(async move { p.call_can_satisfy(s, &g).await })
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn provision(
+        &self,
+        grant: &GrantSpec,
+        workload: &Workload,
+    ) -> Result<Instance, BackendError> {
+        let g = bindings::types::GrantSpec::from(grant);
+        let w = bindings::types::Workload {
+            ssh_user: workload.ssh_user.clone(),
+            ssh_public_key: workload.ssh_public_key.clone(),
+        };
+        self.call("provision", move |p, s| {
+            Box::pin(async move { p.call_provision(s, &g, &w).await })
+        })
+        .await?
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    async fn status(&self, instance: &Instance) -> Result<InstanceState, BackendError> {
+        let i = bindings::types::Instance::from(instance);
+        self.call("status", move |p, s| {
+            Box::pin(async move { p.call_status(s, &i).await })
+        })
+        .await?
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    async fn usage(&self, instance: &Instance) -> Result<Usage, BackendError> {
+        let i = bindings::types::Instance::from(instance);
+        self.call("usage", move |p, s| {
+            Box::pin(async move { p.call_usage(s, &i).await })
+        })
+        .await?
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    async fn terminate(&self, instance: &Instance) -> Result<(), BackendError> {
+        let i = bindings::types::Instance::from(instance);
+        self.call("terminate", move |p, s| {
+            Box::pin(async move { p.call_terminate(s, &i).await })
+        })
+        .await?
+        .map_err(Into::into)
+    }
+
+    async fn list_instances(&self) -> Result<Vec<Instance>, BackendError> {
+        self.call("list-instances", |p, s| Box::pin(p.call_list_instances(s)))
+            .await?
+            .map(|v| v.into_iter().map(Into::into).collect())
+            .map_err(Into::into)
+    }
+}
+
+// Conversions between the generated WIT types and the host's own.
+
+impl From<bindings::types::Offer> for Capabilities {
+    fn from(o: bindings::types::Offer) -> Self {
+        Self {
+            regions: o.regions,
+            tdx_capable: o.tdx_capable,
+            max_cpu_millicores: o.max_cpu_millicores,
+            max_ram_mib: o.max_ram_mib,
+        }
+    }
+}
+
+impl From<&GrantSpec> for bindings::types::GrantSpec {
+    fn from(g: &GrantSpec) -> Self {
+        use crate::backend::TdxRequirement as T;
+        Self {
+            request_id: g.request_id.clone(),
+            cpu_millicores: g.cpu_millicores,
+            ram_mib: g.ram_mib,
+            region: g.region.clone(),
+            tdx: match g.tdx {
+                T::None => bindings::types::TdxRequirement::None,
+                T::Preferred => bindings::types::TdxRequirement::Preferred,
+                T::Required => bindings::types::TdxRequirement::Required,
+            },
+            image: g.image.clone(),
+            valid_to: g.valid_to,
+        }
+    }
+}
+
+impl From<bindings::types::Instance> for Instance {
+    fn from(i: bindings::types::Instance) -> Self {
+        Self {
+            instance_id: i.instance_id,
+            region: i.region,
+            public_host: i.public_host,
+            ssh_port: i.ssh_port,
+            user: i.user,
+            host_key: i.host_key,
+            handle: i.handle,
+        }
+    }
+}
+
+impl From<&Instance> for bindings::types::Instance {
+    fn from(i: &Instance) -> Self {
+        Self {
+            instance_id: i.instance_id.clone(),
+            region: i.region.clone(),
+            public_host: i.public_host.clone(),
+            ssh_port: i.ssh_port,
+            user: i.user.clone(),
+            host_key: i.host_key.clone(),
+            handle: i.handle.clone(),
+        }
+    }
+}
+
+impl From<bindings::types::InstanceState> for InstanceState {
+    fn from(s: bindings::types::InstanceState) -> Self {
+        match s {
+            bindings::types::InstanceState::Starting => Self::Starting,
+            bindings::types::InstanceState::Running => Self::Running,
+            bindings::types::InstanceState::Exited(c) => Self::Exited(c),
+            bindings::types::InstanceState::Gone => Self::Gone,
+        }
+    }
+}
+
+impl From<bindings::types::ResourceUsage> for Usage {
+    fn from(u: bindings::types::ResourceUsage) -> Self {
+        Self {
+            cpu_core_seconds: u.cpu_core_seconds,
+            ram_mib_seconds: u.ram_mib_seconds,
+            net_bytes: u.net_bytes,
+        }
+    }
+}
+
+impl From<bindings::types::BackendError> for BackendError {
+    fn from(e: bindings::types::BackendError) -> Self {
+        use bindings::types::BackendError as W;
+        match e {
+            W::NoCapacity(m) => Self::NoCapacity(m),
+            W::Transient(m) => Self::Transient(m),
+            W::Rejected(m) => Self::Rejected(m),
+            W::Config(m) => Self::Config(m),
+            W::Internal(m) => Self::Internal(m),
+        }
+    }
+}
