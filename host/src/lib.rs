@@ -13,6 +13,7 @@
 //! - [`capabilities`]: `http`, `ssh`, `log` and `config`, one module each;
 //! - [`backend`]: the host's backend trait and types;
 //! - [`fleet`]: routing, failover, capacity, watching;
+//! - [`events`]: what the operator may see, typed so it cannot leak identity;
 //! - [`bridge`]: start-up and the routing table.
 
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod bindings;
 pub mod bridge;
 pub mod capabilities;
 pub mod config;
+pub mod events;
 pub mod fleet;
 pub mod identity;
 pub mod runtime;

@@ -97,7 +97,7 @@ impl Default for BridgeConfig {
 }
 
 /// `[coalition]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoalitionConfig {
     /// The coalition's name (its mosaik network id).
@@ -116,6 +116,17 @@ pub struct CoalitionConfig {
 
 fn default_network() -> String {
     "local.dev".into()
+}
+
+impl Default for CoalitionConfig {
+    fn default() -> Self {
+        Self {
+            network: default_network(),
+            local: false,
+            relays: Vec::new(),
+            bootstrap: Vec::new(),
+        }
+    }
 }
 
 /// `[dashboard]`
@@ -664,7 +675,7 @@ mod tests {
         })
     }
 
-    const MIN: &str = "[[backends]]\nname = \"fake\"\ncomponent = \"builtin:baremetal\"\n";
+    const MIN: &str = "[[backends]]\nname = \"fake\"\ncomponent = \"builtin:fake\"\n";
 
     #[test]
     fn embedded_default_is_valid() {

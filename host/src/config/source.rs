@@ -329,7 +329,7 @@ mod tests {
     fn locates_nested_keys() {
         let src = Source::embedded("t.toml", "[a]\nb = 1\n\n[[c]]\nd = [1, \"x\"]\n");
         let e = src.error_at_path(&["c".into(), 0.into(), "d".into(), 1.into()], "bad");
-        assert_eq!((e.line, e.column), (Some(5), Some(10)));
-        assert_eq!(e.to_string(), "t.toml:5:10: `c[0].d[1]`: bad");
+        assert_eq!((e.line, e.column), (Some(5), Some(9)));
+        assert_eq!(e.to_string(), "t.toml:5:9: `c[0].d[1]`: bad");
     }
 }

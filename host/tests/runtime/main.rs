@@ -1,0 +1,8 @@
+//! The host runtime against real components: routing, failover, capacity,
+//! the sandbox's limits and the hostile components, the compile cache.
+//!
+//! One test binary with a module per concern, so the suite links once.
+
+mod support;
+
+mod sandbox;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what the test suite's real peers need, once per machine:
+#   - the wasm32-wasip2 Rust target (the backend components)
+#   - OpenSSH server (bare-metal backend tests start their own sshd)
+#   - Chromium (the dashboard's browser test)
+#   - wrk (dashboard load benchmark; not needed by the tests themselves)
+#   - moto[server] in a venv under target/test-peers (AWS backend tests)
+# Idempotent: anything already present is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  say "adding the wasm32-wasip2 target"
+  rustup target add wasm32-wasip2
+fi
+
+need_apt=()
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing ${need_apt[*]} (apt)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# sshd refuses to start without its privilege-separation directory.
+[ -d /run/sshd ] || { SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"; $SUDO mkdir -p /run/sshd; }
+
+venv=target/test-peers/venv
+if [ ! -x "$venv/bin/moto_server" ]; then
+  say "installing moto[server] into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+fi
+say "test peers ready"

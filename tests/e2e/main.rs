@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `compute-bridge` binary against real peers.
+
+mod cli;
+
+/// The binary under test.
+pub fn bridge_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_compute-bridge"))
+}

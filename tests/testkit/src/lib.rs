@@ -1,0 +1,60 @@
+//! Test peers and helpers shared by the suite.
+//!
+//! Every peer here is real and runs on 127.0.0.1 on a port it picks: an
+//! OpenSSH server ([`sshd`]), the bridge binary itself ([`process`]), and
+//! (added by their issues) moto and the cloud API fakes. A peer that is not
+//! installed fails the test with the command that installs it; nothing is
+//! skipped.
+
+pub mod process;
+pub mod sshd;
+
+pub use compute_bridge_components as components;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("tests/testkit lives two levels below the root")
+        .to_path_buf()
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on 127.0.0.1")
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `timeout`.
+/// For waiting on peers to come up, not for asserting speed.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Panic with the install hint when a peer's executable is missing.
+pub fn require_executable(path: &str, package: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if !p.exists() {
+        panic!(
+            "{path} is missing: this test needs the real {package}. \
+             Run scripts/install-test-peers.sh (CI does) and try again."
+        );
+    }
+    p
+}
