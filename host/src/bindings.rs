@@ -15,6 +15,7 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    additional_derives: [PartialEq, Eq],
 });
 
 pub use compute_bridge::backend::{http, log, ssh, types};

@@ -37,3 +37,95 @@ fn version_and_help_read_well() {
         assert!(out.contains(cmd), "--help lacks {cmd}: {out}");
     }
 }
+
+#[test]
+fn a_second_start_loads_components_from_the_compile_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    for expected in ["cache=\"miss\"", "cache=\"hit\""] {
+        let mut bridge = Running::spawn_in(Some(dir.path()), &bridge_bin(), &["run"], &[]);
+        bridge.wait_for_log("ready", Duration::from_secs(120));
+        assert!(
+            bridge.log().contains(expected),
+            "expected {expected}:\n{}",
+            bridge.log()
+        );
+        bridge.signal("TERM");
+        assert_eq!(bridge.wait(Duration::from_secs(30)), Some(0));
+    }
+}
+
+#[test]
+fn a_broken_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        "[bridge]\nconcurrency_cap = 4\n\n[[backends]]\nname = \"fake\"\ncomponent = \"builtin:fake\"\n\n[backends.http]\nallowed_hosts = [\"https://api.example.com/v1\"]\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    for cmd in [
+        &["check-config", "--config", p][..],
+        &["run", "--config", p][..],
+    ] {
+        let (code, _out, err) = run(&bridge_bin(), cmd);
+        assert_ne!(code, 0, "{cmd:?} accepted a broken config");
+        assert!(
+            err.contains(&format!("{p}:9:18: `backends[0].http.allowed_hosts[0]`"))
+                && err.contains("no path or query"),
+            "{cmd:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_the_routing_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        "[[backends]]\nname = \"first\"\ncomponent = \"builtin:fake\"\n[backends.http]\nallowed_hosts = [\"https://api.example.com\"]\n\
+         [backends.ssh.hosts.rack-1]\ntransport = \"local\"\n\n[[backends]]\nname = \"second\"\ncomponent = \"builtin:fake\"\nenabled = false\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &bridge_bin(),
+        &["check-config", "--config", path.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let first = out.find("1. first").expect(&out);
+    let second = out.find("2. second").expect(&out);
+    assert!(first < second);
+    assert!(
+        out.contains("http: https://api.example.com") && out.contains("ssh: rack-1 (local)"),
+        "{out}"
+    );
+    assert!(out.contains("[disabled]"), "{out}");
+}
+
+#[test]
+fn components_inspect_gives_a_verdict() {
+    use compute_bridge_testkit::components;
+    let (code, out, _) = run(&bridge_bin(), &["components", "inspect", components::FAKE]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("world: compute-bridge:backend/backend@0.1.0") && out.contains("will load"),
+        "{out}"
+    );
+    let (code, out, _) = run(
+        &bridge_bin(),
+        &["components", "inspect", components::HOSTILE_IMPORTS],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("REFUSED wasi:sockets/tcp")
+            && out.contains("REFUSED wasi:filesystem/preopens"),
+        "{out}"
+    );
+    let (code, _, err) = run(&bridge_bin(), &["components", "inspect", "/etc/hostname"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is not a valid WebAssembly component"),
+        "{err}"
+    );
+}

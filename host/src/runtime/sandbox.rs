@@ -187,8 +187,15 @@ fn describe_trap(e: &wasmtime::Error, stderr: &MemoryOutputPipe) -> String {
     };
     let out = stderr.contents();
     let text = String::from_utf8_lossy(&out);
-    if let Some(line) = text.lines().find(|l| !l.trim().is_empty()) {
-        msg.push_str(&format!(" (stderr: {})", line.trim()));
+    // A Rust panic prints "panicked at FILE:LINE:COL:" then the message.
+    let said: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note:"))
+        .take(2)
+        .collect();
+    if !said.is_empty() {
+        msg.push_str(&format!(" (stderr: {})", said.join(" ")));
     }
     msg
 }

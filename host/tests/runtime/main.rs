@@ -5,4 +5,8 @@
 
 mod support;
 
+mod cache;
+mod http;
+mod routing;
 mod sandbox;
+mod ssh;

@@ -6,6 +6,7 @@
 //! installed fails the test with the command that installs it; nothing is
 //! skipped.
 
+pub mod http_server;
 pub mod process;
 pub mod sshd;
 

@@ -98,9 +98,13 @@ impl Sshd {
         .unwrap();
     }
 
-    /// Stop it (connections are refused until [`Sshd::restart`]).
+    /// Stop it like a host going down: the listener and every session it
+    /// forked (connections are refused until [`Sshd::restart`]).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            for pid in descendants(c.id()) {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -150,9 +154,46 @@ impl Sshd {
     }
 }
 
+/// Every process below `root`, found through /proc (sshd's session
+/// processes call setsid, so a process group does not hold them).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may contain spaces.
+        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else {
+            continue;
+        };
+        if let Some(ppid) = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            for pid in descendants(c.id()) {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

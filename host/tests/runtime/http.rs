@@ -1,0 +1,147 @@
+//! The http capability, attacked from inside a real component: only listed
+//! origins, no forbidden addresses, no redirects off the list, bounded size
+//! and time.
+
+use compute_bridge::backend::{Backend, BackendError};
+use compute_bridge_testkit::components;
+use compute_bridge_testkit::http_server::HttpServer;
+
+use crate::support::*;
+
+/// Have the hostile component GET `url` with `http_toml` as its
+/// `[backends.http]` table; return the error text (the component reports
+/// successes as errors too, "got HTTP <status> with <n> bytes").
+async fn get(url: &str, http_toml: &str) -> String {
+    let state = tempfile::tempdir().unwrap();
+    let text = backend_toml(
+        "hostile",
+        components::HOSTILE,
+        &format!(
+            "[backends.http]\n{http_toml}\n[backends.config]\nattack = \"http\"\nurl = {url:?}\n"
+        ),
+    );
+    let cfg = config(state.path(), &text);
+    let (_rt, b) = load(&cfg);
+    match b[0].provision(&grant("g"), &workload()).await {
+        Err(BackendError::Internal(m) | BackendError::Config(m) | BackendError::Transient(m)) => m,
+        other => panic!("unexpected: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_listed_ip_origin_is_reachable() {
+    let s = HttpServer::start();
+    let msg = get(
+        &format!("{}/ok", s.origin()),
+        &format!("allowed_hosts = [{:?}]", s.origin()),
+    )
+    .await;
+    assert_eq!(msg, "got HTTP 200 with 5 bytes");
+}
+
+#[tokio::test]
+async fn an_unlisted_origin_is_refused_before_any_connection() {
+    let s = HttpServer::start();
+    let other = HttpServer::start();
+    let msg = get(
+        &format!("{}/ok", other.origin()),
+        &format!("allowed_hosts = [{:?}]", s.origin()),
+    )
+    .await;
+    assert!(
+        msg.contains("denied by the host") && msg.contains("not in this backend's allowed_hosts"),
+        "{msg}"
+    );
+    assert_eq!(other.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn cloud_metadata_is_refused() {
+    let msg = get(
+        "http://169.254.169.254/latest/meta-data/iam/",
+        "allowed_hosts = [\"https://ec2.us-east-1.amazonaws.com\"]",
+    )
+    .await;
+    assert!(
+        msg.contains("denied") && msg.contains("169.254.169.254"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn an_allowed_name_resolving_to_loopback_is_refused() {
+    let s = HttpServer::start();
+    // The operator allowed a name, and it resolves to 127.0.0.1 (as a
+    // rebinding or a poisoned resolver would make it): refused after
+    // resolution, and the server never sees a request.
+    let msg = get(
+        &format!("http://api.example.test:{}/ok", s.port),
+        &format!("allowed_hosts = [\"http://api.example.test:{}\"]\nresolve = {{ \"api.example.test\" = \"127.0.0.1\" }}", s.port),
+    )
+    .await;
+    assert!(
+        msg.contains("resolves only to forbidden addresses (127.0.0.1)"),
+        "{msg}"
+    );
+    assert_eq!(s.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_allowed_name_resolving_to_metadata_is_refused() {
+    let msg = get(
+        "http://metadata.example.test/latest",
+        "allowed_hosts = [\"http://metadata.example.test\"]\nresolve = { \"metadata.example.test\" = \"169.254.169.254\" }",
+    )
+    .await;
+    assert!(
+        msg.contains("resolves only to forbidden addresses (169.254.169.254)"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_off_the_list_is_refused() {
+    let s = HttpServer::start();
+    let elsewhere = HttpServer::start();
+    let url = format!("{}/redirect?to={}/ok", s.origin(), elsewhere.origin());
+    let msg = get(&url, &format!("allowed_hosts = [{:?}]", s.origin())).await;
+    assert!(msg.contains("redirect refused"), "{msg}");
+    assert_eq!(
+        elsewhere
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // A redirect within the list is followed.
+    let within = format!("{}/redirect?to={}/ok", s.origin(), s.origin());
+    let msg = get(&within, &format!("allowed_hosts = [{:?}]", s.origin())).await;
+    assert_eq!(msg, "got HTTP 200 with 5 bytes");
+}
+
+#[tokio::test]
+async fn a_huge_response_is_cut_at_the_cap() {
+    let s = HttpServer::start();
+    let allowed = format!(
+        "allowed_hosts = [{:?}]\nmax_response_bytes = 1048576",
+        s.origin()
+    );
+    let msg = get(&format!("{}/big?mib=100", s.origin()), &allowed).await;
+    assert!(
+        msg.contains("larger than the host's cap of 1048576 bytes"),
+        "{msg}"
+    );
+    // Without a Content-Length the stream is cut as it grows.
+    let msg = get(&format!("{}/big-unsized?mib=100", s.origin()), &allowed).await;
+    assert!(msg.contains("larger than the host's cap"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_server_that_trickles_forever_times_out() {
+    let s = HttpServer::start();
+    let msg = get(
+        &format!("{}/trickle", s.origin()),
+        &format!("allowed_hosts = [{:?}]\ntimeout_sec = 1", s.origin()),
+    )
+    .await;
+    assert!(msg.contains("timed out"), "{msg}");
+}
