@@ -3,8 +3,8 @@
 //! Same logic, same config, same JSON handle; only the sandbox is missing.
 
 use compute_bridge::backend::{
-    Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, TdxRequirement,
-    Usage, Workload,
+    Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, TdxRequirement, Usage,
+    Workload,
 };
 
 pub struct NativeFake {
@@ -65,7 +65,10 @@ impl Backend for NativeFake {
         self.fake.can_satisfy(&grant(g))
     }
     async fn provision(&self, g: &GrantSpec, w: &Workload) -> Result<Instance, BackendError> {
-        let p = self.fake.provision(&grant(g), &w.ssh_user, now()).map_err(err)?;
+        let p = self
+            .fake
+            .provision(&grant(g), &w.ssh_user, now())
+            .map_err(err)?;
         Ok(Instance {
             instance_id: p.instance_id,
             region: p.region,

@@ -37,7 +37,9 @@ fn grant(i: usize) -> GrantSpec {
 fn workload() -> Workload {
     Workload {
         ssh_user: "cb-bench".into(),
-        ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ bench".into(),
+        ssh_public_key:
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ bench"
+                .into(),
     }
 }
 

@@ -682,6 +682,23 @@ mod tests {
         BootConfig::local().unwrap();
     }
 
+    /// A throwaway key, only so the example's `${RACK1_SSH_KEY}` has a value.
+    const EXAMPLE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDH1jXyIYJqGnpzaLQRW3tI5A+HyVVUitp7KS0S+SK73AAAAJjkFEV75BRF\newAAAAtzc2gtZWQyNTUxOQAAACDH1jXyIYJqGnpzaLQRW3tI5A+HyVVUitp7KS0S+SK73A\nAAAEDNKNEdcgoG2lc7dAf/35OvaqcUcANslpc1sRqstS1QpcfWNfIhgmoaenNotBFbe0jk\nD4fJVVSK2nspLRL5IrvcAAAAEWV4YW1wbGUtdGVzdC1vbmx5AQIDBA==\n-----END OPENSSH PRIVATE KEY-----\n";
+
+    #[test]
+    fn example_documents_a_valid_config() {
+        let text = include_str!("../../../config/example.toml");
+        let cfg = BootConfig::from_source(&Source::embedded("example.toml", text), &|k| {
+            (k == "RACK1_SSH_KEY").then(|| EXAMPLE_KEY.to_string())
+        })
+        .unwrap_or_else(|e| panic!("config/example.toml: {e}"));
+        assert!(!cfg.backends.is_empty());
+        // Without the variable it names the key to set.
+        let e = BootConfig::from_source(&Source::embedded("example.toml", text), &|_| None)
+            .unwrap_err();
+        assert!(e.message.contains("RACK1_SSH_KEY"), "{e}");
+    }
+
     #[test]
     fn unknown_key_names_line_and_key() {
         let e = load(&format!("{MIN}colour = \"red\"\n")).unwrap_err();
