@@ -52,6 +52,31 @@ enum ComponentsCommand {
         /// The component (`.wasm`).
         file: PathBuf,
     },
+    /// Scaffold a new backend project from the template.
+    New {
+        /// Backend name (lower-case letters, digits, '-'), e.g. `hetzner`.
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Use this compute-bridge-sdk checkout instead of the one this
+        /// binary was built from.
+        #[arg(long, value_name = "DIR")]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Run the conformance checks on a component, with the capabilities and
+    /// peers a boot config gives it (non-zero exit if any check fails).
+    Test {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Boot config with a `[[backends]]` entry for it (its `component`
+        /// is replaced by FILE).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Which `[[backends]]` entry to use when the config has several.
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +86,16 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config.as_deref()),
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Components(ComponentsCommand::Inspect { file }) => inspect(&file),
+        Command::Components(ComponentsCommand::New {
+            name,
+            dir,
+            sdk_path,
+        }) => scaffold(&name, dir.as_deref(), sdk_path.as_deref()),
+        Command::Components(ComponentsCommand::Test {
+            file,
+            config,
+            backend,
+        }) => conformance(&file, &config, backend.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -220,4 +255,75 @@ fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn scaffold(name: &str, dir: Option<&Path>, sdk_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(name));
+    let sdk = match sdk_path {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../components/sdk");
+            built_from.is_dir().then_some(built_from)
+        }
+    };
+    let files = compute_bridge::template::render(name, sdk.as_deref())?;
+    compute_bridge::template::write(&dir, &files)?;
+    println!("created {} ({} files)", dir.display(), files.len());
+    println!("next:");
+    println!("  cd {}", dir.display());
+    println!("  cargo build --release --target wasm32-wasip2");
+    println!(
+        "  compute-bridge components inspect target/wasm32-wasip2/release/{}.wasm",
+        compute_bridge::template::wasm_stem(name)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn conformance(file: &Path, config: &Path, backend: Option<&str>) -> anyhow::Result<ExitCode> {
+    let mut cfg = BootConfig::load(config)?;
+    let index = match backend {
+        Some(name) => cfg
+            .backends
+            .iter()
+            .position(|b| b.name == name)
+            .with_context(|| {
+                format!("{}: no [[backends]] entry named {name:?}", config.display())
+            })?,
+        None if cfg.backends.len() == 1 => 0,
+        None => anyhow::bail!(
+            "{} has {} backends; choose one with --backend NAME",
+            config.display(),
+            cfg.backends.len()
+        ),
+    };
+    let file =
+        std::fs::canonicalize(file).with_context(|| format!("reading {}", file.display()))?;
+    cfg.backends[index].component = file.display().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let entry = cfg.backends[index].clone();
+    let report = rt.block_on(async {
+        let runtime = Runtime::new(&RuntimeOptions::for_config(&cfg))?;
+        let (backend, _) = runtime.load_backend(&cfg, &entry, "conformance")?;
+        let opts = compute_bridge::conformance::Options {
+            deadline: std::time::Duration::from_secs(entry.call_timeout_sec),
+            start_timeout: std::time::Duration::from_secs(entry.call_timeout_sec.max(30)),
+            workload: compute_bridge::conformance::sample_workload(),
+        };
+        Ok::<_, anyhow::Error>(compute_bridge::conformance::run(&backend, &opts).await)
+    })?;
+    println!(
+        "conformance of {} as backend {:?}",
+        file.display(),
+        entry.name
+    );
+    print!("{}", report.render());
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

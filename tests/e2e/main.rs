@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `compute-bridge` binary against real peers.
 
+mod authoring;
 mod cli;
 
 /// The binary under test.

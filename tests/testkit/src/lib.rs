@@ -9,6 +9,7 @@
 pub mod http_server;
 pub mod process;
 pub mod sshd;
+pub mod toy_cloud;
 
 pub use compute_bridge_components as components;
 
