@@ -1,4 +1,52 @@
-//! The AWS EC2 backend (work in progress).
+//! The AWS EC2 backend for compute-bridge.
+//!
+//! Each grant gets its own EC2 instance: the cheapest type in the
+//! operator's catalog that fits the grant's CPU and memory, in the region
+//! the grant names (or the first configured region with capacity), booted
+//! from the region's AMI with a cloud-init user-data that creates the
+//! workload user with the host's public key and runs the grant's image,
+//! pinned by digest, with the grant's limits ([`userdata`]). Every instance
+//! (and its volumes) is tagged with the bridge's provider id and the grant's
+//! request id, so `list-instances` finds them again for reconciliation.
+//!
+//! EC2 has no TDX guests for this purpose: the backend reports
+//! `tdx-capable = false` and declines TDX-required grants.
+//!
+//! - `status` comes from the instance state: `pending` → starting,
+//!   `running`/`stopping` → running, `stopped` → exited (the runner powers
+//!   the instance off when the container ends; the exit code is read from
+//!   the console, -1 if unreadable), `shutting-down`/`terminated`/unknown →
+//!   gone.
+//! - `usage` is *allocated* resources × run time: the instance type's vCPUs
+//!   × seconds from launch to stop (or now) as core-seconds, its memory ×
+//!   the same seconds as MiB-seconds. EC2's API reports no network bytes, so
+//!   `net-bytes` is 0.
+//! - `terminate` is idempotent: an instance EC2 no longer knows is success.
+//! - Errors: capacity codes (`InsufficientInstanceCapacity`,
+//!   `InstanceLimitExceeded`, ...) are `no-capacity`; throttling, 5xx and
+//!   timeouts `transient`; refused credentials and wrong settings `config`,
+//!   naming the key and never a secret ([`error`]).
+//!
+//! The component imports only the host's `http`, `log` and config
+//! capabilities. Its `allowed_hosts` must list the EC2 endpoint of every
+//! configured region (`https://ec2.us-east-1.amazonaws.com`, ...), or the
+//! `endpoint` override. Configuration keys: [`config`].
+//!
+//! Everything but the wasm glue (`component.rs`) builds natively, so the
+//! signer, request building, XML parsing, error mapping and type selection
+//! are unit-tested with `cargo test -p cb-aws`.
 
+pub mod backend;
+pub mod config;
+pub mod ec2;
+pub mod error;
 pub mod sigv4;
+pub mod userdata;
 pub mod utc;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+pub use backend::{Aws, Env, Grant, Handle, Launched, Level, Offer, State, Usage};
+pub use config::AwsConfig;
+pub use error::Error;

@@ -1,0 +1,574 @@
+//! The backend's behaviour, independent of how it reaches the network: the
+//! wasm glue runs it over the host's `http` capability, the unit tests over
+//! a scripted [`Env`].
+//!
+//! Nothing is kept between calls: an instance is found again from its id
+//! and its [`Handle`] (region, type, sizes, times), and `list_instances`
+//! rebuilds both from the instance's tags.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{AwsConfig, InstanceType, RegionConfig};
+use crate::ec2::{self, Ec2Instance, HttpRequest, HttpResponse, Query};
+use crate::error::{Ec2Error, Error};
+use crate::userdata;
+
+/// Tag holding the provider id of the bridge that launched the instance.
+pub const TAG_PROVIDER: &str = "compute-bridge:provider";
+/// Tag holding the grant's request id.
+pub const TAG_REQUEST: &str = "compute-bridge:request";
+/// Tag holding the grant's `valid_to` (unix seconds).
+pub const TAG_VALID_TO: &str = "compute-bridge:valid-to";
+/// Tag holding the workload's login name.
+pub const TAG_USER: &str = "compute-bridge:user";
+
+/// Seconds between looks at a new instance while waiting for its address.
+const ADDRESS_POLL_SEC: u64 = 2;
+/// Most `DescribeInstances` pages `list_instances` reads per region.
+const MAX_PAGES: usize = 50;
+
+/// What the backend needs from its surroundings.
+pub trait Env {
+    /// Send one request and wait for the whole response. Transport failures
+    /// come back already classified.
+    fn send(&self, req: &HttpRequest) -> Result<HttpResponse, Error>;
+    /// Unix seconds now.
+    fn now(&self) -> u64;
+    /// Wait `secs` seconds.
+    fn sleep(&self, secs: u64);
+    /// One log record for the operator. Never pass secrets.
+    fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]);
+}
+
+/// Log severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something the operator may want to look at.
+    Warn,
+}
+
+/// The parts of a grant the backend looks at.
+#[derive(Debug, Clone)]
+pub struct Grant<'a> {
+    /// Opaque request id.
+    pub request_id: &'a str,
+    /// CPU, millicores.
+    pub cpu_millicores: u32,
+    /// Memory, MiB.
+    pub ram_mib: u32,
+    /// Region asked for.
+    pub region: Option<&'a str>,
+    /// Whether only a TDX guest will do.
+    pub tdx_required: bool,
+    /// Image pinned by digest.
+    pub image: &'a str,
+    /// Unix seconds after which the workload must be gone.
+    pub valid_to: u64,
+}
+
+/// What the backend offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// Region names.
+    pub regions: Vec<String>,
+    /// CPU across all grants, millicores.
+    pub max_cpu_millicores: u32,
+    /// Memory across all grants, MiB.
+    pub max_ram_mib: u32,
+}
+
+/// A launched instance, as the contract's `instance` record wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launched {
+    /// EC2 instance id.
+    pub instance_id: String,
+    /// Region.
+    pub region: String,
+    /// Public IP (or DNS name); empty if it has none.
+    pub public_host: String,
+    /// SSH port.
+    pub ssh_port: u16,
+    /// Login.
+    pub user: String,
+    /// Serialized [`Handle`].
+    pub handle: String,
+}
+
+/// Lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// `pending`.
+    Starting,
+    /// `running` (and `stopping`: it is still up and billed).
+    Running,
+    /// `stopped`: the workload ended and the instance powered off; the code
+    /// is the container's, read from the console (-1 if it could not be
+    /// read).
+    Exited(i32),
+    /// `shutting-down`, `terminated`, or unknown to EC2.
+    Gone,
+}
+
+/// Resources used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Allocated vCPUs × seconds run.
+    pub cpu_core_seconds: u64,
+    /// Allocated MiB × seconds run.
+    pub ram_mib_seconds: u64,
+    /// Network bytes: EC2's API does not report them (CloudWatch does, on
+    /// an endpoint this backend is not given), so always 0.
+    pub net_bytes: u64,
+}
+
+/// What the backend keeps in `instance.handle`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    /// Region.
+    pub region: String,
+    /// Instance type.
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    /// Its vCPUs.
+    pub vcpu: u32,
+    /// Its memory, MiB.
+    pub ram_mib: u32,
+    /// Unix seconds at launch.
+    pub launched: u64,
+    /// The grant's `valid_to`.
+    pub valid_to: u64,
+}
+
+impl Handle {
+    /// Parse a handle this backend wrote.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        serde_json::from_str(s)
+            .map_err(|e| Error::Rejected(format!("not an aws instance handle: {e}")))
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a handle serializes")
+    }
+}
+
+/// The backend for one configuration, provider and environment.
+pub struct Aws<'e, E: Env> {
+    cfg: AwsConfig,
+    provider_id: String,
+    env: &'e E,
+}
+
+impl<'e, E: Env> Aws<'e, E> {
+    /// A backend for `cfg` (validated) on behalf of `provider_id`.
+    pub fn new(cfg: AwsConfig, provider_id: impl Into<String>, env: &'e E) -> Result<Self, Error> {
+        let provider_id = provider_id.into();
+        if provider_id.is_empty() {
+            return Err(Error::Internal("the host passed no provider id".into()));
+        }
+        cfg.validate()?;
+        Ok(Self {
+            cfg,
+            provider_id,
+            env,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AwsConfig {
+        &self.cfg
+    }
+
+    /// `capabilities`: the configured regions and capacity; never TDX.
+    pub fn offer(&self) -> Offer {
+        Offer {
+            regions: self.cfg.regions.iter().map(|r| r.name.clone()).collect(),
+            max_cpu_millicores: self.cfg.max_vcpus.saturating_mul(1000),
+            max_ram_mib: self.cfg.max_ram_mib,
+        }
+    }
+
+    /// `can-satisfy`: no TDX, a configured region, a type that fits, within
+    /// the declared capacity. No network.
+    pub fn can_satisfy(&self, g: &Grant<'_>) -> bool {
+        let offer = self.offer();
+        !g.tdx_required
+            && !self.cfg.candidate_regions(g.region).is_empty()
+            && self.cfg.cheapest_fit(g.cpu_millicores, g.ram_mib).is_some()
+            && g.cpu_millicores <= offer.max_cpu_millicores
+            && g.ram_mib <= offer.max_ram_mib
+    }
+
+    /// `provision`: launch the cheapest type that fits in the first region
+    /// with capacity, tagged and with the workload's user-data, and wait for
+    /// its public address.
+    pub fn provision(
+        &self,
+        g: &Grant<'_>,
+        user: &str,
+        public_key: &str,
+    ) -> Result<Launched, Error> {
+        if g.tdx_required {
+            return Err(Error::Rejected("EC2 offers no TDX guests here".into()));
+        }
+        let ty = self
+            .cfg
+            .cheapest_fit(g.cpu_millicores, g.ram_mib)
+            .ok_or_else(|| {
+                Error::Rejected(format!(
+                    "no instance type in `instance_types` has {} millicores and {} MiB",
+                    g.cpu_millicores, g.ram_mib
+                ))
+            })?;
+        let user_data = userdata::Workload {
+            user,
+            public_key,
+            image: g.image,
+            cpu_millicores: g.cpu_millicores,
+            ram_mib: g.ram_mib,
+            valid_to: g.valid_to,
+        }
+        .cloud_config()?;
+        let regions = self.cfg.candidate_regions(g.region);
+        if regions.is_empty() {
+            return Err(Error::Rejected(format!(
+                "region {:?} is not in `regions`",
+                g.region.unwrap_or_default()
+            )));
+        }
+        let mut last = None;
+        for region in regions {
+            match self.launch(region, ty, g, user, &user_data) {
+                Err(Error::NoCapacity(why)) => {
+                    self.env.log(
+                        Level::Warn,
+                        "no capacity in region, trying the next",
+                        &[("region", &region.name), ("why", &why)],
+                    );
+                    last = Some(Error::NoCapacity(why));
+                }
+                other => return other,
+            }
+        }
+        Err(last.expect("at least one region was tried"))
+    }
+
+    fn launch(
+        &self,
+        region: &RegionConfig,
+        ty: &InstanceType,
+        g: &Grant<'_>,
+        user: &str,
+        user_data: &str,
+    ) -> Result<Launched, Error> {
+        let q = self.run_instances_query(region, ty, g, user, user_data);
+        let resp = self.call(&region.name, &q)?;
+        let launched_at = self.env.now();
+        let mut inst = ec2::parse_run_instances(&resp)?
+            .into_iter()
+            .next()
+            .filter(|i| !i.id.is_empty())
+            .ok_or_else(|| Error::Internal("EC2 RunInstances returned no instance".into()))?;
+        self.env.log(
+            Level::Info,
+            "instance launched",
+            &[
+                ("instance", &inst.id),
+                ("region", &region.name),
+                ("type", &ty.name),
+                ("request", g.request_id),
+            ],
+        );
+
+        let deadline = launched_at + self.cfg.public_address_wait_sec;
+        while inst.public_host().is_none() {
+            if self.env.now() >= deadline
+                || matches!(inst.state.as_str(), "shutting-down" | "terminated")
+            {
+                let why = format!(
+                    "instance {} had no public address after {} s (state {})",
+                    inst.id, self.cfg.public_address_wait_sec, inst.state
+                );
+                if let Err(e) = self.terminate_id(&region.name, &inst.id) {
+                    self.env.log(
+                        Level::Warn,
+                        "could not terminate an instance without an address",
+                        &[("instance", &inst.id), ("error", &e.to_string())],
+                    );
+                }
+                return Err(Error::Transient(why));
+            }
+            self.env.sleep(ADDRESS_POLL_SEC);
+            if let Some(now) = self.describe_one(&region.name, &inst.id)? {
+                inst = now;
+            }
+        }
+
+        let handle = Handle {
+            region: region.name.clone(),
+            instance_type: ty.name.clone(),
+            vcpu: ty.vcpu,
+            ram_mib: ty.ram_mib,
+            launched: inst.launch_time.unwrap_or(launched_at),
+            valid_to: g.valid_to,
+        };
+        Ok(Launched {
+            public_host: inst.public_host().unwrap_or_default().to_string(),
+            instance_id: inst.id,
+            region: region.name.clone(),
+            ssh_port: 22,
+            user: user.to_string(),
+            handle: handle.to_json(),
+        })
+    }
+
+    /// The `RunInstances` call for one grant in one region.
+    pub fn run_instances_query(
+        &self,
+        region: &RegionConfig,
+        ty: &InstanceType,
+        g: &Grant<'_>,
+        user: &str,
+        user_data: &str,
+    ) -> Query {
+        let name: String = format!("compute-bridge-{}", g.request_id)
+            .chars()
+            .take(255)
+            .collect();
+        let tags = [
+            ("Name", name),
+            (TAG_PROVIDER, self.provider_id.clone()),
+            (TAG_REQUEST, g.request_id.to_string()),
+            (TAG_VALID_TO, g.valid_to.to_string()),
+            (TAG_USER, user.to_string()),
+        ];
+        let mut q = Query::new("RunInstances")
+            .param("ImageId", &region.ami)
+            .param("InstanceType", &ty.name)
+            .param("MinCount", "1")
+            .param("MaxCount", "1")
+            .param(
+                "UserData",
+                base64::engine::general_purpose::STANDARD.encode(user_data),
+            )
+            .param("ClientToken", self.client_token(g.request_id))
+            // The workload powers the instance off when it ends: keep it
+            // (stopped) so `status` can read the exit code; `terminate`
+            // removes it.
+            .param("InstanceInitiatedShutdownBehavior", "stop")
+            // IMDSv2 only, one hop: the container cannot reach the
+            // metadata service through the bridge network.
+            .param("MetadataOptions.HttpTokens", "required")
+            .param("MetadataOptions.HttpPutResponseHopLimit", "1");
+        for (n, resource) in ["instance", "volume"].iter().enumerate() {
+            let spec = format!("TagSpecification.{}", n + 1);
+            q = q.param(format!("{spec}.ResourceType"), *resource);
+            for (i, (k, v)) in tags.iter().enumerate() {
+                q = q
+                    .param(format!("{spec}.Tag.{}.Key", i + 1), *k)
+                    .param(format!("{spec}.Tag.{}.Value", i + 1), v);
+            }
+        }
+        match &region.subnet_id {
+            Some(subnet) => {
+                // A network interface spec, so the instance gets a public
+                // address whatever the subnet's default.
+                q = q
+                    .param("NetworkInterface.1.DeviceIndex", "0")
+                    .param("NetworkInterface.1.SubnetId", subnet)
+                    .param("NetworkInterface.1.AssociatePublicIpAddress", "true")
+                    .param("NetworkInterface.1.DeleteOnTermination", "true");
+                for (i, sg) in region.security_group_ids.iter().enumerate() {
+                    q = q.param(format!("NetworkInterface.1.SecurityGroupId.{}", i + 1), sg);
+                }
+            }
+            None => {
+                for (i, sg) in region.security_group_ids.iter().enumerate() {
+                    q = q.param(format!("SecurityGroupId.{}", i + 1), sg);
+                }
+            }
+        }
+        q
+    }
+
+    /// EC2's idempotency token for a grant: a retried `RunInstances` for the
+    /// same grant returns the instance the first one launched.
+    fn client_token(&self, request_id: &str) -> String {
+        let digest = Sha256::digest(format!("{}\n{request_id}", self.provider_id));
+        format!("cb-{}", &hex::encode(digest)[..48])
+    }
+
+    /// `status` from the instance state.
+    pub fn status(&self, instance_id: &str, handle: &str) -> Result<State, Error> {
+        let h = Handle::parse(handle)?;
+        let Some(inst) = self.describe_one(&h.region, instance_id)? else {
+            return Ok(State::Gone);
+        };
+        Ok(match inst.state.as_str() {
+            "pending" => State::Starting,
+            "running" | "stopping" => State::Running,
+            "stopped" => State::Exited(self.exit_code(&h.region, instance_id)),
+            "shutting-down" | "terminated" => State::Gone,
+            other => {
+                return Err(Error::Internal(format!(
+                    "instance {instance_id} is in an unknown state {other:?}"
+                )));
+            }
+        })
+    }
+
+    fn exit_code(&self, region: &str, instance_id: &str) -> i32 {
+        let q = Query::new("GetConsoleOutput").param("InstanceId", instance_id);
+        match self
+            .call(region, &q)
+            .and_then(|r| ec2::parse_console_output(&r))
+        {
+            Ok(console) => userdata::exit_code(&console).unwrap_or(-1),
+            Err(e) => {
+                self.env.log(
+                    Level::Debug,
+                    "console output unavailable; exit code unknown",
+                    &[("instance", instance_id), ("error", &e.to_string())],
+                );
+                -1
+            }
+        }
+    }
+
+    /// `usage`: the instance type's vCPUs and memory × the seconds from
+    /// launch until it stopped (or now, if it still runs). An instance EC2
+    /// no longer knows is counted from its launch to `valid_to` or now,
+    /// whichever is earlier.
+    pub fn usage(&self, instance_id: &str, handle: &str) -> Result<Usage, Error> {
+        let h = Handle::parse(handle)?;
+        let now = self.env.now();
+        let (start, end) = match self.describe_one(&h.region, instance_id)? {
+            Some(i) => {
+                let start = i.launch_time.unwrap_or(h.launched);
+                let end = match i.state.as_str() {
+                    "stopped" | "terminated" => i.stopped_at().unwrap_or(now),
+                    _ => now,
+                };
+                (start, end)
+            }
+            None => (h.launched, now.min(h.valid_to)),
+        };
+        let secs = end.saturating_sub(start);
+        Ok(Usage {
+            cpu_core_seconds: u64::from(h.vcpu) * secs,
+            ram_mib_seconds: u64::from(h.ram_mib) * secs,
+            net_bytes: 0,
+        })
+    }
+
+    /// `terminate`: idempotent; an instance EC2 no longer knows is success.
+    pub fn terminate(&self, instance_id: &str, handle: &str) -> Result<(), Error> {
+        let h = Handle::parse(handle)?;
+        self.terminate_id(&h.region, instance_id)
+    }
+
+    fn terminate_id(&self, region: &str, instance_id: &str) -> Result<(), Error> {
+        let q = Query::new("TerminateInstances").param("InstanceId.1", instance_id);
+        let resp = self.call(region, &q)?;
+        if is_not_found(&resp) {
+            return Ok(());
+        }
+        ec2::parse_terminate_instances(&resp)?;
+        self.env.log(
+            Level::Info,
+            "instance terminated",
+            &[("instance", instance_id), ("region", region)],
+        );
+        Ok(())
+    }
+
+    /// `list-instances`: every live (not terminated) instance tagged with
+    /// this provider id, in every configured region.
+    pub fn list_instances(&self) -> Result<Vec<Launched>, Error> {
+        let mut out = Vec::new();
+        for region in &self.cfg.regions {
+            let mut token: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let mut q = Query::new("DescribeInstances")
+                    .param("Filter.1.Name", format!("tag:{TAG_PROVIDER}"))
+                    .param("Filter.1.Value.1", &self.provider_id)
+                    .param("Filter.2.Name", "instance-state-name");
+                for (i, s) in ["pending", "running", "stopping", "stopped"]
+                    .iter()
+                    .enumerate()
+                {
+                    q = q.param(format!("Filter.2.Value.{}", i + 1), *s);
+                }
+                q = q.param("MaxResults", "100");
+                if let Some(t) = &token {
+                    q = q.param("NextToken", t);
+                }
+                let (page, next) = ec2::parse_describe_instances(&self.call(&region.name, &q)?)?;
+                out.extend(
+                    page.into_iter()
+                        .filter(|i| i.tag(TAG_PROVIDER) == Some(self.provider_id.as_str()))
+                        .map(|i| self.launched_from_tags(&region.name, i)),
+                );
+                token = next;
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn launched_from_tags(&self, region: &str, i: Ec2Instance) -> Launched {
+        let ty = self.cfg.instance_type(&i.instance_type);
+        let handle = Handle {
+            region: region.to_string(),
+            instance_type: i.instance_type.clone(),
+            vcpu: ty.map_or(0, |t| t.vcpu),
+            ram_mib: ty.map_or(0, |t| t.ram_mib),
+            launched: i.launch_time.unwrap_or(0),
+            valid_to: i
+                .tag(TAG_VALID_TO)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        };
+        Launched {
+            public_host: i.public_host().unwrap_or_default().to_string(),
+            user: i.tag(TAG_USER).unwrap_or_default().to_string(),
+            instance_id: i.id,
+            region: region.to_string(),
+            ssh_port: 22,
+            handle: handle.to_json(),
+        }
+    }
+
+    /// One instance by id, or `None` if EC2 does not know it.
+    fn describe_one(&self, region: &str, instance_id: &str) -> Result<Option<Ec2Instance>, Error> {
+        let q = Query::new("DescribeInstances").param("InstanceId.1", instance_id);
+        let resp = self.call(region, &q)?;
+        if is_not_found(&resp) {
+            return Ok(None);
+        }
+        let (list, _) = ec2::parse_describe_instances(&resp)?;
+        Ok(list.into_iter().find(|i| i.id == instance_id))
+    }
+
+    fn call(&self, region: &str, q: &Query) -> Result<HttpResponse, Error> {
+        let req = q.signed(
+            &self.cfg.endpoint(region),
+            region,
+            &self.cfg.credentials(),
+            self.env.now(),
+        );
+        self.env.send(&req)
+    }
+}
+
+fn is_not_found(resp: &HttpResponse) -> bool {
+    !(200..300).contains(&resp.status)
+        && Ec2Error::parse(resp.status, &resp.body).is_instance_not_found()
+}
