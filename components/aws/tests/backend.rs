@@ -1,0 +1,446 @@
+//! The backend's behaviour over a scripted EC2: what it asks for (type,
+//! tags, user-data, region order) and what it makes of the answers.
+//! The real thing, against moto through the host, is in the host's
+//! runtime tests (`host/tests/runtime/aws.rs`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use cb_aws::ec2::{HttpRequest, HttpResponse};
+use cb_aws::{Aws, AwsConfig, Env, Error, Grant, Handle, Level, State};
+
+/// One request as EC2 would see it.
+#[derive(Debug, Clone)]
+struct Seen {
+    action: String,
+    region: String,
+    params: BTreeMap<String, String>,
+}
+
+type Responder = dyn Fn(&Seen) -> HttpResponse;
+
+struct Scripted {
+    clock: Cell<u64>,
+    seen: RefCell<Vec<Seen>>,
+    respond: Box<Responder>,
+    logs: RefCell<Vec<String>>,
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+impl Env for Scripted {
+    fn send(&self, req: &HttpRequest) -> Result<HttpResponse, Error> {
+        let body = String::from_utf8(req.body.clone()).unwrap();
+        let params: BTreeMap<String, String> = body
+            .split('&')
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap();
+                (decode(k), decode(v))
+            })
+            .collect();
+        let auth = &req
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .1;
+        // Credential=AKID/DATE/REGION/ec2/aws4_request
+        let region = auth.split('/').nth(2).unwrap().to_string();
+        let seen = Seen {
+            action: params["Action"].clone(),
+            region,
+            params,
+        };
+        self.seen.borrow_mut().push(seen.clone());
+        Ok((self.respond)(&seen))
+    }
+    fn now(&self) -> u64 {
+        self.clock.get()
+    }
+    fn sleep(&self, secs: u64) {
+        self.clock.set(self.clock.get() + secs);
+    }
+    fn log(&self, _: Level, message: &str, fields: &[(&str, &str)]) {
+        self.logs.borrow_mut().push(format!("{message} {fields:?}"));
+    }
+}
+
+fn env(respond: impl Fn(&Seen) -> HttpResponse + 'static) -> Scripted {
+    Scripted {
+        clock: Cell::new(1_700_000_000),
+        seen: RefCell::new(Vec::new()),
+        respond: Box::new(respond),
+        logs: RefCell::new(Vec::new()),
+    }
+}
+
+fn config() -> AwsConfig {
+    AwsConfig::from_json(
+        r#"{"access_key_id": "AKID", "secret_access_key": "s3cr3t",
+            "regions": [
+                {"name": "us-east-1", "ami": "ami-east", "security_group_ids": ["sg-1"]},
+                {"name": "eu-west-1", "ami": "ami-west", "subnet_id": "subnet-9", "security_group_ids": ["sg-2", "sg-3"]}
+            ],
+            "instance_types": [
+                {"type": "m5.large", "vcpu": 2, "ram_mib": 8192, "usd_per_hour": 0.096},
+                {"type": "t3.medium", "vcpu": 2, "ram_mib": 4096, "usd_per_hour": 0.0416},
+                {"type": "c5.xlarge", "vcpu": 4, "ram_mib": 8192, "usd_per_hour": 0.17}
+            ]}"#,
+    )
+    .unwrap()
+}
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ cb";
+const IMAGE: &str =
+    "ghcr.io/acme/job@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn grant(cpu: u32, ram: u32, region: Option<&'static str>) -> Grant<'static> {
+    Grant {
+        request_id: "req-42",
+        cpu_millicores: cpu,
+        ram_mib: ram,
+        region,
+        tdx_required: false,
+        image: IMAGE,
+        valid_to: 1_700_003_600,
+    }
+}
+
+fn ok(body: &str) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn ec2_error(status: u16, code: &str) -> HttpResponse {
+    HttpResponse {
+        status,
+        body: format!(
+            "<Response><Errors><Error><Code>{code}</Code><Message>m</Message></Error></Errors><RequestID>r</RequestID></Response>"
+        )
+        .into_bytes(),
+    }
+}
+
+fn instance_xml(id: &str, state: &str, ip: Option<&str>, extra: &str) -> String {
+    format!(
+        "<item><instanceId>{id}</instanceId><instanceType>t3.medium</instanceType>\
+         <instanceState><code>0</code><name>{state}</name></instanceState>\
+         <launchTime>2023-11-14T22:13:20.000Z</launchTime>{}{extra}</item>",
+        ip.map(|ip| format!("<ipAddress>{ip}</ipAddress>"))
+            .unwrap_or_default()
+    )
+}
+
+fn run_response(ip: Option<&str>) -> HttpResponse {
+    ok(&format!(
+        "<RunInstancesResponse><instancesSet>{}</instancesSet></RunInstancesResponse>",
+        instance_xml("i-0abc", "pending", ip, "")
+    ))
+}
+
+fn describe_response(items: &str) -> HttpResponse {
+    ok(&format!(
+        "<DescribeInstancesResponse><reservationSet><item><instancesSet>{items}</instancesSet></item></reservationSet></DescribeInstancesResponse>"
+    ))
+}
+
+#[test]
+fn provision_launches_the_cheapest_fit_tagged_with_the_workload_user_data() {
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" => run_response(Some("54.1.2.3")),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let l = aws
+        .provision(&grant(1500, 3000, None), "cb-w1", KEY)
+        .unwrap();
+    assert_eq!(l.instance_id, "i-0abc");
+    assert_eq!(l.public_host, "54.1.2.3");
+    assert_eq!(
+        (l.region.as_str(), l.ssh_port, l.user.as_str()),
+        ("us-east-1", 22, "cb-w1")
+    );
+    let h = Handle::parse(&l.handle).unwrap();
+    assert_eq!(
+        (h.instance_type.as_str(), h.vcpu, h.ram_mib),
+        ("t3.medium", 2, 4096)
+    );
+
+    let seen = e.seen.borrow();
+    let p = &seen[0].params;
+    assert_eq!(seen[0].region, "us-east-1");
+    assert_eq!(p["Version"], "2016-11-15");
+    assert_eq!(p["InstanceType"], "t3.medium");
+    assert_eq!(p["ImageId"], "ami-east");
+    assert_eq!(p["SecurityGroupId.1"], "sg-1");
+    assert_eq!(p["InstanceInitiatedShutdownBehavior"], "stop");
+    let tags: BTreeMap<&str, &str> = (1..=5)
+        .map(|i| {
+            (
+                p[&format!("TagSpecification.1.Tag.{i}.Key")].as_str(),
+                p[&format!("TagSpecification.1.Tag.{i}.Value")].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(tags["compute-bridge:provider"], "prov-1");
+    assert_eq!(tags["compute-bridge:request"], "req-42");
+    assert_eq!(tags["compute-bridge:user"], "cb-w1");
+    assert_eq!(p["TagSpecification.2.ResourceType"], "volume");
+    let user_data = base64::engine::general_purpose::STANDARD
+        .decode(&p["UserData"])
+        .unwrap();
+    let user_data = String::from_utf8(user_data).unwrap();
+    assert!(user_data.starts_with("#cloud-config"));
+    assert!(user_data.contains(KEY));
+    assert!(user_data.contains(IMAGE));
+    // The same grant gets the same idempotency token.
+    let token = p["ClientToken"].clone();
+    drop(seen);
+    aws.provision(&grant(1500, 3000, None), "cb-w1", KEY)
+        .unwrap();
+    assert_eq!(e.seen.borrow()[1].params["ClientToken"], token);
+}
+
+#[test]
+fn a_subnet_gets_a_network_interface_with_a_public_address() {
+    let e = env(|_| run_response(Some("54.1.2.3")));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    aws.provision(&grant(500, 256, Some("eu-west-1")), "cb-w1", KEY)
+        .unwrap();
+    let p = &e.seen.borrow()[0].params;
+    assert_eq!(e.seen.borrow()[0].region, "eu-west-1");
+    assert_eq!(p["NetworkInterface.1.SubnetId"], "subnet-9");
+    assert_eq!(p["NetworkInterface.1.AssociatePublicIpAddress"], "true");
+    assert_eq!(p["NetworkInterface.1.SecurityGroupId.2"], "sg-3");
+    assert!(!p.contains_key("SecurityGroupId.1"));
+}
+
+#[test]
+fn no_capacity_in_one_region_moves_to_the_next() {
+    let e = env(|s| match s.region.as_str() {
+        "us-east-1" => ec2_error(500, "InsufficientInstanceCapacity"),
+        _ => run_response(Some("54.9.9.9")),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let l = aws.provision(&grant(500, 256, None), "cb-w1", KEY).unwrap();
+    assert_eq!(l.region, "eu-west-1");
+    // A grant pinned to the full region gets the capacity error itself.
+    let e = env(|_| ec2_error(400, "InstanceLimitExceeded"));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(matches!(err, Error::NoCapacity(_)), "{err}");
+    assert_eq!(e.seen.borrow().len(), 1);
+}
+
+#[test]
+fn provision_waits_for_the_address_and_gives_up_cleanly() {
+    // The address appears on the second look.
+    let looks = Cell::new(0);
+    let e = env(move |s| match s.action.as_str() {
+        "RunInstances" => run_response(None),
+        "DescribeInstances" => {
+            looks.set(looks.get() + 1);
+            let ip = (looks.get() >= 2).then_some("54.3.3.3");
+            describe_response(&instance_xml("i-0abc", "pending", ip, ""))
+        }
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let l = aws.provision(&grant(500, 256, None), "cb-w1", KEY).unwrap();
+    assert_eq!(l.public_host, "54.3.3.3");
+
+    // Never: the instance is terminated and the error is transient.
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" => run_response(None),
+        "DescribeInstances" => describe_response(&instance_xml("i-0abc", "pending", None, "")),
+        "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(matches!(err, Error::Transient(_)), "{err}");
+    let seen = e.seen.borrow();
+    assert_eq!(seen.last().unwrap().action, "TerminateInstances");
+    assert_eq!(seen.last().unwrap().params["InstanceId.1"], "i-0abc");
+}
+
+#[test]
+fn grants_it_cannot_serve_are_declined_without_a_call() {
+    let e = env(|s| panic!("no call expected, got {}", s.action));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    assert!(aws.can_satisfy(&grant(4000, 8192, None)));
+    assert!(
+        !aws.can_satisfy(&grant(4001, 1024, None)),
+        "no type that big"
+    );
+    assert!(!aws.can_satisfy(&grant(500, 256, Some("ap-south-1"))));
+    assert!(!aws.can_satisfy(&Grant {
+        tdx_required: true,
+        ..grant(500, 256, None)
+    }));
+    let bad = Grant {
+        image: "nginx:latest",
+        ..grant(500, 256, None)
+    };
+    assert!(matches!(
+        aws.provision(&bad, "cb-w1", KEY),
+        Err(Error::Rejected(_))
+    ));
+    let caps = aws.offer();
+    assert_eq!(caps.regions, ["us-east-1", "eu-west-1"]);
+    assert_eq!(caps.max_cpu_millicores, 32_000);
+}
+
+fn handle() -> String {
+    serde_json::json!({"region": "eu-west-1", "type": "t3.medium", "vcpu": 2, "ram_mib": 4096,
+                       "launched": 1_700_000_000u64, "valid_to": 1_700_003_600u64})
+    .to_string()
+}
+
+#[test]
+fn status_follows_the_instance_state() {
+    for (state, want) in [
+        ("pending", State::Starting),
+        ("running", State::Running),
+        ("stopping", State::Running),
+        ("shutting-down", State::Gone),
+        ("terminated", State::Gone),
+    ] {
+        let e = env(move |_| describe_response(&instance_xml("i-0abc", state, None, "")));
+        let aws = Aws::new(config(), "prov-1", &e).unwrap();
+        assert_eq!(aws.status("i-0abc", &handle()).unwrap(), want, "{state}");
+        assert_eq!(e.seen.borrow()[0].region, "eu-west-1");
+    }
+    // Stopped: the workload's exit code comes from the console.
+    let e = env(|s| match s.action.as_str() {
+        "DescribeInstances" => describe_response(&instance_xml("i-0abc", "stopped", None, "")),
+        "GetConsoleOutput" => ok(&format!(
+            "<GetConsoleOutputResponse><output>{}</output></GetConsoleOutputResponse>",
+            base64::engine::general_purpose::STANDARD
+                .encode("[ 9.1] compute-bridge: workload exited 3\nreboot: Power down\n")
+        )),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    assert_eq!(aws.status("i-0abc", &handle()).unwrap(), State::Exited(3));
+    // Unknown to EC2: gone.
+    let e = env(|_| ec2_error(400, "InvalidInstanceID.NotFound"));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    assert_eq!(aws.status("i-0abc", &handle()).unwrap(), State::Gone);
+}
+
+#[test]
+fn usage_is_allocation_times_run_time() {
+    // Launched 2023-11-14T22:13:20Z (1_700_000_000), stopped 30 minutes later.
+    let e = env(|_| {
+        describe_response(&instance_xml(
+            "i-0abc",
+            "stopped",
+            None,
+            "<reason>User initiated (2023-11-14 22:43:20 GMT)</reason>",
+        ))
+    });
+    e.clock.set(1_700_009_999);
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let u = aws.usage("i-0abc", &handle()).unwrap();
+    assert_eq!(u.cpu_core_seconds, 2 * 1800);
+    assert_eq!(u.ram_mib_seconds, 4096 * 1800);
+    assert_eq!(u.net_bytes, 0);
+    // Still running: until now.
+    let e = env(|_| describe_response(&instance_xml("i-0abc", "running", None, "")));
+    e.clock.set(1_700_000_600);
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    assert_eq!(
+        aws.usage("i-0abc", &handle()).unwrap().cpu_core_seconds,
+        1200
+    );
+}
+
+#[test]
+fn terminate_is_idempotent() {
+    let e = env(|_| ec2_error(400, "InvalidInstanceID.NotFound"));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    aws.terminate("i-0abc", &handle()).unwrap();
+    let e = env(|_| ec2_error(503, "RequestLimitExceeded"));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    assert!(matches!(
+        aws.terminate("i-0abc", &handle()),
+        Err(Error::Transient(_))
+    ));
+}
+
+#[test]
+fn list_instances_filters_by_provider_and_rebuilds_handles_from_tags() {
+    let e = env(|s| {
+        if s.region != "us-east-1" {
+            return describe_response("");
+        }
+        let tags = |p: &str| {
+            format!(
+                "<tagSet><item><key>compute-bridge:provider</key><value>{p}</value></item>\
+                 <item><key>compute-bridge:user</key><value>cb-w1</value></item>\
+                 <item><key>compute-bridge:valid-to</key><value>1700003600</value></item></tagSet>"
+            )
+        };
+        let page = if s.params.contains_key("NextToken") {
+            instance_xml("i-2", "stopped", None, &tags("prov-1"))
+        } else {
+            instance_xml("i-1", "running", Some("54.0.0.1"), &tags("prov-1"))
+                + &instance_xml("i-other", "running", None, &tags("someone-else"))
+        };
+        let next = if s.params.contains_key("NextToken") {
+            ""
+        } else {
+            "<nextToken>t2</nextToken>"
+        };
+        ok(&format!(
+            "<DescribeInstancesResponse><reservationSet><item><instancesSet>{page}</instancesSet></item></reservationSet>{next}</DescribeInstancesResponse>"
+        ))
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let list = aws.list_instances().unwrap();
+    let ids: Vec<&str> = list.iter().map(|l| l.instance_id.as_str()).collect();
+    assert_eq!(ids, ["i-1", "i-2"]);
+    assert_eq!(list[0].user, "cb-w1");
+    let h = Handle::parse(&list[0].handle).unwrap();
+    assert_eq!((h.vcpu, h.ram_mib, h.valid_to), (2, 4096, 1_700_003_600));
+    let first = &e.seen.borrow()[0].params;
+    assert_eq!(first["Filter.1.Name"], "tag:compute-bridge:provider");
+    assert_eq!(first["Filter.1.Value.1"], "prov-1");
+    assert!(!(1..=4).any(|i| first[&format!("Filter.2.Value.{i}")] == "terminated"));
+}
+
+#[test]
+fn credentials_never_reach_a_log_line_or_an_error() {
+    let e = env(|_| ec2_error(401, "AuthFailure"));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(err.to_string().contains("secret_access_key"));
+    assert!(!err.to_string().contains("s3cr3t"));
+    assert!(e.logs.borrow().iter().all(|l| !l.contains("s3cr3t")));
+}
