@@ -14,7 +14,8 @@
 //! - [`backend`]: the host's backend trait and types;
 //! - [`fleet`]: routing, failover, capacity, watching;
 //! - [`events`]: what the operator may see, typed so it cannot leak identity;
-//! - [`bridge`]: start-up and the routing table.
+//! - [`bridge`]: start-up and the routing table;
+//! - [`sweep`]: the opt-in orphan sweep at start.
 
 #![warn(missing_docs)]
 
@@ -28,4 +29,5 @@ pub mod events;
 pub mod fleet;
 pub mod identity;
 pub mod runtime;
+pub mod sweep;
 pub mod template;

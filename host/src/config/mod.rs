@@ -217,6 +217,12 @@ pub struct BackendConfig {
     /// SSH hosts by label.
     #[serde(default)]
     pub ssh: SshConfig,
+    /// At start, terminate the instances this backend lists for this
+    /// provider that the journal does not know (see [`crate::sweep`]).
+    /// Off by default: an operator opts in once nothing else launches
+    /// instances with this provider id.
+    #[serde(default)]
+    pub sweep_orphans: bool,
     /// The component's own settings, served through `wasi:config/store`.
     #[serde(default)]
     pub config: toml::Table,

@@ -1,10 +1,12 @@
 //! The host runtime against real components: routing, failover, capacity,
-//! the sandbox's limits and the hostile components, the compile cache.
+//! the sandbox's limits and the hostile components, the compile cache,
+//! the AWS backend against moto.
 //!
 //! One test binary with a module per concern, so the suite links once.
 
 mod support;
 
+mod aws;
 mod cache;
 mod http;
 mod routing;

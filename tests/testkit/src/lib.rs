@@ -1,12 +1,13 @@
 //! Test peers and helpers shared by the suite.
 //!
 //! Every peer here is real and runs on 127.0.0.1 on a port it picks: an
-//! OpenSSH server ([`sshd`]), the bridge binary itself ([`process`]), and
-//! (added by their issues) moto and the cloud API fakes. A peer that is not
-//! installed fails the test with the command that installs it; nothing is
-//! skipped.
+//! OpenSSH server ([`sshd`]), moto for EC2 ([`moto`]), the bridge binary
+//! itself ([`process`]), and (added by their issues) the cloud API fakes. A
+//! peer that is not installed fails the test with the command that installs
+//! it; nothing is skipped.
 
 pub mod http_server;
+pub mod moto;
 pub mod process;
 pub mod sshd;
 pub mod toy_cloud;
