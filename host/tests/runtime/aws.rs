@@ -292,7 +292,7 @@ async fn the_orphan_sweep_terminates_only_what_the_journal_does_not_know() {
     let journal: HashSet<String> = [known.instance_id.clone()].into();
 
     let swept = compute_bridge::sweep::sweep_orphans(aws.as_ref(), &journal).await;
-    assert_eq!(swept, [orphan.instance_id.clone()]);
+    assert_eq!(swept, std::slice::from_ref(&orphan.instance_id));
     assert_eq!(
         moto.instance(REGION, &orphan.instance_id).state,
         "terminated"
@@ -308,4 +308,54 @@ async fn the_orphan_sweep_terminates_only_what_the_journal_does_not_know() {
             .await
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn the_aws_component_passes_the_conformance_run_against_moto() {
+    let moto = Moto::start();
+    let state = tempfile::tempdir().unwrap();
+    let aws = backend(state.path(), &moto, Setup::moto(&moto));
+    let report = compute_bridge::conformance::run(
+        aws.as_ref(),
+        &compute_bridge::conformance::Options {
+            deadline: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(30),
+            workload: compute_bridge::conformance::sample_workload(),
+        },
+    )
+    .await;
+    assert!(report.passed(), "{}", report.render());
+}
+
+/// The commented AWS section of `config/example.toml`, uncommented, is a
+/// config the host accepts and the component reads: every key it documents
+/// is one the component knows.
+#[tokio::test]
+async fn the_documented_example_is_a_config_the_component_accepts() {
+    let example = include_str!("../../../config/example.toml");
+    let start = example
+        .find("# [[backends]]\n# name = \"aws\"")
+        .expect("an AWS example in config/example.toml");
+    let section: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')))
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let state = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[bridge]\nstate_dir = {:?}\n\n{section}",
+        state.path().display().to_string()
+    );
+    let cfg = BootConfig::from_source(&Source::embedded("example-aws.toml", &text), &|k| {
+        k.starts_with("AWS_").then(|| format!("example-{k}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(cfg.backends[0].component, "builtin:aws");
+    let (_rt, backends) = load(&cfg);
+    // capabilities() parses and validates the whole table without a call.
+    let caps = backends[0].capabilities().await.unwrap();
+    assert!(!caps.regions.is_empty());
+    assert!(!caps.tdx_capable);
 }
