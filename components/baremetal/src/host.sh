@@ -156,14 +156,17 @@ cb_cg1_ok() {
 		for d in $dirs; do [ -f "$d/$f" ] && found=1; done
 		[ $found = 1 ] || return 1
 	done
-	for d in $dirs; do mkdir -p "$d/compute-bridge" 2>/dev/null || return 1; done
+	for d in $dirs; do
+		mkdir -p "$d/compute-bridge" 2>/dev/null && chmod 755 "$d/compute-bridge" || return 1
+	done
 }
 
 cb_cg1_make() {
 	: >"$G/cgroups"
 	for d in $(cb_cg1_dirs); do
 		g=$d/compute-bridge/$CB_ID
-		mkdir -p "$g" || return 1
+		# Traversable by the account, so its login can join (see below).
+		mkdir -p "$g" && chmod 755 "$g" || return 1
 		echo "$g" >>"$G/cgroups"
 		if [ -f "$g/cpu.cfs_quota_us" ]; then
 			echo 100000 >"$g/cpu.cfs_period_us" || return 1
@@ -284,7 +287,7 @@ cb_write_login() {
 		echo 'cd "$HOME" || exit 1'
 		if [ "$MODE" = cgroup1 ]; then
 			while read -r g; do
-				echo "echo \$\$ >$(cb_q "$g/cgroup.procs") 2>/dev/null"
+				echo "{ echo \$\$ >$(cb_q "$g/cgroup.procs"); } 2>/dev/null"
 			done <"$G/cgroups"
 		fi
 		if [ "$RUNTIME" = podman ]; then

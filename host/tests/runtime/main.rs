@@ -5,6 +5,7 @@
 
 mod support;
 
+mod baremetal;
 mod cache;
 mod http;
 mod routing;
