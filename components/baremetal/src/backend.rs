@@ -173,7 +173,11 @@ impl<'h, H: Host> Baremetal<'h, H> {
                     self.host.log(
                         level,
                         "host did not take the grant",
-                        &[("host", &h.label), ("grant", id.as_str()), ("why", e.message())],
+                        &[
+                            ("host", &h.label),
+                            ("grant", id.as_str()),
+                            ("why", e.message()),
+                        ],
                     );
                     failures.push(e);
                     continue;
@@ -248,7 +252,10 @@ impl<'h, H: Host> Baremetal<'h, H> {
                 &[("host", &h.label), ("user", user)],
             );
         }
-        let cpus: u64 = kv.get("host_cpus").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let cpus: u64 = kv
+            .get("host_cpus")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let ram: u64 = kv
             .get("host_ram_mib")
             .and_then(|v| v.parse().ok())
@@ -261,7 +268,10 @@ impl<'h, H: Host> Baremetal<'h, H> {
                 "the config offers more than this host has",
                 &[
                     ("host", &h.label),
-                    ("offered", &format!("{}m/{}MiB", h.cpu_millicores, h.ram_mib)),
+                    (
+                        "offered",
+                        &format!("{}m/{}MiB", h.cpu_millicores, h.ram_mib),
+                    ),
                     ("host_has", &format!("{}m/{}MiB", cpus * 1000, ram)),
                 ],
             );
@@ -288,11 +298,9 @@ impl<'h, H: Host> Baremetal<'h, H> {
             Some("running") => State::Running,
             Some("starting") => State::Starting,
             Some("gone") => State::Gone,
-            Some("exited") => State::Exited(
-                kv.get("code")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(-1),
-            ),
+            Some("exited") => {
+                State::Exited(kv.get("code").and_then(|c| c.parse().ok()).unwrap_or(-1))
+            }
             _ => {
                 return Err(Error::Internal(format!(
                     "host {}: status printed no state: {}",
@@ -345,7 +353,11 @@ impl<'h, H: Host> Baremetal<'h, H> {
     /// stays on the host. Success if it is already gone.
     pub fn terminate(&self, handle: &str) -> Result<(), Error> {
         let h = self.located(handle)?;
-        let out = self.run(&h.label, "terminate", &script::terminate(&self.target(&h.id)))?;
+        let out = self.run(
+            &h.label,
+            "terminate",
+            &script::terminate(&self.target(&h.id)),
+        )?;
         let kv = script::parse_kv(&out.stdout);
         match kv.get("state").map(String::as_str) {
             Some("terminated") => {
@@ -440,7 +452,10 @@ impl<'h, H: Host> Baremetal<'h, H> {
                 "host {label} ([backends.config] hosts, label {label:?}): {}",
                 err()
             ))),
-            _ => Err(Error::Internal(format!("host {label}: {op} failed: {}", err()))),
+            _ => Err(Error::Internal(format!(
+                "host {label}: {op} failed: {}",
+                err()
+            ))),
         }
     }
 }
@@ -578,7 +593,12 @@ mod tests {
     fn a_full_first_host_passes_the_grant_to_the_next() {
         let f = fake(vec![
             ("a", exit(EXIT_FULL, "host full: 2000 of 2000 millicores")),
-            ("b", ok("user=cb-x\nlimits=cgroup1\nhost_key=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n")),
+            (
+                "b",
+                ok(
+                    "user=cb-x\nlimits=cgroup1\nhost_key=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n",
+                ),
+            ),
         ]);
         let b = Baremetal::new(cfg(), "prov", "baremetal", &f);
         let p = b.provision(&grant(), KEY).unwrap();
@@ -588,7 +608,10 @@ mod tests {
         let h = Handle::decode(&p.handle).unwrap();
         assert_eq!((h.label.as_str(), h.limits.as_str()), ("b", "cgroup1"));
         let ran = f.ran.borrow();
-        assert_eq!(ran.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            ran.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         // The key went out without its comment.
         assert!(ran[1].1.contains("CB_KEY='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ'\n"));
     }
@@ -606,12 +629,21 @@ mod tests {
             Error::NoCapacity(_)
         ));
         assert!(matches!(
-            both(exit(EXIT_FULL, "full"), Err(ExecError::Unreachable("refused".into()))),
+            both(
+                exit(EXIT_FULL, "full"),
+                Err(ExecError::Unreachable("refused".into()))
+            ),
             Error::Transient(_)
         ));
-        let e = both(Err(ExecError::HostKeyMismatch), Err(ExecError::HostKeyMismatch));
+        let e = both(
+            Err(ExecError::HostKeyMismatch),
+            Err(ExecError::HostKeyMismatch),
+        );
         assert!(matches!(e, Error::Config(_)), "{e:?}");
-        assert!(e.message().contains("[backends.ssh.hosts.a] host_key"), "{e:?}");
+        assert!(
+            e.message().contains("[backends.ssh.hosts.a] host_key"),
+            "{e:?}"
+        );
         assert!(matches!(
             both(exit(EXIT_UNSUPPORTED, "no podman"), exit(1, "boom")),
             Error::Config(_)
@@ -648,7 +680,9 @@ mod tests {
         .encode();
         let f = fake(vec![(
             "a",
-            ok("limits=prlimit\nstate=exited\ncode=3\ncpu_usec=2600000\nram_kib_s=2048000\nnet_bytes=7\n"),
+            ok(
+                "limits=prlimit\nstate=exited\ncode=3\ncpu_usec=2600000\nram_kib_s=2048000\nnet_bytes=7\n",
+            ),
         )]);
         let b = Baremetal::new(cfg(), "p", "n", &f);
         assert_eq!(b.status(&handle).unwrap(), State::Exited(3));

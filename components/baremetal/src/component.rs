@@ -1,11 +1,11 @@
 //! The wasm glue: the SDK's `ssh`, `log` and `config` as a [`Host`], WIT
 //! types in and out.
 
+use crate::Error;
 use crate::backend::{Baremetal, ExecError, Host, Level, Output, Provisioned, State};
 use crate::config::Config;
 use crate::grant::Grant;
 use crate::script::COMMAND;
-use crate::Error;
 use compute_bridge_sdk::prelude::*;
 use compute_bridge_sdk::ssh::SshError;
 

@@ -361,6 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../../config/example-baremetal.toml");
+        let boot: toml::Table = toml::from_str(text).unwrap();
+        let backend = &boot["backends"].as_array().unwrap()[0];
+        let json = serde_json::to_string(&backend["config"]).unwrap();
+        let c = Config::from_json(&json).unwrap();
+        let labels: Vec<String> = backend["ssh"]["hosts"]
+            .as_table()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        c.check_labels(&labels).unwrap();
+        assert_eq!(c.hosts[1].runtime, RuntimeKind::Podman);
+        assert!(c.offer().tdx_capable);
+    }
+
+    #[test]
     fn a_label_without_an_ssh_section_is_a_config_error() {
         let c = cfg(&[HOST]).unwrap();
         assert!(c.check_labels(&["a".into()]).is_ok());

@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn first_fit_keeps_config_order() {
         let c = cfg();
-        assert_eq!(labels(&c, &grant(500, None, false)), ["small", "big", "tdx"]);
+        assert_eq!(
+            labels(&c, &grant(500, None, false)),
+            ["small", "big", "tdx"]
+        );
         assert_eq!(labels(&c, &grant(2000, Some("eu"), false)), ["big"]);
     }
 

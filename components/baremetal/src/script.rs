@@ -121,7 +121,10 @@ pub fn provision(a: &ProvisionArgs<'_>) -> String {
             .to_string(),
         ),
         ("CB_KEY", a.key.to_string()),
-        ("CB_CPU_QUOTA_US", cpu_quota_us(g.cpu_millicores).to_string()),
+        (
+            "CB_CPU_QUOTA_US",
+            cpu_quota_us(g.cpu_millicores).to_string(),
+        ),
         ("CB_MEM_BYTES", bytes(g.ram_mib).to_string()),
         (
             "CB_SYSTEMD_RUN",
@@ -364,12 +367,7 @@ mod tests {
             });
             assert_eq!(sh(&["-n"], &p).0, 0, "provision ({rt}) does not parse");
         }
-        for s in [
-            status(&t),
-            usage(&t),
-            terminate(&t),
-            list("/x", "p", "b"),
-        ] {
+        for s in [status(&t), usage(&t), terminate(&t), list("/x", "p", "b")] {
             assert_eq!(sh(&["-n"], &s).0, 0);
         }
     }
@@ -417,14 +415,20 @@ mod tests {
         }
         // The image comes last, after `--`: it cannot be read as an option.
         assert_eq!(run[run.len() - 2..], ["--".to_string(), image.clone()]);
-        assert!(!run.iter().any(|a| a == "--privileged" || a.starts_with("--cap-add")));
+        assert!(
+            !run.iter()
+                .any(|a| a == "--privileged" || a.starts_with("--cap-add"))
+        );
 
         let detached = podman_detached(&run);
         assert_eq!(detached[..3], ["/usr/bin/podman", "run", "--detach"]);
         let unit = podman_under_systemd(&id, &run);
         assert_eq!(unit[0], "systemd-run");
         assert!(unit.contains(&format!("--unit={id}.service")));
-        assert_eq!(unit[unit.iter().position(|a| a == "--").unwrap() + 1], run[0]);
+        assert_eq!(
+            unit[unit.iter().position(|a| a == "--").unwrap() + 1],
+            run[0]
+        );
     }
 
     #[test]

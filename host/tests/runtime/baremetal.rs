@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use compute_bridge::backend::{Backend, BackendError, Instance, InstanceState, Workload};
 use compute_bridge::runtime::ComponentBackend;
-use compute_bridge_testkit::sshd::Sshd;
 use compute_bridge_testkit::require_executable;
+use compute_bridge_testkit::sshd::Sshd;
 
 use crate::support::*;
 
@@ -59,15 +59,34 @@ fn setup(
     cpu: u32,
     limits: &str,
 ) -> compute_bridge::config::BootConfig {
+    setup_with(
+        state,
+        host_state,
+        sshd,
+        cpu,
+        limits,
+        &sshd.host_toml("rack"),
+    )
+}
+
+/// Like [`setup`], reaching the host through `ssh_section` (labelled
+/// `rack`); requesters still log in through `sshd`.
+fn setup_with(
+    state: &Path,
+    host_state: &Path,
+    sshd: &Sshd,
+    cpu: u32,
+    limits: &str,
+    ssh_section: &str,
+) -> compute_bridge::config::BootConfig {
     config(
         state,
         &format!(
-            "[[backends]]\nname = \"baremetal\"\ncomponent = \"builtin:baremetal\"\n\n{}\n\
+            "[[backends]]\nname = \"baremetal\"\ncomponent = \"builtin:baremetal\"\n\n{ssh_section}\n\
              [backends.config]\nstate_dir = {:?}\n\n\
              [[backends.config.hosts]]\nlabel = \"rack\"\nregion = \"test-1\"\n\
              cpu_millicores = {cpu}\nram_mib = 1024\nlimits = {limits:?}\n\
              public_host = \"127.0.0.1\"\npublic_port = {}\npublic_host_key = {:?}\n",
-            sshd.host_toml("rack"),
             host_state.display().to_string(),
             sshd.port,
             sshd.host_key,
@@ -139,7 +158,11 @@ fn pids_of(uid: u32) -> Vec<u32> {
                 .unwrap_or("")
                 .to_string()
         };
-        let real_uid = field("Uid:").split_whitespace().next().unwrap_or("").to_string();
+        let real_uid = field("Uid:")
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string();
         if real_uid == uid.to_string() && !field("State:").starts_with('Z') {
             pids.push(pid);
         }
@@ -213,10 +236,21 @@ async fn lifecycle(limits: &str) -> String {
     let inst = b.provision(&g, &workload(&key)).await.unwrap();
     accounts.track(&inst.user);
     assert_eq!(
-        (inst.region.as_str(), inst.public_host.as_str(), inst.ssh_port),
+        (
+            inst.region.as_str(),
+            inst.public_host.as_str(),
+            inst.ssh_port
+        ),
         ("test-1", "127.0.0.1", sshd.port)
     );
-    assert_eq!(inst.host_key, sshd.host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    assert_eq!(
+        inst.host_key,
+        sshd.host_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let mechanism = limits_of(&inst);
     assert!(
         ["systemd", "cgroup2", "cgroup1", "prlimit"].contains(&mechanism.as_str()),
@@ -226,38 +260,62 @@ async fn lifecycle(limits: &str) -> String {
     let uid = uid_of(&inst.user).expect("the grant's account exists");
 
     // The requester logs in with the workload key and runs commands.
-    let (code, out, err) = ssh(&inst, &key, "id -un; echo $HOME; touch work-file && echo wrote");
+    let (code, out, err) = ssh(
+        &inst,
+        &key,
+        "id -un; echo $HOME; touch work-file && echo wrote",
+    );
     assert_eq!(code, 0, "login failed: {err}\nsshd log:\n{}", sshd.log());
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], inst.user);
     assert!(lines[1].ends_with("/work"), "{out}");
     assert_eq!(lines[2], "wrote");
+    // Each login runs inside the grant's limits.
+    let (_, out, _) = ssh(&inst, &key, "ulimit -v; cat /proc/self/cgroup");
+    match mechanism.as_str() {
+        // 256 MiB of address space, in KiB.
+        "prlimit" => assert_eq!(out.lines().next(), Some("262144"), "{out}"),
+        "cgroup1" | "cgroup2" => assert!(
+            out.contains(&format!("/compute-bridge/{}", inst.user)),
+            "login outside the grant's cgroup: {out}"
+        ),
+        _ => {}
+    }
     // The forced command cannot be swapped: the key file is root's.
     let (code, _, _) = ssh(&inst, &key, "echo x >> ~/../.ssh/authorized_keys");
     assert_ne!(code, 0, "the requester rewrote its own authorized_keys");
 
-    // A busy workload shows up as CPU.
+    // A busy workload holding ~20 MB shows up as CPU and memory.
     let (code, _, err) = ssh(
         &inst,
         &key,
-        "nohup sh -c 'while :; do :; done' >/dev/null 2>&1 & echo started",
+        "nohup sh -c 'x=$(head -c 20000000 /dev/zero | tr \"\\\\0\" a); while :; do :; done' \
+         >/dev/null 2>&1 & echo started",
     );
     assert_eq!(code, 0, "{err}");
     let busy = wait_for_async_usage(b, &inst).await;
-    assert!(busy.cpu_core_seconds >= 1, "{busy:?}");
-    assert!(busy.ram_mib_seconds > 0, "{busy:?}");
-    assert!(!pids_of(uid).is_empty(), "the busy loop runs as the account");
+    assert!(
+        !pids_of(uid).is_empty(),
+        "the busy loop runs as the account"
+    );
 
     b.terminate(&inst).await.unwrap();
     assert_eq!(uid_of(&inst.user), None, "the account is gone");
-    assert!(pids_of(uid).is_empty(), "processes left: {:?}", pids_of(uid));
+    assert!(
+        pids_of(uid).is_empty(),
+        "processes left: {:?}",
+        pids_of(uid)
+    );
     assert_eq!(b.status(&inst).await.unwrap(), InstanceState::Gone);
     let (code, _, _) = ssh(&inst, &key, "true");
     assert_ne!(code, 0, "the workload key still logs in");
     // Terminate is idempotent, and the final usage stays readable.
     b.terminate(&inst).await.unwrap();
     let last = b.usage(&inst).await.unwrap();
-    assert!(last.cpu_core_seconds >= busy.cpu_core_seconds, "{last:?} < {busy:?}");
+    assert!(
+        last.cpu_core_seconds >= busy.cpu_core_seconds,
+        "{last:?} < {busy:?}"
+    );
     assert!(
         std::fs::read_dir(host_state.path().join("grants"))
             .unwrap()
@@ -268,8 +326,8 @@ async fn lifecycle(limits: &str) -> String {
     mechanism
 }
 
-/// Poll `usage` until it shows CPU (the busy loop needs a moment to get
-/// a core on a loaded machine).
+/// Poll `usage` until it shows CPU and memory (the busy loop needs a
+/// moment to get a core on a loaded machine, memory a second sample).
 async fn wait_for_async_usage(
     b: &ComponentBackend,
     inst: &Instance,
@@ -277,12 +335,12 @@ async fn wait_for_async_usage(
     let start = std::time::Instant::now();
     loop {
         let u = b.usage(inst).await.unwrap();
-        if u.cpu_core_seconds >= 1 {
+        if u.cpu_core_seconds >= 1 && u.ram_mib_seconds >= 20 {
             return u;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "no CPU measured for a busy workload within 60 s: {u:?}"
+            "no CPU or memory measured for a busy workload within 60 s: {u:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -352,7 +410,10 @@ async fn a_stopped_sshd_is_transient() {
     let (_rt, backends) = load(&cfg);
     let key = workload_key();
     match backends[0]
-        .provision(&grant(&format!("down-{}", std::process::id())), &workload(&key))
+        .provision(
+            &grant(&format!("down-{}", std::process::id())),
+            &workload(&key),
+        )
         .await
     {
         Err(BackendError::Transient(m)) => assert!(m.contains("rack"), "{m}"),
@@ -381,4 +442,38 @@ async fn a_changed_host_key_is_refused_as_a_config_error() {
     }
     // Nothing ran on the impostor.
     assert!(!host_state.path().join("grants").exists());
+}
+
+#[tokio::test]
+async fn the_local_transport_serves_a_grant_on_this_machine() {
+    // The embedded default reaches its host this way: commands run here
+    // through /bin/sh, and requesters log in through the machine's sshd.
+    assert_root();
+    let sshd = Sshd::start();
+    let (state, host_state) = (tempfile::tempdir().unwrap(), host_state_dir());
+    let cfg = setup_with(
+        state.path(),
+        host_state.path(),
+        &sshd,
+        1000,
+        "auto",
+        "[backends.ssh.hosts.rack]\ntransport = \"local\"\n",
+    );
+    let (_rt, backends) = load(&cfg);
+    let b = &backends[0];
+    let key = workload_key();
+    let mut accounts = Accounts(Vec::new());
+    let inst = b
+        .provision(
+            &grant(&format!("local-{}", std::process::id())),
+            &workload(&key),
+        )
+        .await
+        .unwrap();
+    accounts.track(&inst.user);
+    let (code, out, err) = ssh(&inst, &key, "id -un");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), inst.user);
+    b.terminate(&inst).await.unwrap();
+    assert_eq!(uid_of(&inst.user), None);
 }
