@@ -362,9 +362,14 @@ mod tests {
 
     #[test]
     fn the_documented_example_is_valid() {
-        let text = include_str!("../../../config/example-baremetal.toml");
+        let text = include_str!("../../../config/example.toml");
         let boot: toml::Table = toml::from_str(text).unwrap();
-        let backend = &boot["backends"].as_array().unwrap()[0];
+        let backend = boot["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["component"].as_str() == Some("builtin:baremetal"))
+            .expect("config/example.toml documents the bare-metal backend");
         let json = serde_json::to_string(&backend["config"]).unwrap();
         let c = Config::from_json(&json).unwrap();
         let labels: Vec<String> = backend["ssh"]["hosts"]
