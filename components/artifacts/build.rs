@@ -13,6 +13,7 @@ use std::process::Command;
 /// (package, crate file stem, constant name, shipped in the binary?)
 const COMPONENTS: &[(&str, &str, bool)] = &[
     ("cb-aws", "AWS", true),
+    ("cb-baremetal", "BAREMETAL", true),
     ("cb-fake", "FAKE", true),
     ("cb-hostile", "HOSTILE", false),
     ("cb-hostile-imports", "HOSTILE_IMPORTS", false),

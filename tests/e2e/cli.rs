@@ -15,7 +15,9 @@ fn run_on_the_embedded_default_logs_its_routing_table_and_stops_on_sigterm() {
     bridge.wait_for_log("routing table", Duration::from_secs(120));
     bridge.wait_for_log("ready", Duration::from_secs(30));
     let log = bridge.log();
-    assert!(log.contains("1. fake"), "{log}");
+    assert!(log.contains("1. baremetal"), "{log}");
+    assert!(log.contains("regions=[local]"), "{log}");
+    assert!(log.contains("ssh=[local]"), "{log}");
     bridge.signal("TERM");
     assert_eq!(
         bridge.wait(Duration::from_secs(30)),

@@ -7,6 +7,7 @@
 mod support;
 
 mod aws;
+mod baremetal;
 mod cache;
 mod http;
 mod routing;
