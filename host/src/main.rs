@@ -273,7 +273,7 @@ fn scaffold(name: &str, dir: Option<&Path>, sdk_path: Option<&Path>) -> anyhow::
     println!("created {} ({} files)", dir.display(), files.len());
     println!("next:");
     println!("  cd {}", dir.display());
-    println!("  cargo build --release --target wasm32-wasip2");
+    println!("  cargo build --release");
     println!(
         "  compute-bridge components inspect target/wasm32-wasip2/release/{}.wasm",
         compute_bridge::template::wasm_stem(name)

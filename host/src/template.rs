@@ -19,6 +19,10 @@ const FILES: &[(&str, &str)] = &[
         "README.md",
         include_str!("../../templates/backend/README.md.tmpl"),
     ),
+    (
+        ".cargo/config.toml",
+        include_str!("../../templates/backend/.cargo/config.toml"),
+    ),
 ];
 
 /// The crate name for a backend called `name`.
