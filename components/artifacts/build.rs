@@ -13,6 +13,8 @@ use std::process::Command;
 /// (package, crate file stem, constant name, shipped in the binary?)
 const COMPONENTS: &[(&str, &str, bool)] = &[
     ("cb-fake", "FAKE", true),
+    ("cb-gcp", "GCP", true),
+    ("cb-azure", "AZURE", true),
     ("cb-hostile", "HOSTILE", false),
     ("cb-hostile-imports", "HOSTILE_IMPORTS", false),
 ];

@@ -17,5 +17,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use compute_bridge::backend::{http, log, ssh, types};
+pub use compute_bridge::backend::{cache, http, log, ssh, types};
 pub use exports::compute_bridge::backend::provider;
