@@ -1,11 +1,15 @@
 //! Test peers and helpers shared by the suite.
 //!
 //! Every peer here is real and runs on 127.0.0.1 on a port it picks: an
-//! OpenSSH server ([`sshd`]), the bridge binary itself ([`process`]), and
-//! (added by their issues) moto and the cloud API fakes. A peer that is not
+//! OpenSSH server ([`sshd`]), the bridge binary itself ([`process`]), the
+//! GCP and Azure API fakes ([`gcp_fake`], [`azure_fake`], served by
+//! [`http_server`]), and (added by its issue) moto. A peer that is not
 //! installed fails the test with the command that installs it; nothing is
 //! skipped.
 
+pub mod azure_fake;
+pub mod gcp_fake;
+pub mod http_server;
 pub mod process;
 pub mod sshd;
 
