@@ -156,7 +156,10 @@ impl Names {
             }
         }
         let slug = slug.trim_end_matches('-');
-        let hash = format!("{:08x}", fnv1a(&format!("{provider_id}/{request_id}")) as u32);
+        let hash = format!(
+            "{:08x}",
+            fnv1a(&format!("{provider_id}/{request_id}")) as u32
+        );
         let vm = if slug.is_empty() {
             format!("cb-{hash}")
         } else {
@@ -435,8 +438,11 @@ impl ArmError {
         if has(TRANSIENT) || status == 429 || status >= 500 {
             return BackendError::transient(format!("Azure: {text}"));
         }
-        if has(&["InvalidAuthenticationToken", "ExpiredAuthenticationToken", "AuthenticationFailed"])
-            || status == 401
+        if has(&[
+            "InvalidAuthenticationToken",
+            "ExpiredAuthenticationToken",
+            "AuthenticationFailed",
+        ]) || status == 401
         {
             return BackendError::config(format!(
                 "Azure refused the app's token (`tenant_id`, `client_id`, `client_secret`): {text}"
@@ -687,7 +693,12 @@ mod tests {
             a.delete(Kind::PublicIp, "cb-x-ip").parts().1,
             "https://management.azure.com/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Network/publicIPAddresses/cb-x-ip?api-version=2024-05-01"
         );
-        assert!(a.list_vms().parts().1.ends_with("/virtualMachines?api-version=2024-07-01"));
+        assert!(
+            a.list_vms()
+                .parts()
+                .1
+                .ends_with("/virtualMachines?api-version=2024-07-01")
+        );
     }
 
     fn spec() -> (BTreeMap<String, String>, ImageReference) {
@@ -717,7 +728,10 @@ mod tests {
         let b = vm_body(&s);
         let p = &b["properties"];
         assert_eq!(p["securityProfile"]["securityType"], "ConfidentialVM");
-        assert_eq!(p["securityProfile"]["uefiSettings"]["secureBootEnabled"], true);
+        assert_eq!(
+            p["securityProfile"]["uefiSettings"]["secureBootEnabled"],
+            true
+        );
         assert_eq!(p["securityProfile"]["uefiSettings"]["vTpmEnabled"], true);
         assert_eq!(
             p["storageProfile"]["osDisk"]["managedDisk"]["securityProfile"]["securityEncryptionType"],
@@ -725,20 +739,48 @@ mod tests {
         );
         assert_eq!(p["hardwareProfile"]["vmSize"], "Standard_DC4es_v5");
         assert_eq!(p["osProfile"]["customData"], "IyEvYmluL3NoCnRydWUK");
-        assert_eq!(p["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["keyData"], "ssh-ed25519 AAAA k");
-        assert_eq!(p["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["path"], "/home/cb-user/.ssh/authorized_keys");
-        assert_eq!(p["networkProfile"]["networkInterfaces"][0]["properties"]["deleteOption"], "Delete");
+        assert_eq!(
+            p["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["keyData"],
+            "ssh-ed25519 AAAA k"
+        );
+        assert_eq!(
+            p["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["path"],
+            "/home/cb-user/.ssh/authorized_keys"
+        );
+        assert_eq!(
+            p["networkProfile"]["networkInterfaces"][0]["properties"]["deleteOption"],
+            "Delete"
+        );
         assert_eq!(b["tags"]["cb-provider"], "p");
-        let plain = vm_body(&VmSpec { tdx: false, size: "Standard_D2s_v5", ..s });
+        let plain = vm_body(&VmSpec {
+            tdx: false,
+            size: "Standard_D2s_v5",
+            ..s
+        });
         assert!(plain["properties"].get("securityProfile").is_none());
-        assert!(plain["properties"]["storageProfile"]["osDisk"]["managedDisk"].get("securityProfile").is_none());
+        assert!(
+            plain["properties"]["storageProfile"]["osDisk"]["managedDisk"]
+                .get("securityProfile")
+                .is_none()
+        );
     }
 
     #[test]
     fn long_running_operations_are_followed_by_the_right_header() {
-        let r = resp(201, &[("azure-asyncoperation", "https://m/op1"), ("location", "https://m/loc")], "{}");
+        let r = resp(
+            201,
+            &[
+                ("azure-asyncoperation", "https://m/op1"),
+                ("location", "https://m/loc"),
+            ],
+            "{}",
+        );
         assert_eq!(poll_for(&r), Poll::AsyncOperation("https://m/op1".into()));
-        let r = resp(202, &[("location", "https://m/loc"), ("retry-after", "7")], "");
+        let r = resp(
+            202,
+            &[("location", "https://m/loc"), ("retry-after", "7")],
+            "",
+        );
         assert_eq!(poll_for(&r), Poll::Location("https://m/loc".into()));
         assert_eq!(retry_after(&r, 5), 5);
         assert_eq!(retry_after(&r, 10), 7);
@@ -749,7 +791,10 @@ mod tests {
             r#"{"status":"Failed","error":{"code":"AllocationFailed","message":"Allocation failed."}}"#,
         )
         .unwrap();
-        assert!(matches!(st.outcome(), Some(Err(BackendError::NoCapacity(_)))));
+        assert!(matches!(
+            st.outcome(),
+            Some(Err(BackendError::NoCapacity(_)))
+        ));
     }
 
     #[test]
@@ -761,21 +806,59 @@ mod tests {
             BackendError::Rejected(_) => "rejected",
             BackendError::Internal(_) => "internal",
         };
-        let e = |code: &str, msg: &str| format!(r#"{{"error":{{"code":"{code}","message":"{msg}"}}}}"#);
-        assert_eq!(kind(409, &e("SkuNotAvailable", "The requested size is not available")), "no-capacity");
-        assert_eq!(kind(200, &e("AllocationFailed", "no capacity")), "no-capacity");
-        assert_eq!(kind(409, &e("OperationNotAllowed", "Operation could not be completed as it results in exceeding approved standardDCSv5Family Cores quota.")), "no-capacity");
-        assert_eq!(kind(409, &e("OperationNotAllowed", "The VM is being deleted")), "internal");
+        let e =
+            |code: &str, msg: &str| format!(r#"{{"error":{{"code":"{code}","message":"{msg}"}}}}"#);
+        assert_eq!(
+            kind(
+                409,
+                &e("SkuNotAvailable", "The requested size is not available")
+            ),
+            "no-capacity"
+        );
+        assert_eq!(
+            kind(200, &e("AllocationFailed", "no capacity")),
+            "no-capacity"
+        );
+        assert_eq!(
+            kind(
+                409,
+                &e(
+                    "OperationNotAllowed",
+                    "Operation could not be completed as it results in exceeding approved standardDCSv5Family Cores quota."
+                )
+            ),
+            "no-capacity"
+        );
+        assert_eq!(
+            kind(409, &e("OperationNotAllowed", "The VM is being deleted")),
+            "internal"
+        );
         assert_eq!(kind(429, &e("TooManyRequests", "slow down")), "transient");
         assert_eq!(kind(500, &e("InternalServerError", "oops")), "transient");
         assert_eq!(kind(502, "<html>"), "transient");
-        assert_eq!(kind(401, &e("ExpiredAuthenticationToken", "expired")), "config");
+        assert_eq!(
+            kind(401, &e("ExpiredAuthenticationToken", "expired")),
+            "config"
+        );
         assert_eq!(kind(403, &e("AuthorizationFailed", "no")), "config");
-        assert_eq!(kind(404, &e("ResourceGroupNotFound", "Resource group 'rg' could not be found.")), "config");
+        assert_eq!(
+            kind(
+                404,
+                &e(
+                    "ResourceGroupNotFound",
+                    "Resource group 'rg' could not be found."
+                )
+            ),
+            "config"
+        );
         // The cause nested in details counts.
         let nested = r#"{"error":{"code":"DeploymentFailed","message":"x","details":[{"code":"ZonalAllocationFailed","message":"y"}]}}"#;
         assert_eq!(kind(409, nested), "no-capacity");
-        assert!(api_error(&resp(404, &[], &e("ResourceGroupNotFound", "m"))).message().contains("`resource_group`"));
+        assert!(
+            api_error(&resp(404, &[], &e("ResourceGroupNotFound", "m")))
+                .message()
+                .contains("`resource_group`")
+        );
     }
 
     #[test]
@@ -790,18 +873,40 @@ mod tests {
             }))
             .unwrap()
         };
-        assert_eq!(vm(&["ProvisioningState/succeeded", "PowerState/running"]).state(), InstanceState::Running);
-        assert_eq!(vm(&["ProvisioningState/creating", "PowerState/starting"]).state(), InstanceState::Starting);
-        assert_eq!(vm(&["ProvisioningState/succeeded", "PowerState/stopped"]).state(), InstanceState::Exited(EXIT_UNKNOWN));
-        assert_eq!(vm(&["ProvisioningState/succeeded", "PowerState/deallocated"]).state(), InstanceState::Exited(EXIT_UNKNOWN));
-        assert_eq!(vm(&["ProvisioningState/deleting", "PowerState/running"]).state(), InstanceState::Gone);
-        assert_eq!(vm(&["ProvisioningState/failed/AllocationFailed"]).state(), InstanceState::Exited(EXIT_UNKNOWN));
+        assert_eq!(
+            vm(&["ProvisioningState/succeeded", "PowerState/running"]).state(),
+            InstanceState::Running
+        );
+        assert_eq!(
+            vm(&["ProvisioningState/creating", "PowerState/starting"]).state(),
+            InstanceState::Starting
+        );
+        assert_eq!(
+            vm(&["ProvisioningState/succeeded", "PowerState/stopped"]).state(),
+            InstanceState::Exited(EXIT_UNKNOWN)
+        );
+        assert_eq!(
+            vm(&["ProvisioningState/succeeded", "PowerState/deallocated"]).state(),
+            InstanceState::Exited(EXIT_UNKNOWN)
+        );
+        assert_eq!(
+            vm(&["ProvisioningState/deleting", "PowerState/running"]).state(),
+            InstanceState::Gone
+        );
+        assert_eq!(
+            vm(&["ProvisioningState/failed/AllocationFailed"]).state(),
+            InstanceState::Exited(EXIT_UNKNOWN)
+        );
     }
 
     #[test]
     fn names_are_stable_distinct_and_valid_host_names() {
         let n = Names::for_grant("p1", "Grant/42");
-        assert!(n.vm.starts_with("cb-grant-42-") && n.vm.len() <= 53, "{}", n.vm);
+        assert!(
+            n.vm.starts_with("cb-grant-42-") && n.vm.len() <= 53,
+            "{}",
+            n.vm
+        );
         assert_eq!(n, Names::for_grant("p1", "Grant/42"));
         assert_ne!(n.vm, Names::for_grant("p2", "Grant/42").vm);
         assert_eq!(n.nic, format!("{}-nic", n.vm));

@@ -115,7 +115,10 @@ pub fn cache_ttl(expires_in: u64) -> u32 {
 
 /// The cache key for this app's tokens.
 pub fn cache_key(cfg: &AzureConfig) -> String {
-    format!("azure-token {} {} {}", cfg.login_url, cfg.tenant_id, cfg.client_id)
+    format!(
+        "azure-token {} {} {}",
+        cfg.login_url, cfg.tenant_id, cfg.client_id
+    )
 }
 
 #[cfg(test)]
@@ -150,8 +153,11 @@ mod tests {
             url,
             "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
         );
-        assert!(headers.iter().any(|(k, v)| k == "content-type"
-            && v == "application/x-www-form-urlencoded"));
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v == "application/x-www-form-urlencoded")
+        );
         assert_eq!(
             std::str::from_utf8(body).unwrap(),
             "client_id=00000000-0000-0000-0000-000000000001\
@@ -164,13 +170,29 @@ mod tests {
     fn errors_name_the_key_and_never_the_secret() {
         let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[7000215]}"#;
         let e = parse_token(&resp(401, body)).unwrap_err();
-        let BackendError::Config(m) = &e else { panic!("{e:?}") };
-        assert!(m.contains("`client_secret`") && m.contains("AADSTS7000215"), "{m}");
+        let BackendError::Config(m) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            m.contains("`client_secret`") && m.contains("AADSTS7000215"),
+            "{m}"
+        );
         assert!(!m.contains("Trace ID") && !m.contains("s3cret"), "{m}");
         let body = r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application not found","error_codes":[700016]}"#;
-        assert!(parse_token(&resp(400, body)).unwrap_err().message().contains("`client_id`"));
-        assert!(matches!(parse_token(&resp(503, "")), Err(BackendError::Transient(_))));
-        assert!(matches!(parse_token(&resp(429, "")), Err(BackendError::Transient(_))));
+        assert!(
+            parse_token(&resp(400, body))
+                .unwrap_err()
+                .message()
+                .contains("`client_id`")
+        );
+        assert!(matches!(
+            parse_token(&resp(503, "")),
+            Err(BackendError::Transient(_))
+        ));
+        assert!(matches!(
+            parse_token(&resp(429, "")),
+            Err(BackendError::Transient(_))
+        ));
         let t = parse_token(&resp(200, r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0"}"#)).unwrap();
         assert_eq!((t.access_token.as_str(), t.expires_in), ("eyJ0", 3599));
     }

@@ -49,9 +49,15 @@ impl VmSize {
     /// Whether the values make sense; a message naming the field if not.
     pub fn validate(&self) -> Result<(), String> {
         if !self.name.starts_with("Standard_")
-            || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
-            return Err(format!("`name` {:?} is not a VM size (Standard_...)", self.name));
+            return Err(format!(
+                "`name` {:?} is not a VM size (Standard_...)",
+                self.name
+            ));
         }
         if self.cpus == 0 || self.ram_mib == 0 {
             return Err("`cpus` and `ram_mib` must be above zero".into());
@@ -66,8 +72,14 @@ impl VmSize {
             ));
         }
         for r in &self.regions {
-            if r.is_empty() || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-                return Err(format!("{r:?} in `regions` is not a region name like eastus"));
+            if r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
+                return Err(format!(
+                    "{r:?} in `regions` is not a region name like eastus"
+                ));
             }
         }
         Ok(())
@@ -161,38 +173,99 @@ mod tests {
 
     fn catalog() -> Vec<VmSize> {
         vec![
-            s("Standard_D2s_v5", 2, 8, 0.096, false, &["eastus", "westeurope"]),
+            s(
+                "Standard_D2s_v5",
+                2,
+                8,
+                0.096,
+                false,
+                &["eastus", "westeurope"],
+            ),
             s("Standard_DC2es_v5", 2, 8, 0.12, true, &["westeurope"]),
-            s("Standard_DC4es_v5", 4, 16, 0.23, true, &["eastus", "westeurope"]),
+            s(
+                "Standard_DC4es_v5",
+                4,
+                16,
+                0.23,
+                true,
+                &["eastus", "westeurope"],
+            ),
             s("Standard_EC8es_v5", 8, 64, 0.62, true, &["eastus"]),
         ]
     }
 
-    fn pick_name(cpu: u32, gib: u32, region: Option<&str>, tdx: TdxRequirement) -> Option<(String, String)> {
+    fn pick_name(
+        cpu: u32,
+        gib: u32,
+        region: Option<&str>,
+        tdx: TdxRequirement,
+    ) -> Option<(String, String)> {
         let c = catalog();
-        pick(&c, Want { cpu_millicores: cpu, ram_mib: gib * 1024, region, tdx })
-            .map(|c| (c.size.name.clone(), c.region.to_string()))
+        pick(
+            &c,
+            Want {
+                cpu_millicores: cpu,
+                ram_mib: gib * 1024,
+                region,
+                tdx,
+            },
+        )
+        .map(|c| (c.size.name.clone(), c.region.to_string()))
     }
 
     #[test]
     fn tdx_sizes_are_recognised() {
-        for yes in ["Standard_DC2es_v5", "Standard_EC64es_v5", "Standard_DC4eds_v5", "standard_dc8es_v6"] {
+        for yes in [
+            "Standard_DC2es_v5",
+            "Standard_EC64es_v5",
+            "Standard_DC4eds_v5",
+            "standard_dc8es_v6",
+        ] {
             assert!(is_tdx_size(yes), "{yes}");
         }
-        for no in ["Standard_DC4as_v5", "Standard_EC4ads_v5", "Standard_D4s_v5", "Standard_DCs_v5", "DC4es_v5", "Standard_DC4es"] {
+        for no in [
+            "Standard_DC4as_v5",
+            "Standard_EC4ads_v5",
+            "Standard_D4s_v5",
+            "Standard_DCs_v5",
+            "DC4es_v5",
+            "Standard_DC4es",
+        ] {
             assert!(!is_tdx_size(no), "{no}");
         }
     }
 
     #[test]
     fn choice_follows_size_region_and_tdx() {
-        assert_eq!(pick_name(1000, 4, None, TdxRequirement::None), Some(("Standard_D2s_v5".into(), "eastus".into())));
-        assert_eq!(pick_name(1000, 4, None, TdxRequirement::Required), Some(("Standard_DC2es_v5".into(), "westeurope".into())));
-        assert_eq!(pick_name(1000, 4, Some("eastus"), TdxRequirement::Required), Some(("Standard_DC4es_v5".into(), "eastus".into())));
-        assert_eq!(pick_name(1000, 4, None, TdxRequirement::Preferred).unwrap().0, "Standard_DC2es_v5");
-        assert_eq!(pick_name(6000, 32, None, TdxRequirement::Required).unwrap().0, "Standard_EC8es_v5");
+        assert_eq!(
+            pick_name(1000, 4, None, TdxRequirement::None),
+            Some(("Standard_D2s_v5".into(), "eastus".into()))
+        );
+        assert_eq!(
+            pick_name(1000, 4, None, TdxRequirement::Required),
+            Some(("Standard_DC2es_v5".into(), "westeurope".into()))
+        );
+        assert_eq!(
+            pick_name(1000, 4, Some("eastus"), TdxRequirement::Required),
+            Some(("Standard_DC4es_v5".into(), "eastus".into()))
+        );
+        assert_eq!(
+            pick_name(1000, 4, None, TdxRequirement::Preferred)
+                .unwrap()
+                .0,
+            "Standard_DC2es_v5"
+        );
+        assert_eq!(
+            pick_name(6000, 32, None, TdxRequirement::Required)
+                .unwrap()
+                .0,
+            "Standard_EC8es_v5"
+        );
         assert_eq!(pick_name(16_000, 32, None, TdxRequirement::Required), None);
-        assert_eq!(pick_name(1000, 4, Some("japaneast"), TdxRequirement::None), None);
+        assert_eq!(
+            pick_name(1000, 4, Some("japaneast"), TdxRequirement::None),
+            None
+        );
     }
 
     #[test]
@@ -200,10 +273,36 @@ mod tests {
         let c = catalog();
         assert_eq!(regions(&c), vec!["eastus", "westeurope"]);
         assert!(tdx_capable(&c));
-        assert!(!tdx_capable(&[s("Standard_D2s_v5", 2, 8, 0.1, false, &["eastus"])]));
-        assert!(!tdx_capable(&[s("Standard_DC2es_v5", 2, 8, 0.1, true, &[])]));
-        assert!(s("Standard_D2s_v5", 2, 8, 0.1, true, &["eastus"]).validate().is_err());
-        assert!(s("Standard_DC2es_v5", 2, 8, 0.1, true, &["East US"]).validate().is_err());
-        assert!(s("Standard_DC2es_v5", 2, 8, 0.1, true, &["eastus"]).validate().is_ok());
+        assert!(!tdx_capable(&[s(
+            "Standard_D2s_v5",
+            2,
+            8,
+            0.1,
+            false,
+            &["eastus"]
+        )]));
+        assert!(!tdx_capable(&[s(
+            "Standard_DC2es_v5",
+            2,
+            8,
+            0.1,
+            true,
+            &[]
+        )]));
+        assert!(
+            s("Standard_D2s_v5", 2, 8, 0.1, true, &["eastus"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            s("Standard_DC2es_v5", 2, 8, 0.1, true, &["East US"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            s("Standard_DC2es_v5", 2, 8, 0.1, true, &["eastus"])
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -87,7 +87,10 @@ impl Ctx {
         };
         let mut last = first;
         for _ in 0..MAX_POLLS {
-            std::thread::sleep(Duration::from_secs(arm::retry_after(&last, MAX_POLL_INTERVAL)));
+            std::thread::sleep(Duration::from_secs(arm::retry_after(
+                &last,
+                MAX_POLL_INTERVAL,
+            )));
             let resp = self.send(Request::get(&url))?;
             if by_status {
                 if !resp.is_success() {
@@ -154,9 +157,19 @@ impl Ctx {
     }
 
     /// Create the address, NIC and VM; the address.
-    fn create(&self, names: &Names, location: &str, vm: &VmSpec<'_>, tags: &BTreeMap<String, String>) -> Result<String> {
+    fn create(
+        &self,
+        names: &Names,
+        location: &str,
+        vm: &VmSpec<'_>,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String> {
         let a = self.arm();
-        self.put(Kind::PublicIp, &names.ip, &arm::public_ip_body(location, tags))?;
+        self.put(
+            Kind::PublicIp,
+            &names.ip,
+            &arm::public_ip_body(location, tags),
+        )?;
         let mut address = None;
         for attempt in 0..MAX_ADDRESS_POLLS {
             address = self.address(&names.ip)?;

@@ -159,7 +159,8 @@ impl AzureConfig {
             ),
         ] {
             if let Some(id) = id
-                && !(id.starts_with("/subscriptions/") && id.contains("/providers/Microsoft.Network/"))
+                && !(id.starts_with("/subscriptions/")
+                    && id.contains("/providers/Microsoft.Network/"))
             {
                 return Err(BackendError::config(format!(
                     "`{key}` must be an ARM id (/subscriptions/.../providers/Microsoft.Network/...)"
@@ -167,7 +168,9 @@ impl AzureConfig {
             }
         }
         if !(30..=4095).contains(&self.os_disk_gb) {
-            return Err(BackendError::config("`os_disk_gb` must be between 30 and 4095"));
+            return Err(BackendError::config(
+                "`os_disk_gb` must be between 30 and 4095",
+            ));
         }
         for (i, s) in self.vm_sizes.iter().enumerate() {
             s.validate()
@@ -178,7 +181,9 @@ impl AzureConfig {
             ("login_url", &self.login_url),
         ] {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(BackendError::config(format!("`{key}` must be an http(s) URL")));
+                return Err(BackendError::config(format!(
+                    "`{key}` must be an http(s) URL"
+                )));
             }
         }
         Ok(())
@@ -197,8 +202,7 @@ pub fn is_guid(s: &str) -> bool {
 
 fn is_domain(s: &str) -> bool {
     s.contains('.')
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 

@@ -59,12 +59,20 @@ impl Api<'_> {
 
     /// `instances.get`.
     pub fn get(&self, zone: &str, name: &str) -> Request {
-        Request::get(format!("{}/instances/{}", self.zone_url(zone), url_encode(name)))
+        Request::get(format!(
+            "{}/instances/{}",
+            self.zone_url(zone),
+            url_encode(name)
+        ))
     }
 
     /// `instances.delete`.
     pub fn delete(&self, zone: &str, name: &str) -> Request {
-        Request::delete(format!("{}/instances/{}", self.zone_url(zone), url_encode(name)))
+        Request::delete(format!(
+            "{}/instances/{}",
+            self.zone_url(zone),
+            url_encode(name)
+        ))
     }
 
     /// `instances.list` with a filter, one page.
@@ -334,7 +342,12 @@ pub fn error_reasons(resp: &Response) -> Vec<String> {
 /// `config`; the rest `internal`.
 pub fn api_error(resp: &Response) -> BackendError {
     let body: ErrorBody = serde_json::from_slice(&resp.body).unwrap_or_default();
-    let reasons: Vec<&str> = body.error.errors.iter().map(|e| e.reason.as_str()).collect();
+    let reasons: Vec<&str> = body
+        .error
+        .errors
+        .iter()
+        .map(|e| e.reason.as_str())
+        .collect();
     let message = if body.error.message.is_empty() {
         resp.text().chars().take(300).collect()
     } else {
@@ -534,7 +547,11 @@ mod tests {
         InstanceSpec {
             name: "cb-r1-0a1b2c3d",
             zone: "us-central1-b",
-            machine_type: if tdx { "c3-standard-4" } else { "n2-standard-2" },
+            machine_type: if tdx {
+                "c3-standard-4"
+            } else {
+                "n2-standard-2"
+            },
             tdx,
             image: "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
             disk_gb: 20,
@@ -550,9 +567,15 @@ mod tests {
     #[test]
     fn tdx_instances_carry_the_confidential_config() {
         let b = instance_body(&spec(true));
-        assert_eq!(b["confidentialInstanceConfig"]["confidentialInstanceType"], "TDX");
+        assert_eq!(
+            b["confidentialInstanceConfig"]["confidentialInstanceType"],
+            "TDX"
+        );
         assert_eq!(b["scheduling"]["onHostMaintenance"], "TERMINATE");
-        assert_eq!(b["machineType"], "zones/us-central1-b/machineTypes/c3-standard-4");
+        assert_eq!(
+            b["machineType"],
+            "zones/us-central1-b/machineTypes/c3-standard-4"
+        );
         assert_eq!(
             b["disks"][0]["initializeParams"]["diskType"],
             "zones/us-central1-b/diskTypes/pd-balanced"
@@ -560,7 +583,10 @@ mod tests {
         assert_eq!(b["metadata"]["items"][0]["key"], "startup-script");
         assert_eq!(b["metadata"]["items"][1]["value"], "R1");
         assert_eq!(b["labels"]["cb_provider"], "p1");
-        assert_eq!(b["networkInterfaces"][0]["accessConfigs"][0]["type"], "ONE_TO_ONE_NAT");
+        assert_eq!(
+            b["networkInterfaces"][0]["accessConfigs"][0]["type"],
+            "ONE_TO_ONE_NAT"
+        );
         let plain = instance_body(&spec(false));
         assert!(plain.get("confidentialInstanceConfig").is_none());
         assert!(plain.get("scheduling").is_none());
@@ -596,7 +622,8 @@ mod tests {
             n.len() <= 63
                 && n.starts_with(|c: char| c.is_ascii_lowercase())
                 && !n.ends_with('-')
-                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
         let a = instance_name("p1", "Grant/42 é!");
         assert!(valid(&a), "{a}");
@@ -618,12 +645,30 @@ mod tests {
             }))
             .unwrap()
         };
-        assert!(matches!(op("ZONE_RESOURCE_POOL_EXHAUSTED", 503).failure(), Some(BackendError::NoCapacity(_))));
-        assert!(matches!(op("ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", 503).failure(), Some(BackendError::NoCapacity(_))));
-        assert!(matches!(op("QUOTA_EXCEEDED", 403).failure(), Some(BackendError::NoCapacity(_))));
-        assert!(matches!(op("RESOURCE_OPERATION_RATE_EXCEEDED", 403).failure(), Some(BackendError::Transient(_))));
-        assert!(matches!(op("INTERNAL_ERROR", 500).failure(), Some(BackendError::Transient(_))));
-        assert!(matches!(op("RESOURCE_NOT_FOUND", 404).failure(), Some(BackendError::Config(_))));
+        assert!(matches!(
+            op("ZONE_RESOURCE_POOL_EXHAUSTED", 503).failure(),
+            Some(BackendError::NoCapacity(_))
+        ));
+        assert!(matches!(
+            op("ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", 503).failure(),
+            Some(BackendError::NoCapacity(_))
+        ));
+        assert!(matches!(
+            op("QUOTA_EXCEEDED", 403).failure(),
+            Some(BackendError::NoCapacity(_))
+        ));
+        assert!(matches!(
+            op("RESOURCE_OPERATION_RATE_EXCEEDED", 403).failure(),
+            Some(BackendError::Transient(_))
+        ));
+        assert!(matches!(
+            op("INTERNAL_ERROR", 500).failure(),
+            Some(BackendError::Transient(_))
+        ));
+        assert!(matches!(
+            op("RESOURCE_NOT_FOUND", 404).failure(),
+            Some(BackendError::Config(_))
+        ));
         let ok: Operation =
             serde_json::from_value(serde_json::json!({"name": "op", "status": "DONE"})).unwrap();
         assert!(ok.done() && ok.failure().is_none());
@@ -643,13 +688,40 @@ mod tests {
             BackendError::Rejected(_) => "rejected",
             BackendError::Internal(_) => "internal",
         };
-        assert_eq!(kind(resp(403, &body(403, "quotaExceeded", "PERMISSION_DENIED"))), "no-capacity");
-        assert_eq!(kind(resp(403, &body(403, "rateLimitExceeded", "PERMISSION_DENIED"))), "transient");
-        assert_eq!(kind(resp(429, &body(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED"))), "transient");
-        assert_eq!(kind(resp(503, &body(503, "backendError", "UNAVAILABLE"))), "transient");
-        assert_eq!(kind(resp(401, &body(401, "authError", "UNAUTHENTICATED"))), "config");
-        assert_eq!(kind(resp(403, &body(403, "forbidden", "PERMISSION_DENIED"))), "config");
-        assert_eq!(kind(resp(400, &body(400, "invalid", "INVALID_ARGUMENT"))), "config");
+        assert_eq!(
+            kind(resp(403, &body(403, "quotaExceeded", "PERMISSION_DENIED"))),
+            "no-capacity"
+        );
+        assert_eq!(
+            kind(resp(
+                403,
+                &body(403, "rateLimitExceeded", "PERMISSION_DENIED")
+            )),
+            "transient"
+        );
+        assert_eq!(
+            kind(resp(
+                429,
+                &body(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED")
+            )),
+            "transient"
+        );
+        assert_eq!(
+            kind(resp(503, &body(503, "backendError", "UNAVAILABLE"))),
+            "transient"
+        );
+        assert_eq!(
+            kind(resp(401, &body(401, "authError", "UNAUTHENTICATED"))),
+            "config"
+        );
+        assert_eq!(
+            kind(resp(403, &body(403, "forbidden", "PERMISSION_DENIED"))),
+            "config"
+        );
+        assert_eq!(
+            kind(resp(400, &body(400, "invalid", "INVALID_ARGUMENT"))),
+            "config"
+        );
         assert_eq!(kind(resp(502, "<html>bad gateway</html>")), "transient");
         let e = api_error(&resp(401, &body(401, "authError", "UNAUTHENTICATED")));
         assert!(e.message().contains("`service_account_key`"));
@@ -671,10 +743,16 @@ mod tests {
         assert_eq!(i.zone_name(), "us-central1-b");
         assert_eq!(i.state(), InstanceState::Exited(EXIT_UNKNOWN));
         assert_eq!(i.stopped_at(), Some(1_709_211_600));
-        let running = GceInstance { status: "RUNNING".into(), ..i.clone() };
+        let running = GceInstance {
+            status: "RUNNING".into(),
+            ..i.clone()
+        };
         assert_eq!(running.state(), InstanceState::Running);
         assert_eq!(running.stopped_at(), None);
-        let staging = GceInstance { status: "STAGING".into(), ..i };
+        let staging = GceInstance {
+            status: "STAGING".into(),
+            ..i
+        };
         assert_eq!(staging.state(), InstanceState::Starting);
     }
 
@@ -690,9 +768,15 @@ mod tests {
             started: 1000,
         };
         let u = h.usage(1600);
-        assert_eq!((u.cpu_core_seconds, u.ram_mib_seconds, u.net_bytes), (2400, 16384 * 600, 0));
+        assert_eq!(
+            (u.cpu_core_seconds, u.ram_mib_seconds, u.net_bytes),
+            (2400, 16384 * 600, 0)
+        );
         assert_eq!(h.usage(10).cpu_core_seconds, 0);
         assert_eq!(Handle::decode(&h.encode()).unwrap(), h);
-        assert!(matches!(Handle::decode("{}"), Err(BackendError::Rejected(_))));
+        assert!(matches!(
+            Handle::decode("{}"),
+            Err(BackendError::Rejected(_))
+        ));
     }
 }

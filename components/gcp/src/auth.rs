@@ -162,7 +162,10 @@ pub fn cache_ttl(expires_in: u64) -> u32 {
 
 /// The cache key for `key`'s tokens from `token_url`.
 pub fn cache_key(key: &ServiceAccountKey, token_url: &str) -> String {
-    format!("gcp-token {} {} {}", key.client_email, key.private_key_id, token_url)
+    format!(
+        "gcp-token {} {} {}",
+        key.client_email, key.private_key_id, token_url
+    )
 }
 
 #[cfg(test)]
@@ -193,8 +196,14 @@ mod tests {
     fn the_assertion_is_a_verifiable_rs256_jwt_with_googles_claims() {
         let (k, public) = key();
         let signer = Signer::new(&k).unwrap();
-        let jwt = assertion(&k, &signer, crate::config::SCOPE, "https://t.example/token", 1000)
-            .unwrap();
+        let jwt = assertion(
+            &k,
+            &signer,
+            crate::config::SCOPE,
+            "https://t.example/token",
+            1000,
+        )
+        .unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header: serde_json::Value =
@@ -220,7 +229,8 @@ mod tests {
     #[test]
     fn a_key_that_is_not_rsa_pkcs8_is_a_config_error_without_the_value() {
         let (mut k, _) = key();
-        k.private_key = "-----BEGIN PRIVATE KEY-----\nMIIBsecret\n-----END PRIVATE KEY-----\n".into();
+        k.private_key =
+            "-----BEGIN PRIVATE KEY-----\nMIIBsecret\n-----END PRIVATE KEY-----\n".into();
         let e = Signer::new(&k).err().unwrap();
         assert!(matches!(e, BackendError::Config(_)));
         assert!(e.message().contains("`service_account_key`"));
@@ -265,9 +275,18 @@ mod tests {
             r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
         ))
         .unwrap_err();
-        assert!(matches!(&e, BackendError::Config(m) if m.contains("`service_account_key`") && m.contains("Invalid JWT Signature")), "{e:?}");
-        assert!(matches!(parse_token(&resp(503, "")), Err(BackendError::Transient(_))));
-        assert!(matches!(parse_token(&resp(429, "")), Err(BackendError::Transient(_))));
+        assert!(
+            matches!(&e, BackendError::Config(m) if m.contains("`service_account_key`") && m.contains("Invalid JWT Signature")),
+            "{e:?}"
+        );
+        assert!(matches!(
+            parse_token(&resp(503, "")),
+            Err(BackendError::Transient(_))
+        ));
+        assert!(matches!(
+            parse_token(&resp(429, "")),
+            Err(BackendError::Transient(_))
+        ));
     }
 
     #[test]

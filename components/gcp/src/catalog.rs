@@ -140,10 +140,15 @@ pub fn pick<'a>(types: &'a [MachineType], want: Want<'_>) -> Option<Choice<'a>> 
                 && (t.tdx || want.tdx != TdxRequirement::Required)
         })
         .filter_map(|(i, t)| {
-            t.zones
-                .iter()
-                .find(|z| zone_ok(z))
-                .map(|z| (i, Choice { machine: t, zone: z }))
+            t.zones.iter().find(|z| zone_ok(z)).map(|z| {
+                (
+                    i,
+                    Choice {
+                        machine: t,
+                        zone: z,
+                    },
+                )
+            })
         })
         .min_by(|(ia, a), (ib, b)| {
             let prefer_tdx = want.tdx == TdxRequirement::Preferred;
@@ -175,9 +180,23 @@ mod tests {
 
     fn catalog() -> Vec<MachineType> {
         vec![
-            t("n2-standard-2", 2, 8, 0.10, false, &["us-central1-a", "europe-west4-b"]),
+            t(
+                "n2-standard-2",
+                2,
+                8,
+                0.10,
+                false,
+                &["us-central1-a", "europe-west4-b"],
+            ),
             t("n2-standard-8", 8, 32, 0.39, false, &["us-central1-a"]),
-            t("c3-standard-4", 4, 16, 0.21, true, &["us-central1-b", "europe-west4-c"]),
+            t(
+                "c3-standard-4",
+                4,
+                16,
+                0.21,
+                true,
+                &["us-central1-b", "europe-west4-c"],
+            ),
             t("c3-standard-22", 22, 88, 1.15, true, &["us-central1-b"]),
         ]
     }
@@ -210,14 +229,22 @@ mod tests {
         assert_eq!(got, Some(("c3-standard-4".into(), "us-central1-b".into())));
         let got = pick_name(want(8000, 32, None, TdxRequirement::Required));
         assert_eq!(got, Some(("c3-standard-22".into(), "us-central1-b".into())));
-        assert_eq!(pick_name(want(64_000, 32, None, TdxRequirement::Required)), None);
+        assert_eq!(
+            pick_name(want(64_000, 32, None, TdxRequirement::Required)),
+            None
+        );
     }
 
     #[test]
     fn tdx_preferred_takes_tdx_when_it_fits_and_anything_otherwise() {
         let got = pick_name(want(500, 1, None, TdxRequirement::Preferred));
         assert_eq!(got.unwrap().0, "c3-standard-4");
-        let got = pick_name(want(500, 1, Some("us-central1-a"), TdxRequirement::Preferred));
+        let got = pick_name(want(
+            500,
+            1,
+            Some("us-central1-a"),
+            TdxRequirement::Preferred,
+        ));
         assert_eq!(got.unwrap().0, "n2-standard-2");
     }
 
@@ -227,7 +254,10 @@ mod tests {
         assert_eq!(got, Some(("c3-standard-4".into(), "europe-west4-c".into())));
         let got = pick_name(want(500, 1, Some("europe-west4-b"), TdxRequirement::None));
         assert_eq!(got, Some(("n2-standard-2".into(), "europe-west4-b".into())));
-        assert_eq!(pick_name(want(500, 1, Some("asia-east1"), TdxRequirement::None)), None);
+        assert_eq!(
+            pick_name(want(500, 1, Some("asia-east1"), TdxRequirement::None)),
+            None
+        );
     }
 
     #[test]
@@ -244,8 +274,20 @@ mod tests {
 
     #[test]
     fn validation_refuses_tdx_outside_c3_and_bad_zones() {
-        assert!(t("n2-standard-2", 2, 8, 0.1, true, &["us-central1-a"]).validate().is_err());
-        assert!(t("c3-standard-4", 4, 16, 0.2, true, &["us-central1"]).validate().is_err());
-        assert!(t("c3-standard-4", 4, 16, 0.2, true, &["us-central1-a"]).validate().is_ok());
+        assert!(
+            t("n2-standard-2", 2, 8, 0.1, true, &["us-central1-a"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            t("c3-standard-4", 4, 16, 0.2, true, &["us-central1"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            t("c3-standard-4", 4, 16, 0.2, true, &["us-central1-a"])
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -213,7 +213,10 @@ impl Backend for Gcp {
             labels: BTreeMap::from([
                 (labels::PROVIDER.to_string(), label_value(&provider)),
                 (labels::REQUEST.to_string(), label_value(&g.request_id)),
-                (labels::BACKEND.to_string(), label_value(&config::backend_name())),
+                (
+                    labels::BACKEND.to_string(),
+                    label_value(&config::backend_name()),
+                ),
                 (labels::USER.to_string(), label_value(&w.ssh_user)),
             ]),
             request_id: &g.request_id,
@@ -222,7 +225,11 @@ impl Backend for Gcp {
         let api = c.api(&c.cfg.project);
         let started = now_unix();
         let resp = c.send(api.insert(zone, &instance_body(&spec)))?;
-        if resp.status == 409 && api::error_reasons(&resp).iter().any(|r| r == "alreadyExists") {
+        let adopted = resp.status == 409
+            && api::error_reasons(&resp)
+                .iter()
+                .any(|r| r == "alreadyExists");
+        if adopted {
             // The same grant provisioned again (the name is derived from
             // it): take the instance that is already there.
             log::with_fields(
@@ -232,8 +239,18 @@ impl Backend for Gcp {
             );
         } else if !resp.is_success() {
             return Err(api::api_error(&resp));
-        } else {
-            c.wait(api, zone, resp.json()?)?;
+        } else if let Err(e) = c.wait(api, zone, resp.json()?) {
+            // A failed insert normally leaves nothing; if it left an
+            // instance, remove it so the failover leaves nothing billed.
+            if let Ok(Some(_)) = c.get(api, zone, &name)
+                && let Err(de) = c.delete(api, zone, &name)
+            {
+                log::warn(&format!(
+                    "deleting {name} after its insert failed: {}",
+                    de.message()
+                ));
+            }
+            return Err(e);
         }
         log::with_fields(
             Level::Info,
@@ -260,6 +277,12 @@ impl Backend for Gcp {
         for attempt in 0..MAX_ADDRESS_POLLS {
             match c.get(api, zone, &name)? {
                 Some(inst) if inst.external_ip().is_some() => {
+                    let mut handle = handle;
+                    if adopted {
+                        handle.started =
+                            compute_bridge_sdk::time::unix_from_rfc3339(&inst.creation_timestamp)
+                                .unwrap_or(started);
+                    }
                     return to_instance(&inst, &handle, w.ssh_user);
                 }
                 Some(_) if attempt + 1 < MAX_ADDRESS_POLLS => {
@@ -274,7 +297,10 @@ impl Backend for Gcp {
             }
         }
         if let Err(e) = c.delete(api, zone, &name) {
-            log::warn(&format!("deleting {name} after it got no address failed: {}", e.message()));
+            log::warn(&format!(
+                "deleting {name} after it got no address failed: {}",
+                e.message()
+            ));
         }
         Err(BackendError::transient(format!(
             "instance {name} got no external address; it was deleted"

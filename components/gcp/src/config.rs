@@ -92,11 +92,16 @@ impl GcpConfig {
             t.validate()
                 .map_err(|m| BackendError::config(format!("`machine_types[{i}]`: {m}")))?;
         }
-        for (key, url) in [("compute_url", Some(&self.compute_url)), ("token_url", self.token_url.as_ref())] {
+        for (key, url) in [
+            ("compute_url", Some(&self.compute_url)),
+            ("token_url", self.token_url.as_ref()),
+        ] {
             if let Some(u) = url
                 && !(u.starts_with("https://") || u.starts_with("http://"))
             {
-                return Err(BackendError::config(format!("`{key}` must be an http(s) URL")));
+                return Err(BackendError::config(format!(
+                    "`{key}` must be an http(s) URL"
+                )));
             }
         }
         Ok(())
@@ -148,7 +153,8 @@ impl ServiceAccountKey {
     /// Parse the key JSON. Errors name the config key and never quote the
     /// text (it holds a private key).
     pub fn parse(json: &str) -> Result<Self, BackendError> {
-        let hint = "set `service_account_key` to the key file's JSON, e.g. \"${GCP_SERVICE_ACCOUNT_KEY}\"";
+        let hint =
+            "set `service_account_key` to the key file's JSON, e.g. \"${GCP_SERVICE_ACCOUNT_KEY}\"";
         let key: Self = serde_json::from_str(json).map_err(|e| {
             // serde's data errors may quote a value; only say where.
             let what = match e.classify() {
@@ -203,7 +209,10 @@ mod tests {
         }
         let e = ServiceAccountKey::parse(r#"{"type":"service_account","private_key":"x"}"#)
             .unwrap_err();
-        assert!(e.message().contains("missing field `client_email`"), "{e:?}");
+        assert!(
+            e.message().contains("missing field `client_email`"),
+            "{e:?}"
+        );
     }
 
     #[test]

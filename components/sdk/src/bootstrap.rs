@@ -43,9 +43,9 @@ impl PinnedImage {
         if name.is_empty()
             || name.len() > 255
             || name.starts_with(['/', '-', '.', ':'])
-            || !name.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b)
-            })
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
         {
             return Err(bad("the name has characters a registry path cannot have"));
         }
@@ -100,7 +100,11 @@ pub fn check_public_key(key: &str) -> Result<(), BackendError> {
 pub const STATE_DIR: &str = "/var/lib/compute-bridge";
 
 /// The POSIX shell script that prepares a VM for a workload.
-pub fn script(user: &str, ssh_public_key: &str, image: &PinnedImage) -> Result<String, BackendError> {
+pub fn script(
+    user: &str,
+    ssh_public_key: &str,
+    image: &PinnedImage,
+) -> Result<String, BackendError> {
     check_user(user)?;
     check_public_key(ssh_public_key)?;
     let user = shell_quote(user);
@@ -166,7 +170,8 @@ mod tests {
     #[test]
     fn the_script_quotes_what_it_embeds() {
         let image = PinnedImage::parse(&format!("ghcr.io/acme/app@sha256:{DIGEST}")).unwrap();
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ cb";
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ cb";
         let s = script("cb-user", key, &image).unwrap();
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("user='cb-user'\n"));
@@ -178,7 +183,8 @@ mod tests {
     #[test]
     fn hostile_users_and_keys_are_refused() {
         let image = PinnedImage::parse(&format!("a/b@sha256:{DIGEST}")).unwrap();
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
         assert!(script("root; reboot", key, &image).is_err());
         assert!(script("Cb", key, &image).is_err());
         assert!(script("cb", "ssh-ed25519 AAAA'$(id)'", &image).is_err());

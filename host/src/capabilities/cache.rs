@@ -138,6 +138,13 @@ impl CacheCapability {
         self.set_at(key, value, ttl, Instant::now())
     }
 
+    /// Drop every entry (the next call fetches its credentials again).
+    pub fn clear(&self) {
+        let mut e = self.entries.lock().unwrap();
+        e.map.clear();
+        e.bytes = 0;
+    }
+
     /// Live entries now.
     pub fn len(&self) -> usize {
         let mut e = self.entries.lock().unwrap();
@@ -254,7 +261,12 @@ mod tests {
         c.set_at("k", b"v".to_vec(), 60 * S, t0);
         c.set_at("k", Vec::new(), Duration::ZERO, t0);
         assert_eq!(c.get_at("k", t0), None);
-        c.set_at("k", b"v".to_vec(), Duration::from_secs(u64::from(u32::MAX)), t0);
+        c.set_at(
+            "k",
+            b"v".to_vec(),
+            Duration::from_secs(u64::from(u32::MAX)),
+            t0,
+        );
         assert!(c.get_at("k", t0 + 86_399 * S).is_some());
         assert_eq!(c.get_at("k", t0 + 86_400 * S), None);
     }
@@ -292,7 +304,10 @@ mod tests {
         assert!(e.map.contains_key("e"));
         assert_eq!(
             e.bytes,
-            e.map.iter().map(|(k, v)| k.len() + v.value.len()).sum::<usize>()
+            e.map
+                .iter()
+                .map(|(k, v)| k.len() + v.value.len())
+                .sum::<usize>()
         );
     }
 

@@ -25,9 +25,7 @@ pub use cache::{CacheStats, CompileCache, Origin};
 pub use sandbox::{CallState, CallStats, ComponentBackend, Limits};
 
 use crate::bindings;
-use crate::capabilities::{
-    Granted, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost,
-};
+use crate::capabilities::{Granted, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost};
 use crate::config::{BackendConfig, BootConfig, ComponentSource};
 
 /// How often the epoch advances; a spinning guest yields this often.

@@ -25,9 +25,7 @@ use crate::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
 use crate::bindings::{self, provider::Guest as Provider};
-use crate::capabilities::{
-    Granted, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost,
-};
+use crate::capabilities::{Granted, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost};
 
 /// Standard error kept per call, for trap reports (bytes).
 const STDERR_KEEP: usize = 4096;

@@ -139,12 +139,18 @@ async fn a_tdx_grant_lives_its_whole_life_on_a_confidential_vm() {
         .unwrap();
     let script = String::from_utf8(script).unwrap();
     assert!(script.starts_with("#!/bin/sh\n"), "{script}");
-    assert!(script.contains(&format!("image='{PINNED_IMAGE}'")), "{script}");
+    assert!(
+        script.contains(&format!("image='{PINNED_IMAGE}'")),
+        "{script}"
+    );
     assert!(script.contains(&w.ssh_public_key), "{script}");
 
     assert_eq!(s.azure.status(&inst).await.unwrap(), InstanceState::Running);
     s.fake.set_power_state(&vm, "stopped");
-    assert_eq!(s.azure.status(&inst).await.unwrap(), InstanceState::Exited(-1));
+    assert_eq!(
+        s.azure.status(&inst).await.unwrap(),
+        InstanceState::Exited(-1)
+    );
     let u = s.azure.usage(&inst).await.unwrap();
     assert_eq!(u.ram_mib_seconds, u.cpu_core_seconds / 2 * 8192, "{u:?}");
 
@@ -155,7 +161,10 @@ async fn a_tdx_grant_lives_its_whole_life_on_a_confidential_vm() {
 
     // Long-running operations were followed by both headers.
     let reqs = s.fake.requests();
-    assert!(reqs.iter().any(|r| r.starts_with("GET") && r.contains("/operations/")));
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("GET") && r.contains("/operations/"))
+    );
     assert_eq!(s.fake.rejections(), Vec::<String>::new());
     assert_eq!(s.fake.token_requests(), 1, "one token for the whole life");
 }
@@ -173,11 +182,23 @@ async fn only_tdx_grants_get_the_confidential_shape() {
     east.region = Some("eastus".into());
     let tdx = s.azure.provision(&east, &w).await.unwrap();
     let bodies = s.fake.vm_bodies();
-    assert_eq!(bodies[0]["properties"]["hardwareProfile"]["vmSize"], "Standard_D2s_v5");
+    assert_eq!(
+        bodies[0]["properties"]["hardwareProfile"]["vmSize"],
+        "Standard_D2s_v5"
+    );
     assert!(bodies[0]["properties"].get("securityProfile").is_none());
-    assert_eq!(bodies[1]["properties"]["hardwareProfile"]["vmSize"], "Standard_DC4es_v5");
-    assert_eq!(bodies[1]["properties"]["securityProfile"]["securityType"], "ConfidentialVM");
-    assert_eq!((plain.region.as_str(), tdx.region.as_str()), ("eastus", "eastus"));
+    assert_eq!(
+        bodies[1]["properties"]["hardwareProfile"]["vmSize"],
+        "Standard_DC4es_v5"
+    );
+    assert_eq!(
+        bodies[1]["properties"]["securityProfile"]["securityType"],
+        "ConfidentialVM"
+    );
+    assert_eq!(
+        (plain.region.as_str(), tdx.region.as_str()),
+        ("eastus", "eastus")
+    );
     assert_eq!(s.fake.rejections(), Vec::<String>::new());
 }
 
@@ -187,7 +208,11 @@ async fn resource_manager_errors_map_and_leave_nothing_behind() {
     let w = workload();
     let cases = [
         (VmFailure::SkuNotAvailable, "no-capacity", "SkuNotAvailable"),
-        (VmFailure::AllocationFailed, "no-capacity", "AllocationFailed"),
+        (
+            VmFailure::AllocationFailed,
+            "no-capacity",
+            "AllocationFailed",
+        ),
         (VmFailure::QuotaExceeded, "no-capacity", "quota"),
         (VmFailure::Throttled, "transient", "TooManyRequests"),
         (VmFailure::InternalError, "transient", "InternalServerError"),
@@ -196,7 +221,10 @@ async fn resource_manager_errors_map_and_leave_nothing_behind() {
         s.fake.fail_next_vm(failure);
         let e = s
             .azure
-            .provision(&cloud_grant(&format!("fail-{i}"), TdxRequirement::Required), &w)
+            .provision(
+                &cloud_grant(&format!("fail-{i}"), TdxRequirement::Required),
+                &w,
+            )
             .await
             .unwrap_err();
         assert_eq!(e.kind().to_string(), kind, "{failure:?}: {e}");
@@ -219,8 +247,14 @@ async fn a_wrong_secret_is_a_config_error_that_names_the_key_not_the_value() {
     let BackendError::Config(msg) = &e else {
         panic!("expected a config error, got {e:?}")
     };
-    assert!(msg.contains("`client_secret`") && msg.contains("AADSTS7000215"), "{msg}");
-    assert!(!msg.contains("wrong~secret") && !msg.contains("Trace ID"), "{msg}");
+    assert!(
+        msg.contains("`client_secret`") && msg.contains("AADSTS7000215"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("wrong~secret") && !msg.contains("Trace ID"),
+        "{msg}"
+    );
     assert_eq!(s.fake.resources(), Vec::<String>::new());
 }
 
@@ -228,7 +262,11 @@ async fn a_wrong_secret_is_a_config_error_that_names_the_key_not_the_value() {
 async fn one_token_serves_many_calls_until_it_expires() {
     let s = setup();
     let w = workload();
-    let a = s.azure.provision(&cloud_grant("t-a", TdxRequirement::None), &w).await.unwrap();
+    let a = s
+        .azure
+        .provision(&cloud_grant("t-a", TdxRequirement::None), &w)
+        .await
+        .unwrap();
     for _ in 0..5 {
         s.azure.status(&a).await.unwrap();
     }
@@ -238,7 +276,11 @@ async fn one_token_serves_many_calls_until_it_expires() {
     assert_eq!(s.fake.rejections(), Vec::<String>::new());
 
     // Revoked early: replaced once, the call still succeeds.
-    let b = s.azure.provision(&cloud_grant("t-b", TdxRequirement::None), &w).await.unwrap();
+    let b = s
+        .azure
+        .provision(&cloud_grant("t-b", TdxRequirement::None), &w)
+        .await
+        .unwrap();
     s.fake.revoke_tokens();
     assert_eq!(s.azure.status(&b).await.unwrap(), InstanceState::Running);
     assert_eq!(s.fake.token_requests(), 2);
@@ -261,9 +303,17 @@ async fn list_instances_finds_this_providers_vms_across_pages() {
     let w = workload();
     let mut mine = Vec::new();
     for id in ["l-1", "l-2", "l-3"] {
-        mine.push(s.azure.provision(&cloud_grant(id, TdxRequirement::None), &w).await.unwrap());
+        mine.push(
+            s.azure
+                .provision(&cloud_grant(id, TdxRequirement::None), &w)
+                .await
+                .unwrap(),
+        );
     }
-    s.fake.add_foreign_vm("other", serde_json::json!({"cb-provider": "another", "cb-backend": "azure"}));
+    s.fake.add_foreign_vm(
+        "other",
+        serde_json::json!({"cb-provider": "another", "cb-backend": "azure"}),
+    );
     s.fake.add_foreign_vm("untagged", serde_json::json!({}));
     s.fake.set_page_size(2);
     let found = s.azure.list_instances().await.unwrap();
@@ -273,14 +323,20 @@ async fn list_instances_finds_this_providers_vms_across_pages() {
     expected.sort();
     assert_eq!(ids, expected);
     for i in &found {
-        let original = mine.iter().find(|m| m.instance_id == i.instance_id).unwrap();
+        let original = mine
+            .iter()
+            .find(|m| m.instance_id == i.instance_id)
+            .unwrap();
         assert_eq!(i.public_host, original.public_host);
         assert_eq!(i.user, "cb-test");
         s.azure.terminate(i).await.unwrap();
     }
     let mut left = s.fake.resources();
     left.sort();
-    assert_eq!(left, vec!["virtualMachines/other", "virtualMachines/untagged"]);
+    assert_eq!(
+        left,
+        vec!["virtualMachines/other", "virtualMachines/untagged"]
+    );
     assert_eq!(s.fake.rejections(), Vec::<String>::new());
 }
 
@@ -304,12 +360,34 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
             .body(body.to_string())
     };
 
-    let (status, body) = send(http.get(format!("{rg}/Microsoft.Compute/virtualMachines/x?api-version=2024-07-01"))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("AuthenticationFailed")));
-    let (status, body) = send(http.get(format!("{rg}/Microsoft.Compute/virtualMachines/x")).bearer_auth(&token)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("MissingApiVersionParameter")));
-    let (status, body) = send(http.get(format!("{rg}/Microsoft.Compute/virtualMachines/x?api-version=2024-05-01")).bearer_auth(&token)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("NoRegisteredProviderFound")));
+    let (status, body) = send(http.get(format!(
+        "{rg}/Microsoft.Compute/virtualMachines/x?api-version=2024-07-01"
+    )))
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("AuthenticationFailed"))
+    );
+    let (status, body) = send(
+        http.get(format!("{rg}/Microsoft.Compute/virtualMachines/x"))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("MissingApiVersionParameter"))
+    );
+    let (status, body) = send(
+        http.get(format!(
+            "{rg}/Microsoft.Compute/virtualMachines/x?api-version=2024-05-01"
+        ))
+        .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("NoRegisteredProviderFound"))
+    );
 
     // A Standard address must be static.
     let (status, body) = send(put(
@@ -317,7 +395,10 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
         serde_json::json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Dynamic"}}),
     ))
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("StandardSkuPublicIPAddressesMustBeStatic")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("StandardSkuPublicIPAddressesMustBeStatic"))
+    );
 
     // A NIC on a subnet that does not exist.
     let (status, body) = send(put(
@@ -326,7 +407,10 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
             "properties": {"subnet": {"id": "/subscriptions/x/resourceGroups/y/providers/Microsoft.Network/virtualNetworks/v/subnets/s"}}}]}}),
     ))
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("InvalidResourceReference")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("InvalidResourceReference"))
+    );
 
     // A NIC that exists, then VMs Azure would refuse on it.
     let (status, _) = send(put(
@@ -355,9 +439,21 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
     };
     let cvm = serde_json::json!({"securityType": "ConfidentialVM", "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}});
     for (why, body, code) in [
-        ("TDX size as a plain VM", vm("Standard_DC4es_v5", None), "BadRequest"),
-        ("ConfidentialVM on a plain size", vm("Standard_D2s_v5", Some(cvm.clone())), "BadRequest"),
-        ("ConfidentialVM without disk encryption type", vm("Standard_DC4es_v5", Some(cvm)), "InvalidParameter"),
+        (
+            "TDX size as a plain VM",
+            vm("Standard_DC4es_v5", None),
+            "BadRequest",
+        ),
+        (
+            "ConfidentialVM on a plain size",
+            vm("Standard_D2s_v5", Some(cvm.clone())),
+            "BadRequest",
+        ),
+        (
+            "ConfidentialVM without disk encryption type",
+            vm("Standard_DC4es_v5", Some(cvm)),
+            "InvalidParameter",
+        ),
         ("unknown size", vm("Standard_Z9", None), "InvalidParameter"),
     ] {
         let (status, resp) = send(put(
@@ -365,7 +461,11 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
             body,
         ))
         .await;
-        assert_eq!((status, resp["error"]["code"].as_str()), (400, Some(code)), "{why}: {resp}");
+        assert_eq!(
+            (status, resp["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{why}: {resp}"
+        );
     }
     assert_eq!(fake.rejections().len(), 9, "{:#?}", fake.rejections());
 }

@@ -47,7 +47,10 @@ zones = ["us-central1-b", "europe-west4-a"]
 }
 
 pub fn start_fake() -> GcpFake {
-    GcpFake::start(PROJECT, &["us-central1-a", "us-central1-b", "europe-west4-a"])
+    GcpFake::start(
+        PROJECT,
+        &["us-central1-a", "us-central1-b", "europe-west4-a"],
+    )
 }
 
 struct Setup {
@@ -101,9 +104,15 @@ async fn a_tdx_grant_lives_its_whole_life_on_a_confidential_c3_vm() {
     // What reached Compute Engine: a TDX Confidential VM on C3 with the
     // workload's script and the provider's labels.
     let body = &s.fake.inserted()[0];
-    assert_eq!(body["confidentialInstanceConfig"]["confidentialInstanceType"], "TDX");
+    assert_eq!(
+        body["confidentialInstanceConfig"]["confidentialInstanceType"],
+        "TDX"
+    );
     assert_eq!(body["scheduling"]["onHostMaintenance"], "TERMINATE");
-    assert_eq!(body["machineType"], "zones/us-central1-b/machineTypes/c3-standard-4");
+    assert_eq!(
+        body["machineType"],
+        "zones/us-central1-b/machineTypes/c3-standard-4"
+    );
     assert_eq!(body["labels"]["cb_provider"], "test-provider");
     assert_eq!(body["labels"]["cb_request"], "grant-0001");
     assert_eq!(body["labels"]["cb_backend"], "gcp");
@@ -112,17 +121,30 @@ async fn a_tdx_grant_lives_its_whole_life_on_a_confidential_c3_vm() {
     let script = items.iter().find(|i| i["key"] == "startup-script").unwrap()["value"]
         .as_str()
         .unwrap();
-    assert!(script.contains(&format!("image='{PINNED_IMAGE}'")), "{script}");
+    assert!(
+        script.contains(&format!("image='{PINNED_IMAGE}'")),
+        "{script}"
+    );
     assert!(script.contains(&w.ssh_public_key), "{script}");
-    assert!(script.contains("useradd -m -s /bin/bash -p '*' \"$user\""), "{script}");
-    assert!(items.iter().any(|i| i["key"] == "cb-request-id" && i["value"] == "grant-0001"));
+    assert!(
+        script.contains("useradd -m -s /bin/bash -p '*' \"$user\""),
+        "{script}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|i| i["key"] == "cb-request-id" && i["value"] == "grant-0001")
+    );
 
     assert_eq!(s.gcp.status(&inst).await.unwrap(), InstanceState::Running);
 
     // The VM powers off when the workload exits: allocated × time up to
     // the stop.
     s.fake.set_instance_status(&inst.instance_id, "TERMINATED");
-    assert_eq!(s.gcp.status(&inst).await.unwrap(), InstanceState::Exited(-1));
+    assert_eq!(
+        s.gcp.status(&inst).await.unwrap(),
+        InstanceState::Exited(-1)
+    );
     let u = s.gcp.usage(&inst).await.unwrap();
     let secs = u.cpu_core_seconds / 4;
     assert_eq!(u.cpu_core_seconds, 4 * secs, "{u:?}");
@@ -157,12 +179,24 @@ async fn only_tdx_grants_get_the_confidential_shape() {
     europe.region = Some("europe-west4".into());
     let eu = s.gcp.provision(&europe, &w).await.unwrap();
     let bodies = s.fake.inserted();
-    assert_eq!(bodies[0]["machineType"], "zones/us-central1-a/machineTypes/n2-standard-2");
+    assert_eq!(
+        bodies[0]["machineType"],
+        "zones/us-central1-a/machineTypes/n2-standard-2"
+    );
     assert!(bodies[0].get("confidentialInstanceConfig").is_none());
     assert!(bodies[0].get("scheduling").is_none());
-    assert_eq!(bodies[1]["machineType"], "zones/us-central1-b/machineTypes/c3-standard-4");
-    assert_eq!(bodies[1]["confidentialInstanceConfig"]["confidentialInstanceType"], "TDX");
-    assert_eq!(bodies[2]["machineType"], "zones/europe-west4-a/machineTypes/c3-standard-4");
+    assert_eq!(
+        bodies[1]["machineType"],
+        "zones/us-central1-b/machineTypes/c3-standard-4"
+    );
+    assert_eq!(
+        bodies[1]["confidentialInstanceConfig"]["confidentialInstanceType"],
+        "TDX"
+    );
+    assert_eq!(
+        bodies[2]["machineType"],
+        "zones/europe-west4-a/machineTypes/c3-standard-4"
+    );
     assert_eq!(eu.region, "europe-west4");
     assert_eq!(plain.region, "us-central1");
     assert_eq!(preferred.region, "us-central1");
@@ -187,17 +221,36 @@ async fn compute_engine_errors_map_to_what_the_fleet_acts_on() {
     let s = setup();
     let w = workload();
     let cases = [
-        (InsertFailure::ZoneResourcePoolExhausted, "no-capacity", "ZONE_RESOURCE_POOL_EXHAUSTED"),
-        (InsertFailure::QuotaExceeded, "no-capacity", "QUOTA_EXCEEDED"),
-        (InsertFailure::HttpQuotaExceeded, "no-capacity", "Quota 'C3_CPUS' exceeded"),
-        (InsertFailure::RateLimited, "transient", "Rate Limit Exceeded"),
+        (
+            InsertFailure::ZoneResourcePoolExhausted,
+            "no-capacity",
+            "ZONE_RESOURCE_POOL_EXHAUSTED",
+        ),
+        (
+            InsertFailure::QuotaExceeded,
+            "no-capacity",
+            "QUOTA_EXCEEDED",
+        ),
+        (
+            InsertFailure::HttpQuotaExceeded,
+            "no-capacity",
+            "Quota 'C3_CPUS' exceeded",
+        ),
+        (
+            InsertFailure::RateLimited,
+            "transient",
+            "Rate Limit Exceeded",
+        ),
         (InsertFailure::Unavailable, "transient", "Backend Error"),
     ];
     for (i, (failure, kind, text)) in cases.into_iter().enumerate() {
         s.fake.fail_next_insert(failure);
         let e = s
             .gcp
-            .provision(&cloud_grant(&format!("fail-{i}"), TdxRequirement::Required), &w)
+            .provision(
+                &cloud_grant(&format!("fail-{i}"), TdxRequirement::Required),
+                &w,
+            )
             .await
             .unwrap_err();
         assert_eq!(e.kind().to_string(), kind, "{failure:?}: {e}");
@@ -212,14 +265,14 @@ async fn compute_engine_errors_map_to_what_the_fleet_acts_on() {
 async fn a_key_google_does_not_know_is_a_config_error_that_names_the_key() {
     let fake = start_fake();
     let key = fake.foreign_key_json();
-    let secret_line: String = serde_json::from_str::<serde_json::Value>(&key).unwrap()
-        ["private_key"]
-        .as_str()
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let secret_line: String =
+        serde_json::from_str::<serde_json::Value>(&key).unwrap()["private_key"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string();
     let s = setup_with_key(fake, key);
     let e = s
         .gcp
@@ -231,14 +284,20 @@ async fn a_key_google_does_not_know_is_a_config_error_that_names_the_key() {
     };
     assert!(msg.contains("`service_account_key`"), "{msg}");
     assert!(msg.contains("Invalid JWT Signature"), "{msg}");
-    assert!(!msg.contains(&secret_line), "the key must never be shown: {msg}");
+    assert!(
+        !msg.contains(&secret_line),
+        "the key must never be shown: {msg}"
+    );
     assert!(s.fake.instances().is_empty());
 
     // A value that is not a key at all is caught at start, with no request.
     let fake = start_fake();
     let s = setup_with_key(fake, "-----BEGIN PRIVATE KEY-----\nMIIEsecret\n".into());
     let e = s.gcp.capabilities().await.unwrap_err();
-    assert!(matches!(&e, BackendError::Config(m) if m.contains("`service_account_key`") && !m.contains("MIIEsecret")), "{e:?}");
+    assert!(
+        matches!(&e, BackendError::Config(m) if m.contains("`service_account_key`") && !m.contains("MIIEsecret")),
+        "{e:?}"
+    );
     assert_eq!(s.fake.token_requests(), 0);
 }
 
@@ -246,8 +305,16 @@ async fn a_key_google_does_not_know_is_a_config_error_that_names_the_key() {
 async fn one_token_serves_many_calls_until_it_expires() {
     let s = setup();
     let w = workload();
-    let a = s.gcp.provision(&cloud_grant("t-a", TdxRequirement::None), &w).await.unwrap();
-    let b = s.gcp.provision(&cloud_grant("t-b", TdxRequirement::Required), &w).await.unwrap();
+    let a = s
+        .gcp
+        .provision(&cloud_grant("t-a", TdxRequirement::None), &w)
+        .await
+        .unwrap();
+    let b = s
+        .gcp
+        .provision(&cloud_grant("t-b", TdxRequirement::Required), &w)
+        .await
+        .unwrap();
     for _ in 0..5 {
         s.gcp.status(&a).await.unwrap();
         s.gcp.status(&b).await.unwrap();
@@ -293,8 +360,18 @@ async fn list_instances_finds_this_providers_instances_across_pages() {
     let mine: Vec<String> = {
         let mut v = Vec::new();
         for id in ["l-1", "l-2", "l-3"] {
-            let tdx = if id == "l-2" { TdxRequirement::Required } else { TdxRequirement::None };
-            v.push(s.gcp.provision(&cloud_grant(id, tdx), &w).await.unwrap().instance_id);
+            let tdx = if id == "l-2" {
+                TdxRequirement::Required
+            } else {
+                TdxRequirement::None
+            };
+            v.push(
+                s.gcp
+                    .provision(&cloud_grant(id, tdx), &w)
+                    .await
+                    .unwrap()
+                    .instance_id,
+            );
         }
         v
     };
@@ -303,7 +380,8 @@ async fn list_instances_finds_this_providers_instances_across_pages() {
         "someone-else",
         serde_json::json!({"cb_provider": "another-provider", "cb_backend": "gcp"}),
     );
-    s.fake.add_foreign_instance("us-central1-a", "unlabelled", serde_json::json!({}));
+    s.fake
+        .add_foreign_instance("us-central1-a", "unlabelled", serde_json::json!({}));
     s.fake.set_page_size(1);
     let mut found: Vec<_> = s.gcp.list_instances().await.unwrap();
     found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
@@ -318,7 +396,12 @@ async fn list_instances_finds_this_providers_instances_across_pages() {
         // The handle works for the rest of the life.
         assert_eq!(s.gcp.status(i).await.unwrap(), InstanceState::Running);
     }
-    assert!(s.fake.requests().iter().any(|r| r.contains("/instances") && r.starts_with("GET")));
+    assert!(
+        s.fake
+            .requests()
+            .iter()
+            .any(|r| r.contains("/instances") && r.starts_with("GET"))
+    );
     assert_eq!(s.fake.rejections(), Vec::<String>::new());
 }
 
@@ -328,7 +411,10 @@ async fn list_instances_finds_this_providers_instances_across_pages() {
 async fn the_fake_refuses_requests_that_break_the_reference() {
     let fake = start_fake();
     let http = reqwest::Client::new();
-    let base = format!("{}/compute/v1/projects/{PROJECT}/zones/us-central1-b", fake.url());
+    let base = format!(
+        "{}/compute/v1/projects/{PROJECT}/zones/us-central1-b",
+        fake.url()
+    );
 
     // No token.
     let (status, body) = send(http.get(format!("{base}/instances/x"))).await;
@@ -385,15 +471,26 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
         ("unknown field", unknown_field),
         ("upper-case label key", bad_label),
     ] {
-        let (status, body) =
-            send(json_post(&http, &format!("{base}/instances"), &token, &body)).await;
+        let (status, body) = send(json_post(
+            &http,
+            &format!("{base}/instances"),
+            &token,
+            &body,
+        ))
+        .await;
         assert_eq!(status, 400, "{why}");
         assert_eq!(body["error"]["errors"][0]["reason"], "invalid", "{why}");
     }
     assert!(fake.instances().is_empty());
 
     // The conforming one is accepted; `wait` takes no body.
-    let (status, op) = send(json_post(&http, &format!("{base}/instances"), &token, &good())).await;
+    let (status, op) = send(json_post(
+        &http,
+        &format!("{base}/instances"),
+        &token,
+        &good(),
+    ))
+    .await;
     assert_eq!(status, 200);
     let wait = format!("{base}/operations/{}/wait", op["name"].as_str().unwrap());
     let (status, _) = send(http.post(&wait).bearer_auth(&token).body("{}")).await;
@@ -402,4 +499,38 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
     assert_eq!(op["status"], "DONE");
     assert_eq!(fake.instance_status("cb-ok").as_deref(), Some("RUNNING"));
     assert_eq!(fake.rejections().len(), 9, "{:#?}", fake.rejections());
+}
+
+#[tokio::test]
+async fn provisioning_the_same_grant_twice_finds_the_first_instance() {
+    let s = setup();
+    let g = cloud_grant("again", TdxRequirement::Required);
+    let first = s.gcp.provision(&g, &workload()).await.unwrap();
+    let second = s.gcp.provision(&g, &workload()).await.unwrap();
+    assert_eq!(first.instance_id, second.instance_id);
+    assert_eq!(first.public_host, second.public_host);
+    assert_eq!(s.fake.instances().len(), 1);
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+/// The token cache belongs to one backend: a second backend on the same
+/// account gets no token from the first one's cache.
+#[tokio::test]
+async fn each_backend_has_its_own_token_cache() {
+    let fake = start_fake();
+    let state = tempfile::tempdir().unwrap();
+    let toml = format!("{}\n{}", gcp_toml("gcp-a", &fake), gcp_toml("gcp-b", &fake));
+    let cfg = config_with_env(state.path(), &toml, &[("GCP_KEY", fake.key_json())]);
+    let (_rt, backends) = load(&cfg);
+    backends[0].list_instances().await.unwrap();
+    backends[0].list_instances().await.unwrap();
+    assert_eq!(fake.token_requests(), 1);
+    backends[1].list_instances().await.unwrap();
+    assert_eq!(fake.token_requests(), 2);
+    backends[0].list_instances().await.unwrap();
+    backends[1].list_instances().await.unwrap();
+    assert_eq!(fake.token_requests(), 2);
+    for b in &backends {
+        assert_eq!(b.granted().cache.len(), 1, "one token, nothing else");
+    }
 }

@@ -53,15 +53,16 @@ async fn tdx_grants_route_to_gcp_or_azure_and_never_to_aws() {
         .collect();
     assert_eq!(
         caps,
-        vec![("aws".into(), false), ("gcp".into(), true), ("azure".into(), true)]
+        vec![
+            ("aws".into(), false),
+            ("gcp".into(), true),
+            ("azure".into(), true)
+        ]
     );
     let w = workload();
 
     // Without TDX the first backend in order takes it: AWS is routable.
-    let plain = fleet
-        .provision(&cloud_grant("plain", TdxRequirement::None), &w)
-        .await
-        .unwrap();
+    let plain = fleet.provision(&grant("plain"), &w).await.unwrap();
     assert_eq!(plain.backend, "aws");
 
     // TDX required: AWS is skipped, GCP (next in order) takes it.
@@ -81,7 +82,10 @@ async fn tdx_grants_route_to_gcp_or_azure_and_never_to_aws() {
     assert_eq!(second.backend, "azure");
     assert_eq!(second.failovers.len(), 1);
     assert_eq!(second.failovers[0].from, "gcp");
-    assert_eq!(azure.vm_bodies()[0]["properties"]["securityProfile"]["securityType"], "ConfidentialVM");
+    assert_eq!(
+        azure.vm_bodies()[0]["properties"]["securityProfile"]["securityType"],
+        "ConfidentialVM"
+    );
 
     // Both TDX clouds full: the grant is declined, and AWS was never tried.
     gcp.fail_next_insert(InsertFailure::ZoneResourcePoolExhausted);
@@ -96,7 +100,11 @@ async fn tdx_grants_route_to_gcp_or_azure_and_never_to_aws() {
     };
     let tried: Vec<&str> = failovers.iter().map(|f| f.from.as_str()).collect();
     assert_eq!(tried, vec!["gcp", "azure"]);
-    assert_eq!(fleet.members()[0].active_grants, 1, "only the plain grant is on aws");
+    assert_eq!(
+        fleet.members()[0].active_grants,
+        1,
+        "only the plain grant is on aws"
+    );
 
     assert_eq!(gcp.rejections(), Vec::<String>::new());
     assert_eq!(azure.rejections(), Vec::<String>::new());

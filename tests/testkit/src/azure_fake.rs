@@ -37,7 +37,9 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::http_server::{HttpServer, Req, empty, json as reply, now_unix, random_token, rfc3339, router};
+use crate::http_server::{
+    HttpServer, Req, empty, json as reply, now_unix, random_token, rfc3339, router,
+};
 
 /// The scope a Resource Manager token is asked for.
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
@@ -199,7 +201,11 @@ pub struct AzureFake {
 }
 
 fn arm_error(code: u16, err: &str, message: &str) -> Response {
-    reply(code, &json!({"error": {"code": err, "message": message}}), &[])
+    reply(
+        code,
+        &json!({"error": {"code": err, "message": message}}),
+        &[],
+    )
 }
 
 fn reject(s: &mut State, r: &Req, code: u16, err: &str, message: &str) -> Response {
@@ -260,7 +266,10 @@ impl AzureFake {
     /// of the fake's own request checks.
     pub fn mint_token(&self) -> String {
         let mut s = self.st();
-        let token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-{}", random_token(24));
+        let token = format!(
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-{}",
+            random_token(24)
+        );
         let exp = now_unix() + s.token_lifetime;
         s.tokens.insert(token.clone(), exp);
         token
@@ -329,7 +338,12 @@ impl AzureFake {
             "properties": {"hardwareProfile": {"vmSize": "Standard_B2s"}}});
         s.resources.insert(
             (Kind::Vm, name.to_string()),
-            Resource { body, state: "Succeeded", power: "running", created: now_unix() },
+            Resource {
+                body,
+                state: "Succeeded",
+                power: "running",
+                created: now_unix(),
+            },
         );
     }
 }
@@ -348,24 +362,60 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
         return resp;
     }
     let Some(version) = r.query("api-version").map(str::to_string) else {
-        return reject(&mut s, &r, 400, "MissingApiVersionParameter",
-            "The api-version query parameter (?api-version=) is required for all requests.");
+        return reject(
+            &mut s,
+            &r,
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        );
     };
     match seg.as_slice() {
-        ["subscriptions", sub, "providers", provider, "locations", _loc, "operations", id] => {
+        [
+            "subscriptions",
+            sub,
+            "providers",
+            provider,
+            "locations",
+            _loc,
+            "operations",
+            id,
+        ] => {
             let (sub, provider, id) = (sub.to_string(), provider.to_string(), id.to_string());
             if let Some(resp) = check_scope(&mut s, &r, &sub, None, &provider, &version) {
                 return resp;
             }
             poll(&mut s, &id, r.query("monitor").is_some())
         }
-        ["subscriptions", sub, "resourceGroups", rg, "providers", provider, ty, rest @ ..] => {
-            let (sub, rg, provider, ty) = (sub.to_string(), rg.to_string(), provider.to_string(), ty.to_string());
+        [
+            "subscriptions",
+            sub,
+            "resourceGroups",
+            rg,
+            "providers",
+            provider,
+            ty,
+            rest @ ..,
+        ] => {
+            let (sub, rg, provider, ty) = (
+                sub.to_string(),
+                rg.to_string(),
+                provider.to_string(),
+                ty.to_string(),
+            );
             if let Some(resp) = check_scope(&mut s, &r, &sub, Some(&rg), &provider, &version) {
                 return resp;
             }
             let Some(kind) = Kind::of(&provider, &ty) else {
-                return reject(&mut s, &r, 404, "InvalidResourceType", &format!("The resource type '{ty}' could not be found in the namespace '{provider}'."));
+                return reject(
+                    &mut s,
+                    &r,
+                    404,
+                    "InvalidResourceType",
+                    &format!(
+                        "The resource type '{ty}' could not be found in the namespace '{provider}'."
+                    ),
+                );
             };
             match (&r.method, rest) {
                 (&Method::GET, []) if kind == Kind::Vm => list_vms(&mut s, &r),
@@ -380,14 +430,29 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
 }
 
 /// Subscription, resource group and `api-version` for the provider.
-fn check_scope(s: &mut State, r: &Req, sub: &str, rg: Option<&str>, provider: &str, version: &str) -> Option<Response> {
+fn check_scope(
+    s: &mut State,
+    r: &Req,
+    sub: &str,
+    rg: Option<&str>,
+    provider: &str,
+    version: &str,
+) -> Option<Response> {
     if sub != s.account.subscription_id {
-        return Some(arm_error(404, "SubscriptionNotFound", &format!("The subscription '{sub}' could not be found.")));
+        return Some(arm_error(
+            404,
+            "SubscriptionNotFound",
+            &format!("The subscription '{sub}' could not be found."),
+        ));
     }
     if let Some(rg) = rg
         && !rg.eq_ignore_ascii_case(&s.account.resource_group)
     {
-        return Some(arm_error(404, "ResourceGroupNotFound", &format!("Resource group '{rg}' could not be found.")));
+        return Some(arm_error(
+            404,
+            "ResourceGroupNotFound",
+            &format!("Resource group '{rg}' could not be found."),
+        ));
     }
     let supported = match provider {
         "Microsoft.Compute" => COMPUTE_VERSIONS,
@@ -395,10 +460,16 @@ fn check_scope(s: &mut State, r: &Req, sub: &str, rg: Option<&str>, provider: &s
         _ => &[][..],
     };
     if !supported.contains(&version) {
-        return Some(reject(s, r, 400, "NoRegisteredProviderFound", &format!(
-            "No registered resource provider found for API version '{version}' of namespace '{provider}'. The supported api-versions are '{}'.",
-            supported.join(", ")
-        )));
+        return Some(reject(
+            s,
+            r,
+            400,
+            "NoRegisteredProviderFound",
+            &format!(
+                "No registered resource provider found for API version '{version}' of namespace '{provider}'. The supported api-versions are '{}'.",
+                supported.join(", ")
+            ),
+        ));
     }
     None
 }
@@ -406,17 +477,29 @@ fn check_scope(s: &mut State, r: &Req, sub: &str, rg: Option<&str>, provider: &s
 fn authorize(s: &mut State, r: &Req) -> Option<Response> {
     let Some(t) = r.bearer() else {
         s.rejections.push(format!("{}: no bearer token", r.line()));
-        return Some(arm_error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."));
+        return Some(arm_error(
+            401,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        ));
     };
     match s.tokens.get(t) {
         Some(exp) if *exp > now_unix() => None,
         Some(_) => {
             s.rejections.push(format!("{}: expired token", r.line()));
-            Some(arm_error(401, "ExpiredAuthenticationToken", "The access token expiry UTC time is earlier than current UTC time."))
+            Some(arm_error(
+                401,
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            ))
         }
         None => {
             s.rejections.push(format!("{}: unknown token", r.line()));
-            Some(arm_error(401, "InvalidAuthenticationToken", "The access token is invalid."))
+            Some(arm_error(
+                401,
+                "InvalidAuthenticationToken",
+                "The access token is invalid.",
+            ))
         }
     }
 }
@@ -424,7 +507,8 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
 // ----------------------------------------------------------------- token
 
 fn aad_error(s: &mut State, r: &Req, status: u16, error: &str, code: u64, text: &str) -> Response {
-    s.rejections.push(format!("{}: {error} AADSTS{code}", r.line()));
+    s.rejections
+        .push(format!("{}: {error} AADSTS{code}", r.line()));
     reply(
         status,
         &json!({
@@ -443,26 +527,72 @@ fn aad_error(s: &mut State, r: &Req, status: u16, error: &str, code: u64, text: 
 fn token(s: &mut State, r: &Req, tenant: &str) -> Response {
     s.token_requests += 1;
     if r.method != Method::POST || !r.content_type_is("application/x-www-form-urlencoded") {
-        return aad_error(s, r, 400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.");
+        return aad_error(
+            s,
+            r,
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        );
     }
     if tenant != s.account.tenant_id {
-        return aad_error(s, r, 400, "invalid_request", 90002, &format!("Tenant '{tenant}' not found."));
+        return aad_error(
+            s,
+            r,
+            400,
+            "invalid_request",
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
     }
     let form: HashMap<String, String> = r.form().into_iter().collect();
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return aad_error(s, r, 400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.");
+        return aad_error(
+            s,
+            r,
+            400,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        );
     }
     if form.get("client_id") != Some(&s.account.client_id) {
-        return aad_error(s, r, 400, "unauthorized_client", 700016, "Application with identifier was not found in the directory.");
+        return aad_error(
+            s,
+            r,
+            400,
+            "unauthorized_client",
+            700016,
+            "Application with identifier was not found in the directory.",
+        );
     }
     if form.get("scope").map(String::as_str) != Some(ARM_SCOPE) {
-        return aad_error(s, r, 400, "invalid_scope", 1002012, "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.");
+        return aad_error(
+            s,
+            r,
+            400,
+            "invalid_scope",
+            1002012,
+            "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.",
+        );
     }
     if form.get("client_secret") != Some(&s.account.client_secret) {
-        return aad_error(s, r, 401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.");
+        return aad_error(
+            s,
+            r,
+            401,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+        );
     }
-    let token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-{}", random_token(32));
-    s.tokens.insert(token.clone(), now_unix() + s.token_lifetime);
+    let token = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-{}",
+        random_token(32)
+    );
+    s.tokens
+        .insert(token.clone(), now_unix() + s.token_lifetime);
     reply(
         200,
         &json!({"token_type": "Bearer", "expires_in": s.token_lifetime, "ext_expires_in": s.token_lifetime, "access_token": token}),
@@ -498,14 +628,31 @@ fn base64_ok(v: &str) -> bool {
 
 /// Check a create body; `Err((code, message))` as ARM would answer.
 fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), (&'static str, String)> {
-    let location = b["location"].as_str().ok_or(("LocationRequired", "The location property is required for this definition.".to_string()))?;
+    let location = b["location"].as_str().ok_or((
+        "LocationRequired",
+        "The location property is required for this definition.".to_string(),
+    ))?;
     if !s.account.locations.iter().any(|l| l == location) {
-        return Err(("LocationNotAvailableForResourceType", format!("The provided location '{location}' is not available for resource type '{}/{}'.", kind.provider(), kind.ty())));
+        return Err((
+            "LocationNotAvailableForResourceType",
+            format!(
+                "The provided location '{location}' is not available for resource type '{}/{}'.",
+                kind.provider(),
+                kind.ty()
+            ),
+        ));
     }
     if let Some(tags) = b.get("tags") {
-        let t = tags.as_object().ok_or(("InvalidTag", "tags must be an object".to_string()))?;
-        if t.values().any(|v| !v.is_string() || v.as_str().unwrap().len() > 256) {
-            return Err(("InvalidTagNameCharacters", "tag values are strings of at most 256 characters".into()));
+        let t = tags
+            .as_object()
+            .ok_or(("InvalidTag", "tags must be an object".to_string()))?;
+        if t.values()
+            .any(|v| !v.is_string() || v.as_str().unwrap().len() > 256)
+        {
+            return Err((
+                "InvalidTagNameCharacters",
+                "tag values are strings of at most 256 characters".into(),
+            ));
         }
     }
     let p = &b["properties"];
@@ -514,36 +661,81 @@ fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), (&'static s
             let sku = b["sku"]["name"].as_str().unwrap_or("Basic");
             let method = p["publicIPAllocationMethod"].as_str().unwrap_or("Dynamic");
             if !matches!(sku, "Basic" | "Standard") || !matches!(method, "Static" | "Dynamic") {
-                return Err(("InvalidParameter", "sku.name or publicIPAllocationMethod is not valid".into()));
+                return Err((
+                    "InvalidParameter",
+                    "sku.name or publicIPAllocationMethod is not valid".into(),
+                ));
             }
             if sku == "Standard" && method != "Static" {
-                return Err(("StandardSkuPublicIPAddressesMustBeStatic", format!("Standard sku publicIp {} must have AllocationMethod set to Static.", id(s, kind, name))));
+                return Err((
+                    "StandardSkuPublicIPAddressesMustBeStatic",
+                    format!(
+                        "Standard sku publicIp {} must have AllocationMethod set to Static.",
+                        id(s, kind, name)
+                    ),
+                ));
             }
         }
         Kind::Nic => {
-            let cfgs = p["ipConfigurations"].as_array().filter(|c| !c.is_empty())
-                .ok_or(("NetworkInterfaceMustHaveAtLeastOneIpConfiguration", "Network interface must have at least one IP configuration.".to_string()))?;
+            let cfgs = p["ipConfigurations"]
+                .as_array()
+                .filter(|c| !c.is_empty())
+                .ok_or((
+                    "NetworkInterfaceMustHaveAtLeastOneIpConfiguration",
+                    "Network interface must have at least one IP configuration.".to_string(),
+                ))?;
             for c in cfgs {
                 if c["name"].as_str().is_none_or(str::is_empty) {
-                    return Err(("InvalidRequestFormat", "ipConfigurations[].name is required".into()));
+                    return Err((
+                        "InvalidRequestFormat",
+                        "ipConfigurations[].name is required".into(),
+                    ));
                 }
                 let subnet = c["properties"]["subnet"]["id"].as_str().unwrap_or("");
                 if !subnet.eq_ignore_ascii_case(&s.account.subnet_id()) {
-                    return Err(("InvalidResourceReference", format!("Resource {subnet} referenced by resource {} was not found.", id(s, kind, name))));
+                    return Err((
+                        "InvalidResourceReference",
+                        format!(
+                            "Resource {subnet} referenced by resource {} was not found.",
+                            id(s, kind, name)
+                        ),
+                    ));
                 }
                 if let Some(ip) = c["properties"]["publicIPAddress"]["id"].as_str() {
-                    let ip_name = name_of_id(s, Kind::Ip, ip).filter(|n| exists(s, Kind::Ip, n))
-                        .ok_or(("InvalidResourceReference", format!("Resource {ip} referenced by resource {} was not found.", id(s, kind, name))))?;
-                    let used_by_other = s.resources.iter().any(|((k, n), r)| *k == Kind::Nic && n != name && r.body.to_string().contains(&format!("/publicIPAddresses/{ip_name}\"")));
+                    let ip_name = name_of_id(s, Kind::Ip, ip)
+                        .filter(|n| exists(s, Kind::Ip, n))
+                        .ok_or((
+                            "InvalidResourceReference",
+                            format!(
+                                "Resource {ip} referenced by resource {} was not found.",
+                                id(s, kind, name)
+                            ),
+                        ))?;
+                    let used_by_other = s.resources.iter().any(|((k, n), r)| {
+                        *k == Kind::Nic
+                            && n != name
+                            && r.body
+                                .to_string()
+                                .contains(&format!("/publicIPAddresses/{ip_name}\""))
+                    });
                     if used_by_other {
-                        return Err(("PublicIPAddressInUse", format!("Resource {ip} is already in use.")));
+                        return Err((
+                            "PublicIPAddressInUse",
+                            format!("Resource {ip} is already in use."),
+                        ));
                     }
                 }
             }
             if let Some(nsg) = p["networkSecurityGroup"]["id"].as_str()
                 && !nsg.eq_ignore_ascii_case(&s.account.nsg_id())
             {
-                return Err(("InvalidResourceReference", format!("Resource {nsg} referenced by resource {} was not found.", id(s, kind, name))));
+                return Err((
+                    "InvalidResourceReference",
+                    format!(
+                        "Resource {nsg} referenced by resource {} was not found.",
+                        id(s, kind, name)
+                    ),
+                ));
             }
         }
         Kind::Vm => check_vm(s, name, b)?,
@@ -555,74 +747,145 @@ fn check_vm(s: &State, name: &str, b: &Value) -> Result<(), (&'static str, Strin
     let p = &b["properties"];
     let size = p["hardwareProfile"]["vmSize"].as_str().unwrap_or("");
     let Some((_, tdx_size)) = SIZES.iter().find(|(n, _)| *n == size) else {
-        return Err(("InvalidParameter", format!("The value {size} provided for the VM size is not valid. The valid sizes in the current region are: {}.", SIZES.iter().map(|s| s.0).collect::<Vec<_>>().join(","))));
+        return Err((
+            "InvalidParameter",
+            format!(
+                "The value {size} provided for the VM size is not valid. The valid sizes in the current region are: {}.",
+                SIZES.iter().map(|s| s.0).collect::<Vec<_>>().join(",")
+            ),
+        ));
     };
     let image = &p["storageProfile"]["imageReference"];
     for f in ["publisher", "offer", "sku", "version"] {
         if image[f].as_str().is_none_or(str::is_empty) {
-            return Err(("InvalidParameter", format!("Required parameter 'imageReference.{f}' is missing (null).")));
+            return Err((
+                "InvalidParameter",
+                format!("Required parameter 'imageReference.{f}' is missing (null)."),
+            ));
         }
     }
     let os_disk = &p["storageProfile"]["osDisk"];
     if os_disk["createOption"] != "FromImage" {
-        return Err(("InvalidParameter", "osDisk.createOption must be FromImage for a marketplace image".into()));
+        return Err((
+            "InvalidParameter",
+            "osDisk.createOption must be FromImage for a marketplace image".into(),
+        ));
     }
     let os = &p["osProfile"];
     let computer = os["computerName"].as_str().unwrap_or("");
     let computer_ok = (1..=64).contains(&computer.len())
-        && computer.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        && computer
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
         && !computer.starts_with('-');
     if !computer_ok {
-        return Err(("InvalidParameter", "The supplied computer name is not valid.".into()));
+        return Err((
+            "InvalidParameter",
+            "The supplied computer name is not valid.".into(),
+        ));
     }
     let user = os["adminUsername"].as_str().unwrap_or("");
     if user.is_empty() || ["admin", "root", "administrator", "user"].contains(&user) {
-        return Err(("InvalidParameter", format!("The Admin Username specified is not allowed: '{user}'.")));
+        return Err((
+            "InvalidParameter",
+            format!("The Admin Username specified is not allowed: '{user}'."),
+        ));
     }
     let linux = &os["linuxConfiguration"];
-    let keys = linux["ssh"]["publicKeys"].as_array().cloned().unwrap_or_default();
-    if linux["disablePasswordAuthentication"] == true && keys.is_empty() && os["adminPassword"].is_null() {
-        return Err(("InvalidParameter", "Required parameter 'adminPassword' is missing (null).".into()));
+    let keys = linux["ssh"]["publicKeys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if linux["disablePasswordAuthentication"] == true
+        && keys.is_empty()
+        && os["adminPassword"].is_null()
+    {
+        return Err((
+            "InvalidParameter",
+            "Required parameter 'adminPassword' is missing (null).".into(),
+        ));
     }
     for k in &keys {
         if k["path"].as_str() != Some(&format!("/home/{user}/.ssh/authorized_keys")) {
-            return Err(("InvalidParameter", format!("Destination path for SSH public keys is currently limited to its default value /home/{user}/.ssh/authorized_keys due to a known issue in Linux provisioning agent.")));
+            return Err((
+                "InvalidParameter",
+                format!(
+                    "Destination path for SSH public keys is currently limited to its default value /home/{user}/.ssh/authorized_keys due to a known issue in Linux provisioning agent."
+                ),
+            ));
         }
-        if !k["keyData"].as_str().is_some_and(|d| d.starts_with("ssh-") || d.starts_with("ecdsa-")) {
-            return Err(("InvalidParameter", "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is invalid.".into()));
+        if !k["keyData"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("ssh-") || d.starts_with("ecdsa-"))
+        {
+            return Err((
+                "InvalidParameter",
+                "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is invalid."
+                    .into(),
+            ));
         }
     }
-    if let Some(cd) = os.get("customData") {
-        if !cd.as_str().is_some_and(|v| base64_ok(v) && v.len() <= 87_380) {
-            return Err(("InvalidParameter", "Custom data in OSProfile must be in Base64 encoding and with a maximum length of 87380 characters.".into()));
-        }
+    if let Some(cd) = os.get("customData")
+        && !cd
+            .as_str()
+            .is_some_and(|v| base64_ok(v) && v.len() <= 87_380)
+    {
+        return Err(("InvalidParameter", "Custom data in OSProfile must be in Base64 encoding and with a maximum length of 87380 characters.".into()));
     }
-    let nics = p["networkProfile"]["networkInterfaces"].as_array().filter(|n| !n.is_empty())
-        .ok_or(("InvalidParameter", "Required parameter 'networkProfile' is missing (null).".to_string()))?;
+    let nics = p["networkProfile"]["networkInterfaces"]
+        .as_array()
+        .filter(|n| !n.is_empty())
+        .ok_or((
+            "InvalidParameter",
+            "Required parameter 'networkProfile' is missing (null).".to_string(),
+        ))?;
     for nic in nics {
         let nic_id = nic["id"].as_str().unwrap_or("");
-        let nic_name = name_of_id(s, Kind::Nic, nic_id).filter(|n| exists(s, Kind::Nic, n))
+        let nic_name = name_of_id(s, Kind::Nic, nic_id)
+            .filter(|n| exists(s, Kind::Nic, n))
             .ok_or(("NotFound", format!("Resource {nic_id} not found.")))?;
-        let used = s.resources.iter().any(|((k, n), r)| *k == Kind::Vm && n != name
-            && r.body["properties"]["networkProfile"].to_string().contains(&format!("/networkInterfaces/{nic_name}\"")));
+        let used = s.resources.iter().any(|((k, n), r)| {
+            *k == Kind::Vm
+                && n != name
+                && r.body["properties"]["networkProfile"]
+                    .to_string()
+                    .contains(&format!("/networkInterfaces/{nic_name}\""))
+        });
         if used {
-            return Err(("NicInUse", format!("Network Interface {nic_id} is used by existing resource.")));
+            return Err((
+                "NicInUse",
+                format!("Network Interface {nic_id} is used by existing resource."),
+            ));
         }
     }
     let security = &p["securityProfile"];
     let confidential = security["securityType"] == "ConfidentialVM";
     if *tdx_size && !confidential {
-        return Err(("BadRequest", format!("The VM size '{size}' can only be used with 'ConfidentialVM' security type.")));
+        return Err((
+            "BadRequest",
+            format!("The VM size '{size}' can only be used with 'ConfidentialVM' security type."),
+        ));
     }
     if confidential {
         if !*tdx_size {
-            return Err(("BadRequest", format!("The VM size '{size}' is not supported for creation of VMs and Virtual Machine Scale Set with 'ConfidentialVM' security type.")));
+            return Err((
+                "BadRequest",
+                format!(
+                    "The VM size '{size}' is not supported for creation of VMs and Virtual Machine Scale Set with 'ConfidentialVM' security type."
+                ),
+            ));
         }
         if security["uefiSettings"]["vTpmEnabled"] != true {
-            return Err(("InvalidParameter", "'vTpmEnabled' must be true for 'ConfidentialVM' security type.".into()));
+            return Err((
+                "InvalidParameter",
+                "'vTpmEnabled' must be true for 'ConfidentialVM' security type.".into(),
+            ));
         }
         let enc = os_disk["managedDisk"]["securityProfile"]["securityEncryptionType"].as_str();
-        if !matches!(enc, Some("VMGuestStateOnly" | "DiskWithVMGuestState" | "NonPersistedTPM")) {
+        if !matches!(
+            enc,
+            Some("VMGuestStateOnly" | "DiskWithVMGuestState" | "NonPersistedTPM")
+        ) {
             return Err(("InvalidParameter", "Required parameter 'osDisk.managedDisk.securityProfile.securityEncryptionType' is missing (null).".into()));
         }
     }
@@ -637,7 +900,8 @@ fn resource_json(s: &State, kind: Kind, name: &str, r: &Resource, expand: bool) 
     v["properties"]["provisioningState"] = r.state.into();
     match kind {
         Kind::Ip => {
-            v["properties"]["ipAddress"] = format!("20.0.{}.{}", r.created % 200, name.len()).into();
+            v["properties"]["ipAddress"] =
+                format!("20.0.{}.{}", r.created % 200, name.len()).into();
         }
         Kind::Vm => {
             v["properties"]["timeCreated"] = rfc3339(r.created, 0).into();
@@ -653,17 +917,46 @@ fn resource_json(s: &State, kind: Kind, name: &str, r: &Resource, expand: bool) 
     v
 }
 
-fn accepted(s: &mut State, kind: Kind, location: &str, effect: Effect, status: u16, body: Option<Value>, with_location: bool) -> Response {
+fn accepted(
+    s: &mut State,
+    kind: Kind,
+    location: &str,
+    effect: Effect,
+    status: u16,
+    body: Option<Value>,
+    with_location: bool,
+) -> Response {
     let op = format!("{:08x}-0000-4000-8000-{:012x}", s.next_id, now_unix());
     s.next_id += 1;
-    s.ops.insert(op.clone(), Op { effect, polls_left: s.polls_per_op, done: false });
-    let version = if kind == Kind::Vm { "2024-07-01" } else { "2024-05-01" };
-    let base = format!("/subscriptions/{}/providers/{}/locations/{location}/operations/{op}", s.account.subscription_id, kind.provider());
+    s.ops.insert(
+        op.clone(),
+        Op {
+            effect,
+            polls_left: s.polls_per_op,
+            done: false,
+        },
+    );
+    let version = if kind == Kind::Vm {
+        "2024-07-01"
+    } else {
+        "2024-05-01"
+    };
+    let base = format!(
+        "/subscriptions/{}/providers/{}/locations/{location}/operations/{op}",
+        s.account.subscription_id,
+        kind.provider()
+    );
     let host = &s.base;
     let mut headers = vec![("retry-after", s.retry_after.to_string())];
-    headers.push(("azure-asyncoperation", format!("{host}{base}?api-version={version}")));
+    headers.push((
+        "azure-asyncoperation",
+        format!("{host}{base}?api-version={version}"),
+    ));
     if with_location {
-        headers.push(("location", format!("{host}{base}?monitor=true&api-version={version}")));
+        headers.push((
+            "location",
+            format!("{host}{base}?monitor=true&api-version={version}"),
+        ));
     }
     match body {
         Some(b) => reply(status, &b, &headers),
@@ -673,11 +966,25 @@ fn accepted(s: &mut State, kind: Kind, location: &str, effect: Effect, status: u
 
 fn put(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
     if !r.content_type_is("application/json") {
-        return reject(s, r, 415, "UnsupportedMediaType", "The content media type is not supported. Content-Type must be 'application/json'.");
+        return reject(
+            s,
+            r,
+            415,
+            "UnsupportedMediaType",
+            "The content media type is not supported. Content-Type must be 'application/json'.",
+        );
     }
     let body = match r.json() {
         Ok(b) => b,
-        Err(e) => return reject(s, r, 400, "InvalidRequestContent", &format!("The request content was invalid and could not be deserialized: {e}")),
+        Err(e) => {
+            return reject(
+                s,
+                r,
+                400,
+                "InvalidRequestContent",
+                &format!("The request content was invalid and could not be deserialized: {e}"),
+            );
+        }
     };
     if let Err((code, msg)) = check(s, kind, name, &body) {
         return reject(s, r, 400, code, &msg);
@@ -687,21 +994,45 @@ fn put(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
     if kind == Kind::Vm {
         match s.vm_failures.pop_front() {
             Some(VmFailure::SkuNotAvailable) => {
-                let size = body["properties"]["hardwareProfile"]["vmSize"].as_str().unwrap_or("");
-                return arm_error(409, "SkuNotAvailable", &format!("The requested VM size for resource 'Following SKUs have failed for Capacity Restrictions: {size}' is currently not available in location '{location}'. Please try another size or deploy to a different location or different zone. See https://aka.ms/azureskunotavailable for details."));
+                let size = body["properties"]["hardwareProfile"]["vmSize"]
+                    .as_str()
+                    .unwrap_or("");
+                return arm_error(
+                    409,
+                    "SkuNotAvailable",
+                    &format!(
+                        "The requested VM size for resource 'Following SKUs have failed for Capacity Restrictions: {size}' is currently not available in location '{location}'. Please try another size or deploy to a different location or different zone. See https://aka.ms/azureskunotavailable for details."
+                    ),
+                );
             }
             Some(VmFailure::QuotaExceeded) => {
-                return arm_error(409, "OperationNotAllowed", "Operation could not be completed as it results in exceeding approved standardDCESv5Family Cores quota. Additional details - Deployment Model: Resource Manager, Location: eastus, Current Limit: 4, Current Usage: 4, Additional Required: 4, (Minimum) New Limit Required: 8.");
+                return arm_error(
+                    409,
+                    "OperationNotAllowed",
+                    "Operation could not be completed as it results in exceeding approved standardDCESv5Family Cores quota. Additional details - Deployment Model: Resource Manager, Location: eastus, Current Limit: 4, Current Usage: 4, Additional Required: 4, (Minimum) New Limit Required: 8.",
+                );
             }
             Some(VmFailure::Throttled) => {
-                return reply(429, &json!({"error": {"code": "TooManyRequests", "message": "The request is being throttled as the limit has been reached for operation type - Write_30Min."}}), &[("retry-after", "17".to_string())]);
+                return reply(
+                    429,
+                    &json!({"error": {"code": "TooManyRequests", "message": "The request is being throttled as the limit has been reached for operation type - Write_30Min."}}),
+                    &[("retry-after", "17".to_string())],
+                );
             }
             Some(VmFailure::InternalError) => {
-                return arm_error(500, "InternalServerError", "An unexpected error occured while processing the request.");
+                return arm_error(
+                    500,
+                    "InternalServerError",
+                    "An unexpected error occured while processing the request.",
+                );
             }
             Some(VmFailure::AllocationFailed) => {
-                effect = Effect::FailCreate(kind, name.to_string(), json!({"code": "AllocationFailed",
-                    "message": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at http://aka.ms/allocation-guidance"}));
+                effect = Effect::FailCreate(
+                    kind,
+                    name.to_string(),
+                    json!({"code": "AllocationFailed",
+                    "message": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at http://aka.ms/allocation-guidance"}),
+                );
             }
             None => {}
         }
@@ -709,21 +1040,64 @@ fn put(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
     }
     let key = (kind, name.to_string());
     let existed = s.resources.contains_key(&key);
-    let created = s.resources.get(&key).map(|r| r.created).unwrap_or_else(now_unix);
-    let state = if kind == Kind::Vm { "Creating" } else { "Updating" };
-    s.resources.insert(key.clone(), Resource { body, state, power: "starting", created });
+    let created = s
+        .resources
+        .get(&key)
+        .map(|r| r.created)
+        .unwrap_or_else(now_unix);
+    let state = if kind == Kind::Vm {
+        "Creating"
+    } else {
+        "Updating"
+    };
+    s.resources.insert(
+        key.clone(),
+        Resource {
+            body,
+            state,
+            power: "starting",
+            created,
+        },
+    );
     let shown = resource_json(s, kind, name, &s.resources[&key], false);
-    accepted(s, kind, &location, effect, if existed { 200 } else { 201 }, Some(shown), false)
+    accepted(
+        s,
+        kind,
+        &location,
+        effect,
+        if existed { 200 } else { 201 },
+        Some(shown),
+        false,
+    )
 }
 
 fn get(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
     let expand = r.query("$expand");
     if kind == Kind::Vm && expand.is_some_and(|e| !matches!(e, "instanceView" | "userData")) {
-        return reject(s, r, 400, "InvalidParameter", "The value of parameter $expand is invalid.");
+        return reject(
+            s,
+            r,
+            400,
+            "InvalidParameter",
+            "The value of parameter $expand is invalid.",
+        );
     }
     match s.resources.get(&(kind, name.to_string())) {
-        Some(res) => reply(200, &resource_json(s, kind, name, res, expand == Some("instanceView")), &[]),
-        None => arm_error(404, "ResourceNotFound", &format!("The Resource '{}/{}/{name}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix", kind.provider(), kind.ty(), s.account.resource_group)),
+        Some(res) => reply(
+            200,
+            &resource_json(s, kind, name, res, expand == Some("instanceView")),
+            &[],
+        ),
+        None => arm_error(
+            404,
+            "ResourceNotFound",
+            &format!(
+                "The Resource '{}/{}/{name}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+                kind.provider(),
+                kind.ty(),
+                s.account.resource_group
+            ),
+        ),
     }
 }
 
@@ -734,15 +1108,38 @@ fn delete(s: &mut State, kind: Kind, name: &str) -> Response {
     };
     let rid = id(s, kind, name);
     let in_use = match kind {
-        Kind::Nic => s.resources.iter().any(|((k, _), r)| *k == Kind::Vm && r.body["properties"]["networkProfile"].to_string().contains(&format!("\"{rid}\""))),
-        Kind::Ip => s.resources.iter().any(|((k, _), r)| *k == Kind::Nic && r.body["properties"].to_string().contains(&format!("\"{rid}\""))),
+        Kind::Nic => s.resources.iter().any(|((k, _), r)| {
+            *k == Kind::Vm
+                && r.body["properties"]["networkProfile"]
+                    .to_string()
+                    .contains(&format!("\"{rid}\""))
+        }),
+        Kind::Ip => s.resources.iter().any(|((k, _), r)| {
+            *k == Kind::Nic
+                && r.body["properties"]
+                    .to_string()
+                    .contains(&format!("\"{rid}\""))
+        }),
         Kind::Vm => false,
     };
     if in_use {
-        let code = if kind == Kind::Nic { "NicInUse" } else { "PublicIPAddressCannotBeDeleted" };
-        return arm_error(400, code, &format!("{rid} is in use by an existing resource and cannot be deleted. In order to delete it, it must be dissociated from the resource."));
+        let code = if kind == Kind::Nic {
+            "NicInUse"
+        } else {
+            "PublicIPAddressCannotBeDeleted"
+        };
+        return arm_error(
+            400,
+            code,
+            &format!(
+                "{rid} is in use by an existing resource and cannot be deleted. In order to delete it, it must be dissociated from the resource."
+            ),
+        );
     }
-    let location = res.body["location"].as_str().unwrap_or("eastus").to_string();
+    let location = res.body["location"]
+        .as_str()
+        .unwrap_or("eastus")
+        .to_string();
     s.resources.get_mut(&key).unwrap().state = "Deleting";
     // Compute answers with both headers; Network's NIC deletes only with
     // Location, so both paths are exercised.
@@ -750,9 +1147,25 @@ fn delete(s: &mut State, kind: Kind, name: &str) -> Response {
     if kind == Kind::Nic {
         let op = format!("{:08x}-0000-4000-8000-{:012x}", s.next_id, now_unix());
         s.next_id += 1;
-        s.ops.insert(op.clone(), Op { effect, polls_left: s.polls_per_op, done: false });
-        let url = format!("{}/subscriptions/{}/providers/Microsoft.Network/locations/{location}/operations/{op}?monitor=true&api-version=2024-05-01", s.base, s.account.subscription_id);
-        return empty(202, &[("location", url), ("retry-after", s.retry_after.to_string())]);
+        s.ops.insert(
+            op.clone(),
+            Op {
+                effect,
+                polls_left: s.polls_per_op,
+                done: false,
+            },
+        );
+        let url = format!(
+            "{}/subscriptions/{}/providers/Microsoft.Network/locations/{location}/operations/{op}?monitor=true&api-version=2024-05-01",
+            s.base, s.account.subscription_id
+        );
+        return empty(
+            202,
+            &[
+                ("location", url),
+                ("retry-after", s.retry_after.to_string()),
+            ],
+        );
     }
     accepted(s, kind, &location, effect, 202, None, kind == Kind::Vm)
 }
@@ -770,9 +1183,14 @@ fn finish(s: &mut State, effect: &Effect) -> Option<Value> {
             let removed = s.resources.remove(&(*kind, name.clone()));
             // A NIC created with deleteOption Delete goes with its VM.
             if let (Kind::Vm, Some(vm)) = (kind, removed) {
-                for nic in vm.body["properties"]["networkProfile"]["networkInterfaces"].as_array().into_iter().flatten() {
+                for nic in vm.body["properties"]["networkProfile"]["networkInterfaces"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
                     if nic["properties"]["deleteOption"] == "Delete"
-                        && let Some(n) = nic["id"].as_str().and_then(|i| name_of_id(s, Kind::Nic, i))
+                        && let Some(n) =
+                            nic["id"].as_str().and_then(|i| name_of_id(s, Kind::Nic, i))
                     {
                         s.resources.remove(&(Kind::Nic, n));
                     }
@@ -801,7 +1219,11 @@ fn poll(s: &mut State, id: &str, monitor: bool) -> Response {
         return if monitor {
             empty(202, &[("retry-after", ra)])
         } else {
-            reply(200, &json!({"status": "InProgress", "name": id}), &[("retry-after", ra)])
+            reply(
+                200,
+                &json!({"status": "InProgress", "name": id}),
+                &[("retry-after", ra)],
+            )
         };
     }
     let error = if op.done {
@@ -816,7 +1238,11 @@ fn poll(s: &mut State, id: &str, monitor: bool) -> Response {
         finish(s, &effect)
     };
     match (error, monitor) {
-        (Some(e), false) => reply(200, &json!({"status": "Failed", "name": id, "error": e}), &[]),
+        (Some(e), false) => reply(
+            200,
+            &json!({"status": "Failed", "name": id, "error": e}),
+            &[],
+        ),
         (Some(e), true) => reply(409, &json!({"error": e}), &[]),
         (None, false) => reply(200, &json!({"status": "Succeeded", "name": id}), &[]),
         (None, true) => empty(200, &[]),

@@ -157,7 +157,7 @@ impl GcpFake {
             log: Vec::new(),
             inserted_bodies: Vec::new(),
         }));
-        let server = HttpServer::start("gcp", router(state.clone(), |s, r| handle(s, r)));
+        let server = HttpServer::start("gcp", router(state.clone(), handle));
         Self {
             server,
             state,
@@ -310,7 +310,14 @@ fn google_error(code: u16, status: &str, reason: &str, message: &str) -> Respons
     )
 }
 
-fn reject(s: &mut State, r: &Req, code: u16, status: &str, reason: &str, message: &str) -> Response {
+fn reject(
+    s: &mut State,
+    r: &Req,
+    code: u16,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> Response {
     s.rejections.push(format!("{}: {message}", r.line()));
     google_error(code, status, reason, message)
 }
@@ -329,7 +336,8 @@ fn not_found(what: &str) -> Response {
 }
 
 fn oauth_error(s: &mut State, r: &Req, error: &str, description: &str) -> Response {
-    s.rejections.push(format!("{}: {error}: {description}", r.line()));
+    s.rejections
+        .push(format!("{}: {error}: {description}", r.line()));
     reply(
         400,
         &json!({"error": error, "error_description": description}),
@@ -355,7 +363,11 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
                 return not_found(&format!("projects/{p}"));
             }
             if !s.zones.iter().any(|x| x == z) {
-                return invalid(&mut s, &r, &format!("Invalid value for field 'zone': '{z}'. Unknown zone."));
+                return invalid(
+                    &mut s,
+                    &r,
+                    &format!("Invalid value for field 'zone': '{z}'. Unknown zone."),
+                );
             }
             let (p, z) = (p.to_string(), z.to_string());
             match (&r.method, rest) {
@@ -365,12 +377,23 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
                 (&Method::DELETE, ["instances", name]) => delete(&mut s, &r, &p, &z, name),
                 (&Method::POST, ["operations", op, "wait"]) => {
                     if !r.body.is_empty() {
-                        return invalid(&mut s, &r, "zoneOperations.wait: the request body must be empty");
+                        return invalid(
+                            &mut s,
+                            &r,
+                            "zoneOperations.wait: the request body must be empty",
+                        );
                     }
                     operation(&mut s, &p, &z, op, true)
                 }
                 (&Method::GET, ["operations", op]) => operation(&mut s, &p, &z, op, false),
-                _ => reject(&mut s, &r, 404, "NOT_FOUND", "notFound", "no such method in Compute Engine v1"),
+                _ => reject(
+                    &mut s,
+                    &r,
+                    404,
+                    "NOT_FOUND",
+                    "notFound",
+                    "no such method in Compute Engine v1",
+                ),
             }
         }
         _ => reject(&mut s, &r, 404, "NOT_FOUND", "notFound", "no such API"),
@@ -389,7 +412,15 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
     let msg = "Request had invalid authentication credentials. Expected OAuth 2 access token, \
                login cookie or other valid authentication credential. \
                See https://developers.google.com/identity/sign-in/web/devconsole-project.";
-    s.rejections.push(format!("{}: 401 {}", r.line(), if r.bearer().is_some() { "token not live" } else { "no bearer token" }));
+    s.rejections.push(format!(
+        "{}: 401 {}",
+        r.line(),
+        if r.bearer().is_some() {
+            "token not live"
+        } else {
+            "no bearer token"
+        }
+    ));
     Some(reply(
         401,
         &json!({"error": {
@@ -399,7 +430,10 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
                         "location": "Authorization", "locationType": "header"}],
             "status": "UNAUTHENTICATED",
         }}),
-        &[("www-authenticate", "Bearer realm=\"https://accounts.google.com/\"".to_string())],
+        &[(
+            "www-authenticate",
+            "Bearer realm=\"https://accounts.google.com/\"".to_string(),
+        )],
     ))
 }
 
@@ -411,25 +445,51 @@ fn token(s: &mut State, r: &Req) -> Response {
         return oauth_error(s, r, "invalid_request", "token requests are POSTs");
     }
     if !r.content_type_is("application/x-www-form-urlencoded") {
-        return oauth_error(s, r, "invalid_request", "Content-Type must be application/x-www-form-urlencoded");
+        return oauth_error(
+            s,
+            r,
+            "invalid_request",
+            "Content-Type must be application/x-www-form-urlencoded",
+        );
     }
     let form: HashMap<String, String> = r.form().into_iter().collect();
-    if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
         return oauth_error(s, r, "unsupported_grant_type", "Invalid grant_type");
     }
     let Some(assertion) = form.get("assertion") else {
-        return oauth_error(s, r, "invalid_request", "Missing required parameter: assertion");
+        return oauth_error(
+            s,
+            r,
+            "invalid_request",
+            "Missing required parameter: assertion",
+        );
     };
     let parts: Vec<&str> = assertion.split('.').collect();
     if parts.len() != 3 {
         return oauth_error(s, r, "invalid_grant", "Invalid JWT: not three segments");
     }
-    let decode = |p: &str| B64.decode(p).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let decode = |p: &str| {
+        B64.decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    };
     let (Some(header), Some(claims)) = (decode(parts[0]), decode(parts[1])) else {
-        return oauth_error(s, r, "invalid_grant", "Invalid JWT: segments are not base64url JSON");
+        return oauth_error(
+            s,
+            r,
+            "invalid_grant",
+            "Invalid JWT: segments are not base64url JSON",
+        );
     };
     if header["alg"] != "RS256" || header.get("typ").is_some_and(|t| t != "JWT") {
-        return oauth_error(s, r, "invalid_grant", "Invalid JWT: only RS256 JWTs are accepted");
+        return oauth_error(
+            s,
+            r,
+            "invalid_grant",
+            "Invalid JWT: only RS256 JWTs are accepted",
+        );
     }
     let signature = B64
         .decode(parts[2])
@@ -441,7 +501,12 @@ fn token(s: &mut State, r: &Req) -> Response {
         return oauth_error(s, r, "invalid_grant", "Invalid JWT Signature.");
     }
     if claims["iss"] != s.client_email.as_str() {
-        return oauth_error(s, r, "invalid_grant", "Invalid JWT: the issuer is not this service account");
+        return oauth_error(
+            s,
+            r,
+            "invalid_grant",
+            "Invalid JWT: the issuer is not this service account",
+        );
     }
     let aud = format!("http://{}{}", r.header("host").unwrap_or(""), s.token_path);
     if claims["aud"] != aud.as_str() {
@@ -477,10 +542,25 @@ fn token(s: &mut State, r: &Req) -> Response {
 // ------------------------------------------------------------- instances
 
 const INSTANCE_FIELDS: &[&str] = &[
-    "name", "description", "machineType", "labels", "metadata", "tags", "disks",
-    "networkInterfaces", "scheduling", "confidentialInstanceConfig", "shieldedInstanceConfig",
-    "serviceAccounts", "minCpuPlatform", "canIpForward", "deletionProtection",
-    "guestAccelerators", "reservationAffinity", "advancedMachineFeatures", "params",
+    "name",
+    "description",
+    "machineType",
+    "labels",
+    "metadata",
+    "tags",
+    "disks",
+    "networkInterfaces",
+    "scheduling",
+    "confidentialInstanceConfig",
+    "shieldedInstanceConfig",
+    "serviceAccounts",
+    "minCpuPlatform",
+    "canIpForward",
+    "deletionProtection",
+    "guestAccelerators",
+    "reservationAffinity",
+    "advancedMachineFeatures",
+    "params",
 ];
 
 fn is_name(n: &str) -> bool {
@@ -488,14 +568,16 @@ fn is_name(n: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && !n.ends_with('-')
 }
 
 fn is_label_part(v: &str, key: bool) -> bool {
     v.len() <= 63
         && (!key || v.starts_with(|c: char| c.is_ascii_lowercase()))
-        && v.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+        && v.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
 fn zone_url(project: &str, zone: &str) -> String {
@@ -505,17 +587,27 @@ fn zone_url(project: &str, zone: &str) -> String {
 /// Check an `instances.insert` body against the reference; the reason if
 /// it does not conform.
 fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
-    let obj = b.as_object().ok_or("the request body must be an Instance object")?;
+    let obj = b
+        .as_object()
+        .ok_or("the request body must be an Instance object")?;
     for k in obj.keys() {
         if !INSTANCE_FIELDS.contains(&k.as_str()) {
-            return Err(format!("Invalid JSON payload received. Unknown name \"{k}\" at 'resource': Cannot find field."));
+            return Err(format!(
+                "Invalid JSON payload received. Unknown name \"{k}\" at 'resource': Cannot find field."
+            ));
         }
     }
-    let name = b["name"].as_str().ok_or("Required field 'resource.name' not specified")?;
+    let name = b["name"]
+        .as_str()
+        .ok_or("Required field 'resource.name' not specified")?;
     if !is_name(name) {
-        return Err(format!("Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'"));
+        return Err(format!(
+            "Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'"
+        ));
     }
-    let mt = b["machineType"].as_str().ok_or("Required field 'resource.machineType' not specified")?;
+    let mt = b["machineType"]
+        .as_str()
+        .ok_or("Required field 'resource.machineType' not specified")?;
     let prefix = format!("zones/{zone}/machineTypes/");
     let mt_name = mt
         .strip_prefix(&prefix)
@@ -524,31 +616,49 @@ fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
         .ok_or_else(|| format!("Invalid value for field 'resource.machineType': '{mt}'. Machine type with name '{mt}' does not exist in zone '{zone}'."))?;
     let family = mt_name.split('-').next().unwrap_or("");
 
-    let disks = b["disks"].as_array().filter(|d| !d.is_empty()).ok_or("Required field 'resource.disks' not specified")?;
+    let disks = b["disks"]
+        .as_array()
+        .filter(|d| !d.is_empty())
+        .ok_or("Required field 'resource.disks' not specified")?;
     let boot: Vec<&Value> = disks.iter().filter(|d| d["boot"] == true).collect();
     if boot.len() != 1 {
-        return Err("Invalid value for field 'resource.disks': exactly one boot disk is required".into());
+        return Err(
+            "Invalid value for field 'resource.disks': exactly one boot disk is required".into(),
+        );
     }
     let init = &boot[0]["initializeParams"];
     if init["sourceImage"].as_str().is_none_or(str::is_empty) {
         return Err("Invalid value for field 'resource.disks[0].initializeParams.sourceImage': a boot disk needs a source image".into());
     }
     if let Some(size) = init.get("diskSizeGb") {
-        let gb = size.as_str().and_then(|v| v.parse::<u64>().ok()).or_else(|| size.as_u64());
+        let gb = size
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| size.as_u64());
         if gb.is_none_or(|g| g < 10) {
-            return Err("Invalid value for field 'resource.disks[0].initializeParams.diskSizeGb'".into());
+            return Err(
+                "Invalid value for field 'resource.disks[0].initializeParams.diskSizeGb'".into(),
+            );
         }
     }
     let disk_type = init["diskType"].as_str().unwrap_or("pd-standard");
     if family == "c3" && disk_type.ends_with("pd-standard") {
-        return Err(format!("[pd-standard] features are not compatible for creating instance with machine type {mt_name}."));
+        return Err(format!(
+            "[pd-standard] features are not compatible for creating instance with machine type {mt_name}."
+        ));
     }
 
-    let nics = b["networkInterfaces"].as_array().filter(|n| !n.is_empty()).ok_or("Required field 'resource.networkInterfaces' not specified")?;
+    let nics = b["networkInterfaces"]
+        .as_array()
+        .filter(|n| !n.is_empty())
+        .ok_or("Required field 'resource.networkInterfaces' not specified")?;
     for nic in nics {
         for ac in nic["accessConfigs"].as_array().into_iter().flatten() {
             if ac["type"] != "ONE_TO_ONE_NAT" {
-                return Err("Invalid value for field 'resource.networkInterfaces[0].accessConfigs[0].type'".into());
+                return Err(
+                    "Invalid value for field 'resource.networkInterfaces[0].accessConfigs[0].type'"
+                        .into(),
+                );
             }
         }
     }
@@ -556,7 +666,9 @@ fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
         let labels = labels.as_object().ok_or("labels must be a map")?;
         for (k, v) in labels {
             if !is_label_part(k, true) || !v.as_str().is_some_and(|v| is_label_part(v, false)) {
-                return Err(format!("Invalid value for field 'resource.labels': label '{k}' has an invalid key or value"));
+                return Err(format!(
+                    "Invalid value for field 'resource.labels': label '{k}' has an invalid key or value"
+                ));
             }
         }
     }
@@ -568,7 +680,9 @@ fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
                 return Err(format!("metadata item {k} needs a string value"));
             }
             if seen.contains(&k) {
-                return Err(format!("Invalid value for field 'resource.metadata': duplicate key {k}"));
+                return Err(format!(
+                    "Invalid value for field 'resource.metadata': duplicate key {k}"
+                ));
             }
             seen.push(k);
         }
@@ -577,11 +691,17 @@ fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
         match cc["confidentialInstanceType"].as_str() {
             Some("TDX") => {
                 if family != "c3" {
-                    return Err(format!("Confidential Instance Config with TDX is only supported for compatible machine types (C3), not {mt_name}."));
+                    return Err(format!(
+                        "Confidential Instance Config with TDX is only supported for compatible machine types (C3), not {mt_name}."
+                    ));
                 }
             }
             Some("SEV" | "SEV_SNP") => {}
-            other => return Err(format!("Invalid value for field 'resource.confidentialInstanceConfig.confidentialInstanceType': {other:?}")),
+            other => {
+                return Err(format!(
+                    "Invalid value for field 'resource.confidentialInstanceConfig.confidentialInstanceType': {other:?}"
+                ));
+            }
         }
         if b["scheduling"]["onHostMaintenance"] != "TERMINATE" {
             return Err("Instance with Confidential VM enabled requires onHostMaintenance to be set to TERMINATE.".into());
@@ -590,7 +710,14 @@ fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
     Ok(mt_name.to_string())
 }
 
-fn new_instance(project: &str, zone: &str, name: &str, mt: &str, ip: &str, body: Value) -> FakeInstance {
+fn new_instance(
+    project: &str,
+    zone: &str,
+    name: &str,
+    mt: &str,
+    ip: &str,
+    body: Value,
+) -> FakeInstance {
     FakeInstance {
         zone: zone.to_string(),
         name: name.to_string(),
@@ -612,7 +739,12 @@ fn instance_json(project: &str, i: &FakeInstance, id: u64) -> Value {
     r["kind"] = "compute#instance".into();
     r["id"] = id.to_string().into();
     r["status"] = i.status.clone().into();
-    r["machineType"] = format!("{}/machineTypes/{}", zone_url(project, &i.zone), i.machine_type).into();
+    r["machineType"] = format!(
+        "{}/machineTypes/{}",
+        zone_url(project, &i.zone),
+        i.machine_type
+    )
+    .into();
     r["creationTimestamp"] = rfc3339(i.created, -7).into();
     if let Some(t) = i.stopped {
         r["lastStopTimestamp"] = rfc3339(t, -7).into();
@@ -656,7 +788,13 @@ fn op_json(s: &State, project: &str, name: &str, op: &FakeOp) -> Value {
     v
 }
 
-fn new_op(s: &mut State, zone: &str, kind: &'static str, target: &str, error: Option<(Value, u16, &'static str)>) -> String {
+fn new_op(
+    s: &mut State,
+    zone: &str,
+    kind: &'static str,
+    target: &str,
+    error: Option<(Value, u16, &'static str)>,
+) -> String {
     let name = format!("operation-{}-{:08x}", now_unix(), s.next_id);
     s.next_id += 1;
     s.ops.insert(
@@ -675,7 +813,11 @@ fn new_op(s: &mut State, zone: &str, kind: &'static str, target: &str, error: Op
 
 fn insert(s: &mut State, r: &Req, project: &str, zone: &str) -> Response {
     if !r.content_type_is("application/json") {
-        return invalid(s, r, "Invalid JSON payload received: Content-Type must be application/json");
+        return invalid(
+            s,
+            r,
+            "Invalid JSON payload received: Content-Type must be application/json",
+        );
     }
     let body = match r.json() {
         Ok(b) => b,
@@ -691,15 +833,27 @@ fn insert(s: &mut State, r: &Req, project: &str, zone: &str) -> Response {
             409,
             "ALREADY_EXISTS",
             "alreadyExists",
-            &format!("The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists"),
+            &format!(
+                "The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists"
+            ),
         );
     }
     let op_error = match s.insert_failures.pop_front() {
         Some(InsertFailure::HttpQuotaExceeded) => {
-            return google_error(403, "PERMISSION_DENIED", "quotaExceeded", "Quota 'C3_CPUS' exceeded.  Limit: 8.0 in region us-central1.");
+            return google_error(
+                403,
+                "PERMISSION_DENIED",
+                "quotaExceeded",
+                "Quota 'C3_CPUS' exceeded.  Limit: 8.0 in region us-central1.",
+            );
         }
         Some(InsertFailure::RateLimited) => {
-            return google_error(429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", "Rate Limit Exceeded");
+            return google_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "rateLimitExceeded",
+                "Rate Limit Exceeded",
+            );
         }
         Some(InsertFailure::Unavailable) => {
             return google_error(503, "UNAVAILABLE", "backendError", "Backend Error");
@@ -732,7 +886,11 @@ fn insert(s: &mut State, r: &Req, project: &str, zone: &str) -> Response {
 
 fn get(s: &State, project: &str, zone: &str, name: &str) -> Response {
     match s.instances.get(&(zone.to_string(), name.to_string())) {
-        Some(i) => reply(200, &instance_json(project, i, 4_000_000_000_000_000_000 + i.created), &[]),
+        Some(i) => reply(
+            200,
+            &instance_json(project, i, 4_000_000_000_000_000_000 + i.created),
+            &[],
+        ),
         None => not_found(&format!("projects/{project}/zones/{zone}/instances/{name}")),
     }
 }
@@ -754,10 +912,14 @@ fn delete(s: &mut State, r: &Req, project: &str, zone: &str, name: &str) -> Resp
 /// `wait` and `get`: the fake's operations finish at the first look.
 fn operation(s: &mut State, project: &str, zone: &str, name: &str, _wait: bool) -> Response {
     let Some(op) = s.ops.get(name).cloned() else {
-        return not_found(&format!("projects/{project}/zones/{zone}/operations/{name}"));
+        return not_found(&format!(
+            "projects/{project}/zones/{zone}/operations/{name}"
+        ));
     };
     if op.zone != zone {
-        return not_found(&format!("projects/{project}/zones/{zone}/operations/{name}"));
+        return not_found(&format!(
+            "projects/{project}/zones/{zone}/operations/{name}"
+        ));
     }
     if op.status != "DONE" {
         let key = (op.zone.clone(), op.target.clone());
@@ -787,10 +949,23 @@ fn list(s: &mut State, r: &Req, zone: &str) -> Response {
                 .trim()
                 .strip_prefix("labels.")
                 .and_then(|c| c.split_once(" = "))
-                .and_then(|(k, v)| Some((k.to_string(), v.strip_prefix('"')?.strip_suffix('"')?.to_string())));
+                .and_then(|(k, v)| {
+                    Some((
+                        k.to_string(),
+                        v.strip_prefix('"')?.strip_suffix('"')?.to_string(),
+                    ))
+                });
             match parsed {
                 Some(p) => wanted.push(p),
-                None => return invalid(s, r, &format!("Invalid value for field 'filter': '{f}'. Invalid list filter expression.")),
+                None => {
+                    return invalid(
+                        s,
+                        r,
+                        &format!(
+                            "Invalid value for field 'filter': '{f}'. Invalid list filter expression."
+                        ),
+                    );
+                }
             }
         }
     }
@@ -799,7 +974,11 @@ fn list(s: &mut State, r: &Req, zone: &str) -> Response {
         .map(|m| m.parse::<usize>().unwrap_or(0))
         .unwrap_or(500);
     if !(1..=500).contains(&max) {
-        return invalid(s, r, "Invalid value for field 'maxResults': must be between 0 and 500");
+        return invalid(
+            s,
+            r,
+            "Invalid value for field 'maxResults': must be between 0 and 500",
+        );
     }
     let page = max.min(s.page_size);
     let offset: usize = match r.query("pageToken").map(str::parse) {

@@ -20,7 +20,9 @@ impl HttpServer {
     pub fn start(name: &str, router: Router) -> Self {
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port on 127.0.0.1");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
