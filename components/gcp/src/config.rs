@@ -233,3 +233,31 @@ mod tests {
         assert!(m.message().contains("`machine_types[0]`"), "{m:?}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The `[backends.config]` of the example in the crate docs.
+    pub fn documented_config() -> serde_json::Value {
+        let docs: String = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let block = docs
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml example in the crate docs");
+        let boot: toml::Table = toml::from_str(block).expect("the example is TOML");
+        let config = &boot["backends"].as_array().unwrap()[0]["config"];
+        serde_json::to_value(config).unwrap()
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_config() {
+        let cfg: super::GcpConfig = serde_json::from_value(documented_config()).unwrap();
+        cfg.validate().unwrap();
+        assert!(crate::catalog::tdx_capable(&cfg.machine_types));
+    }
+}
