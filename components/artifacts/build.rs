@@ -15,6 +15,8 @@ const COMPONENTS: &[(&str, &str, bool)] = &[
     ("cb-aws", "AWS", true),
     ("cb-baremetal", "BAREMETAL", true),
     ("cb-fake", "FAKE", true),
+    ("cb-gcp", "GCP", true),
+    ("cb-azure", "AZURE", true),
     ("cb-hostile", "HOSTILE", false),
     ("cb-hostile-imports", "HOSTILE_IMPORTS", false),
 ];

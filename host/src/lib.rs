@@ -10,7 +10,7 @@
 //! Modules, in that order:
 //! - [`config`]: the boot config, validated with located errors;
 //! - [`runtime`]: wasmtime engine, compile cache, per-call sandboxes;
-//! - [`capabilities`]: `http`, `ssh`, `log` and `config`, one module each;
+//! - [`capabilities`]: `http`, `ssh`, `log`, `config` and `cache`, one module each;
 //! - [`backend`]: the host's backend trait and types;
 //! - [`fleet`]: routing, failover, capacity, watching;
 //! - [`events`]: what the operator may see, typed so it cannot leak identity;

@@ -1,7 +1,7 @@
 //! Outbound HTTP, limited by the host to the operator's `allowed_hosts` for
 //! this backend.
 //!
-//! ```ignore
+//! ```text
 //! let servers: ServerList = http::Request::get("https://api.example.com/v1/servers")
 //!     .bearer(&token)
 //!     .send()?

@@ -8,9 +8,13 @@
 //!   helpers;
 //! - [`ssh`]: commands on the hosts the operator assigned, by label;
 //! - [`config`]: the backend's own section of the boot config;
-//! - [`log`]: structured logging into the operator's log.
+//! - [`log`]: structured logging into the operator's log;
+//! - [`cache`]: a small in-memory cache for credentials (OAuth tokens), the
+//!   one thing that may outlive a call;
+//! - [`bootstrap`]: the first-boot script that prepares a cloud VM for a
+//!   workload (login, key, image pinned by digest).
 //!
-//! ```ignore
+//! ```text
 //! use compute_bridge_sdk::prelude::*;
 //!
 //! struct Hetzner;
@@ -48,10 +52,13 @@ pub mod bindings {
     });
 }
 
+pub mod bootstrap;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod log;
 pub mod ssh;
+pub mod time;
 
 pub use bindings::compute_bridge::backend::types::{
     BackendError, GrantSpec, Instance, InstanceState, Offer, ResourceUsage, TdxRequirement,
@@ -185,6 +192,6 @@ pub fn now_unix() -> u64 {
 pub mod prelude {
     pub use crate::{
         Backend, BackendError, GrantSpec, Instance, InstanceState, Offer, ResourceUsage, Result,
-        TdxRequirement, Workload, config, http, log, ssh,
+        TdxRequirement, Workload, cache, config, http, log, ssh,
     };
 }

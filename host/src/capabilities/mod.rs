@@ -1,4 +1,5 @@
-//! Host capabilities a backend component can be granted, one module each.
+//! Host capabilities a backend component can be granted, one module each:
+//! `http`, `ssh`, `log`, `config` and `cache` (credentials only).
 //!
 //! Each capability is built once per backend from its section of the boot
 //! config (the allow-list, the pinned hosts, the config table) and shared
@@ -6,6 +7,7 @@
 //! implements the generated `Host` trait. Nothing here knows about grants,
 //! the fleet or the dashboard.
 
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod log;
@@ -27,6 +29,8 @@ pub struct Granted {
     pub ssh: Arc<ssh::SshCapability>,
     /// Its config table.
     pub config: Arc<WasiConfigVariables>,
+    /// Its credential cache (memory only, private to this backend).
+    pub cache: Arc<cache::CacheCapability>,
 }
 
 impl Granted {
@@ -44,6 +48,10 @@ impl Granted {
                 &backend.name,
                 provider_id,
                 &backend.config,
+            )),
+            cache: Arc::new(cache::CacheCapability::new(
+                &backend.name,
+                cache::CacheLimits::default(),
             )),
         })
     }

@@ -25,7 +25,7 @@ pub use cache::{CacheStats, CompileCache, Origin};
 pub use sandbox::{CallState, CallStats, ComponentBackend, Limits};
 
 use crate::bindings;
-use crate::capabilities::{Granted, http::HttpHost, log::LogHost, ssh::SshHost};
+use crate::capabilities::{Granted, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost};
 use crate::config::{BackendConfig, BootConfig, ComponentSource};
 
 /// How often the epoch advances; a spinning guest yields this often.
@@ -126,6 +126,7 @@ impl Runtime {
         bindings::http::add_to_linker::<_, HasSelf<HttpHost>>(&mut linker, |s| &mut s.http)?;
         bindings::ssh::add_to_linker::<_, HasSelf<SshHost>>(&mut linker, |s| &mut s.ssh)?;
         bindings::log::add_to_linker::<_, HasSelf<LogHost>>(&mut linker, |s| &mut s.log)?;
+        bindings::cache::add_to_linker::<_, HasSelf<CacheHost>>(&mut linker, |s| &mut s.cache)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, |s| {
             wasmtime_wasi_config::WasiConfig::new(&s.config)
         })?;

@@ -23,6 +23,10 @@ const ALLOWED: &[(&str, &str)] = &[
         "commands on assigned hosts",
     ),
     ("compute-bridge:backend/log@0.1.", "logging"),
+    (
+        "compute-bridge:backend/cache@0.1.",
+        "credential cache in host memory",
+    ),
     ("wasi:config/store@0.2.0-rc.1", "its own config section"),
     ("wasi:io/", "streams for the standard library"),
     ("wasi:clocks/", "clocks"),

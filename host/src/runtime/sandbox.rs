@@ -25,7 +25,7 @@ use crate::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
 use crate::bindings::{self, provider::Guest as Provider};
-use crate::capabilities::{Granted, http::HttpHost, log::LogHost, ssh::SshHost};
+use crate::capabilities::{Granted, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost};
 
 /// Standard error kept per call, for trap reports (bytes).
 const STDERR_KEEP: usize = 4096;
@@ -47,6 +47,7 @@ pub struct CallState {
     pub(super) http: HttpHost,
     pub(super) ssh: SshHost,
     pub(super) log: LogHost,
+    pub(super) cache: CacheHost,
     pub(super) config: Arc<WasiConfigVariables>,
     limits: StoreLimits,
 }
@@ -130,6 +131,7 @@ impl ComponentBackend {
                 http: HttpHost(self.granted.http.clone()),
                 ssh: SshHost(self.granted.ssh.clone()),
                 log: LogHost(self.name.clone()),
+                cache: CacheHost(self.granted.cache.clone()),
                 config: self.granted.config.clone(),
                 limits: StoreLimitsBuilder::new()
                     .memory_size(self.limits.memory_bytes)

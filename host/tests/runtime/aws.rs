@@ -16,7 +16,7 @@ use compute_bridge_testkit::moto::Moto;
 use crate::support;
 use crate::support::{load, workload};
 
-const REGION: &str = "us-east-1";
+pub const REGION: &str = "us-east-1";
 /// moto accepts any image id; this one is in its default catalog.
 const AMI: &str = "ami-12c6146b";
 const IMAGE: &str =
@@ -106,6 +106,35 @@ ami = "{AMI}"
         env.get(k).cloned()
     })
     .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+}
+
+/// A `[[backends]]` table for `builtin:aws` against `moto`, and the
+/// environment its `${AWS_...}` references need (for other modules' fleets).
+pub fn aws_toml(name: &str, moto: &Moto) -> (String, Vec<(&'static str, String)>) {
+    let text = format!(
+        r#"[[backends]]
+name = "{name}"
+component = "builtin:aws"
+
+[backends.http]
+allowed_hosts = [{endpoint:?}]
+
+[backends.config]
+access_key_id = "${{AWS_ACCESS_KEY_ID}}"
+secret_access_key = "${{AWS_SECRET_ACCESS_KEY}}"
+public_address_wait_sec = 20
+endpoint = {endpoint:?}
+[[backends.config.regions]]
+name = "{REGION}"
+ami = "{AMI}"
+{CATALOG}"#,
+        endpoint = moto.endpoint,
+    );
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID", moto.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", moto.secret_access_key.clone()),
+    ];
+    (text, env)
 }
 
 fn backend(state: &std::path::Path, moto: &Moto, s: Setup<'_>) -> Arc<ComponentBackend> {

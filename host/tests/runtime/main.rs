@@ -1,15 +1,18 @@
 //! The host runtime against real components: routing, failover, capacity,
 //! the sandbox's limits and the hostile components, the compile cache,
-//! the AWS backend against moto.
+//! and the cloud backends against moto and their API fakes.
 //!
 //! One test binary with a module per concern, so the suite links once.
 
 mod support;
 
 mod aws;
+mod azure;
 mod baremetal;
 mod cache;
+mod gcp;
 mod http;
 mod routing;
 mod sandbox;
 mod ssh;
+mod tdx_routing;

@@ -75,3 +75,61 @@ pub fn workload() -> Workload {
                 .into(),
     }
 }
+
+/// Like [`config`], with `${NAME}` in the TOML expanded from `env` only
+/// (never the process environment, which tests share).
+pub fn config_with_env(
+    state: &std::path::Path,
+    backends: &str,
+    env: &[(&str, String)],
+) -> BootConfig {
+    let text = format!(
+        "[bridge]\nstate_dir = {:?}\nconcurrency_cap = 8\n\n{backends}",
+        state.display().to_string()
+    );
+    BootConfig::from_source(&Source::embedded("test.toml", &text), &|k| {
+        env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+}
+
+/// An image pinned by digest, as grants carry them.
+pub const PINNED_IMAGE: &str =
+    "ghcr.io/acme/worker@sha256:4f2c1b0d9e8a7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b";
+
+/// A two-core grant for a cloud backend, with a pinned image.
+pub fn cloud_grant(id: &str, tdx: TdxRequirement) -> GrantSpec {
+    GrantSpec {
+        request_id: id.to_string(),
+        cpu_millicores: 2000,
+        ram_mib: 4096,
+        region: None,
+        tdx,
+        image: PINNED_IMAGE.into(),
+        valid_to: compute_bridge::fleet::now_unix() + 3600,
+    }
+}
+
+/// Send a request; its status and JSON body (`null` if none).
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let r = req.send().await.expect("request to a fake");
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.expect("response body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `POST url` with a bearer token and a JSON body.
+pub fn json_post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> reqwest::RequestBuilder {
+    http.post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+}

@@ -1,11 +1,16 @@
 //! Test peers and helpers shared by the suite.
 //!
 //! Every peer here is real and runs on 127.0.0.1 on a port it picks: an
-//! OpenSSH server ([`sshd`]), moto for EC2 ([`moto`]), the bridge binary
-//! itself ([`process`]), and (added by their issues) the cloud API fakes. A
-//! peer that is not installed fails the test with the command that installs
-//! it; nothing is skipped.
+//! OpenSSH server ([`sshd`]), moto for EC2 ([`moto`]), the GCP and Azure
+//! API fakes ([`gcp_fake`], [`azure_fake`], served by [`fake_server`]), a
+//! scripted HTTP server for the http capability ([`http_server`]), the toy
+//! cloud the component template speaks ([`toy_cloud`]) and the bridge
+//! binary itself ([`process`]). A peer that is not installed fails the test
+//! with the command that installs it; nothing is skipped.
 
+pub mod azure_fake;
+pub mod fake_server;
+pub mod gcp_fake;
 pub mod http_server;
 pub mod moto;
 pub mod process;

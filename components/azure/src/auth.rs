@@ -1,0 +1,205 @@
+//! Client credentials at the Microsoft identity platform: the app's id and
+//! secret exchanged for an access token to Azure Resource Manager
+//! (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>).
+
+use compute_bridge_sdk::BackendError;
+use compute_bridge_sdk::http::{Request, Response, url_encode};
+use serde::Deserialize;
+
+use crate::config::{AzureConfig, SCOPE};
+
+/// `POST {login}/{tenant}/oauth2/v2.0/token` with the client-credentials
+/// form.
+pub fn token_request(cfg: &AzureConfig) -> Request {
+    Request::post(token_url(cfg)).form(&[
+        ("client_id", &cfg.client_id),
+        ("scope", SCOPE),
+        ("client_secret", &cfg.client_secret),
+        ("grant_type", "client_credentials"),
+    ])
+}
+
+/// The tenant's token endpoint.
+pub fn token_url(cfg: &AzureConfig) -> String {
+    format!(
+        "{}/{}/oauth2/v2.0/token",
+        cfg.login_url.trim_end_matches('/'),
+        url_encode(&cfg.tenant_id)
+    )
+}
+
+#[derive(Deserialize)]
+struct TokenOk {
+    access_token: String,
+    #[serde(default)]
+    token_type: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct TokenErr {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+    #[serde(default)]
+    error_codes: Vec<u64>,
+}
+
+/// An access token and its lifetime in seconds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The bearer token.
+    pub access_token: String,
+    /// Seconds it is valid for.
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token(<redacted>, {}s)", self.expires_in)
+    }
+}
+
+/// The token endpoint's answer: a token, or the error classified. Refused
+/// credentials are `config` naming the key to fix (AADSTS7000215 and
+/// 7000222: `client_secret`; 700016: `client_id`; 90002: `tenant_id`); 429
+/// and 5xx are `transient`.
+pub fn parse_token(resp: &Response) -> Result<Token, BackendError> {
+    if resp.is_success() {
+        let ok: TokenOk = resp.json()?;
+        if !ok.token_type.is_empty() && !ok.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(BackendError::internal(format!(
+                "token endpoint returned a {:?} token, not a bearer token",
+                ok.token_type
+            )));
+        }
+        return Ok(Token {
+            access_token: ok.access_token,
+            expires_in: ok.expires_in,
+        });
+    }
+    if resp.status == 429 || resp.status >= 500 {
+        return Err(BackendError::transient(format!(
+            "identity platform: HTTP {}",
+            resp.status
+        )));
+    }
+    let Ok(err) = serde_json::from_slice::<TokenErr>(&resp.body) else {
+        return Err(BackendError::config(format!(
+            "the identity platform refused the credentials (`tenant_id`, `client_id`, \
+             `client_secret`): HTTP {}",
+            resp.status
+        )));
+    };
+    let key = match err.error_codes.first() {
+        Some(7_000_215 | 7_000_222) => "`client_secret`",
+        Some(700_016) => "`client_id`",
+        Some(90_002) => "`tenant_id`",
+        _ => "`tenant_id`, `client_id` and `client_secret`",
+    };
+    // The first line of the description carries the AADSTS code and the
+    // reason; the rest is trace ids.
+    let reason = err.error_description.lines().next().unwrap_or("").trim();
+    Err(BackendError::config(format!(
+        "the identity platform refused the app's credentials; check {key} ({}: {reason})",
+        err.error
+    )))
+}
+
+/// How long to keep a token: its lifetime less a margin (a tenth, at most
+/// five minutes) so it is never used in its last moments.
+pub fn cache_ttl(expires_in: u64) -> u32 {
+    let margin = (expires_in / 10).min(300);
+    u32::try_from(expires_in - margin).unwrap_or(u32::MAX)
+}
+
+/// The cache key for this app's tokens.
+pub fn cache_key(cfg: &AzureConfig) -> String {
+    format!(
+        "azure-token {} {} {}",
+        cfg.login_url, cfg.tenant_id, cfg.client_id
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> AzureConfig {
+        serde_json::from_value(serde_json::json!({
+            "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "client_id": "00000000-0000-0000-0000-000000000001",
+            "client_secret": "s3cret+/=",
+            "subscription_id": "11111111-2222-3333-4444-555555555555",
+            "resource_group": "rg",
+            "subnet_id": "/subscriptions/x/providers/Microsoft.Network/virtualNetworks/v/subnets/s",
+        }))
+        .unwrap()
+    }
+
+    fn resp(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_request_is_a_client_credentials_form() {
+        let r = token_request(&cfg());
+        let (_, url, headers, body) = r.parts();
+        assert_eq!(
+            url,
+            "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
+        );
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v == "application/x-www-form-urlencoded")
+        );
+        assert_eq!(
+            std::str::from_utf8(body).unwrap(),
+            "client_id=00000000-0000-0000-0000-000000000001\
+             &scope=https%3A%2F%2Fmanagement.azure.com%2F.default\
+             &client_secret=s3cret%2B%2F%3D&grant_type=client_credentials"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_never_the_secret() {
+        let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[7000215]}"#;
+        let e = parse_token(&resp(401, body)).unwrap_err();
+        let BackendError::Config(m) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            m.contains("`client_secret`") && m.contains("AADSTS7000215"),
+            "{m}"
+        );
+        assert!(!m.contains("Trace ID") && !m.contains("s3cret"), "{m}");
+        let body = r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application not found","error_codes":[700016]}"#;
+        assert!(
+            parse_token(&resp(400, body))
+                .unwrap_err()
+                .message()
+                .contains("`client_id`")
+        );
+        assert!(matches!(
+            parse_token(&resp(503, "")),
+            Err(BackendError::Transient(_))
+        ));
+        assert!(matches!(
+            parse_token(&resp(429, "")),
+            Err(BackendError::Transient(_))
+        ));
+        let t = parse_token(&resp(200, r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0"}"#)).unwrap();
+        assert_eq!((t.access_token.as_str(), t.expires_in), ("eyJ0", 3599));
+    }
+
+    #[test]
+    fn ttl_keeps_a_margin() {
+        assert_eq!(cache_ttl(3599), 3299);
+        assert_eq!(cache_ttl(4), 4);
+    }
+}

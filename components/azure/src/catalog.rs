@@ -1,0 +1,308 @@
+//! The operator's VM-size catalog and the choice of a size and region for a
+//! grant.
+
+use compute_bridge_sdk::TdxRequirement;
+use serde::Deserialize;
+
+/// One VM size the backend may use, and where.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSize {
+    /// Azure size name, e.g. `Standard_DC4es_v5`.
+    pub name: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory, MiB.
+    pub ram_mib: u32,
+    /// What the operator pays per hour (for picking the cheapest fit).
+    #[serde(default)]
+    pub usd_per_hour: f64,
+    /// Created as a TDX confidential VM.
+    #[serde(default)]
+    pub tdx: bool,
+    /// Regions it is used in, in order of preference (`eastus`).
+    pub regions: Vec<String>,
+}
+
+/// True for the Intel TDX confidential sizes: the DCesv5/ECesv5 families
+/// (and their `eds` and v6 siblings), `Standard_<DC|EC><n>e[d]s_v<5|6>`.
+/// The AMD SEV-SNP sizes (`DCas`, `ECads`, ...) are not TDX.
+pub fn is_tdx_size(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let Some(rest) = lower.strip_prefix("standard_") else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix("dc").or_else(|| rest.strip_prefix("ec")) else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return false;
+    }
+    let Some((features, version)) = rest[digits..].split_once('_') else {
+        return false;
+    };
+    matches!(features, "es" | "eds") && matches!(version, "v5" | "v6")
+}
+
+impl VmSize {
+    /// Whether the values make sense; a message naming the field if not.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.name.starts_with("Standard_")
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(format!(
+                "`name` {:?} is not a VM size (Standard_...)",
+                self.name
+            ));
+        }
+        if self.cpus == 0 || self.ram_mib == 0 {
+            return Err("`cpus` and `ram_mib` must be above zero".into());
+        }
+        if !(self.usd_per_hour >= 0.0 && self.usd_per_hour.is_finite()) {
+            return Err("`usd_per_hour` must be a non-negative number".into());
+        }
+        if self.tdx && !is_tdx_size(&self.name) {
+            return Err(format!(
+                "`tdx = true` needs a TDX confidential size (DCesv5/ECesv5 family), not {}",
+                self.name
+            ));
+        }
+        for r in &self.regions {
+            if r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
+                return Err(format!(
+                    "{r:?} in `regions` is not a region name like eastus"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Regions the catalog can place in, in first-listed order.
+pub fn regions(sizes: &[VmSize]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in sizes.iter().flat_map(|s| &s.regions) {
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
+/// True when some TDX size is configured for some region.
+pub fn tdx_capable(sizes: &[VmSize]) -> bool {
+    sizes.iter().any(|s| s.tdx && !s.regions.is_empty())
+}
+
+/// A size and the region to create it in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice<'a> {
+    /// The size.
+    pub size: &'a VmSize,
+    /// The region.
+    pub region: &'a str,
+}
+
+/// What a grant asks for, as the catalog sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// CPU, millicores.
+    pub cpu_millicores: u32,
+    /// Memory, MiB.
+    pub ram_mib: u32,
+    /// Region, if the grant names one.
+    pub region: Option<&'a str>,
+    /// TDX requirement.
+    pub tdx: TdxRequirement,
+}
+
+/// The size and region for `want`: among sizes big enough, in the asked
+/// region, and TDX if required, the cheapest (TDX first when preferred;
+/// then fewer vCPUs, less memory, catalog order); its first matching
+/// region. `None` if nothing fits.
+pub fn pick<'a>(sizes: &'a [VmSize], want: Want<'_>) -> Option<Choice<'a>> {
+    sizes
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            u64::from(s.cpus) * 1000 >= u64::from(want.cpu_millicores)
+                && s.ram_mib >= want.ram_mib
+                && (s.tdx || want.tdx != TdxRequirement::Required)
+        })
+        .filter_map(|(i, s)| {
+            s.regions
+                .iter()
+                .find(|r| want.region.is_none_or(|w| w == r.as_str()))
+                .map(|r| (i, Choice { size: s, region: r }))
+        })
+        .min_by(|(ia, a), (ib, b)| {
+            let prefer_tdx = want.tdx == TdxRequirement::Preferred;
+            let rank = |c: &Choice<'_>| u8::from(prefer_tdx && !c.size.tdx);
+            rank(a)
+                .cmp(&rank(b))
+                .then(a.size.usd_per_hour.total_cmp(&b.size.usd_per_hour))
+                .then(a.size.cpus.cmp(&b.size.cpus))
+                .then(a.size.ram_mib.cmp(&b.size.ram_mib))
+                .then(ia.cmp(ib))
+        })
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(name: &str, cpus: u32, gib: u32, usd: f64, tdx: bool, regions: &[&str]) -> VmSize {
+        VmSize {
+            name: name.into(),
+            cpus,
+            ram_mib: gib * 1024,
+            usd_per_hour: usd,
+            tdx,
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn catalog() -> Vec<VmSize> {
+        vec![
+            s(
+                "Standard_D2s_v5",
+                2,
+                8,
+                0.096,
+                false,
+                &["eastus", "westeurope"],
+            ),
+            s("Standard_DC2es_v5", 2, 8, 0.12, true, &["westeurope"]),
+            s(
+                "Standard_DC4es_v5",
+                4,
+                16,
+                0.23,
+                true,
+                &["eastus", "westeurope"],
+            ),
+            s("Standard_EC8es_v5", 8, 64, 0.62, true, &["eastus"]),
+        ]
+    }
+
+    fn pick_name(
+        cpu: u32,
+        gib: u32,
+        region: Option<&str>,
+        tdx: TdxRequirement,
+    ) -> Option<(String, String)> {
+        let c = catalog();
+        pick(
+            &c,
+            Want {
+                cpu_millicores: cpu,
+                ram_mib: gib * 1024,
+                region,
+                tdx,
+            },
+        )
+        .map(|c| (c.size.name.clone(), c.region.to_string()))
+    }
+
+    #[test]
+    fn tdx_sizes_are_recognised() {
+        for yes in [
+            "Standard_DC2es_v5",
+            "Standard_EC64es_v5",
+            "Standard_DC4eds_v5",
+            "standard_dc8es_v6",
+        ] {
+            assert!(is_tdx_size(yes), "{yes}");
+        }
+        for no in [
+            "Standard_DC4as_v5",
+            "Standard_EC4ads_v5",
+            "Standard_D4s_v5",
+            "Standard_DCs_v5",
+            "DC4es_v5",
+            "Standard_DC4es",
+        ] {
+            assert!(!is_tdx_size(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn choice_follows_size_region_and_tdx() {
+        assert_eq!(
+            pick_name(1000, 4, None, TdxRequirement::None),
+            Some(("Standard_D2s_v5".into(), "eastus".into()))
+        );
+        assert_eq!(
+            pick_name(1000, 4, None, TdxRequirement::Required),
+            Some(("Standard_DC2es_v5".into(), "westeurope".into()))
+        );
+        assert_eq!(
+            pick_name(1000, 4, Some("eastus"), TdxRequirement::Required),
+            Some(("Standard_DC4es_v5".into(), "eastus".into()))
+        );
+        assert_eq!(
+            pick_name(1000, 4, None, TdxRequirement::Preferred)
+                .unwrap()
+                .0,
+            "Standard_DC2es_v5"
+        );
+        assert_eq!(
+            pick_name(6000, 32, None, TdxRequirement::Required)
+                .unwrap()
+                .0,
+            "Standard_EC8es_v5"
+        );
+        assert_eq!(pick_name(16_000, 32, None, TdxRequirement::Required), None);
+        assert_eq!(
+            pick_name(1000, 4, Some("japaneast"), TdxRequirement::None),
+            None
+        );
+    }
+
+    #[test]
+    fn offer_and_validation() {
+        let c = catalog();
+        assert_eq!(regions(&c), vec!["eastus", "westeurope"]);
+        assert!(tdx_capable(&c));
+        assert!(!tdx_capable(&[s(
+            "Standard_D2s_v5",
+            2,
+            8,
+            0.1,
+            false,
+            &["eastus"]
+        )]));
+        assert!(!tdx_capable(&[s(
+            "Standard_DC2es_v5",
+            2,
+            8,
+            0.1,
+            true,
+            &[]
+        )]));
+        assert!(
+            s("Standard_D2s_v5", 2, 8, 0.1, true, &["eastus"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            s("Standard_DC2es_v5", 2, 8, 0.1, true, &["East US"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            s("Standard_DC2es_v5", 2, 8, 0.1, true, &["eastus"])
+                .validate()
+                .is_ok()
+        );
+    }
+}

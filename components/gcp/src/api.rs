@@ -1,0 +1,782 @@
+//! Compute Engine REST v1: the requests the backend sends, the parts of the
+//! answers it reads, and what its errors mean.
+//!
+//! Reference: <https://cloud.google.com/compute/docs/reference/rest/v1>
+//! (`instances.insert`, `instances.get`, `instances.delete`,
+//! `instances.list`, `zoneOperations.wait`) and the error catalogue of
+//! <https://cloud.google.com/compute/docs/troubleshooting/troubleshooting-vm-creation>.
+
+use std::collections::BTreeMap;
+
+use compute_bridge_sdk::http::{Request, Response, url_encode};
+use compute_bridge_sdk::{BackendError, InstanceState};
+use rsa::sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
+
+/// Label keys the backend puts on every instance.
+pub mod labels {
+    /// The bridge's provider id.
+    pub const PROVIDER: &str = "cb_provider";
+    /// The grant's request id (label-safe form; the exact id is in the
+    /// `cb-request-id` metadata item).
+    pub const REQUEST: &str = "cb_request";
+    /// The backend's name in the boot config.
+    pub const BACKEND: &str = "cb_backend";
+    /// The workload's login.
+    pub const USER: &str = "cb_user";
+}
+
+/// Metadata key holding the exact request id.
+pub const REQUEST_ID_METADATA: &str = "cb-request-id";
+
+/// Exit code reported when the VM stopped: the cloud knows the VM powered
+/// off, not the container's exit status.
+pub const EXIT_UNKNOWN: i32 = -1;
+
+/// Where the API lives and which project it acts in.
+#[derive(Debug, Clone, Copy)]
+pub struct Api<'a> {
+    /// `https://compute.googleapis.com` (no trailing slash).
+    pub base: &'a str,
+    /// Project id.
+    pub project: &'a str,
+}
+
+impl Api<'_> {
+    fn zone_url(&self, zone: &str) -> String {
+        format!(
+            "{}/compute/v1/projects/{}/zones/{}",
+            self.base,
+            url_encode(self.project),
+            url_encode(zone)
+        )
+    }
+
+    /// `instances.insert`.
+    pub fn insert(&self, zone: &str, body: &serde_json::Value) -> Request {
+        Request::post(format!("{}/instances", self.zone_url(zone))).json(body)
+    }
+
+    /// `instances.get`.
+    pub fn get(&self, zone: &str, name: &str) -> Request {
+        Request::get(format!(
+            "{}/instances/{}",
+            self.zone_url(zone),
+            url_encode(name)
+        ))
+    }
+
+    /// `instances.delete`.
+    pub fn delete(&self, zone: &str, name: &str) -> Request {
+        Request::delete(format!(
+            "{}/instances/{}",
+            self.zone_url(zone),
+            url_encode(name)
+        ))
+    }
+
+    /// `instances.list` with a filter, one page.
+    pub fn list(&self, zone: &str, filter: &str, page_token: Option<&str>) -> Request {
+        let mut url = format!(
+            "{}/instances?filter={}&maxResults=500",
+            self.zone_url(zone),
+            url_encode(filter)
+        );
+        if let Some(t) = page_token {
+            url.push_str(&format!("&pageToken={}", url_encode(t)));
+        }
+        Request::get(url)
+    }
+
+    /// `zoneOperations.wait`: returns when the operation is `DONE` or after
+    /// about two minutes, whichever is first.
+    pub fn wait(&self, zone: &str, operation: &str) -> Request {
+        Request::post(format!(
+            "{}/operations/{}/wait",
+            self.zone_url(zone),
+            url_encode(operation)
+        ))
+    }
+}
+
+/// What an instance is created from.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec<'a> {
+    /// Instance name.
+    pub name: &'a str,
+    /// Zone.
+    pub zone: &'a str,
+    /// Machine type name.
+    pub machine_type: &'a str,
+    /// TDX Confidential VM.
+    pub tdx: bool,
+    /// Boot image.
+    pub image: &'a str,
+    /// Boot disk size, GB.
+    pub disk_gb: u32,
+    /// Network.
+    pub network: &'a str,
+    /// Subnetwork, if any.
+    pub subnetwork: Option<&'a str>,
+    /// Network tags.
+    pub tags: &'a [String],
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The exact request id (metadata).
+    pub request_id: &'a str,
+    /// The first-boot script.
+    pub startup_script: &'a str,
+}
+
+/// The `Instance` resource for `instances.insert`.
+///
+/// TDX: `confidentialInstanceConfig.confidentialInstanceType = "TDX"` with
+/// `scheduling.onHostMaintenance = "TERMINATE"` (a confidential VM cannot
+/// live-migrate); C3 needs a balanced or SSD persistent disk, never
+/// `pd-standard`, so the boot disk is `pd-balanced`.
+pub fn instance_body(s: &InstanceSpec<'_>) -> serde_json::Value {
+    let mut nic = serde_json::json!({
+        "network": s.network,
+        "accessConfigs": [{ "type": "ONE_TO_ONE_NAT", "name": "External NAT" }],
+    });
+    if let Some(sub) = s.subnetwork {
+        nic["subnetwork"] = sub.into();
+    }
+    let mut body = serde_json::json!({
+        "name": s.name,
+        "machineType": format!("zones/{}/machineTypes/{}", s.zone, s.machine_type),
+        "labels": s.labels,
+        "metadata": { "items": [
+            { "key": "startup-script", "value": s.startup_script },
+            { "key": REQUEST_ID_METADATA, "value": s.request_id },
+        ]},
+        "disks": [{
+            "boot": true,
+            "autoDelete": true,
+            "type": "PERSISTENT",
+            "initializeParams": {
+                "sourceImage": s.image,
+                "diskSizeGb": s.disk_gb.to_string(),
+                "diskType": format!("zones/{}/diskTypes/pd-balanced", s.zone),
+            },
+        }],
+        "networkInterfaces": [nic],
+    });
+    if !s.tags.is_empty() {
+        body["tags"] = serde_json::json!({ "items": s.tags });
+    }
+    if s.tdx {
+        body["confidentialInstanceConfig"] =
+            serde_json::json!({ "confidentialInstanceType": "TDX" });
+        body["scheduling"] =
+            serde_json::json!({ "onHostMaintenance": "TERMINATE", "automaticRestart": false });
+    }
+    body
+}
+
+/// The instance name for a grant: `cb-<request id, name-safe>-<hash>`, at
+/// most 63 characters, matching `[a-z]([-a-z0-9]*[a-z0-9])?`. The hash
+/// covers the provider id and the exact request id, so two grants never
+/// share a name and the same grant always gets the same one (a repeated
+/// provision finds its instance instead of making a second).
+pub fn instance_name(provider_id: &str, request_id: &str) -> String {
+    let mut slug = String::new();
+    for c in request_id.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && (slug.is_empty() || slug.ends_with('-'))) {
+            slug.push(c);
+        }
+        if slug.len() >= 40 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let digest = Sha256::digest(format!("{provider_id}/{request_id}").as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    if slug.is_empty() {
+        format!("cb-{hash}")
+    } else {
+        format!("cb-{slug}-{hash}")
+    }
+}
+
+/// A label value: lower-case letters, digits, `_` and `-`, at most 63.
+pub fn label_value(s: &str) -> String {
+    let v: String = s
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if v.is_empty() { "none".into() } else { v }
+}
+
+/// The `instances.list` filter for this provider's instances of this
+/// backend.
+pub fn list_filter(provider_id: &str, backend: &str) -> String {
+    format!(
+        "labels.{} = \"{}\" AND labels.{} = \"{}\"",
+        labels::PROVIDER,
+        label_value(provider_id),
+        labels::BACKEND,
+        label_value(backend)
+    )
+}
+
+/// An `Operation` resource (the parts used).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    /// Its name, for `wait`.
+    pub name: String,
+    /// `PENDING`, `RUNNING` or `DONE`.
+    pub status: String,
+    /// Set when it failed.
+    #[serde(default)]
+    pub error: Option<OperationErrors>,
+    /// The HTTP status the failure corresponds to.
+    #[serde(default)]
+    pub http_error_status_code: Option<u16>,
+    /// Its text.
+    #[serde(default)]
+    pub http_error_message: Option<String>,
+}
+
+/// `Operation.error`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OperationErrors {
+    /// The errors.
+    #[serde(default)]
+    pub errors: Vec<OperationError>,
+}
+
+/// One `Operation.error.errors[]` item.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OperationError {
+    /// `ZONE_RESOURCE_POOL_EXHAUSTED`, `QUOTA_EXCEEDED`, ...
+    #[serde(default)]
+    pub code: String,
+    /// Text.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl Operation {
+    /// True once it finished (successfully or not).
+    pub fn done(&self) -> bool {
+        self.status == "DONE"
+    }
+
+    /// Its failure, classified; `None` if it did not fail.
+    pub fn failure(&self) -> Option<BackendError> {
+        let errors = &self.error.as_ref()?.errors;
+        let text = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let text = if text.is_empty() {
+            self.http_error_message.clone().unwrap_or_default()
+        } else {
+            text
+        };
+        let has = |codes: &[&str]| errors.iter().any(|e| codes.contains(&e.code.as_str()));
+        Some(
+            if has(&[
+                "ZONE_RESOURCE_POOL_EXHAUSTED",
+                "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+                "QUOTA_EXCEEDED",
+            ]) {
+                BackendError::no_capacity(format!("Compute Engine: {text}"))
+            } else if has(&["RATE_LIMIT_EXCEEDED", "RESOURCE_OPERATION_RATE_EXCEEDED"]) {
+                BackendError::transient(format!("Compute Engine: {text}"))
+            } else {
+                classify_status(self.http_error_status_code.unwrap_or(0), &text)
+            },
+        )
+    }
+}
+
+/// The error body every Compute Engine call returns on failure
+/// (`{"error": {"code", "message", "errors": [{"reason", ...}], "status"}}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ErrorBody {
+    error: ErrorObject,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ErrorObject {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    reason: String,
+}
+
+/// The `reason`s of an error response (empty if it is not one).
+pub fn error_reasons(resp: &Response) -> Vec<String> {
+    serde_json::from_slice::<ErrorBody>(&resp.body)
+        .map(|b| b.error.errors.into_iter().map(|e| e.reason).collect())
+        .unwrap_or_default()
+}
+
+/// A failed response, classified: capacity and quota → `no-capacity`; rate
+/// limits, 429 and 5xx → `transient`; 401/403 and refused settings →
+/// `config`; the rest `internal`.
+pub fn api_error(resp: &Response) -> BackendError {
+    let body: ErrorBody = serde_json::from_slice(&resp.body).unwrap_or_default();
+    let reasons: Vec<&str> = body
+        .error
+        .errors
+        .iter()
+        .map(|e| e.reason.as_str())
+        .collect();
+    let message = if body.error.message.is_empty() {
+        resp.text().chars().take(300).collect()
+    } else {
+        body.error.message.clone()
+    };
+    let text = format!("HTTP {}: {message}", resp.status);
+    let has = |r: &[&str]| reasons.iter().any(|x| r.contains(x));
+    if has(&["quotaExceeded", "insufficientCapacity", "resourceExhausted"])
+        || message.contains("ZONE_RESOURCE_POOL_EXHAUSTED")
+        || (body.error.status == "RESOURCE_EXHAUSTED" && !has(&["rateLimitExceeded"]))
+    {
+        return BackendError::no_capacity(format!("Compute Engine: {text}"));
+    }
+    if has(&["rateLimitExceeded", "userRateLimitExceeded"]) {
+        return BackendError::transient(format!("Compute Engine: {text}"));
+    }
+    classify_status(resp.status, &text)
+}
+
+fn classify_status(status: u16, text: &str) -> BackendError {
+    match status {
+        429 | 500..=599 => BackendError::transient(format!("Compute Engine: {text}")),
+        401 => BackendError::config(format!(
+            "Compute Engine refused the token of the account in `service_account_key`: {text}"
+        )),
+        403 => BackendError::config(format!(
+            "the account in `service_account_key` may not do this in `project`: {text}"
+        )),
+        400 | 404 => BackendError::config(format!(
+            "Compute Engine refused a setting (check `project`, `image`, `network`, \
+             `subnetwork` and `machine_types`): {text}"
+        )),
+        _ => BackendError::internal(format!("Compute Engine: {text}")),
+    }
+}
+
+/// An `Instance` resource (the parts used).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GceInstance {
+    /// Name.
+    pub name: String,
+    /// `PROVISIONING`, `STAGING`, `RUNNING`, `STOPPING`, `STOPPED`,
+    /// `SUSPENDING`, `SUSPENDED`, `REPAIRING`, `TERMINATED`.
+    #[serde(default)]
+    pub status: String,
+    /// Full or partial URL of its machine type.
+    #[serde(default)]
+    pub machine_type: String,
+    /// Zone URL.
+    #[serde(default)]
+    pub zone: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// NICs.
+    #[serde(default)]
+    pub network_interfaces: Vec<Nic>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub creation_timestamp: String,
+    /// RFC 3339, set once it stopped.
+    #[serde(default)]
+    pub last_stop_timestamp: Option<String>,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Nic {
+    /// External access.
+    #[serde(default)]
+    pub access_configs: Vec<AccessConfig>,
+}
+
+/// An access config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessConfig {
+    /// The external IPv4 address.
+    #[serde(default, rename = "natIP")]
+    pub nat_ip: Option<String>,
+}
+
+impl GceInstance {
+    /// Its external IPv4 address, once assigned.
+    pub fn external_ip(&self) -> Option<&str> {
+        self.network_interfaces
+            .iter()
+            .flat_map(|n| &n.access_configs)
+            .find_map(|a| a.nat_ip.as_deref())
+            .filter(|ip| !ip.is_empty())
+    }
+
+    /// Its machine type's name (the URL's last segment).
+    pub fn machine_type_name(&self) -> &str {
+        self.machine_type.rsplit('/').next().unwrap_or("")
+    }
+
+    /// Its zone's name.
+    pub fn zone_name(&self) -> &str {
+        self.zone.rsplit('/').next().unwrap_or("")
+    }
+
+    /// The workload's state, from the VM's.
+    pub fn state(&self) -> InstanceState {
+        match self.status.as_str() {
+            "RUNNING" => InstanceState::Running,
+            "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" => {
+                InstanceState::Exited(EXIT_UNKNOWN)
+            }
+            // PROVISIONING, STAGING, REPAIRING and anything new: not yet (or
+            // not now) reachable.
+            _ => InstanceState::Starting,
+        }
+    }
+
+    /// When it stopped, if it did (unix seconds).
+    pub fn stopped_at(&self) -> Option<u64> {
+        if !matches!(self.state(), InstanceState::Exited(_)) {
+            return None;
+        }
+        self.last_stop_timestamp
+            .as_deref()
+            .and_then(compute_bridge_sdk::time::unix_from_rfc3339)
+    }
+}
+
+/// `instances.list`'s answer (`items` is absent when there are none).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceList {
+    /// This page.
+    #[serde(default)]
+    pub items: Vec<GceInstance>,
+    /// The next page's token.
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+/// What the backend keeps in `instance.handle`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    /// Project.
+    pub project: String,
+    /// Zone.
+    pub zone: String,
+    /// Instance name.
+    pub name: String,
+    /// Machine type.
+    pub machine_type: String,
+    /// Its vCPUs.
+    pub cpus: u32,
+    /// Its memory, MiB.
+    pub ram_mib: u32,
+    /// Unix seconds it was created.
+    pub started: u64,
+}
+
+impl Handle {
+    /// Serialized.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a handle serializes")
+    }
+
+    /// Parsed; a handle this backend did not write is `rejected`.
+    pub fn decode(s: &str) -> Result<Self, BackendError> {
+        serde_json::from_str(s)
+            .map_err(|e| BackendError::rejected(format!("not a GCP instance handle: {e}")))
+    }
+
+    /// Usage as allocated × time: the machine type's vCPUs and memory for
+    /// every second from creation to `end`.
+    pub fn usage(&self, end: u64) -> compute_bridge_sdk::ResourceUsage {
+        let secs = end.saturating_sub(self.started);
+        compute_bridge_sdk::ResourceUsage {
+            cpu_core_seconds: u64::from(self.cpus) * secs,
+            ram_mib_seconds: u64::from(self.ram_mib) * secs,
+            net_bytes: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn spec(tdx: bool) -> InstanceSpec<'static> {
+        InstanceSpec {
+            name: "cb-r1-0a1b2c3d",
+            zone: "us-central1-b",
+            machine_type: if tdx {
+                "c3-standard-4"
+            } else {
+                "n2-standard-2"
+            },
+            tdx,
+            image: "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
+            disk_gb: 20,
+            network: "global/networks/default",
+            subnetwork: None,
+            tags: &[],
+            labels: BTreeMap::from([(labels::PROVIDER.into(), "p1".into())]),
+            request_id: "R1",
+            startup_script: "#!/bin/sh\ntrue\n",
+        }
+    }
+
+    #[test]
+    fn tdx_instances_carry_the_confidential_config() {
+        let b = instance_body(&spec(true));
+        assert_eq!(
+            b["confidentialInstanceConfig"]["confidentialInstanceType"],
+            "TDX"
+        );
+        assert_eq!(b["scheduling"]["onHostMaintenance"], "TERMINATE");
+        assert_eq!(
+            b["machineType"],
+            "zones/us-central1-b/machineTypes/c3-standard-4"
+        );
+        assert_eq!(
+            b["disks"][0]["initializeParams"]["diskType"],
+            "zones/us-central1-b/diskTypes/pd-balanced"
+        );
+        assert_eq!(b["metadata"]["items"][0]["key"], "startup-script");
+        assert_eq!(b["metadata"]["items"][1]["value"], "R1");
+        assert_eq!(b["labels"]["cb_provider"], "p1");
+        assert_eq!(
+            b["networkInterfaces"][0]["accessConfigs"][0]["type"],
+            "ONE_TO_ONE_NAT"
+        );
+        let plain = instance_body(&spec(false));
+        assert!(plain.get("confidentialInstanceConfig").is_none());
+        assert!(plain.get("scheduling").is_none());
+    }
+
+    #[test]
+    fn urls_follow_the_reference() {
+        let api = Api {
+            base: "https://compute.googleapis.com",
+            project: "my-project",
+        };
+        let r = api.insert("us-central1-b", &serde_json::json!({}));
+        assert_eq!(
+            r.parts().1,
+            "https://compute.googleapis.com/compute/v1/projects/my-project/zones/us-central1-b/instances"
+        );
+        assert_eq!(
+            api.wait("us-central1-b", "operation-1").parts().1,
+            "https://compute.googleapis.com/compute/v1/projects/my-project/zones/us-central1-b/operations/operation-1/wait"
+        );
+        let l = api.list("us-central1-b", &list_filter("p1", "gcp"), Some("t2"));
+        assert_eq!(
+            l.parts().1,
+            "https://compute.googleapis.com/compute/v1/projects/my-project/zones/us-central1-b/instances\
+             ?filter=labels.cb_provider%20%3D%20%22p1%22%20AND%20labels.cb_backend%20%3D%20%22gcp%22\
+             &maxResults=500&pageToken=t2"
+        );
+    }
+
+    #[test]
+    fn names_are_valid_stable_and_distinct() {
+        let valid = |n: &str| {
+            n.len() <= 63
+                && n.starts_with(|c: char| c.is_ascii_lowercase())
+                && !n.ends_with('-')
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        let a = instance_name("p1", "Grant/42 é!");
+        assert!(valid(&a), "{a}");
+        assert!(a.starts_with("cb-grant-42-"), "{a}");
+        assert_eq!(a, instance_name("p1", "Grant/42 é!"));
+        assert_ne!(a, instance_name("p2", "Grant/42 é!"));
+        assert_ne!(instance_name("p1", "a.b"), instance_name("p1", "a-b"));
+        assert!(valid(&instance_name("p1", &"x".repeat(500))));
+        assert!(valid(&instance_name("p1", "////")));
+    }
+
+    #[test]
+    fn operation_errors_are_classified() {
+        let op = |code: &str, http: u16| -> Operation {
+            serde_json::from_value(serde_json::json!({
+                "name": "op", "status": "DONE",
+                "error": {"errors": [{"code": code, "message": "m"}]},
+                "httpErrorStatusCode": http,
+            }))
+            .unwrap()
+        };
+        assert!(matches!(
+            op("ZONE_RESOURCE_POOL_EXHAUSTED", 503).failure(),
+            Some(BackendError::NoCapacity(_))
+        ));
+        assert!(matches!(
+            op("ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", 503).failure(),
+            Some(BackendError::NoCapacity(_))
+        ));
+        assert!(matches!(
+            op("QUOTA_EXCEEDED", 403).failure(),
+            Some(BackendError::NoCapacity(_))
+        ));
+        assert!(matches!(
+            op("RESOURCE_OPERATION_RATE_EXCEEDED", 403).failure(),
+            Some(BackendError::Transient(_))
+        ));
+        assert!(matches!(
+            op("INTERNAL_ERROR", 500).failure(),
+            Some(BackendError::Transient(_))
+        ));
+        assert!(matches!(
+            op("RESOURCE_NOT_FOUND", 404).failure(),
+            Some(BackendError::Config(_))
+        ));
+        let ok: Operation =
+            serde_json::from_value(serde_json::json!({"name": "op", "status": "DONE"})).unwrap();
+        assert!(ok.done() && ok.failure().is_none());
+    }
+
+    #[test]
+    fn http_errors_are_classified() {
+        let body = |code: u16, reason: &str, status: &str| {
+            format!(
+                r#"{{"error":{{"code":{code},"message":"m","errors":[{{"message":"m","domain":"usageLimits","reason":"{reason}"}}],"status":"{status}"}}}}"#
+            )
+        };
+        let kind = |r: Response| match api_error(&r) {
+            BackendError::NoCapacity(_) => "no-capacity",
+            BackendError::Transient(_) => "transient",
+            BackendError::Config(_) => "config",
+            BackendError::Rejected(_) => "rejected",
+            BackendError::Internal(_) => "internal",
+        };
+        assert_eq!(
+            kind(resp(403, &body(403, "quotaExceeded", "PERMISSION_DENIED"))),
+            "no-capacity"
+        );
+        assert_eq!(
+            kind(resp(
+                403,
+                &body(403, "rateLimitExceeded", "PERMISSION_DENIED")
+            )),
+            "transient"
+        );
+        assert_eq!(
+            kind(resp(
+                429,
+                &body(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED")
+            )),
+            "transient"
+        );
+        assert_eq!(
+            kind(resp(503, &body(503, "backendError", "UNAVAILABLE"))),
+            "transient"
+        );
+        assert_eq!(
+            kind(resp(401, &body(401, "authError", "UNAUTHENTICATED"))),
+            "config"
+        );
+        assert_eq!(
+            kind(resp(403, &body(403, "forbidden", "PERMISSION_DENIED"))),
+            "config"
+        );
+        assert_eq!(
+            kind(resp(400, &body(400, "invalid", "INVALID_ARGUMENT"))),
+            "config"
+        );
+        assert_eq!(kind(resp(502, "<html>bad gateway</html>")), "transient");
+        let e = api_error(&resp(401, &body(401, "authError", "UNAUTHENTICATED")));
+        assert!(e.message().contains("`service_account_key`"));
+    }
+
+    #[test]
+    fn instances_are_read_and_mapped() {
+        let i: GceInstance = serde_json::from_value(serde_json::json!({
+            "name": "cb-x", "status": "TERMINATED",
+            "machineType": "https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-b/machineTypes/c3-standard-4",
+            "zone": "https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-b",
+            "networkInterfaces": [{"accessConfigs": [{"natIP": "203.0.113.7"}]}],
+            "creationTimestamp": "2024-02-29T04:00:00.000-08:00",
+            "lastStopTimestamp": "2024-02-29T05:00:00.000-08:00",
+        }))
+        .unwrap();
+        assert_eq!(i.external_ip(), Some("203.0.113.7"));
+        assert_eq!(i.machine_type_name(), "c3-standard-4");
+        assert_eq!(i.zone_name(), "us-central1-b");
+        assert_eq!(i.state(), InstanceState::Exited(EXIT_UNKNOWN));
+        assert_eq!(i.stopped_at(), Some(1_709_211_600));
+        let running = GceInstance {
+            status: "RUNNING".into(),
+            ..i.clone()
+        };
+        assert_eq!(running.state(), InstanceState::Running);
+        assert_eq!(running.stopped_at(), None);
+        let staging = GceInstance {
+            status: "STAGING".into(),
+            ..i
+        };
+        assert_eq!(staging.state(), InstanceState::Starting);
+    }
+
+    #[test]
+    fn usage_is_allocation_times_time() {
+        let h = Handle {
+            project: "p".into(),
+            zone: "z".into(),
+            name: "n".into(),
+            machine_type: "c3-standard-4".into(),
+            cpus: 4,
+            ram_mib: 16384,
+            started: 1000,
+        };
+        let u = h.usage(1600);
+        assert_eq!(
+            (u.cpu_core_seconds, u.ram_mib_seconds, u.net_bytes),
+            (2400, 16384 * 600, 0)
+        );
+        assert_eq!(h.usage(10).cpu_core_seconds, 0);
+        assert_eq!(Handle::decode(&h.encode()).unwrap(), h);
+        assert!(matches!(
+            Handle::decode("{}"),
+            Err(BackendError::Rejected(_))
+        ));
+    }
+}

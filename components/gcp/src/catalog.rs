@@ -1,0 +1,293 @@
+//! The operator's machine-type catalog and the choice of a type and zone
+//! for a grant.
+
+use compute_bridge_sdk::TdxRequirement;
+use serde::Deserialize;
+
+/// Machine families on which Compute Engine offers Intel TDX
+/// (`confidentialInstanceType = TDX`).
+pub const TDX_FAMILIES: &[&str] = &["c3"];
+
+/// One machine type the backend may use, and where.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineType {
+    /// Compute Engine name, e.g. `c3-standard-4`.
+    pub name: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory, MiB.
+    pub ram_mib: u32,
+    /// What the operator pays per hour (for picking the cheapest fit).
+    #[serde(default)]
+    pub usd_per_hour: f64,
+    /// Created as a TDX Confidential VM.
+    #[serde(default)]
+    pub tdx: bool,
+    /// Zones it is used in, in order of preference (`us-central1-a`).
+    pub zones: Vec<String>,
+}
+
+impl MachineType {
+    /// Whether the values make sense; a message naming the field if not.
+    pub fn validate(&self) -> Result<(), String> {
+        let valid_name = !self.name.is_empty()
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_name {
+            return Err(format!("`name` {:?} is not a machine type name", self.name));
+        }
+        if self.cpus == 0 || self.ram_mib == 0 {
+            return Err("`cpus` and `ram_mib` must be above zero".into());
+        }
+        if !(self.usd_per_hour >= 0.0 && self.usd_per_hour.is_finite()) {
+            return Err("`usd_per_hour` must be a non-negative number".into());
+        }
+        if self.tdx && !TDX_FAMILIES.contains(&family(&self.name)) {
+            return Err(format!(
+                "`tdx = true` needs a TDX machine family ({}), not {}",
+                TDX_FAMILIES.join(", "),
+                self.name
+            ));
+        }
+        for z in &self.zones {
+            if !is_zone(z) {
+                return Err(format!("{z:?} in `zones` is not a zone like us-central1-a"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The family of a machine type name (`c3` for `c3-standard-4`).
+pub fn family(name: &str) -> &str {
+    name.split('-').next().unwrap_or(name)
+}
+
+fn is_zone(z: &str) -> bool {
+    let parts: Vec<&str> = z.split('-').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts[2].len() == 1
+}
+
+/// The region of a zone (`us-central1` for `us-central1-a`).
+pub fn region_of(zone: &str) -> &str {
+    zone.rsplit_once('-').map(|(r, _)| r).unwrap_or(zone)
+}
+
+/// Regions the catalog can place in, in first-listed order.
+pub fn regions(types: &[MachineType]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for z in types.iter().flat_map(|t| &t.zones) {
+        let r = region_of(z);
+        if !out.iter().any(|x| x == r) {
+            out.push(r.to_string());
+        }
+    }
+    out
+}
+
+/// True when some TDX type is configured for some zone.
+pub fn tdx_capable(types: &[MachineType]) -> bool {
+    types.iter().any(|t| t.tdx && !t.zones.is_empty())
+}
+
+/// A machine type and the zone to create it in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice<'a> {
+    /// The type.
+    pub machine: &'a MachineType,
+    /// The zone.
+    pub zone: &'a str,
+}
+
+/// What a grant asks for, as the catalog sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// CPU, millicores.
+    pub cpu_millicores: u32,
+    /// Memory, MiB.
+    pub ram_mib: u32,
+    /// A region (`us-central1`) or zone (`us-central1-a`), if the grant names
+    /// one.
+    pub region: Option<&'a str>,
+    /// TDX requirement.
+    pub tdx: TdxRequirement,
+}
+
+/// The type and zone for `want`: among types big enough, in the asked
+/// region, and TDX if required, the cheapest (TDX first when preferred;
+/// then fewer vCPUs, then less memory, then catalog order); its first
+/// matching zone. `None` if nothing fits.
+pub fn pick<'a>(types: &'a [MachineType], want: Want<'_>) -> Option<Choice<'a>> {
+    let zone_ok = |z: &str| match want.region {
+        None => true,
+        Some(r) => z == r || region_of(z) == r,
+    };
+    types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            u64::from(t.cpus) * 1000 >= u64::from(want.cpu_millicores)
+                && t.ram_mib >= want.ram_mib
+                && (t.tdx || want.tdx != TdxRequirement::Required)
+        })
+        .filter_map(|(i, t)| {
+            t.zones.iter().find(|z| zone_ok(z)).map(|z| {
+                (
+                    i,
+                    Choice {
+                        machine: t,
+                        zone: z,
+                    },
+                )
+            })
+        })
+        .min_by(|(ia, a), (ib, b)| {
+            let prefer_tdx = want.tdx == TdxRequirement::Preferred;
+            let rank = |c: &Choice<'_>| u8::from(prefer_tdx && !c.machine.tdx);
+            rank(a)
+                .cmp(&rank(b))
+                .then(a.machine.usd_per_hour.total_cmp(&b.machine.usd_per_hour))
+                .then(a.machine.cpus.cmp(&b.machine.cpus))
+                .then(a.machine.ram_mib.cmp(&b.machine.ram_mib))
+                .then(ia.cmp(ib))
+        })
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, cpus: u32, gib: u32, usd: f64, tdx: bool, zones: &[&str]) -> MachineType {
+        MachineType {
+            name: name.into(),
+            cpus,
+            ram_mib: gib * 1024,
+            usd_per_hour: usd,
+            tdx,
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+        }
+    }
+
+    fn catalog() -> Vec<MachineType> {
+        vec![
+            t(
+                "n2-standard-2",
+                2,
+                8,
+                0.10,
+                false,
+                &["us-central1-a", "europe-west4-b"],
+            ),
+            t("n2-standard-8", 8, 32, 0.39, false, &["us-central1-a"]),
+            t(
+                "c3-standard-4",
+                4,
+                16,
+                0.21,
+                true,
+                &["us-central1-b", "europe-west4-c"],
+            ),
+            t("c3-standard-22", 22, 88, 1.15, true, &["us-central1-b"]),
+        ]
+    }
+
+    fn want(cpu: u32, gib: u32, region: Option<&str>, tdx: TdxRequirement) -> Want<'_> {
+        Want {
+            cpu_millicores: cpu,
+            ram_mib: gib * 1024,
+            region,
+            tdx,
+        }
+    }
+
+    fn pick_name(w: Want<'_>) -> Option<(String, String)> {
+        let c = catalog();
+        pick(&c, w).map(|c| (c.machine.name.clone(), c.zone.to_string()))
+    }
+
+    #[test]
+    fn cheapest_fit_wins() {
+        let got = pick_name(want(1500, 4, None, TdxRequirement::None));
+        assert_eq!(got, Some(("n2-standard-2".into(), "us-central1-a".into())));
+        let got = pick_name(want(3000, 12, None, TdxRequirement::None));
+        assert_eq!(got, Some(("c3-standard-4".into(), "us-central1-b".into())));
+    }
+
+    #[test]
+    fn tdx_required_only_takes_tdx_types() {
+        let got = pick_name(want(500, 1, None, TdxRequirement::Required));
+        assert_eq!(got, Some(("c3-standard-4".into(), "us-central1-b".into())));
+        let got = pick_name(want(8000, 32, None, TdxRequirement::Required));
+        assert_eq!(got, Some(("c3-standard-22".into(), "us-central1-b".into())));
+        assert_eq!(
+            pick_name(want(64_000, 32, None, TdxRequirement::Required)),
+            None
+        );
+    }
+
+    #[test]
+    fn tdx_preferred_takes_tdx_when_it_fits_and_anything_otherwise() {
+        let got = pick_name(want(500, 1, None, TdxRequirement::Preferred));
+        assert_eq!(got.unwrap().0, "c3-standard-4");
+        let got = pick_name(want(
+            500,
+            1,
+            Some("us-central1-a"),
+            TdxRequirement::Preferred,
+        ));
+        assert_eq!(got.unwrap().0, "n2-standard-2");
+    }
+
+    #[test]
+    fn region_or_zone_narrows_the_choice() {
+        let got = pick_name(want(500, 1, Some("europe-west4"), TdxRequirement::Required));
+        assert_eq!(got, Some(("c3-standard-4".into(), "europe-west4-c".into())));
+        let got = pick_name(want(500, 1, Some("europe-west4-b"), TdxRequirement::None));
+        assert_eq!(got, Some(("n2-standard-2".into(), "europe-west4-b".into())));
+        assert_eq!(
+            pick_name(want(500, 1, Some("asia-east1"), TdxRequirement::None)),
+            None
+        );
+    }
+
+    #[test]
+    fn offer_follows_the_catalog() {
+        let c = catalog();
+        assert_eq!(regions(&c), vec!["us-central1", "europe-west4"]);
+        assert!(tdx_capable(&c));
+        let plain: Vec<MachineType> = c.iter().filter(|t| !t.tdx).cloned().collect();
+        assert!(!tdx_capable(&plain));
+        // A TDX type with no zone offers no TDX.
+        let nowhere = vec![t("c3-standard-4", 4, 16, 0.2, true, &[])];
+        assert!(!tdx_capable(&nowhere));
+    }
+
+    #[test]
+    fn validation_refuses_tdx_outside_c3_and_bad_zones() {
+        assert!(
+            t("n2-standard-2", 2, 8, 0.1, true, &["us-central1-a"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            t("c3-standard-4", 4, 16, 0.2, true, &["us-central1"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            t("c3-standard-4", 4, 16, 0.2, true, &["us-central1-a"])
+                .validate()
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,471 @@
+//! The Azure backend through the real host, against the Resource Manager
+//! and identity-platform fake (tests/testkit/src/azure_fake.rs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use compute_bridge::backend::{Backend, BackendError, InstanceState, TdxRequirement};
+use compute_bridge::runtime::{ComponentBackend, Runtime};
+use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake, VmFailure};
+
+use crate::support::*;
+
+/// The `[[backends]]` table of an Azure backend pointed at `fake`, with the
+/// client secret taken from `${AZURE_SECRET}`: a plain D2s_v5 in eastus and
+/// TDX DC2es_v5 (westeurope) and DC4es_v5 (eastus, westeurope).
+pub fn azure_toml(name: &str, fake: &AzureFake) -> String {
+    let url = fake.url();
+    let a = fake.account();
+    format!(
+        r#"[[backends]]
+name = "{name}"
+component = "builtin:azure"
+[backends.http]
+allowed_hosts = ["{url}"]
+[backends.config]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret = "${{AZURE_SECRET}}"
+subscription_id = "{sub}"
+resource_group = "{rg}"
+subnet_id = "{subnet}"
+network_security_group_id = "{nsg}"
+management_url = "{url}"
+login_url = "{url}"
+[[backends.config.vm_sizes]]
+name = "Standard_D2s_v5"
+cpus = 2
+ram_mib = 8192
+usd_per_hour = 0.096
+regions = ["eastus"]
+[[backends.config.vm_sizes]]
+name = "Standard_DC2es_v5"
+cpus = 2
+ram_mib = 8192
+usd_per_hour = 0.12
+tdx = true
+regions = ["westeurope"]
+[[backends.config.vm_sizes]]
+name = "Standard_DC4es_v5"
+cpus = 4
+ram_mib = 16384
+usd_per_hour = 0.23
+tdx = true
+regions = ["eastus", "westeurope"]
+"#,
+        tenant = a.tenant_id,
+        client = a.client_id,
+        sub = a.subscription_id,
+        rg = a.resource_group,
+        subnet = a.subnet_id(),
+        nsg = a.nsg_id(),
+    )
+}
+
+struct Setup {
+    fake: AzureFake,
+    _state: tempfile::TempDir,
+    _rt: Runtime,
+    azure: Arc<ComponentBackend>,
+}
+
+fn setup_with_secret(fake: AzureFake, secret: String) -> Setup {
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(
+        state.path(),
+        &azure_toml("azure", &fake),
+        &[("AZURE_SECRET", secret)],
+    );
+    let (rt, mut backends) = load(&cfg);
+    Setup {
+        fake,
+        _state: state,
+        _rt: rt,
+        azure: backends.remove(0),
+    }
+}
+
+fn setup() -> Setup {
+    let fake = AzureFake::start(AzureAccount::default());
+    // Every operation answers "InProgress" twice before it ends.
+    fake.set_polls_per_operation(2);
+    let secret = fake.account().client_secret;
+    setup_with_secret(fake, secret)
+}
+
+#[tokio::test]
+async fn a_tdx_grant_lives_its_whole_life_on_a_confidential_vm() {
+    let s = setup();
+    let caps = s.azure.capabilities().await.unwrap();
+    assert_eq!(caps.regions, vec!["eastus", "westeurope"]);
+    assert!(caps.tdx_capable);
+
+    let grant = cloud_grant("grant-0001", TdxRequirement::Required);
+    assert!(s.azure.can_satisfy(&grant).await);
+    let w = workload();
+    let inst = s.azure.provision(&grant, &w).await.unwrap();
+    assert_eq!(inst.region, "westeurope");
+    assert!(inst.public_host.starts_with("20.0."), "{inst:?}");
+    assert_eq!(inst.user, "cb-test");
+    let vm = inst.instance_id.clone();
+    let mut resources = s.fake.resources();
+    resources.sort();
+    assert_eq!(
+        resources,
+        vec![
+            format!("networkInterfaces/{vm}-nic"),
+            format!("publicIPAddresses/{vm}-ip"),
+            format!("virtualMachines/{vm}"),
+        ]
+    );
+
+    // What reached Resource Manager: a ConfidentialVM on a TDX size, the
+    // script as custom data, the tags.
+    let body = &s.fake.vm_bodies()[0];
+    let p = &body["properties"];
+    assert_eq!(p["hardwareProfile"]["vmSize"], "Standard_DC2es_v5");
+    assert_eq!(p["securityProfile"]["securityType"], "ConfidentialVM");
+    assert_eq!(p["securityProfile"]["uefiSettings"]["vTpmEnabled"], true);
+    assert_eq!(
+        p["storageProfile"]["osDisk"]["managedDisk"]["securityProfile"]["securityEncryptionType"],
+        "VMGuestStateOnly"
+    );
+    assert_eq!(body["tags"]["cb-provider"], "test-provider");
+    assert_eq!(body["tags"]["cb-request"], "grant-0001");
+    assert_eq!(body["tags"]["cb-backend"], "azure");
+    let script = base64::engine::general_purpose::STANDARD
+        .decode(p["osProfile"]["customData"].as_str().unwrap())
+        .unwrap();
+    let script = String::from_utf8(script).unwrap();
+    assert!(script.starts_with("#!/bin/sh\n"), "{script}");
+    assert!(
+        script.contains(&format!("image='{PINNED_IMAGE}'")),
+        "{script}"
+    );
+    assert!(script.contains(&w.ssh_public_key), "{script}");
+
+    assert_eq!(s.azure.status(&inst).await.unwrap(), InstanceState::Running);
+    s.fake.set_power_state(&vm, "stopped");
+    assert_eq!(
+        s.azure.status(&inst).await.unwrap(),
+        InstanceState::Exited(-1)
+    );
+    let u = s.azure.usage(&inst).await.unwrap();
+    assert_eq!(u.ram_mib_seconds, u.cpu_core_seconds / 2 * 8192, "{u:?}");
+
+    s.azure.terminate(&inst).await.unwrap();
+    assert_eq!(s.fake.resources(), Vec::<String>::new());
+    s.azure.terminate(&inst).await.unwrap();
+    assert_eq!(s.azure.status(&inst).await.unwrap(), InstanceState::Gone);
+
+    // Long-running operations were followed by both headers.
+    let reqs = s.fake.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("GET") && r.contains("/operations/"))
+    );
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+    assert_eq!(s.fake.token_requests(), 1, "one token for the whole life");
+}
+
+#[tokio::test]
+async fn only_tdx_grants_get_the_confidential_shape() {
+    let s = setup();
+    let w = workload();
+    let plain = s
+        .azure
+        .provision(&cloud_grant("plain", TdxRequirement::None), &w)
+        .await
+        .unwrap();
+    let mut east = cloud_grant("east", TdxRequirement::Required);
+    east.region = Some("eastus".into());
+    let tdx = s.azure.provision(&east, &w).await.unwrap();
+    let bodies = s.fake.vm_bodies();
+    assert_eq!(
+        bodies[0]["properties"]["hardwareProfile"]["vmSize"],
+        "Standard_D2s_v5"
+    );
+    assert!(bodies[0]["properties"].get("securityProfile").is_none());
+    assert_eq!(
+        bodies[1]["properties"]["hardwareProfile"]["vmSize"],
+        "Standard_DC4es_v5"
+    );
+    assert_eq!(
+        bodies[1]["properties"]["securityProfile"]["securityType"],
+        "ConfidentialVM"
+    );
+    assert_eq!(
+        (plain.region.as_str(), tdx.region.as_str()),
+        ("eastus", "eastus")
+    );
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn resource_manager_errors_map_and_leave_nothing_behind() {
+    let s = setup();
+    let w = workload();
+    let cases = [
+        (VmFailure::SkuNotAvailable, "no-capacity", "SkuNotAvailable"),
+        (
+            VmFailure::AllocationFailed,
+            "no-capacity",
+            "AllocationFailed",
+        ),
+        (VmFailure::QuotaExceeded, "no-capacity", "quota"),
+        (VmFailure::Throttled, "transient", "TooManyRequests"),
+        (VmFailure::InternalError, "transient", "InternalServerError"),
+    ];
+    for (i, (failure, kind, text)) in cases.into_iter().enumerate() {
+        s.fake.fail_next_vm(failure);
+        let e = s
+            .azure
+            .provision(
+                &cloud_grant(&format!("fail-{i}"), TdxRequirement::Required),
+                &w,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind().to_string(), kind, "{failure:?}: {e}");
+        assert!(e.to_string().contains(text), "{failure:?}: {e}");
+        // The address and NIC made before the VM failed are gone again.
+        assert_eq!(s.fake.resources(), Vec::<String>::new(), "{failure:?}");
+    }
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_a_config_error_that_names_the_key_not_the_value() {
+    let fake = AzureFake::start(AzureAccount::default());
+    let s = setup_with_secret(fake, "wrong~secret.value".into());
+    let e = s
+        .azure
+        .provision(&cloud_grant("g", TdxRequirement::None), &workload())
+        .await
+        .unwrap_err();
+    let BackendError::Config(msg) = &e else {
+        panic!("expected a config error, got {e:?}")
+    };
+    assert!(
+        msg.contains("`client_secret`") && msg.contains("AADSTS7000215"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("wrong~secret") && !msg.contains("Trace ID"),
+        "{msg}"
+    );
+    assert_eq!(s.fake.resources(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn one_token_serves_many_calls_until_it_expires() {
+    let s = setup();
+    let w = workload();
+    let a = s
+        .azure
+        .provision(&cloud_grant("t-a", TdxRequirement::None), &w)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        s.azure.status(&a).await.unwrap();
+    }
+    assert_eq!(s.azure.list_instances().await.unwrap().len(), 1);
+    s.azure.terminate(&a).await.unwrap();
+    assert_eq!(s.fake.token_requests(), 1);
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+
+    // Revoked early: replaced once, the call still succeeds.
+    let b = s
+        .azure
+        .provision(&cloud_grant("t-b", TdxRequirement::None), &w)
+        .await
+        .unwrap();
+    s.fake.revoke_tokens();
+    assert_eq!(s.azure.status(&b).await.unwrap(), InstanceState::Running);
+    assert_eq!(s.fake.token_requests(), 2);
+
+    // Expiry: a short-lived token is used until it runs out, then replaced.
+    s.fake.set_token_lifetime(2);
+    s.fake.revoke_tokens();
+    s.azure.status(&b).await.unwrap();
+    assert_eq!(s.fake.token_requests(), 3);
+    s.azure.status(&b).await.unwrap();
+    assert_eq!(s.fake.token_requests(), 3);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.azure.status(&b).await.unwrap();
+    assert_eq!(s.fake.token_requests(), 4);
+}
+
+#[tokio::test]
+async fn list_instances_finds_this_providers_vms_across_pages() {
+    let s = setup();
+    let w = workload();
+    let mut mine = Vec::new();
+    for id in ["l-1", "l-2", "l-3"] {
+        mine.push(
+            s.azure
+                .provision(&cloud_grant(id, TdxRequirement::None), &w)
+                .await
+                .unwrap(),
+        );
+    }
+    s.fake.add_foreign_vm(
+        "other",
+        serde_json::json!({"cb-provider": "another", "cb-backend": "azure"}),
+    );
+    s.fake.add_foreign_vm("untagged", serde_json::json!({}));
+    s.fake.set_page_size(2);
+    let found = s.azure.list_instances().await.unwrap();
+    let mut ids: Vec<_> = found.iter().map(|i| i.instance_id.clone()).collect();
+    ids.sort();
+    let mut expected: Vec<_> = mine.iter().map(|i| i.instance_id.clone()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    for i in &found {
+        let original = mine
+            .iter()
+            .find(|m| m.instance_id == i.instance_id)
+            .unwrap();
+        assert_eq!(i.public_host, original.public_host);
+        assert_eq!(i.user, "cb-test");
+        s.azure.terminate(i).await.unwrap();
+    }
+    let mut left = s.fake.resources();
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["virtualMachines/other", "virtualMachines/untagged"]
+    );
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+/// The fake itself refuses what Resource Manager refuses.
+#[tokio::test]
+async fn the_fake_refuses_requests_that_break_the_reference() {
+    let fake = AzureFake::start(AzureAccount::default());
+    let a = fake.account();
+    let http = reqwest::Client::new();
+    let token = fake.mint_token();
+    let rg = format!(
+        "{}/subscriptions/{}/resourceGroups/{}/providers",
+        fake.url(),
+        a.subscription_id,
+        a.resource_group
+    );
+    let put = |url: String, body: serde_json::Value| {
+        http.put(url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+
+    let (status, body) = send(http.get(format!(
+        "{rg}/Microsoft.Compute/virtualMachines/x?api-version=2024-07-01"
+    )))
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("AuthenticationFailed"))
+    );
+    let (status, body) = send(
+        http.get(format!("{rg}/Microsoft.Compute/virtualMachines/x"))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("MissingApiVersionParameter"))
+    );
+    let (status, body) = send(
+        http.get(format!(
+            "{rg}/Microsoft.Compute/virtualMachines/x?api-version=2024-05-01"
+        ))
+        .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("NoRegisteredProviderFound"))
+    );
+
+    // A Standard address must be static.
+    let (status, body) = send(put(
+        format!("{rg}/Microsoft.Network/publicIPAddresses/ip?api-version=2024-05-01"),
+        serde_json::json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Dynamic"}}),
+    ))
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("StandardSkuPublicIPAddressesMustBeStatic"))
+    );
+
+    // A NIC on a subnet that does not exist.
+    let (status, body) = send(put(
+        format!("{rg}/Microsoft.Network/networkInterfaces/nic?api-version=2024-05-01"),
+        serde_json::json!({"location": "eastus", "properties": {"ipConfigurations": [{"name": "c",
+            "properties": {"subnet": {"id": "/subscriptions/x/resourceGroups/y/providers/Microsoft.Network/virtualNetworks/v/subnets/s"}}}]}}),
+    ))
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("InvalidResourceReference"))
+    );
+
+    // A NIC that exists, then VMs Azure would refuse on it.
+    let (status, _) = send(put(
+        format!("{rg}/Microsoft.Network/networkInterfaces/nic?api-version=2024-05-01"),
+        serde_json::json!({"location": "eastus", "properties": {"ipConfigurations": [{"name": "c",
+            "properties": {"subnet": {"id": a.subnet_id()}}}]}}),
+    ))
+    .await;
+    assert_eq!(status, 201);
+    let nic_id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkInterfaces/nic",
+        a.subscription_id, a.resource_group
+    );
+    let vm = |size: &str, security: Option<serde_json::Value>| {
+        let mut v = serde_json::json!({"location": "eastus", "properties": {
+            "hardwareProfile": {"vmSize": size},
+            "storageProfile": {"imageReference": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "cvm", "version": "latest"},
+                "osDisk": {"createOption": "FromImage", "managedDisk": {"storageAccountType": "StandardSSD_LRS"}}},
+            "osProfile": {"computerName": "vm", "adminUsername": "cb-user", "linuxConfiguration": {"disablePasswordAuthentication": true,
+                "ssh": {"publicKeys": [{"path": "/home/cb-user/.ssh/authorized_keys", "keyData": "ssh-ed25519 AAAA"}]}}},
+            "networkProfile": {"networkInterfaces": [{"id": nic_id}]}}});
+        if let Some(sec) = security {
+            v["properties"]["securityProfile"] = sec;
+        }
+        v
+    };
+    let cvm = serde_json::json!({"securityType": "ConfidentialVM", "uefiSettings": {"secureBootEnabled": true, "vTpmEnabled": true}});
+    for (why, body, code) in [
+        (
+            "TDX size as a plain VM",
+            vm("Standard_DC4es_v5", None),
+            "BadRequest",
+        ),
+        (
+            "ConfidentialVM on a plain size",
+            vm("Standard_D2s_v5", Some(cvm.clone())),
+            "BadRequest",
+        ),
+        (
+            "ConfidentialVM without disk encryption type",
+            vm("Standard_DC4es_v5", Some(cvm)),
+            "InvalidParameter",
+        ),
+        ("unknown size", vm("Standard_Z9", None), "InvalidParameter"),
+    ] {
+        let (status, resp) = send(put(
+            format!("{rg}/Microsoft.Compute/virtualMachines/vm?api-version=2024-07-01"),
+            body,
+        ))
+        .await;
+        assert_eq!(
+            (status, resp["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{why}: {resp}"
+        );
+    }
+    assert_eq!(fake.rejections().len(), 9, "{:#?}", fake.rejections());
+}

@@ -1,0 +1,536 @@
+//! The GCP backend through the real host, against the Compute Engine and
+//! OAuth fake (tests/testkit/src/gcp_fake.rs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use compute_bridge::backend::{Backend, BackendError, InstanceState, TdxRequirement};
+use compute_bridge::runtime::{ComponentBackend, Runtime};
+use compute_bridge_testkit::gcp_fake::{GcpFake, InsertFailure};
+
+use crate::support::*;
+
+pub const PROJECT: &str = "bridge-test";
+
+/// The `[[backends]]` table of a GCP backend pointed at `fake`: an n2 type
+/// in us-central1-a, a TDX c3 type in us-central1-b and europe-west4-a.
+pub fn gcp_toml(name: &str, fake: &GcpFake) -> String {
+    let url = fake.url();
+    format!(
+        r#"[[backends]]
+name = "{name}"
+component = "builtin:gcp"
+[backends.http]
+allowed_hosts = ["{url}"]
+[backends.config]
+project = "{PROJECT}"
+service_account_key = "${{GCP_KEY}}"
+compute_url = "{url}"
+network_tags = ["allow-ssh"]
+max_cpu_millicores = 64000
+max_ram_mib = 262144
+[[backends.config.machine_types]]
+name = "n2-standard-2"
+cpus = 2
+ram_mib = 8192
+usd_per_hour = 0.10
+zones = ["us-central1-a"]
+[[backends.config.machine_types]]
+name = "c3-standard-4"
+cpus = 4
+ram_mib = 16384
+usd_per_hour = 0.21
+tdx = true
+zones = ["us-central1-b", "europe-west4-a"]
+"#
+    )
+}
+
+pub fn start_fake() -> GcpFake {
+    GcpFake::start(
+        PROJECT,
+        &["us-central1-a", "us-central1-b", "europe-west4-a"],
+    )
+}
+
+struct Setup {
+    fake: GcpFake,
+    _state: tempfile::TempDir,
+    _rt: Runtime,
+    gcp: Arc<ComponentBackend>,
+}
+
+fn setup_with_key(fake: GcpFake, key: String) -> Setup {
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(state.path(), &gcp_toml("gcp", &fake), &[("GCP_KEY", key)]);
+    let (rt, mut backends) = load(&cfg);
+    Setup {
+        fake,
+        _state: state,
+        _rt: rt,
+        gcp: backends.remove(0),
+    }
+}
+
+fn setup() -> Setup {
+    let fake = start_fake();
+    let key = fake.key_json();
+    setup_with_key(fake, key)
+}
+
+fn started(handle: &str) -> u64 {
+    let h: serde_json::Value = serde_json::from_str(handle).unwrap();
+    h["started"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_tdx_grant_lives_its_whole_life_on_a_confidential_c3_vm() {
+    let s = setup();
+    let caps = s.gcp.capabilities().await.unwrap();
+    assert_eq!(caps.regions, vec!["us-central1", "europe-west4"]);
+    assert!(caps.tdx_capable);
+    assert_eq!(caps.max_cpu_millicores, 64000);
+
+    let grant = cloud_grant("grant-0001", TdxRequirement::Required);
+    assert!(s.gcp.can_satisfy(&grant).await);
+    let w = workload();
+    let inst = s.gcp.provision(&grant, &w).await.unwrap();
+    assert!(inst.public_host.starts_with("203.0.113."), "{inst:?}");
+    assert_eq!(inst.region, "us-central1");
+    assert_eq!(inst.ssh_port, 22);
+    assert_eq!(inst.user, "cb-test");
+    assert!(inst.instance_id.starts_with("cb-grant-0001-"), "{inst:?}");
+
+    // What reached Compute Engine: a TDX Confidential VM on C3 with the
+    // workload's script and the provider's labels.
+    let body = &s.fake.inserted()[0];
+    assert_eq!(
+        body["confidentialInstanceConfig"]["confidentialInstanceType"],
+        "TDX"
+    );
+    assert_eq!(body["scheduling"]["onHostMaintenance"], "TERMINATE");
+    assert_eq!(
+        body["machineType"],
+        "zones/us-central1-b/machineTypes/c3-standard-4"
+    );
+    assert_eq!(body["labels"]["cb_provider"], "test-provider");
+    assert_eq!(body["labels"]["cb_request"], "grant-0001");
+    assert_eq!(body["labels"]["cb_backend"], "gcp");
+    assert_eq!(body["tags"]["items"][0], "allow-ssh");
+    let items = body["metadata"]["items"].as_array().unwrap();
+    let script = items.iter().find(|i| i["key"] == "startup-script").unwrap()["value"]
+        .as_str()
+        .unwrap();
+    assert!(
+        script.contains(&format!("image='{PINNED_IMAGE}'")),
+        "{script}"
+    );
+    assert!(script.contains(&w.ssh_public_key), "{script}");
+    assert!(
+        script.contains("useradd -m -s /bin/bash -p '*' \"$user\""),
+        "{script}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|i| i["key"] == "cb-request-id" && i["value"] == "grant-0001")
+    );
+
+    assert_eq!(s.gcp.status(&inst).await.unwrap(), InstanceState::Running);
+
+    // The VM powers off when the workload exits: allocated × time up to
+    // the stop.
+    s.fake.set_instance_status(&inst.instance_id, "TERMINATED");
+    assert_eq!(
+        s.gcp.status(&inst).await.unwrap(),
+        InstanceState::Exited(-1)
+    );
+    let u = s.gcp.usage(&inst).await.unwrap();
+    let secs = u.cpu_core_seconds / 4;
+    assert_eq!(u.cpu_core_seconds, 4 * secs, "{u:?}");
+    assert_eq!(u.ram_mib_seconds, 16384 * secs, "{u:?}");
+    assert!(secs <= compute_bridge::fleet::now_unix() - started(&inst.handle) + 1);
+
+    s.gcp.terminate(&inst).await.unwrap();
+    assert!(s.fake.instances().is_empty());
+    // Idempotent: the second terminate finds nothing and succeeds.
+    s.gcp.terminate(&inst).await.unwrap();
+    assert_eq!(s.gcp.status(&inst).await.unwrap(), InstanceState::Gone);
+
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+    assert_eq!(s.fake.token_requests(), 1, "one token for the whole life");
+}
+
+#[tokio::test]
+async fn only_tdx_grants_get_the_confidential_shape() {
+    let s = setup();
+    let w = workload();
+    let plain = s
+        .gcp
+        .provision(&cloud_grant("plain", TdxRequirement::None), &w)
+        .await
+        .unwrap();
+    let preferred = s
+        .gcp
+        .provision(&cloud_grant("preferred", TdxRequirement::Preferred), &w)
+        .await
+        .unwrap();
+    let mut europe = cloud_grant("europe", TdxRequirement::Required);
+    europe.region = Some("europe-west4".into());
+    let eu = s.gcp.provision(&europe, &w).await.unwrap();
+    let bodies = s.fake.inserted();
+    assert_eq!(
+        bodies[0]["machineType"],
+        "zones/us-central1-a/machineTypes/n2-standard-2"
+    );
+    assert!(bodies[0].get("confidentialInstanceConfig").is_none());
+    assert!(bodies[0].get("scheduling").is_none());
+    assert_eq!(
+        bodies[1]["machineType"],
+        "zones/us-central1-b/machineTypes/c3-standard-4"
+    );
+    assert_eq!(
+        bodies[1]["confidentialInstanceConfig"]["confidentialInstanceType"],
+        "TDX"
+    );
+    assert_eq!(
+        bodies[2]["machineType"],
+        "zones/europe-west4-a/machineTypes/c3-standard-4"
+    );
+    assert_eq!(eu.region, "europe-west4");
+    assert_eq!(plain.region, "us-central1");
+    assert_eq!(preferred.region, "us-central1");
+
+    // What the catalog cannot hold is refused before any API call.
+    let mut huge = cloud_grant("huge", TdxRequirement::Required);
+    huge.cpu_millicores = 8000;
+    assert!(!s.gcp.can_satisfy(&huge).await);
+    let mut unpinned = cloud_grant("unpinned", TdxRequirement::None);
+    unpinned.image = "ghcr.io/acme/worker:latest".into();
+    assert!(!s.gcp.can_satisfy(&unpinned).await);
+    assert!(matches!(
+        s.gcp.provision(&unpinned, &w).await,
+        Err(BackendError::Rejected(_))
+    ));
+    assert_eq!(s.fake.inserted().len(), 3);
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn compute_engine_errors_map_to_what_the_fleet_acts_on() {
+    let s = setup();
+    let w = workload();
+    let cases = [
+        (
+            InsertFailure::ZoneResourcePoolExhausted,
+            "no-capacity",
+            "ZONE_RESOURCE_POOL_EXHAUSTED",
+        ),
+        (
+            InsertFailure::QuotaExceeded,
+            "no-capacity",
+            "QUOTA_EXCEEDED",
+        ),
+        (
+            InsertFailure::HttpQuotaExceeded,
+            "no-capacity",
+            "Quota 'C3_CPUS' exceeded",
+        ),
+        (
+            InsertFailure::RateLimited,
+            "transient",
+            "Rate Limit Exceeded",
+        ),
+        (InsertFailure::Unavailable, "transient", "Backend Error"),
+    ];
+    for (i, (failure, kind, text)) in cases.into_iter().enumerate() {
+        s.fake.fail_next_insert(failure);
+        let e = s
+            .gcp
+            .provision(
+                &cloud_grant(&format!("fail-{i}"), TdxRequirement::Required),
+                &w,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind().to_string(), kind, "{failure:?}: {e}");
+        assert!(e.to_string().contains(text), "{failure:?}: {e}");
+    }
+    // Nothing was left behind by the failures.
+    assert!(s.fake.instances().is_empty());
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_key_google_does_not_know_is_a_config_error_that_names_the_key() {
+    let fake = start_fake();
+    let key = fake.foreign_key_json();
+    let secret_line: String =
+        serde_json::from_str::<serde_json::Value>(&key).unwrap()["private_key"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string();
+    let s = setup_with_key(fake, key);
+    let e = s
+        .gcp
+        .provision(&cloud_grant("g", TdxRequirement::None), &workload())
+        .await
+        .unwrap_err();
+    let BackendError::Config(msg) = &e else {
+        panic!("expected a config error, got {e:?}")
+    };
+    assert!(msg.contains("`service_account_key`"), "{msg}");
+    assert!(msg.contains("Invalid JWT Signature"), "{msg}");
+    assert!(
+        !msg.contains(&secret_line),
+        "the key must never be shown: {msg}"
+    );
+    assert!(s.fake.instances().is_empty());
+
+    // A value that is not a key at all is caught at start, with no request.
+    let fake = start_fake();
+    let s = setup_with_key(fake, "-----BEGIN PRIVATE KEY-----\nMIIEsecret\n".into());
+    let e = s.gcp.capabilities().await.unwrap_err();
+    assert!(
+        matches!(&e, BackendError::Config(m) if m.contains("`service_account_key`") && !m.contains("MIIEsecret")),
+        "{e:?}"
+    );
+    assert_eq!(s.fake.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn one_token_serves_many_calls_until_it_expires() {
+    let s = setup();
+    let w = workload();
+    let a = s
+        .gcp
+        .provision(&cloud_grant("t-a", TdxRequirement::None), &w)
+        .await
+        .unwrap();
+    let b = s
+        .gcp
+        .provision(&cloud_grant("t-b", TdxRequirement::Required), &w)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        s.gcp.status(&a).await.unwrap();
+        s.gcp.status(&b).await.unwrap();
+    }
+    s.gcp.usage(&a).await.unwrap();
+    assert_eq!(s.gcp.list_instances().await.unwrap().len(), 2);
+    s.gcp.terminate(&a).await.unwrap();
+    assert_eq!(s.fake.token_requests(), 1, "{:?}", s.fake.requests());
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+
+    // A token Google stops accepting early is replaced once, and the call
+    // still succeeds.
+    s.fake.revoke_tokens();
+    assert_eq!(s.gcp.status(&b).await.unwrap(), InstanceState::Running);
+    assert_eq!(s.fake.token_requests(), 2);
+    s.gcp.status(&b).await.unwrap();
+    assert_eq!(s.fake.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_never_reused() {
+    let s = setup();
+    s.fake.set_token_lifetime(2);
+    let inst = s
+        .gcp
+        .provision(&cloud_grant("short", TdxRequirement::None), &workload())
+        .await
+        .unwrap();
+    s.gcp.status(&inst).await.unwrap();
+    assert_eq!(s.fake.token_requests(), 1);
+    // Let the token run out; the next call fetches a new one.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(s.gcp.status(&inst).await.unwrap(), InstanceState::Running);
+    assert_eq!(s.fake.token_requests(), 2);
+    s.gcp.status(&inst).await.unwrap();
+    assert_eq!(s.fake.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn list_instances_finds_this_providers_instances_across_pages() {
+    let s = setup();
+    let w = workload();
+    let mine: Vec<String> = {
+        let mut v = Vec::new();
+        for id in ["l-1", "l-2", "l-3"] {
+            let tdx = if id == "l-2" {
+                TdxRequirement::Required
+            } else {
+                TdxRequirement::None
+            };
+            v.push(
+                s.gcp
+                    .provision(&cloud_grant(id, tdx), &w)
+                    .await
+                    .unwrap()
+                    .instance_id,
+            );
+        }
+        v
+    };
+    s.fake.add_foreign_instance(
+        "us-central1-a",
+        "someone-else",
+        serde_json::json!({"cb_provider": "another-provider", "cb_backend": "gcp"}),
+    );
+    s.fake
+        .add_foreign_instance("us-central1-a", "unlabelled", serde_json::json!({}));
+    s.fake.set_page_size(1);
+    let mut found: Vec<_> = s.gcp.list_instances().await.unwrap();
+    found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let mut ids: Vec<String> = found.iter().map(|i| i.instance_id.clone()).collect();
+    ids.sort();
+    let mut expected = mine.clone();
+    expected.sort();
+    assert_eq!(ids, expected);
+    for i in &found {
+        assert_eq!(i.user, "cb-test");
+        assert!(i.public_host.starts_with("203.0.113."));
+        // The handle works for the rest of the life.
+        assert_eq!(s.gcp.status(i).await.unwrap(), InstanceState::Running);
+    }
+    assert!(
+        s.fake
+            .requests()
+            .iter()
+            .any(|r| r.contains("/instances") && r.starts_with("GET"))
+    );
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+/// The fake itself refuses what Compute Engine and Google's token endpoint
+/// refuse, so a backend that passes against it follows the reference.
+#[tokio::test]
+async fn the_fake_refuses_requests_that_break_the_reference() {
+    let fake = start_fake();
+    let http = reqwest::Client::new();
+    let base = format!(
+        "{}/compute/v1/projects/{PROJECT}/zones/us-central1-b",
+        fake.url()
+    );
+
+    // No token.
+    let (status, body) = send(http.get(format!("{base}/instances/x"))).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["errors"][0]["reason"], "authError");
+
+    // A forged assertion.
+    let (status, body) = send(
+        http.post(fake.token_url())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer\
+                 &assertion=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln",
+            ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(fake.token_requests(), 1);
+
+    // Instances that Compute Engine would refuse.
+    let token = fake.mint_token();
+    let good = || {
+        serde_json::json!({
+            "name": "cb-ok",
+            "machineType": "zones/us-central1-b/machineTypes/c3-standard-4",
+            "disks": [{"boot": true, "autoDelete": true, "initializeParams": {
+                "sourceImage": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
+                "diskType": "zones/us-central1-b/diskTypes/pd-balanced"}}],
+            "networkInterfaces": [{"network": "global/networks/default",
+                "accessConfigs": [{"type": "ONE_TO_ONE_NAT"}]}],
+            "confidentialInstanceConfig": {"confidentialInstanceType": "TDX"},
+            "scheduling": {"onHostMaintenance": "TERMINATE"},
+        })
+    };
+    let mut tdx_on_n2 = good();
+    tdx_on_n2["machineType"] = "zones/us-central1-b/machineTypes/n2-standard-2".into();
+    let mut migrating_tdx = good();
+    migrating_tdx["scheduling"]["onHostMaintenance"] = "MIGRATE".into();
+    let mut standard_disk_on_c3 = good();
+    standard_disk_on_c3["disks"][0]["initializeParams"]["diskType"] =
+        "zones/us-central1-b/diskTypes/pd-standard".into();
+    let mut no_disk = good();
+    no_disk.as_object_mut().unwrap().remove("disks");
+    let mut unknown_field = good();
+    unknown_field["colour"] = "red".into();
+    let mut bad_label = good();
+    bad_label["labels"] = serde_json::json!({"Provider": "x"});
+    for (why, body) in [
+        ("TDX on N2", tdx_on_n2),
+        ("TDX with live migration", migrating_tdx),
+        ("pd-standard on C3", standard_disk_on_c3),
+        ("no boot disk", no_disk),
+        ("unknown field", unknown_field),
+        ("upper-case label key", bad_label),
+    ] {
+        let (status, body) = send(json_post(
+            &http,
+            &format!("{base}/instances"),
+            &token,
+            &body,
+        ))
+        .await;
+        assert_eq!(status, 400, "{why}");
+        assert_eq!(body["error"]["errors"][0]["reason"], "invalid", "{why}");
+    }
+    assert!(fake.instances().is_empty());
+
+    // The conforming one is accepted; `wait` takes no body.
+    let (status, op) = send(json_post(
+        &http,
+        &format!("{base}/instances"),
+        &token,
+        &good(),
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let wait = format!("{base}/operations/{}/wait", op["name"].as_str().unwrap());
+    let (status, _) = send(http.post(&wait).bearer_auth(&token).body("{}")).await;
+    assert_eq!(status, 400);
+    let (_, op) = send(http.post(&wait).bearer_auth(&token)).await;
+    assert_eq!(op["status"], "DONE");
+    assert_eq!(fake.instance_status("cb-ok").as_deref(), Some("RUNNING"));
+    assert_eq!(fake.rejections().len(), 9, "{:#?}", fake.rejections());
+}
+
+#[tokio::test]
+async fn provisioning_the_same_grant_twice_finds_the_first_instance() {
+    let s = setup();
+    let g = cloud_grant("again", TdxRequirement::Required);
+    let first = s.gcp.provision(&g, &workload()).await.unwrap();
+    let second = s.gcp.provision(&g, &workload()).await.unwrap();
+    assert_eq!(first.instance_id, second.instance_id);
+    assert_eq!(first.public_host, second.public_host);
+    assert_eq!(s.fake.instances().len(), 1);
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+/// The token cache belongs to one backend: a second backend on the same
+/// account gets no token from the first one's cache.
+#[tokio::test]
+async fn each_backend_has_its_own_token_cache() {
+    let fake = start_fake();
+    let state = tempfile::tempdir().unwrap();
+    let toml = format!("{}\n{}", gcp_toml("gcp-a", &fake), gcp_toml("gcp-b", &fake));
+    let cfg = config_with_env(state.path(), &toml, &[("GCP_KEY", fake.key_json())]);
+    let (_rt, backends) = load(&cfg);
+    backends[0].list_instances().await.unwrap();
+    backends[0].list_instances().await.unwrap();
+    assert_eq!(fake.token_requests(), 1);
+    backends[1].list_instances().await.unwrap();
+    assert_eq!(fake.token_requests(), 2);
+    backends[0].list_instances().await.unwrap();
+    backends[1].list_instances().await.unwrap();
+    assert_eq!(fake.token_requests(), 2);
+    for b in &backends {
+        assert_eq!(b.granted().cache.len(), 1, "one token, nothing else");
+    }
+}

@@ -1,0 +1,250 @@
+//! The server under the GCP and Azure API fakes: an axum router on its
+//! own thread and tokio runtime, stopped on drop.
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use axum::Router;
+use tokio::sync::oneshot;
+
+/// A running server; stopped (connections dropped) on drop.
+pub struct FakeServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeServer {
+    /// Serve `router` on a free port of 127.0.0.1.
+    pub fn start(name: &str, router: Router) -> Self {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port on 127.0.0.1");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-fake"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("fake server runtime");
+                rt.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    tokio::select! {
+                        r = axum::serve(listener, router) => r.expect("fake server"),
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime drops every open connection.
+            })
+            .expect("starting the fake server thread");
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request as the fakes see it.
+#[derive(Debug, Clone)]
+pub struct Req {
+    /// Method.
+    pub method: axum::http::Method,
+    /// Path, percent-decoded, split on `/` (no empty segments).
+    pub segments: Vec<String>,
+    /// The raw path.
+    pub path: String,
+    /// Query pairs, decoded.
+    pub query: Vec<(String, String)>,
+    /// Headers.
+    pub headers: axum::http::HeaderMap,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    /// First value of query parameter `k`.
+    pub fn query(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Header `k` as text.
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers.get(k).and_then(|v| v.to_str().ok())
+    }
+
+    /// The bearer token of `Authorization`, if any.
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+    }
+
+    /// True if `Content-Type` is `mime` (parameters ignored).
+    pub fn content_type_is(&self, mime: &str) -> bool {
+        self.header("content-type")
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(mime))
+    }
+
+    /// The body as an `application/x-www-form-urlencoded` form.
+    pub fn form(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(&self.body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| e.to_string())
+    }
+
+    /// `METHOD path` for logs and rejection lists.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// A response with a JSON body and extra headers.
+pub fn json(
+    status: u16,
+    body: &serde_json::Value,
+    headers: &[(&str, String)],
+) -> axum::response::Response {
+    let mut b = axum::response::Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=UTF-8");
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    b.body(axum::body::Body::from(body.to_string()))
+        .expect("a response")
+}
+
+/// An empty response with headers.
+pub fn empty(status: u16, headers: &[(&str, String)]) -> axum::response::Response {
+    let mut b = axum::response::Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    b.body(axum::body::Body::empty()).expect("a response")
+}
+
+/// A router that hands every request, whatever its path, to `handle`.
+pub fn router<S: Send + Sync + 'static>(
+    state: std::sync::Arc<S>,
+    handle: fn(&S, Req) -> axum::response::Response,
+) -> Router {
+    Router::new().fallback(
+        move |method: axum::http::Method,
+              uri: axum::http::Uri,
+              headers: axum::http::HeaderMap,
+              body: axum::body::Bytes| {
+            let state = state.clone();
+            async move {
+                let path = uri.path().to_string();
+                let segments = path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+                            .next()
+                            .map(|(_, v)| v.into_owned())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let query = uri
+                    .query()
+                    .map(|q| {
+                        form_urlencoded::parse(q.as_bytes())
+                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                handle(
+                    &state,
+                    Req {
+                        method,
+                        segments,
+                        path,
+                        query,
+                        headers,
+                        body: body.to_vec(),
+                    },
+                )
+            }
+        },
+    )
+}
+
+/// Unix seconds now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// RFC 3339 for unix seconds, with the offset Compute Engine uses
+/// (`-07:00`) or `Z`.
+pub fn rfc3339(unix: u64, offset_hours: i64) -> String {
+    let t = unix as i64 + offset_hours * 3600;
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let offset = if offset_hours == 0 {
+        "Z".to_string()
+    } else {
+        format!(
+            "{}{:02}:00",
+            if offset_hours < 0 { '-' } else { '+' },
+            offset_hours.abs()
+        )
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000{offset}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// A random token of `n` bytes, URL-safe base64.
+pub fn random_token(n: usize) -> String {
+    use base64::Engine as _;
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
