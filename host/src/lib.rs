@@ -14,7 +14,8 @@
 //! - [`backend`]: the host's backend trait and types;
 //! - [`fleet`]: routing, failover, capacity, watching;
 //! - [`events`]: what the operator may see, typed so it cannot leak identity;
-//! - [`bridge`]: start-up and the routing table.
+//! - [`bridge`]: start-up and the routing table;
+//! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics).
 
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod bindings;
 pub mod bridge;
 pub mod capabilities;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 pub mod fleet;
 pub mod identity;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `compute-bridge` binary against real peers.
 
 mod cli;
+mod dashboard;
 
 /// The binary under test.
 pub fn bridge_bin() -> std::path::PathBuf {

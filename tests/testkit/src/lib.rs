@@ -1,11 +1,14 @@
 //! Test peers and helpers shared by the suite.
 //!
 //! Every peer here is real and runs on 127.0.0.1 on a port it picks: an
-//! OpenSSH server ([`sshd`]), the bridge binary itself ([`process`]), and
+//! OpenSSH server ([`sshd`]), the bridge binary itself ([`process`]),
+//! headless Chromium ([`chromium`]), a bare HTTP client ([`http`]), and
 //! (added by their issues) moto and the cloud API fakes. A peer that is not
 //! installed fails the test with the command that installs it; nothing is
 //! skipped.
 
+pub mod chromium;
+pub mod http;
 pub mod process;
 pub mod sshd;
 
