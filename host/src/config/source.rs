@@ -249,10 +249,8 @@ pub fn expand_env(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
     match value {
-        toml::Value::String(s) => {
-            if s.contains('$') {
-                *s = expand_one(s, lookup).map_err(|msg| source.error_at_path(path, msg))?;
-            }
+        toml::Value::String(s) if s.contains('$') => {
+            *s = expand_one(s, lookup).map_err(|msg| source.error_at_path(path, msg))?;
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {

@@ -149,7 +149,7 @@ fn backends_block(backends: &[BackendSnapshot]) -> String {
         };
         let _ = write!(
             out,
-            "{:<27}cap={:<12}used={:<12}grants={}",
+            "{:<26} cap={:<11} used={:<11} grants={}",
             format!("[{regions}]"),
             format!(
                 "{}/{}",
@@ -284,7 +284,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

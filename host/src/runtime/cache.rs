@@ -88,10 +88,10 @@ impl CompileCache {
             .map_err(anyhow::Error::from)
             .context("compiling the component")?;
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        if let Some(path) = self.path_for(&digest) {
-            if let Err(e) = store(&path, &component) {
-                tracing::warn!(path = %path.display(), "cannot write the compile cache: {e:#}");
-            }
+        if let Some(path) = self.path_for(&digest)
+            && let Err(e) = store(&path, &component)
+        {
+            tracing::warn!(path = %path.display(), "cannot write the compile cache: {e:#}");
         }
         Ok((component, Origin::Compiled))
     }

@@ -11,7 +11,7 @@ use compute_bridge::dashboard::DashboardServer;
 use compute_bridge::events::{Event, EventSink};
 use compute_bridge_testkit::chromium;
 
-use super::{Rig, grant, workload};
+use super::{Rig, grant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_shows_the_fed_grants_and_cost_and_runs_no_script() {
@@ -30,7 +30,11 @@ async fn chromium_shows_the_fed_grants_and_cost_and_runs_no_script() {
             "registry.example/app@sha256:00",
             region,
         );
-        placed.push(rig.place(&g, &workload("cb", "k")).await.expect("placed"));
+        placed.push(
+            rig.place(&g, &crate::support::workload())
+                .await
+                .expect("placed"),
+        );
     }
     // 100 core-h and 200 GiB-h each at aws's $0.05/core-h and $0.01/GiB-h:
     // $7.00 each, $14.00 for the two.
@@ -45,7 +49,12 @@ async fn chromium_shows_the_fed_grants_and_cost_and_runs_no_script() {
     rig.dashboard.record(Event::RevenueSettled { usd: 20.5 });
     rig.dashboard.record(Event::SubscriberJoined);
     rig.dashboard.record(Event::SubscriberJoined);
-    rig.clock.advance(120);
+    rig.dashboard
+        .set_provider_id("5f3a9c0e7b214d6a8e90c1d2b3a4f5e6");
+    rig.dashboard.sample_capacity();
+    rig.clock.advance(60);
+    rig.dashboard.sample_capacity();
+    rig.clock.advance(60);
 
     let server = DashboardServer::start(rig.dashboard.clone(), "127.0.0.1", 0)
         .await
@@ -71,11 +80,16 @@ async fn chromium_shows_the_fed_grants_and_cost_and_runs_no_script() {
         dom.contains("&lt;script&gt;alert('region')&lt;/script&gt;"),
         "{dom}"
     );
-    // The text from `prefix` to the end of its line (a block's first line
-    // follows its <pre> tag).
+    // The text from `prefix` to the end of its line, without the tags
+    // around a block's first and last lines.
     let line = |prefix: &str| -> String {
         dom.lines()
-            .find_map(|l| l.find(prefix).map(|i| l[i..].to_string()))
+            .find_map(|l| {
+                l.find(prefix).map(|i| {
+                    let rest = &l[i..];
+                    rest[..rest.find('<').unwrap_or(rest.len())].to_string()
+                })
+            })
             .unwrap_or_else(|| panic!("no line with {prefix:?} in:\n{dom}"))
     };
     assert!(
@@ -101,6 +115,10 @@ async fn chromium_shows_the_fed_grants_and_cost_and_runs_no_script() {
         "{dom}"
     );
     assert!(dom.contains("azure       (disabled)"), "{dom}");
+    assert!(line("Provider:").contains("5f3a9c0e7b21 "), "{dom}");
+    // 1.5 of 112 declared cores reserved for the sampled minute.
+    assert!(line("Idle:").contains("99%"), "{dom}");
+    assert!(line("Observed:").contains("1m 00s"), "{dom}");
     assert!(line("[t-2m]").contains("Subscriber joined"), "{dom}");
     assert!(
         dom.contains("http-equiv=\"refresh\" content=\"7\""),

@@ -8,7 +8,7 @@ use compute_bridge::dashboard::DashboardServer;
 use compute_bridge::events::{Event, EventSink};
 use compute_bridge_testkit::http;
 
-use super::{Rig, grant, workload};
+use super::{Rig, grant};
 
 /// Every family, as declared in `# TYPE` lines.
 const FAMILIES: &[(&str, &str)] = &[
@@ -109,9 +109,12 @@ async fn metrics_are_exactly_the_dashboard_numbers() {
     let mut placed = Vec::new();
     for i in 0..3 {
         placed.push(
-            rig.place(&grant(&format!("r{i}"), "img", None), &workload("cb", "k"))
-                .await
-                .unwrap(),
+            rig.place(
+                &grant(&format!("r{i}"), "img", None),
+                &crate::support::workload(),
+            )
+            .await
+            .unwrap(),
         );
     }
     rig.complete(

@@ -17,7 +17,7 @@ mod schema;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use compute_bridge::backend::{GrantSpec, TdxRequirement, Usage, Workload};
+use compute_bridge::backend::{GrantSpec, Usage, Workload};
 use compute_bridge::config::{BootConfig, Source};
 use compute_bridge::dashboard::{Dashboard, ManualClock, Settings};
 use compute_bridge::events::{Event, EventSink};
@@ -74,8 +74,6 @@ enabled = false
 /// A fleet over the rig's backends, and a dashboard over it on a manual
 /// clock.
 pub struct Rig {
-    /// The config.
-    pub cfg: BootConfig,
     /// The fleet.
     pub fleet: Fleet,
     /// The dashboard.
@@ -109,16 +107,7 @@ impl Rig {
             })
             .collect();
         let fleet = Fleet::new(
-            backends
-                .iter()
-                .zip(&cfg.backends)
-                .map(|(b, c)| {
-                    (
-                        b.clone() as Arc<dyn compute_bridge::backend::Backend>,
-                        c.enabled,
-                    )
-                })
-                .collect(),
+            crate::support::fleet_members(&cfg, &backends),
             cfg.bridge.concurrency_cap,
         );
         if refresh {
@@ -131,7 +120,6 @@ impl Rig {
             Arc::new(clock.clone()),
         );
         Self {
-            cfg,
             fleet,
             dashboard,
             clock,
@@ -194,13 +182,9 @@ impl Rig {
 /// A small grant with these requester-side values.
 pub fn grant(request_id: &str, image: &str, region: Option<&str>) -> GrantSpec {
     GrantSpec {
-        request_id: request_id.to_string(),
-        cpu_millicores: 2000,
-        ram_mib: 4096,
-        region: region.map(str::to_string),
-        tdx: TdxRequirement::None,
         image: image.to_string(),
-        valid_to: compute_bridge::fleet::now_unix() + 600,
+        region: region.map(str::to_string),
+        ..crate::support::grant(request_id)
     }
 }
 

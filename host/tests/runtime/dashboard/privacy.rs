@@ -41,11 +41,15 @@ async fn a_canary_in_every_requester_field_shows_up_in_no_output() {
     // aws (the fake), which echoes the request id into its instance id, as a
     // careless backend might.
     for i in 0..3 {
-        let g = grant(
-            &format!("{canary}-request-{i}"),
-            &format!("registry.{canary}.example/app@sha256:{canary}"),
-            None,
-        );
+        let g = compute_bridge::backend::GrantSpec {
+            // Big enough for the fake to report whole core-seconds.
+            cpu_millicores: 2000,
+            ..grant(
+                &format!("{canary}-request-{i}"),
+                &format!("registry.{canary}.example/app@sha256:{canary}"),
+                None,
+            )
+        };
         let w = workload(&format!("u{canary}"), &format!("{canary}@requester"));
         let p = rig.place(&g, &w).await.expect("placed on aws");
         assert!(

@@ -7,7 +7,7 @@ use compute_bridge::dashboard::ProviderStatus;
 use compute_bridge::events::{DeclineReason, Event, EventSink};
 use serde_json::Value;
 
-use super::{Rig, grant, workload};
+use super::{Rig, grant};
 
 fn schema() -> Value {
     let path = compute_bridge_testkit::workspace_root().join("docs/snapshot.schema.json");
@@ -34,7 +34,7 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
     d.set_status(ProviderStatus::Alive);
     d.set_module_version("Compute v0.6");
     let p = rig
-        .place(&grant("r1", "img", None), &workload("cb", "k"))
+        .place(&grant("r1", "img", None), &crate::support::workload())
         .await
         .unwrap();
     rig.clock.advance(10);
@@ -50,10 +50,13 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
         },
     )
     .await;
-    let _ = rig
-        .place(&grant("r2", "img", Some("mars-1")), &workload("cb", "k"))
-        .await
-        .unwrap_err();
+    let declined = rig
+        .place(
+            &grant("r2", "img", Some("mars-1")),
+            &crate::support::workload(),
+        )
+        .await;
+    assert!(declined.is_err(), "no backend serves mars-1");
     d.record(Event::Failover {
         from: "aws".into(),
         to: None,
@@ -145,7 +148,20 @@ fn the_schema_is_strict() {
     fn walk(v: &Value, at: &str, loose: &mut Vec<String>) {
         match v {
             Value::Object(m) => {
-                if let Some(Value::Object(props)) = m.get("properties")
+                if let Some(Value::Array(branches)) = m.get("oneOf")
+                    && m.contains_key("properties")
+                {
+                    // An object that is one of several shapes: each shape
+                    // must be closed.
+                    for (i, b) in branches.iter().enumerate() {
+                        if b.get("additionalProperties") != Some(&Value::Bool(false))
+                            && b.get("$ref").is_none()
+                        {
+                            loose
+                                .push(format!("{at}/oneOf/{i}: additionalProperties is not false"));
+                        }
+                    }
+                } else if let Some(Value::Object(props)) = m.get("properties")
                     && m.get("type") == Some(&Value::String("object".into()))
                 {
                     if m.get("additionalProperties") != Some(&Value::Bool(false)) {
