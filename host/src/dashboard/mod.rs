@@ -406,6 +406,84 @@ impl EventSink for Dashboard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Usage;
+
+    fn dashboard(attestation: AttestationMode) -> (Dashboard, ManualClock) {
+        let clock = ManualClock::new(1_700_000_000);
+        let settings = Settings {
+            coalition: "infer.corp".into(),
+            refresh_sec: 30,
+            rates: BTreeMap::from([(
+                "aws".to_string(),
+                Rate {
+                    core_hour_usd: 0.05,
+                    ram_gib_hour_usd: 0.01,
+                },
+            )]),
+            state_dir: None,
+            attestation,
+        };
+        let d = Dashboard::new(settings, Fleet::new(Vec::new(), 4), Arc::new(clock.clone()));
+        (d, clock)
+    }
+
+    #[test]
+    fn the_window_rolls_with_the_injected_clock_and_lifetime_stays() {
+        let (d, clock) = dashboard(AttestationMode::None);
+        d.record(Event::GrantAccepted {
+            backend: "aws".into(),
+            region: "us-east-1".into(),
+        });
+        d.record(Event::GrantCompleted {
+            backend: "aws".into(),
+            usage: Usage {
+                cpu_core_seconds: 36_000,
+                ram_mib_seconds: 0,
+                net_bytes: 0,
+            },
+        });
+        d.record(Event::RevenueSettled { usd: 2.0 });
+        clock.advance(23 * 3600);
+        let s = d.snapshot();
+        assert_eq!(s.window.grants_served, 1);
+        assert_eq!(s.window.cpu_core_seconds, 36_000);
+        assert_eq!(s.window.settled_revenue_usd, 2.0);
+        assert_eq!(s.provider.uptime_seconds, 23 * 3600);
+        assert_eq!(s.recent_events[0].age_seconds, 23 * 3600);
+        // A day (and one bucket) later the window is empty; the lifetime
+        // counters and the event list are not windowed.
+        clock.advance(3600 + window::BUCKET_SECS);
+        let s = d.snapshot();
+        assert_eq!(s.window.grants_served, 0);
+        assert_eq!(s.window.cpu_core_seconds, 0);
+        assert_eq!(s.window.settled_revenue_usd, 0.0);
+        assert_eq!(s.window.margin_ratio, None);
+        assert_eq!(s.lifetime.grants_served, 1);
+        assert_eq!(s.lifetime.cpu_core_seconds, 36_000);
+        assert_eq!(s.recent_events.len(), 3);
+    }
+
+    #[test]
+    fn with_attestation_off_mrtd_never_says_ok() {
+        let (d, _) = dashboard(AttestationMode::None);
+        assert_eq!(d.snapshot().provider.mrtd, MrtdState::NotApplicable);
+        d.set_mrtd(MrtdState::Ok);
+        assert_eq!(d.snapshot().provider.mrtd, MrtdState::NotApplicable);
+        let (d, _) = dashboard(AttestationMode::Tdx);
+        assert_eq!(d.snapshot().provider.mrtd, MrtdState::Pending);
+        d.set_mrtd(MrtdState::Mismatch);
+        assert_eq!(d.snapshot().provider.mrtd, MrtdState::Mismatch);
+    }
+
+    #[test]
+    fn only_the_provider_id_prefix_is_kept() {
+        let (d, _) = dashboard(AttestationMode::None);
+        d.set_provider_id("0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            d.snapshot().provider.id_prefix.as_deref(),
+            Some("0123456789ab")
+        );
+    }
 
     #[test]
     fn idle_is_the_unreserved_share_of_declared_capacity() {
