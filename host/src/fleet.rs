@@ -417,7 +417,7 @@ impl Fleet {
                 full.push(name);
                 continue;
             };
-            tracing::info!(backend = name, request_id = %grant.request_id, "routing grant");
+            tracing::info!(backend = name, "routing grant");
             match m.backend.provision(grant, workload).await {
                 Ok(instance) => {
                     return Ok(Placement {
@@ -431,7 +431,7 @@ impl Fleet {
                 }
                 Err(e) if e.is_failover() => {
                     release_capacity_only(reservation);
-                    tracing::warn!(backend = name, request_id = %grant.request_id, "provision failed, failing over: {e}");
+                    tracing::warn!(backend = name, "provision failed, failing over: {e}");
                     failovers.push(Failover {
                         from: name.to_string(),
                         kind: e.kind(),
@@ -440,7 +440,7 @@ impl Fleet {
                 }
                 Err(e) => {
                     release_capacity_only(reservation);
-                    tracing::warn!(backend = name, request_id = %grant.request_id, "provision failed: {e}");
+                    tracing::warn!(backend = name, "provision failed: {e}");
                     return Err(Decline::Failed {
                         backend: name.to_string(),
                         error: e,

@@ -14,8 +14,10 @@
 //! - [`backend`]: the host's backend trait and types;
 //! - [`fleet`]: routing, failover, capacity, watching;
 //! - [`events`]: what the operator may see, typed so it cannot leak identity;
+//! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
 //! - [`bridge`]: start-up and the routing table;
-//! - [`sweep`]: the opt-in orphan sweep at start.
+//! - [`sweep`]: the opt-in orphan sweep at start;
+//! - [`conformance`] and [`template`]: the component author's kit.
 
 #![warn(missing_docs)]
 
@@ -25,6 +27,7 @@ pub mod bridge;
 pub mod capabilities;
 pub mod config;
 pub mod conformance;
+pub mod dashboard;
 pub mod events;
 pub mod fleet;
 pub mod identity;

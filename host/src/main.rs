@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use compute_bridge::bridge::Bridge;
 use compute_bridge::config::{BootConfig, LOCAL_NAME};
+use compute_bridge::dashboard::{Dashboard, DashboardServer};
 use compute_bridge::runtime::{CompileCache, Runtime, RuntimeOptions, policy};
 
 /// Sell compute from your clouds and bare-metal hosts to a coalition, from
@@ -32,6 +33,11 @@ enum Command {
         /// the bare-metal backend on this machine and a local coalition.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Serve the dashboard on this port instead of the config's
+        /// `[dashboard] port` (0 picks a free one; the address stays
+        /// 127.0.0.1).
+        #[arg(long, value_name = "PORT")]
+        dashboard_port: Option<u16>,
     },
     /// Validate a config and print the routing table it describes.
     CheckConfig {
@@ -83,7 +89,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run { config } => run(config.as_deref()),
+        Command::Run {
+            config,
+            dashboard_port,
+        } => run(config.as_deref(), dashboard_port),
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Components(ComponentsCommand::Inspect { file }) => inspect(&file),
         Command::Components(ComponentsCommand::New {
@@ -125,8 +134,11 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<BootConfig> {
     }
 }
 
-fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(config)?;
+fn run(config: Option<&Path>, dashboard_port: Option<u16>) -> anyhow::Result<ExitCode> {
+    let mut cfg = load_config(config)?;
+    if let Some(port) = dashboard_port {
+        cfg.dashboard.port = port;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,9 +153,23 @@ fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         let bridge = Bridge::start(cfg).await?;
         tracing::info!(provider_id = %bridge.provider_id, "provider identity");
         bridge.log_routing_table();
+        let dashboard = Dashboard::for_bridge(&bridge);
+        let server = DashboardServer::start(
+            dashboard.clone(),
+            &bridge.config.dashboard.bind,
+            bridge.config.dashboard.port,
+        )
+        .await
+        .context("starting the dashboard")?;
+        tracing::info!(
+            url = %server.url(),
+            "dashboard listening on 127.0.0.1:{p}; from your workstation: ssh -L {p}:localhost:{p} <this host>",
+            p = server.local_addr().port()
+        );
         tracing::info!("ready; stop with Ctrl-C or SIGTERM");
         shutdown_signal().await;
         tracing::info!("shutting down");
+        server.stop().await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -11,13 +11,20 @@ fn run_on_the_embedded_default_logs_its_routing_table_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let bin = bridge_bin();
     // The embedded default keeps its state in ./.compute-bridge.
-    let mut bridge = Running::spawn_in(Some(dir.path()), &bin, &["run"], &[]);
+    // A free dashboard port: 8080 may be taken on a shared machine.
+    let mut bridge = Running::spawn_in(
+        Some(dir.path()),
+        &bin,
+        &["run", "--dashboard-port", "0"],
+        &[],
+    );
     bridge.wait_for_log("routing table", Duration::from_secs(120));
     bridge.wait_for_log("ready", Duration::from_secs(30));
     let log = bridge.log();
     assert!(log.contains("1. baremetal"), "{log}");
     assert!(log.contains("regions=[local]"), "{log}");
     assert!(log.contains("ssh=[local]"), "{log}");
+    assert!(log.contains("dashboard listening on 127.0.0.1:"), "{log}");
     bridge.signal("TERM");
     assert_eq!(
         bridge.wait(Duration::from_secs(30)),

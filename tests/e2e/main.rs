@@ -2,6 +2,7 @@
 
 mod authoring;
 mod cli;
+mod dashboard;
 
 /// The binary under test.
 pub fn bridge_bin() -> std::path::PathBuf {

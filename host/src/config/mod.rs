@@ -586,12 +586,23 @@ impl BootConfig {
                 }
             }
         }
-        for name in self.rates.keys() {
+        for (name, rate) in &self.rates {
             if !seen.contains_key(name) {
                 return Err(at(
                     &["rates".into(), name.clone().into()],
                     format!("no backend named {name:?}"),
                 ));
+            }
+            for (key, v) in [
+                ("core_hour_usd", rate.core_hour_usd),
+                ("ram_gib_hour_usd", rate.ram_gib_hour_usd),
+            ] {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(at(
+                        &["rates".into(), name.clone().into(), key.into()],
+                        "must be a non-negative number of dollars".into(),
+                    ));
+                }
             }
         }
         Ok(())
@@ -733,6 +744,16 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("backends[0].config.token"));
         assert!(e.message.contains("`NOPE` is not set"));
         assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn negative_rates_are_refused() {
+        let e = load(&format!(
+            "{MIN}[rates.fake]\ncore_hour_usd = 0.05\nram_gib_hour_usd = -1.0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("rates.fake.ram_gib_hour_usd"));
+        assert!(e.message.contains("non-negative"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The host runtime against real components: routing, failover, capacity,
 //! the sandbox's limits and the hostile components, the compile cache,
-//! and the cloud backends against moto and their API fakes.
+//! the cloud backends against moto and their API fakes, and the dashboard
+//! over a real fleet.
 //!
 //! One test binary with a module per concern, so the suite links once.
 
@@ -10,6 +11,7 @@ mod aws;
 mod azure;
 mod baremetal;
 mod cache;
+mod dashboard;
 mod gcp;
 mod http;
 mod routing;

@@ -1,0 +1,291 @@
+//! The dashboard's mutable state: the rolling window, the lifetime
+//! counters, the subscriber count and the ring of recent events.
+//!
+//! Recording is split in two so the lock is held briefly: [`plan`] turns an
+//! [`Event`] into a [`Delta`] and a redacted [`RecentKind`] without the
+//! lock, and [`State::apply`] adds them under it (a few integer adds and a
+//! ring push).
+
+use std::collections::VecDeque;
+
+use crate::events::Event;
+
+use super::cost::micros_from_usd;
+use super::lifetime::Lifetime;
+use super::snapshot::RecentKind;
+use super::window::{Figures, Tally, Window};
+
+/// Events kept for the page.
+pub const RECENT_EVENTS: usize = 50;
+
+/// The longest gap between two capacity samples that counts as observed
+/// time; a longer one (a suspended process) is counted as this much.
+pub const MAX_SAMPLE_GAP_SECS: u64 = 60;
+
+/// What one event adds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delta {
+    /// Backend slot the tally belongs to.
+    slot: usize,
+    tally: Tally,
+    decline: Option<usize>,
+    revenue_micros: u64,
+    subscribers: i8,
+}
+
+/// Turn `event` into what it adds and how it is listed. `slot_of` maps a
+/// backend name to its slot. Returns `None` for an event that carries
+/// nothing valid (a settlement that is not a finite non-negative amount).
+pub fn plan(event: Event, slot_of: impl Fn(&str) -> usize) -> Option<(Delta, RecentKind)> {
+    let mut d = Delta::default();
+    let kind = match event {
+        Event::SubscriberJoined => {
+            d.subscribers = 1;
+            RecentKind::SubscriberJoined
+        }
+        Event::SubscriberLeft => {
+            d.subscribers = -1;
+            RecentKind::SubscriberLeft
+        }
+        Event::GrantAccepted { backend, region } => {
+            d.slot = slot_of(&backend);
+            d.tally.grants_served = 1;
+            RecentKind::GrantAccepted { backend, region }
+        }
+        Event::GrantCompleted { backend, usage } => {
+            d.slot = slot_of(&backend);
+            d.tally.grants_completed = 1;
+            d.tally.cpu_core_seconds = usage.cpu_core_seconds;
+            d.tally.ram_mib_seconds = usage.ram_mib_seconds;
+            d.tally.net_bytes = usage.net_bytes;
+            RecentKind::GrantCompleted {
+                backend,
+                cpu_core_seconds: usage.cpu_core_seconds,
+                ram_mib_seconds: usage.ram_mib_seconds,
+                net_bytes: usage.net_bytes,
+            }
+        }
+        Event::GrantDeclined { reason } => {
+            d.decline = Some(reason as usize);
+            RecentKind::GrantDeclined { reason }
+        }
+        Event::Failover { from, to } => {
+            d.slot = slot_of(&from);
+            d.tally.failovers_from = 1;
+            RecentKind::Failover { from, to }
+        }
+        Event::RevenueSettled { usd } => {
+            d.revenue_micros = micros_from_usd(usd)?;
+            RecentKind::RevenueSettled
+        }
+        Event::CardRefreshed => RecentKind::CardRefreshed,
+    };
+    Some((d, kind))
+}
+
+/// Everything the dashboard accumulates.
+#[derive(Debug)]
+pub struct State {
+    /// The last 24 h.
+    pub window: Window,
+    /// Counters kept across restarts.
+    pub lifetime: Lifetime,
+    /// Coalition agents subscribed now.
+    pub subscribers: u64,
+    /// Newest last.
+    pub recent: VecDeque<(u64, RecentKind)>,
+    /// The newest time seen; a clock stepping back does not move it.
+    now: u64,
+    last_sample: Option<u64>,
+    /// Lifetime counters changed since the last save.
+    pub dirty: bool,
+}
+
+impl State {
+    /// Fresh state with `slots` backend slots and saved `lifetime`.
+    pub fn new(slots: usize, lifetime: Lifetime, now: u64) -> Self {
+        Self {
+            window: Window::new(slots, now),
+            lifetime,
+            subscribers: 0,
+            recent: VecDeque::with_capacity(RECENT_EVENTS),
+            now,
+            last_sample: None,
+            dirty: false,
+        }
+    }
+
+    /// `now`, never earlier than a time already seen.
+    pub fn tick(&mut self, now: u64) -> u64 {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    /// Add one planned event at `now`.
+    pub fn apply(&mut self, now: u64, d: Delta, kind: RecentKind) {
+        let now = self.tick(now);
+        self.window.record(now, |f: &mut Figures| {
+            let t = &mut f.backends[d.slot];
+            t.grants_served += d.tally.grants_served;
+            t.grants_completed += d.tally.grants_completed;
+            t.failovers_from += d.tally.failovers_from;
+            t.cpu_core_seconds += d.tally.cpu_core_seconds;
+            t.ram_mib_seconds += d.tally.ram_mib_seconds;
+            t.net_bytes += d.tally.net_bytes;
+            if let Some(r) = d.decline {
+                f.declines[r] += 1;
+            }
+            f.revenue_micros += d.revenue_micros;
+        });
+        let l = &mut self.lifetime;
+        l.grants_served += d.tally.grants_served;
+        l.grants_completed += d.tally.grants_completed;
+        l.grants_declined += u64::from(d.decline.is_some());
+        l.failovers += d.tally.failovers_from;
+        l.cpu_core_seconds += d.tally.cpu_core_seconds;
+        l.ram_mib_seconds += d.tally.ram_mib_seconds;
+        l.net_bytes += d.tally.net_bytes;
+        l.revenue_micros += d.revenue_micros;
+        self.dirty |= d.tally != Tally::default() || d.decline.is_some() || d.revenue_micros > 0;
+        self.subscribers = match d.subscribers {
+            1 => self.subscribers.saturating_add(1),
+            -1 => self.subscribers.saturating_sub(1),
+            _ => self.subscribers,
+        };
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, kind));
+    }
+
+    /// Integrate each backend's declared and reserved CPU
+    /// (`(declared, reserved)` millicores per slot) over the time since the
+    /// last sample. The first sample only starts the clock.
+    pub fn sample(&mut self, now: u64, cpu: &[(u64, u64)]) {
+        let now = self.tick(now);
+        let Some(last) = self.last_sample.replace(now) else {
+            return;
+        };
+        let dt = now.saturating_sub(last).min(MAX_SAMPLE_GAP_SECS);
+        if dt == 0 {
+            return;
+        }
+        self.window.record(now, |f: &mut Figures| {
+            for (t, (declared, reserved)) in f.backends.iter_mut().zip(cpu) {
+                t.capacity_millicore_seconds += declared * dt;
+                t.reserved_millicore_seconds += reserved * dt;
+            }
+            f.observed_seconds += dt;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Usage;
+    use crate::events::DeclineReason;
+
+    fn slot(name: &str) -> usize {
+        match name {
+            "aws" => 0,
+            "gcp" => 1,
+            _ => 2,
+        }
+    }
+
+    fn apply(s: &mut State, now: u64, e: Event) {
+        if let Some((d, k)) = plan(e, slot) {
+            s.apply(now, d, k);
+        }
+    }
+
+    #[test]
+    fn events_add_to_window_lifetime_and_ring() {
+        let mut s = State::new(3, Lifetime::default(), 1000);
+        apply(
+            &mut s,
+            1000,
+            Event::GrantAccepted {
+                backend: "gcp".into(),
+                region: "europe-west1".into(),
+            },
+        );
+        apply(
+            &mut s,
+            1001,
+            Event::GrantCompleted {
+                backend: "gcp".into(),
+                usage: Usage {
+                    cpu_core_seconds: 60,
+                    ram_mib_seconds: 1024,
+                    net_bytes: 5,
+                },
+            },
+        );
+        apply(
+            &mut s,
+            1002,
+            Event::GrantDeclined {
+                reason: DeclineReason::OverCapacity,
+            },
+        );
+        apply(&mut s, 1003, Event::RevenueSettled { usd: 1.5 });
+        apply(&mut s, 1003, Event::RevenueSettled { usd: f64::NAN });
+        apply(&mut s, 1004, Event::SubscriberLeft);
+        apply(&mut s, 1004, Event::SubscriberJoined);
+        apply(
+            &mut s,
+            1005,
+            Event::Failover {
+                from: "retired".into(),
+                to: Some("aws".into()),
+            },
+        );
+
+        let w = s.window.totals(1005).clone();
+        assert_eq!(w.backends[1].grants_served, 1);
+        assert_eq!(w.backends[1].cpu_core_seconds, 60);
+        assert_eq!(w.backends[2].failovers_from, 1, "unknown names count apart");
+        assert_eq!(w.declines[DeclineReason::OverCapacity as usize], 1);
+        assert_eq!(w.revenue_micros, 1_500_000);
+        assert_eq!(s.lifetime.grants_served, 1);
+        assert_eq!(s.lifetime.grants_declined, 1);
+        assert_eq!(s.lifetime.failovers, 1);
+        assert_eq!(s.lifetime.revenue_micros, 1_500_000);
+        assert_eq!(s.subscribers, 1, "leaving at zero stays at zero");
+        assert!(s.dirty);
+        // The NaN settlement is not listed.
+        assert_eq!(s.recent.len(), 7);
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_fifty() {
+        let mut s = State::new(1, Lifetime::default(), 0);
+        for i in 0..120 {
+            apply(&mut s, i, Event::CardRefreshed);
+        }
+        assert_eq!(s.recent.len(), RECENT_EVENTS);
+        assert_eq!(s.recent.front().unwrap().0, 70);
+        assert_eq!(s.recent.back().unwrap().0, 119);
+    }
+
+    #[test]
+    fn sampling_integrates_capacity_and_caps_gaps() {
+        let mut s = State::new(2, Lifetime::default(), 0);
+        s.sample(100, &[(4000, 1000), (0, 0)]);
+        s.sample(110, &[(4000, 1000), (0, 0)]);
+        // A 1000 s gap (suspended process) counts as MAX_SAMPLE_GAP_SECS.
+        s.sample(1110, &[(4000, 3000), (0, 0)]);
+        let w = s.window.totals(1110);
+        assert_eq!(w.observed_seconds, 10 + MAX_SAMPLE_GAP_SECS);
+        assert_eq!(
+            w.backends[0].capacity_millicore_seconds,
+            4000 * (10 + MAX_SAMPLE_GAP_SECS)
+        );
+        assert_eq!(
+            w.backends[0].reserved_millicore_seconds,
+            1000 * 10 + 3000 * MAX_SAMPLE_GAP_SECS
+        );
+    }
+}
