@@ -2,12 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use compute_bridge::bridge::Bridge;
 use compute_bridge::config::{BootConfig, LOCAL_NAME};
+use compute_bridge::events::{Discard, EventSink};
 use compute_bridge::runtime::{CompileCache, Runtime, RuntimeOptions, policy};
 
 /// Sell compute from your clouds and bare-metal hosts to a coalition, from
@@ -141,22 +143,33 @@ fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         let bridge = Bridge::start(cfg).await?;
         tracing::info!(provider_id = %bridge.provider_id, "provider identity");
         bridge.log_routing_table();
+        // The dashboard (its own module) replaces this sink when it lands.
+        let events: Arc<dyn EventSink> = Arc::new(Discard);
+        let signal = shutdown_signal()?;
+        let shutdown = async {
+            signal.await;
+            tracing::info!("shutting down");
+        };
         tracing::info!("ready; stop with Ctrl-C or SIGTERM");
-        shutdown_signal().await;
-        tracing::info!("shutting down");
+        bridge.serve(events, shutdown).await?;
+        tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when first polled, so a signal during start-up is not lost.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {

@@ -1,11 +1,13 @@
 //! Test peers and helpers shared by the suite.
 //!
 //! Every peer here is real and runs on 127.0.0.1 on a port it picks: an
-//! OpenSSH server ([`sshd`]), the bridge binary itself ([`process`]), and
+//! OpenSSH server ([`sshd`]), the bridge binary itself ([`process`]), a
+//! coalition network's relay and bootstrap node ([`coalition`]), and
 //! (added by their issues) moto and the cloud API fakes. A peer that is not
 //! installed fails the test with the command that installs it; nothing is
 //! skipped.
 
+pub mod coalition;
 pub mod http_server;
 pub mod process;
 pub mod sshd;
