@@ -202,7 +202,12 @@ pub enum Progress {
         provider: ProviderCard,
     },
     /// Access arrived and opened with the reply key.
-    Access(AccessBundle),
+    Access {
+        /// The bundle.
+        bundle: AccessBundle,
+        /// Time from sending the grant to opening the access.
+        after: Duration,
+    },
     /// The usage report.
     Usage(UsageReport),
 }
@@ -227,10 +232,17 @@ pub enum RequestError {
 impl Agent {
     /// Join the coalition (a fresh, throwaway node identity).
     pub async fn join(settings: &NetworkSettings) -> anyhow::Result<Self> {
+        let started = std::time::Instant::now();
         let network = coalition::join(settings, None).await?;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "joined the coalition");
         Ok(Self {
             link: RequesterLink::open(Arc::new(network)),
         })
+    }
+
+    /// Leave the coalition gracefully.
+    pub async fn close(self) {
+        self.link.network().local().endpoint().close().await;
     }
 
     /// The provider cards, waiting up to `wait` for at least one.
@@ -287,6 +299,10 @@ impl Agent {
     /// up in both directions.
     pub async fn connect(&self, card: &ProviderCard) -> anyhow::Result<ProviderSession> {
         let session = self.link.session(card.node);
+        // Tell the provider's node of our new streams now rather than at
+        // the next gossip round.
+        let network = self.link.network();
+        coalition::sync(network, &[coalition::catalog_addr(network, &card.node)]).await;
         tokio::time::timeout(FIND_TIMEOUT, session.ready())
             .await
             .map_err(|_| {
@@ -306,8 +322,11 @@ impl Agent {
         spec: &RequestSpec,
         mut on: impl FnMut(Progress),
     ) -> Result<UsageReport, RequestError> {
+        let started = std::time::Instant::now();
         let card = self.find(spec.provider).await?;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, provider = %card.provider_id, "found the provider's card");
         let mut session = self.connect(&card).await?;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "subscribed to the provider");
         let reply = EnvelopeKey::generate();
         let now = now_unix();
         let mut grant = ComputeGrant {
@@ -332,6 +351,7 @@ impl Agent {
             .map_err(|e| anyhow::anyhow!("sealing the grant: {e}"))?;
         let request_id = grant.request_id;
         let valid_to = grant.valid_to;
+        let sent_at = std::time::Instant::now();
         session
             .send_grant(grant)
             .await
@@ -365,7 +385,10 @@ impl Agent {
                         .open_access(&sealed)
                         .map_err(|_| RequestError::AccessUnopenable)?;
                     have_access = true;
-                    on(Progress::Access(bundle));
+                    on(Progress::Access {
+                        bundle,
+                        after: sent_at.elapsed(),
+                    });
                 }
                 Reply::Usage(report) => {
                     on(Progress::Usage(report.clone()));
@@ -387,6 +410,8 @@ impl Agent {
     ) -> anyhow::Result<ProviderCard> {
         let card = self.find(provider).await?;
         let session = self.link.session(card.node);
+        let network = self.link.network();
+        coalition::sync(network, &[coalition::catalog_addr(network, &card.node)]).await;
         tokio::time::timeout(FIND_TIMEOUT, session.settlements_ready())
             .await
             .map_err(|_| anyhow::anyhow!("provider {} did not subscribe to settlements", card.provider_id))?;

@@ -103,7 +103,11 @@ impl Bridge {
             ms = started.elapsed().as_millis() as u64,
             "joined the coalition"
         );
-        let link = ProviderLink::open(node.network.clone(), self.identity.provider_id);
+        let link = ProviderLink::open(
+            node.network.clone(),
+            node.bootstrap.clone(),
+            self.identity.provider_id,
+        );
         let settings = LoopSettings {
             coalition: self.config.coalition.network.clone(),
             capacity_refresh: Duration::from_secs(self.config.bridge.capacity_refresh_sec),
@@ -177,6 +181,7 @@ pub fn routing_line(m: &MemberView, http: &[String], ssh: &[String]) -> String {
 /// coalition.
 struct CoalitionNode {
     network: Arc<Network>,
+    bootstrap: Vec<mosaik::iroh::EndpointAddr>,
     relay: Option<LocalRelay>,
 }
 
@@ -189,6 +194,7 @@ impl CoalitionNode {
             let network = coalition::join(&settings, Some(identity.node_key.clone())).await?;
             return Ok(Self {
                 network: Arc::new(network),
+                bootstrap: settings.bootstrap,
                 relay: None,
             });
         }
@@ -213,6 +219,7 @@ impl CoalitionNode {
         );
         Ok(Self {
             network: Arc::new(network),
+            bootstrap: Vec::new(),
             relay: Some(relay),
         })
     }

@@ -195,13 +195,17 @@ impl ProviderLoop {
         let inner = self.inner.clone();
         inner.reconcile().await;
         let mut grants = inner.link.grants();
+        let settlements = inner.link.settlements();
+        inner.link.announce().await;
         {
             let i = inner.clone();
             inner.tasks.spawn(async move { i.refresh_card_forever().await });
             let i = inner.clone();
             inner.tasks.spawn(async move { i.watch_subscribers().await });
             let i = inner.clone();
-            inner.tasks.spawn(async move { i.take_settlements().await });
+            inner
+                .tasks
+                .spawn(async move { i.take_settlements(settlements).await });
         }
         tracing::info!(provider_id = %inner.provider_id, "taking grants");
         tokio::pin!(shutdown);
@@ -720,8 +724,7 @@ impl Inner {
         }
     }
 
-    async fn take_settlements(self: Arc<Self>) {
-        let mut settlements = self.link.settlements();
+    async fn take_settlements(self: Arc<Self>, mut settlements: mosaik::streams::Consumer<crate::coalition::protocol::Settlement>) {
         loop {
             let s = tokio::select! {
                 s = settlements.recv() => match s { Some(s) => s, None => return },

@@ -113,7 +113,7 @@ fn parse_tdx(s: &str) -> Result<TdxRequirement, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("COALITION_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,iroh=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -146,7 +146,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     .resolve()?;
     let agent = Agent::join(&settings).await?;
-    match cli.command {
+    let result = command(&agent, &settings, cli.command).await;
+    agent.close().await;
+    result
+}
+
+async fn command(
+    agent: &Agent,
+    settings: &compute_bridge::coalition::NetworkSettings,
+    command: Command,
+) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Providers { json, wait } => {
             let cards = agent.providers(wait).await;
             if json {
@@ -232,7 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             }
                         );
                     }
-                    Progress::Access(bundle) => {
+                    Progress::Access { bundle, after } => {
                         let dir = key_dir.clone().unwrap_or_else(|| {
                             std::env::temp_dir()
                                 .join(format!("coalition-agent-{}", hex::encode(rand::random::<[u8; 6]>())))
@@ -240,7 +250,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         match write_access(&dir, &bundle) {
                             Ok(cmd) => {
                                 println!(
-                                    "access opened with the reply key after {} ms; log in with:",
+                                    "access opened with the reply key {} ms after the grant was sent \
+                                     ({} ms after start); log in with:",
+                                    after.as_millis(),
                                     started.elapsed().as_millis()
                                 );
                                 println!("  {cmd}");

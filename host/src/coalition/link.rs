@@ -47,12 +47,12 @@ fn producer<D: mosaik::Datum>(network: &Network, stream: &str) -> Producer<D> {
         .build()
     {
         Ok(p) => p,
-        Err(mosaik::streams::producer::Error::AlreadyExists(p)) => p,
-        Err(e) => unreachable!("a fresh producer builder only fails if one exists: {e}"),
+        // One producer per stream per node: share the existing one.
+        Err(mosaik::streams::producer::BuilderError::AlreadyExists(p)) => p,
     }
 }
 
-async fn send<D: mosaik::Datum>(
+async fn send<D: mosaik::Datum + Clone>(
     p: &Producer<D>,
     item: D,
     deadline: Option<Duration>,
@@ -70,6 +70,7 @@ async fn send<D: mosaik::Datum>(
 /// The bridge's end of the coalition.
 pub struct ProviderLink {
     network: Arc<Network>,
+    bootstrap: Vec<mosaik::iroh::EndpointAddr>,
     provider_id: ProviderId,
     cards: MapWriter<ProviderId, ProviderCard>,
     access: Producer<AccessSealed>,
@@ -84,8 +85,13 @@ impl std::fmt::Debug for ProviderLink {
 }
 
 impl ProviderLink {
-    /// Open the provider's streams and card map on `network`.
-    pub fn open(network: Arc<Network>, provider_id: ProviderId) -> Self {
+    /// Open the provider's streams and card map on `network`, which joined
+    /// through `bootstrap`.
+    pub fn open(
+        network: Arc<Network>,
+        bootstrap: Vec<mosaik::iroh::EndpointAddr>,
+        provider_id: ProviderId,
+    ) -> Self {
         let cards = MapWriter::<ProviderId, ProviderCard>::writer(&network, PROVIDERS_STORE);
         Self {
             cards,
@@ -93,6 +99,7 @@ impl ProviderLink {
             usage: producer(&network, USAGE_STREAM),
             declines: producer(&network, DECLINES_STREAM),
             network,
+            bootstrap,
             provider_id,
         }
     }
@@ -124,6 +131,12 @@ impl ProviderLink {
             .consumer::<Settlement>()
             .with_stream_id(SETTLEMENTS_STREAM)
             .build()
+    }
+
+    /// Tell the bootstrap peers about this node's streams now (call after
+    /// opening the consumers).
+    pub async fn announce(&self) {
+        super::sync(&self.network, &self.bootstrap).await;
     }
 
     /// Write the card (waiting for the map to come online).
@@ -171,7 +184,7 @@ impl ProviderLink {
     /// The peers subscribed to any of this provider's streams now: the
     /// coalition agents listening to it.
     pub fn subscribers(&self) -> BTreeSet<PeerId> {
-        let connected = |it: &mut dyn Iterator<Item = mosaik::streams::ChannelInfo>| {
+        let connected = |it: &mut dyn Iterator<Item = mosaik::streams::status::ChannelInfo>| {
             it.filter(|c| c.is_connected())
                 .map(|c| *c.consumer_id())
                 .collect::<Vec<_>>()

@@ -124,7 +124,10 @@ pub async fn join(settings: &NetworkSettings, key: Option<SecretKey>) -> anyhow:
                 .no_dht_bootstrap(),
         );
     if settings.loopback_only {
-        builder = builder.with_addresses(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        builder = builder.with_addresses(std::collections::BTreeSet::from([SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            0,
+        ))]));
     }
     if let Some(k) = key {
         builder = builder.with_secret_key(k);
@@ -144,16 +147,38 @@ pub async fn join(settings: &NetworkSettings, key: Option<SecretKey>) -> anyhow:
             )
         })?
         .context("starting the coalition node")?;
-    for peer in &settings.bootstrap {
-        match tokio::time::timeout(Duration::from_secs(10), network.discovery().sync_with(peer.clone()))
-            .await
-        {
-            Ok(Ok(())) => tracing::debug!(peer = %peer.id, "synced with bootstrap peer"),
-            Ok(Err(e)) => tracing::warn!(peer = %peer.id, "bootstrap peer unreachable: {e}"),
-            Err(_) => tracing::warn!(peer = %peer.id, "bootstrap peer did not answer in 10s"),
-        }
-    }
+    sync(&network, &settings.bootstrap).await;
     Ok(network)
+}
+
+/// Exchange discovery catalogs with `peers` (both ways), so they learn of
+/// the streams this node opened since and it learns of theirs, without
+/// waiting for the next gossip announcement. Best effort: failures are
+/// logged.
+pub async fn sync(network: &Network, peers: &[EndpointAddr]) {
+    let syncs = peers.iter().map(|peer| async move {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            network.discovery().sync_with(peer.clone()),
+        )
+        .await
+        {
+            Ok(Ok(())) => tracing::debug!(peer = %peer.id, "synced catalogs"),
+            Ok(Err(e)) => tracing::warn!(peer = %peer.id, "peer unreachable: {e}"),
+            Err(_) => tracing::warn!(peer = %peer.id, "peer did not answer in 10s"),
+        }
+    });
+    futures::future::join_all(syncs).await;
+}
+
+/// The address the catalog knows for `peer` (with its relay and IPs).
+pub fn catalog_addr(network: &Network, peer: &mosaik::PeerId) -> EndpointAddr {
+    network
+        .discovery()
+        .catalog()
+        .get(peer)
+        .map(|e| e.address().clone())
+        .unwrap_or_else(|| EndpointAddr::new(*peer))
 }
 
 #[cfg(test)]
