@@ -245,9 +245,11 @@ impl Agent {
         self.link.network().local().endpoint().close().await;
     }
 
-    /// The provider cards, waiting up to `wait` for at least one.
-    pub async fn providers(&self, wait: Duration) -> Vec<ProviderCard> {
-        self.link.wait_for_cards(wait, |c| !c.is_empty()).await
+    /// The provider cards, waiting up to `wait` for at least `at_least`.
+    pub async fn providers(&self, wait: Duration, at_least: usize) -> Vec<ProviderCard> {
+        self.link
+            .wait_for_cards(wait, |c| c.len() >= at_least.max(1))
+            .await
     }
 
     /// The card of `provider` (or the only provider there is).
@@ -298,22 +300,10 @@ impl Agent {
     /// Subscribe to a provider's node and wait until the subscriptions are
     /// up in both directions.
     pub async fn connect(&self, card: &ProviderCard) -> anyhow::Result<ProviderSession> {
-        let session = self.link.session(card.node);
-        // Tell the provider's node of our new streams now rather than at
-        // the next gossip round.
-        let network = self.link.network();
-        coalition::sync(network, &[coalition::catalog_addr(network, &card.node)]).await;
-        tokio::time::timeout(FIND_TIMEOUT, session.ready())
+        self.link
+            .connect(card.node, FIND_TIMEOUT)
             .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "provider {} (node {}) did not subscribe within {}s",
-                    card.provider_id,
-                    card.node.fmt_short(),
-                    FIND_TIMEOUT.as_secs()
-                )
-            })?;
-        Ok(session)
+            .with_context(|| format!("subscribing to provider {}", card.provider_id))
     }
 
     /// Request compute: `on` is told of each step; returns the usage report.

@@ -269,7 +269,7 @@ impl Inner {
         let reply_key = match validate(&grant, &self.envelope, now_unix()) {
             Ok(k) => k,
             Err(reason) => {
-                tracing::warn!(%request_id, reason = reason.as_str(), "grant declined");
+                tracing::warn!(%request_id, reason = %reason.as_str(), "grant declined");
                 self.decline(request_id, reason);
                 return;
             }
@@ -284,7 +284,7 @@ impl Inner {
             }
         };
         if !fresh || journaled {
-            tracing::warn!(%request_id, reason = "duplicate", "grant declined");
+            tracing::warn!(%request_id, reason = %DeclineReason::Duplicate.as_str(), "grant declined");
             self.decline(request_id, DeclineReason::Duplicate);
             return;
         }
@@ -331,7 +331,7 @@ impl Inner {
                     self.record(e);
                 }
                 let reason = DeclineReason::from(&decline);
-                tracing::warn!(%request_id, reason = reason.as_str(), "grant declined: {decline}");
+                tracing::warn!(%request_id, reason = %reason.as_str(), "grant declined: {decline}");
                 self.decline(request_id, reason);
                 return;
             }
@@ -739,8 +739,8 @@ impl Inner {
             }
             let total = self.journal.add_settled(s.amount_micro_usd);
             tracing::info!(
-                usd = format!("{:.6}", s.usd()),
-                total_usd = total
+                usd = %format!("{:.6}", s.usd()),
+                total_usd = %total
                     .map(|t| format!("{:.6}", t as f64 / 1e6))
                     .unwrap_or_else(|e| format!("unknown ({e})")),
                 "settlement credited"

@@ -102,6 +102,11 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
             .build()
             .unwrap();
         let node = card.node;
+        compute_bridge::coalition::sync(
+            &network,
+            &[compute_bridge::coalition::catalog_addr(&network, &node)],
+        )
+        .await;
         tokio::time::timeout(
             MIN,
             grants.when().subscribed().with_predicate(move |p| *p.id() == node),

@@ -44,7 +44,7 @@ pub fn write_config(dir: &Path, coalition: &str, bridge: &str, fake: &str) -> Pa
 /// A bridge process on `config`, up and taking grants.
 pub fn start_bridge(config: &Path) -> Running {
     let cfg = config.display().to_string();
-    let b = Running::spawn(&bridge_bin(), &["run", "--config", &cfg], &[]);
+    let b = Running::spawn(&bridge_bin(), &["run", "--config", &cfg], QUIET);
     b.wait_for_log("taking grants", Duration::from_secs(180));
     b.wait_for_log("provider card published", Duration::from_secs(60));
     b
@@ -57,9 +57,15 @@ pub fn provider_id(state_dir: &Path) -> ProviderId {
         .provider_id
 }
 
+/// Log filters: iroh's public address lookups fail here by design.
+const QUIET: &[(&str, &str)] = &[
+    ("COMPUTE_BRIDGE_LOG", "info,iroh::address_lookup=error"),
+    ("COALITION_AGENT_LOG", "warn,iroh=error,compute_bridge=debug"),
+];
+
 /// Run `coalition-agent` with `args` in the background.
 pub fn agent(args: &[&str]) -> Running {
-    Running::spawn(&agent_bin(), args, &[])
+    Running::spawn(&agent_bin(), args, QUIET)
 }
 
 /// Join a test coalition's flags to `args`.
@@ -125,8 +131,8 @@ impl Observer {
             .into_iter()
             .find(|c| c.provider_id == provider)
             .expect("the provider's card reached the observer");
-        let session = link.session(card.node);
-        tokio::time::timeout(Duration::from_secs(60), session.ready())
+        let session = link
+            .connect(card.node, Duration::from_secs(60))
             .await
             .expect("the observer subscribed to the provider");
         let heard = Arc::new(Mutex::new(Vec::new()));
@@ -142,11 +148,10 @@ impl Observer {
     /// A session of the observer's own with the provider (for crafted
     /// grants).
     pub async fn session(&self) -> ProviderSession {
-        let s = self.link.session(self.card.node);
-        tokio::time::timeout(Duration::from_secs(60), s.ready())
+        self.link
+            .connect(self.card.node, Duration::from_secs(60))
             .await
-            .expect("subscribed");
-        s
+            .expect("subscribed")
     }
 
     /// Everything heard about `request_id` so far.

@@ -57,6 +57,9 @@ enum Command {
         /// How long to wait for cards to arrive.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         wait: Duration,
+        /// Wait (up to --wait) until at least this many cards are there.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        at_least: usize,
     },
     /// Request compute from a provider and wait for access and the usage
     /// report.
@@ -157,8 +160,12 @@ async fn command(
     command: Command,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Providers { json, wait } => {
-            let cards = agent.providers(wait).await;
+        Command::Providers {
+            json,
+            wait,
+            at_least,
+        } => {
+            let cards = agent.providers(wait, at_least).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&cards)?);
                 return Ok(ExitCode::SUCCESS);

@@ -313,7 +313,26 @@ impl RequesterLink {
         self.cards()
     }
 
-    /// Subscribe to the provider whose node is `node`.
+    /// Subscribe to the provider whose node is `node` and wait (up to
+    /// `timeout`) until the subscriptions are up in both directions.
+    pub async fn connect(&self, node: PeerId, timeout: Duration) -> anyhow::Result<ProviderSession> {
+        let session = self.session(node);
+        // Tell the provider's node of our new streams now rather than at
+        // the next gossip round.
+        super::sync(&self.network, &[super::catalog_addr(&self.network, &node)]).await;
+        tokio::time::timeout(timeout, session.ready())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the provider's node {} did not subscribe within {}s",
+                    node.fmt_short(),
+                    timeout.as_secs()
+                )
+            })?;
+        Ok(session)
+    }
+
+    /// Subscribe to the provider whose node is `node` (see [`Self::connect`]).
     pub fn session(&self, node: PeerId) -> ProviderSession {
         let only = move |peer: &mosaik::discovery::PeerInfo| *peer.id() == node;
         let streams = self.network.streams();
@@ -351,11 +370,16 @@ impl ProviderSession {
     pub async fn ready(&self) {
         let node = self.node;
         let is_node = move |p: &mosaik::discovery::PeerEntry| *p.id() == node;
+        let start = std::time::Instant::now();
+        let logged = |what: &'static str, f: mosaik::streams::status::ChannelConditions| async move {
+            f.await;
+            tracing::debug!(ms = start.elapsed().as_millis() as u64, "{what} subscribed");
+        };
         tokio::join!(
-            self.grants.when().subscribed().with_predicate(is_node),
-            self.access.when().subscribed().with_predicate(is_node),
-            self.usage.when().subscribed().with_predicate(is_node),
-            self.declines.when().subscribed().with_predicate(is_node),
+            logged("provider to our grants", self.grants.when().subscribed().with_predicate(is_node)),
+            logged("we to its access", self.access.when().subscribed().with_predicate(is_node)),
+            logged("we to its usage", self.usage.when().subscribed().with_predicate(is_node)),
+            logged("we to its declines", self.declines.when().subscribed().with_predicate(is_node)),
         );
     }
 

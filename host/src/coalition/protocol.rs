@@ -56,8 +56,30 @@ pub const CLOCK_SKEW_SECONDS: u64 = 5;
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        ///
+        /// Encoded as 16 bytes on the wire, as hex in JSON.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub [u8; 16]);
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_string())
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 16]>::deserialize(d).map(Self)
+                }
+            }
+        }
 
         impl $name {
             /// A fresh random id.
@@ -489,6 +511,12 @@ mod tests {
     fn ids_round_trip_as_hex() {
         let id = RequestId::random();
         assert_eq!(id.to_string().parse::<RequestId>().unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<RequestId>(&json).unwrap(), id);
+        let wire = postcard::to_allocvec(&id).unwrap();
+        assert_eq!(wire.len(), 16);
+        assert_eq!(postcard::from_bytes::<RequestId>(&wire).unwrap(), id);
         assert!("xyz".parse::<ProviderId>().is_err());
         assert!("00".parse::<ProviderId>().is_err());
     }
