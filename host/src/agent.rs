@@ -234,7 +234,10 @@ impl Agent {
     pub async fn join(settings: &NetworkSettings) -> anyhow::Result<Self> {
         let started = std::time::Instant::now();
         let network = coalition::join(settings, None).await?;
-        tracing::info!(ms = started.elapsed().as_millis() as u64, "joined the coalition");
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "joined the coalition"
+        );
         Ok(Self {
             link: RequesterLink::open(Arc::new(network)),
         })
@@ -316,7 +319,10 @@ impl Agent {
         let card = self.find(spec.provider).await?;
         tracing::info!(ms = started.elapsed().as_millis() as u64, provider = %card.provider_id, "found the provider's card");
         let mut session = self.connect(&card).await?;
-        tracing::info!(ms = started.elapsed().as_millis() as u64, "subscribed to the provider");
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "subscribed to the provider"
+        );
         let reply = EnvelopeKey::generate();
         let now = now_unix();
         let mut grant = ComputeGrant {
@@ -348,16 +354,44 @@ impl Agent {
             .map_err(|e| anyhow::anyhow!("sending the grant: {e}"))?;
         on(Progress::Sent {
             request_id,
-            provider: card,
+            provider: card.clone(),
         });
         // Access comes first; the usage report after the workload ends (at
         // the latest at valid_to, plus time to tear down).
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(valid_to.saturating_sub(now)) + Duration::from_secs(120);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(valid_to.saturating_sub(now))
+            + Duration::from_secs(120);
         let mut have_access = false;
+        // A provider that restarts comes back with the same node id but new
+        // connections; notice it through its catalog entry and subscribe
+        // again, rather than wait for the old connections to time out.
+        let network = self.link.network().clone();
+        let node = card.node;
+        let started_at = || {
+            network
+                .discovery()
+                .catalog()
+                .get(&node)
+                .map(|e| e.started_at())
+        };
+        let mut provider_started = started_at();
+        let mut check = tokio::time::interval(Duration::from_secs(5));
+        check.tick().await;
         loop {
-            let reply_msg = tokio::time::timeout_at(deadline, session.next_reply(request_id))
-                .await
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(deadline, session.next_reply(request_id)) => r,
+                _ = check.tick() => {
+                    coalition::sync(&network, &[coalition::catalog_addr(&network, &node)]).await;
+                    let now = started_at();
+                    if now != provider_started {
+                        provider_started = now;
+                        tracing::info!("the provider restarted; subscribing again");
+                        session = self.connect(&card).await?;
+                    }
+                    continue;
+                }
+            };
+            let reply_msg = next
                 .map_err(|_| {
                     RequestError::Timeout(if have_access {
                         "no usage report arrived by valid_to + 120 s".into()
@@ -404,7 +438,12 @@ impl Agent {
         coalition::sync(network, &[coalition::catalog_addr(network, &card.node)]).await;
         tokio::time::timeout(FIND_TIMEOUT, session.settlements_ready())
             .await
-            .map_err(|_| anyhow::anyhow!("provider {} did not subscribe to settlements", card.provider_id))?;
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "provider {} did not subscribe to settlements",
+                    card.provider_id
+                )
+            })?;
         let now = now_unix();
         session
             .send_settlement(Settlement {
@@ -456,7 +495,12 @@ pub fn write_access(dir: &Path, bundle: &AccessBundle) -> anyhow::Result<String>
         let entry = if bundle.port == 22 {
             format!("{target} {}\n", bundle.host_key.trim())
         } else {
-            format!("[{}]:{} {}\n", bundle.host, bundle.port, bundle.host_key.trim())
+            format!(
+                "[{}]:{} {}\n",
+                bundle.host,
+                bundle.port,
+                bundle.host_key.trim()
+            )
         };
         std::fs::write(&known, entry).with_context(|| format!("writing {}", known.display()))?;
         format!(

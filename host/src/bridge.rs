@@ -201,7 +201,8 @@ impl CoalitionNode {
         let relay = LocalRelay::spawn().await?;
         let settings = NetworkSettings::parse(&c.network, &[relay.url().to_string()], &[], true)?;
         let network = coalition::join(&settings, Some(identity.node_key.clone())).await?;
-        let bootstrap = coalition::format_peer_addr(&network.local().addr(), settings.relays.first());
+        let bootstrap =
+            coalition::format_peer_addr(&network.local().addr(), settings.relays.first());
         Rendezvous {
             network: c.network.clone(),
             relay: relay.url().to_string(),

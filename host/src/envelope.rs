@@ -71,7 +71,10 @@ impl EnvelopeKey {
         Self::from_parts(secret, &public)
     }
 
-    fn from_parts(secret: <Kem as hpke::Kem>::PrivateKey, public: &<Kem as hpke::Kem>::PublicKey) -> Self {
+    fn from_parts(
+        secret: <Kem as hpke::Kem>::PrivateKey,
+        public: &<Kem as hpke::Kem>::PublicKey,
+    ) -> Self {
         let mut p = [0u8; 32];
         p.copy_from_slice(&public.to_bytes());
         Self { secret, public: p }
@@ -87,7 +90,12 @@ impl EnvelopeKey {
         ProviderId::from_envelope_key(&self.public)
     }
 
-    fn open(&self, sealed: &Sealed, info: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    fn open(
+        &self,
+        sealed: &Sealed,
+        info: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
             .map_err(|_| EnvelopeError::Open)?;
         hpke::single_shot_open::<Aead, Kdf, Kem>(
@@ -121,7 +129,12 @@ impl EnvelopeKey {
     }
 }
 
-fn seal(recipient: &[u8; 32], info: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Sealed, EnvelopeError> {
+fn seal(
+    recipient: &[u8; 32],
+    info: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Sealed, EnvelopeError> {
     let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(recipient)
         .map_err(|_| EnvelopeError::PublicKey)?;
     let (enc, ciphertext) =
@@ -212,7 +225,10 @@ mod tests {
         assert_eq!(provider.open_grant(&g).unwrap(), reply.public());
 
         // Another provider's key does not open it.
-        assert_eq!(EnvelopeKey::generate().open_grant(&g), Err(EnvelopeError::Open));
+        assert_eq!(
+            EnvelopeKey::generate().open_grant(&g),
+            Err(EnvelopeError::Open)
+        );
         // Moving the envelope to a grant with other fields breaks it.
         let mut moved = g.clone();
         moved.valid_to += 3600;

@@ -78,9 +78,8 @@ impl Identity {
                 Ok(Self::from_master(&master))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(state_dir).with_context(|| {
-                    format!("creating the state dir {}", state_dir.display())
-                })?;
+                std::fs::create_dir_all(state_dir)
+                    .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
                 let master: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
                 write_secret(&path, &Zeroizing::new(hex::encode(*master)))?;
                 Ok(Self::from_master(&master))
@@ -124,7 +123,10 @@ mod tests {
         assert_eq!(a.provider_id, b.provider_id);
         assert_eq!(a.envelope.public(), b.envelope.public());
         assert_eq!(a.node_key.public(), b.node_key.public());
-        assert_eq!(a.provider_id, ProviderId::from_envelope_key(&a.envelope.public()));
+        assert_eq!(
+            a.provider_id,
+            ProviderId::from_envelope_key(&a.envelope.public())
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE))
             .unwrap()

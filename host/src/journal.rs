@@ -241,8 +241,7 @@ impl Journal {
                     .ok_or(JournalError::Missing(request_id))?;
                 serde_json::from_slice(v.value()).map_err(|e| io("decode")(&e))?
             };
-            if phase.rank() < entry.phase.rank()
-                || (entry.phase.is_final() && phase != entry.phase)
+            if phase.rank() < entry.phase.rank() || (entry.phase.is_final() && phase != entry.phase)
             {
                 return Err(JournalError::Backwards {
                     request_id,
@@ -412,7 +411,8 @@ mod tests {
             j.advance(id, Phase::Provisioned),
             Err(JournalError::Backwards { .. })
         ));
-        j.advance(id, Phase::Finished { report: report(id) }).unwrap();
+        j.advance(id, Phase::Finished { report: report(id) })
+            .unwrap();
         j.advance(id, Phase::Reported).unwrap();
         // Final: neither back nor sideways.
         assert!(j.advance(id, Phase::Aborted).is_err());

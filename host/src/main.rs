@@ -114,9 +114,7 @@ fn init_tracing() {
         // iroh's default address lookups (n0's public DNS and pkarr
         // servers, which mosaik enables) fail where the coalition is
         // private; their retries are not the operator's concern.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,iroh::address_lookup=error")
-        });
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,iroh::address_lookup=error"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

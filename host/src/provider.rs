@@ -199,9 +199,13 @@ impl ProviderLoop {
         inner.link.announce().await;
         {
             let i = inner.clone();
-            inner.tasks.spawn(async move { i.refresh_card_forever().await });
+            inner
+                .tasks
+                .spawn(async move { i.refresh_card_forever().await });
             let i = inner.clone();
-            inner.tasks.spawn(async move { i.watch_subscribers().await });
+            inner
+                .tasks
+                .spawn(async move { i.watch_subscribers().await });
             let i = inner.clone();
             inner
                 .tasks
@@ -390,10 +394,9 @@ impl Inner {
                 return;
             }
         };
-        let wait = self
-            .settings
-            .access_wait
-            .min(Duration::from_secs(grant.valid_to.saturating_sub(now_unix())));
+        let wait = self.settings.access_wait.min(Duration::from_secs(
+            grant.valid_to.saturating_sub(now_unix()),
+        ));
         if !self.link.access_has_subscriber() {
             tracing::info!(%request_id, "waiting for a subscriber to hand out access");
         }
@@ -406,8 +409,12 @@ impl Inner {
         };
         if let Err(e) = sent {
             tracing::warn!(%request_id, "access not handed out ({e}); tearing down");
-            self.abort(entry, Some(placement.reservation), DeclineReason::ShuttingDown)
-                .await;
+            self.abort(
+                entry,
+                Some(placement.reservation),
+                DeclineReason::ShuttingDown,
+            )
+            .await;
             return;
         }
         if let Err(e) = self.journal.advance(request_id, Phase::Running) {
@@ -430,7 +437,12 @@ impl Inner {
 
     /// Tear down a workload whose access was never handed out: no usage
     /// report (the requester never had it), a decline, journal `Aborted`.
-    async fn abort(self: &Arc<Self>, entry: JournalEntry, reservation: Option<Reservation>, reason: DeclineReason) {
+    async fn abort(
+        self: &Arc<Self>,
+        entry: JournalEntry,
+        reservation: Option<Reservation>,
+        reason: DeclineReason,
+    ) {
         let request_id = entry.request_id;
         let policy = WatchPolicy {
             initial: Duration::from_millis(10),
@@ -724,7 +736,10 @@ impl Inner {
         }
     }
 
-    async fn take_settlements(self: Arc<Self>, mut settlements: mosaik::streams::Consumer<crate::coalition::protocol::Settlement>) {
+    async fn take_settlements(
+        self: Arc<Self>,
+        mut settlements: mosaik::streams::Consumer<crate::coalition::protocol::Settlement>,
+    ) {
         loop {
             let s = tokio::select! {
                 s = settlements.recv() => match s { Some(s) => s, None => return },
@@ -807,12 +822,21 @@ mod tests {
         let g = grant(&p, now + CLOCK_SKEW_SECONDS);
         assert!(validate(&g, &p, now).is_ok());
 
-        for (cpu, ram) in [(0, 64), (100, 0), (MAX_GRANT_CPU_MILLICORES + 1, 64), (100, MAX_GRANT_RAM_MIB + 1)] {
+        for (cpu, ram) in [
+            (0, 64),
+            (100, 0),
+            (MAX_GRANT_CPU_MILLICORES + 1, 64),
+            (100, MAX_GRANT_RAM_MIB + 1),
+        ] {
             let mut g = grant(&p, now);
             g.manifest.cpu_millicores = cpu;
             g.manifest.ram_mib = ram;
             reseal(&p, &mut g);
-            assert_eq!(validate(&g, &p, now), Err(DeclineReason::BadResources), "{cpu} {ram}");
+            assert_eq!(
+                validate(&g, &p, now),
+                Err(DeclineReason::BadResources),
+                "{cpu} {ram}"
+            );
         }
         let mut g = grant(&p, now);
         g.valid_to = now + MAX_GRANT_SECONDS + 1;
@@ -841,11 +865,23 @@ mod tests {
         assert_eq!(
             ev,
             vec![
-                Event::Failover { from: "aws".into(), to: Some("gcp".into()) },
-                Event::Failover { from: "gcp".into(), to: Some("bare".into()) },
+                Event::Failover {
+                    from: "aws".into(),
+                    to: Some("gcp".into())
+                },
+                Event::Failover {
+                    from: "gcp".into(),
+                    to: Some("bare".into())
+                },
             ]
         );
         let ev = failover_events(&[f("aws")], None);
-        assert_eq!(ev, vec![Event::Failover { from: "aws".into(), to: None }]);
+        assert_eq!(
+            ev,
+            vec![Event::Failover {
+                from: "aws".into(),
+                to: None
+            }]
+        );
     }
 }

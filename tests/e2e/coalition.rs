@@ -60,7 +60,17 @@ fn a_grant_gets_access_only_its_reply_key_opens_then_exactly_one_usage_report() 
     let key_dir = keys.display().to_string();
     let mut agent = agent_owned(&with_net(
         &net,
-        &["request", "--cpu", "100", "--ram", "64", "--duration", "30s", "--key-dir", &key_dir],
+        &[
+            "request",
+            "--cpu",
+            "100",
+            "--ram",
+            "64",
+            "--duration",
+            "30s",
+            "--key-dir",
+            &key_dir,
+        ],
     ));
     let request_id = printed_request_id(&agent);
     agent.wait_for_log("usage report: exited with code 0", MIN);
@@ -71,7 +81,9 @@ fn a_grant_gets_access_only_its_reply_key_opens_then_exactly_one_usage_report() 
     }
 
     // The access bundle: one, and only the reply key opens it.
-    let replies = observer.wait_for(request_id, "the usage report", MIN, |r| usage_reports(r) >= 1);
+    let replies = observer.wait_for(request_id, "the usage report", MIN, |r| {
+        usage_reports(r) >= 1
+    });
     let sealed: Vec<_> = replies
         .iter()
         .filter_map(|r| match r {
@@ -91,12 +103,18 @@ fn a_grant_gets_access_only_its_reply_key_opens_then_exactly_one_usage_report() 
     use std::os::unix::fs::PermissionsExt;
     let key_file = keys.join("id_ed25519");
     let key = std::fs::read_to_string(&key_file).unwrap();
-    assert!(key.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"), "{key}");
+    assert!(
+        key.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"),
+        "{key}"
+    );
     assert_eq!(
         std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert!(out.contains(&format!("ssh -i {}", key_file.display())), "{out}");
+    assert!(
+        out.contains(&format!("ssh -i {}", key_file.display())),
+        "{out}"
+    );
 
     // The private key is nowhere on the bridge's side.
     let secret_line = key.lines().nth(2).expect("a key body line");
@@ -104,7 +122,9 @@ fn a_grant_gets_access_only_its_reply_key_opens_then_exactly_one_usage_report() 
     for f in std::fs::read_dir(&state).unwrap() {
         let bytes = std::fs::read(f.unwrap().path()).unwrap_or_default();
         assert!(
-            !bytes.windows(secret_line.len()).any(|w| w == secret_line.as_bytes()),
+            !bytes
+                .windows(secret_line.len())
+                .any(|w| w == secret_line.as_bytes()),
             "the workload key is in the state dir"
         );
     }
@@ -121,25 +141,56 @@ fn a_grant_gets_access_only_its_reply_key_opens_then_exactly_one_usage_report() 
 fn two_bridges_on_one_coalition_each_take_only_their_own_grants() {
     let net = TestCoalition::start(&network_name("two"));
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = start_bridge(&write_config(da.path(), &net.config_section(), "", "run_seconds = 2"));
-    let b = start_bridge(&write_config(db.path(), &net.config_section(), "", "run_seconds = 2"));
+    let a = start_bridge(&write_config(
+        da.path(),
+        &net.config_section(),
+        "",
+        "run_seconds = 2",
+    ));
+    let b = start_bridge(&write_config(
+        db.path(),
+        &net.config_section(),
+        "",
+        "run_seconds = 2",
+    ));
     let (pa, pb) = (
         provider_id(&da.path().join("state")),
         provider_id(&db.path().join("state")),
     );
     assert_ne!(pa, pb);
 
-    let mut list = agent_owned(&with_net(&net, &["providers", "--json", "--wait", "60s", "--at-least", "2"]));
-    assert_eq!(list.wait(Duration::from_secs(120)), Some(0), "{}", list.log());
+    let mut list = agent_owned(&with_net(
+        &net,
+        &["providers", "--json", "--wait", "60s", "--at-least", "2"],
+    ));
+    assert_eq!(
+        list.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        list.log()
+    );
     let out = list.log();
-    assert!(out.contains(&pa.to_string()) && out.contains(&pb.to_string()), "{out}");
+    assert!(
+        out.contains(&pa.to_string()) && out.contains(&pb.to_string()),
+        "{out}"
+    );
 
     let mut ids = Vec::new();
     for p in [pa, pb] {
         let ps = p.to_string();
         let mut ag = agent_owned(&with_net(
             &net,
-            &["request", "--provider", &ps, "--cpu", "100", "--ram", "64", "--duration", "20s"],
+            &[
+                "request",
+                "--provider",
+                &ps,
+                "--cpu",
+                "100",
+                "--ram",
+                "64",
+                "--duration",
+                "20s",
+            ],
         ));
         let id = printed_request_id(&ag);
         assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
@@ -186,13 +237,20 @@ fn each_bad_grant_is_declined_with_its_reason_and_the_bridge_carries_on() {
             .collect();
         assert_eq!(got, vec![reason], "request {id}");
         // A duplicate's original got access; nothing else did.
-        let accesses = replies.iter().filter(|r| matches!(r, Reply::Access(_))).count();
+        let accesses = replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Access(_)))
+            .count();
         let expected = usize::from(reason == DeclineReason::Duplicate);
         assert_eq!(accesses, expected, "access for request {id}: {replies:?}");
         assert_eq!(
             count_lines(
                 &bridge.log(),
-                &["grant declined", &id.to_string(), &format!("reason={}", reason.as_str())]
+                &[
+                    "grant declined",
+                    &id.to_string(),
+                    &format!("reason={}", reason.as_str())
+                ]
             ),
             1,
             "{}",
@@ -221,8 +279,14 @@ fn each_bad_grant_is_declined_with_its_reason_and_the_bridge_carries_on() {
         }),
         DeclineReason::NotYetValid,
     );
-    declined(grant(&card, |g| g.manifest.cpu_millicores = 0), DeclineReason::BadResources);
-    declined(grant(&card, |g| g.manifest.ram_mib = u32::MAX), DeclineReason::BadResources);
+    declined(
+        grant(&card, |g| g.manifest.cpu_millicores = 0),
+        DeclineReason::BadResources,
+    );
+    declined(
+        grant(&card, |g| g.manifest.ram_mib = u32::MAX),
+        DeclineReason::BadResources,
+    );
     declined(
         grant(&card, |g| g.manifest.tdx = TdxRequirement::Required),
         DeclineReason::NoBackend,
@@ -241,11 +305,25 @@ fn each_bad_grant_is_declined_with_its_reason_and_the_bridge_carries_on() {
     // The agent binary reports a decline and exits 3.
     let mut ag = agent_owned(&with_net(
         &net,
-        &["request", "--cpu", "100", "--ram", "64", "--duration", "20s", "--tdx", "required"],
+        &[
+            "request",
+            "--cpu",
+            "100",
+            "--ram",
+            "64",
+            "--duration",
+            "20s",
+            "--tdx",
+            "required",
+        ],
     ));
     assert_eq!(ag.wait(Duration::from_secs(120)), Some(3), "{}", ag.log());
     // The good grant still holds the only slot.
-    assert!(ag.log().contains("declined: concurrency-cap"), "{}", ag.log());
+    assert!(
+        ag.log().contains("declined: concurrency-cap"),
+        "{}",
+        ag.log()
+    );
     assert!(!bridge.log().contains("panicked"), "{}", bridge.log());
 }
 
@@ -257,13 +335,23 @@ fn a_settlement_reaches_the_bridge_as_an_amount_only() {
     let mut bridge = start_bridge(&config);
     let mut ag = agent_owned(&with_net(&net, &["settle", "--usd", "12.5"]));
     assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
-    assert!(ag.log().contains("settlement of $12.500000 sent"), "{}", ag.log());
+    assert!(
+        ag.log().contains("settlement of $12.500000 sent"),
+        "{}",
+        ag.log()
+    );
     bridge.wait_for_log("settlement credited", MIN);
     let log = bridge.log();
-    let line = log.lines().find(|l| l.contains("settlement credited")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("settlement credited"))
+        .unwrap();
     assert!(line.contains("usd=12.500000"), "{line}");
     // An amount and a running total, nothing that points at who paid.
-    assert!(!line.contains("peer") && !line.contains("request"), "{line}");
+    assert!(
+        !line.contains("peer") && !line.contains("request"),
+        "{line}"
+    );
 
     bridge.signal("TERM");
     assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
@@ -287,7 +375,15 @@ fn the_readme_demo_runs_on_a_local_coalition_from_the_same_config() {
 
     let cfg = config.display().to_string();
     let mut ag = agent(&[
-        "request", "--config", &cfg, "--cpu", "100", "--ram", "64", "--duration", "5s",
+        "request",
+        "--config",
+        &cfg,
+        "--cpu",
+        "100",
+        "--ram",
+        "64",
+        "--duration",
+        "5s",
     ]);
     assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
     let out = ag.log();
@@ -297,11 +393,12 @@ fn the_readme_demo_runs_on_a_local_coalition_from_the_same_config() {
 
     bridge.signal("TERM");
     assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
-    assert!(!rendezvous.exists(), "the rendezvous file outlived the bridge");
-    let (code, _, err) = compute_bridge_testkit::process::run(
-        &agent_bin(),
-        &["providers", "--config", &cfg],
+    assert!(
+        !rendezvous.exists(),
+        "the rendezvous file outlived the bridge"
     );
+    let (code, _, err) =
+        compute_bridge_testkit::process::run(&agent_bin(), &["providers", "--config", &cfg]);
     assert_ne!(code, 0);
     assert!(err.contains("no local bridge found"), "{err}");
 }

@@ -41,12 +41,21 @@ pub fn write_config(dir: &Path, coalition: &str, bridge: &str, fake: &str) -> Pa
     path
 }
 
-/// A bridge process on `config`, up and taking grants.
+/// A bridge process on `config`, up, taking grants and with its card
+/// published.
 pub fn start_bridge(config: &Path) -> Running {
+    let b = restart_bridge(config);
+    b.wait_for_log("provider card published", Duration::from_secs(60));
+    b
+}
+
+/// A bridge process on `config`, up and taking grants (a restarted bridge
+/// rejoins the card map's consensus group before its card is written
+/// again; its streams work before that).
+pub fn restart_bridge(config: &Path) -> Running {
     let cfg = config.display().to_string();
     let b = Running::spawn(&bridge_bin(), &["run", "--config", &cfg], QUIET);
     b.wait_for_log("taking grants", Duration::from_secs(180));
-    b.wait_for_log("provider card published", Duration::from_secs(60));
     b
 }
 
@@ -60,7 +69,10 @@ pub fn provider_id(state_dir: &Path) -> ProviderId {
 /// Log filters: iroh's public address lookups fail here by design.
 const QUIET: &[(&str, &str)] = &[
     ("COMPUTE_BRIDGE_LOG", "info,iroh::address_lookup=error"),
-    ("COALITION_AGENT_LOG", "warn,iroh=error,compute_bridge=debug"),
+    (
+        "COALITION_AGENT_LOG",
+        "warn,iroh=error,compute_bridge=debug",
+    ),
 ];
 
 /// Run `coalition-agent` with `args` in the background.
@@ -113,6 +125,20 @@ impl Observer {
     /// Join `coalition` and subscribe to `provider`, waiting until both ends
     /// are connected.
     pub async fn start(coalition: &TestCoalition, provider: ProviderId) -> Self {
+        Self::start_inner(coalition, provider, None).await
+    }
+
+    /// Like [`Self::start`] for a provider whose card is already known (a
+    /// restarted bridge may take a while to write it again).
+    pub async fn start_with_card(coalition: &TestCoalition, card: ProviderCard) -> Self {
+        Self::start_inner(coalition, card.provider_id, Some(card)).await
+    }
+
+    async fn start_inner(
+        coalition: &TestCoalition,
+        provider: ProviderId,
+        known: Option<ProviderCard>,
+    ) -> Self {
         let settings = NetworkSettings::parse(
             &coalition.network,
             std::slice::from_ref(&coalition.relay_url),
@@ -122,15 +148,20 @@ impl Observer {
         .unwrap();
         let network = coalition::join(&settings, None).await.unwrap();
         let link = Arc::new(RequesterLink::open(Arc::new(network)));
-        let cards = link
-            .wait_for_cards(Duration::from_secs(60), |c| {
-                c.iter().any(|c| c.provider_id == provider)
-            })
-            .await;
-        let card = cards
-            .into_iter()
-            .find(|c| c.provider_id == provider)
-            .expect("the provider's card reached the observer");
+        let card = match known {
+            Some(card) => {
+                // Learn where its node is from the coalition's bootstrap.
+                card
+            }
+            None => link
+                .wait_for_cards(Duration::from_secs(60), |c| {
+                    c.iter().any(|c| c.provider_id == provider)
+                })
+                .await
+                .into_iter()
+                .find(|c| c.provider_id == provider)
+                .expect("the provider's card reached the observer"),
+        };
         let session = link
             .connect(card.node, Duration::from_secs(60))
             .await

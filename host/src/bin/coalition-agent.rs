@@ -19,9 +19,11 @@ use compute_bridge::fleet::now_unix;
 /// and a usage report, credit a provider with a settlement.
 #[derive(Parser)]
 #[command(name = "coalition-agent", version, about, long_about = None)]
-#[command(after_help = "With a bridge running on this machine (`compute-bridge run`), \
+#[command(
+    after_help = "With a bridge running on this machine (`compute-bridge run`), \
     `coalition-agent request --cpu 100 --ram 64 --duration 30s` reaches it with no other flag; \
-    give `--config FILE` when the bridge runs with `--config FILE`.")]
+    give `--config FILE` when the bridge runs with `--config FILE`."
+)]
 struct Cli {
     #[command(flatten)]
     net: NetFlags,
@@ -171,7 +173,10 @@ async fn command(
                 return Ok(ExitCode::SUCCESS);
             }
             if cards.is_empty() {
-                println!("no provider cards on {} (waited {wait:?})", settings.network);
+                println!(
+                    "no provider cards on {} (waited {wait:?})",
+                    settings.network
+                );
                 return Ok(ExitCode::FAILURE);
             }
             for c in cards {

@@ -315,21 +315,105 @@ impl RequesterLink {
 
     /// Subscribe to the provider whose node is `node` and wait (up to
     /// `timeout`) until the subscriptions are up in both directions.
-    pub async fn connect(&self, node: PeerId, timeout: Duration) -> anyhow::Result<ProviderSession> {
-        let session = self.session(node);
-        // Tell the provider's node of our new streams now rather than at
-        // the next gossip round.
-        super::sync(&self.network, &[super::catalog_addr(&self.network, &node)]).await;
-        tokio::time::timeout(timeout, session.ready())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "the provider's node {} did not subscribe within {}s",
-                    node.fmt_short(),
-                    timeout.as_secs()
-                )
-            })?;
-        Ok(session)
+    ///
+    /// The subscriptions are made one at a time, and the catalogs are
+    /// synced with the provider's node while waiting, so a subscription
+    /// does not wait for the next gossip round to be noticed.
+    pub async fn connect(
+        &self,
+        node: PeerId,
+        timeout: Duration,
+    ) -> anyhow::Result<ProviderSession> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let net = &self.network;
+        let only = move |peer: &mosaik::discovery::PeerInfo| *peer.id() == node;
+        let is_node = move |p: &mosaik::discovery::PeerEntry| *p.id() == node;
+        let grants = producer(net, GRANTS_STREAM);
+        let settlements = producer(net, SETTLEMENTS_STREAM);
+        let streams = net.streams();
+        let access = streams
+            .consumer::<AccessSealed>()
+            .with_stream_id(ACCESS_STREAM)
+            .require(only)
+            .build();
+        self.until(
+            node,
+            deadline,
+            "access",
+            access.when().subscribed().with_predicate(is_node),
+        )
+        .await?;
+        let usage = streams
+            .consumer::<UsageReport>()
+            .with_stream_id(USAGE_STREAM)
+            .require(only)
+            .build();
+        self.until(
+            node,
+            deadline,
+            "usage",
+            usage.when().subscribed().with_predicate(is_node),
+        )
+        .await?;
+        let declines = streams
+            .consumer::<Decline>()
+            .with_stream_id(DECLINES_STREAM)
+            .require(only)
+            .build();
+        self.until(
+            node,
+            deadline,
+            "declines",
+            declines.when().subscribed().with_predicate(is_node),
+        )
+        .await?;
+        self.until(
+            node,
+            deadline,
+            "grants",
+            grants.when().subscribed().with_predicate(is_node),
+        )
+        .await?;
+        Ok(ProviderSession {
+            node,
+            grants,
+            settlements,
+            access,
+            usage,
+            declines,
+        })
+    }
+
+    /// Wait for `cond` until `deadline`, syncing catalogs with `node` at
+    /// the start and every few seconds.
+    async fn until(
+        &self,
+        node: PeerId,
+        deadline: tokio::time::Instant,
+        what: &str,
+        cond: mosaik::streams::status::ChannelConditions,
+    ) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        tokio::pin!(cond);
+        loop {
+            if cond.is_condition_met() {
+                break;
+            }
+            super::sync(&self.network, &[super::catalog_addr(&self.network, &node)]).await;
+            tokio::select! {
+                () = &mut cond => break,
+                () = tokio::time::sleep(Duration::from_secs(3)) => {}
+                () = tokio::time::sleep_until(deadline) => anyhow::bail!(
+                    "the provider's node {} did not connect its {what} stream in time",
+                    node.fmt_short()
+                ),
+            }
+        }
+        tracing::debug!(
+            ms = start.elapsed().as_millis() as u64,
+            "{what} subscription up"
+        );
+        Ok(())
     }
 
     /// Subscribe to the provider whose node is `node` (see [`Self::connect`]).
@@ -376,10 +460,22 @@ impl ProviderSession {
             tracing::debug!(ms = start.elapsed().as_millis() as u64, "{what} subscribed");
         };
         tokio::join!(
-            logged("provider to our grants", self.grants.when().subscribed().with_predicate(is_node)),
-            logged("we to its access", self.access.when().subscribed().with_predicate(is_node)),
-            logged("we to its usage", self.usage.when().subscribed().with_predicate(is_node)),
-            logged("we to its declines", self.declines.when().subscribed().with_predicate(is_node)),
+            logged(
+                "provider to our grants",
+                self.grants.when().subscribed().with_predicate(is_node)
+            ),
+            logged(
+                "we to its access",
+                self.access.when().subscribed().with_predicate(is_node)
+            ),
+            logged(
+                "we to its usage",
+                self.usage.when().subscribed().with_predicate(is_node)
+            ),
+            logged(
+                "we to its declines",
+                self.declines.when().subscribed().with_predicate(is_node)
+            ),
         );
     }
 

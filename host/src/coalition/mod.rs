@@ -69,11 +69,10 @@ pub fn parse_relay_url(s: &str) -> Result<RelayUrl, String> {
 /// `PEER_ID@IP:PORT`; several addresses may follow, separated by `@`.
 pub fn parse_peer_addr(s: &str) -> Result<EndpointAddr, String> {
     let mut parts = s.trim().split('@');
-    let id = parts
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| format!("{s:?}: a bootstrap peer starts with its peer id (64 hex digits)"))?;
+    let id =
+        parts.next().unwrap_or_default().parse().map_err(|_| {
+            format!("{s:?}: a bootstrap peer starts with its peer id (64 hex digits)")
+        })?;
     let mut addr = EndpointAddr::new(id);
     for p in parts {
         if let Ok(ip) = p.parse::<SocketAddr>() {

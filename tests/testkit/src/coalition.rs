@@ -36,7 +36,10 @@ impl TestCoalition {
             .expect("a runtime for the test coalition");
         let (relay, node, relay_url) = rt.block_on(async {
             let mut config = iroh_relay::server::ServerConfig::default();
-            config.relay = Some(iroh_relay::server::RelayConfig::new((Ipv4Addr::LOCALHOST, 0)));
+            config.relay = Some(iroh_relay::server::RelayConfig::new((
+                Ipv4Addr::LOCALHOST,
+                0,
+            )));
             let relay = iroh_relay::server::Server::spawn(config)
                 .await
                 .expect("starting an iroh relay on 127.0.0.1");
