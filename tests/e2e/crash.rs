@@ -145,7 +145,10 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
         let id = g.request_id;
         use futures::SinkExt;
         let mut grants = grants;
-        grants.send(g).await.unwrap();
+        tokio::time::timeout(MIN, grants.send(g))
+            .await
+            .expect("the grant went out within a minute")
+            .unwrap();
         (card, id, network)
     });
     let id = request_id.to_string();

@@ -487,7 +487,7 @@ pub fn parse_usd(s: &str) -> Result<u64, String> {
         .trim_start_matches('$')
         .parse()
         .map_err(|_| format!("{s:?} is not an amount in USD"))?;
-    if !v.is_finite() || v < 0.0 || v > 1e12 {
+    if !v.is_finite() || !(0.0..=1e12).contains(&v) {
         return Err(format!("{s:?} is not an amount between 0 and 1e12 USD"));
     }
     Ok((v * 1_000_000.0).round() as u64)
