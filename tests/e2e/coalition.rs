@@ -213,7 +213,7 @@ fn each_bad_grant_is_declined_with_its_reason_and_the_bridge_carries_on() {
         "concurrency_cap = 1",
         "run_seconds = 3600",
     );
-    let bridge = start_bridge(&config);
+    let mut bridge = start_bridge(&config);
     let provider = provider_id(&dir.path().join("state"));
     let observer = net.block_on(Observer::start(&net, provider));
     let card = observer.card.clone();
@@ -325,6 +325,17 @@ fn each_bad_grant_is_declined_with_its_reason_and_the_bridge_carries_on() {
         ag.log()
     );
     assert!(!bridge.log().contains("panicked"), "{}", bridge.log());
+
+    // SIGTERM: the bridge stops taking grants and exits cleanly, leaving the
+    // running workload journaled for the next start to watch.
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    assert!(bridge.log().contains("running workloads stay journaled"));
+    let j = Journal::open(&dir.path().join("state")).unwrap();
+    assert_eq!(
+        j.get(good_id).unwrap().unwrap().phase,
+        compute_bridge::journal::Phase::Running
+    );
 }
 
 #[test]
