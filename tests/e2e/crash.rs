@@ -5,8 +5,8 @@
 //!
 //! The fake backend keeps no state of its own, so "no instance left
 //! running" is checked through the bridge: its teardown and its journal.
-//! With the bare-metal backend the same tests can also look for the
-//! workload's account (see the README's testing notes).
+//! Once the bare-metal backend lands, the same tests should also check that
+//! the workload's account is gone.
 
 use std::time::Duration;
 
