@@ -18,5 +18,5 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
-pub use compute_bridge::backend::{cache, http, log, ssh, types};
-pub use exports::compute_bridge::backend::provider;
+pub use self::compute_bridge::backend::{cache, http, log, ssh, types};
+pub use self::exports::compute_bridge::backend::provider;

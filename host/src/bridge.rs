@@ -1,23 +1,39 @@
-//! Start-up: config → runtime → components → fleet, and the routing table.
+//! Start-up: config → identity and journal → runtime → components → fleet,
+//! and the routing table; then [`Bridge::serve`] joins the coalition and runs
+//! the provider loop until a signal.
 //!
-//! `compute-bridge run` builds a [`Bridge`] and serves until a signal; the
-//! provider loop and the dashboard attach to the fleet it holds.
+//! `compute-bridge run` builds a [`Bridge`] and serves; the dashboard
+//! attaches through the event sink and the fleet.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use mosaik::Network;
 
 use crate::backend::Backend;
+use crate::coalition::link::ProviderLink;
+use crate::coalition::relay::{LocalRelay, Rendezvous};
+use crate::coalition::{self, NetworkSettings};
 use crate::config::BootConfig;
-use crate::fleet::{Fleet, MemberView};
+use crate::events::EventSink;
+use crate::fleet::{Fleet, MemberView, WatchPolicy};
+use crate::identity::Identity;
+use crate::journal::Journal;
+use crate::provider::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use crate::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 
 /// A started bridge.
 pub struct Bridge {
     /// The validated config.
     pub config: BootConfig,
-    /// This provider's id.
+    /// This provider's id (as the components see it).
     pub provider_id: String,
+    /// The keys and id.
+    pub identity: Identity,
+    /// The journal (held exclusively: a second bridge on this state dir is
+    /// refused at start).
+    pub journal: Journal,
     /// The component host.
     pub runtime: Runtime,
     /// The sandboxed backends, in config order.
@@ -33,7 +49,11 @@ impl Bridge {
         let state_dir = config.state_dir();
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
-        let provider_id = crate::identity::provider_id(&state_dir)?;
+        let identity = Identity::load_or_create(&state_dir)?;
+        let provider_id = identity.provider_id.to_string();
+        let journal = Journal::open(&state_dir).context(
+            "opening the journal (is another compute-bridge running on this state dir?)",
+        )?;
         let runtime = Runtime::new(&RuntimeOptions::for_config(&config))?;
         let mut backends = Vec::new();
         for b in &config.backends {
@@ -54,10 +74,64 @@ impl Bridge {
         Ok(Self {
             config,
             provider_id,
+            identity,
+            journal,
             runtime,
             backends,
             fleet,
         })
+    }
+
+    /// Join the coalition and run the provider loop until `shutdown`,
+    /// recording events into `events`. On return the node has left the
+    /// coalition and a local relay is stopped.
+    pub async fn serve(
+        self,
+        events: Arc<dyn EventSink>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let state_dir = self.config.state_dir();
+        let started = std::time::Instant::now();
+        tokio::pin!(shutdown);
+        let node = tokio::select! {
+            n = CoalitionNode::join(&self.config, &self.identity) => n?,
+            () = &mut shutdown => return Ok(()),
+        };
+        tracing::info!(
+            network = %self.config.coalition.network,
+            peer = %node.network.local().id(),
+            ms = started.elapsed().as_millis() as u64,
+            "joined the coalition"
+        );
+        let link = ProviderLink::open(
+            node.network.clone(),
+            node.bootstrap.clone(),
+            self.identity.provider_id,
+        );
+        let settings = LoopSettings {
+            coalition: self.config.coalition.network.clone(),
+            capacity_refresh: Duration::from_secs(self.config.bridge.capacity_refresh_sec),
+            watch: WatchPolicy::default(),
+            access_wait: ACCESS_WAIT,
+            sweep_backends: self
+                .config
+                .backends
+                .iter()
+                .filter(|b| b.sweep_orphans)
+                .map(|b| b.name.clone())
+                .collect(),
+        };
+        let provider = ProviderLoop::new(
+            self.identity.envelope,
+            self.fleet,
+            self.journal,
+            link,
+            events,
+            settings,
+        );
+        let result = provider.run(shutdown).await;
+        node.leave(&state_dir).await;
+        result
     }
 
     /// Log the routing table, one line per backend in routing order.
@@ -108,4 +182,72 @@ pub fn routing_line(m: &MemberView, http: &[String], ssh: &[String]) -> String {
         http.join(","),
         ssh.join(",")
     )
+}
+
+/// The bridge's node on the coalition, and the relay it runs for a local
+/// coalition.
+struct CoalitionNode {
+    network: Arc<Network>,
+    bootstrap: Vec<mosaik::iroh::EndpointAddr>,
+    relay: Option<LocalRelay>,
+}
+
+impl CoalitionNode {
+    async fn join(config: &BootConfig, identity: &Identity) -> anyhow::Result<Self> {
+        let c = &config.coalition;
+        if !c.is_local() {
+            let settings =
+                NetworkSettings::parse(&c.network, &c.relays, &c.bootstrap, c.loopback_only())?;
+            let network = coalition::join(&settings, Some(identity.node_key.clone())).await?;
+            return Ok(Self {
+                network: Arc::new(network),
+                bootstrap: settings.bootstrap,
+                relay: None,
+            });
+        }
+        let relay = LocalRelay::spawn().await?;
+        let settings = NetworkSettings::parse(&c.network, &[relay.url().to_string()], &[], true)?;
+        let network = coalition::join(&settings, Some(identity.node_key.clone())).await?;
+        let bootstrap =
+            coalition::format_peer_addr(&network.local().addr(), settings.relays.first());
+        Rendezvous {
+            network: c.network.clone(),
+            relay: relay.url().to_string(),
+            bootstrap: bootstrap.clone(),
+            pid: std::process::id(),
+        }
+        .write(&config.state_dir())?;
+        tracing::info!(
+            relay = relay.url(),
+            bootstrap = %bootstrap,
+            rendezvous = %Rendezvous::path(&config.state_dir()).display(),
+            "local coalition: agents on this machine join with the same config \
+             (`coalition-agent request --config FILE ...`), or with \
+             `--relay RELAY --bootstrap BOOTSTRAP`"
+        );
+        Ok(Self {
+            network: Arc::new(network),
+            bootstrap: Vec::new(),
+            relay: Some(relay),
+        })
+    }
+
+    async fn leave(self, state_dir: &std::path::Path) {
+        if self.relay.is_some() {
+            Rendezvous::remove_if_mine(state_dir);
+        }
+        // Close the endpoint before dropping it: peers see a clean goodbye
+        // instead of a timeout, and iroh does not log an abort.
+        let endpoint = self.network.local().endpoint().clone();
+        drop(self.network);
+        if tokio::time::timeout(std::time::Duration::from_secs(5), endpoint.close())
+            .await
+            .is_err()
+        {
+            tracing::debug!("the coalition endpoint took over 5 s to close; dropping it");
+        }
+        if let Some(r) = self.relay {
+            r.shutdown().await;
+        }
+    }
 }

@@ -14,23 +14,34 @@
 //! - [`backend`]: the host's backend trait and types;
 //! - [`fleet`]: routing, failover, capacity, watching;
 //! - [`events`]: what the operator may see, typed so it cannot leak identity;
+//! - [`coalition`]: the protocol, the mosaik link, the local relay;
+//! - [`envelope`]: HPKE sealing of grants' secrets and access bundles;
+//! - [`journal`]: durable state, so workloads end and are reported once;
+//! - [`provider`]: the provider loop that ties the above together;
+//! - [`identity`]: the bridge's keys and provider id;
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
+//! - [`agent`]: the requester's side (`coalition-agent`);
 //! - [`bridge`]: start-up and the routing table;
 //! - [`sweep`]: the opt-in orphan sweep at start;
 //! - [`conformance`] and [`template`]: the component author's kit.
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod backend;
 pub mod bindings;
 pub mod bridge;
 pub mod capabilities;
+pub mod coalition;
 pub mod config;
 pub mod conformance;
 pub mod dashboard;
+pub mod envelope;
 pub mod events;
 pub mod fleet;
 pub mod identity;
+pub mod journal;
+pub mod provider;
 pub mod runtime;
 pub mod sweep;
 pub mod template;

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 use compute_bridge::bridge::Bridge;
 use compute_bridge::config::{BootConfig, LOCAL_NAME};
 use compute_bridge::dashboard::{Dashboard, DashboardServer};
+use compute_bridge::events::EventSink;
 use compute_bridge::runtime::{CompileCache, Runtime, RuntimeOptions, policy};
 
 /// Sell compute from your clouds and bare-metal hosts to a coalition, from
@@ -118,7 +120,10 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COMPUTE_BRIDGE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // iroh's default address lookups (n0's public DNS and pkarr
+        // servers, which mosaik enables) fail where the coalition is
+        // private; their retries are not the operator's concern.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,iroh::address_lookup=error"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -144,6 +149,8 @@ fn run(config: Option<&Path>, dashboard_port: Option<u16>) -> anyhow::Result<Exi
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        // Before start-up, so a signal while starting is not lost.
+        let signal = shutdown_signal()?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             config = %if config.is_some() { cfg.source_name.clone() } else { LOCAL_NAME.to_string() },
@@ -166,23 +173,32 @@ fn run(config: Option<&Path>, dashboard_port: Option<u16>) -> anyhow::Result<Exi
             "dashboard listening on 127.0.0.1:{p}; from your workstation: ssh -L {p}:localhost:{p} <this host>",
             p = server.local_addr().port()
         );
+        let events: Arc<dyn EventSink> = Arc::new(dashboard);
+        let shutdown = async {
+            signal.await;
+            tracing::info!("shutting down");
+        };
         tracing::info!("ready; stop with Ctrl-C or SIGTERM");
-        shutdown_signal().await;
-        tracing::info!("shutting down");
+        bridge.serve(events, shutdown).await?;
         server.stop().await;
+        tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when first polled, so a signal during start-up is not lost.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {

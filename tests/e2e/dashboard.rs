@@ -1,10 +1,8 @@
 //! The dashboard of a real `compute-bridge run`: loopback only, DNS
 //! rebinding refused, no scripts, in a real browser.
 //!
-//! No grants flow yet (the provider loop is not on this branch): these check
-//! what a freshly started bridge shows. The fed-grants browser test runs the
-//! dashboard in-process (host/tests/runtime/dashboard/browser.rs) until the
-//! provider loop merges.
+//! These check what a freshly started bridge on its own local coalition
+//! shows; grants through the whole path are in `coalition.rs`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,6 +25,7 @@ capacity_refresh_sec = 5
 
 [coalition]
 network = "e2e.test"
+local = true
 
 [dashboard]
 bind = "{bind}"
@@ -63,6 +62,7 @@ fn start(dir: &Path) -> (Running, SocketAddr) {
     );
     bridge.wait_for_log("dashboard listening", Duration::from_secs(120));
     bridge.wait_for_log("ready", Duration::from_secs(30));
+    bridge.wait_for_log("provider card published", Duration::from_secs(60));
     (bridge, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
@@ -75,7 +75,7 @@ fn a_dashboard_bind_other_than_127_0_0_1_stops_the_bridge_with_the_reason() {
             let (code, out, err) = run(&bridge_bin(), &[cmd, "--config", cfg.to_str().unwrap()]);
             assert_ne!(code, 0, "{cmd} accepted bind = {bind:?}: {out}{err}");
             for needle in [
-                "bridge.toml:10:",
+                "bridge.toml:11:",
                 "dashboard.bind",
                 "the dashboard binds to 127.0.0.1 only",
                 &format!("{bind:?}"),
@@ -180,11 +180,16 @@ fn a_real_bridge_answers_only_loopback_hosts_and_forbids_scripts() {
     assert_eq!(snap.status, 200);
     csp(&snap);
     let v: serde_json::Value = serde_json::from_str(&snap.body).unwrap();
-    let id = std::fs::read_to_string(dir.path().join("state/provider-id")).unwrap();
-    assert_eq!(v["provider"]["id_prefix"], id.trim()[..12]);
+    let id = crate::support::provider_id(&dir.path().join("state")).to_string();
+    assert_eq!(v["provider"]["id_prefix"], id[..12]);
     assert_eq!(v["provider"]["coalition"], "e2e.test");
     assert_eq!(v["provider"]["mrtd"], "not-applicable");
-    assert_eq!(v["provider"]["status"], "not-registered");
+    // Published once: registered (alive once it has been refreshed).
+    assert!(
+        ["registered", "alive"].contains(&v["provider"]["status"].as_str().unwrap()),
+        "{v}"
+    );
+    assert_eq!(v["provider"]["module_version"], "Compute v1");
     assert_eq!(v["grants"]["cap"], 4);
 
     let metrics = http::get_local(addr, "/metrics");

@@ -1,8 +1,12 @@
-//! End-to-end tests: the real `compute-bridge` binary against real peers.
+//! End-to-end tests: the real `compute-bridge` and `coalition-agent`
+//! binaries against real peers.
 
 mod authoring;
 mod cli;
+mod coalition;
+mod crash;
 mod dashboard;
+mod support;
 
 /// The binary under test.
 pub fn bridge_bin() -> std::path::PathBuf {

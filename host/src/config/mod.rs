@@ -96,22 +96,29 @@ impl Default for BridgeConfig {
     }
 }
 
-/// `[coalition]`
+/// `[coalition]`: how the bridge reaches its coalition's mosaik network.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoalitionConfig {
     /// The coalition's name (its mosaik network id).
     #[serde(default = "default_network")]
     pub network: String,
-    /// Run an in-process relay on 127.0.0.1 (the local default).
+    /// Run a coalition on this machine: an in-process relay on 127.0.0.1,
+    /// with the relay URL and bootstrap address written to
+    /// `state_dir/local-coalition.json` for `coalition-agent`. Defaults to
+    /// true when no `relays` are configured. Use [`Self::is_local`].
     #[serde(default)]
-    pub local: bool,
-    /// Relay URLs of the coalition.
+    local: Option<bool>,
+    /// Relay URLs of the coalition (`https://relay.example/`).
     #[serde(default)]
     pub relays: Vec<String>,
-    /// Peers to sync with at start.
+    /// Peers to sync with at start: `PEER_ID@RELAY_URL` or `PEER_ID@IP:PORT`.
     #[serde(default)]
     pub bootstrap: Vec<String>,
+    /// Address the node's sockets bind to (e.g. `127.0.0.1`); all
+    /// interfaces if unset. A local coalition always binds 127.0.0.1.
+    #[serde(default)]
+    pub bind: Option<IpAddr>,
 }
 
 fn default_network() -> String {
@@ -122,10 +129,23 @@ impl Default for CoalitionConfig {
     fn default() -> Self {
         Self {
             network: default_network(),
-            local: false,
+            local: None,
             relays: Vec::new(),
             bootstrap: Vec::new(),
+            bind: None,
         }
+    }
+}
+
+impl CoalitionConfig {
+    /// Whether the bridge runs a local coalition (`local`, or no relays).
+    pub fn is_local(&self) -> bool {
+        self.local.unwrap_or(self.relays.is_empty())
+    }
+
+    /// Whether the node binds 127.0.0.1 only.
+    pub fn loopback_only(&self) -> bool {
+        self.is_local() || self.bind.is_some_and(|ip| ip.is_loopback())
     }
 }
 
@@ -447,6 +467,7 @@ impl BootConfig {
                 "the coalition name must not be empty".into(),
             ));
         }
+        self.validate_coalition(src)?;
         if self.attestation.mode == AttestationMode::Tdx
             && let Some(m) = &self.attestation.expected_mrtd
             && (m.len() != 96 || hex::decode(m).is_err())
@@ -609,6 +630,47 @@ impl BootConfig {
     }
 }
 
+impl BootConfig {
+    fn validate_coalition(&self, src: &Source) -> Result<(), ConfigError> {
+        let at = |path: &[Seg], msg: String| src.error_at_path(path, msg);
+        let c = &self.coalition;
+        if c.local == Some(true) && !(c.relays.is_empty() && c.bootstrap.is_empty()) {
+            return Err(at(
+                &["coalition".into(), "local".into()],
+                "a local coalition runs its own relay: remove `relays` and `bootstrap`, \
+                 or set local = false"
+                    .into(),
+            ));
+        }
+        if c.local == Some(false) && c.relays.is_empty() {
+            return Err(at(
+                &["coalition".into(), "relays".into()],
+                "a coalition node needs at least one relay URL (or set local = true)".into(),
+            ));
+        }
+        if c.local == Some(true)
+            && let Some(ip) = c.bind
+            && !ip.is_loopback()
+        {
+            return Err(at(
+                &["coalition".into(), "bind".into()],
+                format!("a local coalition binds 127.0.0.1 only, not {ip}"),
+            ));
+        }
+        for (i, r) in c.relays.iter().enumerate() {
+            if let Err(msg) = crate::coalition::parse_relay_url(r) {
+                return Err(at(&["coalition".into(), "relays".into(), i.into()], msg));
+            }
+        }
+        for (i, b) in c.bootstrap.iter().enumerate() {
+            if let Err(msg) = crate::coalition::parse_peer_addr(b) {
+                return Err(at(&["coalition".into(), "bootstrap".into(), i.into()], msg));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl BackendConfig {
     /// Where the component comes from.
     pub fn component_source(&self) -> ComponentSource {
@@ -754,6 +816,28 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("rates.fake.ram_gib_hour_usd"));
         assert!(e.message.contains("non-negative"), "{e}");
+    }
+
+    #[test]
+    fn coalition_keys_are_checked_where_they_are_written() {
+        let c = load(MIN).unwrap();
+        assert!(c.coalition.is_local(), "no relays means a local coalition");
+        let c = load(&format!(
+            "[coalition]\nrelays = [\"http://127.0.0.1:3340/\"]\n{MIN}"
+        ))
+        .unwrap();
+        assert!(!c.coalition.is_local());
+        let e = load(&format!("[coalition]\nrelays = [\"not a url\"]\n{MIN}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("coalition.relays[0]"), "{e}");
+        let e = load(&format!("[coalition]\nbootstrap = [\"abc@x\"]\n{MIN}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("coalition.bootstrap[0]"), "{e}");
+        let e = load(&format!(
+            "[coalition]\nlocal = true\nrelays = [\"http://127.0.0.1:1/\"]\n{MIN}"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("coalition.local"), "{e}");
+        let e = load(&format!("[coalition]\nlocal = false\n{MIN}")).unwrap_err();
+        assert!(e.message.contains("at least one relay"), "{e}");
     }
 
     #[test]

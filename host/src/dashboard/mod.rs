@@ -80,6 +80,8 @@ impl Settings {
 struct Facts {
     id_prefix: Option<String>,
     status: ProviderStatus,
+    /// When the provider card was last published (unix seconds).
+    last_card: Option<u64>,
     module_version: Option<String>,
     mrtd: MrtdState,
 }
@@ -147,6 +149,7 @@ impl Dashboard {
                 facts: RwLock::new(Facts {
                     id_prefix: None,
                     status: ProviderStatus::NotRegistered,
+                    last_card: None,
                     module_version: None,
                     mrtd,
                 }),
@@ -163,6 +166,10 @@ impl Dashboard {
             Arc::new(SystemClock),
         );
         d.set_provider_id(&bridge.provider_id);
+        d.set_module_version(&format!(
+            "Compute v{}",
+            crate::coalition::protocol::PROTOCOL_VERSION
+        ));
         d
     }
 
@@ -187,7 +194,8 @@ impl Dashboard {
         self.facts_mut().id_prefix = Some(prefix);
     }
 
-    /// Set the registration status (the provider loop).
+    /// Override the registration status. The provider loop does not call
+    /// this: its card events ([`Event::CardRefreshed`]) drive the status.
     pub fn set_status(&self, status: ProviderStatus) {
         self.facts_mut().status = status;
     }
@@ -331,13 +339,14 @@ impl Dashboard {
 
         let all = figures.all_backends();
         let economics = cost::Economics::new(window_cost, figures.revenue_micros);
+        let status = live_status(&facts, now, inner.settings.refresh_sec);
         Snapshot {
             schema_version: SCHEMA_VERSION,
             generated_at_unix: now,
             refresh_seconds: inner.settings.refresh_sec,
             provider: ProviderSnapshot {
                 id_prefix: facts.id_prefix,
-                status: facts.status,
+                status,
                 coalition: inner.settings.coalition.clone(),
                 module_version: facts.module_version,
                 uptime_seconds: now.saturating_sub(inner.started_at),
@@ -392,8 +401,32 @@ fn idle_ratio(declared: u64, reserved: u64) -> Option<f64> {
     (declared > 0).then(|| (1.0 - reserved as f64 / declared as f64).clamp(0.0, 1.0))
 }
 
+/// A card refreshed within two refresh periods (plus slack for a slow
+/// coalition) keeps the provider `alive`; a card that stopped being
+/// refreshed falls back to `registered`: the coalition still has it, but it
+/// is going stale.
+fn live_status(facts: &Facts, now: u64, refresh_sec: u64) -> ProviderStatus {
+    match (facts.status, facts.last_card) {
+        (ProviderStatus::Alive, Some(t)) if now.saturating_sub(t) > 2 * refresh_sec + 10 => {
+            ProviderStatus::Registered
+        }
+        (status, _) => status,
+    }
+}
+
 impl EventSink for Dashboard {
     fn record(&self, event: Event) {
+        if matches!(event, Event::CardRefreshed) {
+            let now = self.inner.clock.now_unix();
+            let mut f = self.facts_mut();
+            // The first publication registers; each refresh after it
+            // shows the card is kept alive.
+            f.status = match f.last_card {
+                None => ProviderStatus::Registered,
+                Some(_) => ProviderStatus::Alive,
+            };
+            f.last_card = Some(now);
+        }
         let Some((delta, kind)) = state::plan(event, |b| self.slot_of(b)) else {
             tracing::debug!("ignored a settlement that is not a finite, non-negative amount");
             return;
@@ -473,6 +506,25 @@ mod tests {
         assert_eq!(d.snapshot().provider.mrtd, MrtdState::Pending);
         d.set_mrtd(MrtdState::Mismatch);
         assert_eq!(d.snapshot().provider.mrtd, MrtdState::Mismatch);
+    }
+
+    #[test]
+    fn card_publications_register_then_keep_alive_and_a_stale_card_falls_back() {
+        let (d, clock) = dashboard(AttestationMode::None);
+        assert_eq!(d.snapshot().provider.status, ProviderStatus::NotRegistered);
+        d.record(Event::CardRefreshed);
+        assert_eq!(d.snapshot().provider.status, ProviderStatus::Registered);
+        clock.advance(30);
+        d.record(Event::CardRefreshed);
+        assert_eq!(d.snapshot().provider.status, ProviderStatus::Alive);
+        // Refreshes stop (the coalition is unreachable): two periods and
+        // the slack later the card is no longer called alive.
+        clock.advance(2 * 30 + 10);
+        assert_eq!(d.snapshot().provider.status, ProviderStatus::Alive);
+        clock.advance(1);
+        assert_eq!(d.snapshot().provider.status, ProviderStatus::Registered);
+        d.record(Event::CardRefreshed);
+        assert_eq!(d.snapshot().provider.status, ProviderStatus::Alive);
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //! OpenSSH server ([`sshd`]), moto for EC2 ([`moto`]), the GCP and Azure
 //! API fakes ([`gcp_fake`], [`azure_fake`], served by [`fake_server`]), a
 //! scripted HTTP server for the http capability ([`http_server`]), the toy
-//! cloud the component template speaks ([`toy_cloud`]), headless Chromium
+//! cloud the component template speaks ([`toy_cloud`]), a coalition
+//! network's relay and bootstrap node ([`coalition`]), headless Chromium
 //! ([`chromium`]), a bare HTTP client ([`http`]) and the bridge binary
 //! itself ([`process`]). A peer that is not installed fails the test with
 //! the command that installs it; nothing is skipped.
 
 pub mod azure_fake;
 pub mod chromium;
+pub mod coalition;
 pub mod fake_server;
 pub mod gcp_fake;
 pub mod http;

@@ -1,0 +1,313 @@
+//! `coalition-agent`: play a coalition requester against a compute-bridge,
+//! for smoke tests, demos and the test suite.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use compute_bridge::agent::{
+    Agent, AgentNetwork, DEFAULT_IMAGE, Progress, RequestError, RequestSpec, write_access,
+};
+use compute_bridge::backend::TdxRequirement;
+use compute_bridge::coalition::protocol::{ProviderId, parse_usd};
+use compute_bridge::fleet::now_unix;
+
+/// Ask a coalition's compute providers for work, the way a coalition agent
+/// does: list provider cards, request compute and receive sealed SSH access
+/// and a usage report, credit a provider with a settlement.
+#[derive(Parser)]
+#[command(name = "coalition-agent", version, about, long_about = None)]
+#[command(
+    after_help = "With a bridge running on this machine (`compute-bridge run`), \
+    `coalition-agent request --cpu 100 --ram 64 --duration 30s` reaches it with no other flag; \
+    give `--config FILE` when the bridge runs with `--config FILE`."
+)]
+struct Cli {
+    #[command(flatten)]
+    net: NetFlags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct NetFlags {
+    /// Take the coalition from this bridge config (for a local coalition:
+    /// from the rendezvous file in the state dir it names). Without it and
+    /// without --relay, the bridge's embedded default.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Coalition name.
+    #[arg(long, global = true, value_name = "NAME")]
+    network: Option<String>,
+    /// Relay URL (repeatable).
+    #[arg(long = "relay", global = true, value_name = "URL")]
+    relays: Vec<String>,
+    /// Bootstrap peer `PEER_ID@RELAY_URL` (repeatable).
+    #[arg(long, global = true, value_name = "PEER")]
+    bootstrap: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the provider cards on the coalition.
+    Providers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for cards to arrive.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// Wait (up to --wait) until at least this many cards are there.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        at_least: usize,
+    },
+    /// Request compute from a provider and wait for access and the usage
+    /// report.
+    Request {
+        /// Provider id (optional when the coalition has one provider).
+        #[arg(long, value_name = "ID")]
+        provider: Option<ProviderId>,
+        /// CPU, millicores.
+        #[arg(long, value_name = "M")]
+        cpu: u32,
+        /// Memory, MiB.
+        #[arg(long, value_name = "MIB")]
+        ram: u32,
+        /// Image, pinned by digest (`NAME@sha256:...`).
+        #[arg(long, value_name = "REF", default_value = DEFAULT_IMAGE)]
+        image: String,
+        /// How long the grant is valid (`60s`, `5m`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Region.
+        #[arg(long)]
+        region: Option<String>,
+        /// TDX requirement: none, preferred or required.
+        #[arg(long, default_value = "none", value_parser = parse_tdx)]
+        tdx: TdxRequirement,
+        /// Directory for the access key (created, mode 0700); a fresh
+        /// temporary directory if omitted.
+        #[arg(long, value_name = "DIR")]
+        key_dir: Option<PathBuf>,
+    },
+    /// Credit a provider with settled revenue.
+    Settle {
+        /// Provider id (optional when the coalition has one provider).
+        #[arg(long, value_name = "ID")]
+        provider: Option<ProviderId>,
+        /// Amount in US dollars.
+        #[arg(long, value_name = "X", value_parser = parse_usd)]
+        usd: u64,
+        /// The period it covers, ending now.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        window: Duration,
+    },
+}
+
+fn parse_tdx(s: &str) -> Result<TdxRequirement, String> {
+    match s {
+        "none" => Ok(TdxRequirement::None),
+        "preferred" => Ok(TdxRequirement::Preferred),
+        "required" => Ok(TdxRequirement::Required),
+        _ => Err(format!("{s:?}: use none, preferred or required")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COALITION_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,iroh=error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = AgentNetwork {
+        config: cli.net.config,
+        network: cli.net.network,
+        relays: cli.net.relays,
+        bootstrap: cli.net.bootstrap,
+    }
+    .resolve()?;
+    let agent = Agent::join(&settings).await?;
+    let result = command(&agent, &settings, cli.command).await;
+    agent.close().await;
+    result
+}
+
+async fn command(
+    agent: &Agent,
+    settings: &compute_bridge::coalition::NetworkSettings,
+    command: Command,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Providers {
+            json,
+            wait,
+            at_least,
+        } => {
+            let cards = agent.providers(wait, at_least).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&cards)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if cards.is_empty() {
+                println!(
+                    "no provider cards on {} (waited {wait:?})",
+                    settings.network
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            for c in cards {
+                println!(
+                    "{}  coalition={} version={} grants={}/{} attestation={} refreshed {}s ago{}",
+                    c.provider_id,
+                    c.coalition,
+                    c.module_version,
+                    c.active_grants,
+                    c.concurrency_cap,
+                    match c.attestation {
+                        compute_bridge::coalition::protocol::Attestation::None => "none",
+                        compute_bridge::coalition::protocol::Attestation::Tdx { .. } => "tdx",
+                    },
+                    now_unix().saturating_sub(c.refreshed_at),
+                    if c.is_self_consistent() {
+                        ""
+                    } else {
+                        "  (INCONSISTENT: id does not match its envelope key)"
+                    }
+                );
+                for b in &c.backends {
+                    println!(
+                        "    {:<12} {:<8} regions=[{}] tdx={} cpu {}/{}m ram {}/{}MiB",
+                        b.name,
+                        if b.enabled { "enabled" } else { "disabled" },
+                        b.regions.join(","),
+                        if b.tdx_capable { "yes" } else { "no" },
+                        b.used_cpu_millicores,
+                        b.max_cpu_millicores,
+                        b.used_ram_mib,
+                        b.max_ram_mib
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Request {
+            provider,
+            cpu,
+            ram,
+            image,
+            duration,
+            region,
+            tdx,
+            key_dir,
+        } => {
+            let spec = RequestSpec {
+                provider,
+                cpu_millicores: cpu,
+                ram_mib: ram,
+                image,
+                duration,
+                region,
+                tdx,
+            };
+            let started = std::time::Instant::now();
+            let mut failure: Option<anyhow::Error> = None;
+            let result = agent
+                .request(&spec, |p| match p {
+                    Progress::Sent {
+                        request_id,
+                        provider,
+                    } => {
+                        println!(
+                            "request {request_id} sent to provider {}{}",
+                            provider.provider_id,
+                            if matches!(
+                                provider.attestation,
+                                compute_bridge::coalition::protocol::Attestation::None
+                            ) {
+                                " (card not attested)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    Progress::Access { bundle, after } => {
+                        let dir = key_dir.clone().unwrap_or_else(|| {
+                            std::env::temp_dir()
+                                .join(format!("coalition-agent-{}", hex::encode(rand::random::<[u8; 6]>())))
+                        });
+                        match write_access(&dir, &bundle) {
+                            Ok(cmd) => {
+                                println!(
+                                    "access opened with the reply key {} ms after the grant was sent \
+                                     ({} ms after start); log in with:",
+                                    after.as_millis(),
+                                    started.elapsed().as_millis()
+                                );
+                                println!("  {cmd}");
+                                println!("waiting for the usage report (the grant ends in at most {duration:?})");
+                            }
+                            Err(e) => failure = Some(e),
+                        }
+                    }
+                    Progress::Usage(r) => {
+                        println!(
+                            "usage report: {} cpu_core_seconds={} ram_mib_seconds={} net_bytes={}",
+                            r.ending,
+                            r.usage.cpu_core_seconds,
+                            r.usage.ram_mib_seconds,
+                            r.usage.net_bytes
+                        );
+                    }
+                })
+                .await;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            match result {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(RequestError::Declined(reason)) => {
+                    println!("declined: {}", reason.as_str());
+                    Ok(ExitCode::from(3))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Settle {
+            provider,
+            usd,
+            window,
+        } => {
+            let card = agent.settle(provider, usd, window).await?;
+            println!(
+                "settlement of ${:.6} sent to provider {}",
+                usd as f64 / 1e6,
+                card.provider_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! The mosaik link: the streams and the card map, from both ends.
+//!
+//! [`ProviderLink`] is the bridge's end: it writes the card into
+//! `compute.providers`, consumes `compute.grants` and
+//! `compute.settlements`, produces `compute.access`, `compute.usage` and
+//! `compute.declines`, and reports who is subscribed to those.
+//!
+//! [`RequesterLink`] is the requester's end (`coalition-agent`, tests): it
+//! reads the cards, produces grants and settlements, and consumes access,
+//! usage and declines *only from the provider's own node*, so nothing
+//! another peer publishes under a provider's name is believed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::SinkExt;
+use mosaik::collections::{MapReader, MapWriter};
+use mosaik::streams::{Consumer, Producer};
+use mosaik::{Network, PeerId};
+
+use super::protocol::{
+    ACCESS_STREAM, AccessSealed, ComputeGrant, DECLINES_STREAM, Decline, GRANTS_STREAM,
+    PROVIDERS_STORE, ProviderCard, ProviderId, RequestId, SETTLEMENTS_STREAM, Settlement,
+    USAGE_STREAM, UsageReport,
+};
+
+/// How long a card write may wait for the card map to come online.
+pub const CARD_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Nobody subscribed before the deadline.
+    #[error("no subscriber within the deadline")]
+    NoSubscriber,
+    /// The node is shutting down.
+    #[error("the coalition link is closed")]
+    Closed,
+}
+
+fn producer<D: mosaik::Datum>(network: &Network, stream: &str) -> Producer<D> {
+    match network
+        .streams()
+        .producer::<D>()
+        .with_stream_id(stream)
+        .build()
+    {
+        Ok(p) => p,
+        // One producer per stream per node: share the existing one.
+        Err(mosaik::streams::producer::BuilderError::AlreadyExists(p)) => p,
+    }
+}
+
+async fn send<D: mosaik::Datum + Clone>(
+    p: &Producer<D>,
+    item: D,
+    deadline: Option<Duration>,
+) -> Result<(), SendError> {
+    let mut p = p.clone();
+    let fut = async move { p.send(item).await.map_err(|_| SendError::Closed) };
+    match deadline {
+        Some(d) => tokio::time::timeout(d, fut)
+            .await
+            .map_err(|_| SendError::NoSubscriber)?,
+        None => fut.await,
+    }
+}
+
+/// The bridge's end of the coalition.
+pub struct ProviderLink {
+    network: Arc<Network>,
+    bootstrap: Vec<mosaik::iroh::EndpointAddr>,
+    provider_id: ProviderId,
+    cards: MapWriter<ProviderId, ProviderCard>,
+    access: Producer<AccessSealed>,
+    usage: Producer<UsageReport>,
+    declines: Producer<Decline>,
+}
+
+impl std::fmt::Debug for ProviderLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProviderLink({})", self.provider_id)
+    }
+}
+
+impl ProviderLink {
+    /// Open the provider's streams and card map on `network`, which joined
+    /// through `bootstrap`.
+    pub fn open(
+        network: Arc<Network>,
+        bootstrap: Vec<mosaik::iroh::EndpointAddr>,
+        provider_id: ProviderId,
+    ) -> Self {
+        let cards = MapWriter::<ProviderId, ProviderCard>::writer(&network, PROVIDERS_STORE);
+        Self {
+            cards,
+            access: producer(&network, ACCESS_STREAM),
+            usage: producer(&network, USAGE_STREAM),
+            declines: producer(&network, DECLINES_STREAM),
+            network,
+            bootstrap,
+            provider_id,
+        }
+    }
+
+    /// The node's peer id (published in the card).
+    pub fn node(&self) -> PeerId {
+        self.network.local().id()
+    }
+
+    /// The node.
+    pub fn network(&self) -> &Arc<Network> {
+        &self.network
+    }
+
+    /// A consumer of every grant on the coalition; the caller keeps those
+    /// addressed to this provider.
+    pub fn grants(&self) -> Consumer<ComputeGrant> {
+        self.network
+            .streams()
+            .consumer::<ComputeGrant>()
+            .with_stream_id(GRANTS_STREAM)
+            .build()
+    }
+
+    /// A consumer of every settlement; the caller keeps this provider's.
+    pub fn settlements(&self) -> Consumer<Settlement> {
+        self.network
+            .streams()
+            .consumer::<Settlement>()
+            .with_stream_id(SETTLEMENTS_STREAM)
+            .build()
+    }
+
+    /// Tell the bootstrap peers about this node's streams now (call after
+    /// opening the consumers).
+    pub async fn announce(&self) {
+        super::sync(&self.network, &self.bootstrap).await;
+    }
+
+    /// Write the card (waiting for the map to come online).
+    pub async fn publish_card(&self, card: ProviderCard) -> anyhow::Result<()> {
+        tokio::time::timeout(CARD_WRITE_TIMEOUT, async {
+            self.cards.when().online().await;
+            let v = self
+                .cards
+                .insert(card.provider_id, card)
+                .await
+                .map_err(|e| anyhow::anyhow!("writing the provider card: {e}"))?;
+            self.cards.when().reaches(v).await;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the provider map did not accept the card within {}s",
+                CARD_WRITE_TIMEOUT.as_secs()
+            )
+        })?
+    }
+
+    /// Publish a sealed access bundle, waiting up to `deadline` for a
+    /// subscriber.
+    pub async fn send_access(&self, a: AccessSealed, deadline: Duration) -> Result<(), SendError> {
+        send(&self.access, a, Some(deadline)).await
+    }
+
+    /// Publish a usage report, waiting as long as it takes for a subscriber.
+    pub async fn send_usage(&self, r: UsageReport) -> Result<(), SendError> {
+        send(&self.usage, r, None).await
+    }
+
+    /// Publish a decline, waiting up to `deadline` for a subscriber.
+    pub async fn send_decline(&self, d: Decline, deadline: Duration) -> Result<(), SendError> {
+        send(&self.declines, d, Some(deadline)).await
+    }
+
+    /// True when someone is subscribed to access bundles now.
+    pub fn access_has_subscriber(&self) -> bool {
+        self.access.is_online()
+    }
+
+    /// The peers subscribed to any of this provider's streams now: the
+    /// coalition agents listening to it.
+    pub fn subscribers(&self) -> BTreeSet<PeerId> {
+        let connected = |it: &mut dyn Iterator<Item = mosaik::streams::status::ChannelInfo>| {
+            it.filter(|c| c.is_connected())
+                .map(|c| *c.consumer_id())
+                .collect::<Vec<_>>()
+        };
+        let mut set = BTreeSet::new();
+        set.extend(connected(&mut self.access.consumers()));
+        set.extend(connected(&mut self.usage.consumers()));
+        set.extend(connected(&mut self.declines.consumers()));
+        set
+    }
+
+    /// Resolves when the subscriptions to any of this provider's streams
+    /// may have changed (mosaik's subscription status), or after `at_most`.
+    pub async fn subscriptions_changed(&self, at_most: Duration) {
+        fn change<D: mosaik::Datum>(p: &Producer<D>) -> impl Future<Output = ()> + use<D> {
+            let n = p.consumers().filter(|c| c.is_connected()).count();
+            let more = p.when().subscribed().minimum_of(n + 1);
+            let fewer = p.when().subscribed().minimum_of(n.max(1)).unmet();
+            let any_left = n > 0;
+            async move {
+                if any_left {
+                    tokio::select! { () = more => {}, () = fewer => {} }
+                } else {
+                    more.await;
+                }
+            }
+        }
+        tokio::select! {
+            () = change(&self.access) => {}
+            () = change(&self.usage) => {}
+            () = change(&self.declines) => {}
+            () = tokio::time::sleep(at_most) => {}
+        }
+    }
+}
+
+/// The requester's end of the coalition.
+pub struct RequesterLink {
+    network: Arc<Network>,
+    cards: MapReader<ProviderId, ProviderCard>,
+}
+
+impl std::fmt::Debug for RequesterLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequesterLink")
+    }
+}
+
+/// What came back for a grant.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Sealed access.
+    Access(AccessSealed),
+    /// The usage report.
+    Usage(UsageReport),
+    /// A decline.
+    Decline(Decline),
+}
+
+impl Reply {
+    /// The request it is about.
+    pub fn request_id(&self) -> RequestId {
+        match self {
+            Self::Access(a) => a.request_id,
+            Self::Usage(u) => u.request_id,
+            Self::Decline(d) => d.request_id,
+        }
+    }
+}
+
+/// A requester's subscriptions to one provider's node.
+pub struct ProviderSession {
+    node: PeerId,
+    grants: Producer<ComputeGrant>,
+    settlements: Producer<Settlement>,
+    access: Consumer<AccessSealed>,
+    usage: Consumer<UsageReport>,
+    declines: Consumer<Decline>,
+}
+
+impl std::fmt::Debug for ProviderSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProviderSession({})", self.node)
+    }
+}
+
+impl RequesterLink {
+    /// Open the card map on `network` (as a reader).
+    pub fn open(network: Arc<Network>) -> Self {
+        let cards = MapReader::<ProviderId, ProviderCard>::reader(&network, PROVIDERS_STORE);
+        Self { network, cards }
+    }
+
+    /// The node.
+    pub fn network(&self) -> &Arc<Network> {
+        &self.network
+    }
+
+    /// The cards now.
+    pub fn cards(&self) -> Vec<ProviderCard> {
+        let mut v: Vec<ProviderCard> = self.cards.values().collect();
+        v.sort_by_key(|c| c.provider_id);
+        v
+    }
+
+    /// Wait (up to `timeout`) until the card map is online and `ready`
+    /// holds for the cards; returns the cards then, whatever they are.
+    pub async fn wait_for_cards(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&[ProviderCard]) -> bool,
+    ) -> Vec<ProviderCard> {
+        let _ = tokio::time::timeout(timeout, async {
+            self.cards.when().online().await;
+            loop {
+                if ready(&self.cards()) {
+                    return;
+                }
+                tokio::select! {
+                    () = self.cards.when().updated() => {}
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        })
+        .await;
+        self.cards()
+    }
+
+    /// Subscribe to the provider whose node is `node` and wait (up to
+    /// `timeout`) until the subscriptions are up in both directions.
+    ///
+    /// The subscriptions are made one at a time, and the catalogs are
+    /// synced with the provider's node while waiting, so a subscription
+    /// does not wait for the next gossip round to be noticed.
+    pub async fn connect(
+        &self,
+        node: PeerId,
+        timeout: Duration,
+    ) -> anyhow::Result<ProviderSession> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let net = &self.network;
+        let only = move |peer: &mosaik::discovery::PeerInfo| *peer.id() == node;
+        let is_node = move |p: &mosaik::discovery::PeerEntry| *p.id() == node;
+        let grants = producer(net, GRANTS_STREAM);
+        let settlements = producer(net, SETTLEMENTS_STREAM);
+        let streams = net.streams();
+        let access = streams
+            .consumer::<AccessSealed>()
+            .with_stream_id(ACCESS_STREAM)
+            .require(only)
+            .build();
+        self.until(
+            node,
+            deadline,
+            "access",
+            access.when().subscribed().with_predicate(is_node),
+        )
+        .await?;
+        let usage = streams
+            .consumer::<UsageReport>()
+            .with_stream_id(USAGE_STREAM)
+            .require(only)
+            .build();
+        self.until(
+            node,
+            deadline,
+            "usage",
+            usage.when().subscribed().with_predicate(is_node),
+        )
+        .await?;
+        let declines = streams
+            .consumer::<Decline>()
+            .with_stream_id(DECLINES_STREAM)
+            .require(only)
+            .build();
+        self.until(
+            node,
+            deadline,
+            "declines",
+            declines.when().subscribed().with_predicate(is_node),
+        )
+        .await?;
+        self.until(
+            node,
+            deadline,
+            "grants",
+            grants.when().subscribed().with_predicate(is_node),
+        )
+        .await?;
+        Ok(ProviderSession {
+            node,
+            grants,
+            settlements,
+            access,
+            usage,
+            declines,
+        })
+    }
+
+    /// Wait for `cond` until `deadline`, syncing catalogs with `node` at
+    /// the start and every few seconds.
+    async fn until(
+        &self,
+        node: PeerId,
+        deadline: tokio::time::Instant,
+        what: &str,
+        cond: mosaik::streams::status::ChannelConditions,
+    ) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        tokio::pin!(cond);
+        loop {
+            if cond.is_condition_met() {
+                break;
+            }
+            super::sync(&self.network, &[super::catalog_addr(&self.network, &node)]).await;
+            tokio::select! {
+                () = &mut cond => break,
+                () = tokio::time::sleep(Duration::from_secs(3)) => {}
+                () = tokio::time::sleep_until(deadline) => anyhow::bail!(
+                    "the provider's node {} did not connect its {what} stream in time",
+                    node.fmt_short()
+                ),
+            }
+        }
+        tracing::debug!(
+            ms = start.elapsed().as_millis() as u64,
+            "{what} subscription up"
+        );
+        Ok(())
+    }
+
+    /// Subscribe to the provider whose node is `node` (see [`Self::connect`]).
+    pub fn session(&self, node: PeerId) -> ProviderSession {
+        let only = move |peer: &mosaik::discovery::PeerInfo| *peer.id() == node;
+        let streams = self.network.streams();
+        ProviderSession {
+            node,
+            grants: producer(&self.network, GRANTS_STREAM),
+            settlements: producer(&self.network, SETTLEMENTS_STREAM),
+            access: streams
+                .consumer::<AccessSealed>()
+                .with_stream_id(ACCESS_STREAM)
+                .require(only)
+                .build(),
+            usage: streams
+                .consumer::<UsageReport>()
+                .with_stream_id(USAGE_STREAM)
+                .require(only)
+                .build(),
+            declines: streams
+                .consumer::<Decline>()
+                .with_stream_id(DECLINES_STREAM)
+                .require(only)
+                .build(),
+        }
+    }
+}
+
+impl ProviderSession {
+    /// The provider's node.
+    pub fn node(&self) -> PeerId {
+        self.node
+    }
+
+    /// Wait until the provider's node takes our grants and we hear its
+    /// access, usage and declines.
+    pub async fn ready(&self) {
+        let node = self.node;
+        let is_node = move |p: &mosaik::discovery::PeerEntry| *p.id() == node;
+        let start = std::time::Instant::now();
+        let logged = |what: &'static str, f: mosaik::streams::status::ChannelConditions| async move {
+            f.await;
+            tracing::debug!(ms = start.elapsed().as_millis() as u64, "{what} subscribed");
+        };
+        tokio::join!(
+            logged(
+                "provider to our grants",
+                self.grants.when().subscribed().with_predicate(is_node)
+            ),
+            logged(
+                "we to its access",
+                self.access.when().subscribed().with_predicate(is_node)
+            ),
+            logged(
+                "we to its usage",
+                self.usage.when().subscribed().with_predicate(is_node)
+            ),
+            logged(
+                "we to its declines",
+                self.declines.when().subscribed().with_predicate(is_node)
+            ),
+        );
+    }
+
+    /// Wait until the provider's node takes our settlements.
+    pub async fn settlements_ready(&self) {
+        let node = self.node;
+        self.settlements
+            .when()
+            .subscribed()
+            .with_predicate(move |p| *p.id() == node)
+            .await;
+    }
+
+    /// Send a grant (the provider must be subscribed: see [`Self::ready`]).
+    pub async fn send_grant(&self, g: ComputeGrant) -> Result<(), SendError> {
+        send(&self.grants, g, Some(Duration::from_secs(30))).await
+    }
+
+    /// Send a settlement (see [`Self::settlements_ready`]) and wait until
+    /// it has gone out on the provider's subscription, so the caller may
+    /// exit right after.
+    pub async fn send_settlement(&self, s: Settlement) -> Result<(), SendError> {
+        let node = self.node;
+        let sent_to_node = || {
+            self.settlements
+                .consumers()
+                .filter(|c| *c.consumer_id() == node)
+                .map(|c| c.stats().datums())
+                .sum::<usize>()
+        };
+        let before = sent_to_node();
+        send(&self.settlements, s, Some(Duration::from_secs(30))).await?;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while sent_to_node() <= before {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .map_err(|_| SendError::NoSubscriber)
+    }
+
+    /// The next reply from the provider's node, about any request.
+    pub async fn next_any(&mut self) -> Option<Reply> {
+        Some(tokio::select! {
+            a = self.access.recv() => Reply::Access(a?),
+            u = self.usage.recv() => Reply::Usage(u?),
+            d = self.declines.recv() => Reply::Decline(d?),
+        })
+    }
+
+    /// The next reply about `request_id` from the provider's node.
+    pub async fn next_reply(&mut self, request_id: RequestId) -> Option<Reply> {
+        loop {
+            let reply = self.next_any().await?;
+            if reply.request_id() == request_id {
+                return Some(reply);
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The coalition: the protocol spoken on it ([`protocol`]), joining its
+//! mosaik network (this module), the provider's and requester's links to it
+//! ([`link`]), and the local relay for a coalition on one machine
+//! ([`relay`]).
+//!
+//! A coalition is a mosaik network whose id is the coalition's name. Every
+//! node needs a relay to come up and a bootstrap peer to find the others:
+//! production configs list the coalition's relays and bootstrap peers;
+//! `coalition.local = true` runs a relay in the bridge (see [`relay`]).
+
+pub mod link;
+pub mod protocol;
+pub mod relay;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use mosaik::iroh::{EndpointAddr, RelayMap, RelayMode, RelayUrl, TransportAddr};
+use mosaik::{Network, SecretKey, discovery};
+
+/// How long to wait for the node to reach a relay before giving up.
+pub const RELAY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to reach a coalition.
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    /// The coalition's name (the mosaik network id is derived from it).
+    pub network: String,
+    /// Relays, tried in order.
+    pub relays: Vec<RelayUrl>,
+    /// Peers to sync with at start.
+    pub bootstrap: Vec<EndpointAddr>,
+    /// Bind the node's sockets to 127.0.0.1 only (local coalitions, tests).
+    pub loopback_only: bool,
+}
+
+impl NetworkSettings {
+    /// Settings from configured strings: relay URLs and `PEER_ID@ADDRESS`
+    /// bootstrap peers.
+    pub fn parse(
+        network: &str,
+        relays: &[String],
+        bootstrap: &[String],
+        loopback_only: bool,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            network: network.to_string(),
+            relays: relays
+                .iter()
+                .map(|r| parse_relay_url(r).map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<_>>()?,
+            bootstrap: bootstrap
+                .iter()
+                .map(|b| parse_peer_addr(b).map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<_>>()?,
+            loopback_only,
+        })
+    }
+}
+
+/// Parse a relay URL.
+pub fn parse_relay_url(s: &str) -> Result<RelayUrl, String> {
+    s.parse::<RelayUrl>()
+        .map_err(|e| format!("{s:?} is not a relay URL: {e}"))
+}
+
+/// Parse a bootstrap peer: `PEER_ID` or `PEER_ID@RELAY_URL` or
+/// `PEER_ID@IP:PORT`; several addresses may follow, separated by `@`.
+pub fn parse_peer_addr(s: &str) -> Result<EndpointAddr, String> {
+    let mut parts = s.trim().split('@');
+    let id =
+        parts.next().unwrap_or_default().parse().map_err(|_| {
+            format!("{s:?}: a bootstrap peer starts with its peer id (64 hex digits)")
+        })?;
+    let mut addr = EndpointAddr::new(id);
+    for p in parts {
+        if let Ok(ip) = p.parse::<SocketAddr>() {
+            addr = addr.with_ip_addr(ip);
+        } else {
+            addr = addr.with_relay_url(
+                parse_relay_url(p).map_err(|e| format!("bootstrap peer {s:?}: {e}"))?,
+            );
+        }
+    }
+    Ok(addr)
+}
+
+/// A node's bootstrap address as `PEER_ID@RELAY_URL` (the relay it uses),
+/// the form [`parse_peer_addr`] reads.
+pub fn format_peer_addr(addr: &EndpointAddr, relay: Option<&RelayUrl>) -> String {
+    let relay = relay.or_else(|| {
+        addr.addrs.iter().find_map(|a| match a {
+            TransportAddr::Relay(u) => Some(u),
+            _ => None,
+        })
+    });
+    match relay {
+        Some(r) => format!("{}@{r}", addr.id),
+        None => addr.id.to_string(),
+    }
+}
+
+/// Join the coalition: build the node (waiting until it reaches a relay),
+/// then sync the discovery catalog with each bootstrap peer.
+///
+/// The DHT auto-bootstrap is off: peers are found only through the
+/// configured bootstrap peers, so the node talks to nothing but the
+/// coalition's relays and peers.
+pub async fn join(settings: &NetworkSettings, key: Option<SecretKey>) -> anyhow::Result<Network> {
+    if settings.relays.is_empty() {
+        anyhow::bail!(
+            "coalition {:?} has no relay: set coalition.relays, or coalition.local = true",
+            settings.network
+        );
+    }
+    let relays: RelayMap = settings.relays.iter().cloned().collect();
+    let mut builder = Network::builder(settings.network.as_str())
+        .with_relay_mode(RelayMode::Custom(relays))
+        .with_discovery(
+            discovery::Config::builder()
+                .with_bootstrap(settings.bootstrap.clone())
+                .no_dht_bootstrap(),
+        );
+    if settings.loopback_only {
+        builder = builder.with_addresses(std::collections::BTreeSet::from([SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            0,
+        ))]));
+    }
+    if let Some(k) = key {
+        builder = builder.with_secret_key(k);
+    }
+    let network = tokio::time::timeout(RELAY_TIMEOUT, builder.build())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "could not reach the coalition's relay ({}) within {}s",
+                settings
+                    .relays
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                RELAY_TIMEOUT.as_secs()
+            )
+        })?
+        .context("starting the coalition node")?;
+    sync(&network, &settings.bootstrap).await;
+    Ok(network)
+}
+
+/// Exchange discovery catalogs with `peers` (both ways), so they learn of
+/// the streams this node opened since and it learns of theirs, without
+/// waiting for the next gossip announcement. Best effort: failures are
+/// logged.
+pub async fn sync(network: &Network, peers: &[EndpointAddr]) {
+    let syncs = peers.iter().map(|peer| async move {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            network.discovery().sync_with(peer.clone()),
+        )
+        .await
+        {
+            Ok(Ok(())) => tracing::debug!(peer = %peer.id, "synced catalogs"),
+            Ok(Err(e)) => tracing::warn!(peer = %peer.id, "peer unreachable: {e}"),
+            Err(_) => tracing::warn!(peer = %peer.id, "peer did not answer in 10s"),
+        }
+    });
+    futures::future::join_all(syncs).await;
+}
+
+/// The address the catalog knows for `peer` (with its relay and IPs).
+pub fn catalog_addr(network: &Network, peer: &mosaik::PeerId) -> EndpointAddr {
+    network
+        .discovery()
+        .catalog()
+        .get(peer)
+        .map(|e| e.address().clone())
+        .unwrap_or_else(|| EndpointAddr::new(*peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_round_trip() {
+        let id = SecretKey::generate().public();
+        let relay: RelayUrl = "http://127.0.0.1:3340/".parse().unwrap();
+        let s = format_peer_addr(&EndpointAddr::new(id), Some(&relay));
+        let back = parse_peer_addr(&s).unwrap();
+        assert_eq!(back.id, id);
+        assert_eq!(back.relay_urls().next(), Some(&relay));
+        let ip = parse_peer_addr(&format!("{id}@127.0.0.1:9")).unwrap();
+        assert_eq!(ip.ip_addrs().count(), 1);
+        assert!(parse_peer_addr("nope@http://x/").is_err());
+    }
+}

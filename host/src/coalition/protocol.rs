@@ -1,0 +1,572 @@
+//! The coalition's compute protocol: what providers and requesters say to
+//! each other over the mosaik network, version [`PROTOCOL_VERSION`].
+//!
+//! Every message carries `version`; a receiver drops (or, for a grant,
+//! declines as malformed) a message of another version. Messages are
+//! encoded with postcard by mosaik, so a field cannot be added without a
+//! version bump.
+//!
+//! | name                  | kind                               | producer  | consumer  |
+//! |-----------------------|------------------------------------|-----------|-----------|
+//! | `compute.providers`   | `Map<ProviderId, ProviderCard>`    | providers | anyone    |
+//! | `compute.grants`      | stream of [`ComputeGrant`]         | requesters| providers |
+//! | `compute.access`      | stream of [`AccessSealed`]         | providers | requesters|
+//! | `compute.usage`       | stream of [`UsageReport`]          | providers | requesters|
+//! | `compute.declines`    | stream of [`Decline`]              | providers | requesters|
+//! | `compute.settlements` | stream of [`Settlement`]           | market    | providers |
+//!
+//! Nothing here names a requester: a grant carries an opaque random
+//! [`RequestId`] and, inside its sealed envelope, a one-time reply key that
+//! only the addressed provider can read.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{TdxRequirement, Usage};
+pub use crate::events::DeclineReason;
+
+/// The protocol version every message carries.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Store id of the provider-card map.
+pub const PROVIDERS_STORE: &str = "compute.providers";
+/// Stream id of grants.
+pub const GRANTS_STREAM: &str = "compute.grants";
+/// Stream id of sealed access bundles.
+pub const ACCESS_STREAM: &str = "compute.access";
+/// Stream id of usage reports.
+pub const USAGE_STREAM: &str = "compute.usage";
+/// Stream id of declines.
+pub const DECLINES_STREAM: &str = "compute.declines";
+/// Stream id of settlements.
+pub const SETTLEMENTS_STREAM: &str = "compute.settlements";
+
+/// Largest CPU a single grant may ask for (1024 cores), millicores.
+pub const MAX_GRANT_CPU_MILLICORES: u32 = 1_024_000;
+/// Largest memory a single grant may ask for (16 TiB), MiB.
+pub const MAX_GRANT_RAM_MIB: u32 = 16 * 1024 * 1024;
+/// Longest grant (31 days), seconds.
+pub const MAX_GRANT_SECONDS: u64 = 31 * 24 * 3600;
+/// How far in the future `valid_from` may be before a grant is "not yet
+/// valid" (clock skew between requester and provider), seconds.
+pub const CLOCK_SKEW_SECONDS: u64 = 5;
+
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// Encoded as 16 bytes on the wire, as hex in JSON.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; 16]);
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_string())
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 16]>::deserialize(d).map(Self)
+                }
+            }
+        }
+
+        impl $name {
+            /// A fresh random id.
+            pub fn random() -> Self {
+                Self(rand::random())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({self})", stringify!($name))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                let bytes = hex::decode(s.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        format!("{s:?} is not a {} (32 hex digits)", stringify!($name))
+                    })?;
+                Ok(Self(bytes))
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// A provider's id: the first 16 bytes of SHA-256 over a domain tag and
+    /// the provider's envelope public key, so a card's id and key cannot be
+    /// mixed and matched. Shown as 32 hex digits.
+    ProviderId
+);
+
+hex_id!(
+    /// A grant's opaque, random id, chosen by the requester. Shown as 32 hex
+    /// digits. It correlates a grant with its access, usage and decline and
+    /// says nothing about who asked.
+    RequestId
+);
+
+impl ProviderId {
+    /// The id bound to `envelope_key` (an X25519 public key).
+    pub fn from_envelope_key(envelope_key: &[u8; 32]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"compute-bridge/provider-id/v1");
+        h.update(envelope_key);
+        let d = h.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&d[..16]);
+        Self(id)
+    }
+}
+
+/// What one backend offers, as published in the card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendOffer {
+    /// The operator's name for it.
+    pub name: String,
+    /// Whether grants are routed to it.
+    pub enabled: bool,
+    /// Regions.
+    pub regions: Vec<String>,
+    /// TDX guests available.
+    pub tdx_capable: bool,
+    /// Declared CPU capacity, millicores.
+    pub max_cpu_millicores: u32,
+    /// Declared memory capacity, MiB.
+    pub max_ram_mib: u32,
+    /// CPU reserved by running grants, millicores.
+    pub used_cpu_millicores: u64,
+    /// Memory reserved by running grants, MiB.
+    pub used_ram_mib: u64,
+}
+
+/// How the provider proves what it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attestation {
+    /// No attestation (development); requesters must not treat the card as
+    /// attested.
+    None,
+    /// A TDX quote whose report data binds the provider id and envelope key.
+    Tdx {
+        /// The raw quote.
+        quote: Vec<u8>,
+    },
+}
+
+/// A provider's entry in `compute.providers`, refreshed every
+/// `capacity_refresh_sec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderCard {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// The coalition (network) it serves.
+    pub coalition: String,
+    /// compute-bridge version.
+    pub module_version: String,
+    /// The provider's mosaik peer id: requesters subscribe to its streams
+    /// and accept access, usage and declines only from it.
+    pub node: mosaik::PeerId,
+    /// Per-backend capabilities and use, in routing order.
+    pub backends: Vec<BackendOffer>,
+    /// Most grants served at once.
+    pub concurrency_cap: u32,
+    /// Grants running now.
+    pub active_grants: u32,
+    /// X25519 public key grants' envelopes are sealed to.
+    pub envelope_key: [u8; 32],
+    /// Attestation.
+    pub attestation: Attestation,
+    /// Unix seconds of this refresh.
+    pub refreshed_at: u64,
+}
+
+impl ProviderCard {
+    /// True when `provider_id` is the id bound to `envelope_key`.
+    pub fn is_self_consistent(&self) -> bool {
+        ProviderId::from_envelope_key(&self.envelope_key) == self.provider_id
+    }
+}
+
+/// What a grant asks to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Image pinned by digest: `NAME@sha256:<64 hex>`.
+    pub image: String,
+    /// CPU, millicores.
+    pub cpu_millicores: u32,
+    /// Memory, MiB.
+    pub ram_mib: u32,
+    /// Region asked for.
+    pub region: Option<String>,
+    /// TDX requirement.
+    pub tdx: TdxRequirement,
+}
+
+impl Manifest {
+    /// True when `image` is pinned by a SHA-256 digest.
+    pub fn image_is_pinned(&self) -> bool {
+        match self.image.rsplit_once("@sha256:") {
+            Some((name, digest)) => {
+                !name.is_empty()
+                    && name.len() <= 255
+                    && name.chars().all(|c| c.is_ascii_graphic())
+                    && digest.len() == 64
+                    && digest
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            }
+            None => false,
+        }
+    }
+}
+
+/// HPKE output: the encapsulated key and the ciphertext (with its tag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// Encapsulated X25519 key (32 bytes).
+    pub enc: Vec<u8>,
+    /// ChaCha20-Poly1305 ciphertext and tag.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A request for compute addressed to one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeGrant {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// Opaque id.
+    pub request_id: RequestId,
+    /// The provider it is for; every other provider ignores it.
+    pub provider_id: ProviderId,
+    /// What to run.
+    pub manifest: Manifest,
+    /// Coalition tick (unix seconds) from which it may start.
+    pub valid_from: u64,
+    /// Coalition tick (unix seconds) by which the workload must be gone.
+    pub valid_to: u64,
+    /// [`GrantSecrets`], sealed to the provider's envelope key with the
+    /// grant's public fields as associated data.
+    pub envelope: Sealed,
+}
+
+/// The public fields of a grant, bound into its envelope as associated
+/// data so an envelope cannot be moved to another grant.
+#[derive(Serialize)]
+struct GrantBinding<'a> {
+    version: u16,
+    request_id: &'a RequestId,
+    provider_id: &'a ProviderId,
+    manifest: &'a Manifest,
+    valid_from: u64,
+    valid_to: u64,
+}
+
+impl ComputeGrant {
+    /// The associated data its envelope is sealed with.
+    pub fn binding(&self) -> Vec<u8> {
+        grant_binding(
+            self.version,
+            &self.request_id,
+            &self.provider_id,
+            &self.manifest,
+            self.valid_from,
+            self.valid_to,
+        )
+    }
+}
+
+/// The associated data for a grant with these public fields.
+pub fn grant_binding(
+    version: u16,
+    request_id: &RequestId,
+    provider_id: &ProviderId,
+    manifest: &Manifest,
+    valid_from: u64,
+    valid_to: u64,
+) -> Vec<u8> {
+    postcard::to_allocvec(&GrantBinding {
+        version,
+        request_id,
+        provider_id,
+        manifest,
+        valid_from,
+        valid_to,
+    })
+    .expect("grant fields serialize")
+}
+
+/// What only the addressed provider reads from a grant.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct GrantSecrets {
+    /// The requester's one-time X25519 public key; the access bundle is
+    /// sealed to it.
+    pub reply_key: [u8; 32],
+}
+
+/// A sealed [`AccessBundle`] for one grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessSealed {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The grant.
+    pub request_id: RequestId,
+    /// The provider that sealed it.
+    pub provider_id: ProviderId,
+    /// The bundle, sealed to the grant's reply key.
+    pub bundle: Sealed,
+}
+
+impl AccessSealed {
+    /// The associated data the bundle is sealed with.
+    pub fn binding(version: u16, request_id: &RequestId, provider_id: &ProviderId) -> Vec<u8> {
+        postcard::to_allocvec(&(version, request_id, provider_id)).expect("serializes")
+    }
+}
+
+/// How to log into a workload. Exists in clear only in the provider's memory
+/// until sealed, and in the requester's after opening.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AccessBundle {
+    /// Host to connect to.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// Login.
+    pub user: String,
+    /// OpenSSH private key (ed25519) generated by the provider for this
+    /// grant alone.
+    pub private_key: String,
+    /// The workload's SSH host key (`ssh-ed25519 AAAA...`), or empty if the
+    /// backend could not say.
+    pub host_key: String,
+}
+
+impl fmt::Debug for AccessBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessBundle")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("private_key", &"<redacted>")
+            .field("host_key", &self.host_key)
+            .finish()
+    }
+}
+
+impl Drop for AccessBundle {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.private_key);
+    }
+}
+
+/// How a workload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadEnding {
+    /// It exited by itself with this code.
+    Exited(i32),
+    /// It disappeared.
+    Gone,
+    /// Its grant expired and the provider terminated it.
+    Expired,
+}
+
+impl fmt::Display for WorkloadEnding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exited(c) => write!(f, "exited with code {c}"),
+            Self::Gone => f.write_str("gone"),
+            Self::Expired => f.write_str("expired at valid_to"),
+        }
+    }
+}
+
+impl From<crate::fleet::Ending> for WorkloadEnding {
+    fn from(e: crate::fleet::Ending) -> Self {
+        match e {
+            crate::fleet::Ending::Exited(c) => Self::Exited(c),
+            crate::fleet::Ending::Gone => Self::Gone,
+            crate::fleet::Ending::Expired => Self::Expired,
+        }
+    }
+}
+
+/// What a grant's workload used, sent once after it was torn down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The grant.
+    pub request_id: RequestId,
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// How it ended.
+    pub ending: WorkloadEnding,
+    /// What it used.
+    pub usage: Usage,
+    /// Unix seconds it was provisioned.
+    pub started_at: u64,
+    /// Unix seconds it was torn down.
+    pub ended_at: u64,
+}
+
+/// A grant the provider will not serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decline {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The grant.
+    pub request_id: RequestId,
+    /// The provider.
+    pub provider_id: ProviderId,
+    /// Why, as a kind. `shutting-down` is also what a provider sends for a
+    /// grant it provisioned but had not handed access for when it stopped:
+    /// on restart it tears that workload down and declines.
+    pub reason: DeclineReason,
+}
+
+/// A settlement period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Unix seconds, inclusive.
+    pub from: u64,
+    /// Unix seconds, exclusive.
+    pub to: u64,
+}
+
+/// Revenue the market credits to a provider for a window. It carries no
+/// attribution: no requester, no grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The provider credited.
+    pub provider_id: ProviderId,
+    /// Amount in millionths of a US dollar.
+    pub amount_micro_usd: u64,
+    /// The period it covers.
+    pub window: Window,
+}
+
+impl Settlement {
+    /// The amount in US dollars.
+    pub fn usd(&self) -> f64 {
+        self.amount_micro_usd as f64 / 1_000_000.0
+    }
+}
+
+/// Parse a dollar amount (`12.5`, `0.000001`) into micro-dollars.
+pub fn parse_usd(s: &str) -> Result<u64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| format!("{s:?} is not an amount in USD"))?;
+    if !v.is_finite() || !(0.0..=1e12).contains(&v) {
+        return Err(format!("{s:?} is not an amount between 0 and 1e12 USD"));
+    }
+    Ok((v * 1_000_000.0).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(image: &str) -> Manifest {
+        Manifest {
+            image: image.into(),
+            cpu_millicores: 100,
+            ram_mib: 64,
+            region: None,
+            tdx: TdxRequirement::None,
+        }
+    }
+
+    #[test]
+    fn ids_round_trip_as_hex() {
+        let id = RequestId::random();
+        assert_eq!(id.to_string().parse::<RequestId>().unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<RequestId>(&json).unwrap(), id);
+        let wire = postcard::to_allocvec(&id).unwrap();
+        assert_eq!(wire.len(), 16);
+        assert_eq!(postcard::from_bytes::<RequestId>(&wire).unwrap(), id);
+        assert!("xyz".parse::<ProviderId>().is_err());
+        assert!("00".parse::<ProviderId>().is_err());
+    }
+
+    #[test]
+    fn provider_id_is_bound_to_the_envelope_key() {
+        let a = ProviderId::from_envelope_key(&[1; 32]);
+        assert_eq!(a, ProviderId::from_envelope_key(&[1; 32]));
+        assert_ne!(a, ProviderId::from_envelope_key(&[2; 32]));
+    }
+
+    #[test]
+    fn only_digest_pinned_images_pass() {
+        let d = "a".repeat(64);
+        assert!(manifest(&format!("alpine@sha256:{d}")).image_is_pinned());
+        assert!(!manifest("alpine:latest").image_is_pinned());
+        assert!(!manifest(&format!("@sha256:{d}")).image_is_pinned());
+        assert!(!manifest("alpine@sha256:abc").image_is_pinned());
+        assert!(!manifest(&format!("alpine@sha256:{}", "A".repeat(64))).image_is_pinned());
+    }
+
+    #[test]
+    fn the_binding_changes_with_every_public_field() {
+        let m = manifest("x@sha256:0");
+        let (r, p) = (RequestId([1; 16]), ProviderId([2; 16]));
+        let base = grant_binding(1, &r, &p, &m, 10, 20);
+        assert_ne!(base, grant_binding(1, &r, &p, &m, 10, 21));
+        assert_ne!(base, grant_binding(1, &RequestId([3; 16]), &p, &m, 10, 20));
+        let mut m2 = m.clone();
+        m2.cpu_millicores += 1;
+        assert_ne!(base, grant_binding(1, &r, &p, &m2, 10, 20));
+    }
+
+    #[test]
+    fn usd_parses_to_micro_dollars() {
+        assert_eq!(parse_usd("12.5").unwrap(), 12_500_000);
+        assert_eq!(parse_usd("$0.000001").unwrap(), 1);
+        assert!(parse_usd("-1").is_err());
+        assert!(parse_usd("NaN").is_err());
+    }
+
+    #[test]
+    fn access_bundle_debug_hides_the_key() {
+        let b = AccessBundle {
+            host: "h".into(),
+            port: 22,
+            user: "u".into(),
+            private_key: "-----BEGIN OPENSSH PRIVATE KEY-----secret".into(),
+            host_key: String::new(),
+        };
+        assert!(!format!("{b:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The local coalition: an in-process iroh relay on 127.0.0.1 for
+//! `coalition.local = true`, and the rendezvous file that tells a
+//! `coalition-agent` on the same machine how to reach the bridge.
+//!
+//! A mosaik node only comes up once it reaches a relay, and peers find each
+//! other through a bootstrap address. A local bridge therefore runs its own
+//! relay (plain HTTP, loopback only, an ephemeral port) and writes
+//! `state_dir/local-coalition.json` with the relay URL and its own
+//! bootstrap address. The agent, given the same config, resolves the same
+//! state dir and reads that file. The bridge removes the file when it stops
+//! cleanly; a stale file (after a crash) names a relay that no longer
+//! answers, and the agent says so.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// File name under the state dir.
+pub const RENDEZVOUS_FILE: &str = "local-coalition.json";
+
+/// An iroh relay running in this process on 127.0.0.1.
+pub struct LocalRelay {
+    server: iroh_relay::server::Server,
+    url: String,
+}
+
+impl std::fmt::Debug for LocalRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalRelay({})", self.url)
+    }
+}
+
+impl LocalRelay {
+    /// Start a relay on 127.0.0.1 on an ephemeral port (plain HTTP, no QUIC
+    /// address discovery, no metrics server).
+    pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_on(0).await
+    }
+
+    /// Start a relay on 127.0.0.1:`port` (0 picks one).
+    pub async fn spawn_on(port: u16) -> anyhow::Result<Self> {
+        let mut config = iroh_relay::server::ServerConfig::default();
+        config.relay = Some(iroh_relay::server::RelayConfig::new((
+            Ipv4Addr::LOCALHOST,
+            port,
+        )));
+        let server = iroh_relay::server::Server::spawn(config)
+            .await
+            .context("starting the local relay on 127.0.0.1")?;
+        let addr = server
+            .http_addr()
+            .context("the local relay has no HTTP address")?;
+        Ok(Self {
+            server,
+            url: format!("http://{addr}/"),
+        })
+    }
+
+    /// Its URL (`http://127.0.0.1:PORT/`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stop it.
+    pub async fn shutdown(self) {
+        let _ = self.server.shutdown().await;
+    }
+}
+
+/// What an agent needs to join a local bridge's coalition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendezvous {
+    /// The coalition (network) name.
+    pub network: String,
+    /// The relay URL.
+    pub relay: String,
+    /// The bridge's bootstrap address (`PEER_ID@RELAY_URL`).
+    pub bootstrap: String,
+    /// The bridge's process id, for messages.
+    pub pid: u32,
+}
+
+impl Rendezvous {
+    /// Its path under `state_dir`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(RENDEZVOUS_FILE)
+    }
+
+    /// Write it atomically.
+    pub fn write(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let path = Self::path(state_dir);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Read it, with a message that says what to do if it is not there.
+    pub fn read(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = Self::path(state_dir);
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            anyhow::anyhow!(
+                "no local bridge found: {} does not exist. Start one with \
+                 `compute-bridge run` using the same config (the agent looks in the \
+                 state dir that config names)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Remove it if it is still the one this process wrote.
+    pub fn remove_if_mine(state_dir: &Path) {
+        if let Ok(r) = Self::read(state_dir)
+            && r.pid == std::process::id()
+        {
+            let _ = std::fs::remove_file(Self::path(state_dir));
+        }
+    }
+}

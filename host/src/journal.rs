@@ -1,0 +1,453 @@
+//! The journal: the bridge's durable memory of the workloads it started, in
+//! `state_dir/journal.redb` (redb: ACID, every commit fsync'd before it
+//! returns).
+//!
+//! An instance is journaled *before* its sealed access is published, and its
+//! [`Phase`] moves forward only: `Provisioned` → `Running` → `Finished`
+//! (holding the usage report) → `Reported`, or `Provisioned` → `Aborted`.
+//! On start the provider loop reconciles every entry that is not final, so
+//! a workload is torn down at `valid_to` and reported once even across
+//! crashes.
+//!
+//! What is kept: request id, backend, the backend's instance record (its
+//! handle), resources and `valid_to`. What is never kept: who asked (there
+//! is no field for it), the reply key, the workload's private key, the
+//! image reference.
+//!
+//! The database is opened exclusively: a second bridge on the same state
+//! dir is refused.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{GrantSpec, Instance, TdxRequirement};
+use crate::coalition::protocol::{RequestId, UsageReport};
+
+/// File name under the state dir.
+pub const JOURNAL_FILE: &str = "journal.redb";
+
+const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+const LIFETIME_GRANTS: &str = "lifetime_grants";
+const SETTLED_MICRO_USD: &str = "settled_micro_usd";
+
+/// A journal operation failed; the grant that needed it is not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The database could not be opened (e.g. another bridge holds it).
+    #[error("cannot open the journal {path}: {message}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A read or write failed (e.g. the disk is full).
+    #[error("journal {op} failed: {message}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// An entry was asked for that does not exist.
+    #[error("no journal entry for request {0}")]
+    Missing(RequestId),
+    /// An entry was written twice.
+    #[error("request {0} is already journaled")]
+    Exists(RequestId),
+    /// A phase change that would go backwards.
+    #[error("request {request_id}: cannot go from {from} to {to}")]
+    Backwards {
+        /// The request.
+        request_id: RequestId,
+        /// Current phase.
+        from: &'static str,
+        /// Requested phase.
+        to: &'static str,
+    },
+}
+
+fn io(op: &'static str) -> impl Fn(&dyn std::fmt::Display) -> JournalError {
+    move |e| JournalError::Io {
+        op,
+        message: e.to_string(),
+    }
+}
+
+/// Where a journaled workload is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "kebab-case")]
+pub enum Phase {
+    /// Provisioned; access not yet handed out.
+    Provisioned,
+    /// Access handed out; the workload is watched until it ends.
+    Running,
+    /// Torn down; the usage report is ready but not yet sent.
+    Finished {
+        /// The report to send.
+        report: UsageReport,
+    },
+    /// The usage report was sent. Final.
+    Reported,
+    /// Torn down before access was handed out; nothing to report. Final.
+    Aborted,
+}
+
+impl Phase {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Provisioned => 0,
+            Self::Running => 1,
+            Self::Finished { .. } => 2,
+            Self::Reported | Self::Aborted => 3,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Provisioned => "provisioned",
+            Self::Running => "running",
+            Self::Finished { .. } => "finished",
+            Self::Reported => "reported",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    /// True for `Reported` and `Aborted`: nothing more will happen.
+    pub fn is_final(&self) -> bool {
+        self.rank() == 3
+    }
+}
+
+/// One journaled workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The grant.
+    pub request_id: RequestId,
+    /// The backend that runs it.
+    pub backend: String,
+    /// The backend's record of it (including its private handle).
+    pub instance: Instance,
+    /// CPU reserved, millicores.
+    pub cpu_millicores: u32,
+    /// Memory reserved, MiB.
+    pub ram_mib: u32,
+    /// Region asked for.
+    pub region: Option<String>,
+    /// TDX requirement.
+    pub tdx: TdxRequirement,
+    /// Unix seconds by which it must be gone.
+    pub valid_to: u64,
+    /// Unix seconds it was provisioned.
+    pub started_at: u64,
+    /// Where it is now.
+    pub phase: Phase,
+}
+
+impl JournalEntry {
+    /// The grant spec to re-take capacity with after a restart (no image:
+    /// the journal does not keep it).
+    pub fn grant_spec(&self) -> GrantSpec {
+        GrantSpec {
+            request_id: self.request_id.to_string(),
+            cpu_millicores: self.cpu_millicores,
+            ram_mib: self.ram_mib,
+            region: self.region.clone(),
+            tdx: self.tdx,
+            image: String::new(),
+            valid_to: self.valid_to,
+        }
+    }
+}
+
+/// Aggregate counters kept across restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Grants ever provisioned.
+    pub lifetime_grants: u64,
+    /// Settled revenue ever received, micro-USD.
+    pub settled_micro_usd: u64,
+}
+
+/// The journal. Cheap to share behind an `Arc`; every method is a short
+/// synchronous transaction (an fsync on write).
+pub struct Journal {
+    db: Database,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Journal")
+    }
+}
+
+impl Journal {
+    /// Open (or create) the journal in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        let path = state_dir.join(JOURNAL_FILE);
+        let open_err = |e: &dyn std::fmt::Display| JournalError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let db = Database::create(&path).map_err(|e| open_err(&e))?;
+        let tx = db.begin_write().map_err(|e| open_err(&e))?;
+        tx.open_table(INSTANCES).map_err(|e| open_err(&e))?;
+        tx.open_table(COUNTERS).map_err(|e| open_err(&e))?;
+        tx.commit().map_err(|e| open_err(&e))?;
+        Ok(Self { db })
+    }
+
+    /// Journal a newly provisioned workload (phase `Provisioned`) and count
+    /// it. Durable when this returns.
+    pub fn record(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        let key = entry.request_id.to_string();
+        let value = serde_json::to_vec(entry).map_err(|e| io("encode")(&e))?;
+        let tx = self.db.begin_write().map_err(|e| io("write")(&e))?;
+        {
+            let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
+            if t.get(key.as_str()).map_err(|e| io("read")(&e))?.is_some() {
+                return Err(JournalError::Exists(entry.request_id));
+            }
+            t.insert(key.as_str(), value.as_slice())
+                .map_err(|e| io("write")(&e))?;
+            let mut c = tx.open_table(COUNTERS).map_err(|e| io("write")(&e))?;
+            let n = c
+                .get(LIFETIME_GRANTS)
+                .map_err(|e| io("read")(&e))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            c.insert(LIFETIME_GRANTS, n + 1)
+                .map_err(|e| io("write")(&e))?;
+        }
+        tx.commit().map_err(|e| io("commit")(&e))
+    }
+
+    /// Move an entry to `phase`. Moving to the phase it is in is a no-op;
+    /// moving backwards is an error. Durable when this returns.
+    pub fn advance(&self, request_id: RequestId, phase: Phase) -> Result<(), JournalError> {
+        let key = request_id.to_string();
+        let tx = self.db.begin_write().map_err(|e| io("write")(&e))?;
+        {
+            let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
+            let mut entry: JournalEntry = {
+                let v = t
+                    .get(key.as_str())
+                    .map_err(|e| io("read")(&e))?
+                    .ok_or(JournalError::Missing(request_id))?;
+                serde_json::from_slice(v.value()).map_err(|e| io("decode")(&e))?
+            };
+            if phase.rank() < entry.phase.rank() || (entry.phase.is_final() && phase != entry.phase)
+            {
+                return Err(JournalError::Backwards {
+                    request_id,
+                    from: entry.phase.name(),
+                    to: phase.name(),
+                });
+            }
+            if entry.phase == phase {
+                return Ok(());
+            }
+            entry.phase = phase;
+            let value = serde_json::to_vec(&entry).map_err(|e| io("encode")(&e))?;
+            t.insert(key.as_str(), value.as_slice())
+                .map_err(|e| io("write")(&e))?;
+        }
+        tx.commit().map_err(|e| io("commit")(&e))
+    }
+
+    /// The entry for `request_id`.
+    pub fn get(&self, request_id: RequestId) -> Result<Option<JournalEntry>, JournalError> {
+        let tx = self.db.begin_read().map_err(|e| io("read")(&e))?;
+        let t = tx.open_table(INSTANCES).map_err(|e| io("read")(&e))?;
+        let key = request_id.to_string();
+        match t.get(key.as_str()).map_err(|e| io("read")(&e))? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(v.value()).map_err(|e| io("decode")(&e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Every entry, in request-id order.
+    pub fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        let tx = self.db.begin_read().map_err(|e| io("read")(&e))?;
+        let t = tx.open_table(INSTANCES).map_err(|e| io("read")(&e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| io("read")(&e))? {
+            let (_, v) = item.map_err(|e| io("read")(&e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| io("decode")(&e))?);
+        }
+        Ok(out)
+    }
+
+    /// Entries that are not final: what reconciliation must look at.
+    pub fn unfinished(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter(|e| !e.phase.is_final())
+            .collect())
+    }
+
+    /// Remove final entries whose `valid_to` is before `before` (unix
+    /// seconds). A replayed grant that old is declined as expired anyway.
+    pub fn prune(&self, before: u64) -> Result<usize, JournalError> {
+        let old: Vec<String> = self
+            .entries()?
+            .into_iter()
+            .filter(|e| e.phase.is_final() && e.valid_to < before)
+            .map(|e| e.request_id.to_string())
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.db.begin_write().map_err(|e| io("write")(&e))?;
+        {
+            let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
+            for k in &old {
+                t.remove(k.as_str()).map_err(|e| io("write")(&e))?;
+            }
+        }
+        tx.commit().map_err(|e| io("commit")(&e))?;
+        Ok(old.len())
+    }
+
+    /// Add a settlement to the revenue counter; returns the new total.
+    pub fn add_settled(&self, micro_usd: u64) -> Result<u64, JournalError> {
+        let tx = self.db.begin_write().map_err(|e| io("write")(&e))?;
+        let total;
+        {
+            let mut c = tx.open_table(COUNTERS).map_err(|e| io("write")(&e))?;
+            let n = c
+                .get(SETTLED_MICRO_USD)
+                .map_err(|e| io("read")(&e))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            total = n.saturating_add(micro_usd);
+            c.insert(SETTLED_MICRO_USD, total)
+                .map_err(|e| io("write")(&e))?;
+        }
+        tx.commit().map_err(|e| io("commit")(&e))?;
+        Ok(total)
+    }
+
+    /// The aggregate counters.
+    pub fn counters(&self) -> Result<Counters, JournalError> {
+        let tx = self.db.begin_read().map_err(|e| io("read")(&e))?;
+        let c = tx.open_table(COUNTERS).map_err(|e| io("read")(&e))?;
+        let get = |k: &str| -> Result<u64, JournalError> {
+            Ok(c.get(k)
+                .map_err(|e| io("read")(&e))?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        };
+        Ok(Counters {
+            lifetime_grants: get(LIFETIME_GRANTS)?,
+            settled_micro_usd: get(SETTLED_MICRO_USD)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Usage;
+    use crate::coalition::protocol::{PROTOCOL_VERSION, ProviderId, WorkloadEnding};
+
+    fn entry(id: RequestId) -> JournalEntry {
+        JournalEntry {
+            request_id: id,
+            backend: "fake".into(),
+            instance: Instance {
+                instance_id: "i-1".into(),
+                region: "r".into(),
+                public_host: "127.0.0.1".into(),
+                ssh_port: 22,
+                user: "w".into(),
+                host_key: String::new(),
+                handle: "{\"started\":1}".into(),
+            },
+            cpu_millicores: 100,
+            ram_mib: 64,
+            region: None,
+            tdx: TdxRequirement::None,
+            valid_to: 100,
+            started_at: 1,
+            phase: Phase::Provisioned,
+        }
+    }
+
+    fn report(id: RequestId) -> UsageReport {
+        UsageReport {
+            version: PROTOCOL_VERSION,
+            request_id: id,
+            provider_id: ProviderId([0; 16]),
+            ending: WorkloadEnding::Expired,
+            usage: Usage::default(),
+            started_at: 1,
+            ended_at: 100,
+        }
+    }
+
+    #[test]
+    fn entries_survive_reopening_and_move_only_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = RequestId::random();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            j.record(&entry(id)).unwrap();
+            assert!(matches!(j.record(&entry(id)), Err(JournalError::Exists(_))));
+            j.advance(id, Phase::Running).unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.get(id).unwrap().unwrap().phase, Phase::Running);
+        assert_eq!(j.unfinished().unwrap().len(), 1);
+        assert!(matches!(
+            j.advance(id, Phase::Provisioned),
+            Err(JournalError::Backwards { .. })
+        ));
+        j.advance(id, Phase::Finished { report: report(id) })
+            .unwrap();
+        j.advance(id, Phase::Reported).unwrap();
+        // Final: neither back nor sideways.
+        assert!(j.advance(id, Phase::Aborted).is_err());
+        assert!(j.unfinished().unwrap().is_empty());
+        assert_eq!(j.counters().unwrap().lifetime_grants, 1);
+        assert_eq!(j.prune(101).unwrap(), 1);
+        assert!(j.get(id).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_second_bridge_cannot_open_the_same_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let _j = Journal::open(dir.path()).unwrap();
+        let e = Journal::open(dir.path()).unwrap_err();
+        assert!(matches!(e, JournalError::Open { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_journal_holds_no_requester_secret_or_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = RequestId::random();
+        let j = Journal::open(dir.path()).unwrap();
+        j.record(&entry(id)).unwrap();
+        let text = serde_json::to_string(&j.entries().unwrap()).unwrap();
+        for word in ["reply", "private_key", "image", "peer"] {
+            assert!(!text.contains(word), "{word} in {text}");
+        }
+    }
+
+    #[test]
+    fn settlements_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.add_settled(1_500_000).unwrap();
+        assert_eq!(j.add_settled(500_000).unwrap(), 2_000_000);
+        assert_eq!(j.counters().unwrap().settled_micro_usd, 2_000_000);
+    }
+}

@@ -1,0 +1,870 @@
+//! The provider loop: grant → validate → admit and provision (fleet) →
+//! journal → seal and publish access → watch to the end → exactly one usage
+//! report, with events for the operator's view at every step.
+//!
+//! Invariants:
+//! - a workload is journaled before its access is published, so a crash at
+//!   any point leaves either nothing running (orphans are swept on start
+//!   through each backend's `list-instances`) or a journal entry that the
+//!   next start reconciles;
+//! - the workload's SSH private key is generated here, lives in memory only
+//!   until it is sealed to the grant's reply key, and is never logged,
+//!   journaled or shown; the backend gets the public half;
+//! - a usage report is sent once: its journal entry moves to `Reported`
+//!   right after the send, and reconciliation never sends a reported one;
+//! - a bad grant is declined with a reason and a log line, never a crash;
+//! - on shutdown the loop stops taking grants and leaves running workloads
+//!   journaled for the next start to watch.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use zeroize::Zeroizing;
+
+use crate::backend::{GrantSpec, Workload};
+use crate::coalition::link::ProviderLink;
+use crate::coalition::protocol::{
+    AccessBundle, Attestation, BackendOffer, CLOCK_SKEW_SECONDS, ComputeGrant, Decline,
+    DeclineReason, MAX_GRANT_CPU_MILLICORES, MAX_GRANT_RAM_MIB, MAX_GRANT_SECONDS,
+    PROTOCOL_VERSION, ProviderCard, ProviderId, RequestId, UsageReport, WorkloadEnding,
+};
+use crate::envelope::{self, EnvelopeKey};
+use crate::events::{Event, EventSink};
+use crate::fleet::{Failover, Fleet, Reservation, WatchPolicy, now_unix};
+use crate::journal::{Journal, JournalEntry, Phase};
+
+/// How long the loop waits for a subscriber before publishing a sealed
+/// access bundle (it is sent to `compute.access`, which only requesters
+/// consume). If nobody listens by then (or by `valid_to`), the workload is
+/// torn down: nobody could use it.
+pub const ACCESS_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a decline waits for a subscriber.
+const DECLINE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for grants in flight to reach a safe point.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    /// The coalition's name (for the card).
+    pub coalition: String,
+    /// Seconds between card refreshes.
+    pub capacity_refresh: Duration,
+    /// How workloads are polled.
+    pub watch: WatchPolicy,
+    /// How long to wait for someone to hand access to.
+    pub access_wait: Duration,
+    /// Backends whose operator opted into the orphan sweep
+    /// (`sweep_orphans = true`); see [`crate::sweep`].
+    pub sweep_backends: HashSet<String>,
+}
+
+/// Everything the loop needs. Build with [`ProviderLoop::new`], then
+/// [`ProviderLoop::run`].
+pub struct ProviderLoop {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    provider_id: ProviderId,
+    envelope: EnvelopeKey,
+    fleet: Fleet,
+    journal: Journal,
+    link: ProviderLink,
+    events: Arc<dyn EventSink>,
+    settings: LoopSettings,
+    /// Request ids taken or declined in this run (the journal covers runs
+    /// before it).
+    seen: Mutex<HashSet<RequestId>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for ProviderLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProviderLoop({})", self.inner.provider_id)
+    }
+}
+
+/// Check a grant addressed to this provider; on success, the reply key from
+/// its envelope. Cheap checks come first; the envelope is opened only for a
+/// well-formed grant.
+pub fn validate(
+    grant: &ComputeGrant,
+    envelope: &EnvelopeKey,
+    now: u64,
+) -> Result<[u8; 32], DeclineReason> {
+    if grant.version != PROTOCOL_VERSION
+        || !grant.manifest.image_is_pinned()
+        || grant.valid_to <= grant.valid_from
+        || grant
+            .manifest
+            .region
+            .as_ref()
+            .is_some_and(|r| r.is_empty() || r.len() > 64)
+    {
+        return Err(DeclineReason::Malformed);
+    }
+    let reply_key = envelope
+        .open_grant(grant)
+        .map_err(|_| DeclineReason::Malformed)?;
+    if now >= grant.valid_to {
+        return Err(DeclineReason::Expired);
+    }
+    if grant.valid_from > now + CLOCK_SKEW_SECONDS {
+        return Err(DeclineReason::NotYetValid);
+    }
+    let m = &grant.manifest;
+    if m.cpu_millicores == 0
+        || m.ram_mib == 0
+        || m.cpu_millicores > MAX_GRANT_CPU_MILLICORES
+        || m.ram_mib > MAX_GRANT_RAM_MIB
+        || grant.valid_to - grant.valid_from > MAX_GRANT_SECONDS
+    {
+        return Err(DeclineReason::BadResources);
+    }
+    Ok(reply_key)
+}
+
+/// A fresh ed25519 keypair for one workload: the OpenSSH public line for
+/// the backend and the OpenSSH private key for the access bundle.
+fn workload_keypair() -> anyhow::Result<(String, Zeroizing<String>)> {
+    use russh::keys::ssh_key::{LineEnding, PrivateKey, private::Ed25519Keypair};
+    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.set_comment("compute-bridge workload");
+    let public = key.public_key().to_openssh()?;
+    let private = key.to_openssh(LineEnding::LF)?;
+    Ok((public, private))
+}
+
+/// `from → to` failover events: each failed backend hands over to the next
+/// one tried (`final_backend` after the last, if the grant was placed).
+fn failover_events(failovers: &[Failover], final_backend: Option<&str>) -> Vec<Event> {
+    failovers
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Event::Failover {
+            from: f.from.clone(),
+            to: failovers
+                .get(i + 1)
+                .map(|n| n.from.clone())
+                .or_else(|| final_backend.map(str::to_string)),
+        })
+        .collect()
+}
+
+impl ProviderLoop {
+    /// Assemble the loop.
+    pub fn new(
+        envelope: EnvelopeKey,
+        fleet: Fleet,
+        journal: Journal,
+        link: ProviderLink,
+        events: Arc<dyn EventSink>,
+        settings: LoopSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                provider_id: envelope.provider_id(),
+                envelope,
+                fleet,
+                journal,
+                link,
+                events,
+                settings,
+                seen: Mutex::new(HashSet::new()),
+                stop: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The provider id.
+    pub fn provider_id(&self) -> ProviderId {
+        self.inner.provider_id
+    }
+
+    /// Reconcile the journal, publish the card, then take grants until
+    /// `shutdown` resolves. Returns once the loop has stopped: grants in
+    /// flight got [`SHUTDOWN_GRACE`] to reach the journal, running workloads
+    /// stay journaled.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let inner = self.inner.clone();
+        inner.reconcile().await;
+        let mut grants = inner.link.grants();
+        let settlements = inner.link.settlements();
+        inner.link.announce().await;
+        {
+            let i = inner.clone();
+            inner
+                .tasks
+                .spawn(async move { i.refresh_card_forever().await });
+            let i = inner.clone();
+            inner
+                .tasks
+                .spawn(async move { i.watch_subscribers().await });
+            let i = inner.clone();
+            inner
+                .tasks
+                .spawn(async move { i.take_settlements(settlements).await });
+        }
+        tracing::info!(provider_id = %inner.provider_id, "taking grants");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                g = grants.recv() => match g {
+                    Some(g) => inner.clone().on_grant(g).await,
+                    None => {
+                        tracing::error!("the grant stream closed; stopping");
+                        break;
+                    }
+                },
+            }
+        }
+        drop(grants);
+        tracing::info!("no longer taking grants; running workloads stay journaled");
+        inner.stop.cancel();
+        inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some grants were still being placed after {}s; the next start reconciles them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn record(&self, e: Event) {
+        self.events.record(e);
+    }
+
+    /// Send a decline in the background (best effort: only requesters
+    /// listening now hear it).
+    fn decline(self: &Arc<Self>, request_id: RequestId, reason: DeclineReason) {
+        self.record(Event::GrantDeclined { reason });
+        let d = Decline {
+            version: PROTOCOL_VERSION,
+            request_id,
+            provider_id: self.provider_id,
+            reason,
+        };
+        let i = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = i.link.send_decline(d, DECLINE_WAIT).await {
+                tracing::debug!(%request_id, "decline not delivered: {e}");
+            }
+        });
+    }
+
+    async fn on_grant(self: Arc<Self>, grant: ComputeGrant) {
+        if grant.provider_id != self.provider_id {
+            return;
+        }
+        let request_id = grant.request_id;
+        let reply_key = match validate(&grant, &self.envelope, now_unix()) {
+            Ok(k) => k,
+            Err(reason) => {
+                tracing::warn!(%request_id, reason = %reason.as_str(), "grant declined");
+                self.decline(request_id, reason);
+                return;
+            }
+        };
+        let fresh = self.seen.lock().unwrap().insert(request_id);
+        let journaled = match self.journal.get(request_id) {
+            Ok(e) => e.is_some(),
+            Err(e) => {
+                tracing::error!(%request_id, "journal unavailable: {e}");
+                self.decline(request_id, DeclineReason::JournalUnavailable);
+                return;
+            }
+        };
+        if !fresh || journaled {
+            tracing::warn!(%request_id, reason = %DeclineReason::Duplicate.as_str(), "grant declined");
+            self.decline(request_id, DeclineReason::Duplicate);
+            return;
+        }
+        tracing::info!(
+            %request_id,
+            cpu_millicores = grant.manifest.cpu_millicores,
+            ram_mib = grant.manifest.ram_mib,
+            valid_to = grant.valid_to,
+            "grant received"
+        );
+        let i = self.clone();
+        self.tasks
+            .spawn(async move { i.serve(grant, Zeroizing::new(reply_key)).await });
+    }
+
+    async fn serve(self: Arc<Self>, grant: ComputeGrant, reply_key: Zeroizing<[u8; 32]>) {
+        let request_id = grant.request_id;
+        let m = &grant.manifest;
+        let spec = GrantSpec {
+            request_id: request_id.to_string(),
+            cpu_millicores: m.cpu_millicores,
+            ram_mib: m.ram_mib,
+            region: m.region.clone(),
+            tdx: m.tdx,
+            image: m.image.clone(),
+            valid_to: grant.valid_to,
+        };
+        let (public_key, private_key) = match workload_keypair() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(%request_id, "generating the workload key failed: {e}");
+                self.decline(request_id, DeclineReason::BackendError);
+                return;
+            }
+        };
+        let workload = Workload {
+            ssh_user: format!("cb-{}", &request_id.to_string()[..8]),
+            ssh_public_key: public_key,
+        };
+        let placement = match self.fleet.provision(&spec, &workload).await {
+            Ok(p) => p,
+            Err(decline) => {
+                for e in failover_events(decline.failovers(), None) {
+                    self.record(e);
+                }
+                let reason = DeclineReason::from(&decline);
+                tracing::warn!(%request_id, reason = %reason.as_str(), "grant declined: {decline}");
+                self.decline(request_id, reason);
+                return;
+            }
+        };
+        for e in failover_events(&placement.failovers, Some(&placement.backend)) {
+            self.record(e);
+        }
+        let entry = JournalEntry {
+            request_id,
+            backend: placement.backend.clone(),
+            instance: placement.instance.clone(),
+            cpu_millicores: m.cpu_millicores,
+            ram_mib: m.ram_mib,
+            region: m.region.clone(),
+            tdx: m.tdx,
+            valid_to: grant.valid_to,
+            started_at: now_unix(),
+            phase: Phase::Provisioned,
+        };
+        if let Err(e) = self.journal.record(&entry) {
+            tracing::error!(%request_id, "cannot journal the instance, tearing it down: {e}");
+            self.teardown_unjournaled(&placement.backend, &placement.instance)
+                .await;
+            self.decline(request_id, DeclineReason::JournalUnavailable);
+            return;
+        }
+        tracing::info!(
+            %request_id,
+            backend = %placement.backend,
+            region = %placement.instance.region,
+            instance = %placement.instance.instance_id,
+            "instance journaled"
+        );
+        self.record(Event::GrantAccepted {
+            backend: placement.backend.clone(),
+            region: placement.instance.region.clone(),
+        });
+
+        let bundle = AccessBundle {
+            host: placement.instance.public_host.clone(),
+            port: placement.instance.ssh_port,
+            user: placement.instance.user.clone(),
+            private_key: private_key.to_string(),
+            host_key: placement.instance.host_key.clone(),
+        };
+        drop(private_key);
+        let sealed = envelope::seal_access(&reply_key, request_id, self.provider_id, &bundle);
+        drop(bundle);
+        drop(reply_key);
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%request_id, "the reply key is unusable ({e}); tearing down");
+                self.abort(entry, Some(placement.reservation), DeclineReason::Malformed)
+                    .await;
+                return;
+            }
+        };
+        let wait = self.settings.access_wait.min(Duration::from_secs(
+            grant.valid_to.saturating_sub(now_unix()),
+        ));
+        if !self.link.access_has_subscriber() {
+            tracing::info!(%request_id, "waiting for a subscriber to hand out access");
+        }
+        let sent = tokio::select! {
+            r = self.link.send_access(sealed, wait) => r,
+            () = self.stop.cancelled() => {
+                tracing::info!(%request_id, "stopping before access was handed out; the next start tears it down");
+                return;
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(%request_id, "access not handed out ({e}); tearing down");
+            self.abort(
+                entry,
+                Some(placement.reservation),
+                DeclineReason::ShuttingDown,
+            )
+            .await;
+            return;
+        }
+        if let Err(e) = self.journal.advance(request_id, Phase::Running) {
+            // The access is out: keep watching; a restart will see
+            // `Provisioned` and tear down early, which is the safe side.
+            tracing::error!(%request_id, "journal: {e}");
+        }
+        tracing::info!(%request_id, "access handed out");
+        self.watch(entry, Some(placement.reservation)).await;
+    }
+
+    /// Tear down an instance the journal does not know (best effort).
+    async fn teardown_unjournaled(&self, backend: &str, instance: &crate::backend::Instance) {
+        if let Some(b) = self.fleet.backend(backend)
+            && let Err(e) = b.terminate(instance).await
+        {
+            tracing::error!(backend, instance = %instance.instance_id, "terminate failed: {e}");
+        }
+    }
+
+    /// Tear down a workload whose access was never handed out: no usage
+    /// report (the requester never had it), a decline, journal `Aborted`.
+    async fn abort(
+        self: &Arc<Self>,
+        entry: JournalEntry,
+        reservation: Option<Reservation>,
+        reason: DeclineReason,
+    ) {
+        let request_id = entry.request_id;
+        let policy = WatchPolicy {
+            initial: Duration::from_millis(10),
+            ..self.settings.watch
+        };
+        // Watching with valid_to = 0 reads usage and terminates at once.
+        match self
+            .fleet
+            .watch_until_exit(&entry.backend, &entry.instance, 0, policy)
+            .await
+        {
+            Ok(outcome) => {
+                if let Some(e) = &outcome.terminate_error {
+                    tracing::error!(%request_id, "terminate failed, the instance may still exist: {e}");
+                    return;
+                }
+                self.record(Event::GrantCompleted {
+                    backend: entry.backend.clone(),
+                    usage: outcome.usage,
+                });
+            }
+            Err(e) => {
+                tracing::error!(%request_id, "cannot tear down: {e}");
+                return;
+            }
+        }
+        drop(reservation);
+        match self.journal.advance(request_id, Phase::Aborted) {
+            Ok(()) => tracing::info!(
+                %request_id,
+                "torn down before access was handed out; nothing to report"
+            ),
+            Err(e) => tracing::error!(%request_id, "journal: {e}"),
+        }
+        self.decline(request_id, reason);
+    }
+
+    /// Watch a running workload to its end, then report its usage once.
+    /// Returns early (leaving it journaled) when the loop stops.
+    async fn watch(self: &Arc<Self>, entry: JournalEntry, reservation: Option<Reservation>) {
+        let request_id = entry.request_id;
+        let outcome = tokio::select! {
+            o = self.fleet.watch_until_exit(&entry.backend, &entry.instance, entry.valid_to, self.settings.watch) => o,
+            () = self.stop.cancelled() => return,
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(%request_id, "cannot watch: {e}");
+                return;
+            }
+        };
+        if let Some(e) = &outcome.terminate_error {
+            // Leave it `Running`: the next start retries the teardown.
+            tracing::error!(%request_id, "terminate failed, will retry on the next start: {e}");
+            return;
+        }
+        drop(reservation);
+        let ending = WorkloadEnding::from(outcome.ending);
+        tracing::info!(
+            %request_id,
+            backend = %entry.backend,
+            ending = %ending,
+            cpu_core_seconds = outcome.usage.cpu_core_seconds,
+            ram_mib_seconds = outcome.usage.ram_mib_seconds,
+            net_bytes = outcome.usage.net_bytes,
+            "workload ended and torn down"
+        );
+        self.record(Event::GrantCompleted {
+            backend: entry.backend.clone(),
+            usage: outcome.usage,
+        });
+        let report = UsageReport {
+            version: PROTOCOL_VERSION,
+            request_id,
+            provider_id: self.provider_id,
+            ending,
+            usage: outcome.usage,
+            started_at: entry.started_at,
+            ended_at: now_unix(),
+        };
+        if let Err(e) = self.journal.advance(
+            request_id,
+            Phase::Finished {
+                report: report.clone(),
+            },
+        ) {
+            tracing::error!(%request_id, "journal: {e}");
+        }
+        self.deliver(report).await;
+    }
+
+    /// Send a usage report once a requester listens, then mark it reported.
+    async fn deliver(self: &Arc<Self>, report: UsageReport) {
+        let request_id = report.request_id;
+        let sent = tokio::select! {
+            r = self.link.send_usage(report) => r,
+            () = self.stop.cancelled() => return,
+        };
+        match sent {
+            Ok(()) => {
+                if let Err(e) = self.journal.advance(request_id, Phase::Reported) {
+                    tracing::error!(%request_id, "journal: {e}");
+                }
+                tracing::info!(%request_id, "usage report sent");
+            }
+            Err(e) => tracing::warn!(%request_id, "usage report not sent: {e}"),
+        }
+    }
+
+    /// Bring every unfinished journal entry to its end, and tear down any
+    /// instance a backend runs for this provider that the journal does not
+    /// know (provisioned just before a crash, never journaled).
+    async fn reconcile(self: &Arc<Self>) {
+        let entries = match self.journal.unfinished() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("cannot read the journal; nothing reconciled: {e}");
+                return;
+            }
+        };
+        match self.journal.prune(now_unix().saturating_sub(7 * 24 * 3600)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "pruned week-old finished journal entries"),
+            Err(e) => tracing::warn!("journal prune failed: {e}"),
+        }
+        self.sweep_orphans(&entries).await;
+        if entries.is_empty() {
+            return;
+        }
+        tracing::info!(entries = entries.len(), "reconciling the journal");
+        for entry in entries {
+            let request_id = entry.request_id;
+            self.seen.lock().unwrap().insert(request_id);
+            if self.fleet.backend(&entry.backend).is_none() {
+                tracing::error!(
+                    %request_id,
+                    backend = %entry.backend,
+                    "journaled on a backend that is no longer configured; leaving it journaled"
+                );
+                continue;
+            }
+            match entry.phase.clone() {
+                Phase::Provisioned => {
+                    tracing::info!(%request_id, "access was never handed out; tearing down");
+                    let i = self.clone();
+                    self.tasks.spawn(async move {
+                        i.abort(entry, None, DeclineReason::ShuttingDown).await;
+                    });
+                }
+                Phase::Running => {
+                    let reservation = self.fleet.adopt(&entry.backend, &entry.grant_spec());
+                    self.record(Event::GrantAccepted {
+                        backend: entry.backend.clone(),
+                        region: entry.instance.region.clone(),
+                    });
+                    if now_unix() >= entry.valid_to {
+                        tracing::info!(%request_id, "past valid_to; tearing down");
+                    } else {
+                        tracing::info!(
+                            %request_id,
+                            valid_to = entry.valid_to,
+                            "still running; watching again"
+                        );
+                    }
+                    let i = self.clone();
+                    self.tasks
+                        .spawn(async move { i.watch(entry, reservation).await });
+                }
+                Phase::Finished { report } => {
+                    tracing::info!(%request_id, "usage report not yet sent; sending");
+                    let i = self.clone();
+                    self.tasks.spawn(async move { i.deliver(report).await });
+                }
+                Phase::Reported | Phase::Aborted => {}
+            }
+        }
+    }
+
+    /// Run the opt-in orphan sweep on each backend that asked for it, with
+    /// the instance ids the journal knows on that backend.
+    async fn sweep_orphans(&self, journaled: &[JournalEntry]) {
+        for name in &self.settings.sweep_backends {
+            let Some(b) = self.fleet.backend(name) else {
+                continue;
+            };
+            let known: HashSet<String> = journaled
+                .iter()
+                .filter(|e| &e.backend == name)
+                .map(|e| e.instance.instance_id.clone())
+                .collect();
+            crate::sweep::sweep_orphans(b.as_ref(), &known).await;
+        }
+    }
+
+    fn card(&self) -> ProviderCard {
+        ProviderCard {
+            version: PROTOCOL_VERSION,
+            provider_id: self.provider_id,
+            coalition: self.settings.coalition.clone(),
+            module_version: env!("CARGO_PKG_VERSION").to_string(),
+            node: self.link.node(),
+            backends: self
+                .fleet
+                .members()
+                .into_iter()
+                .map(|m| {
+                    let c = m.capabilities.unwrap_or_default();
+                    BackendOffer {
+                        name: m.name,
+                        enabled: m.enabled,
+                        regions: c.regions,
+                        tdx_capable: c.tdx_capable,
+                        max_cpu_millicores: c.max_cpu_millicores,
+                        max_ram_mib: c.max_ram_mib,
+                        used_cpu_millicores: m.used_cpu_millicores,
+                        used_ram_mib: m.used_ram_mib,
+                    }
+                })
+                .collect(),
+            concurrency_cap: self.fleet.cap(),
+            active_grants: self.fleet.active(),
+            envelope_key: self.envelope.public(),
+            attestation: Attestation::None,
+            refreshed_at: now_unix(),
+        }
+    }
+
+    async fn refresh_card_forever(self: Arc<Self>) {
+        let mut first = true;
+        loop {
+            if !first {
+                self.fleet.refresh_capabilities().await;
+            }
+            match self.link.publish_card(self.card()).await {
+                Ok(()) => {
+                    if first {
+                        tracing::info!(provider_id = %self.provider_id, "provider card published");
+                    } else {
+                        tracing::debug!("provider card refreshed");
+                    }
+                    self.record(Event::CardRefreshed);
+                }
+                Err(e) => tracing::warn!("provider card not published: {e}"),
+            }
+            first = false;
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.capacity_refresh) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn watch_subscribers(self: Arc<Self>) {
+        let mut known = std::collections::BTreeSet::new();
+        loop {
+            let now = self.link.subscribers();
+            for p in now.difference(&known) {
+                tracing::info!(subscribers = now.len(), peer = %p.fmt_short(), "subscriber joined");
+                self.record(Event::SubscriberJoined);
+            }
+            for p in known.difference(&now) {
+                tracing::info!(subscribers = now.len(), peer = %p.fmt_short(), "subscriber left");
+                self.record(Event::SubscriberLeft);
+            }
+            known = now;
+            tokio::select! {
+                () = self.link.subscriptions_changed(Duration::from_secs(5)) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn take_settlements(
+        self: Arc<Self>,
+        mut settlements: mosaik::streams::Consumer<crate::coalition::protocol::Settlement>,
+    ) {
+        loop {
+            let s = tokio::select! {
+                s = settlements.recv() => match s { Some(s) => s, None => return },
+                () = self.stop.cancelled() => return,
+            };
+            if s.provider_id != self.provider_id {
+                continue;
+            }
+            if s.version != PROTOCOL_VERSION || s.window.to < s.window.from {
+                tracing::warn!("malformed settlement ignored");
+                continue;
+            }
+            let total = self.journal.add_settled(s.amount_micro_usd);
+            tracing::info!(
+                usd = %format!("{:.6}", s.usd()),
+                total_usd = %total
+                    .map(|t| format!("{:.6}", t as f64 / 1e6))
+                    .unwrap_or_else(|e| format!("unknown ({e})")),
+                "settlement credited"
+            );
+            self.record(Event::RevenueSettled { usd: s.usd() });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TdxRequirement;
+    use crate::coalition::protocol::{Manifest, Sealed};
+
+    fn grant(provider: &EnvelopeKey, now: u64) -> ComputeGrant {
+        let mut g = ComputeGrant {
+            version: PROTOCOL_VERSION,
+            request_id: RequestId::random(),
+            provider_id: provider.provider_id(),
+            manifest: Manifest {
+                image: format!("x@sha256:{}", "0".repeat(64)),
+                cpu_millicores: 100,
+                ram_mib: 64,
+                region: None,
+                tdx: TdxRequirement::None,
+            },
+            valid_from: now,
+            valid_to: now + 60,
+            envelope: Sealed {
+                enc: vec![],
+                ciphertext: vec![],
+            },
+        };
+        reseal(provider, &mut g);
+        g
+    }
+
+    fn reseal(provider: &EnvelopeKey, g: &mut ComputeGrant) {
+        g.envelope = envelope::seal_grant(&provider.public(), g, &[9; 32]).unwrap();
+    }
+
+    #[test]
+    fn validation_names_each_reason() {
+        let p = EnvelopeKey::generate();
+        let now = 1_000_000;
+        assert_eq!(validate(&grant(&p, now), &p, now), Ok([9; 32]));
+
+        let mut g = grant(&p, now);
+        g.envelope.ciphertext[3] ^= 0x40;
+        assert_eq!(validate(&g, &p, now), Err(DeclineReason::Malformed));
+
+        let mut g = grant(&p, now);
+        g.manifest.image = "alpine:latest".into();
+        reseal(&p, &mut g);
+        assert_eq!(validate(&g, &p, now), Err(DeclineReason::Malformed));
+
+        let g = grant(&p, now - 120);
+        assert_eq!(validate(&g, &p, now), Err(DeclineReason::Expired));
+
+        let g = grant(&p, now + 60);
+        assert_eq!(validate(&g, &p, now), Err(DeclineReason::NotYetValid));
+        // Within the clock-skew allowance it is fine.
+        let g = grant(&p, now + CLOCK_SKEW_SECONDS);
+        assert!(validate(&g, &p, now).is_ok());
+
+        for (cpu, ram) in [
+            (0, 64),
+            (100, 0),
+            (MAX_GRANT_CPU_MILLICORES + 1, 64),
+            (100, MAX_GRANT_RAM_MIB + 1),
+        ] {
+            let mut g = grant(&p, now);
+            g.manifest.cpu_millicores = cpu;
+            g.manifest.ram_mib = ram;
+            reseal(&p, &mut g);
+            assert_eq!(
+                validate(&g, &p, now),
+                Err(DeclineReason::BadResources),
+                "{cpu} {ram}"
+            );
+        }
+        let mut g = grant(&p, now);
+        g.valid_to = now + MAX_GRANT_SECONDS + 1;
+        reseal(&p, &mut g);
+        assert_eq!(validate(&g, &p, now), Err(DeclineReason::BadResources));
+    }
+
+    #[test]
+    fn workload_keys_are_fresh_ed25519_pairs() {
+        let (pub1, priv1) = workload_keypair().unwrap();
+        let (pub2, _) = workload_keypair().unwrap();
+        assert!(pub1.starts_with("ssh-ed25519 "), "{pub1}");
+        assert_ne!(pub1, pub2);
+        let parsed = russh::keys::ssh_key::PrivateKey::from_openssh(priv1.as_bytes()).unwrap();
+        assert_eq!(parsed.public_key().to_openssh().unwrap(), pub1);
+    }
+
+    #[test]
+    fn failovers_chain_to_the_backend_that_took_the_grant() {
+        let f = |from: &str| Failover {
+            from: from.into(),
+            kind: crate::backend::ErrorKind::NoCapacity,
+            message: String::new(),
+        };
+        let ev = failover_events(&[f("aws"), f("gcp")], Some("bare"));
+        assert_eq!(
+            ev,
+            vec![
+                Event::Failover {
+                    from: "aws".into(),
+                    to: Some("gcp".into())
+                },
+                Event::Failover {
+                    from: "gcp".into(),
+                    to: Some("bare".into())
+                },
+            ]
+        );
+        let ev = failover_events(&[f("aws")], None);
+        assert_eq!(
+            ev,
+            vec![Event::Failover {
+                from: "aws".into(),
+                to: None
+            }]
+        );
+    }
+}

@@ -1,0 +1,415 @@
+//! The provider loop end to end: real `compute-bridge` and `coalition-agent`
+//! processes on a coalition whose relay and bootstrap node run in the test,
+//! on 127.0.0.1, with the fake backend.
+
+use std::time::Duration;
+
+use compute_bridge::backend::TdxRequirement;
+use compute_bridge::coalition::link::Reply;
+use compute_bridge::coalition::protocol::{
+    ComputeGrant, DeclineReason, Manifest, PROTOCOL_VERSION, ProviderCard, RequestId, Sealed,
+};
+use compute_bridge::envelope::{self, EnvelopeKey};
+use compute_bridge::fleet::now_unix;
+use compute_bridge::journal::Journal;
+use compute_bridge_testkit::coalition::TestCoalition;
+
+use crate::support::*;
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// A grant for `card` from a throwaway reply key, sealed unless told not
+/// to be.
+pub fn grant(card: &ProviderCard, edit: impl FnOnce(&mut ComputeGrant)) -> ComputeGrant {
+    let now = now_unix();
+    let mut g = ComputeGrant {
+        version: PROTOCOL_VERSION,
+        request_id: RequestId::random(),
+        provider_id: card.provider_id,
+        manifest: Manifest {
+            image: compute_bridge::agent::DEFAULT_IMAGE.into(),
+            cpu_millicores: 100,
+            ram_mib: 64,
+            region: None,
+            tdx: TdxRequirement::None,
+        },
+        valid_from: now,
+        valid_to: now + 60,
+        envelope: Sealed {
+            enc: vec![],
+            ciphertext: vec![],
+        },
+    };
+    edit(&mut g);
+    g.envelope =
+        envelope::seal_grant(&card.envelope_key, &g, &EnvelopeKey::generate().public()).unwrap();
+    g
+}
+
+#[test]
+fn a_grant_gets_access_only_its_reply_key_opens_then_exactly_one_usage_report() {
+    let net = TestCoalition::start(&network_name("grant"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &net.config_section(), "", "run_seconds = 3");
+    let bridge = start_bridge(&config);
+    let state = dir.path().join("state");
+    let provider = provider_id(&state);
+    let observer = net.block_on(Observer::start(&net, provider));
+
+    let keys = dir.path().join("access");
+    let key_dir = keys.display().to_string();
+    let mut agent = agent_owned(&with_net(
+        &net,
+        &[
+            "request",
+            "--cpu",
+            "100",
+            "--ram",
+            "64",
+            "--duration",
+            "30s",
+            "--key-dir",
+            &key_dir,
+        ],
+    ));
+    let request_id = printed_request_id(&agent);
+    agent.wait_for_log("usage report: exited with code 0", MIN);
+    assert_eq!(agent.wait(MIN), Some(0), "{}", agent.log());
+    let out = agent.log();
+    if let Some(ms) = out.lines().find(|l| l.starts_with("access opened")) {
+        eprintln!("measured: {ms}");
+    }
+
+    // The access bundle: one, and only the reply key opens it.
+    let replies = observer.wait_for(request_id, "the usage report", MIN, |r| {
+        usage_reports(r) >= 1
+    });
+    let sealed: Vec<_> = replies
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Access(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sealed.len(), 1, "{replies:?}");
+    assert!(EnvelopeKey::generate().open_access(&sealed[0]).is_err());
+    let bridge_key = compute_bridge::identity::Identity::load_or_create(&state).unwrap();
+    assert!(
+        bridge_key.envelope.open_access(&sealed[0]).is_err(),
+        "not even the bridge's own key opens a bundle sealed to the reply key"
+    );
+
+    // The agent opened it: a private key file of mode 0600 and an ssh line.
+    use std::os::unix::fs::PermissionsExt;
+    let key_file = keys.join("id_ed25519");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(
+        key.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"),
+        "{key}"
+    );
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        out.contains(&format!("ssh -i {}", key_file.display())),
+        "{out}"
+    );
+
+    // The private key is nowhere on the bridge's side.
+    let secret_line = key.lines().nth(2).expect("a key body line");
+    assert!(!bridge.log().contains(secret_line));
+    for f in std::fs::read_dir(&state).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(secret_line.len())
+                .any(|w| w == secret_line.as_bytes()),
+            "the workload key is in the state dir"
+        );
+    }
+
+    // Exactly one usage report, heard and sent.
+    assert_eq!(usage_reports(&observer.about(request_id)), 1);
+    let id = request_id.to_string();
+    bridge.wait_for_log("usage report sent", MIN);
+    assert_eq!(count_lines(&bridge.log(), &["usage report sent", &id]), 1);
+    assert_eq!(count_lines(&bridge.log(), &["instance journaled", &id]), 1);
+}
+
+#[test]
+fn two_bridges_on_one_coalition_each_take_only_their_own_grants() {
+    let net = TestCoalition::start(&network_name("two"));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start_bridge(&write_config(
+        da.path(),
+        &net.config_section(),
+        "",
+        "run_seconds = 2",
+    ));
+    let b = start_bridge(&write_config(
+        db.path(),
+        &net.config_section(),
+        "",
+        "run_seconds = 2",
+    ));
+    let (pa, pb) = (
+        provider_id(&da.path().join("state")),
+        provider_id(&db.path().join("state")),
+    );
+    assert_ne!(pa, pb);
+
+    let mut list = agent_owned(&with_net(
+        &net,
+        &["providers", "--json", "--wait", "60s", "--at-least", "2"],
+    ));
+    assert_eq!(
+        list.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        list.log()
+    );
+    let out = list.log();
+    assert!(
+        out.contains(&pa.to_string()) && out.contains(&pb.to_string()),
+        "{out}"
+    );
+
+    let mut ids = Vec::new();
+    for p in [pa, pb] {
+        let ps = p.to_string();
+        let mut ag = agent_owned(&with_net(
+            &net,
+            &[
+                "request",
+                "--provider",
+                &ps,
+                "--cpu",
+                "100",
+                "--ram",
+                "64",
+                "--duration",
+                "20s",
+            ],
+        ));
+        let id = printed_request_id(&ag);
+        assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
+        ids.push(id.to_string());
+    }
+    let (la, lb) = (a.log(), b.log());
+    assert_eq!(count_lines(&la, &["grant received", &ids[0]]), 1, "{la}");
+    assert_eq!(count_lines(&lb, &["grant received", &ids[1]]), 1, "{lb}");
+    assert!(!la.contains(&ids[1]), "bridge A saw B's grant:\n{la}");
+    assert!(!lb.contains(&ids[0]), "bridge B saw A's grant:\n{lb}");
+}
+
+#[test]
+fn each_bad_grant_is_declined_with_its_reason_and_the_bridge_carries_on() {
+    let net = TestCoalition::start(&network_name("declines"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &net.config_section(),
+        "concurrency_cap = 1",
+        "run_seconds = 3600",
+    );
+    let mut bridge = start_bridge(&config);
+    let provider = provider_id(&dir.path().join("state"));
+    let observer = net.block_on(Observer::start(&net, provider));
+    let card = observer.card.clone();
+    let session = net.block_on(observer.session());
+    let now = now_unix();
+
+    // Each grant is sent after the previous one's answer, so the slot the
+    // cap guards is taken only when the test means it to be.
+    let declined = |g: ComputeGrant, reason: DeclineReason| {
+        let id = g.request_id;
+        net.block_on(session.send_grant(g)).unwrap();
+        let replies = observer.wait_for(id, reason.as_str(), MIN, |r| {
+            r.iter().any(|r| matches!(r, Reply::Decline(_)))
+        });
+        let got: Vec<_> = replies
+            .iter()
+            .filter_map(|r| match r {
+                Reply::Decline(d) => Some(d.reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, vec![reason], "request {id}");
+        // A duplicate's original got access; nothing else did.
+        let accesses = replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Access(_)))
+            .count();
+        let expected = usize::from(reason == DeclineReason::Duplicate);
+        assert_eq!(accesses, expected, "access for request {id}: {replies:?}");
+        assert_eq!(
+            count_lines(
+                &bridge.log(),
+                &[
+                    "grant declined",
+                    &id.to_string(),
+                    &format!("reason={}", reason.as_str())
+                ]
+            ),
+            1,
+            "{}",
+            bridge.log()
+        );
+    };
+
+    let mut broken = grant(&card, |_| {});
+    broken.envelope.ciphertext[0] ^= 1;
+    declined(broken, DeclineReason::Malformed);
+    declined(
+        grant(&card, |g| g.manifest.image = "alpine:latest".into()),
+        DeclineReason::Malformed,
+    );
+    declined(
+        grant(&card, |g| {
+            g.valid_from = now - 120;
+            g.valid_to = now - 60;
+        }),
+        DeclineReason::Expired,
+    );
+    declined(
+        grant(&card, |g| {
+            g.valid_from = now + 600;
+            g.valid_to = now + 900;
+        }),
+        DeclineReason::NotYetValid,
+    );
+    declined(
+        grant(&card, |g| g.manifest.cpu_millicores = 0),
+        DeclineReason::BadResources,
+    );
+    declined(
+        grant(&card, |g| g.manifest.ram_mib = u32::MAX),
+        DeclineReason::BadResources,
+    );
+    declined(
+        grant(&card, |g| g.manifest.tdx = TdxRequirement::Required),
+        DeclineReason::NoBackend,
+    );
+    // One good grant takes the only slot; its replay is a duplicate; a
+    // second good grant meets the cap.
+    let good = grant(&card, |g| g.valid_to = now_unix() + 600);
+    let good_id = good.request_id;
+    net.block_on(session.send_grant(good.clone())).unwrap();
+    observer.wait_for(good_id, "access for the good grant", MIN, |r| {
+        r.iter().any(|r| matches!(r, Reply::Access(_)))
+    });
+    declined(good, DeclineReason::Duplicate);
+    declined(grant(&card, |_| {}), DeclineReason::ConcurrencyCap);
+
+    // The agent binary reports a decline and exits 3.
+    let mut ag = agent_owned(&with_net(
+        &net,
+        &[
+            "request",
+            "--cpu",
+            "100",
+            "--ram",
+            "64",
+            "--duration",
+            "20s",
+            "--tdx",
+            "required",
+        ],
+    ));
+    assert_eq!(ag.wait(Duration::from_secs(120)), Some(3), "{}", ag.log());
+    // The good grant still holds the only slot.
+    assert!(
+        ag.log().contains("declined: concurrency-cap"),
+        "{}",
+        ag.log()
+    );
+    assert!(!bridge.log().contains("panicked"), "{}", bridge.log());
+
+    // SIGTERM: the bridge stops taking grants and exits cleanly, leaving the
+    // running workload journaled for the next start to watch.
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    assert!(bridge.log().contains("running workloads stay journaled"));
+    let j = Journal::open(&dir.path().join("state")).unwrap();
+    assert_eq!(
+        j.get(good_id).unwrap().unwrap().phase,
+        compute_bridge::journal::Phase::Running
+    );
+}
+
+#[test]
+fn a_settlement_reaches_the_bridge_as_an_amount_only() {
+    let net = TestCoalition::start(&network_name("settle"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &net.config_section(), "", "");
+    let mut bridge = start_bridge(&config);
+    let mut ag = agent_owned(&with_net(&net, &["settle", "--usd", "12.5"]));
+    assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
+    assert!(
+        ag.log().contains("settlement of $12.500000 sent"),
+        "{}",
+        ag.log()
+    );
+    bridge.wait_for_log("settlement credited", MIN);
+    let log = bridge.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("settlement credited"))
+        .unwrap();
+    assert!(line.contains("usd=12.500000"), "{line}");
+    // An amount and a running total, nothing that points at who paid.
+    assert!(
+        !line.contains("peer") && !line.contains("request"),
+        "{line}"
+    );
+
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    let j = Journal::open(&dir.path().join("state")).unwrap();
+    assert_eq!(j.counters().unwrap().settled_micro_usd, 12_500_000);
+}
+
+#[test]
+fn the_readme_demo_runs_on_a_local_coalition_from_the_same_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[coalition]\nnetwork = \"local.dev\"\nlocal = true\n",
+        "",
+        "run_seconds = 2",
+    );
+    let mut bridge = start_bridge(&config);
+    assert!(bridge.log().contains("local coalition"), "{}", bridge.log());
+    let rendezvous = dir.path().join("state/local-coalition.json");
+    assert!(rendezvous.is_file());
+
+    let cfg = config.display().to_string();
+    let mut ag = agent(&[
+        "request",
+        "--config",
+        &cfg,
+        "--cpu",
+        "100",
+        "--ram",
+        "64",
+        "--duration",
+        "5s",
+    ]);
+    assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
+    let out = ag.log();
+    assert!(out.contains("access opened with the reply key"), "{out}");
+    assert!(out.contains("ssh -i "), "{out}");
+    assert!(out.contains("usage report: "), "{out}");
+
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    assert!(
+        !rendezvous.exists(),
+        "the rendezvous file outlived the bridge"
+    );
+    let (code, _, err) =
+        compute_bridge_testkit::process::run(&agent_bin(), &["providers", "--config", &cfg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no local bridge found"), "{err}");
+}

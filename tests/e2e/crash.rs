@@ -1,0 +1,194 @@
+//! Crash safety: `kill -9` the bridge at the two moments that matter and
+//! check, after a restart on the same state dir, that every workload still
+//! ends and is reported exactly once (or, if its access was never handed
+//! out, torn down and never reported).
+//!
+//! The fake backend keeps no state of its own, so "no instance left
+//! running" is checked through the bridge: its teardown and its journal.
+//! Once the bare-metal backend lands, the same tests should also check that
+//! the workload's account is gone.
+
+use std::time::Duration;
+
+use compute_bridge::coalition::link::Reply;
+use compute_bridge::coalition::protocol::{ComputeGrant, GRANTS_STREAM};
+use compute_bridge::journal::{Journal, Phase};
+use compute_bridge_testkit::coalition::TestCoalition;
+
+use crate::coalition::grant;
+use crate::support::*;
+
+const MIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_workload_watched_across_kill_9_still_ends_at_valid_to_with_one_usage_report() {
+    let net = TestCoalition::start(&network_name("crash-watch"));
+    let dir = tempfile::tempdir().unwrap();
+    // The workload never exits by itself: only valid_to ends it.
+    let config = write_config(dir.path(), &net.config_section(), "", "run_seconds = 3600");
+    let mut bridge = start_bridge(&config);
+    let state = dir.path().join("state");
+    let observer = net.block_on(Observer::start(&net, provider_id(&state)));
+
+    let mut agent = agent_owned(&with_net(
+        &net,
+        &[
+            "request",
+            "--cpu",
+            "100",
+            "--ram",
+            "64",
+            "--duration",
+            "40s",
+        ],
+    ));
+    let request_id = printed_request_id(&agent);
+    let id = request_id.to_string();
+    agent.wait_for_log("access opened with the reply key", MIN);
+    bridge.wait_for_log("access handed out", MIN);
+
+    bridge.signal("KILL");
+    assert_eq!(bridge.wait(MIN), None, "killed by the signal");
+    let first_run = bridge.log();
+    assert!(!first_run.contains("usage report sent"), "{first_run}");
+
+    let bridge = restart_bridge(&config);
+    bridge.wait_for_log("still running; watching again", MIN);
+    agent.wait_for_log(
+        "usage report: expired at valid_to",
+        Duration::from_secs(120),
+    );
+    assert_eq!(agent.wait(MIN), Some(0), "{}", agent.log());
+    bridge.wait_for_log("usage report sent", MIN);
+
+    // The observer that listened before the crash heard it at most once
+    // (its subscription may or may not have come back in time).
+    assert!(usage_reports(&observer.about(request_id)) <= 1);
+    let both = format!("{first_run}{}", bridge.log());
+    assert_eq!(count_lines(&both, &["usage report sent", &id]), 1, "{both}");
+    assert_eq!(
+        count_lines(&both, &["workload ended and torn down", &id]),
+        1,
+        "{both}"
+    );
+    assert_eq!(count_lines(agent.log().as_str(), &["usage report:"]), 1);
+
+    // The journal has it reported, so no later start sends it again.
+    let mut bridge = bridge;
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    let j = Journal::open(&state).unwrap();
+    assert_eq!(j.get(request_id).unwrap().unwrap().phase, Phase::Reported);
+    assert!(j.unfinished().unwrap().is_empty());
+}
+
+#[test]
+fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reported() {
+    let net = TestCoalition::start(&network_name("crash-early"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &net.config_section(), "", "run_seconds = 3600");
+    let mut bridge = start_bridge(&config);
+    let state = dir.path().join("state");
+
+    // A requester that sends a grant but does not listen for access: the
+    // bridge provisions, journals, and then waits for someone to hand the
+    // access to. That wait is where it is killed; no test hook needed.
+    let (card, request_id, _requester) = net.block_on(async {
+        let settings = compute_bridge::coalition::NetworkSettings::parse(
+            &net.network,
+            std::slice::from_ref(&net.relay_url),
+            std::slice::from_ref(&net.bootstrap),
+            true,
+        )
+        .unwrap();
+        let network = compute_bridge::coalition::join(&settings, None)
+            .await
+            .unwrap();
+        let network = std::sync::Arc::new(network);
+        let link = compute_bridge::coalition::link::RequesterLink::open(network.clone());
+        let provider = provider_id(&state);
+        let card = link
+            .wait_for_cards(MIN, |c| c.iter().any(|c| c.provider_id == provider))
+            .await
+            .into_iter()
+            .find(|c| c.provider_id == provider)
+            .expect("card");
+        let grants = network
+            .streams()
+            .producer::<ComputeGrant>()
+            .with_stream_id(GRANTS_STREAM)
+            .build()
+            .unwrap();
+        let node = card.node;
+        compute_bridge::coalition::sync(
+            &network,
+            &[compute_bridge::coalition::catalog_addr(&network, &node)],
+        )
+        .await;
+        tokio::time::timeout(
+            MIN,
+            grants
+                .when()
+                .subscribed()
+                .with_predicate(move |p| *p.id() == node),
+        )
+        .await
+        .expect("the bridge subscribed to our grants");
+        let g = grant(&card, |g| {
+            g.valid_to = compute_bridge::fleet::now_unix() + 600
+        });
+        let id = g.request_id;
+        use futures::SinkExt;
+        let mut grants = grants;
+        tokio::time::timeout(MIN, grants.send(g))
+            .await
+            .expect("the grant went out within a minute")
+            .unwrap();
+        (card, id, network)
+    });
+    let id = request_id.to_string();
+    bridge.wait_for_log("waiting for a subscriber to hand out access", MIN);
+    assert_eq!(count_lines(&bridge.log(), &["instance journaled", &id]), 1);
+    bridge.signal("KILL");
+    assert_eq!(bridge.wait(MIN), None);
+    let first_run = bridge.log();
+
+    let mut bridge = restart_bridge(&config);
+    bridge.wait_for_log(
+        "torn down before access was handed out; nothing to report",
+        MIN,
+    );
+    let log = bridge.log();
+    assert_eq!(
+        count_lines(&log, &["access was never handed out; tearing down", &id]),
+        1,
+        "{log}"
+    );
+    // A requester listening now hears nothing about it: no access, no usage.
+    let observer = net.block_on(Observer::start_with_card(&net, card.clone()));
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    assert!(
+        !observer
+            .about(request_id)
+            .iter()
+            .any(|r| matches!(r, Reply::Access(_) | Reply::Usage(_))),
+        "{:?}",
+        observer.about(request_id)
+    );
+    let both = format!("{first_run}{}", bridge.log());
+    assert_eq!(count_lines(&both, &["usage report sent"]), 0, "{both}");
+    assert_eq!(count_lines(&both, &["access handed out"]), 0, "{both}");
+
+    // The journal says it is over and will never be reported.
+    let j = Journal::open(&state).unwrap();
+    assert_eq!(j.get(request_id).unwrap().unwrap().phase, Phase::Aborted);
+    assert!(j.unfinished().unwrap().is_empty());
+
+    // And a third start does nothing more with it.
+    drop(j);
+    let mut third = restart_bridge(&config);
+    third.signal("TERM");
+    assert_eq!(third.wait(MIN), Some(0));
+    assert!(!third.log().contains(&id), "{}", third.log());
+}
