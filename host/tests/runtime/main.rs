@@ -11,6 +11,7 @@ mod aws;
 mod azure;
 mod baremetal;
 mod cache;
+mod cloud_faults;
 mod dashboard;
 mod gcp;
 mod http;
