@@ -14,6 +14,7 @@ mod cache;
 mod cloud_faults;
 mod dashboard;
 mod gcp;
+mod hostile;
 mod http;
 mod routing;
 mod sandbox;
