@@ -16,6 +16,7 @@ mod dashboard;
 mod gcp;
 mod hostile;
 mod http;
+mod load;
 mod routing;
 mod sandbox;
 mod ssh;
