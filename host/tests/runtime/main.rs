@@ -20,4 +20,5 @@ mod load;
 mod routing;
 mod sandbox;
 mod ssh;
+mod ssh_drop;
 mod tdx_routing;
