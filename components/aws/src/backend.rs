@@ -28,6 +28,8 @@ pub const TAG_USER: &str = "compute-bridge:user";
 const ADDRESS_POLL_SEC: u64 = 2;
 /// Most `DescribeInstances` pages `list_instances` reads per region.
 const MAX_PAGES: usize = 50;
+/// Looks for what a `RunInstances` with a lost answer launched.
+const ABANDON_LOOKS: u32 = 3;
 
 /// What the backend needs from its surroundings.
 pub trait Env {
@@ -267,13 +269,24 @@ impl<'e, E: Env> Aws<'e, E> {
         user_data: &str,
     ) -> Result<Launched, Error> {
         let q = self.run_instances_query(region, ty, g, user, user_data);
-        let resp = self.call(&region.name, &q)?;
+        let sent = self.call(&region.name, &q);
         let launched_at = self.env.now();
-        let mut inst = ec2::parse_run_instances(&resp)?
-            .into_iter()
-            .next()
-            .filter(|i| !i.id.is_empty())
-            .ok_or_else(|| Error::Internal("EC2 RunInstances returned no instance".into()))?;
+        let first = match &sent {
+            Ok(resp) => ec2::parse_run_instances(resp).and_then(|list| {
+                list.into_iter()
+                    .next()
+                    .filter(|i| !i.id.is_empty())
+                    .ok_or_else(|| Error::Internal("EC2 RunInstances returned no instance".into()))
+            }),
+            Err(e) => Err(e.clone()),
+        };
+        let inst = match first {
+            Ok(inst) => inst,
+            Err(e) if may_have_launched(&sent, &e) => {
+                return Err(self.abandon(&region.name, g.request_id, e));
+            }
+            Err(e) => return Err(e),
+        };
         self.env.log(
             Level::Info,
             "instance launched",
@@ -284,24 +297,50 @@ impl<'e, E: Env> Aws<'e, E> {
                 ("request", g.request_id),
             ],
         );
+        let id = inst.id.clone();
+        // From here on the instance exists: whatever fails, it is
+        // terminated before the error goes back, so a failover leaves
+        // nothing running here.
+        self.await_address(region, ty, g, user, inst, launched_at)
+            .map_err(|e| {
+                let cleanup = match self.terminate_id(&region.name, &id) {
+                    Ok(()) => format!("instance {id} terminated"),
+                    Err(t) => {
+                        self.env.log(
+                            Level::Warn,
+                            "could not terminate an instance that failed to come up",
+                            &[("instance", &id), ("error", &t.to_string())],
+                        );
+                        format!(
+                            "instance {id} could not be terminated ({t}); it powers itself off \
+                             at the grant's valid_to, and sweep_orphans removes it at the next start"
+                        )
+                    }
+                };
+                with_message(e.clone(), format!("{}; {cleanup}", e.message()))
+            })
+    }
 
+    /// Wait until a launched instance has a public address (or give up
+    /// after `public_address_wait_sec`).
+    fn await_address(
+        &self,
+        region: &RegionConfig,
+        ty: &InstanceType,
+        g: &Grant<'_>,
+        user: &str,
+        mut inst: Ec2Instance,
+        launched_at: u64,
+    ) -> Result<Launched, Error> {
         let deadline = launched_at + self.cfg.public_address_wait_sec;
         while inst.public_host().is_none() {
             if self.env.now() >= deadline
                 || matches!(inst.state.as_str(), "shutting-down" | "terminated")
             {
-                let why = format!(
+                return Err(Error::Transient(format!(
                     "instance {} had no public address after {} s (state {})",
                     inst.id, self.cfg.public_address_wait_sec, inst.state
-                );
-                if let Err(e) = self.terminate_id(&region.name, &inst.id) {
-                    self.env.log(
-                        Level::Warn,
-                        "could not terminate an instance without an address",
-                        &[("instance", &inst.id), ("error", &e.to_string())],
-                    );
-                }
-                return Err(Error::Transient(why));
+                )));
             }
             self.env.sleep(ADDRESS_POLL_SEC);
             if let Some(now) = self.describe_one(&region.name, &inst.id)? {
@@ -325,6 +364,91 @@ impl<'e, E: Env> Aws<'e, E> {
             user: user.to_string(),
             handle: handle.to_json(),
         })
+    }
+
+    /// After a `RunInstances` whose outcome is unknown (its answer was
+    /// lost, timed out, was a server fault or could not be read): find what
+    /// it may have launched for this grant, by the provider and request
+    /// tags, and terminate it. EC2's listing can lag a launch, so an empty
+    /// answer is asked again a few times. The error is always transient:
+    /// the grant may be tried elsewhere, and nothing of it is left here
+    /// unless the message says so.
+    fn abandon(&self, region: &str, request_id: &str, cause: Error) -> Error {
+        let mut looks = 0;
+        let outcome = loop {
+            looks += 1;
+            match self.find_by_request(region, request_id) {
+                Ok(found) if !found.is_empty() => {
+                    let mut done = Vec::new();
+                    let mut failed = None;
+                    for inst in found {
+                        match self.terminate_id(region, &inst.id) {
+                            Ok(()) => done.push(inst.id),
+                            Err(e) => failed = Some((inst.id, e)),
+                        }
+                    }
+                    break match failed {
+                        None => Ok(done),
+                        Some((id, e)) => Err(format!("instance {id}: {e}")),
+                    };
+                }
+                Ok(_) if looks < ABANDON_LOOKS => self.env.sleep(ADDRESS_POLL_SEC),
+                Ok(_) => break Ok(Vec::new()),
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        let what = match outcome {
+            Ok(ids) if ids.is_empty() => {
+                format!("no instance was launched for this grant (looked {looks} times)")
+            }
+            Ok(ids) => {
+                self.env.log(
+                    Level::Warn,
+                    "RunInstances failed after launching; instance terminated",
+                    &[("instances", &ids.join(",")), ("request", request_id)],
+                );
+                format!("terminated {} it had launched", ids.join(", "))
+            }
+            Err(e) => {
+                self.env.log(
+                    Level::Warn,
+                    "RunInstances failed and what it launched could not be checked",
+                    &[("request", request_id), ("error", &e)],
+                );
+                format!(
+                    "could not check for an instance it may have launched ({e}); such an \
+                     instance powers itself off at the grant's valid_to, and sweep_orphans \
+                     removes it at the next start"
+                )
+            }
+        };
+        Error::Transient(format!("{}; {what}", cause.message()))
+    }
+
+    /// Live instances tagged with this provider and `request_id` in
+    /// `region`.
+    fn find_by_request(&self, region: &str, request_id: &str) -> Result<Vec<Ec2Instance>, Error> {
+        let mut q = Query::new("DescribeInstances")
+            .param("Filter.1.Name", format!("tag:{TAG_PROVIDER}"))
+            .param("Filter.1.Value.1", &self.provider_id)
+            .param("Filter.2.Name", format!("tag:{TAG_REQUEST}"))
+            .param("Filter.2.Value.1", request_id)
+            .param("Filter.3.Name", "instance-state-name");
+        for (i, s) in ["pending", "running", "stopping", "stopped"]
+            .iter()
+            .enumerate()
+        {
+            q = q.param(format!("Filter.3.Value.{}", i + 1), *s);
+        }
+        let (list, _) = ec2::parse_describe_instances(&self.call(region, &q)?)?;
+        Ok(list
+            .into_iter()
+            .filter(|i| {
+                i.tag(TAG_PROVIDER) == Some(self.provider_id.as_str())
+                    && i.tag(TAG_REQUEST) == Some(request_id)
+                    && !matches!(i.state.as_str(), "shutting-down" | "terminated")
+            })
+            .collect())
     }
 
     /// The `RunInstances` call for one grant in one region.
@@ -565,6 +689,34 @@ impl<'e, E: Env> Aws<'e, E> {
             self.env.now(),
         );
         self.env.send(&req)
+    }
+}
+
+/// Whether a failed `RunInstances` may still have launched an instance:
+/// its answer was lost (transport error, timeout), was a server fault, or
+/// was a success that could not be read. An EC2 client error (4xx), a
+/// capacity code, refused credentials, or a request the host refused to
+/// send mean it did not.
+fn may_have_launched(sent: &Result<HttpResponse, Error>, e: &Error) -> bool {
+    match sent {
+        Err(Error::Config(_)) => false,
+        Err(_) => true,
+        Ok(r) if (400..500).contains(&r.status) => false,
+        Ok(_) => !matches!(
+            e,
+            Error::NoCapacity(_) | Error::Config(_) | Error::Rejected(_)
+        ),
+    }
+}
+
+/// `e` with its message replaced, same kind.
+fn with_message(e: Error, msg: String) -> Error {
+    match e {
+        Error::NoCapacity(_) => Error::NoCapacity(msg),
+        Error::Transient(_) => Error::Transient(msg),
+        Error::Rejected(_) => Error::Rejected(msg),
+        Error::Config(_) => Error::Config(msg),
+        Error::Internal(_) => Error::Internal(msg),
     }
 }
 

@@ -29,6 +29,19 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::NoCapacity(m)
+            | Self::Transient(m)
+            | Self::Rejected(m)
+            | Self::Config(m)
+            | Self::Internal(m) => m,
+        }
+    }
+}
+
 /// An EC2 error response, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ec2Error {

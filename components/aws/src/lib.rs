@@ -26,6 +26,13 @@
 //!   `InstanceLimitExceeded`, ...) are `no-capacity`; throttling, 5xx and
 //!   timeouts `transient`; refused credentials and wrong settings `config`,
 //!   naming the key and never a secret ([`error`]).
+//! - A `RunInstances` whose outcome is unknown (its answer lost, timed out,
+//!   a server fault, or unreadable) may have launched an instance: before
+//!   returning `transient` (so the host fails over) the backend looks for
+//!   it by its provider and request tags and terminates it, and any failure
+//!   after a launch (waiting for the address) terminates the instance too.
+//!   If even the lookup fails, the error says so; such an instance powers
+//!   itself off at the grant's `valid_to`, and the orphan sweep removes it.
 //!
 //! The component imports only the host's `http`, `log` and config
 //! capabilities. Its `allowed_hosts` must list the EC2 endpoint of every

@@ -67,7 +67,11 @@ impl Env for Scripted {
             params,
         };
         self.seen.borrow_mut().push(seen.clone());
-        Ok((self.respond)(&seen))
+        let resp = (self.respond)(&seen);
+        if resp.status == TIMEOUT {
+            return Err(Error::Transient(format!("{}: timed out", req.url)));
+        }
+        Ok(resp)
     }
     fn now(&self) -> u64 {
         self.clock.get()
@@ -119,6 +123,17 @@ fn grant(cpu: u32, ram: u32, region: Option<&'static str>) -> Grant<'static> {
         tdx_required: false,
         image: IMAGE,
         valid_to: 1_700_003_600,
+    }
+}
+
+/// A scripted "response" with this status stands for a transport timeout:
+/// the request went out and no answer came back.
+const TIMEOUT: u16 = 0;
+
+fn timeout() -> HttpResponse {
+    HttpResponse {
+        status: TIMEOUT,
+        body: Vec::new(),
     }
 }
 
@@ -443,4 +458,208 @@ fn credentials_never_reach_a_log_line_or_an_error() {
     assert!(err.to_string().contains("secret_access_key"));
     assert!(!err.to_string().contains("s3cr3t"));
     assert!(e.logs.borrow().iter().all(|l| !l.contains("s3cr3t")));
+}
+
+/// Tags as EC2 returns them on an instance this provider launched for
+/// `request`.
+fn request_tags(provider: &str, request: &str) -> String {
+    format!(
+        "<tagSet><item><key>compute-bridge:provider</key><value>{provider}</value></item>\
+         <item><key>compute-bridge:request</key><value>{request}</value></item></tagSet>"
+    )
+}
+
+fn actions(e: &Scripted) -> Vec<String> {
+    e.seen.borrow().iter().map(|s| s.action.clone()).collect()
+}
+
+#[test]
+fn a_lost_answer_to_run_instances_finds_the_instance_by_its_tags_and_terminates_it() {
+    // RunInstances took effect but its answer was a 500 (or timed out):
+    // the instance is found by the provider and request tags, terminated,
+    // and the grant fails over.
+    for lost in [ec2_error(500, "InternalError"), timeout()] {
+        let e = env(move |s| match s.action.as_str() {
+            "RunInstances" => lost.clone(),
+            "DescribeInstances" => describe_response(&instance_xml(
+                "i-0lost",
+                "pending",
+                None,
+                &request_tags("prov-1", "req-42"),
+            )),
+            "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+            a => panic!("unexpected {a}"),
+        });
+        let aws = Aws::new(config(), "prov-1", &e).unwrap();
+        let err = aws
+            .provision(&grant(500, 256, None), "cb-w1", KEY)
+            .unwrap_err();
+        let Error::Transient(msg) = &err else {
+            panic!("expected transient, got {err}")
+        };
+        assert!(msg.contains("terminated i-0lost it had launched"), "{msg}");
+        assert_eq!(
+            actions(&e),
+            ["RunInstances", "DescribeInstances", "TerminateInstances"]
+        );
+        let seen = e.seen.borrow();
+        let look = &seen[1].params;
+        assert_eq!(look["Filter.1.Name"], "tag:compute-bridge:provider");
+        assert_eq!(look["Filter.1.Value.1"], "prov-1");
+        assert_eq!(look["Filter.2.Name"], "tag:compute-bridge:request");
+        assert_eq!(look["Filter.2.Value.1"], "req-42");
+        assert_eq!(seen[2].params["InstanceId.1"], "i-0lost");
+    }
+}
+
+#[test]
+fn a_lost_answer_that_launched_nothing_is_looked_for_then_declined() {
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" => timeout(),
+        "DescribeInstances" => describe_response(""),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Transient(m) if m.contains("no instance was launched for this grant (looked 3 times)")),
+        "{err}"
+    );
+    // EC2's listing can lag a launch: it looked three times, two seconds
+    // apart, and launched nothing else.
+    assert_eq!(
+        actions(&e),
+        [
+            "RunInstances",
+            "DescribeInstances",
+            "DescribeInstances",
+            "DescribeInstances"
+        ]
+    );
+}
+
+#[test]
+fn an_instance_of_another_request_or_provider_is_never_taken_for_the_lost_one() {
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" => ec2_error(503, "Unavailable"),
+        // EC2 ignoring the filters must not make it terminate others.
+        "DescribeInstances" => describe_response(
+            &(instance_xml(
+                "i-other-req",
+                "running",
+                None,
+                &request_tags("prov-1", "req-7"),
+            ) + &instance_xml(
+                "i-other-prov",
+                "running",
+                None,
+                &request_tags("prov-2", "req-42"),
+            )),
+        ),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(matches!(err, Error::Transient(_)), "{err}");
+    assert!(!actions(&e).contains(&"TerminateInstances".to_string()));
+}
+
+#[test]
+fn a_refusal_that_launched_nothing_is_not_looked_for() {
+    // A client error, a capacity code or refused credentials mean EC2
+    // launched nothing: no lookup, and the error keeps its kind.
+    for (resp, kind) in [
+        (ec2_error(400, "InvalidParameterValue"), "internal"),
+        (
+            ec2_error(500, "InsufficientInstanceCapacity"),
+            "no capacity",
+        ),
+        (ec2_error(401, "AuthFailure"), "config"),
+    ] {
+        let e = env(move |s| match s.action.as_str() {
+            "RunInstances" => resp.clone(),
+            a => panic!("unexpected {a}"),
+        });
+        let aws = Aws::new(config(), "prov-1", &e).unwrap();
+        let err = aws
+            .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+            .unwrap_err();
+        assert!(err.to_string().starts_with(kind), "{err}");
+        assert_eq!(actions(&e), ["RunInstances"]);
+    }
+}
+
+#[test]
+fn an_unreadable_success_is_treated_as_a_possible_launch() {
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" => ok("<RunInstancesResponse><instancesSet>"),
+        "DescribeInstances" => describe_response(&instance_xml(
+            "i-0half",
+            "running",
+            Some("54.9.9.9"),
+            &request_tags("prov-1", "req-42"),
+        )),
+        "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Transient(m) if m.contains("unreadable response") && m.contains("terminated i-0half")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fault_while_waiting_for_the_address_terminates_the_instance() {
+    // Launched without an address; the next look fails: the instance is
+    // terminated before the error goes back (it used to be left running).
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" => run_response(None),
+        "DescribeInstances" => ec2_error(500, "InternalError"),
+        "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Transient(m) if m.contains("instance i-0abc terminated")),
+        "{err}"
+    );
+    let seen = e.seen.borrow();
+    assert_eq!(seen.last().unwrap().action, "TerminateInstances");
+    assert_eq!(seen.last().unwrap().params["InstanceId.1"], "i-0abc");
+}
+
+#[test]
+fn when_the_api_stays_down_the_error_says_what_still_cleans_up() {
+    let e = env(|_| timeout());
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    let Error::Transient(msg) = &err else {
+        panic!("{err}")
+    };
+    assert!(msg.contains("could not check for an instance"), "{msg}");
+    assert!(
+        msg.contains("valid_to") && msg.contains("sweep_orphans"),
+        "{msg}"
+    );
+    assert!(
+        e.logs
+            .borrow()
+            .iter()
+            .any(|l| l.contains("could not be checked")),
+        "{:?}",
+        e.logs.borrow()
+    );
 }

@@ -53,6 +53,10 @@ pub trait Host {
     fn exec(&self, label: &str, script: &str) -> Result<Output, ExecError>;
     /// Write to the operator's log.
     fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]);
+    /// Wait `secs` seconds (between attempts at a cleanup).
+    fn pause(&self, secs: u64) {
+        let _ = secs;
+    }
 }
 
 /// A provisioned workload (the WIT `instance`).
@@ -163,16 +167,14 @@ impl<'h, H: Host> Baremetal<'h, H> {
                 provider: &self.provider,
                 backend: &self.backend,
             });
-            let out = match self.run(&h.label, "provision", &script) {
-                Ok(out) => out,
-                Err(e) => {
-                    let level = match e {
-                        Error::NoCapacity(_) => Level::Info,
-                        _ => Level::Warn,
-                    };
+            let out = match self.host.exec(&h.label, &script) {
+                Err(e @ (ExecError::Unreachable(_) | ExecError::Timeout)) => {
+                    // The command may have run, in part or whole: what it
+                    // made must not outlive this failure.
+                    let e = self.abandon(&h.label, &id, exec_error(&h.label, e));
                     self.host.log(
-                        level,
-                        "host did not take the grant",
+                        Level::Warn,
+                        "connection to the host lost during provision",
                         &[
                             ("host", &h.label),
                             ("grant", id.as_str()),
@@ -182,6 +184,26 @@ impl<'h, H: Host> Baremetal<'h, H> {
                     failures.push(e);
                     continue;
                 }
+                other => match self.checked(&h.label, "provision", other) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let level = match e {
+                            Error::NoCapacity(_) => Level::Info,
+                            _ => Level::Warn,
+                        };
+                        self.host.log(
+                            level,
+                            "host did not take the grant",
+                            &[
+                                ("host", &h.label),
+                                ("grant", id.as_str()),
+                                ("why", e.message()),
+                            ],
+                        );
+                        failures.push(e);
+                        continue;
+                    }
+                },
             };
             let kv = script::parse_kv(&out.stdout);
             let (Some(user), Some(limits)) = (kv.get("user"), kv.get("limits")) else {
@@ -430,12 +452,46 @@ impl<'h, H: Host> Baremetal<'h, H> {
         Ok(found)
     }
 
+    /// After a provision whose outcome is unknown (the connection dropped
+    /// or timed out mid-command): terminate the grant on `label`, which
+    /// removes a whole grant or the part of one a dead provision left, so
+    /// a failover leaves nothing of it here. The host's lock makes this
+    /// wait for a provision still running there. The error stays
+    /// transient; its message says whether the cleanup happened.
+    fn abandon(&self, label: &str, id: &GrantId, cause: Error) -> Error {
+        let cleanup = script::terminate(&self.target(id));
+        let mut outcome = self.run(label, "terminate", &cleanup);
+        if matches!(outcome, Err(Error::Transient(_))) {
+            // A pooled connection that died with the command is dropped on
+            // the next try.
+            self.host.pause(1);
+            outcome = self.run(label, "terminate", &cleanup);
+        }
+        let what = match outcome {
+            Ok(_) => format!("removed what it made of grant {id}"),
+            Err(e) => format!(
+                "could not remove what it may have made of grant {id} ({}); the next provision \
+                 on this host removes a half-made grant, and list-instances reports a whole one \
+                 to the orphan sweep",
+                e.message()
+            ),
+        };
+        Error::Transient(format!("{}; {what}", cause.message()))
+    }
+
     /// Run one operation's script on `label` and map every failure.
     fn run(&self, label: &str, op: &str, script: &str) -> Result<Output, Error> {
-        let out = self
-            .host
-            .exec(label, script)
-            .map_err(|e| exec_error(label, e))?;
+        self.checked(label, op, self.host.exec(label, script))
+    }
+
+    /// Map a command's result: transport failures and exit statuses.
+    fn checked(
+        &self,
+        label: &str,
+        op: &str,
+        result: Result<Output, ExecError>,
+    ) -> Result<Output, Error> {
+        let out = result.map_err(|e| exec_error(label, e))?;
         let err = || {
             let e = out.stderr.trim();
             if e.is_empty() {
@@ -703,6 +759,97 @@ mod tests {
             b.status(&handle.replace("\"a\"", "\"zz\"")),
             Err(Error::Config(_))
         ));
+    }
+
+    /// A host whose answers come from a queue per label, in order.
+    struct Scripted {
+        answers: RefCell<Vec<(&'static str, Result<Output, ExecError>)>>,
+        ran: RefCell<Vec<(String, String)>>,
+    }
+
+    impl Host for Scripted {
+        fn labels(&self) -> Vec<String> {
+            vec!["a".into(), "b".into()]
+        }
+        fn exec(&self, label: &str, script: &str) -> Result<Output, ExecError> {
+            self.ran.borrow_mut().push((label.into(), script.into()));
+            let mut a = self.answers.borrow_mut();
+            let i = a
+                .iter()
+                .position(|(l, _)| *l == label)
+                .expect("an answer left");
+            a.remove(i).1
+        }
+        fn log(&self, _: Level, _: &str, _: &[(&str, &str)]) {}
+    }
+
+    fn op(script: &str) -> &str {
+        script.lines().last().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_connection_lost_mid_provision_removes_what_it_made_before_moving_on() {
+        let dropped = || {
+            Err(ExecError::Unreachable(
+                "a: connection closed before the command finished".into(),
+            ))
+        };
+        let h = Scripted {
+            answers: RefCell::new(vec![
+                ("a", dropped()),
+                // The first cleanup meets the dead pooled connection.
+                ("a", dropped()),
+                ("a", ok("state=terminated\n")),
+                ("b", ok("user=cb-x\nlimits=prlimit\n")),
+            ]),
+            ran: RefCell::default(),
+        };
+        let p = Baremetal::new(cfg(), "p", "n", &h)
+            .provision(&grant(), KEY)
+            .unwrap();
+        assert_eq!(p.public_host, "b.example");
+        let ran: Vec<(String, String)> = h
+            .ran
+            .borrow()
+            .iter()
+            .map(|(l, s)| (l.clone(), op(s).to_string()))
+            .collect();
+        let want = [
+            ("a", "cb_provision"),
+            ("a", "cb_terminate"),
+            ("a", "cb_terminate"),
+            ("b", "cb_provision"),
+        ];
+        assert_eq!(
+            ran,
+            want.map(|(l, o)| (l.to_string(), o.to_string())).to_vec()
+        );
+        // The cleanup is for the very grant the provision was making.
+        let id = GrantId::new("p", "n", "req-1");
+        assert!(h.ran.borrow()[1].1.contains(&format!("CB_ID='{id}'")));
+    }
+
+    #[test]
+    fn a_cleanup_that_cannot_reach_the_host_says_what_will_clean_up() {
+        let h = Scripted {
+            answers: RefCell::new(vec![
+                ("a", Err(ExecError::Timeout)),
+                ("a", Err(ExecError::Unreachable("a: refused".into()))),
+                ("a", Err(ExecError::Unreachable("a: refused".into()))),
+                ("b", Err(ExecError::Unreachable("b: refused".into()))),
+                ("b", Err(ExecError::Unreachable("b: refused".into()))),
+                ("b", Err(ExecError::Unreachable("b: refused".into()))),
+            ]),
+            ran: RefCell::default(),
+        };
+        let e = Baremetal::new(cfg(), "p", "n", &h)
+            .provision(&grant(), KEY)
+            .unwrap_err();
+        let Error::Transient(m) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(m.contains("could not remove what it may have made"), "{m}");
+        assert!(m.contains("the next provision on this host"), "{m}");
     }
 
     #[test]

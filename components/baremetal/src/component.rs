@@ -42,6 +42,10 @@ impl Host for Bridge {
         };
         log::with_fields(level, message, fields);
     }
+
+    fn pause(&self, secs: u64) {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
 }
 
 fn backend() -> Result<Baremetal<'static, Bridge>> {

@@ -239,8 +239,14 @@ cb_account() {
 		[ -x /bin/bash ] && login_shell=/bin/bash
 		# `-p '*'`: no password, but not locked (sshd refuses locked
 		# accounts when PAM is off).
-		useradd -M -U -d "$H" -s "$login_shell" -p '*' -c "compute-bridge grant" "$CB_ID" ||
-			return 1
+		# Another tool (or a killed useradd not yet reaped) may hold the
+		# account files' locks for a moment: try again before giving up.
+		n=0
+		until useradd -M -U -d "$H" -s "$login_shell" -p '*' -c "compute-bridge grant" "$CB_ID"; do
+			n=$((n + 1))
+			[ $n -lt 10 ] && ! id -u "$CB_ID" >/dev/null 2>&1 || return 1
+			sleep 0.5
+		done
 	fi
 	UID_NUM=$(id -u "$CB_ID") || return 1
 	USER_NAME=$CB_ID
@@ -267,6 +273,18 @@ cb_self_account() {
 	printf 'restrict,pty,command="exec %s" %s compute-bridge:%s\n' "$G/login" "$CB_KEY" "$CB_ID" \
 		>>"$ak" || return 1
 	chmod 600 "$ak"
+}
+
+# Remove account $1, trying again while another process holds the account
+# files' locks (a killed useradd's locks stay taken until it is reaped).
+cb_userdel() {
+	n=0
+	while id -u "$1" >/dev/null 2>&1; do
+		userdel -f "$1" >/dev/null 2>&1 && return 0
+		n=$((n + 1))
+		[ $n -lt 20 ] || return 1
+		sleep 0.5
+	done
 }
 
 cb_drop_key() {
@@ -609,6 +627,7 @@ cb_podman_status() {
 cb_provision() {
 	cb_prepare
 	cb_lock
+	cb_sweep_partial
 	if [ -f "$G/env" ]; then
 		. "$G/env"
 		[ "$REQUEST" = "$CB_REQUEST" ] ||
@@ -616,7 +635,6 @@ cb_provision() {
 		cb_report
 		return 0
 	fi
-	rm -rf "$G"
 	# Room: the sum of what the grants here hold.
 	set -- $(cat "$D"/grants/*/alloc 2>/dev/null | awk '{ c += $1; r += $2 } END { printf "%.0f %.0f\n", c, r }')
 	if [ $(($1 + CB_CPU)) -gt "$CB_CAP_CPU" ] || [ $(($2 + CB_RAM)) -gt "$CB_CAP_RAM" ]; then
@@ -731,7 +749,7 @@ cb_remove() {
 		if [ "${UID_NUM:-0}" -gt 0 ] 2>/dev/null; then
 			find /tmp /var/tmp /dev/shm -xdev -user "$UID_NUM" -depth -delete 2>/dev/null
 		fi
-		if id -u "$CB_ID" >/dev/null 2>&1; then userdel -f "$CB_ID" >/dev/null 2>&1; fi
+		cb_userdel "$CB_ID"
 		rm -rf "$D/home/$CB_ID"
 	else
 		cb_drop_key "$HOME/.ssh/authorized_keys"
@@ -739,10 +757,46 @@ cb_remove() {
 	rm -rf "$G"
 }
 
+# A grant whose provision died before writing its env (the session
+# dropped with its shell, the host went down): remove whatever of it was
+# made. Nothing of it runs yet (the supervisor and logins start only once
+# env exists), and the account is removed only if it is a grant's.
+cb_remove_partial() {
+	if [ "$CB_ASROOT" = 1 ]; then
+		if [ "$(getent passwd "$CB_ID" | cut -d: -f5)" = "compute-bridge grant" ]; then
+			uid=$(id -u "$CB_ID")
+			[ "${uid:-0}" -gt 0 ] 2>/dev/null && pkill -KILL -U "$uid" 2>/dev/null
+			cb_userdel "$CB_ID"
+		fi
+		rm -f "/etc/sudoers.d/$CB_ID" "/etc/sudoers.d/$CB_ID.tmp"
+		rm -rf "$D/home/$CB_ID"
+		for c in $(cb_cg1_dirs) /sys/fs/cgroup; do
+			rmdir "$c/compute-bridge/$CB_ID" 2>/dev/null
+		done
+	else
+		cb_drop_key "$HOME/.ssh/authorized_keys"
+	fi
+	rm -rf "$G"
+}
+
+# Under the host lock no provision is half-way, so a grant directory
+# without env was left by one that died: remove it and what it made (its
+# alloc would otherwise hold room on this host for ever).
+cb_sweep_partial() {
+	for g in "$D"/grants/cb-*; do
+		[ -d "$g" ] && [ ! -f "$g/env" ] || continue
+		(
+			CB_ID=${g##*/}
+			G=$g
+			cb_remove_partial
+		) >/dev/null 2>&1
+	done
+}
+
 cb_terminate() {
 	cb_lock
 	if [ ! -f "$G/env" ]; then
-		rm -rf "$G"
+		[ -d "$G" ] && cb_remove_partial >/dev/null 2>&1
 		echo state=gone
 		return 0
 	fi

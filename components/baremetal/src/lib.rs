@@ -67,6 +67,15 @@
 //! first that takes it, and a failure reports the most hopeful kind seen
 //! (transient, then no-capacity, then config).
 //!
+//! A provision whose connection drops or times out mid-command may have
+//! made the grant, in whole or in part: before the `transient` goes back,
+//! the backend terminates that grant on that host (the host's lock makes
+//! this wait for a script still running there), so a failover leaves
+//! nothing behind. If the host cannot be reached for that, the next
+//! provision on it removes any half-made grant first (under the lock, a
+//! grant directory without its `env` was left by a provision that died);
+//! a whole one is in `list-instances` for the orphan sweep.
+//!
 //! The logic here is plain Rust over a [`backend::Host`] so it runs (and is
 //! tested) natively; the wasm glue in `component.rs` plugs in the SDK's
 //! `ssh`, `log` and `config`.

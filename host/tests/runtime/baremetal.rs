@@ -18,13 +18,13 @@ use compute_bridge_testkit::sshd::Sshd;
 use crate::support::*;
 
 /// A workload keypair, as the host's provider loop will generate it.
-struct WorkloadKey {
+pub(crate) struct WorkloadKey {
     dir: tempfile::TempDir,
     private: PathBuf,
     public: String,
 }
 
-fn workload_key() -> WorkloadKey {
+pub(crate) fn workload_key() -> WorkloadKey {
     let dir = tempfile::tempdir().unwrap();
     let private = dir.path().join("workload");
     let ok = Command::new("ssh-keygen")
@@ -44,7 +44,7 @@ fn workload_key() -> WorkloadKey {
 
 /// A state directory on the "host" (this machine) the grant accounts can
 /// traverse, like /var/lib/compute-bridge.
-fn host_state_dir() -> tempfile::TempDir {
+pub(crate) fn host_state_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -52,7 +52,7 @@ fn host_state_dir() -> tempfile::TempDir {
 }
 
 /// A boot config with one bare-metal backend whose one host is `sshd`.
-fn setup(
+pub(crate) fn setup(
     state: &Path,
     host_state: &Path,
     sshd: &Sshd,
@@ -94,7 +94,7 @@ fn setup_with(
     )
 }
 
-fn assert_root() {
+pub(crate) fn assert_root() {
     let uid = Command::new("id").arg("-u").output().unwrap().stdout;
     assert_eq!(
         String::from_utf8_lossy(&uid).trim(),
@@ -105,10 +105,10 @@ fn assert_root() {
 
 /// Removes accounts a test created, with their processes and cgroups, if
 /// the test did not get to terminate them.
-struct Accounts(Vec<String>);
+pub(crate) struct Accounts(pub(crate) Vec<String>);
 
 impl Accounts {
-    fn track(&mut self, user: &str) {
+    pub(crate) fn track(&mut self, user: &str) {
         assert!(user.starts_with("cb-"), "unexpected workload user {user}");
         self.0.push(user.to_string());
     }
@@ -123,7 +123,15 @@ impl Drop for Accounts {
                     .args(["-KILL", &pid.to_string()])
                     .status();
             }
-            let _ = Command::new("userdel").args(["-f", user]).status();
+            // userdel fails while another process holds the account files'
+            // locks (a killed useradd holds them until it is reaped).
+            for _ in 0..20 {
+                let _ = Command::new("userdel").args(["-f", user]).status();
+                if uid_of(user).is_none() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
             for h in ["cpu", "cpuacct", "memory", "pids"] {
                 let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{h}/compute-bridge/{user}"));
             }
@@ -132,7 +140,7 @@ impl Drop for Accounts {
     }
 }
 
-fn uid_of(user: &str) -> Option<u32> {
+pub(crate) fn uid_of(user: &str) -> Option<u32> {
     let out = Command::new("id").args(["-u", user]).output().ok()?;
     out.status
         .success()
@@ -141,7 +149,7 @@ fn uid_of(user: &str) -> Option<u32> {
 }
 
 /// Live (non-zombie) processes whose real uid is `uid`.
-fn pids_of(uid: u32) -> Vec<u32> {
+pub(crate) fn pids_of(uid: u32) -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -172,7 +180,7 @@ fn pids_of(uid: u32) -> Vec<u32> {
 
 /// Run `command` over SSH as the instance's user with the workload's key,
 /// checking the host key the instance reported.
-fn ssh(instance: &Instance, key: &WorkloadKey, command: &str) -> (i32, String, String) {
+pub(crate) fn ssh(instance: &Instance, key: &WorkloadKey, command: &str) -> (i32, String, String) {
     let ssh = require_executable("/usr/bin/ssh", "OpenSSH client (openssh-client)");
     let known = key.dir.path().join("known_hosts");
     std::fs::write(
@@ -203,7 +211,7 @@ fn ssh(instance: &Instance, key: &WorkloadKey, command: &str) -> (i32, String, S
     )
 }
 
-fn workload(key: &WorkloadKey) -> Workload {
+pub(crate) fn workload(key: &WorkloadKey) -> Workload {
     Workload {
         ssh_user: "ignored".into(),
         ssh_public_key: key.public.clone(),

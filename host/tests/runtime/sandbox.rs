@@ -22,7 +22,7 @@ async fn a_global_set_in_one_call_is_gone_in_the_next() {
     // count: a fresh instance per call must always report 1.
     for _ in 0..3 {
         let caps = backends[0].capabilities().await.unwrap();
-        assert_eq!(caps.max_cpu_millicores, 1);
+        assert_eq!(caps.regions, ["hostile-1"]);
     }
 }
 
@@ -155,10 +155,10 @@ async fn calls_in_parallel_get_separate_instances() {
     let (_rt, backends) = load(&cfg);
     let calls = (0..16).map(|_| {
         let b = backends[0].clone();
-        tokio::spawn(async move { b.capabilities().await.unwrap().max_cpu_millicores })
+        tokio::spawn(async move { b.capabilities().await.unwrap().regions })
     });
     for c in calls {
-        assert_eq!(c.await.unwrap(), 1);
+        assert_eq!(c.await.unwrap(), ["hostile-1"]);
     }
     let _ = Duration::ZERO;
 }

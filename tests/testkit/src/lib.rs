@@ -6,14 +6,16 @@
 //! scripted HTTP server for the http capability ([`http_server`]), the toy
 //! cloud the component template speaks ([`toy_cloud`]), a coalition
 //! network's relay and bootstrap node ([`coalition`]), headless Chromium
-//! ([`chromium`]), a bare HTTP client ([`http`]) and the bridge binary
-//! itself ([`process`]). A peer that is not installed fails the test with
+//! ([`chromium`]), a bare HTTP client ([`http`]), the bridge binary itself
+//! ([`process`]), and a fault-injecting proxy to put in front of any of
+//! them ([`fault_proxy`]). A peer that is not installed fails the test with
 //! the command that installs it; nothing is skipped.
 
 pub mod azure_fake;
 pub mod chromium;
 pub mod coalition;
 pub mod fake_server;
+pub mod fault_proxy;
 pub mod gcp_fake;
 pub mod http;
 pub mod http_server;

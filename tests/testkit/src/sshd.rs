@@ -102,10 +102,17 @@ impl Sshd {
     /// forked (connections are refused until [`Sshd::restart`]).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            for pid in descendants(c.id()) {
-                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            }
+            // The listener first, so no one reconnects while the sessions
+            // die; then everything it had forked, in one kill(1).
+            let below = descendants(c.id());
             let _ = c.kill();
+            if !below.is_empty() {
+                let _ = Command::new("kill")
+                    .arg("-9")
+                    .args(below.iter().map(u32::to_string))
+                    .stderr(Stdio::null())
+                    .status();
+            }
             let _ = c.wait();
         }
         wait_for("sshd to stop listening", Duration::from_secs(10), || {
@@ -113,6 +120,45 @@ impl Sshd {
                 .is_err()
                 .then_some(())
         });
+    }
+
+    /// Cut every open connection, as a network failure or a crash would,
+    /// while the server keeps listening: kill the per-connection sshd
+    /// processes. With `and_commands`, what those sessions run dies too (a
+    /// session killed outright); without, the commands carry on without
+    /// their connection, as they do when a link drops (they meet a broken
+    /// pipe when they next write). Returns how many processes were killed.
+    pub fn drop_connections(&self, and_commands: bool) -> usize {
+        let Some(listener) = self.child.as_ref().map(Child::id) else {
+            return 0;
+        };
+        let mut killed = 0;
+        // A command may fork between the listing and the kill: with
+        // `and_commands`, go again until nothing is left below the listener.
+        for _ in 0..20 {
+            let victims: Vec<u32> = descendants(listener)
+                .into_iter()
+                .filter(|pid| {
+                    and_commands
+                        || std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                            .is_ok_and(|c| c.starts_with("sshd"))
+                })
+                .collect();
+            if victims.is_empty() {
+                break;
+            }
+            // One kill(1) for all, so none runs on while the others die.
+            let _ = Command::new("kill")
+                .arg("-9")
+                .args(victims.iter().map(u32::to_string))
+                .stderr(Stdio::null())
+                .status();
+            killed += victims.len();
+            if !and_commands {
+                break;
+            }
+        }
+        killed
     }
 
     /// Start it again on the same port with the same keys.

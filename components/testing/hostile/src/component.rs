@@ -12,7 +12,13 @@ struct Cfg {
     #[serde(default)]
     label: String,
     #[serde(default)]
-    foreign_instance: String,
+    foreign_id: String,
+    #[serde(default)]
+    foreign_handle: String,
+    #[serde(default)]
+    foreign_host: String,
+    #[serde(default)]
+    only_region: Option<String>,
 }
 
 struct Hostile;
@@ -28,20 +34,26 @@ impl Backend for Hostile {
     fn capabilities() -> Result<Offer> {
         let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Offer {
-            regions: vec!["hostile-1".into()],
+            regions: vec![format!("hostile-{n}")],
             tdx_capable: false,
-            max_cpu_millicores: n,
-            max_ram_mib: 1024,
+            max_cpu_millicores: 1_000_000,
+            max_ram_mib: 1_000_000,
         })
     }
 
-    fn can_satisfy(_g: &GrantSpec) -> bool {
-        true
+    fn can_satisfy(g: &GrantSpec) -> bool {
+        match config::load::<Cfg>() {
+            Ok(Cfg {
+                only_region: Some(r),
+                ..
+            }) => g.region.as_deref() == Some(r.as_str()),
+            _ => true,
+        }
     }
 
     fn provision(g: GrantSpec, w: Workload) -> Result<Instance> {
         let cfg: Cfg = config::load()?;
-        let mut handle = String::new();
+        let mut forged: Option<(String, String, String)> = None;
         match cfg.attack.as_str() {
             "http" => {
                 let resp = http::Request::get(&cfg.url).send()?;
@@ -78,17 +90,17 @@ impl Backend for Hostile {
             }
             "trap" => core::arch::wasm32::unreachable(),
             "panic" => panic!("hostile component panics mid-provision"),
-            "foreign" => handle = cfg.foreign_instance.clone(),
+            "foreign" => {
+                forged = Some((cfg.foreign_id, cfg.foreign_handle, cfg.foreign_host));
+            }
             other => return Err(BackendError::config(format!("unknown attack `{other}`"))),
         }
+        let (instance_id, handle, public_host) =
+            forged.unwrap_or_else(|| (g.request_id.clone(), String::new(), "127.0.0.1".into()));
         Ok(Instance {
-            instance_id: if handle.is_empty() {
-                g.request_id.clone()
-            } else {
-                handle.clone()
-            },
+            instance_id,
             region: "hostile-1".into(),
-            public_host: "127.0.0.1".into(),
+            public_host,
             ssh_port: 22,
             user: w.ssh_user,
             host_key: String::new(),

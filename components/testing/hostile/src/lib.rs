@@ -11,11 +11,16 @@
 //! | `recursion`   | recurse without bound                                     |
 //! | `trap`        | execute `unreachable`                                     |
 //! | `panic`       | panic mid-provision                                       |
-//! | `foreign`     | return a handle naming `foreign_instance`                 |
+//! | `foreign`     | return `foreign_id`, `foreign_handle` and `foreign_host`: |
+//! |               | another backend's instance, as if it were its own         |
+//!
+//! With `only_region = "r"`, `can-satisfy` says yes only to grants asking
+//! for region `r` (so a fleet routes chosen grants to it); otherwise to all.
 //!
 //! `capabilities` always counts its calls in a global and reports the count
-//! as `max-cpu-millicores`, so a test can see whether a global survives from
-//! one call to the next (it must not).
+//! in its region's name (`hostile-<count>`), so a test can see whether a
+//! global survives from one call to the next (it must not: always
+//! `hostile-1`).
 
 #[cfg(target_arch = "wasm32")]
 mod component;
