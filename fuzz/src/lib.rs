@@ -14,14 +14,22 @@
 //! | `cloud_response`  | an HTTP status and body                | the EC2 API (or what answers)  |
 //! | `workload_key`    | a login, a public key, an image        | a grant, via the provider loop |
 //! | `http_allow_list` | `allowed_hosts` lines, then a URL      | the config, and a component    |
+//! | `grant`           | a grant as it comes off the wire       | any coalition peer             |
+//! | `envelope`        | a tampered copy of a sealed grant      | any coalition peer             |
 
 pub mod mutate;
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use cb_aws::ec2::{self, HttpResponse};
+use compute_bridge::backend::TdxRequirement;
 use compute_bridge::capabilities::http::{HttpPolicy, Origin, is_forbidden};
+use compute_bridge::coalition::protocol::{ComputeGrant, Manifest, PROTOCOL_VERSION};
 use compute_bridge::config::{BootConfig, HttpConfig, Source};
+use compute_bridge::envelope::{self, EnvelopeKey};
+use compute_bridge::events::DeclineReason;
+use compute_bridge::provider;
 
 /// Parse and validate a boot config. Errors must be located in the text
 /// and name the file; an accepted config must hold the invariants the rest
@@ -215,5 +223,120 @@ pub fn http_allow_list(data: &[u8]) {
         && is_forbidden(ip)
     {
         assert!(listed.iter().any(|o| o.ip() == Some(ip)), "{ip}");
+    }
+}
+
+/// A provider's envelope key, a grant sealed to it and the reply key
+/// inside: the fixture the `grant` and `envelope` targets tamper with.
+struct Sealed {
+    key: EnvelopeKey,
+    grant: ComputeGrant,
+    reply: [u8; 32],
+}
+
+fn sealed() -> &'static Sealed {
+    static FIXTURE: OnceLock<Sealed> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let key = EnvelopeKey::derive(b"compute-bridge fuzz provider");
+        let reply = EnvelopeKey::derive(b"compute-bridge fuzz requester").public();
+        let mut grant = ComputeGrant {
+            version: PROTOCOL_VERSION,
+            request_id: "00112233445566778899aabbccddeeff".parse().unwrap(),
+            provider_id: key.provider_id(),
+            manifest: Manifest {
+                image: format!("scratch@sha256:{}", "ab".repeat(32)),
+                cpu_millicores: 500,
+                ram_mib: 256,
+                region: Some("local".into()),
+                tdx: TdxRequirement::None,
+            },
+            valid_from: GRANT_NOW - 10,
+            valid_to: GRANT_NOW + 600,
+            envelope: compute_bridge::coalition::protocol::Sealed {
+                enc: vec![],
+                ciphertext: vec![],
+            },
+        };
+        grant.envelope = envelope::seal_grant(&key.public(), &grant, &reply).unwrap();
+        Sealed { key, grant, reply }
+    })
+}
+
+/// The clock the `grant` target validates at (inside the fixture's window).
+const GRANT_NOW: u64 = 1_800_000_000;
+
+/// The wire encoding (postcard, as mosaik sends it) of the sealed fixture
+/// grant: the seed of the `grant` target.
+pub fn grant_seed() -> Vec<u8> {
+    postcard::to_allocvec(&sealed().grant).unwrap()
+}
+
+/// A grant decoded from the wire, then checked as the provider loop checks
+/// it. Nothing panics, and nothing but the untouched fixture (whose
+/// envelope really was sealed to the key) is ever accepted: forging an
+/// envelope, or moving one onto other public fields, must not work.
+pub fn grant(data: &[u8]) {
+    let Ok(g) = postcard::from_bytes::<ComputeGrant>(data) else {
+        return;
+    };
+    let f = sealed();
+    match provider::validate(&g, &f.key, GRANT_NOW) {
+        Ok(reply) => {
+            assert_eq!(g, f.grant, "a grant other than the sealed one was accepted");
+            assert_eq!(reply, f.reply);
+        }
+        Err(reason) => assert!(g != f.grant || reason != DeclineReason::Malformed),
+    }
+}
+
+/// A sealed grant with one part replaced or bit-flipped (the first byte
+/// picks the part, the rest is the material). The envelope opens only if
+/// the grant is unchanged: the AEAD binds every public field, and no
+/// change to `enc` or the ciphertext gets past it.
+pub fn envelope(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let f = sealed();
+    let mut g = f.grant.clone();
+    let xor = |target: &mut Vec<u8>| {
+        for (i, b) in rest.iter().enumerate() {
+            if let Some(t) = target.get_mut(i) {
+                *t ^= b;
+            }
+        }
+    };
+    let word = |n: usize| {
+        let mut b = [0u8; 8];
+        for (i, x) in rest.iter().take(n).enumerate() {
+            b[i] = *x;
+        }
+        u64::from_le_bytes(b)
+    };
+    match which % 8 {
+        0 => g.envelope.enc = rest.to_vec(),
+        1 => g.envelope.ciphertext = rest.to_vec(),
+        2 => xor(&mut g.envelope.enc),
+        3 => xor(&mut g.envelope.ciphertext),
+        4 => g.manifest.cpu_millicores ^= word(4) as u32,
+        5 => g.valid_to ^= word(8),
+        6 => g.manifest.image = String::from_utf8_lossy(rest).into_owned(),
+        _ => {
+            // Every public field from the input, the envelope kept.
+            let Ok(other) = postcard::from_bytes::<ComputeGrant>(rest) else {
+                return;
+            };
+            g = ComputeGrant {
+                envelope: g.envelope,
+                ..other
+            };
+        }
+    }
+    match f.key.open_grant(&g) {
+        Ok(reply) => {
+            assert_eq!(g, f.grant, "a changed grant opened");
+            assert_eq!(reply, f.reply);
+        }
+        Err(_) => assert_ne!(g, f.grant, "the untouched grant did not open"),
     }
 }

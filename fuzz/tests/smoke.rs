@@ -175,3 +175,42 @@ fn http_allow_list() {
     );
     assert!(n > GENERATED);
 }
+
+#[test]
+fn grants_off_the_wire() {
+    let mut s = vec![compute_bridge_fuzz::grant_seed()];
+    s.extend(files(&root().join("regressions").join("grant")));
+    let n = smoke(
+        compute_bridge_fuzz::grant,
+        &s,
+        &[
+            "\0",
+            "\x01",
+            "\x7f",
+            "\u{ff}\u{ff}\u{ff}\u{ff}\x0f",
+            "@sha256:",
+        ],
+        GENERATED,
+        7,
+    );
+    assert!(n > GENERATED);
+}
+
+#[test]
+fn sealed_envelopes() {
+    let g = compute_bridge_fuzz::grant_seed();
+    // A selector byte for each part, with the untouched material (which
+    // must open) and the whole encoded grant (which must not, once moved).
+    let mut s: Vec<Vec<u8>> = (0u8..8).map(|w| vec![w]).collect();
+    s.push([&[7u8][..], &g].concat());
+    s.push([&[3u8][..], &[0u8; 16][..]].concat());
+    s.extend(files(&root().join("regressions").join("envelope")));
+    let n = smoke(
+        compute_bridge_fuzz::envelope,
+        &s,
+        &["\x01", "\u{80}", "\0\0\0\0"],
+        GENERATED,
+        8,
+    );
+    assert!(n > GENERATED);
+}
