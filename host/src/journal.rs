@@ -17,7 +17,8 @@
 //! The database is opened exclusively: a second bridge on the same state
 //! dir is refused.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -190,7 +191,10 @@ pub struct Counters {
 /// The journal. Cheap to share behind an `Arc`; every method is a short
 /// synchronous transaction (an fsync on write).
 pub struct Journal {
-    db: Database,
+    /// `None` after a reopen failed (the disk still full, say); the next
+    /// operation tries again.
+    db: RwLock<Option<Database>>,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for Journal {
@@ -212,7 +216,63 @@ impl Journal {
         tx.open_table(INSTANCES).map_err(|e| open_err(&e))?;
         tx.open_table(COUNTERS).map_err(|e| open_err(&e))?;
         tx.commit().map_err(|e| open_err(&e))?;
-        Ok(Self { db })
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+            path,
+        })
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, JournalError> {
+        self.begin(|db| db.begin_write().map_err(|e| io("write")(&e)))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, JournalError> {
+        self.begin(|db| db.begin_read().map_err(|e| io("read")(&e)))
+    }
+
+    /// Begin a transaction. Once a write has failed (a full disk, say),
+    /// redb refuses every transaction until the database is reopened; so
+    /// on an error reopen once and try again. While the disk stays full
+    /// the reopen or the write fails again and the caller declines; once
+    /// space is back the journal works again without a restart.
+    fn begin<T>(
+        &self,
+        f: impl Fn(&Database) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let first = match self
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            Some(db) => match f(db) {
+                Ok(t) => return Ok(t),
+                Err(e) => e,
+            },
+            None => JournalError::Io {
+                op: "open",
+                message: "closed after an earlier failure".into(),
+            },
+        };
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // Another caller may have reopened it meanwhile.
+        if let Some(Ok(t)) = slot.as_ref().map(&f) {
+            return Ok(t);
+        }
+        // redb locks the file: close the old handle before opening anew.
+        *slot = None;
+        match Database::create(&self.path) {
+            Ok(db) => {
+                tracing::info!(error = %first, "journal reopened after a failure");
+                let r = f(&db);
+                *slot = Some(db);
+                r
+            }
+            Err(e) => {
+                tracing::warn!("journal could not be reopened ({e}); will try again");
+                Err(first)
+            }
+        }
     }
 
     /// Journal a newly provisioned workload (phase `Provisioned`) and count
@@ -220,7 +280,7 @@ impl Journal {
     pub fn record(&self, entry: &JournalEntry) -> Result<(), JournalError> {
         let key = entry.request_id.to_string();
         let value = serde_json::to_vec(entry).map_err(|e| io("encode")(&e))?;
-        let tx = self.db.begin_write().map_err(|e| io("write")(&e))?;
+        let tx = self.begin_write().map_err(|e| io("write")(&e))?;
         {
             let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
             if t.get(key.as_str()).map_err(|e| io("read")(&e))?.is_some() {
@@ -244,7 +304,7 @@ impl Journal {
     /// moving backwards is an error. Durable when this returns.
     pub fn advance(&self, request_id: RequestId, phase: Phase) -> Result<(), JournalError> {
         let key = request_id.to_string();
-        let tx = self.db.begin_write().map_err(|e| io("write")(&e))?;
+        let tx = self.begin_write().map_err(|e| io("write")(&e))?;
         {
             let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
             let mut entry: JournalEntry = {
@@ -275,7 +335,7 @@ impl Journal {
 
     /// The entry for `request_id`.
     pub fn get(&self, request_id: RequestId) -> Result<Option<JournalEntry>, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| io("read")(&e))?;
+        let tx = self.begin_read().map_err(|e| io("read")(&e))?;
         let t = tx.open_table(INSTANCES).map_err(|e| io("read")(&e))?;
         let key = request_id.to_string();
         match t.get(key.as_str()).map_err(|e| io("read")(&e))? {
@@ -288,7 +348,7 @@ impl Journal {
 
     /// Every entry, in request-id order.
     pub fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| io("read")(&e))?;
+        let tx = self.begin_read().map_err(|e| io("read")(&e))?;
         let t = tx.open_table(INSTANCES).map_err(|e| io("read")(&e))?;
         let mut out = Vec::new();
         for item in t.iter().map_err(|e| io("read")(&e))? {
@@ -319,7 +379,7 @@ impl Journal {
         if old.is_empty() {
             return Ok(0);
         }
-        let tx = self.db.begin_write().map_err(|e| io("write")(&e))?;
+        let tx = self.begin_write().map_err(|e| io("write")(&e))?;
         {
             let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
             for k in &old {
@@ -332,7 +392,7 @@ impl Journal {
 
     /// Add a settlement to the revenue counter; returns the new total.
     pub fn add_settled(&self, micro_usd: u64) -> Result<u64, JournalError> {
-        let tx = self.db.begin_write().map_err(|e| io("write")(&e))?;
+        let tx = self.begin_write().map_err(|e| io("write")(&e))?;
         let total;
         {
             let mut c = tx.open_table(COUNTERS).map_err(|e| io("write")(&e))?;
@@ -351,7 +411,7 @@ impl Journal {
 
     /// The aggregate counters.
     pub fn counters(&self) -> Result<Counters, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| io("read")(&e))?;
+        let tx = self.begin_read().map_err(|e| io("read")(&e))?;
         let c = tx.open_table(COUNTERS).map_err(|e| io("read")(&e))?;
         let get = |k: &str| -> Result<u64, JournalError> {
             Ok(c.get(k)

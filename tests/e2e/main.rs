@@ -7,6 +7,7 @@ mod cli;
 mod coalition;
 mod crash;
 mod dashboard;
+mod disk_full;
 mod support;
 
 /// The binary under test.
