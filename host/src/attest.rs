@@ -139,7 +139,7 @@ pub enum QuoteError {
          {TSM_REPORT_DIR} does not exist (it needs a TDX guest with Linux 6.7 or later and \
          configfs mounted on /sys/kernel/config). To run without TDX, set \
          `[attestation] mode = \"none\"` in the boot config: the card, dashboard and \
-         /snapshot.json then say attestation is off"
+         /snapshot.json then say attestation is off."
     )]
     TsmMissing,
     /// The interface is there but the quote failed.
@@ -246,7 +246,9 @@ fn parse_quote(bytes: &[u8]) -> Result<tdx_quote::Quote, String> {
     }
     match std::panic::catch_unwind(|| tdx_quote::Quote::from_bytes(bytes)) {
         Ok(Ok(q)) => Ok(q),
-        Ok(Err(e)) => Err(format!("it does not parse or its signature does not verify: {e}")),
+        Ok(Err(e)) => Err(format!(
+            "it does not parse or its signature does not verify: {e}"
+        )),
         Err(_) => Err("it is malformed (the parser gave up)".into()),
     }
 }
@@ -281,7 +283,7 @@ pub enum CardVerdict {
     /// A quote bound to the card.
     Attested {
         /// Its measurements.
-        measurements: Measurements,
+        measurements: Box<Measurements>,
         /// True when its PCK chain leads to Intel's root CA; false only
         /// under [`ChainPolicy::AllowUntrusted`].
         chain_verified: bool,
@@ -328,7 +330,10 @@ pub enum CardRejected {
 /// Verify `card` under `policy`: the id's binding to the envelope key, and
 /// for a TDX card the quote's signature, its certificate chain, its
 /// binding to the card and MR_TD.
-pub fn verify_card(card: &ProviderCard, policy: &VerifyPolicy) -> Result<CardVerdict, CardRejected> {
+pub fn verify_card(
+    card: &ProviderCard,
+    policy: &VerifyPolicy,
+) -> Result<CardVerdict, CardRejected> {
     if !card.is_self_consistent() {
         return Err(CardRejected::Inconsistent);
     }
@@ -366,7 +371,7 @@ pub fn verify_card(card: &ProviderCard, policy: &VerifyPolicy) -> Result<CardVer
         });
     }
     Ok(CardVerdict::Attested {
-        measurements,
+        measurements: Box::new(measurements),
         chain_verified,
     })
 }

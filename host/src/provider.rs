@@ -702,7 +702,9 @@ impl Inner {
         };
         match tokio::task::spawn_blocking(move || attester.attest(&identity)).await {
             Ok(Ok(a)) => *self.attestation.lock().unwrap() = Attestation::Tdx { quote: a.quote },
-            Ok(Err(e)) => tracing::warn!("TDX quote not refreshed; the card keeps the last one: {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!("TDX quote not refreshed; the card keeps the last one: {e}")
+            }
             Err(e) => tracing::warn!("TDX quote not refreshed: {e}"),
         }
     }

@@ -62,7 +62,12 @@ fn tdx_mode_without_the_tsm_interface_stops_at_start_saying_what_is_missing() {
 #[test]
 fn tdx_mode_needs_an_expected_mrtd_and_says_how_to_learn_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), "[coalition]\nnetwork = \"e2e.attest\"\n", "", "");
+    let path = write_config(
+        dir.path(),
+        "[coalition]\nnetwork = \"e2e.attest\"\n",
+        "",
+        "",
+    );
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str("\n[attestation]\nmode = \"tdx\"\n");
     std::fs::write(&path, text).unwrap();
@@ -82,7 +87,10 @@ fn attest_without_tdx_prints_the_clear_error() {
     assert_no_tsm();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tdx_config(dir.path());
-    let (code, out, err) = run(&bridge_bin(), &["attest", "--config", cfg.to_str().unwrap()]);
+    let (code, out, err) = run(
+        &bridge_bin(),
+        &["attest", "--config", cfg.to_str().unwrap()],
+    );
     assert_ne!(code, 0, "{out}");
     assert!(out.is_empty(), "printed a result without a quote: {out}");
     says_what_is_missing_and_how_to_run_without(&err);
@@ -195,7 +203,15 @@ fn the_agent_checks_a_quoted_card_chain_and_mrtd_and_says_why_it_refuses() {
     });
 
     let request = |extra: &[&str]| {
-        let mut args = vec!["request", "--cpu", "100", "--ram", "64", "--duration", "30s"];
+        let mut args = vec![
+            "request",
+            "--cpu",
+            "100",
+            "--ram",
+            "64",
+            "--duration",
+            "30s",
+        ];
         args.extend_from_slice(extra);
         let mut a = agent_owned(&with_net(&coalition, &args));
         let code = a.wait(Duration::from_secs(120));
@@ -205,7 +221,10 @@ fn the_agent_checks_a_quoted_card_chain_and_mrtd_and_says_why_it_refuses() {
     // By default a quote without a chain to Intel's root is refused.
     let (code, log) = request(&["--require-mrtd", &"00".repeat(48)]);
     assert_eq!(code, Some(4), "{log}");
-    assert!(log.contains("no certificate chain to Intel's root CA"), "{log}");
+    assert!(
+        log.contains("no certificate chain to Intel's root CA"),
+        "{log}"
+    );
 
     // Accepting test chains explicitly, the MR_TD is still checked.
     let (code, log) = request(&["--allow-untrusted-quote-chain", "--require-mrtd", MRTD_AB]);

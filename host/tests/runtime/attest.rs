@@ -249,7 +249,10 @@ fn a_wrong_mrtd_is_refused_with_both_values() {
         }
     );
     let msg = e.to_string();
-    assert!(msg.contains(&"ab".repeat(48)) && msg.contains(&"00".repeat(48)), "{msg}");
+    assert!(
+        msg.contains(&"ab".repeat(48)) && msg.contains(&"00".repeat(48)),
+        "{msg}"
+    );
 }
 
 #[test]
