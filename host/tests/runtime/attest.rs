@@ -377,3 +377,91 @@ async fn an_mrtd_mismatch_shows_on_the_page_in_the_json_and_in_the_metrics() {
     dashboard.set_mrtd(MrtdState::from_verdict(ok.mrtd_ok));
     assert_eq!(dashboard.snapshot().provider.mrtd, MrtdState::Ok);
 }
+
+/// Counts the quotes it hands out.
+struct CountingMock(std::sync::atomic::AtomicUsize);
+
+impl QuoteSource for CountingMock {
+    fn quote(&self, report_data: [u8; 64]) -> Result<Vec<u8>, QuoteError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        MockTdx.quote(report_data)
+    }
+}
+
+#[test]
+fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_refresh() {
+    use compute_bridge::coalition::link::{ProviderLink, RequesterLink};
+    use compute_bridge::coalition::{self, NetworkSettings};
+    use compute_bridge::journal::Journal;
+    use compute_bridge::provider::{LoopSettings, ProviderLoop};
+    use compute_bridge_testkit::coalition::TestCoalition;
+    use std::time::Duration;
+
+    let coalition = TestCoalition::start(&format!("attest-loop-{}", std::process::id()));
+    let state = tempfile::tempdir().unwrap();
+    let ident = Identity::from_master(&[9; 32]);
+    let id = CardIdentity {
+        provider_id: ident.provider_id,
+        envelope_key: ident.envelope.public(),
+        coalition: coalition.network.clone(),
+    };
+    let source = Arc::new(CountingMock(Default::default()));
+    let attester = Attester::new(source.clone(), Some(MOCK_MRTD));
+    let first = attester.attest(&id).unwrap();
+    let settings = |relays: &[String], bootstrap: &[String]| {
+        NetworkSettings::parse(&coalition.network, relays, bootstrap, true).unwrap()
+    };
+    let net = settings(
+        std::slice::from_ref(&coalition.relay_url),
+        std::slice::from_ref(&coalition.bootstrap),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let card = coalition.block_on(async {
+        let network = coalition::join(&net, Some(ident.node_key.clone()))
+            .await
+            .unwrap();
+        let link = ProviderLink::open(Arc::new(network), net.bootstrap.clone(), ident.provider_id);
+        let provider = ProviderLoop::new(
+            Identity::from_master(&[9; 32]).envelope,
+            Fleet::new(Vec::new(), 1),
+            Journal::open(state.path()).unwrap(),
+            link,
+            Arc::new(compute_bridge::events::Discard),
+            LoopSettings {
+                coalition: coalition.network.clone(),
+                capacity_refresh: Duration::from_millis(300),
+                watch: Default::default(),
+                access_wait: Duration::from_secs(5),
+                attestation: Some((attester, first)),
+                sweep_backends: Default::default(),
+            },
+        );
+        let s = stop.clone();
+        tokio::spawn(provider.run(async move { s.cancelled().await }));
+        let requester = RequesterLink::open(Arc::new(coalition::join(&net, None).await.unwrap()));
+        requester
+            .wait_for_cards(Duration::from_secs(60), |c| {
+                c.iter().any(|c| c.provider_id == ident.provider_id)
+            })
+            .await
+            .into_iter()
+            .find(|c| c.provider_id == ident.provider_id)
+            .expect("the card was published")
+    });
+    match verify_card(&card, &test_policy(Some(MOCK_MRTD))) {
+        Ok(CardVerdict::Attested { measurements, .. }) => {
+            assert_eq!(measurements.mrtd, MOCK_MRTD)
+        }
+        other => panic!("the published card does not verify: {other:?}"),
+    }
+    // The start quote plus at least one refresh.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while source.0.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fresh quote was taken on refresh"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.cancel();
+}
