@@ -368,7 +368,7 @@ impl Agent {
         let valid_to = grant.valid_to;
         let sent_at = std::time::Instant::now();
         session
-            .send_grant(grant)
+            .send_grant(grant.clone())
             .await
             .map_err(|e| anyhow::anyhow!("sending the grant: {e}"))?;
         on(Progress::Sent {
@@ -406,7 +406,23 @@ impl Agent {
                     if now != provider_started {
                         provider_started = now;
                         tracing::info!("the provider restarted; subscribing again");
-                        session = self.connect(&card).await?;
+                        // The old connections may take a while to be
+                        // noticed as gone; keep trying until the deadline.
+                        session = loop {
+                            match self.connect(&card).await {
+                                Ok(s) => break s,
+                                Err(e) if tokio::time::Instant::now() < deadline => {
+                                    tracing::warn!("{e:#}; trying again");
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        };
+                        // Its report may have gone out before we were back:
+                        // a repeated grant asks for it (a running workload's
+                        // repeat is declined as a duplicate, which we ignore).
+                        if let Err(e) = session.send_grant(grant.clone()).await {
+                            tracing::warn!("could not ask the provider again: {e}");
+                        }
                     }
                     continue;
                 }

@@ -91,8 +91,13 @@ pub enum Phase {
         /// The report to send.
         report: UsageReport,
     },
-    /// The usage report was sent. Final.
-    Reported,
+    /// The usage report was sent. Final. The report is kept so a requester
+    /// that missed it (its subscription was down when it went out) can ask
+    /// for it again until the entry is pruned.
+    Reported {
+        /// The report that was sent.
+        report: UsageReport,
+    },
     /// Torn down before access was handed out; nothing to report. Final.
     Aborted,
 }
@@ -103,7 +108,7 @@ impl Phase {
             Self::Provisioned => 0,
             Self::Running => 1,
             Self::Finished { .. } => 2,
-            Self::Reported | Self::Aborted => 3,
+            Self::Reported { .. } | Self::Aborted => 3,
         }
     }
 
@@ -113,8 +118,16 @@ impl Phase {
             Self::Provisioned => "provisioned",
             Self::Running => "running",
             Self::Finished { .. } => "finished",
-            Self::Reported => "reported",
+            Self::Reported { .. } => "reported",
             Self::Aborted => "aborted",
+        }
+    }
+
+    /// The usage report, once the workload has ended (sent or not).
+    pub fn report(&self) -> Option<&UsageReport> {
+        match self {
+            Self::Finished { report } | Self::Reported { report } => Some(report),
+            _ => None,
         }
     }
 
@@ -413,7 +426,8 @@ mod tests {
         ));
         j.advance(id, Phase::Finished { report: report(id) })
             .unwrap();
-        j.advance(id, Phase::Reported).unwrap();
+        j.advance(id, Phase::Reported { report: report(id) })
+            .unwrap();
         // Final: neither back nor sideways.
         assert!(j.advance(id, Phase::Aborted).is_err());
         assert!(j.unfinished().unwrap().is_empty());

@@ -287,6 +287,25 @@ impl Inner {
             return;
         }
         let request_id = grant.request_id;
+        // A requester whose subscription was down when its report went out
+        // (this bridge restarted, say) sends its grant again to ask for it.
+        // Reports go to every subscriber anyway, so a repeat from anyone
+        // may have it; consumers tell them apart by request id.
+        if let Ok(Some(entry)) = self.journal.get(request_id)
+            && let Some(report) = entry.phase.report()
+        {
+            tracing::info!(%request_id, "grant repeated after its workload ended; sending its usage report again");
+            let (report, i) = (report.clone(), self.clone());
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    r = i.link.send_usage(report) => if let Err(e) = r {
+                        tracing::warn!(%request_id, "usage report not sent again: {e}");
+                    },
+                    () = i.stop.cancelled() => {}
+                }
+            });
+            return;
+        }
         let reply_key = match validate(&grant, &self.envelope, now_unix()) {
             Ok(k) => k,
             Err(reason) => {
@@ -556,12 +575,12 @@ impl Inner {
     async fn deliver(self: &Arc<Self>, report: UsageReport) {
         let request_id = report.request_id;
         let sent = tokio::select! {
-            r = self.link.send_usage(report) => r,
+            r = self.link.send_usage(report.clone()) => r,
             () = self.stop.cancelled() => return,
         };
         match sent {
             Ok(()) => {
-                if let Err(e) = self.journal.advance(request_id, Phase::Reported) {
+                if let Err(e) = self.journal.advance(request_id, Phase::Reported { report }) {
                     tracing::error!(%request_id, "journal: {e}");
                 }
                 tracing::info!(%request_id, "usage report sent");
@@ -634,7 +653,7 @@ impl Inner {
                     let i = self.clone();
                     self.tasks.spawn(async move { i.deliver(report).await });
                 }
-                Phase::Reported | Phase::Aborted => {}
+                Phase::Reported { .. } | Phase::Aborted => {}
             }
         }
     }

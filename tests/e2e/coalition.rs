@@ -413,3 +413,45 @@ fn the_readme_demo_runs_on_a_local_coalition_from_the_same_config() {
     assert_ne!(code, 0);
     assert!(err.contains("no local bridge found"), "{err}");
 }
+
+#[test]
+fn a_requester_that_missed_its_usage_report_gets_it_again_by_repeating_its_grant() {
+    let net = TestCoalition::start(&network_name("missed-report"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &net.config_section(), "", "run_seconds = 2");
+    let bridge = start_bridge(&config);
+    let provider = provider_id(&dir.path().join("state"));
+    let first = net.block_on(Observer::start(&net, provider));
+    let card = first.card.clone();
+    let session = net.block_on(first.session());
+
+    let g = grant(&card, |g| g.valid_to = now_unix() + 600);
+    let id = g.request_id;
+    net.block_on(session.send_grant(g.clone())).unwrap();
+    let heard = first.wait_for(id, "the usage report", MIN, |r| usage_reports(r) == 1);
+    let original = heard.iter().find_map(|r| match r {
+        Reply::Usage(u) => Some(u.clone()),
+        _ => None,
+    });
+    bridge.wait_for_log("usage report sent", MIN);
+
+    // A requester that was not subscribed when the report went out: it
+    // hears nothing about the request until it repeats the grant, and then
+    // the same report, not a decline.
+    let late = net.block_on(Observer::start_with_card(&net, card.clone()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(late.about(id).is_empty(), "{:?}", late.about(id));
+    net.block_on(session.send_grant(g)).unwrap();
+    let again = late.wait_for(id, "the report again", MIN, |r| usage_reports(r) == 1);
+    assert_eq!(again.len(), 1, "only the report, no decline: {again:?}");
+    let Reply::Usage(report) = &again[0] else {
+        unreachable!()
+    };
+    assert_eq!(Some(report), original.as_ref(), "the very same report");
+    bridge.wait_for_log("sending its usage report again", MIN);
+    // Sent once unprompted, once on request; the workload ran once.
+    let log = bridge.log();
+    let id = id.to_string();
+    assert_eq!(count_lines(&log, &["usage report sent", &id]), 1, "{log}");
+    assert_eq!(count_lines(&log, &["instance journaled", &id]), 1, "{log}");
+}

@@ -54,16 +54,26 @@ fn a_workload_watched_across_kill_9_still_ends_at_valid_to_with_one_usage_report
 
     let bridge = restart_bridge(&config);
     bridge.wait_for_log("still running; watching again", MIN);
+    // Reconnecting to a restarted node can take mosaik a while.
     agent.wait_for_log(
         "usage report: expired at valid_to",
-        Duration::from_secs(120),
+        Duration::from_secs(240),
     );
     assert_eq!(agent.wait(MIN), Some(0), "{}", agent.log());
     bridge.wait_for_log("usage report sent", MIN);
 
-    // The observer that listened before the crash heard it at most once
-    // (its subscription may or may not have come back in time).
-    assert!(usage_reports(&observer.about(request_id)) <= 1);
+    // The observer that listened before the crash may have heard it once
+    // (if its subscription came back in time) and again when the agent
+    // asked for it: every copy is the one report.
+    let reports: Vec<_> = observer
+        .about(request_id)
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Usage(u) => Some(u),
+            _ => None,
+        })
+        .collect();
+    assert!(reports.windows(2).all(|w| w[0] == w[1]), "{reports:?}");
     let both = format!("{first_run}{}", bridge.log());
     assert_eq!(count_lines(&both, &["usage report sent", &id]), 1, "{both}");
     assert_eq!(
@@ -78,7 +88,10 @@ fn a_workload_watched_across_kill_9_still_ends_at_valid_to_with_one_usage_report
     bridge.signal("TERM");
     assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
     let j = Journal::open(&state).unwrap();
-    assert_eq!(j.get(request_id).unwrap().unwrap().phase, Phase::Reported);
+    assert!(matches!(
+        j.get(request_id).unwrap().unwrap().phase,
+        Phase::Reported { .. }
+    ));
     assert!(j.unfinished().unwrap().is_empty());
 }
 

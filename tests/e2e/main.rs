@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `compute-bridge` and `coalition-agent`
 //! binaries against real peers.
 
+mod access;
 mod attest;
 mod authoring;
 mod cli;

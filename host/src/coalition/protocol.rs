@@ -15,6 +15,12 @@
 //! | `compute.declines`    | stream of [`Decline`]              | providers | requesters|
 //! | `compute.settlements` | stream of [`Settlement`]           | market    | providers |
 //!
+//! A stream delivers to whoever is subscribed when a message goes out. A
+//! requester that was not (its provider restarted, say) sends its grant
+//! again: a provider that already finished that request answers with the
+//! same [`UsageReport`] again instead of a decline, so a consumer of usage
+//! reports must treat them as keyed by request id.
+//!
 //! Nothing here names a requester: a grant carries an opaque random
 //! [`RequestId`] and, inside its sealed envelope, a one-time reply key that
 //! only the addressed provider can read.
