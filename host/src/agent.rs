@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::attest::{self, CardRejected, CardVerdict, VerifyPolicy};
 use crate::backend::TdxRequirement;
 use crate::coalition::link::{ProviderSession, Reply, RequesterLink};
 use crate::coalition::protocol::{
@@ -189,6 +190,8 @@ pub struct RequestSpec {
     pub region: Option<String>,
     /// TDX requirement.
     pub tdx: TdxRequirement,
+    /// What the provider's card must prove before a grant is sent.
+    pub verify: VerifyPolicy,
 }
 
 /// Something that happened to a request, in order.
@@ -200,6 +203,8 @@ pub enum Progress {
         request_id: RequestId,
         /// The provider.
         provider: ProviderCard,
+        /// What its card proved.
+        verdict: CardVerdict,
     },
     /// Access arrived and opened with the reply key.
     Access {
@@ -218,6 +223,14 @@ pub enum RequestError {
     /// The provider declined.
     #[error("the provider declined the grant: {}", .0.as_str())]
     Declined(DeclineReason),
+    /// The provider's card failed verification; no grant was sent.
+    #[error("refusing provider {provider}: {reason}")]
+    Refused {
+        /// The provider.
+        provider: ProviderId,
+        /// Why.
+        reason: CardRejected,
+    },
     /// Access arrived but did not open with the reply key.
     #[error("the access bundle did not open with this request's reply key")]
     AccessUnopenable,
@@ -318,6 +331,12 @@ impl Agent {
         let started = std::time::Instant::now();
         let card = self.find(spec.provider).await?;
         tracing::info!(ms = started.elapsed().as_millis() as u64, provider = %card.provider_id, "found the provider's card");
+        // Before anything is sent: a card that fails is refused.
+        let verdict =
+            attest::verify_card(&card, &spec.verify).map_err(|reason| RequestError::Refused {
+                provider: card.provider_id,
+                reason,
+            })?;
         let mut session = self.connect(&card).await?;
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
@@ -355,6 +374,7 @@ impl Agent {
         on(Progress::Sent {
             request_id,
             provider: card.clone(),
+            verdict,
         });
         // Access comes first; the usage report after the workload ends (at
         // the latest at valid_to, plus time to tear down).

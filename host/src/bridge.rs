@@ -11,11 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use mosaik::Network;
 
+use crate::attest::{Attested, Attester, CardIdentity, ConfigfsTsm};
 use crate::backend::Backend;
 use crate::coalition::link::ProviderLink;
 use crate::coalition::relay::{LocalRelay, Rendezvous};
 use crate::coalition::{self, NetworkSettings};
-use crate::config::BootConfig;
+use crate::config::{AttestationMode, BootConfig};
 use crate::events::EventSink;
 use crate::fleet::{Fleet, MemberView, WatchPolicy};
 use crate::identity::Identity;
@@ -40,6 +41,9 @@ pub struct Bridge {
     pub backends: Vec<Arc<ComponentBackend>>,
     /// The router over them.
     pub fleet: Fleet,
+    /// In `tdx` mode, the quote taken at start (bound to the card) and the
+    /// attester that refreshes it with every card; `None` in `none` mode.
+    pub attestation: Option<(Attester, Attested)>,
 }
 
 impl Bridge {
@@ -51,6 +55,10 @@ impl Bridge {
             .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
         let identity = Identity::load_or_create(&state_dir)?;
         let provider_id = identity.provider_id.to_string();
+        let attestation = match config.attestation.mode {
+            AttestationMode::None => None,
+            AttestationMode::Tdx => Some(first_quote(&config, &identity).await?),
+        };
         let journal = Journal::open(&state_dir).context(
             "opening the journal (is another compute-bridge running on this state dir?)",
         )?;
@@ -79,7 +87,13 @@ impl Bridge {
             runtime,
             backends,
             fleet,
+            attestation,
         })
+    }
+
+    /// The identity the card carries and its quote binds.
+    pub fn card_identity(&self) -> CardIdentity {
+        card_identity(&self.config, &self.identity)
     }
 
     /// Join the coalition and run the provider loop until `shutdown`,
@@ -113,6 +127,7 @@ impl Bridge {
             capacity_refresh: Duration::from_secs(self.config.bridge.capacity_refresh_sec),
             watch: WatchPolicy::default(),
             access_wait: ACCESS_WAIT,
+            attestation: self.attestation.clone(),
             sweep_backends: self
                 .config
                 .backends
@@ -161,6 +176,41 @@ impl Bridge {
             );
         }
     }
+}
+
+/// The identity the card of `identity` on `config`'s coalition carries.
+fn card_identity(config: &BootConfig, identity: &Identity) -> CardIdentity {
+    CardIdentity {
+        provider_id: identity.provider_id,
+        envelope_key: identity.envelope.public(),
+        coalition: config.coalition.network.clone(),
+    }
+}
+
+/// Take the first quote through configfs-tsm, so a `tdx` bridge on a
+/// machine without TDX stops at start with what is missing.
+async fn first_quote(
+    config: &BootConfig,
+    identity: &Identity,
+) -> anyhow::Result<(Attester, Attested)> {
+    let attester = Attester::new(Arc::new(ConfigfsTsm), config.attestation.expected());
+    let id = card_identity(config, identity);
+    let a = attester.clone();
+    let attested = tokio::task::spawn_blocking(move || a.attest(&id))
+        .await
+        .context("the quote task")?
+        .context("attestation.mode = \"tdx\" in the boot config")?;
+    let m = &attested.measurements;
+    match attested.mrtd_ok {
+        Some(false) => tracing::error!(
+            mrtd = %m.mrtd,
+            expected = %config.attestation.expected_mrtd.as_deref().unwrap_or_default(),
+            "MR_TD MISMATCH: this guest is not the image attestation.expected_mrtd names; \
+             requesters that require that MR_TD will refuse this provider"
+        ),
+        _ => tracing::info!(mrtd = %m.mrtd, "TDX quote taken; MR_TD as expected"),
+    }
+    Ok((attester, attested))
 }
 
 /// One routing-table line: name, state, regions, TDX, capacity, grants.

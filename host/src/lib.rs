@@ -19,6 +19,8 @@
 //! - [`journal`]: durable state, so workloads end and are reported once;
 //! - [`provider`]: the provider loop that ties the above together;
 //! - [`identity`]: the bridge's keys and provider id;
+//! - [`attest`]: the TDX quote bound to the provider card, and its
+//!   verification by requesters;
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
 //! - [`agent`]: the requester's side (`coalition-agent`);
 //! - [`bridge`]: start-up and the routing table;
@@ -28,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod attest;
 pub mod backend;
 pub mod bindings;
 pub mod bridge;

@@ -47,6 +47,16 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Take a TDX quote bound to this bridge's provider card and print its
+    /// measurements and the quote (base64); fails on a machine without
+    /// TDX, saying what is missing.
+    Attest {
+        /// Boot config (TOML); the embedded default if omitted. Its state
+        /// dir gives the identity and its coalition the name the quote
+        /// binds; `expected_mrtd` is compared if set.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Work with backend components.
     #[command(subcommand)]
     Components(ComponentsCommand),
@@ -96,6 +106,7 @@ fn main() -> ExitCode {
             dashboard_port,
         } => run(config.as_deref(), dashboard_port),
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Attest { config } => attest(config.as_deref()),
         Command::Components(ComponentsCommand::Inspect { file }) => inspect(&file),
         Command::Components(ComponentsCommand::New {
             name,
@@ -249,6 +260,54 @@ fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn attest(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    use compute_bridge::attest::{Attester, CardIdentity, ConfigfsTsm};
+    let cfg = load_config(config)?;
+    let state_dir = cfg.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
+    let identity = compute_bridge::identity::Identity::load_or_create(&state_dir)?;
+    let id = CardIdentity {
+        provider_id: identity.provider_id,
+        envelope_key: identity.envelope.public(),
+        coalition: cfg.coalition.network.clone(),
+    };
+    let expected = cfg.attestation.expected();
+    let a = Attester::new(Arc::new(ConfigfsTsm), expected).attest(&id)?;
+    let m = &a.measurements;
+    println!(
+        "TDX quote for provider {} on coalition {:?}",
+        id.provider_id, id.coalition
+    );
+    println!(
+        "MR_TD  {}  {}",
+        m.mrtd,
+        match (a.mrtd_ok, expected) {
+            (Some(true), _) => "ok (matches attestation.expected_mrtd)".to_string(),
+            (Some(false), Some(e)) => format!("MISMATCH: attestation.expected_mrtd is {e}"),
+            _ => "(no attestation.expected_mrtd to compare with)".to_string(),
+        }
+    );
+    for (i, r) in m.rtmr.iter().enumerate() {
+        println!("RTMR{i}  {r}");
+    }
+    println!(
+        "report data  {} (SHA-512 of the card identity; see README, Attestation)",
+        hex::encode(id.report_data())
+    );
+    println!("quote ({} bytes, base64):", a.quote.len());
+    println!(
+        "{}",
+        base64::engine::general_purpose::STANDARD.encode(&a.quote)
+    );
+    Ok(if a.mrtd_ok == Some(false) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn inspect(file: &Path) -> anyhow::Result<ExitCode> {

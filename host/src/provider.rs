@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
+use crate::attest::{Attested, Attester, CardIdentity};
 use crate::backend::{GrantSpec, Workload};
 use crate::coalition::link::ProviderLink;
 use crate::coalition::protocol::{
@@ -59,6 +60,10 @@ pub struct LoopSettings {
     pub watch: WatchPolicy,
     /// How long to wait for someone to hand access to.
     pub access_wait: Duration,
+    /// In `tdx` mode: the attester and the quote taken at start. The card
+    /// carries the quote; every refresh takes a fresh one (keeping the last
+    /// good one if that fails). `None`: the card says `Attestation::None`.
+    pub attestation: Option<(Attester, Attested)>,
     /// Backends whose operator opted into the orphan sweep
     /// (`sweep_orphans = true`); see [`crate::sweep`].
     pub sweep_backends: HashSet<String>,
@@ -81,6 +86,8 @@ struct Inner {
     /// Request ids taken or declined in this run (the journal covers runs
     /// before it).
     seen: Mutex<HashSet<RequestId>>,
+    /// What the card's `attestation` says now.
+    attestation: Mutex<Attestation>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -169,6 +176,12 @@ impl ProviderLoop {
         events: Arc<dyn EventSink>,
         settings: LoopSettings,
     ) -> Self {
+        let attestation = match &settings.attestation {
+            Some((_, a)) => Attestation::Tdx {
+                quote: a.quote.clone(),
+            },
+            None => Attestation::None,
+        };
         Self {
             inner: Arc::new(Inner {
                 provider_id: envelope.provider_id(),
@@ -178,6 +191,7 @@ impl ProviderLoop {
                 link,
                 events,
                 settings,
+                attestation: Mutex::new(attestation),
                 seen: Mutex::new(HashSet::new()),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -688,8 +702,29 @@ impl Inner {
             concurrency_cap: self.fleet.cap(),
             active_grants: self.fleet.active(),
             envelope_key: self.envelope.public(),
-            attestation: Attestation::None,
+            attestation: self.attestation.lock().unwrap().clone(),
             refreshed_at: now_unix(),
+        }
+    }
+
+    /// Take a fresh quote for the card (`tdx` mode); on failure the card
+    /// keeps the last good one.
+    async fn refresh_quote(&self) {
+        let Some((attester, _)) = &self.settings.attestation else {
+            return;
+        };
+        let attester = attester.clone();
+        let identity = CardIdentity {
+            provider_id: self.provider_id,
+            envelope_key: self.envelope.public(),
+            coalition: self.settings.coalition.clone(),
+        };
+        match tokio::task::spawn_blocking(move || attester.attest(&identity)).await {
+            Ok(Ok(a)) => *self.attestation.lock().unwrap() = Attestation::Tdx { quote: a.quote },
+            Ok(Err(e)) => {
+                tracing::warn!("TDX quote not refreshed; the card keeps the last one: {e}")
+            }
+            Err(e) => tracing::warn!("TDX quote not refreshed: {e}"),
         }
     }
 
@@ -698,6 +733,7 @@ impl Inner {
         loop {
             if !first {
                 self.fleet.refresh_capabilities().await;
+                self.refresh_quote().await;
             }
             match self.link.publish_card(self.card()).await {
                 Ok(()) => {

@@ -2,6 +2,7 @@
 //! binaries against real peers.
 
 mod access;
+mod attest;
 mod authoring;
 mod cli;
 mod coalition;

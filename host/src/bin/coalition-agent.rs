@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use compute_bridge::agent::{
     Agent, AgentNetwork, DEFAULT_IMAGE, Progress, RequestError, RequestSpec, write_access,
 };
+use compute_bridge::attest::{CardVerdict, ChainPolicy, Measurement, VerifyPolicy};
 use compute_bridge::backend::TdxRequirement;
 use compute_bridge::coalition::protocol::{ProviderId, parse_usd};
 use compute_bridge::fleet::now_unix;
@@ -91,6 +92,15 @@ enum Command {
         /// temporary directory if omitted.
         #[arg(long, value_name = "DIR")]
         key_dir: Option<PathBuf>,
+        /// Refuse the provider unless its card carries a TDX quote, bound
+        /// to the card, whose MR_TD is this (96 hex digits).
+        #[arg(long, value_name = "HEX")]
+        require_mrtd: Option<Measurement>,
+        /// Accept a TDX quote whose certificate chain does not lead to
+        /// Intel's root CA (test quotes only; signature, binding and MR_TD
+        /// are still checked).
+        #[arg(long)]
+        allow_untrusted_quote_chain: bool,
     },
     /// Credit a provider with settled revenue.
     Settle {
@@ -104,6 +114,24 @@ enum Command {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         window: Duration,
     },
+}
+
+/// How a card's verification reads after the request line.
+fn describe(verdict: &CardVerdict) -> String {
+    match verdict {
+        CardVerdict::Unattested => "card not attested".into(),
+        CardVerdict::Attested {
+            measurements,
+            chain_verified: true,
+        } => format!("card attested: MR_TD {}", measurements.mrtd),
+        CardVerdict::Attested {
+            measurements,
+            chain_verified: false,
+        } => format!(
+            "card attested WITHOUT a verified Intel chain: MR_TD {}",
+            measurements.mrtd
+        ),
+    }
 }
 
 fn parse_tdx(s: &str) -> Result<TdxRequirement, String> {
@@ -223,6 +251,8 @@ async fn command(
             region,
             tdx,
             key_dir,
+            require_mrtd,
+            allow_untrusted_quote_chain,
         } => {
             let spec = RequestSpec {
                 provider,
@@ -232,6 +262,14 @@ async fn command(
                 duration,
                 region,
                 tdx,
+                verify: VerifyPolicy {
+                    require_mrtd,
+                    chain: if allow_untrusted_quote_chain {
+                        ChainPolicy::AllowUntrusted
+                    } else {
+                        ChainPolicy::IntelRoot
+                    },
+                },
             };
             let started = std::time::Instant::now();
             let mut failure: Option<anyhow::Error> = None;
@@ -240,18 +278,12 @@ async fn command(
                     Progress::Sent {
                         request_id,
                         provider,
+                        verdict,
                     } => {
                         println!(
-                            "request {request_id} sent to provider {}{}",
+                            "request {request_id} sent to provider {} ({})",
                             provider.provider_id,
-                            if matches!(
-                                provider.attestation,
-                                compute_bridge::coalition::protocol::Attestation::None
-                            ) {
-                                " (card not attested)"
-                            } else {
-                                ""
-                            }
+                            describe(&verdict)
                         );
                     }
                     Progress::Access { bundle, after } => {
@@ -292,6 +324,10 @@ async fn command(
                 Err(RequestError::Declined(reason)) => {
                     println!("declined: {}", reason.as_str());
                     Ok(ExitCode::from(3))
+                }
+                Err(e @ RequestError::Refused { .. }) => {
+                    println!("{e}; no grant sent");
+                    Ok(ExitCode::from(4))
                 }
                 Err(e) => Err(e.into()),
             }

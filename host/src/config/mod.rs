@@ -185,9 +185,16 @@ pub struct AttestationConfig {
     /// `none` (development: the card says so) or `tdx`.
     #[serde(default)]
     pub mode: AttestationMode,
-    /// Expected MR_TD, hex, for `tdx` mode.
+    /// Expected MR_TD, 96 hex digits; required in `tdx` mode.
     #[serde(default)]
     pub expected_mrtd: Option<String>,
+}
+
+impl AttestationConfig {
+    /// The expected MR_TD, parsed (validation has checked it).
+    pub fn expected(&self) -> Option<crate::attest::Measurement> {
+        self.expected_mrtd.as_deref().and_then(|m| m.parse().ok())
+    }
 }
 
 /// How the bridge attests itself.
@@ -468,14 +475,24 @@ impl BootConfig {
             ));
         }
         self.validate_coalition(src)?;
-        if self.attestation.mode == AttestationMode::Tdx
-            && let Some(m) = &self.attestation.expected_mrtd
-            && (m.len() != 96 || hex::decode(m).is_err())
-        {
-            return Err(at(
-                &["attestation".into(), "expected_mrtd".into()],
-                "must be 48 bytes of hex (96 characters)".into(),
-            ));
+        if self.attestation.mode == AttestationMode::Tdx {
+            match &self.attestation.expected_mrtd {
+                None => {
+                    return Err(at(
+                        &["attestation".into()],
+                        "attestation.mode = \"tdx\" needs expected_mrtd (48 bytes of hex): \
+                         `compute-bridge attest` prints this guest's MR_TD"
+                            .into(),
+                    ));
+                }
+                Some(m) if m.parse::<crate::attest::Measurement>().is_err() => {
+                    return Err(at(
+                        &["attestation".into(), "expected_mrtd".into()],
+                        "must be 48 bytes of hex (96 characters)".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
 
         if self.backends.is_empty() {

@@ -166,6 +166,9 @@ impl Dashboard {
             Arc::new(SystemClock),
         );
         d.set_provider_id(&bridge.provider_id);
+        if let Some((_, attested)) = &bridge.attestation {
+            d.set_mrtd(MrtdState::from_verdict(attested.mrtd_ok));
+        }
         d.set_module_version(&format!(
             "Compute v{}",
             crate::coalition::protocol::PROTOCOL_VERSION

@@ -99,6 +99,16 @@ pub enum MrtdState {
 }
 
 impl MrtdState {
+    /// The state for a quote's MR_TD check (`None`: nothing to compare
+    /// with yet).
+    pub fn from_verdict(mrtd_ok: Option<bool>) -> Self {
+        match mrtd_ok {
+            Some(true) => Self::Ok,
+            Some(false) => Self::Mismatch,
+            None => Self::Pending,
+        }
+    }
+
     /// As shown on the page.
     pub fn label(self) -> &'static str {
         match self {

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod attest;
 mod aws;
 mod azure;
 mod baremetal;

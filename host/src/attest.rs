@@ -1,0 +1,377 @@
+//! TDX attestation of the provider card: the provider takes a quote whose
+//! report data binds the card's identity; a requester verifies it before
+//! sending a grant.
+//!
+//! # Report data
+//!
+//! The quote's 64-byte `REPORTDATA` is SHA-512 over these bytes, in order
+//! (see [`CardIdentity::report_data`]):
+//!
+//! | bytes | what                                                        |
+//! |-------|-------------------------------------------------------------|
+//! | 34    | the ASCII tag `compute-bridge/card-report-data/v1`          |
+//! | 16    | the provider id (raw bytes, not hex)                        |
+//! | 32    | the X25519 envelope public key                              |
+//! | 4     | the coalition name's length in bytes, big-endian `u32`      |
+//! | n     | the coalition name, UTF-8                                   |
+//!
+//! The length prefix keeps the encoding unambiguous; the tag keeps the
+//! hash from meaning anything in another protocol.
+//!
+//! # Trust
+//!
+//! A quote is trusted when it parses, its attestation-key signature over
+//! header and body verifies (`tdx-quote`), the QE report is signed by the
+//! PCK, and the PCK certificate chain in the quote leads to Intel's SGX
+//! root CA (embedded in `tdx-quote`). A quote without such a chain (a test
+//! quote, or a platform that leaves the chain out) is refused unless the
+//! requester explicitly accepts unverified chains ([`ChainPolicy`]); the
+//! binding and MR_TD checks still apply then. Certificate validity dates
+//! and revocation (Intel's PCS collateral) are not checked.
+//!
+//! mosaik's own `tdx` feature was evaluated first: its tickets bind a
+//! quote to the mosaik peer id and network in the discovery catalog, not to
+//! the card's envelope key, and check only the attestation-key signature.
+//! The card needs the envelope-key binding (that is what grants are sealed
+//! to), so this module uses the same two crates directly.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha512};
+
+use crate::coalition::protocol::{Attestation, ProviderCard, ProviderId};
+
+/// Domain tag at the start of the report-data preimage.
+pub const REPORT_DATA_TAG: &[u8] = b"compute-bridge/card-report-data/v1";
+
+/// Where the kernel's configfs-tsm report interface lives.
+pub const TSM_REPORT_DIR: &str = "/sys/kernel/config/tsm/report";
+
+/// A 48-byte TDX measurement register (MR_TD or an RTMR), shown as 96 hex
+/// digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Measurement(pub [u8; 48]);
+
+impl fmt::Display for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Measurement({self})")
+    }
+}
+
+impl FromStr for Measurement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        hex::decode(s.trim())
+            .ok()
+            .and_then(|b| <[u8; 48]>::try_from(b).ok())
+            .map(Self)
+            .ok_or_else(|| format!("{s:?} is not a measurement (48 bytes: 96 hex digits)"))
+    }
+}
+
+/// The measurements a quote carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measurements {
+    /// MR_TD: the TD's build-time measurement (firmware and initial image).
+    pub mrtd: Measurement,
+    /// RTMR0..3: run-time extendable registers.
+    pub rtmr: [Measurement; 4],
+}
+
+impl Measurements {
+    fn of(q: &tdx_quote::Quote) -> Self {
+        Self {
+            mrtd: Measurement(q.mrtd()),
+            rtmr: [q.rtmr0(), q.rtmr1(), q.rtmr2(), q.rtmr3()].map(Measurement),
+        }
+    }
+}
+
+/// The card fields a quote is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardIdentity {
+    /// The provider id.
+    pub provider_id: ProviderId,
+    /// The X25519 envelope public key.
+    pub envelope_key: [u8; 32],
+    /// The coalition's name.
+    pub coalition: String,
+}
+
+impl CardIdentity {
+    /// The identity a card claims.
+    pub fn of(card: &ProviderCard) -> Self {
+        Self {
+            provider_id: card.provider_id,
+            envelope_key: card.envelope_key,
+            coalition: card.coalition.clone(),
+        }
+    }
+
+    /// The quote's report data for this identity (layout in the module
+    /// docs).
+    pub fn report_data(&self) -> [u8; 64] {
+        let mut h = Sha512::new();
+        h.update(REPORT_DATA_TAG);
+        h.update(self.provider_id.0);
+        h.update(self.envelope_key);
+        let len = u32::try_from(self.coalition.len()).expect("coalition names are short");
+        h.update(len.to_be_bytes());
+        h.update(self.coalition.as_bytes());
+        h.finalize().into()
+    }
+}
+
+/// Why the provider could not take a quote.
+#[derive(Debug, thiserror::Error)]
+pub enum QuoteError {
+    /// No configfs-tsm interface: not a TDX guest, or a kernel without it.
+    #[error(
+        "this machine has no TDX quote interface: \
+         {TSM_REPORT_DIR} does not exist (it needs a TDX guest with Linux 6.7 or later and \
+         configfs mounted on /sys/kernel/config). To run without TDX, set \
+         `[attestation] mode = \"none\"` in the boot config: the card, dashboard and \
+         /snapshot.json then say attestation is off."
+    )]
+    TsmMissing,
+    /// The interface is there but the quote failed.
+    #[error("taking a TDX quote through {TSM_REPORT_DIR} failed: {0}")]
+    Tsm(String),
+    /// The platform's quote is not one the bridge can read.
+    #[error("the platform's TDX quote is unusable: {0}")]
+    Unusable(String),
+}
+
+/// Where quotes come from: the kernel in production ([`ConfigfsTsm`]), a
+/// test's mock otherwise.
+pub trait QuoteSource: Send + Sync {
+    /// A raw quote over `report_data`.
+    fn quote(&self, report_data: [u8; 64]) -> Result<Vec<u8>, QuoteError>;
+}
+
+/// The kernel's configfs-tsm interface (`/sys/kernel/config/tsm/report`),
+/// checked to be a `tdx_guest` provider.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConfigfsTsm;
+
+impl QuoteSource for ConfigfsTsm {
+    fn quote(&self, report_data: [u8; 64]) -> Result<Vec<u8>, QuoteError> {
+        if !std::path::Path::new(TSM_REPORT_DIR).is_dir() {
+            return Err(QuoteError::TsmMissing);
+        }
+        configfs_tsm::create_tdx_quote(report_data).map_err(|e| match e {
+            configfs_tsm::QuoteGenerationError::CannotFindTsmDir => QuoteError::TsmMissing,
+            e => QuoteError::Tsm(e.to_string()),
+        })
+    }
+}
+
+/// A quote taken for a card, with what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    /// The raw quote, as published in the card.
+    pub quote: Vec<u8>,
+    /// Its measurements.
+    pub measurements: Measurements,
+    /// MR_TD against `attestation.expected_mrtd` (`None`: nothing expected).
+    pub mrtd_ok: Option<bool>,
+}
+
+/// Takes quotes for the card and checks MR_TD against the expected value.
+#[derive(Clone)]
+pub struct Attester {
+    source: Arc<dyn QuoteSource>,
+    expected_mrtd: Option<Measurement>,
+}
+
+impl fmt::Debug for Attester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attester")
+            .field("expected_mrtd", &self.expected_mrtd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Attester {
+    /// An attester over `source`.
+    pub fn new(source: Arc<dyn QuoteSource>, expected_mrtd: Option<Measurement>) -> Self {
+        Self {
+            source,
+            expected_mrtd,
+        }
+    }
+
+    /// A fresh quote bound to `identity`. Blocking (file I/O into the
+    /// kernel): call it off the async runtime's threads.
+    pub fn attest(&self, identity: &CardIdentity) -> Result<Attested, QuoteError> {
+        let report_data = identity.report_data();
+        let quote = self.source.quote(report_data)?;
+        let parsed = parse_quote(&quote).map_err(QuoteError::Unusable)?;
+        if parsed.report_input_data() != report_data {
+            return Err(QuoteError::Unusable(
+                "its report data is not the report data asked for".into(),
+            ));
+        }
+        let measurements = Measurements::of(&parsed);
+        Ok(Attested {
+            mrtd_ok: self.expected_mrtd.map(|m| m == measurements.mrtd),
+            quote,
+            measurements,
+        })
+    }
+}
+
+/// Parse a quote and verify its attestation-key signature. `tdx-quote`
+/// 0.0.5 slices before it checks lengths (a short quote panics), so the
+/// length is checked first and a panic is still caught: a hostile card
+/// must not crash a requester.
+fn parse_quote(bytes: &[u8]) -> Result<tdx_quote::Quote, String> {
+    const HEADER: usize = 48;
+    let body = match bytes.get(..2).map(|v| u16::from_le_bytes([v[0], v[1]])) {
+        Some(4) => 584,
+        Some(5) => 584 + 64 + 6,
+        Some(v) => return Err(format!("quote version {v} is not 4 or 5")),
+        None => return Err("it is empty".into()),
+    };
+    if bytes.len() < HEADER + body + 4 + 64 + 64 + 2 + 4 {
+        return Err(format!("it is truncated ({} bytes)", bytes.len()));
+    }
+    match std::panic::catch_unwind(|| tdx_quote::Quote::from_bytes(bytes)) {
+        Ok(Ok(q)) => Ok(q),
+        Ok(Err(e)) => Err(format!(
+            "it does not parse or its signature does not verify: {e}"
+        )),
+        Err(_) => Err("it is malformed (the parser gave up)".into()),
+    }
+}
+
+/// How a requester treats a quote whose certificate chain does not lead to
+/// Intel's root CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChainPolicy {
+    /// Refuse it (the default, and the only safe choice for real use).
+    #[default]
+    IntelRoot,
+    /// Accept it, still checking the quote's signature, binding and MR_TD:
+    /// for test quotes only (`--allow-untrusted-quote-chain`).
+    AllowUntrusted,
+}
+
+/// What a requester demands of a card.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyPolicy {
+    /// Refuse any card whose quote's MR_TD is not this (and any card
+    /// without a quote).
+    pub require_mrtd: Option<Measurement>,
+    /// Certificate-chain handling.
+    pub chain: ChainPolicy,
+}
+
+/// A card that passed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardVerdict {
+    /// `attestation = none` and nothing was required: not attested.
+    Unattested,
+    /// A quote bound to the card.
+    Attested {
+        /// Its measurements.
+        measurements: Box<Measurements>,
+        /// True when its PCK chain leads to Intel's root CA; false only
+        /// under [`ChainPolicy::AllowUntrusted`].
+        chain_verified: bool,
+    },
+}
+
+/// Why a requester refuses a card. Each failure has its own variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CardRejected {
+    /// The id does not belong to the envelope key.
+    #[error("its provider id does not belong to its envelope key")]
+    Inconsistent,
+    /// An MR_TD was required and the card has no quote.
+    #[error("it is not attested (attestation = none) but MR_TD {required} was required")]
+    NotAttested {
+        /// The required MR_TD.
+        required: Measurement,
+    },
+    /// The quote does not parse or its signature does not verify.
+    #[error("its TDX quote is invalid (tampered or corrupt): {0}")]
+    BadQuote(String),
+    /// The quote's PCK chain does not lead to Intel's root CA.
+    #[error(
+        "its TDX quote has no certificate chain to Intel's root CA ({0}); \
+         --allow-untrusted-quote-chain accepts such quotes, for test quotes only"
+    )]
+    UntrustedChain(String),
+    /// The quote's report data is not the hash of this card's identity.
+    #[error(
+        "its TDX quote is not bound to this card: the report data is not the hash of its \
+         provider id, envelope key and coalition"
+    )]
+    NotBound,
+    /// The quote's MR_TD is not the required one.
+    #[error("MR_TD mismatch: the quote has {actual}, {expected} was required")]
+    MrtdMismatch {
+        /// Required.
+        expected: Measurement,
+        /// In the quote.
+        actual: Measurement,
+    },
+}
+
+/// Verify `card` under `policy`: the id's binding to the envelope key, and
+/// for a TDX card the quote's signature, its certificate chain, its
+/// binding to the card and MR_TD.
+pub fn verify_card(
+    card: &ProviderCard,
+    policy: &VerifyPolicy,
+) -> Result<CardVerdict, CardRejected> {
+    if !card.is_self_consistent() {
+        return Err(CardRejected::Inconsistent);
+    }
+    let quote = match &card.attestation {
+        Attestation::None => {
+            return match policy.require_mrtd {
+                Some(required) => Err(CardRejected::NotAttested { required }),
+                None => Ok(CardVerdict::Unattested),
+            };
+        }
+        Attestation::Tdx { quote } => quote,
+    };
+    let parsed = parse_quote(quote).map_err(CardRejected::BadQuote)?;
+    if parsed.header.tee_type != tdx_quote::TEEType::TDX {
+        return Err(CardRejected::BadQuote("it is not a TDX quote".into()));
+    }
+    let chain_verified = match parsed.verify() {
+        Ok(_) => true,
+        Err(e) if policy.chain == ChainPolicy::AllowUntrusted => {
+            tracing::warn!("accepting a quote without a verifiable Intel chain ({e})");
+            false
+        }
+        Err(e) => return Err(CardRejected::UntrustedChain(e.to_string())),
+    };
+    if parsed.report_input_data() != CardIdentity::of(card).report_data() {
+        return Err(CardRejected::NotBound);
+    }
+    let measurements = Measurements::of(&parsed);
+    if let Some(expected) = policy.require_mrtd
+        && expected != measurements.mrtd
+    {
+        return Err(CardRejected::MrtdMismatch {
+            expected,
+            actual: measurements.mrtd,
+        });
+    }
+    Ok(CardVerdict::Attested {
+        measurements: Box::new(measurements),
+        chain_verified,
+    })
+}
