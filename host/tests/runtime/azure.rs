@@ -469,3 +469,11 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
     }
     assert_eq!(fake.rejections().len(), 9, "{:#?}", fake.rejections());
 }
+
+#[tokio::test]
+async fn the_azure_component_passes_the_conformance_run_against_the_fake() {
+    let s = setup();
+    assert_conforms(s.azure.as_ref()).await;
+    // Its lifecycle ended in terminate: nothing is left in the group.
+    assert!(s.fake.resources().is_empty(), "{:?}", s.fake.resources());
+}

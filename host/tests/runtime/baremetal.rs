@@ -485,3 +485,13 @@ async fn the_local_transport_serves_a_grant_on_this_machine() {
     b.terminate(&inst).await.unwrap();
     assert_eq!(uid_of(&inst.user), None);
 }
+
+#[tokio::test]
+async fn the_baremetal_component_passes_the_conformance_run_against_sshd() {
+    assert_root();
+    let sshd = Sshd::start();
+    let (state, host_state) = (tempfile::tempdir().unwrap(), host_state_dir());
+    let cfg = setup(state.path(), host_state.path(), &sshd, 2000, "prlimit");
+    let (_rt, backends) = load(&cfg);
+    assert_conforms(backends[0].as_ref()).await;
+}

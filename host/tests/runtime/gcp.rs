@@ -534,3 +534,10 @@ async fn each_backend_has_its_own_token_cache() {
         assert_eq!(b.granted().cache.len(), 1, "one token, nothing else");
     }
 }
+
+#[tokio::test]
+async fn the_gcp_component_passes_the_conformance_run_against_the_fake() {
+    let s = setup();
+    assert_conforms(s.gcp.as_ref()).await;
+    assert!(!s.fake.inserted().is_empty(), "the lifecycle made a VM");
+}

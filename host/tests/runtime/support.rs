@@ -133,3 +133,23 @@ pub fn json_post(
         .header("content-type", "application/json")
         .body(body.to_string())
 }
+
+/// Run the conformance suite (`compute-bridge components test`) on a
+/// loaded backend and fail with its report unless every check passes.
+pub async fn assert_conforms(backend: &dyn compute_bridge::backend::Backend) {
+    let report = compute_bridge::conformance::run(
+        backend,
+        &compute_bridge::conformance::Options {
+            deadline: std::time::Duration::from_secs(60),
+            start_timeout: std::time::Duration::from_secs(30),
+            workload: compute_bridge::conformance::sample_workload(),
+        },
+    )
+    .await;
+    assert!(report.passed(), "{}", report.render());
+    assert!(
+        report.checks.iter().any(|c| c.name.contains("provision")),
+        "{}",
+        report.render()
+    );
+}
