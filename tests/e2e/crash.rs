@@ -205,3 +205,107 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
     assert_eq!(third.wait(MIN), Some(0));
     assert!(!third.log().contains(&id), "{}", third.log());
 }
+
+/// `kill -9` at twenty random moments of a stream of grants, restarting
+/// each time on the same state dir. Afterwards nothing is forgotten (every
+/// grant the bridge journaled is in the journal and final), nothing is
+/// reported twice, and nothing ran much past its `valid_to`.
+#[test]
+fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
+    use rand::Rng;
+    const KILLS: usize = 20;
+    let net = TestCoalition::start(&network_name("crash-random"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &net.config_section(),
+        "concurrency_cap = 64",
+        "run_seconds = 2",
+    );
+    let state = dir.path().join("state");
+    let mut rng = rand::rng();
+    let mut logs = String::new();
+    let mut card = None;
+    let mut last_valid_to = 0;
+    let mut sent = 0;
+    for _ in 0..KILLS {
+        let mut bridge = restart_bridge(&config);
+        // A requester listening for access, so grants get past
+        // provisioning; then a few grants, and the kill at a random moment.
+        let observer = match &card {
+            None => net.block_on(Observer::start(&net, provider_id(&state))),
+            Some(c) => net.block_on(Observer::start_with_card(&net, Clone::clone(c))),
+        };
+        card.get_or_insert(observer.card.clone());
+        let session = net.block_on(observer.session());
+        for _ in 0..rng.random_range(1..=3) {
+            let valid_to = compute_bridge::fleet::now_unix() + rng.random_range(4..=20);
+            let g = grant(&observer.card, |g| g.valid_to = valid_to);
+            if net.block_on(session.send_grant(g)).is_ok() {
+                sent += 1;
+                last_valid_to = last_valid_to.max(valid_to);
+            }
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..800)));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..3000)));
+        bridge.signal("KILL");
+        assert_eq!(bridge.wait(MIN), None, "killed by the signal");
+        logs.push_str(&bridge.log());
+    }
+    assert!(sent >= KILLS, "only {sent} grants went out");
+
+    // A last run, with a listener, past every grant's valid_to.
+    let mut bridge = restart_bridge(&config);
+    let _observer = net.block_on(Observer::start_with_card(&net, card.unwrap()));
+    let settle = last_valid_to + 15;
+    while compute_bridge::fleet::now_unix() < settle {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Until every report that can go out has.
+    std::thread::sleep(Duration::from_secs(5));
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    logs.push_str(&bridge.log());
+
+    let journaled: Vec<String> = logs
+        .lines()
+        .filter(|l| l.contains("instance journaled"))
+        .filter_map(|l| l.split("request_id=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !journaled.is_empty(),
+        "no grant was ever journaled:\n{logs}"
+    );
+    let j = Journal::open(&state).unwrap();
+    assert!(j.unfinished().unwrap().is_empty(), "{:?}", j.unfinished());
+    let mut reported = 0;
+    for id in &journaled {
+        let entry = j
+            .get(id.parse().unwrap())
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id} was journaled, then forgotten"));
+        let sent = count_lines(&logs, &["usage report sent", id]);
+        match &entry.phase {
+            Phase::Reported { report } => {
+                reported += 1;
+                assert_eq!(sent, 1, "{id} reported {sent} times");
+                // Torn down by valid_to, or by the first run after it (a
+                // restart takes a few seconds).
+                assert!(
+                    report.ended_at <= entry.valid_to + 30,
+                    "{id} ran {} s past valid_to",
+                    report.ended_at - entry.valid_to
+                );
+            }
+            Phase::Aborted => assert_eq!(sent, 0, "{id} aborted yet reported"),
+            other => panic!("{id} left {other:?}"),
+        }
+    }
+    eprintln!(
+        "measured: {KILLS} kills, {sent} grants sent, {} journaled, {reported} reported, {} aborted",
+        journaled.len(),
+        journaled.len() - reported
+    );
+}
