@@ -358,7 +358,7 @@ impl Inner {
             started_at: now_unix(),
             phase: Phase::Provisioned,
         };
-        if let Err(e) = self.journal.record(&entry) {
+        if let Err(e) = self.journal.record(&entry).await {
             tracing::error!(%request_id, "cannot journal the instance, tearing it down: {e}");
             self.teardown_unjournaled(&placement.backend, &placement.instance)
                 .await;
@@ -420,7 +420,7 @@ impl Inner {
             .await;
             return;
         }
-        if let Err(e) = self.journal.advance(request_id, Phase::Running) {
+        if let Err(e) = self.journal.advance(request_id, Phase::Running).await {
             // The access is out: keep watching; a restart will see
             // `Provisioned` and tear down early, which is the safe side.
             tracing::error!(%request_id, "journal: {e}");
@@ -473,7 +473,7 @@ impl Inner {
             }
         }
         drop(reservation);
-        match self.journal.advance(request_id, Phase::Aborted) {
+        match self.journal.advance(request_id, Phase::Aborted).await {
             Ok(()) => tracing::info!(
                 %request_id,
                 "torn down before access was handed out; nothing to report"
@@ -527,12 +527,16 @@ impl Inner {
             started_at: entry.started_at,
             ended_at: now_unix(),
         };
-        if let Err(e) = self.journal.advance(
-            request_id,
-            Phase::Finished {
-                report: report.clone(),
-            },
-        ) {
+        if let Err(e) = self
+            .journal
+            .advance(
+                request_id,
+                Phase::Finished {
+                    report: report.clone(),
+                },
+            )
+            .await
+        {
             tracing::error!(%request_id, "journal: {e}");
         }
         self.deliver(report).await;
@@ -547,7 +551,7 @@ impl Inner {
         };
         match sent {
             Ok(()) => {
-                if let Err(e) = self.journal.advance(request_id, Phase::Reported) {
+                if let Err(e) = self.journal.advance(request_id, Phase::Reported).await {
                     tracing::error!(%request_id, "journal: {e}");
                 }
                 tracing::info!(%request_id, "usage report sent");
