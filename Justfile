@@ -12,9 +12,13 @@ run *ARGS:
 test *ARGS:
     scripts/test.sh {{ARGS}}
 
-# Benchmarks (numbers go in BENCHMARKS.md).
+# Benchmarks (numbers go in BENCHMARKS.md); `just bench --bench scale` runs one.
 bench *ARGS:
     cargo bench --workspace {{ARGS}}
+
+# The scale benchmark alone (lifecycles/s, grant-to-access, 10,000 watched).
+bench-scale:
+    cargo bench -p compute-bridge --bench scale
 
 # Format and lint the way CI does.
 lint:

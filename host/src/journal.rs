@@ -16,9 +16,16 @@
 //!
 //! The database is opened exclusively: a second bridge on the same state
 //! dir is refused.
+//!
+//! Writes that move workloads along ([`Journal::record`],
+//! [`Journal::advance`]) are group-committed: a writer thread takes every
+//! write queued while the previous commit was syncing and commits them in
+//! one transaction, so N grants in flight cost one fsync, not N, and no
+//! async worker ever waits on the disk. Each caller still returns only once
+//! its own write is durable, and sees its own outcome.
 
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, mpsc};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -36,7 +43,7 @@ const LIFETIME_GRANTS: &str = "lifetime_grants";
 const SETTLED_MICRO_USD: &str = "settled_micro_usd";
 
 /// A journal operation failed; the grant that needed it is not taken.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
     /// The database could not be opened (e.g. another bridge holds it).
     #[error("cannot open the journal {path}: {message}")]
@@ -188,40 +195,24 @@ pub struct Counters {
     pub settled_micro_usd: u64,
 }
 
-/// The journal. Cheap to share behind an `Arc`; every method is a short
-/// synchronous transaction (an fsync on write).
+/// The journal. Cheap to share behind an `Arc`; reads are short
+/// synchronous transactions, moves are awaited group commits (see the
+/// module docs).
 pub struct Journal {
+    db: Arc<Handle>,
+    writer: Option<Writer>,
+}
+
+/// The database, shared by readers and the writer thread, reopened after a
+/// failure.
+struct Handle {
     /// `None` after a reopen failed (the disk still full, say); the next
-    /// operation tries again.
+    /// transaction tries again.
     db: RwLock<Option<Database>>,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for Journal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Journal")
-    }
-}
-
-impl Journal {
-    /// Open (or create) the journal in `state_dir`.
-    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
-        let path = state_dir.join(JOURNAL_FILE);
-        let open_err = |e: &dyn std::fmt::Display| JournalError::Open {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let db = Database::create(&path).map_err(|e| open_err(&e))?;
-        let tx = db.begin_write().map_err(|e| open_err(&e))?;
-        tx.open_table(INSTANCES).map_err(|e| open_err(&e))?;
-        tx.open_table(COUNTERS).map_err(|e| open_err(&e))?;
-        tx.commit().map_err(|e| open_err(&e))?;
-        Ok(Self {
-            db: RwLock::new(Some(db)),
-            path,
-        })
-    }
-
+impl Handle {
     fn begin_write(&self) -> Result<redb::WriteTransaction, JournalError> {
         self.begin(|db| db.begin_write().map_err(|e| io("write")(&e)))
     }
@@ -274,68 +265,106 @@ impl Journal {
             }
         }
     }
+}
+
+/// The group-commit thread and the queue into it; dropping the journal
+/// closes the queue and joins the thread, so the database is closed (and
+/// can be reopened) once the drop returns.
+struct Writer {
+    queue: mpsc::Sender<Job>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// One queued write and where its outcome goes.
+struct Job {
+    write: Write,
+    done: futures::channel::oneshot::Sender<Result<(), JournalError>>,
+}
+
+enum Write {
+    Record(Box<JournalEntry>),
+    Advance(RequestId, Phase),
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Journal")
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            drop(w.queue);
+            let _ = w.thread.join();
+        }
+    }
+}
+
+impl Journal {
+    /// Open (or create) the journal in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        let path = state_dir.join(JOURNAL_FILE);
+        let open_err = |e: &dyn std::fmt::Display| JournalError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let db = Database::create(&path).map_err(|e| open_err(&e))?;
+        let tx = db.begin_write().map_err(|e| open_err(&e))?;
+        tx.open_table(INSTANCES).map_err(|e| open_err(&e))?;
+        tx.open_table(COUNTERS).map_err(|e| open_err(&e))?;
+        tx.commit().map_err(|e| open_err(&e))?;
+        let db = Arc::new(Handle {
+            db: RwLock::new(Some(db)),
+            path: path.clone(),
+        });
+        let (queue, jobs) = mpsc::channel();
+        let thread = {
+            let db = db.clone();
+            std::thread::Builder::new()
+                .name("journal-writer".into())
+                .spawn(move || write_loop(&db, &jobs))
+                .map_err(|e| open_err(&e))?
+        };
+        Ok(Self {
+            db,
+            writer: Some(Writer { queue, thread }),
+        })
+    }
+
+    async fn submit(&self, write: Write) -> Result<(), JournalError> {
+        let stopped = || JournalError::Io {
+            op: "write",
+            message: "the journal writer stopped".into(),
+        };
+        let (done, outcome) = futures::channel::oneshot::channel();
+        self.writer
+            .as_ref()
+            .ok_or_else(stopped)?
+            .queue
+            .send(Job { write, done })
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
 
     /// Journal a newly provisioned workload (phase `Provisioned`) and count
     /// it. Durable when this returns.
-    pub fn record(&self, entry: &JournalEntry) -> Result<(), JournalError> {
-        let key = entry.request_id.to_string();
-        let value = serde_json::to_vec(entry).map_err(|e| io("encode")(&e))?;
-        let tx = self.begin_write().map_err(|e| io("write")(&e))?;
-        {
-            let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
-            if t.get(key.as_str()).map_err(|e| io("read")(&e))?.is_some() {
-                return Err(JournalError::Exists(entry.request_id));
-            }
-            t.insert(key.as_str(), value.as_slice())
-                .map_err(|e| io("write")(&e))?;
-            let mut c = tx.open_table(COUNTERS).map_err(|e| io("write")(&e))?;
-            let n = c
-                .get(LIFETIME_GRANTS)
-                .map_err(|e| io("read")(&e))?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            c.insert(LIFETIME_GRANTS, n + 1)
-                .map_err(|e| io("write")(&e))?;
-        }
-        tx.commit().map_err(|e| io("commit")(&e))
+    pub async fn record(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        self.submit(Write::Record(Box::new(entry.clone()))).await
     }
 
     /// Move an entry to `phase`. Moving to the phase it is in is a no-op;
     /// moving backwards is an error. Durable when this returns.
-    pub fn advance(&self, request_id: RequestId, phase: Phase) -> Result<(), JournalError> {
-        let key = request_id.to_string();
-        let tx = self.begin_write().map_err(|e| io("write")(&e))?;
-        {
-            let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
-            let mut entry: JournalEntry = {
-                let v = t
-                    .get(key.as_str())
-                    .map_err(|e| io("read")(&e))?
-                    .ok_or(JournalError::Missing(request_id))?;
-                serde_json::from_slice(v.value()).map_err(|e| io("decode")(&e))?
-            };
-            if phase.rank() < entry.phase.rank() || (entry.phase.is_final() && phase != entry.phase)
-            {
-                return Err(JournalError::Backwards {
-                    request_id,
-                    from: entry.phase.name(),
-                    to: phase.name(),
-                });
-            }
-            if entry.phase == phase {
-                return Ok(());
-            }
-            entry.phase = phase;
-            let value = serde_json::to_vec(&entry).map_err(|e| io("encode")(&e))?;
-            t.insert(key.as_str(), value.as_slice())
-                .map_err(|e| io("write")(&e))?;
-        }
-        tx.commit().map_err(|e| io("commit")(&e))
+    pub async fn advance(&self, request_id: RequestId, phase: Phase) -> Result<(), JournalError> {
+        self.submit(Write::Advance(request_id, phase)).await
     }
 
     /// The entry for `request_id`.
     pub fn get(&self, request_id: RequestId) -> Result<Option<JournalEntry>, JournalError> {
-        let tx = self.begin_read().map_err(|e| io("read")(&e))?;
+        let tx = self.db.begin_read()?;
         let t = tx.open_table(INSTANCES).map_err(|e| io("read")(&e))?;
         let key = request_id.to_string();
         match t.get(key.as_str()).map_err(|e| io("read")(&e))? {
@@ -348,7 +377,7 @@ impl Journal {
 
     /// Every entry, in request-id order.
     pub fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        let tx = self.begin_read().map_err(|e| io("read")(&e))?;
+        let tx = self.db.begin_read()?;
         let t = tx.open_table(INSTANCES).map_err(|e| io("read")(&e))?;
         let mut out = Vec::new();
         for item in t.iter().map_err(|e| io("read")(&e))? {
@@ -379,7 +408,7 @@ impl Journal {
         if old.is_empty() {
             return Ok(0);
         }
-        let tx = self.begin_write().map_err(|e| io("write")(&e))?;
+        let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
             for k in &old {
@@ -392,7 +421,7 @@ impl Journal {
 
     /// Add a settlement to the revenue counter; returns the new total.
     pub fn add_settled(&self, micro_usd: u64) -> Result<u64, JournalError> {
-        let tx = self.begin_write().map_err(|e| io("write")(&e))?;
+        let tx = self.db.begin_write()?;
         let total;
         {
             let mut c = tx.open_table(COUNTERS).map_err(|e| io("write")(&e))?;
@@ -411,7 +440,7 @@ impl Journal {
 
     /// The aggregate counters.
     pub fn counters(&self) -> Result<Counters, JournalError> {
-        let tx = self.begin_read().map_err(|e| io("read")(&e))?;
+        let tx = self.db.begin_read()?;
         let c = tx.open_table(COUNTERS).map_err(|e| io("read")(&e))?;
         let get = |k: &str| -> Result<u64, JournalError> {
             Ok(c.get(k)
@@ -424,6 +453,115 @@ impl Journal {
             settled_micro_usd: get(SETTLED_MICRO_USD)?,
         })
     }
+}
+
+/// The writer thread: take one queued write, then every write queued
+/// behind it (up to [`MAX_BATCH`]), commit them together, tell each caller.
+fn write_loop(db: &Handle, jobs: &mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_batch(db, batch.iter().map(|j| &j.write));
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = job.done.send(outcome);
+        }
+    }
+}
+
+/// Apply `writes` in order in one transaction and commit it. A write that
+/// is refused on its merits (exists, missing, backwards) changes nothing
+/// and fails alone; any other error rolls the whole batch back and fails
+/// every write in it, so nothing is half-written.
+fn commit_batch<'a>(
+    db: &Handle,
+    writes: impl ExactSizeIterator<Item = &'a Write>,
+) -> Vec<Result<(), JournalError>> {
+    let n = writes.len();
+    let all = |e: JournalError| vec![Err(e); n];
+    let tx = match db.begin_write() {
+        Ok(tx) => tx,
+        Err(e) => return all(e),
+    };
+    let mut outcomes = Vec::with_capacity(n);
+    for w in writes {
+        let outcome = match w {
+            Write::Record(entry) => record_in(&tx, entry),
+            Write::Advance(id, phase) => advance_in(&tx, *id, phase.clone()),
+        };
+        match outcome {
+            Ok(())
+            | Err(
+                JournalError::Exists(_) | JournalError::Missing(_) | JournalError::Backwards { .. },
+            ) => outcomes.push(outcome),
+            Err(e) => {
+                drop(tx);
+                return all(JournalError::Io {
+                    op: "write",
+                    message: format!("batch rolled back: {e}"),
+                });
+            }
+        }
+    }
+    match tx.commit() {
+        Ok(()) => outcomes,
+        Err(e) => all(io("commit")(&e)),
+    }
+}
+
+fn record_in(tx: &redb::WriteTransaction, entry: &JournalEntry) -> Result<(), JournalError> {
+    let key = entry.request_id.to_string();
+    let value = serde_json::to_vec(entry).map_err(|e| io("encode")(&e))?;
+    let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
+    if t.get(key.as_str()).map_err(|e| io("read")(&e))?.is_some() {
+        return Err(JournalError::Exists(entry.request_id));
+    }
+    t.insert(key.as_str(), value.as_slice())
+        .map_err(|e| io("write")(&e))?;
+    let mut c = tx.open_table(COUNTERS).map_err(|e| io("write")(&e))?;
+    let n = c
+        .get(LIFETIME_GRANTS)
+        .map_err(|e| io("read")(&e))?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    c.insert(LIFETIME_GRANTS, n + 1)
+        .map_err(|e| io("write")(&e))?;
+    Ok(())
+}
+
+fn advance_in(
+    tx: &redb::WriteTransaction,
+    request_id: RequestId,
+    phase: Phase,
+) -> Result<(), JournalError> {
+    let key = request_id.to_string();
+    let mut t = tx.open_table(INSTANCES).map_err(|e| io("write")(&e))?;
+    let mut entry: JournalEntry = {
+        let v = t
+            .get(key.as_str())
+            .map_err(|e| io("read")(&e))?
+            .ok_or(JournalError::Missing(request_id))?;
+        serde_json::from_slice(v.value()).map_err(|e| io("decode")(&e))?
+    };
+    if phase.rank() < entry.phase.rank() || (entry.phase.is_final() && phase != entry.phase) {
+        return Err(JournalError::Backwards {
+            request_id,
+            from: entry.phase.name(),
+            to: phase.name(),
+        });
+    }
+    if entry.phase == phase {
+        return Ok(());
+    }
+    entry.phase = phase;
+    let value = serde_json::to_vec(&entry).map_err(|e| io("encode")(&e))?;
+    t.insert(key.as_str(), value.as_slice())
+        .map_err(|e| io("write")(&e))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -467,33 +605,71 @@ mod tests {
         }
     }
 
+    use futures::executor::block_on;
+
     #[test]
     fn entries_survive_reopening_and_move_only_forward() {
         let dir = tempfile::tempdir().unwrap();
         let id = RequestId::random();
         {
             let j = Journal::open(dir.path()).unwrap();
-            j.record(&entry(id)).unwrap();
-            assert!(matches!(j.record(&entry(id)), Err(JournalError::Exists(_))));
-            j.advance(id, Phase::Running).unwrap();
+            block_on(j.record(&entry(id))).unwrap();
+            assert!(matches!(
+                block_on(j.record(&entry(id))),
+                Err(JournalError::Exists(_))
+            ));
+            block_on(j.advance(id, Phase::Running)).unwrap();
         }
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(j.get(id).unwrap().unwrap().phase, Phase::Running);
         assert_eq!(j.unfinished().unwrap().len(), 1);
         assert!(matches!(
-            j.advance(id, Phase::Provisioned),
+            block_on(j.advance(id, Phase::Provisioned)),
             Err(JournalError::Backwards { .. })
         ));
-        j.advance(id, Phase::Finished { report: report(id) })
-            .unwrap();
-        j.advance(id, Phase::Reported { report: report(id) })
-            .unwrap();
+        block_on(j.advance(id, Phase::Finished { report: report(id) })).unwrap();
+        block_on(j.advance(id, Phase::Reported { report: report(id) })).unwrap();
         // Final: neither back nor sideways.
-        assert!(j.advance(id, Phase::Aborted).is_err());
+        assert!(block_on(j.advance(id, Phase::Aborted)).is_err());
         assert!(j.unfinished().unwrap().is_empty());
         assert_eq!(j.counters().unwrap().lifetime_grants, 1);
         assert_eq!(j.prune(101).unwrap(), 1);
         assert!(j.get(id).unwrap().is_none());
+    }
+
+    #[test]
+    fn writes_queued_together_each_get_their_own_outcome_and_all_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<RequestId> = (0..300).map(|_| RequestId::random()).collect();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            // Every write is queued before any is awaited, so most share a
+            // commit; ten replays and an advance of an unknown id ride along.
+            let entries: Vec<JournalEntry> =
+                ids.iter().chain(&ids[..10]).map(|id| entry(*id)).collect();
+            let recorded = block_on(futures::future::join_all(
+                entries.iter().map(|e| j.record(e)),
+            ));
+            assert!(recorded[..300].iter().all(Result::is_ok));
+            assert!(
+                recorded[300..]
+                    .iter()
+                    .all(|r| matches!(r, Err(JournalError::Exists(_))))
+            );
+            let stranger = RequestId::random();
+            let moved = block_on(futures::future::join_all(
+                ids.iter()
+                    .chain(std::iter::once(&stranger))
+                    .map(|id| j.advance(*id, Phase::Running)),
+            ));
+            assert!(moved[..300].iter().all(Result::is_ok));
+            assert!(matches!(moved[300], Err(JournalError::Missing(_))));
+            assert_eq!(j.counters().unwrap().lifetime_grants, 300);
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        let entries = j.entries().unwrap();
+        assert_eq!(entries.len(), 300);
+        assert!(entries.iter().all(|e| e.phase == Phase::Running));
     }
 
     #[test]
@@ -509,7 +685,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = RequestId::random();
         let j = Journal::open(dir.path()).unwrap();
-        j.record(&entry(id)).unwrap();
+        block_on(j.record(&entry(id))).unwrap();
         let text = serde_json::to_string(&j.entries().unwrap()).unwrap();
         for word in ["reply", "private_key", "image", "peer"] {
             assert!(!text.contains(word), "{word} in {text}");

@@ -16,7 +16,7 @@
 //! - on shutdown the loop stops taking grants and leaves running workloads
 //!   journaled for the next start to watch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,7 +85,7 @@ struct Inner {
     settings: LoopSettings,
     /// Request ids taken or declined in this run (the journal covers runs
     /// before it).
-    seen: Mutex<HashSet<RequestId>>,
+    seen: Mutex<Seen>,
     /// What the card's `attestation` says now.
     attestation: Mutex<Attestation>,
     stop: CancellationToken,
@@ -136,6 +136,36 @@ pub fn validate(
         return Err(DeclineReason::BadResources);
     }
     Ok(reply_key)
+}
+
+/// Request ids seen in this run, each kept until its grant's `valid_to`:
+/// after that a replay is declined as expired before this set is asked, so
+/// forgetting it keeps memory flat however many grants pass through (a
+/// restart forgets them all, which the journal and expiry already cover).
+#[derive(Debug, Default)]
+struct Seen {
+    valid_to: HashMap<RequestId, u64>,
+    /// Size at which expired ids are next swept out (amortized: the sweep
+    /// runs when the set has doubled since the last one).
+    sweep_at: usize,
+}
+
+impl Seen {
+    /// Remember `id` (valid until `valid_to`); false if it was already
+    /// seen.
+    fn insert(&mut self, id: RequestId, valid_to: u64, now: u64) -> bool {
+        if self.valid_to.len() >= self.sweep_at {
+            self.valid_to.retain(|_, v| *v > now);
+            self.sweep_at = (self.valid_to.len() * 2).max(1024);
+        }
+        match self.valid_to.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(valid_to);
+                true
+            }
+        }
+    }
 }
 
 /// A fresh ed25519 keypair for one workload: the OpenSSH public line for
@@ -192,7 +222,7 @@ impl ProviderLoop {
                 events,
                 settings,
                 attestation: Mutex::new(attestation),
-                seen: Mutex::new(HashSet::new()),
+                seen: Mutex::new(Seen::default()),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -314,7 +344,11 @@ impl Inner {
                 return;
             }
         };
-        let fresh = self.seen.lock().unwrap().insert(request_id);
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap()
+            .insert(request_id, grant.valid_to, now_unix());
         let journaled = match self.journal.get(request_id) {
             Ok(e) => e.is_some(),
             Err(e) => {
@@ -391,7 +425,7 @@ impl Inner {
             started_at: now_unix(),
             phase: Phase::Provisioned,
         };
-        if let Err(e) = self.journal.record(&entry) {
+        if let Err(e) = self.journal.record(&entry).await {
             tracing::error!(%request_id, "cannot journal the instance, tearing it down: {e}");
             self.teardown_unjournaled(&placement.backend, &placement.instance)
                 .await;
@@ -453,7 +487,7 @@ impl Inner {
             .await;
             return;
         }
-        if let Err(e) = self.journal.advance(request_id, Phase::Running) {
+        if let Err(e) = self.journal.advance(request_id, Phase::Running).await {
             // The access is out: keep watching; a restart will see
             // `Provisioned` and tear down early, which is the safe side.
             tracing::error!(%request_id, "journal: {e}");
@@ -506,7 +540,7 @@ impl Inner {
             }
         }
         drop(reservation);
-        match self.journal.advance(request_id, Phase::Aborted) {
+        match self.journal.advance(request_id, Phase::Aborted).await {
             Ok(()) => tracing::info!(
                 %request_id,
                 "torn down before access was handed out; nothing to report"
@@ -560,12 +594,16 @@ impl Inner {
             started_at: entry.started_at,
             ended_at: now_unix(),
         };
-        if let Err(e) = self.journal.advance(
-            request_id,
-            Phase::Finished {
-                report: report.clone(),
-            },
-        ) {
+        if let Err(e) = self
+            .journal
+            .advance(
+                request_id,
+                Phase::Finished {
+                    report: report.clone(),
+                },
+            )
+            .await
+        {
             tracing::error!(%request_id, "journal: {e}");
         }
         self.deliver(report).await;
@@ -580,7 +618,11 @@ impl Inner {
         };
         match sent {
             Ok(()) => {
-                if let Err(e) = self.journal.advance(request_id, Phase::Reported { report }) {
+                if let Err(e) = self
+                    .journal
+                    .advance(request_id, Phase::Reported { report })
+                    .await
+                {
                     tracing::error!(%request_id, "journal: {e}");
                 }
                 tracing::info!(%request_id, "usage report sent");
@@ -612,7 +654,10 @@ impl Inner {
         tracing::info!(entries = entries.len(), "reconciling the journal");
         for entry in entries {
             let request_id = entry.request_id;
-            self.seen.lock().unwrap().insert(request_id);
+            self.seen
+                .lock()
+                .unwrap()
+                .insert(request_id, entry.valid_to, now_unix());
             if self.fleet.backend(&entry.backend).is_none() {
                 tracing::error!(
                     %request_id,
@@ -880,6 +925,38 @@ mod tests {
         g.valid_to = now + MAX_GRANT_SECONDS + 1;
         reseal(&p, &mut g);
         assert_eq!(validate(&g, &p, now), Err(DeclineReason::BadResources));
+    }
+
+    #[test]
+    fn seen_ids_are_refused_until_their_grant_expires_then_forgotten() {
+        let mut seen = Seen::default();
+        let old = RequestId::random();
+        assert!(seen.insert(old, 100, 50));
+        assert!(!seen.insert(old, 500, 60), "a replay is refused");
+        // Enough later grants to trigger sweeps: the expired id goes, the
+        // live ones stay, and the set stays bounded by the live ones.
+        let live: Vec<RequestId> = (0..5000).map(|_| RequestId::random()).collect();
+        for id in &live {
+            assert!(seen.insert(*id, 10_000, 200));
+        }
+        assert!(!seen.valid_to.contains_key(&old));
+        assert!(live.iter().all(|id| !seen.insert(*id, 10_000, 300)));
+        // Fifty rounds of 2,000 grants that expire before the next round:
+        // without sweeping the set would reach 105,000 ids; it stays within
+        // twice what is live (5,000 + one round).
+        let mut largest = 0;
+        for round in 1..=50u64 {
+            for _ in 0..2000 {
+                seen.insert(
+                    RequestId::random(),
+                    1000 + round * 10 + 5,
+                    1000 + round * 10,
+                );
+                largest = largest.max(seen.valid_to.len());
+            }
+        }
+        assert!(largest <= 2 * (5000 + 2000) + 1, "{largest}");
+        assert!(live.iter().all(|id| seen.valid_to.contains_key(id)));
     }
 
     #[test]

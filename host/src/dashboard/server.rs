@@ -12,6 +12,11 @@
 //! Beside the server a ticker samples the fleet's capacity (for idle %) and
 //! saves the lifetime counters; both stop, and the counters are saved, on
 //! [`DashboardServer::stop`].
+//!
+//! Server and ticker run on a thread of their own (a current-thread tokio
+//! runtime), not on the bridge's workers: when thousands of grants keep the
+//! workers busy, a dashboard request would otherwise queue behind them; on
+//! its own thread it gets the OS scheduler's fair share instead.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -23,7 +28,6 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use super::{Dashboard, html, metrics};
 
@@ -176,42 +180,62 @@ fn secure(h: &mut HeaderMap) {
     );
 }
 
-/// A running dashboard server and its ticker.
+/// A running dashboard server and its ticker, on their own thread.
 pub struct DashboardServer {
     addr: SocketAddr,
     dashboard: Dashboard,
+    /// Stop taking connections and let open ones finish.
     stop: oneshot::Sender<()>,
-    server: JoinHandle<std::io::Result<()>>,
-    ticker: JoinHandle<()>,
+    /// Close open connections now.
+    abort: oneshot::Sender<()>,
+    /// The server's outcome, once its thread is done.
+    done: oneshot::Receiver<std::io::Result<()>>,
 }
 
 impl DashboardServer {
     /// Listen on `bind:port` (which must be 127.0.0.1; port 0 picks one)
-    /// and serve `dashboard`.
+    /// and serve `dashboard` from a thread of its own.
     pub async fn start(dashboard: Dashboard, bind: &str, port: u16) -> Result<Self, BindError> {
         let addr = loopback_addr(bind, port)?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| BindError::Listen { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| BindError::Listen { addr, source })?;
+        let listen_err = |source| BindError::Listen { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(listen_err)?;
+        listener.set_nonblocking(true).map_err(listen_err)?;
+        let addr = listener.local_addr().map_err(listen_err)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(listen_err)?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let (abort, aborted) = oneshot::channel::<()>();
+        let (finished, done) = oneshot::channel();
         let app = router(dashboard.clone(), addr.port());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        let ticker = tokio::spawn(tick(dashboard.clone()));
+        let d = dashboard.clone();
+        std::thread::Builder::new()
+            .name("dashboard".into())
+            .spawn(move || {
+                let outcome = rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let ticker = tokio::spawn(tick(d));
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    });
+                    let outcome = tokio::select! {
+                        r = serve => r,
+                        // Dropping the server closes what is still open.
+                        Ok(()) = aborted => Ok(()),
+                    };
+                    ticker.abort();
+                    outcome
+                });
+                let _ = finished.send(outcome);
+            })
+            .map_err(listen_err)?;
         Ok(Self {
             addr,
             dashboard,
             stop,
-            server,
-            ticker,
+            abort,
+            done,
         })
     }
 
@@ -229,18 +253,20 @@ impl DashboardServer {
     /// ticker and save the lifetime counters.
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        let mut server = self.server;
-        match tokio::time::timeout(DRAIN, &mut server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!("dashboard server ended with an error: {e}"),
-            Ok(Err(e)) => tracing::warn!("dashboard server task failed: {e}"),
+        let mut done = self.done;
+        let outcome = match tokio::time::timeout(DRAIN, &mut done).await {
+            Ok(o) => o,
             Err(_) => {
                 tracing::warn!("dashboard connections still open after {DRAIN:?}; closing them");
-                server.abort();
+                let _ = self.abort.send(());
+                done.await
             }
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("dashboard server ended with an error: {e}"),
+            Err(_) => tracing::warn!("the dashboard's thread ended without an outcome"),
         }
-        self.ticker.abort();
-        let _ = self.ticker.await;
         let d = self.dashboard;
         match tokio::task::spawn_blocking(move || d.persist()).await {
             Ok(Ok(())) => {}
