@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::SinkExt;
 use mosaik::collections::{MapReader, MapWriter};
 use mosaik::streams::{Consumer, Producer};
 use mosaik::{Network, PeerId};
@@ -52,13 +51,36 @@ fn producer<D: mosaik::Datum>(network: &Network, stream: &str) -> Producer<D> {
     }
 }
 
+/// Send `item` once the producer is online, waiting at most `deadline`.
+///
+/// Not `SinkExt::send`: mosaik 0.4.2's `poll_ready` builds a fresh
+/// "online" waiter on every poll and drops it, so a send started while
+/// nobody is subscribed is never woken when someone subscribes (it hung a
+/// usage report for ever after a restart). `when().online()` is a proper
+/// waiter; `try_send` then queues without waiting.
 async fn send<D: mosaik::Datum + Clone>(
     p: &Producer<D>,
     item: D,
     deadline: Option<Duration>,
 ) -> Result<(), SendError> {
-    let mut p = p.clone();
-    let fut = async move { p.send(item).await.map_err(|_| SendError::Closed) };
+    use mosaik::streams::producer::Error;
+    let p = p.clone();
+    let fut = async move {
+        let mut item = item;
+        loop {
+            p.when().online().await;
+            match p.try_send(item) {
+                Ok(()) => return Ok(()),
+                // Went offline again, or the buffer is full: wait, retry.
+                Err(Error::Offline(d)) => item = d,
+                Err(Error::Full(d)) => {
+                    item = d;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(_) => return Err(SendError::Closed),
+            }
+        }
+    };
     match deadline {
         Some(d) => tokio::time::timeout(d, fut)
             .await
