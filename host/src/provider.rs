@@ -317,13 +317,19 @@ impl Inner {
             return;
         }
         let request_id = grant.request_id;
+        let journaled = match self.journal.get(request_id) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(%request_id, "journal unavailable: {e}");
+                self.decline(request_id, DeclineReason::JournalUnavailable);
+                return;
+            }
+        };
         // A requester whose subscription was down when its report went out
         // (this bridge restarted, say) sends its grant again to ask for it.
         // Reports go to every subscriber anyway, so a repeat from anyone
         // may have it; consumers tell them apart by request id.
-        if let Ok(Some(entry)) = self.journal.get(request_id)
-            && let Some(report) = entry.phase.report()
-        {
+        if let Some(report) = journaled.as_ref().and_then(|e| e.phase.report()) {
             tracing::info!(%request_id, "grant repeated after its workload ended; sending its usage report again");
             let (report, i) = (report.clone(), self.clone());
             self.tasks.spawn(async move {
@@ -349,15 +355,7 @@ impl Inner {
             .lock()
             .unwrap()
             .insert(request_id, grant.valid_to, now_unix());
-        let journaled = match self.journal.get(request_id) {
-            Ok(e) => e.is_some(),
-            Err(e) => {
-                tracing::error!(%request_id, "journal unavailable: {e}");
-                self.decline(request_id, DeclineReason::JournalUnavailable);
-                return;
-            }
-        };
-        if !fresh || journaled {
+        if !fresh || journaled.is_some() {
             tracing::warn!(%request_id, reason = %DeclineReason::Duplicate.as_str(), "grant declined");
             self.decline(request_id, DeclineReason::Duplicate);
             return;
