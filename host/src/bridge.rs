@@ -144,7 +144,11 @@ impl Bridge {
             events,
             settings,
         );
+        let relays = tokio::spawn(crate::coalition::watch_relays(
+            node.network.local().endpoint().clone(),
+        ));
         let result = provider.run(shutdown).await;
+        relays.abort();
         node.leave(&state_dir).await;
         result
     }

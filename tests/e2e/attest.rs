@@ -113,20 +113,7 @@ fn the_agent_refuses_a_provider_without_the_required_mrtd_before_sending_a_grant
         providers.log()
     );
 
-    let mut refused = agent_owned(&with_net(
-        &coalition,
-        &[
-            "request",
-            "--cpu",
-            "100",
-            "--ram",
-            "64",
-            "--duration",
-            "30s",
-            "--require-mrtd",
-            MRTD_AB,
-        ],
-    ));
+    let mut refused = request_small(&coalition, "30s", &["--require-mrtd", MRTD_AB]);
     assert_eq!(
         refused.wait(Duration::from_secs(120)),
         Some(4),
@@ -203,17 +190,7 @@ fn the_agent_checks_a_quoted_card_chain_and_mrtd_and_says_why_it_refuses() {
     });
 
     let request = |extra: &[&str]| {
-        let mut args = vec![
-            "request",
-            "--cpu",
-            "100",
-            "--ram",
-            "64",
-            "--duration",
-            "30s",
-        ];
-        args.extend_from_slice(extra);
-        let mut a = agent_owned(&with_net(&coalition, &args));
+        let mut a = request_small(&coalition, "30s", extra);
         let code = a.wait(Duration::from_secs(120));
         (code, a.log())
     };

@@ -58,20 +58,7 @@ fn a_grant_gets_access_only_its_reply_key_opens_then_exactly_one_usage_report() 
 
     let keys = dir.path().join("access");
     let key_dir = keys.display().to_string();
-    let mut agent = agent_owned(&with_net(
-        &net,
-        &[
-            "request",
-            "--cpu",
-            "100",
-            "--ram",
-            "64",
-            "--duration",
-            "30s",
-            "--key-dir",
-            &key_dir,
-        ],
-    ));
+    let mut agent = request_small(&net, "30s", &["--key-dir", &key_dir]);
     let request_id = printed_request_id(&agent);
     agent.wait_for_log("usage report: exited with code 0", MIN);
     assert_eq!(agent.wait(MIN), Some(0), "{}", agent.log());
@@ -178,20 +165,7 @@ fn two_bridges_on_one_coalition_each_take_only_their_own_grants() {
     let mut ids = Vec::new();
     for p in [pa, pb] {
         let ps = p.to_string();
-        let mut ag = agent_owned(&with_net(
-            &net,
-            &[
-                "request",
-                "--provider",
-                &ps,
-                "--cpu",
-                "100",
-                "--ram",
-                "64",
-                "--duration",
-                "20s",
-            ],
-        ));
+        let mut ag = request_small(&net, "20s", &["--provider", &ps]);
         let id = printed_request_id(&ag);
         assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
         ids.push(id.to_string());
@@ -303,20 +277,7 @@ fn each_bad_grant_is_declined_with_its_reason_and_the_bridge_carries_on() {
     declined(grant(&card, |_| {}), DeclineReason::ConcurrencyCap);
 
     // The agent binary reports a decline and exits 3.
-    let mut ag = agent_owned(&with_net(
-        &net,
-        &[
-            "request",
-            "--cpu",
-            "100",
-            "--ram",
-            "64",
-            "--duration",
-            "20s",
-            "--tdx",
-            "required",
-        ],
-    ));
+    let mut ag = request_small(&net, "20s", &["--tdx", "required"]);
     assert_eq!(ag.wait(Duration::from_secs(120)), Some(3), "{}", ag.log());
     // The good grant still holds the only slot.
     assert!(

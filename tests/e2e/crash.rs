@@ -30,18 +30,7 @@ fn a_workload_watched_across_kill_9_still_ends_at_valid_to_with_one_usage_report
     let state = dir.path().join("state");
     let observer = net.block_on(Observer::start(&net, provider_id(&state)));
 
-    let mut agent = agent_owned(&with_net(
-        &net,
-        &[
-            "request",
-            "--cpu",
-            "100",
-            "--ram",
-            "64",
-            "--duration",
-            "40s",
-        ],
-    ));
+    let mut agent = request_small(&net, "40s", &[]);
     let request_id = printed_request_id(&agent);
     let id = request_id.to_string();
     agent.wait_for_log("access opened with the reply key", MIN);

@@ -61,21 +61,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn request(net: &TestCoalition, duration: &str) -> compute_bridge_testkit::process::Running {
-    agent_owned(&with_net(
-        net,
-        &[
-            "request",
-            "--cpu",
-            "100",
-            "--ram",
-            "64",
-            "--duration",
-            duration,
-        ],
-    ))
-}
-
 #[test]
 fn a_full_journal_disk_declines_new_grants_and_loses_no_running_one() {
     let net = TestCoalition::start(&network_name("disk-full"));
@@ -86,13 +71,13 @@ fn a_full_journal_disk_declines_new_grants_and_loses_no_running_one() {
     let mut bridge = start_bridge(&config);
 
     // A workload that runs until its valid_to.
-    let mut running = request(&net, "40s");
+    let mut running = request_small(&net, "40s", &[]);
     running.wait_for_log("access opened with the reply key", MIN);
     let running_id = printed_request_id(&running).to_string();
 
     let filler = state.join("filler");
     disk.fill(&filler);
-    let mut refused = request(&net, "20s");
+    let mut refused = request_small(&net, "20s", &[]);
     assert_eq!(
         refused.wait(Duration::from_secs(120)),
         Some(3),
@@ -126,7 +111,7 @@ fn a_full_journal_disk_declines_new_grants_and_loses_no_running_one() {
         count_lines(&bridge.log(), &["usage report sent", &running_id]),
         1
     );
-    let mut again = request(&net, "5s");
+    let mut again = request_small(&net, "5s", &[]);
     again.wait_for_log("access opened with the reply key", MIN);
     assert_eq!(
         again.wait(Duration::from_secs(120)),

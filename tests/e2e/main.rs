@@ -9,6 +9,7 @@ mod coalition;
 mod crash;
 mod dashboard;
 mod disk_full;
+mod relay;
 mod support;
 
 /// The binary under test.

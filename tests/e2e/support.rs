@@ -93,6 +93,23 @@ pub fn agent_owned(args: &[String]) -> Running {
     agent(&a)
 }
 
+/// `coalition-agent request` on `coalition` for a small workload (100
+/// millicores, 64 MiB) lasting `duration`, with `extra` flags, in the
+/// background.
+pub fn request_small(coalition: &TestCoalition, duration: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "request",
+        "--cpu",
+        "100",
+        "--ram",
+        "64",
+        "--duration",
+        duration,
+    ];
+    args.extend_from_slice(extra);
+    agent_owned(&with_net(coalition, &args))
+}
+
 /// Count lines of `log` containing every needle.
 pub fn count_lines(log: &str, needles: &[&str]) -> usize {
     log.lines()
@@ -183,6 +200,11 @@ impl Observer {
             .connect(self.card.node, Duration::from_secs(60))
             .await
             .expect("subscribed")
+    }
+
+    /// The cards the observer's node sees in the coalition's card map now.
+    pub fn cards(&self) -> Vec<ProviderCard> {
+        self.link.cards()
     }
 
     /// Everything heard about `request_id` so far.

@@ -150,6 +150,52 @@ pub async fn join(settings: &NetworkSettings, key: Option<SecretKey>) -> anyhow:
     Ok(network)
 }
 
+/// Log each change in an endpoint's (the node's) connection to its relays until the
+/// endpoint closes: a lost relay as a warning with the error (iroh keeps
+/// redialling it, backing off up to 16 s), and its return with how long it
+/// was gone. Peers already connected keep their direct paths meanwhile; new
+/// peers cannot find the node until a relay is back.
+pub async fn watch_relays(endpoint: mosaik::iroh::Endpoint) {
+    use mosaik::iroh::Watcher as _;
+    let mut watcher = endpoint.home_relay_status();
+    let mut lost: std::collections::BTreeMap<RelayUrl, std::time::Instant> = Default::default();
+    let mut statuses = watcher.get();
+    loop {
+        for status in &statuses {
+            let url = status.url();
+            match (status.is_connected(), lost.contains_key(url)) {
+                (false, false) => {
+                    const LOST: &str = "lost the coalition relay; connected peers keep their \
+                        direct paths, new peers cannot find this node until it is back; redialling";
+                    match status.last_error() {
+                        Some(e) => {
+                            tracing::warn!(relay = %url, error = %format!("{e:#}"), "{LOST}")
+                        }
+                        None => tracing::warn!(relay = %url, "{LOST}"),
+                    }
+                    lost.insert(url.clone(), std::time::Instant::now());
+                }
+                (true, true) => {
+                    let since = lost.remove(url).expect("checked");
+                    tracing::info!(
+                        relay = %url,
+                        down_secs = since.elapsed().as_secs(),
+                        "coalition relay connected again"
+                    );
+                }
+                _ => {}
+            }
+        }
+        statuses = tokio::select! {
+            s = watcher.updated() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            () = endpoint.closed() => return,
+        };
+    }
+}
+
 /// Exchange discovery catalogs with `peers` (both ways), so they learn of
 /// the streams this node opened since and it learns of theirs, without
 /// waiting for the next gossip announcement. Best effort: failures are
