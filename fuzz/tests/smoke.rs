@@ -179,7 +179,7 @@ fn http_allow_list() {
 #[test]
 fn grants_off_the_wire() {
     let mut s = vec![compute_bridge_fuzz::grant_seed()];
-    s.extend(files(&root().join("regressions").join("grant")));
+    s.extend(seeds("grant"));
     let n = smoke(
         compute_bridge_fuzz::grant,
         &s,
@@ -196,15 +196,35 @@ fn grants_off_the_wire() {
     assert!(n > GENERATED);
 }
 
+/// The committed `grant` seeds (the long libFuzzer runs start from them)
+/// are grants the fixture accepts, so the fuzzer starts on the path where
+/// an envelope opens. After a change to the grant or its sealing they stop
+/// being accepted; `COMPUTE_BRIDGE_FUZZ_WRITE_SEEDS=1` writes them again.
+#[test]
+fn the_committed_grant_seed_is_a_grant_the_fixture_accepts() {
+    let path = root().join("seeds").join("grant").join("sealed-fixture");
+    if std::env::var_os("COMPUTE_BRIDGE_FUZZ_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, compute_bridge_fuzz::grant_seed()).unwrap();
+    }
+    let seeds = files(path.parent().unwrap());
+    assert!(!seeds.is_empty(), "no seeds in {}", path.display());
+    for s in seeds {
+        assert!(
+            compute_bridge_fuzz::grant_is_accepted(&s),
+            "a seed in fuzz/seeds/grant is no longer an accepted grant; write it again with \
+             COMPUTE_BRIDGE_FUZZ_WRITE_SEEDS=1 cargo test --release -p compute-bridge-fuzz committed"
+        );
+    }
+}
+
 #[test]
 fn sealed_envelopes() {
-    let g = compute_bridge_fuzz::grant_seed();
-    // A selector byte for each part, with the untouched material (which
-    // must open) and the whole encoded grant (which must not, once moved).
-    let mut s: Vec<Vec<u8>> = (0u8..8).map(|w| vec![w]).collect();
-    s.push([&[7u8][..], &g].concat());
-    s.push([&[3u8][..], &[0u8; 16][..]].concat());
-    s.extend(files(&root().join("regressions").join("envelope")));
+    // A selector byte for each part with the untouched material (which
+    // must open), the fixture's encoded public fields (which must open
+    // too), and a flip of the first 16 bytes of the ciphertext.
+    let mut s = seeds("envelope");
+    s.push([&[3u8][..], &[0xffu8; 16][..]].concat());
     let n = smoke(
         compute_bridge_fuzz::envelope,
         &s,
