@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use cb_aws::ec2::{self, HttpResponse};
 use compute_bridge::backend::TdxRequirement;
 use compute_bridge::capabilities::http::{HttpPolicy, Origin, is_forbidden};
-use compute_bridge::coalition::protocol::{ComputeGrant, Manifest, PROTOCOL_VERSION};
+use compute_bridge::coalition::protocol::{ComputeGrant, Manifest};
 use compute_bridge::config::{BootConfig, HttpConfig, Source};
 use compute_bridge::envelope::{self, EnvelopeKey};
 use compute_bridge::events::DeclineReason;
@@ -239,24 +239,21 @@ fn sealed() -> &'static Sealed {
     FIXTURE.get_or_init(|| {
         let key = EnvelopeKey::derive(b"compute-bridge fuzz provider");
         let reply = EnvelopeKey::derive(b"compute-bridge fuzz requester").public();
-        let mut grant = ComputeGrant {
-            version: PROTOCOL_VERSION,
-            request_id: "00112233445566778899aabbccddeeff".parse().unwrap(),
-            provider_id: key.provider_id(),
-            manifest: Manifest {
+        let mut grant = ComputeGrant::unsealed(
+            key.provider_id(),
+            Manifest {
                 image: format!("scratch@sha256:{}", "ab".repeat(32)),
                 cpu_millicores: 500,
                 ram_mib: 256,
                 region: Some("local".into()),
                 tdx: TdxRequirement::None,
             },
-            valid_from: GRANT_NOW - 10,
-            valid_to: GRANT_NOW + 600,
-            envelope: compute_bridge::coalition::protocol::Sealed {
-                enc: vec![],
-                ciphertext: vec![],
-            },
-        };
+            GRANT_NOW - 10,
+            GRANT_NOW + 600,
+        );
+        // Fixed, so the committed seed (sealed in another run) has the
+        // fixture's public fields.
+        grant.request_id = "00112233445566778899aabbccddeeff".parse().unwrap();
         grant.envelope = envelope::seal_grant(&key.public(), &grant, &reply).unwrap();
         Sealed { key, grant, reply }
     })

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use compute_bridge::backend::{Backend, GrantSpec, TdxRequirement, Workload};
 use compute_bridge::coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
 use compute_bridge::coalition::protocol::{
-    ComputeGrant, GRANTS_STREAM, Manifest, PROTOCOL_VERSION, ProviderCard, RequestId, Sealed,
+    ComputeGrant, GRANTS_STREAM, Manifest, ProviderCard, RequestId,
 };
 use compute_bridge::coalition::relay::LocalRelay;
 use compute_bridge::coalition::{self, NetworkSettings};
@@ -371,24 +371,18 @@ impl Coalition {
     async fn send(&mut self, region: &str, seconds: u64) {
         let reply = [7u8; 32];
         let now = now_unix();
-        let mut g = ComputeGrant {
-            version: PROTOCOL_VERSION,
-            request_id: RequestId::random(),
-            provider_id: self.card.provider_id,
-            manifest: Manifest {
+        let mut g = ComputeGrant::unsealed(
+            self.card.provider_id,
+            Manifest {
                 image: format!("registry.example/app@sha256:{}", "0".repeat(64)),
                 cpu_millicores: 100,
                 ram_mib: 64,
                 region: Some(region.into()),
                 tdx: TdxRequirement::None,
             },
-            valid_from: now,
-            valid_to: now + seconds,
-            envelope: Sealed {
-                enc: Vec::new(),
-                ciphertext: Vec::new(),
-            },
-        };
+            now,
+            now + seconds,
+        );
         g.envelope = envelope::seal_grant(&self.card.envelope_key, &g, &reply).unwrap();
         self.sent
             .lock()

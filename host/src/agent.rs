@@ -18,7 +18,7 @@ use crate::backend::TdxRequirement;
 use crate::coalition::link::{ProviderSession, Reply, RequesterLink};
 use crate::coalition::protocol::{
     AccessBundle, ComputeGrant, DeclineReason, Manifest, PROTOCOL_VERSION, ProviderCard,
-    ProviderId, RequestId, Sealed, Settlement, UsageReport, Window,
+    ProviderId, RequestId, Settlement, UsageReport, Window,
 };
 use crate::coalition::relay::Rendezvous;
 use crate::coalition::{self, NetworkSettings};
@@ -344,24 +344,18 @@ impl Agent {
         );
         let reply = EnvelopeKey::generate();
         let now = now_unix();
-        let mut grant = ComputeGrant {
-            version: PROTOCOL_VERSION,
-            request_id: RequestId::random(),
-            provider_id: card.provider_id,
-            manifest: Manifest {
+        let mut grant = ComputeGrant::unsealed(
+            card.provider_id,
+            Manifest {
                 image: spec.image.clone(),
                 cpu_millicores: spec.cpu_millicores,
                 ram_mib: spec.ram_mib,
                 region: spec.region.clone(),
                 tdx: spec.tdx,
             },
-            valid_from: now,
-            valid_to: now + spec.duration.as_secs().max(1),
-            envelope: Sealed {
-                enc: Vec::new(),
-                ciphertext: Vec::new(),
-            },
-        };
+            now,
+            now + spec.duration.as_secs().max(1),
+        );
         grant.envelope = envelope::seal_grant(&card.envelope_key, &grant, &reply.public())
             .map_err(|e| anyhow::anyhow!("sealing the grant: {e}"))?;
         let request_id = grant.request_id;

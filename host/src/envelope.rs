@@ -186,24 +186,18 @@ mod tests {
     use crate::coalition::protocol::Manifest;
 
     fn grant(provider: &EnvelopeKey) -> ComputeGrant {
-        ComputeGrant {
-            version: PROTOCOL_VERSION,
-            request_id: RequestId::random(),
-            provider_id: provider.provider_id(),
-            manifest: Manifest {
+        ComputeGrant::unsealed(
+            provider.provider_id(),
+            Manifest {
                 image: format!("x@sha256:{}", "0".repeat(64)),
                 cpu_millicores: 100,
                 ram_mib: 64,
                 region: None,
                 tdx: TdxRequirement::None,
             },
-            valid_from: 1,
-            valid_to: 2,
-            envelope: Sealed {
-                enc: vec![],
-                ciphertext: vec![],
-            },
-        }
+            1,
+            2,
+        )
     }
 
     fn bundle() -> AccessBundle {

@@ -850,27 +850,21 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::backend::TdxRequirement;
-    use crate::coalition::protocol::{Manifest, Sealed};
+    use crate::coalition::protocol::Manifest;
 
     fn grant(provider: &EnvelopeKey, now: u64) -> ComputeGrant {
-        let mut g = ComputeGrant {
-            version: PROTOCOL_VERSION,
-            request_id: RequestId::random(),
-            provider_id: provider.provider_id(),
-            manifest: Manifest {
+        let mut g = ComputeGrant::unsealed(
+            provider.provider_id(),
+            Manifest {
                 image: format!("x@sha256:{}", "0".repeat(64)),
                 cpu_millicores: 100,
                 ram_mib: 64,
                 region: None,
                 tdx: TdxRequirement::None,
             },
-            valid_from: now,
-            valid_to: now + 60,
-            envelope: Sealed {
-                enc: vec![],
-                ciphertext: vec![],
-            },
-        };
+            now,
+            now + 60,
+        );
         reseal(provider, &mut g);
         g
     }

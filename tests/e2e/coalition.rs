@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use compute_bridge::backend::TdxRequirement;
 use compute_bridge::coalition::link::Reply;
-use compute_bridge::coalition::protocol::{
-    ComputeGrant, DeclineReason, Manifest, PROTOCOL_VERSION, ProviderCard, RequestId, Sealed,
-};
+use compute_bridge::coalition::protocol::{ComputeGrant, DeclineReason, Manifest, ProviderCard};
 use compute_bridge::envelope::{self, EnvelopeKey};
 use compute_bridge::fleet::now_unix;
 use compute_bridge::journal::Journal;
@@ -22,24 +20,18 @@ const MIN: Duration = Duration::from_secs(60);
 /// to be.
 pub fn grant(card: &ProviderCard, edit: impl FnOnce(&mut ComputeGrant)) -> ComputeGrant {
     let now = now_unix();
-    let mut g = ComputeGrant {
-        version: PROTOCOL_VERSION,
-        request_id: RequestId::random(),
-        provider_id: card.provider_id,
-        manifest: Manifest {
+    let mut g = ComputeGrant::unsealed(
+        card.provider_id,
+        Manifest {
             image: compute_bridge::agent::DEFAULT_IMAGE.into(),
             cpu_millicores: 100,
             ram_mib: 64,
             region: None,
             tdx: TdxRequirement::None,
         },
-        valid_from: now,
-        valid_to: now + 60,
-        envelope: Sealed {
-            enc: vec![],
-            ciphertext: vec![],
-        },
-    };
+        now,
+        now + 60,
+    );
     edit(&mut g);
     g.envelope =
         envelope::seal_grant(&card.envelope_key, &g, &EnvelopeKey::generate().public()).unwrap();

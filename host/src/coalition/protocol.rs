@@ -294,6 +294,31 @@ struct GrantBinding<'a> {
 }
 
 impl ComputeGrant {
+    /// A new grant of this protocol version, with a fresh random request
+    /// id, for `manifest` on `provider_id` between `valid_from` and
+    /// `valid_to` (Unix seconds). Its envelope is empty: seal it with
+    /// [`crate::envelope::seal_grant`] once the public fields are final,
+    /// since the seal binds them.
+    pub fn unsealed(
+        provider_id: ProviderId,
+        manifest: Manifest,
+        valid_from: u64,
+        valid_to: u64,
+    ) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            request_id: RequestId::random(),
+            provider_id,
+            manifest,
+            valid_from,
+            valid_to,
+            envelope: Sealed {
+                enc: Vec::new(),
+                ciphertext: Vec::new(),
+            },
+        }
+    }
+
     /// The associated data its envelope is sealed with.
     pub fn binding(&self) -> Vec<u8> {
         grant_binding(
