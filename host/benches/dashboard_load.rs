@@ -13,6 +13,9 @@
 //! their capabilities are asked for); the server is the one `run` starts.
 //! Numbers go in BENCHMARKS.md with the machine's load at the time.
 
+mod common;
+use common::{knob, loadavg};
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,19 +27,6 @@ use compute_bridge::dashboard::{Dashboard, DashboardServer, Settings, SystemCloc
 use compute_bridge::events::{DeclineReason, Event, EventSink};
 use compute_bridge::fleet::Fleet;
 use compute_bridge::runtime::{Runtime, RuntimeOptions};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
 
 /// The `i`th event of a realistic mix: mostly accepted/completed grants,
 /// some declines, failovers, settlements.
@@ -119,10 +109,10 @@ fn wrk(url: &str, threads: u64, conns: u64, secs: u64) -> Wrk {
 }
 
 fn main() {
-    let threads = env("WRK_THREADS", 1);
-    let conns = env("WRK_CONNECTIONS", 32);
-    let secs = env("WRK_SECONDS", 10);
-    let per_sec = env("EVENTS_PER_SEC", 1000);
+    let threads = knob::<u64>("WRK_THREADS", 1);
+    let conns = knob::<u64>("WRK_CONNECTIONS", 32);
+    let secs = knob::<u64>("WRK_SECONDS", 10);
+    let per_sec = knob::<u64>("EVENTS_PER_SEC", 1000);
 
     let state = tempfile::tempdir().unwrap();
     let text = format!(

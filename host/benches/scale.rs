@@ -30,6 +30,9 @@
 #[path = "native_fake.rs"]
 mod native_fake;
 
+mod common;
+use common::{knob, loadavg};
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -57,19 +60,6 @@ use futures::SinkExt;
 /// Two fakes: `zero` ends at the first `status`; `long` runs an hour.
 const ZERO: &str = r#"{"regions": ["zero"], "run_seconds": 0, "max_cpu_millicores": 4000000000, "max_ram_mib": 4000000000}"#;
 const LONG: &str = r#"{"regions": ["long"], "run_seconds": 3600, "max_cpu_millicores": 4000000000, "max_ram_mib": 4000000000}"#;
-
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
 
 /// `VmRSS` or `VmHWM` of this process, bytes.
 fn proc_status(field: &str) -> u64 {
