@@ -9,10 +9,13 @@
 //! `cargo bench -p compute-bridge --bench cloud_calls`; numbers in
 //! BENCHMARKS.md.
 
+mod common;
+use common::workload;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compute_bridge::backend::{Backend, GrantSpec, Instance, TdxRequirement, Workload};
+use compute_bridge::backend::{Backend, GrantSpec, Instance, TdxRequirement};
 use compute_bridge::config::{BootConfig, Source};
 use compute_bridge::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};
@@ -52,15 +55,6 @@ fn grant(id: &str) -> GrantSpec {
         tdx: TdxRequirement::Required,
         image: IMAGE.into(),
         valid_to: u64::MAX,
-    }
-}
-
-fn workload() -> Workload {
-    Workload {
-        ssh_user: "cb-bench".into(),
-        ssh_public_key:
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ bench"
-                .into(),
     }
 }
 

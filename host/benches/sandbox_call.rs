@@ -11,10 +11,13 @@
 #[path = "native_fake.rs"]
 mod native_fake;
 
+mod common;
+use common::workload;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compute_bridge::backend::{Backend, GrantSpec, TdxRequirement, Workload};
+use compute_bridge::backend::{Backend, GrantSpec, TdxRequirement};
 use compute_bridge::config::{BootConfig, Source};
 use compute_bridge::runtime::{Runtime, RuntimeOptions};
 
@@ -31,15 +34,6 @@ fn grant(i: usize) -> GrantSpec {
         tdx: TdxRequirement::None,
         image: "registry.example/app@sha256:0000".into(),
         valid_to: u64::MAX,
-    }
-}
-
-fn workload() -> Workload {
-    Workload {
-        ssh_user: "cb-bench".into(),
-        ssh_public_key:
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ bench"
-                .into(),
     }
 }
 

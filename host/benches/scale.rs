@@ -31,7 +31,7 @@
 mod native_fake;
 
 mod common;
-use common::{knob, loadavg};
+use common::{knob, loadavg, workload};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use compute_bridge::backend::{Backend, GrantSpec, TdxRequirement, Workload};
+use compute_bridge::backend::{Backend, GrantSpec, TdxRequirement};
 use compute_bridge::coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
 use compute_bridge::coalition::protocol::{
     ComputeGrant, GRANTS_STREAM, Manifest, ProviderCard, RequestId,
@@ -100,15 +100,6 @@ fn pct(samples: &mut [Duration], q: f64) -> Duration {
     }
     samples.sort();
     samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]
-}
-
-fn workload() -> Workload {
-    Workload {
-        ssh_user: "cb-bench".into(),
-        ssh_public_key:
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ bench"
-                .into(),
-    }
 }
 
 fn spec(i: usize) -> GrantSpec {
