@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compute_bridge::attest::{Attester, CardIdentity, QuoteError, QuoteSource, TSM_REPORT_DIR};
+use compute_bridge::coalition;
 use compute_bridge::coalition::link::ProviderLink;
 use compute_bridge::coalition::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard};
-use compute_bridge::coalition::{self, NetworkSettings};
 use compute_bridge::identity::Identity;
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::run;
@@ -160,13 +160,7 @@ fn the_agent_checks_a_quoted_card_chain_and_mrtd_and_says_why_it_refuses() {
         .unwrap()
         .quote;
     let _link = coalition.block_on(async {
-        let settings = NetworkSettings::parse(
-            &coalition.network,
-            std::slice::from_ref(&coalition.relay_url),
-            std::slice::from_ref(&coalition.bootstrap),
-            true,
-        )
-        .unwrap();
+        let settings = join_settings(&coalition);
         let network = coalition::join(&settings, Some(ident.node_key.clone()))
             .await
             .unwrap();

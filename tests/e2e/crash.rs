@@ -96,13 +96,7 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
     // bridge provisions, journals, and then waits for someone to hand the
     // access to. That wait is where it is killed; no test hook needed.
     let (card, request_id, _requester) = net.block_on(async {
-        let settings = compute_bridge::coalition::NetworkSettings::parse(
-            &net.network,
-            std::slice::from_ref(&net.relay_url),
-            std::slice::from_ref(&net.bootstrap),
-            true,
-        )
-        .unwrap();
+        let settings = join_settings(&net);
         let network = compute_bridge::coalition::join(&settings, None)
             .await
             .unwrap();

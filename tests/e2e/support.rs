@@ -128,6 +128,17 @@ pub fn printed_request_id(agent: &Running) -> RequestId {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// How an in-process node joins `coalition` (on 127.0.0.1).
+pub fn join_settings(coalition: &TestCoalition) -> NetworkSettings {
+    NetworkSettings::parse(
+        &coalition.network,
+        std::slice::from_ref(&coalition.relay_url),
+        std::slice::from_ref(&coalition.bootstrap),
+        true,
+    )
+    .unwrap()
+}
+
 /// An in-process coalition peer that subscribes to one provider's streams
 /// and keeps everything it hears.
 pub struct Observer {
@@ -156,13 +167,7 @@ impl Observer {
         provider: ProviderId,
         known: Option<ProviderCard>,
     ) -> Self {
-        let settings = NetworkSettings::parse(
-            &coalition.network,
-            std::slice::from_ref(&coalition.relay_url),
-            std::slice::from_ref(&coalition.bootstrap),
-            true,
-        )
-        .unwrap();
+        let settings = join_settings(coalition);
         let network = coalition::join(&settings, None).await.unwrap();
         let link = Arc::new(RequesterLink::open(Arc::new(network)));
         let card = match known {
