@@ -343,8 +343,7 @@ impl Agent {
             "subscribed to the provider"
         );
         let reply = EnvelopeKey::generate();
-        let now = now_unix();
-        let mut grant = ComputeGrant::unsealed(
+        let template = ComputeGrant::unsealed(
             card.provider_id,
             Manifest {
                 image: spec.image.clone(),
@@ -353,18 +352,32 @@ impl Agent {
                 region: spec.region.clone(),
                 tdx: spec.tdx,
             },
-            now,
-            now + spec.duration.as_secs().max(1),
+            0,
+            0,
         );
-        grant.envelope = envelope::seal_grant(&card.envelope_key, &grant, &reply.public())
-            .map_err(|e| anyhow::anyhow!("sealing the grant: {e}"))?;
-        let request_id = grant.request_id;
-        let valid_to = grant.valid_to;
+        // The window starts when the grant goes out, not before a wait for
+        // the provider's subscription (see `send_stamped_grant`).
+        let stamp = |now: u64| {
+            let mut g = template.clone();
+            g.valid_from = now;
+            g.valid_to = now + spec.duration.as_secs().max(1);
+            envelope::seal_grant(&card.envelope_key, &g, &reply.public()).map(|e| {
+                g.envelope = e;
+                g
+            })
+        };
+        // Sealing fails only on a bad card key: find out before sending.
+        stamp(now_unix()).map_err(|e| anyhow::anyhow!("sealing the grant: {e}"))?;
         let sent_at = std::time::Instant::now();
-        session
-            .send_grant(grant.clone())
+        let grant = session
+            .send_stamped_grant(|| {
+                stamp(now_unix()).expect("this card's key sealed a grant a moment ago")
+            })
             .await
             .map_err(|e| anyhow::anyhow!("sending the grant: {e}"))?;
+        tracing::debug!(ms = sent_at.elapsed().as_millis() as u64, "grant sent");
+        let request_id = grant.request_id;
+        let (now, valid_to) = (grant.valid_from, grant.valid_to);
         on(Progress::Sent {
             request_id,
             provider: card.clone(),

@@ -408,3 +408,73 @@ fn a_requester_that_missed_its_usage_report_gets_it_again_by_repeating_its_grant
     assert_eq!(count_lines(&log, &["usage report sent", &id]), 1, "{log}");
     assert_eq!(count_lines(&log, &["instance journaled", &id]), 1, "{log}");
 }
+
+/// A grant that has to wait for its provider to subscribe (a subscription
+/// that dropped, a provider still starting) is stamped when it goes out,
+/// so the wait does not eat into its validity window.
+#[test]
+fn a_grant_waiting_for_its_provider_is_stamped_when_it_goes_out() {
+    use compute_bridge::coalition::{
+        self,
+        link::{ProviderLink, RequesterLink},
+    };
+    use std::sync::Arc;
+
+    let net = TestCoalition::start(&network_name("stamp"));
+    let settings = join_settings(&net);
+    net.block_on(async {
+        let provider = Arc::new(coalition::join(&settings, None).await.unwrap());
+        let requester =
+            RequesterLink::open(Arc::new(coalition::join(&settings, None).await.unwrap()));
+        let session = requester.session(provider.local().id());
+        let provider_id = EnvelopeKey::generate().provider_id();
+        let template = ComputeGrant::unsealed(
+            provider_id,
+            Manifest {
+                image: compute_bridge::agent::DEFAULT_IMAGE.into(),
+                cpu_millicores: 100,
+                ram_mib: 64,
+                region: None,
+                tdx: TdxRequirement::None,
+            },
+            0,
+            0,
+        );
+        let asked_at = now_unix();
+        let sending = tokio::spawn(async move {
+            session
+                .send_stamped_grant(|| {
+                    let mut g = template.clone();
+                    g.valid_from = now_unix();
+                    g.valid_to = g.valid_from + 20;
+                    g
+                })
+                .await
+        });
+        // Nobody takes grants yet: the send waits.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!sending.is_finished(), "sent with nobody subscribed");
+
+        let link = ProviderLink::open(provider.clone(), settings.bootstrap.clone(), provider_id);
+        let mut grants = link.grants();
+        let requester_addr = requester.network().local().addr();
+        let got = tokio::time::timeout(MIN, async {
+            loop {
+                coalition::sync(&provider, std::slice::from_ref(&requester_addr)).await;
+                if let Ok(g) = tokio::time::timeout(Duration::from_secs(2), grants.recv()).await {
+                    break g.expect("the grant stream closed");
+                }
+            }
+        })
+        .await
+        .expect("the grant reached the provider");
+        let sent = sending.await.unwrap().expect("sent");
+        assert_eq!(got.request_id, sent.request_id);
+        assert!(
+            got.valid_from >= asked_at + 4,
+            "stamped at {} though asked at {asked_at} and held back 4 s",
+            got.valid_from
+        );
+        assert_eq!(got.valid_to - got.valid_from, 20);
+    });
+}

@@ -63,20 +63,31 @@ async fn send<D: mosaik::Datum + Clone>(
     item: D,
     deadline: Option<Duration>,
 ) -> Result<(), SendError> {
+    send_built(p, move || item.clone(), deadline)
+        .await
+        .map(drop)
+}
+
+/// Like [`send`], but the item is built by `build` at each attempt, right
+/// after the producer is seen online; returns the item that went out.
+async fn send_built<D: mosaik::Datum + Clone>(
+    p: &Producer<D>,
+    mut build: impl FnMut() -> D,
+    deadline: Option<Duration>,
+) -> Result<D, SendError> {
     use mosaik::streams::producer::Error;
     let p = p.clone();
     let fut = async move {
-        let mut item = item;
         loop {
             p.when().online().await;
+            let item = build();
+            let sent = item.clone();
             match p.try_send(item) {
-                Ok(()) => return Ok(()),
-                // Went offline again, or the buffer is full: wait, retry.
-                Err(Error::Offline(d)) => item = d,
-                Err(Error::Full(d)) => {
-                    item = d;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                Ok(()) => return Ok(sent),
+                // Went offline again: wait for a subscriber, build anew.
+                Err(Error::Offline(_)) => {}
+                // The buffer is full: give it a moment.
+                Err(Error::Full(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
                 Err(_) => return Err(SendError::Closed),
             }
         }
@@ -514,6 +525,19 @@ impl ProviderSession {
     /// Send a grant (the provider must be subscribed: see [`Self::ready`]).
     pub async fn send_grant(&self, g: ComputeGrant) -> Result<(), SendError> {
         send(&self.grants, g, Some(Duration::from_secs(30))).await
+    }
+
+    /// Send the grant `stamp` builds, built only once the provider's
+    /// subscription is up (again at each retry); returns the grant that
+    /// went out. A grant's validity window should start when it leaves: a
+    /// subscription that drops just before the send can hold a grant back
+    /// for up to 30 s, and a grant stamped before that wait could reach the
+    /// provider already expired.
+    pub async fn send_stamped_grant(
+        &self,
+        stamp: impl FnMut() -> ComputeGrant,
+    ) -> Result<ComputeGrant, SendError> {
+        send_built(&self.grants, stamp, Some(Duration::from_secs(30))).await
     }
 
     /// Send a settlement (see [`Self::settlements_ready`]) and wait until
