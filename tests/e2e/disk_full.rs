@@ -77,17 +77,21 @@ fn a_full_journal_disk_declines_new_grants_and_loses_no_running_one() {
 
     let filler = state.join("filler");
     disk.fill(&filler);
-    let mut refused = request_small(&net, "20s", &[]);
+    // Its window only has to outlast the decline; a roomy one keeps a slow
+    // machine from turning the decline into `expired`.
+    let mut refused = request_small(&net, "60s", &[]);
     assert_eq!(
         refused.wait(Duration::from_secs(120)),
         Some(3),
-        "{}",
-        refused.log()
+        "{}\n--- bridge:\n{}",
+        refused.log(),
+        bridge.log()
     );
     assert!(
         refused.log().contains("declined: journal-unavailable"),
-        "{}",
-        refused.log()
+        "{}\n--- bridge:\n{}",
+        refused.log(),
+        bridge.log()
     );
     let refused_id = printed_request_id(&refused).to_string();
     let log = bridge.log();
