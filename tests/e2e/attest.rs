@@ -105,8 +105,15 @@ fn the_agent_refuses_a_provider_without_the_required_mrtd_before_sending_a_grant
     let id = provider_id(&dir.path().join("state"));
 
     // The card says it is not attested.
-    let mut providers = agent_owned(&with_net(&coalition, &["providers"]));
-    assert_eq!(providers.wait(Duration::from_secs(120)), Some(0));
+    // A loaded machine can take longer than the default 15 s to sync the
+    // card map; the wait ends as soon as the card is there.
+    let mut providers = agent_owned(&with_net(&coalition, &["providers", "--wait", "60s"]));
+    assert_eq!(
+        providers.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        providers.log()
+    );
     assert!(
         providers.log().contains("attestation=none"),
         "{}",

@@ -115,7 +115,7 @@ fn a_full_journal_disk_declines_new_grants_and_loses_no_running_one() {
         count_lines(&bridge.log(), &["usage report sent", &running_id]),
         1
     );
-    let mut again = request_small(&net, "5s", &[]);
+    let mut again = request_small(&net, "15s", &[]);
     again.wait_for_log("access opened with the reply key", MIN);
     assert_eq!(
         again.wait(Duration::from_secs(120)),

@@ -57,8 +57,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// How long to wait for cards to arrive.
-        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        /// How long to wait for cards to arrive (as long as `request` waits
+        /// to find its provider's card; the wait ends once `--at-least`
+        /// cards are there, so only an empty coalition waits it out).
+        #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
         wait: Duration,
         /// Wait (up to --wait) until at least this many cards are there.
         #[arg(long, default_value_t = 1, value_name = "N")]
