@@ -59,7 +59,12 @@ fn a_second_start_loads_components_from_the_compile_cache() {
             bridge.log()
         );
         bridge.signal("TERM");
-        assert_eq!(bridge.wait(Duration::from_secs(30)), Some(0));
+        assert_eq!(
+            bridge.wait(Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            bridge.log()
+        );
     }
 }
 

@@ -185,7 +185,7 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
     drop(j);
     let mut third = restart_bridge(&config);
     third.signal("TERM");
-    assert_eq!(third.wait(MIN), Some(0));
+    assert_eq!(third.wait(MIN), Some(0), "{}", third.log());
     assert!(!third.log().contains(&id), "{}", third.log());
 }
 
