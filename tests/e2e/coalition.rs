@@ -16,22 +16,22 @@ use crate::support::*;
 
 const MIN: Duration = Duration::from_secs(60);
 
+/// 100 millicores, 64 MiB of the agent's default image, anywhere.
+fn small_manifest() -> Manifest {
+    Manifest {
+        image: compute_bridge::agent::DEFAULT_IMAGE.into(),
+        cpu_millicores: 100,
+        ram_mib: 64,
+        region: None,
+        tdx: TdxRequirement::None,
+    }
+}
+
 /// A grant for `card` from a throwaway reply key, sealed unless told not
 /// to be.
 pub fn grant(card: &ProviderCard, edit: impl FnOnce(&mut ComputeGrant)) -> ComputeGrant {
     let now = now_unix();
-    let mut g = ComputeGrant::unsealed(
-        card.provider_id,
-        Manifest {
-            image: compute_bridge::agent::DEFAULT_IMAGE.into(),
-            cpu_millicores: 100,
-            ram_mib: 64,
-            region: None,
-            tdx: TdxRequirement::None,
-        },
-        now,
-        now + 60,
-    );
+    let mut g = ComputeGrant::unsealed(card.provider_id, small_manifest(), now, now + 60);
     edit(&mut g);
     g.envelope =
         envelope::seal_grant(&card.envelope_key, &g, &EnvelopeKey::generate().public()).unwrap();
@@ -428,18 +428,7 @@ fn a_grant_waiting_for_its_provider_is_stamped_when_it_goes_out() {
             RequesterLink::open(Arc::new(coalition::join(&settings, None).await.unwrap()));
         let session = requester.session(provider.local().id());
         let provider_id = EnvelopeKey::generate().provider_id();
-        let template = ComputeGrant::unsealed(
-            provider_id,
-            Manifest {
-                image: compute_bridge::agent::DEFAULT_IMAGE.into(),
-                cpu_millicores: 100,
-                ram_mib: 64,
-                region: None,
-                tdx: TdxRequirement::None,
-            },
-            0,
-            0,
-        );
+        let template = ComputeGrant::unsealed(provider_id, small_manifest(), 0, 0);
         let asked_at = now_unix();
         let sending = tokio::spawn(async move {
             session
