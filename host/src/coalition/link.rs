@@ -58,36 +58,46 @@ fn producer<D: mosaik::Datum>(network: &Network, stream: &str) -> Producer<D> {
 /// nobody is subscribed is never woken when someone subscribes (it hung a
 /// usage report for ever after a restart). `when().online()` is a proper
 /// waiter; `try_send` then queues without waiting.
-async fn send<D: mosaik::Datum + Clone>(
+async fn send<D: mosaik::Datum>(
     p: &Producer<D>,
     item: D,
     deadline: Option<Duration>,
 ) -> Result<(), SendError> {
-    send_built(p, move || item.clone(), deadline)
-        .await
-        .map(drop)
+    let mut item = Some(item);
+    send_made(
+        p,
+        |refused| {
+            refused
+                .or_else(|| item.take())
+                .expect("taken once; after that a refused item is handed back")
+        },
+        deadline,
+    )
+    .await
 }
 
-/// Like [`send`], but the item is built by `build` at each attempt, right
-/// after the producer is seen online; returns the item that went out.
-async fn send_built<D: mosaik::Datum + Clone>(
+/// The loop behind [`send`]: right after the producer is seen online,
+/// `make` is given the item refused last time (if any) and returns the
+/// item to offer now, the same one or a fresh one.
+async fn send_made<D: mosaik::Datum>(
     p: &Producer<D>,
-    mut build: impl FnMut() -> D,
+    mut make: impl FnMut(Option<D>) -> D,
     deadline: Option<Duration>,
-) -> Result<D, SendError> {
+) -> Result<(), SendError> {
     use mosaik::streams::producer::Error;
-    let p = p.clone();
     let fut = async move {
+        let mut refused = None;
         loop {
             p.when().online().await;
-            let item = build();
-            let sent = item.clone();
-            match p.try_send(item) {
-                Ok(()) => return Ok(sent),
-                // Went offline again: wait for a subscriber, build anew.
-                Err(Error::Offline(_)) => {}
+            match p.try_send(make(refused.take())) {
+                Ok(()) => return Ok(()),
+                // Went offline again: wait for a subscriber, retry.
+                Err(Error::Offline(d)) => refused = Some(d),
                 // The buffer is full: give it a moment.
-                Err(Error::Full(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(Error::Full(d)) => {
+                    refused = Some(d);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 Err(_) => return Err(SendError::Closed),
             }
         }
@@ -535,9 +545,20 @@ impl ProviderSession {
     /// provider already expired.
     pub async fn send_stamped_grant(
         &self,
-        stamp: impl FnMut() -> ComputeGrant,
+        mut stamp: impl FnMut() -> ComputeGrant,
     ) -> Result<ComputeGrant, SendError> {
-        send_built(&self.grants, stamp, Some(Duration::from_secs(30))).await
+        let mut sent = None;
+        send_made(
+            &self.grants,
+            |_stale| {
+                let g = stamp();
+                sent = Some(g.clone());
+                g
+            },
+            Some(Duration::from_secs(30)),
+        )
+        .await?;
+        Ok(sent.expect("send_made returns Ok only after offering a grant"))
     }
 
     /// Send a settlement (see [`Self::settlements_ready`]) and wait until
