@@ -51,7 +51,9 @@ fn event(i: u64) -> Event {
         _ => match i % 3 {
             0 => Event::Failover {
                 from: "aws".into(),
+                from_region: None,
                 to: Some("gcp".into()),
+                to_region: None,
             },
             1 => Event::RevenueSettled { usd: 0.37 },
             _ => Event::CardRefreshed,

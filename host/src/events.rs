@@ -131,12 +131,17 @@ pub enum Event {
         /// Why, as a kind.
         reason: DeclineReason,
     },
-    /// Provisioning failed over from one backend to the next.
+    /// Provisioning failed over from one backend (or one of its regions)
+    /// to the next.
     Failover {
         /// Backend that failed.
         from: String,
+        /// The region of `from` it failed in, when the fleet chose one.
+        from_region: Option<String>,
         /// Backend tried next, if any.
         to: Option<String>,
+        /// The region tried next on `to`, when known.
+        to_region: Option<String>,
     },
     /// Settled revenue credited to this provider (the amount only).
     RevenueSettled {

@@ -3,9 +3,11 @@
 //!
 //! Routing walks backends in config order. A disabled backend is never
 //! tried; a TDX-required grant skips backends that are not TDX-capable; the
-//! first whose `can-satisfy` says yes and that has room provisions. If it
-//! fails with `no-capacity` or `transient`, the next candidate is tried and
-//! the failover is reported. The concurrency cap and each backend's declared
+//! first whose `can-satisfy` says yes and that has room provisions. A grant
+//! that names no region is offered to a backend one region at a time, in
+//! the order the backend lists its regions: `no-capacity` moves on to the
+//! backend's next region, then to the next backend; `transient` moves on to
+//! the next backend. Every such step is reported as a failover. The concurrency cap and each backend's declared
 //! capacity are checked before provisioning: a grant that does not fit is
 //! declined with a reason, never dropped.
 //!
@@ -75,15 +77,28 @@ pub struct MemberView {
     pub active_grants: u32,
 }
 
-/// A failover from one backend to the next.
+/// A failover from one backend (or one region of it) to the next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Failover {
     /// Backend that failed.
     pub from: String,
+    /// The region it was asked to place in, when the fleet chose one (a
+    /// grant that names no region is offered region by region).
+    pub region: Option<String>,
     /// Why (no-capacity or transient).
     pub kind: ErrorKind,
     /// Its message.
     pub message: String,
+}
+
+impl Failover {
+    /// `backend[/region] (kind: message)`, for logs and decline texts.
+    pub fn describe(&self) -> String {
+        match &self.region {
+            Some(r) => format!("{}/{r} ({}: {})", self.from, self.kind, self.message),
+            None => format!("{} ({}: {})", self.from, self.kind, self.message),
+        }
+    }
 }
 
 /// Why a grant was not placed.
@@ -104,7 +119,7 @@ pub enum Decline {
     #[error("no backend has room for this grant ({0})")]
     OverCapacity(String),
     /// Every candidate failed with no-capacity or transient.
-    #[error("every candidate backend failed: {}", .failovers.iter().map(|f| format!("{} ({}: {})", f.from, f.kind, f.message)).collect::<Vec<_>>().join("; "))]
+    #[error("every candidate backend failed: {}", .failovers.iter().map(Failover::describe).collect::<Vec<_>>().join("; "))]
     AllFailed {
         /// The failures, in order.
         failovers: Vec<Failover>,
@@ -418,7 +433,10 @@ impl Fleet {
                 continue;
             };
             tracing::info!(backend = name, "routing grant");
-            match m.backend.provision(grant, workload).await {
+            match self
+                .try_regions(m, grant, workload, &caps, &mut failovers)
+                .await
+            {
                 Ok(instance) => {
                     return Ok(Placement {
                         backend: name.to_string(),
@@ -429,16 +447,12 @@ impl Fleet {
                         reservation,
                     });
                 }
-                Err(e) if e.is_failover() => {
+                Err(Attempt::NextBackend) => release_capacity_only(reservation),
+                Err(Attempt::NoRegionFits) => {
                     release_capacity_only(reservation);
-                    tracing::warn!(backend = name, "provision failed, failing over: {e}");
-                    failovers.push(Failover {
-                        from: name.to_string(),
-                        kind: e.kind(),
-                        message: e.to_string(),
-                    });
+                    unsuitable.push(format!("{name}: no region can satisfy"));
                 }
-                Err(e) => {
+                Err(Attempt::Final(e)) => {
                     release_capacity_only(reservation);
                     tracing::warn!(backend = name, "provision failed: {e}");
                     return Err(Decline::Failed {
@@ -460,6 +474,79 @@ impl Fleet {
         } else {
             unsuitable.join("; ")
         }))
+    }
+
+    /// Provision on member `m`: in the grant's own region if it names one,
+    /// else in each of the backend's regions in turn while the answer is
+    /// `no-capacity`. Failures that move on are pushed to `failovers`.
+    async fn try_regions(
+        &self,
+        m: &Member,
+        grant: &GrantSpec,
+        workload: &Workload,
+        caps: &Capabilities,
+        failovers: &mut Vec<Failover>,
+    ) -> Result<Instance, Attempt> {
+        let name = m.backend.name();
+        // Only a grant without a region is steered, and only across more
+        // than one region: otherwise the backend chooses, as it always has.
+        let steered = grant.region.is_none() && caps.regions.len() > 1;
+        let regions: Vec<Option<&str>> = if steered {
+            caps.regions.iter().map(|r| Some(r.as_str())).collect()
+        } else {
+            vec![None]
+        };
+        let mut asked = 0;
+        for region in regions {
+            let in_region;
+            let spec = match region {
+                Some(r) => {
+                    in_region = GrantSpec {
+                        region: Some(r.to_string()),
+                        ..grant.clone()
+                    };
+                    // The backend may offer a region that cannot take this
+                    // grant (no type of that size there): skip it quietly.
+                    if !m.backend.can_satisfy(&in_region).await {
+                        continue;
+                    }
+                    &in_region
+                }
+                None => grant,
+            };
+            asked += 1;
+            match m.backend.provision(spec, workload).await {
+                Ok(instance) => return Ok(instance),
+                Err(e) if e.is_failover() => {
+                    let next_region = e.kind() == ErrorKind::NoCapacity && steered;
+                    match region {
+                        Some(r) => tracing::warn!(
+                            backend = name,
+                            region = r,
+                            "provision failed, failing over: {e}"
+                        ),
+                        None => {
+                            tracing::warn!(backend = name, "provision failed, failing over: {e}")
+                        }
+                    }
+                    failovers.push(Failover {
+                        from: name.to_string(),
+                        region: region.map(str::to_string),
+                        kind: e.kind(),
+                        message: e.to_string(),
+                    });
+                    if !next_region {
+                        return Err(Attempt::NextBackend);
+                    }
+                }
+                Err(e) => return Err(Attempt::Final(e)),
+            }
+        }
+        Err(if asked == 0 {
+            Attempt::NoRegionFits
+        } else {
+            Attempt::NextBackend
+        })
     }
 
     /// Poll `instance` on `backend` with backoff until it exits, disappears
@@ -521,6 +608,16 @@ impl Fleet {
             terminate_error,
         })
     }
+}
+
+/// Why provisioning on one backend did not place the grant.
+enum Attempt {
+    /// Failed over (recorded): try the next backend.
+    NextBackend,
+    /// The backend can satisfy the grant, but none of its regions can.
+    NoRegionFits,
+    /// A failure that is not retried elsewhere.
+    Final(BackendError),
 }
 
 /// Give back a reservation's capacity but keep the concurrency slot: the

@@ -180,18 +180,27 @@ fn workload_keypair() -> anyhow::Result<(String, Zeroizing<String>)> {
     Ok((public, private))
 }
 
-/// `from → to` failover events: each failed backend hands over to the next
-/// one tried (`final_backend` after the last, if the grant was placed).
-fn failover_events(failovers: &[Failover], final_backend: Option<&str>) -> Vec<Event> {
+/// `from → to` failover events: each failed backend (or region of one)
+/// hands over to the next one tried, and the last to `placed` (backend and
+/// the instance's region), if the grant was placed.
+pub fn failover_events(failovers: &[Failover], placed: Option<(&str, &str)>) -> Vec<Event> {
     failovers
         .iter()
         .enumerate()
-        .map(|(i, f)| Event::Failover {
-            from: f.from.clone(),
-            to: failovers
-                .get(i + 1)
-                .map(|n| n.from.clone())
-                .or_else(|| final_backend.map(str::to_string)),
+        .map(|(i, f)| {
+            let (to, to_region) = match failovers.get(i + 1) {
+                Some(n) => (Some(n.from.clone()), n.region.clone()),
+                None => match placed {
+                    Some((b, r)) => (Some(b.to_string()), Some(r.to_string())),
+                    None => (None, None),
+                },
+            };
+            Event::Failover {
+                from: f.from.clone(),
+                from_region: f.region.clone(),
+                to,
+                to_region,
+            }
         })
         .collect()
 }
@@ -408,7 +417,10 @@ impl Inner {
                 return;
             }
         };
-        for e in failover_events(&placement.failovers, Some(&placement.backend)) {
+        for e in failover_events(
+            &placement.failovers,
+            Some((&placement.backend, &placement.instance.region)),
+        ) {
             self.record(e);
         }
         let entry = JournalEntry {
@@ -963,32 +975,36 @@ mod tests {
 
     #[test]
     fn failovers_chain_to_the_backend_that_took_the_grant() {
-        let f = |from: &str| Failover {
+        let f = |from: &str, region: Option<&str>| Failover {
             from: from.into(),
+            region: region.map(str::to_string),
             kind: crate::backend::ErrorKind::NoCapacity,
             message: String::new(),
         };
-        let ev = failover_events(&[f("aws"), f("gcp")], Some("bare"));
+        let ev = failover_events(
+            &[
+                f("aws", Some("us-east-1")),
+                f("aws", Some("us-west-2")),
+                f("gcp", None),
+            ],
+            Some(("bare", "home")),
+        );
+        let e =
+            |from: &str, fr: Option<&str>, to: Option<&str>, tr: Option<&str>| Event::Failover {
+                from: from.into(),
+                from_region: fr.map(str::to_string),
+                to: to.map(str::to_string),
+                to_region: tr.map(str::to_string),
+            };
         assert_eq!(
             ev,
             vec![
-                Event::Failover {
-                    from: "aws".into(),
-                    to: Some("gcp".into())
-                },
-                Event::Failover {
-                    from: "gcp".into(),
-                    to: Some("bare".into())
-                },
+                e("aws", Some("us-east-1"), Some("aws"), Some("us-west-2")),
+                e("aws", Some("us-west-2"), Some("gcp"), None),
+                e("gcp", None, Some("bare"), Some("home")),
             ]
         );
-        let ev = failover_events(&[f("aws")], None);
-        assert_eq!(
-            ev,
-            vec![Event::Failover {
-                from: "aws".into(),
-                to: None
-            }]
-        );
+        let ev = failover_events(&[f("aws", None)], None);
+        assert_eq!(ev, vec![e("aws", None, None, None)]);
     }
 }

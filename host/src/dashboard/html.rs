@@ -266,10 +266,20 @@ fn events_block(s: &Snapshot) -> String {
                 RecentKind::GrantDeclined { reason } => {
                     format!("Grant declined ({})", reason.as_str())
                 }
-                RecentKind::Failover { from, to } => match to {
-                    Some(to) => format!("Failover {from} → {to}"),
-                    None => format!("Failover from {from}; no backend left"),
-                },
+                RecentKind::Failover {
+                    from,
+                    from_region,
+                    to,
+                    to_region,
+                } => {
+                    let from = place(from, from_region.as_deref());
+                    match to {
+                        Some(to) => {
+                            format!("Failover {from} → {}", place(to, to_region.as_deref()))
+                        }
+                        None => format!("Failover from {from}; no backend left"),
+                    }
+                }
                 RecentKind::RevenueSettled => "Revenue settled".to_string(),
                 RecentKind::CardRefreshed => "Provider card refreshed".to_string(),
             };
@@ -277,6 +287,14 @@ fn events_block(s: &Snapshot) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `aws` or, with a region, `aws/us-east-1`.
+fn place(backend: &str, region: Option<&str>) -> String {
+    match region {
+        Some(r) => format!("{backend}/{r}"),
+        None => backend.to_string(),
+    }
 }
 
 /// `1842` → `1,842`.

@@ -316,8 +316,12 @@ pub enum RecentKind {
     Failover {
         /// Backend that failed.
         from: String,
+        /// Its region, when the fleet chose one.
+        from_region: Option<String>,
         /// Backend tried next, if any.
         to: Option<String>,
+        /// The region tried next (or where the grant landed), when known.
+        to_region: Option<String>,
     },
     /// Revenue was settled (amount in the window totals only).
     RevenueSettled,

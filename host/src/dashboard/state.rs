@@ -69,10 +69,20 @@ pub fn plan(event: Event, slot_of: impl Fn(&str) -> usize) -> Option<(Delta, Rec
             d.decline = Some(reason as usize);
             RecentKind::GrantDeclined { reason }
         }
-        Event::Failover { from, to } => {
+        Event::Failover {
+            from,
+            from_region,
+            to,
+            to_region,
+        } => {
             d.slot = slot_of(&from);
             d.tally.failovers_from = 1;
-            RecentKind::Failover { from, to }
+            RecentKind::Failover {
+                from,
+                from_region,
+                to,
+                to_region,
+            }
         }
         Event::RevenueSettled { usd } => {
             d.revenue_micros = micros_from_usd(usd)?;
@@ -239,7 +249,9 @@ mod tests {
             1005,
             Event::Failover {
                 from: "retired".into(),
+                from_region: None,
                 to: Some("aws".into()),
+                to_region: None,
             },
         );
 

@@ -172,6 +172,84 @@ async fn no_capacity_and_transient_fail_over_to_the_next_backend() {
 }
 
 #[tokio::test]
+async fn no_capacity_in_one_region_moves_on_to_the_next_region_then_the_next_backend() {
+    let (_s, cloud, _) = fleet(
+        &[
+            fake(
+                "cloud",
+                "regions = [\"r1\", \"r2\", \"r3\"]\nfull_regions = [\"r1\", \"r2\"]",
+            ),
+            fake("spare", "regions = [\"s1\"]"),
+        ]
+        .concat(),
+        8,
+    )
+    .await;
+    // r1 and r2 are full: the grant lands in r3 of the same backend, and
+    // each region that said no-capacity is a failover of its own.
+    let p = cloud.provision(&grant("r"), &workload()).await.unwrap();
+    assert_eq!(
+        (p.backend.as_str(), p.instance.region.as_str()),
+        ("cloud", "r3")
+    );
+    let steps: Vec<_> = p
+        .failovers
+        .iter()
+        .map(|f| (f.from.as_str(), f.region.as_deref(), f.kind.to_string()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("cloud", Some("r1"), "no-capacity".to_string()),
+            ("cloud", Some("r2"), "no-capacity".to_string()),
+        ]
+    );
+
+    // A grant that asks for r1 is not moved to another region of the same
+    // backend: it goes to the next backend that serves r1, and there is none.
+    let mut pinned = grant("pinned");
+    pinned.region = Some("r1".into());
+    let d = cloud
+        .provision(&pinned, &workload())
+        .await
+        .err()
+        .expect("declined");
+    assert_eq!(d.reason_kind(), "backends-failed", "{d}");
+    assert_eq!(d.failovers().len(), 1);
+    assert_eq!(
+        d.failovers()[0].region,
+        None,
+        "the fleet did not choose its region"
+    );
+
+    // Every region full: the next backend takes it.
+    let (_s2, all_full, _) = fleet(
+        &[
+            fake(
+                "cloud",
+                "regions = [\"r1\", \"r2\"]\nfull_regions = [\"r1\", \"r2\"]",
+            ),
+            fake("spare", "regions = [\"s1\"]"),
+        ]
+        .concat(),
+        8,
+    )
+    .await;
+    let p = all_full
+        .provision(&grant("all-full"), &workload())
+        .await
+        .unwrap();
+    assert_eq!(p.backend, "spare");
+    assert_eq!(p.failovers.len(), 2);
+    let m = all_full.members();
+    assert_eq!(
+        (m[0].used_cpu_millicores, m[1].used_cpu_millicores),
+        (0, 500),
+        "the full backend's reservation was given back"
+    );
+}
+
+#[tokio::test]
 async fn a_rejection_is_not_retried_elsewhere() {
     let (_s, fleet, _) = fleet(
         &[

@@ -70,23 +70,35 @@ async fn tdx_grants_route_to_gcp_or_azure_and_never_to_aws() {
     assert_eq!(first.backend, "gcp");
     assert!(first.failovers.is_empty());
 
-    // GCP out of TDX capacity: the grant fails over to Azure, not to AWS.
+    // GCP out of TDX capacity in both its TDX regions (the fleet offers the
+    // grant region by region): the grant fails over to Azure, not to AWS.
+    gcp.fail_next_insert(InsertFailure::ZoneResourcePoolExhausted);
     gcp.fail_next_insert(InsertFailure::ZoneResourcePoolExhausted);
     let second = fleet
         .provision(&cloud_grant("tdx-2", TdxRequirement::Required), &w)
         .await
         .unwrap();
     assert_eq!(second.backend, "azure");
-    assert_eq!(second.failovers.len(), 1);
-    assert_eq!(second.failovers[0].from, "gcp");
+    let tried: Vec<(&str, Option<&str>)> = second
+        .failovers
+        .iter()
+        .map(|f| (f.from.as_str(), f.region.as_deref()))
+        .collect();
+    assert_eq!(
+        tried,
+        vec![("gcp", Some("us-central1")), ("gcp", Some("europe-west4"))]
+    );
     assert_eq!(
         azure.vm_bodies()[0]["properties"]["securityProfile"]["securityType"],
         "ConfidentialVM"
     );
 
-    // Both TDX clouds full: the grant is declined, and AWS was never tried.
-    gcp.fail_next_insert(InsertFailure::ZoneResourcePoolExhausted);
-    azure.fail_next_vm(VmFailure::AllocationFailed);
+    // Both TDX clouds full in every region: the grant is declined, and AWS
+    // was never tried.
+    for _ in 0..2 {
+        gcp.fail_next_insert(InsertFailure::ZoneResourcePoolExhausted);
+        azure.fail_next_vm(VmFailure::AllocationFailed);
+    }
     let declined = fleet
         .provision(&cloud_grant("tdx-3", TdxRequirement::Required), &w)
         .await
@@ -96,7 +108,7 @@ async fn tdx_grants_route_to_gcp_or_azure_and_never_to_aws() {
         panic!("expected every candidate to fail, got {declined:?}")
     };
     let tried: Vec<&str> = failovers.iter().map(|f| f.from.as_str()).collect();
-    assert_eq!(tried, vec!["gcp", "azure"]);
+    assert_eq!(tried, vec!["gcp", "gcp", "azure", "azure"]);
     assert_eq!(
         fleet.members()[0].active_grants,
         1,

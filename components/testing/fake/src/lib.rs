@@ -43,6 +43,10 @@ pub struct FakeConfig {
     /// `transient`, `rejected`, `config`, `internal`).
     #[serde(default)]
     pub provision_error: Option<String>,
+    /// Regions where every provision fails with `no-capacity` (the region
+    /// is the grant's, or the first in `regions` for a grant without one).
+    #[serde(default)]
+    pub full_regions: Vec<String>,
     /// Percentage of provisions (chosen by a hash of the request id) that
     /// fail with `transient`.
     #[serde(default)]
@@ -188,6 +192,16 @@ impl Fake {
                 _ => Error::Internal(msg),
             });
         }
+        let region = g
+            .region
+            .map(str::to_string)
+            .or_else(|| self.cfg.regions.first().cloned())
+            .unwrap_or_default();
+        if self.cfg.full_regions.contains(&region) {
+            return Err(Error::NoCapacity(format!(
+                "fake configured with no capacity in {region}"
+            )));
+        }
         if self.cfg.fail_percent > 0 && fnv1a(g.request_id) % 100 < u64::from(self.cfg.fail_percent)
         {
             return Err(Error::Transient("fake random failure".into()));
@@ -199,11 +213,7 @@ impl Fake {
         };
         Ok(Provisioned {
             instance_id: format!("fake-{}", g.request_id),
-            region: g
-                .region
-                .map(str::to_string)
-                .or_else(|| self.cfg.regions.first().cloned())
-                .unwrap_or_default(),
+            region,
             host: self.cfg.host.clone(),
             port: self.cfg.ssh_port,
             user: self.cfg.user.clone().unwrap_or_else(|| user.to_string()),

@@ -22,6 +22,7 @@ use compute_bridge::config::{BootConfig, Source};
 use compute_bridge::dashboard::{Dashboard, ManualClock, Settings};
 use compute_bridge::events::{Event, EventSink};
 use compute_bridge::fleet::{Decline, Fleet, Placement};
+use compute_bridge::provider::failover_events;
 use compute_bridge::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 
 /// The rig's config: `gcp` always answers no-capacity (so every grant fails
@@ -137,19 +138,12 @@ impl Rig {
         workload: &Workload,
     ) -> Result<Placement, Decline> {
         let result = self.fleet.provision(grant, workload).await;
-        let (failovers, next) = match &result {
-            Ok(p) => (p.failovers.clone(), Some(p.backend.clone())),
-            Err(d) => (d.failovers().to_vec(), None),
+        let events = match &result {
+            Ok(p) => failover_events(&p.failovers, Some((&p.backend, &p.instance.region))),
+            Err(d) => failover_events(d.failovers(), None),
         };
-        for (i, f) in failovers.iter().enumerate() {
-            let to = failovers
-                .get(i + 1)
-                .map(|n| n.from.clone())
-                .or_else(|| next.clone());
-            self.dashboard.record(Event::Failover {
-                from: f.from.clone(),
-                to,
-            });
+        for e in events {
+            self.dashboard.record(e);
         }
         match &result {
             Ok(p) => self.dashboard.record(Event::GrantAccepted {

@@ -59,7 +59,9 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
     assert!(declined.is_err(), "no backend serves mars-1");
     d.record(Event::Failover {
         from: "aws".into(),
+        from_region: Some("us-east-1".into()),
         to: None,
+        to_region: None,
     });
     d.record(Event::GrantDeclined {
         reason: DeclineReason::JournalUnavailable,
