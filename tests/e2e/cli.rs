@@ -93,6 +93,37 @@ fn a_broken_config_names_file_line_and_key() {
 }
 
 #[test]
+fn check_config_asks_each_backend_and_locates_the_key_it_refuses() {
+    use compute_bridge_testkit::components;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    // The fake's `regions` is a list: a string is refused by the component
+    // itself, which only check-config (or a running bridge) can ask.
+    std::fs::write(
+        &path,
+        format!(
+            "[[backends]]\nname = \"good\"\ncomponent = {fake:?}\n[backends.config]\nregions = [\"eu\", \"us\"]\n\n\
+             [[backends]]\nname = \"bad\"\ncomponent = {fake:?}\n[backends.config]\nregions = \"eu\"\n",
+            fake = components::FAKE
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let (code, out, err) = run(&bridge_bin(), &["check-config", "--config", p]);
+    assert_ne!(code, 0, "a backend refusing its config passed: {out}");
+    assert!(
+        out.contains("good: regions eu, us; TDX no"),
+        "the good backend's offer: {out}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{p}:11:11: `backends[1].config.regions`: invalid type: string"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_config_prints_the_routing_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bridge.toml");

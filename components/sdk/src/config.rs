@@ -31,10 +31,25 @@ pub fn require(key: &str) -> Result<String, BackendError> {
 }
 
 /// The whole section, deserialized into `T`. Unknown or mistyped keys are a
-/// `config` error with serde's explanation.
+/// `config` error with serde's explanation, starting with the key path it
+/// is about (`` `vm_sizes[1].regions`: invalid type … ``) so the host can
+/// point at that key's line.
 pub fn load<T: serde::de::DeserializeOwned>() -> Result<T, BackendError> {
     let json = get(CONFIG_JSON).unwrap_or_else(|| "{}".to_string());
-    serde_json::from_str(&json).map_err(|e| BackendError::config(format!("[backends.config]: {e}")))
+    parse(&json)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, BackendError> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let e = e.into_inner();
+        BackendError::config(if path == "." {
+            format!("[backends.config]: {e}")
+        } else {
+            format!("`{path}`: {e}")
+        })
+    })
 }
 
 /// The name the operator gave this backend in the boot config.
@@ -45,4 +60,37 @@ pub fn backend_name() -> String {
 /// The provider id of the bridge (safe to put in tags and labels).
 pub fn provider_id() -> String {
     get(PROVIDER_ID).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Section {
+        sizes: Vec<Size>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Size {
+        regions: Vec<String>,
+    }
+
+    #[test]
+    fn errors_start_with_the_key_they_are_about() {
+        let e = parse::<Section>(r#"{"sizes": [{"regions": []}, {"regions": "eu"}]}"#).unwrap_err();
+        let msg = e.message();
+        assert!(msg.starts_with("`sizes[1].regions`: invalid type"), "{msg}");
+        let e = parse::<Section>(r#"{}"#).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("[backends.config]: missing field `sizes`"),
+            "{}",
+            e.message()
+        );
+    }
 }

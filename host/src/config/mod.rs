@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use source::{ConfigError, Seg, Source, render_path};
+pub use source::{ConfigError, Seg, Source, parse_path, render_path};
 
 /// The embedded default (`config/local.toml`): the bare-metal backend on this
 /// machine, an in-process relay and local coalition, dashboard on 127.0.0.1.
@@ -389,6 +389,15 @@ impl BootConfig {
     /// Load and validate a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::from_source(&Source::from_file(path)?, &|k| std::env::var(k).ok())
+    }
+
+    /// The text a config was read from, to locate errors found after
+    /// loading (a backend refusing its own section, in `check-config`).
+    pub fn source_of(path: Option<&Path>) -> Result<Source, ConfigError> {
+        match path {
+            Some(p) => Source::from_file(p),
+            None => Ok(Source::embedded(LOCAL_NAME, LOCAL_TOML)),
+        }
     }
 
     /// Load and validate the embedded default.
