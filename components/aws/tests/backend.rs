@@ -249,14 +249,27 @@ fn a_subnet_gets_a_network_interface_with_a_public_address() {
 }
 
 #[test]
-fn no_capacity_in_one_region_moves_to_the_next() {
+fn a_grant_without_a_region_is_placed_in_the_first_region_only() {
+    // Region failover is the fleet's: it offers such a grant to each
+    // region in turn and records every step. The component itself places
+    // a direct call without a region in the first configured region, and a
+    // capacity refusal there goes back as `no-capacity`, untried elsewhere.
     let e = env(|s| match s.region.as_str() {
         "us-east-1" => ec2_error(500, "InsufficientInstanceCapacity"),
         _ => run_response(Some("54.9.9.9")),
     });
     let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(matches!(err, Error::NoCapacity(_)), "{err}");
+    let regions: Vec<String> = e.seen.borrow().iter().map(|s| s.region.clone()).collect();
+    assert_eq!(regions, ["us-east-1"]);
+    // Served there, it lands there.
+    let e = env(|_| run_response(Some("54.9.9.9")));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
     let l = aws.provision(&grant(500, 256, None), "cb-w1", KEY).unwrap();
-    assert_eq!(l.region, "eu-west-1");
+    assert_eq!(l.region, "us-east-1");
     // A grant pinned to the full region gets the capacity error itself.
     let e = env(|_| ec2_error(400, "InstanceLimitExceeded"));
     let aws = Aws::new(config(), "prov-1", &e).unwrap();
@@ -661,5 +674,155 @@ fn when_the_api_stays_down_the_error_says_what_still_cleans_up() {
             .any(|l| l.contains("could not be checked")),
         "{:?}",
         e.logs.borrow()
+    );
+}
+
+/// EC2's answer when the instance type is not offered in the zone it
+/// picked: code `Unsupported` (a 400), with the message EC2 gives.
+fn unsupported() -> HttpResponse {
+    HttpResponse {
+        status: 400,
+        body: b"<Response><Errors><Error><Code>Unsupported</Code><Message>Your requested \
+instance type (t3.medium) is not supported in your requested Availability Zone (us-east-1e). \
+Please retry your request by not specifying an Availability Zone or choosing us-east-1a, \
+us-east-1b, us-east-1c, us-east-1d, us-east-1f.</Message></Error></Errors>\
+<RequestID>5a1c9f3e-unsupported</RequestID></Response>"
+            .to_vec(),
+    }
+}
+
+#[test]
+fn an_instance_type_not_offered_in_the_region_is_a_placement_refusal() {
+    // `Unsupported` to RunInstances says this region (its zone) does not
+    // offer the type: `no-capacity`, so the fleet tries the next region and
+    // then the next backend. It used to be `config`, which declined the
+    // grant outright. Nothing was launched, so nothing is looked for.
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" => unsupported(),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+        .unwrap_err();
+    let Error::NoCapacity(msg) = &err else {
+        panic!("expected no-capacity, got {err}")
+    };
+    assert!(msg.contains("(Unsupported;"), "{msg}");
+    assert!(msg.contains("us-east-1e"), "{msg}");
+    assert_eq!(actions(&e), ["RunInstances"]);
+}
+
+/// An instance EC2 terminated during launch, with its documented
+/// `stateReason` (botocore `ec2/2016-11-15/service-2.json`, shape
+/// `StateReason`: `code`, `message`; the codes are listed in the API
+/// reference's `StateReason` page).
+fn terminated_because(code: &str) -> String {
+    instance_xml(
+        "i-0abc",
+        "terminated",
+        None,
+        &format!(
+            "<stateReason><code>{code}</code><message>{code}: launch failed</message></stateReason>"
+        ),
+    )
+}
+
+#[test]
+fn an_instance_terminated_for_capacity_while_waiting_is_no_capacity() {
+    // RunInstances accepted the launch, then EC2 terminated the instance
+    // for want of capacity before it had an address: the region is full,
+    // so the fleet must try the next one (it used to get `transient`,
+    // which skipped the backend's remaining regions).
+    for (reason, kind) in [
+        ("Server.InsufficientInstanceCapacity", "no capacity"),
+        ("Client.VolumeLimitExceeded", "no capacity"),
+        ("Server.InternalError", "transient"),
+    ] {
+        let e = env(move |s| match s.action.as_str() {
+            "RunInstances" => run_response(None),
+            "DescribeInstances" => describe_response(&terminated_because(reason)),
+            "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+            a => panic!("unexpected {a}"),
+        });
+        let aws = Aws::new(config(), "prov-1", &e).unwrap();
+        let err = aws
+            .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+            .unwrap_err();
+        assert!(err.to_string().starts_with(kind), "{reason}: {err}");
+        assert!(err.to_string().contains(reason), "{reason}: {err}");
+    }
+}
+
+/// A second workload key: each provision gets a fresh one.
+const KEY2: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6elQutTJy7PwFIMZMUGrCtAknDMhbpA+6fOy3V+tuU cb2";
+
+/// `RunInstances` with EC2's documented idempotency ("Ensuring idempotency
+/// in Amazon EC2 API requests",
+/// <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/Run_Instance_Idempotency.html>):
+/// the same client token with the same parameters returns the original
+/// launch (whatever its instance's state now); the same token with any
+/// other parameter changed is `IdempotentParameterMismatch`. A token is
+/// per region. Instances are numbered `i-1`, `i-2`, ...
+fn idempotent_ec2() -> impl Fn(&Seen) -> HttpResponse {
+    let launches: RefCell<Vec<(String, BTreeMap<String, String>, String)>> = RefCell::default();
+    move |s: &Seen| match s.action.as_str() {
+        "RunInstances" => {
+            let token = format!("{}/{}", s.region, s.params["ClientToken"]);
+            let mut rest = s.params.clone();
+            rest.remove("ClientToken");
+            let mut launches = launches.borrow_mut();
+            let id = match launches.iter().find(|(t, _, _)| *t == token) {
+                Some((_, p, _)) if *p != rest => {
+                    return ec2_error(400, "IdempotentParameterMismatch");
+                }
+                Some((_, _, id)) => id.clone(),
+                None => {
+                    let id = format!("i-{}", launches.len() + 1);
+                    launches.push((token, rest, id.clone()));
+                    id
+                }
+            };
+            ok(&format!(
+                "<RunInstancesResponse><instancesSet>{}</instancesSet></RunInstancesResponse>",
+                instance_xml(&id, "pending", Some("54.1.2.3"), "")
+            ))
+        }
+        "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+        a => panic!("unexpected {a}"),
+    }
+}
+
+#[test]
+fn a_new_provision_of_a_grant_gets_a_new_client_token_and_a_retry_the_same() {
+    let e = env(idempotent_ec2());
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let g = grant(500, 256, Some("us-east-1"));
+    let first = aws.provision(&g, "cb-w1", KEY).unwrap();
+    assert_eq!(first.instance_id, "i-1");
+    // The very same request again (a retry) is the same launch.
+    let again = aws.provision(&g, "cb-w1", KEY).unwrap();
+    assert_eq!(again.instance_id, "i-1");
+    aws.terminate(&first.instance_id, &first.handle).unwrap();
+    // The grant provisioned anew, with the fresh workload key that every
+    // provision gets: a new launch, not a mismatch or the old instance.
+    let second = aws
+        .provision(&g, "cb-w1", KEY2)
+        .unwrap_or_else(|e| panic!("re-provision refused: {e}"));
+    assert_eq!(second.instance_id, "i-2");
+    let tokens: Vec<String> = e
+        .seen
+        .borrow()
+        .iter()
+        .filter(|s| s.action == "RunInstances")
+        .map(|s| s.params["ClientToken"].clone())
+        .collect();
+    assert_eq!(tokens[0], tokens[1]);
+    assert_ne!(tokens[0], tokens[2]);
+    // Documented constraint: at most 64 ASCII characters.
+    assert!(
+        tokens.iter().all(|t| t.len() <= 64 && t.is_ascii()),
+        "{tokens:?}"
     );
 }
