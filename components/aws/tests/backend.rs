@@ -826,3 +826,306 @@ fn a_new_provision_of_a_grant_gets_a_new_client_token_and_a_retry_the_same() {
         "{tokens:?}"
     );
 }
+
+/// botocore's EC2 model (`botocore/data/ec2/2016-11-15/service-2.json`,
+/// the machine-readable form of the EC2 API reference), loaded with the
+/// botocore that `scripts/install-test-peers.sh` installs beside moto.
+fn ec2_model() -> serde_json::Value {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/test-peers/venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import json, botocore.loaders as l; \
+             print(json.dumps(l.Loader().load_service_model('ec2', 'service-2', '2016-11-15')))",
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; this test reads botocore's EC2 model: run \
+                 scripts/install-test-peers.sh (it installs moto[server], with botocore)",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "loading botocore's EC2 model failed (run scripts/install-test-peers.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("botocore's model is JSON")
+}
+
+/// Check one Query API request against the model, as botocore's `ec2`
+/// protocol serializer names parameters: a structure member is named by its
+/// `queryName`, else its `locationName` with the first letter capitalised,
+/// else its own name; every list is flattened as `Name.N` (N from 1). Each
+/// parameter must name a member path ending in a scalar whose value fits
+/// its type (integer, boolean, enum, `max` length), and every structure the
+/// request touches must have its `required` members. Returns the problems.
+fn check_against_model(
+    model: &serde_json::Value,
+    action: &str,
+    params: &BTreeMap<String, String>,
+) -> Vec<String> {
+    use serde_json::Value;
+    let shapes = &model["shapes"];
+    let op = &model["operations"][action];
+    if op.is_null() {
+        return vec![format!("{action}: no such operation")];
+    }
+    let input = op["input"]["shape"].as_str().unwrap();
+    let wire_name = |name: &str, m: &Value| -> String {
+        if let Some(q) = m["queryName"].as_str() {
+            return q.to_string();
+        }
+        let base = m["locationName"].as_str().unwrap_or(name);
+        let mut c = base.chars();
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
+    let mut problems = Vec::new();
+    // Structures reached, by the parameter prefix that reached them.
+    let mut structures: BTreeMap<String, String> =
+        BTreeMap::from([(String::new(), input.to_string())]);
+    for (key, value) in params {
+        if matches!(key.as_str(), "Action" | "Version") {
+            continue;
+        }
+        let mut shape_name = input.to_string();
+        let mut prefix = String::new();
+        let mut ok = true;
+        for seg in key.split('.') {
+            let shape = &shapes[&shape_name];
+            match shape["type"].as_str() {
+                Some("structure") => {
+                    structures.insert(prefix.clone(), shape_name.clone());
+                    let found = shape["members"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .find(|(n, m)| wire_name(n, m) == seg);
+                    match found {
+                        Some((_, m)) => shape_name = m["shape"].as_str().unwrap().to_string(),
+                        None => {
+                            problems.push(format!(
+                                "{action}: {key}: {shape_name} has no member serialized as {seg:?}"
+                            ));
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                Some("list") => {
+                    if seg.parse::<u32>().map_or(true, |n| n == 0) {
+                        problems.push(format!(
+                            "{action}: {key}: list index {seg:?} is not 1, 2, ..."
+                        ));
+                        ok = false;
+                        break;
+                    }
+                    shape_name = shape["member"]["shape"].as_str().unwrap().to_string();
+                }
+                other => {
+                    problems.push(format!(
+                        "{action}: {key}: {shape_name} is a {other:?}, not a container"
+                    ));
+                    ok = false;
+                    break;
+                }
+            }
+            prefix = if prefix.is_empty() {
+                seg.to_string()
+            } else {
+                format!("{prefix}.{seg}")
+            };
+        }
+        if !ok {
+            continue;
+        }
+        let shape = &shapes[&shape_name];
+        let fits = match shape["type"].as_str() {
+            Some("integer" | "long") => value.parse::<i64>().is_ok_and(|n| {
+                shape["min"].as_i64().is_none_or(|m| n >= m)
+                    && shape["max"].as_i64().is_none_or(|m| n <= m)
+            }),
+            Some("boolean") => matches!(value.as_str(), "true" | "false"),
+            Some("string") => {
+                shape["enum"]
+                    .as_array()
+                    .is_none_or(|e| e.iter().any(|v| v == value.as_str()))
+                    && shape["max"]
+                        .as_u64()
+                        .is_none_or(|m| value.chars().count() as u64 <= m)
+            }
+            other => {
+                problems.push(format!(
+                    "{action}: {key}: {shape_name} is a {other:?}, not a scalar"
+                ));
+                continue;
+            }
+        };
+        if !fits {
+            problems.push(format!(
+                "{action}: {key}={value:?} does not fit {shape_name} {shape}"
+            ));
+        }
+    }
+    for (prefix, shape_name) in &structures {
+        let shape = &shapes[shape_name];
+        for req in shape["required"].as_array().into_iter().flatten() {
+            let req = req.as_str().unwrap();
+            let wire = wire_name(req, &shape["members"][req]);
+            let full = if prefix.is_empty() {
+                wire
+            } else {
+                format!("{prefix}.{wire}")
+            };
+            if !params
+                .keys()
+                .any(|k| k == &full || k.starts_with(&format!("{full}.")))
+            {
+                problems.push(format!("{action}: {shape_name} requires {full}"));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_request_matches_the_published_ec2_model() {
+    // Drive every call the component makes: a launch in each region (with
+    // and without a subnet), the address wait, a lost answer's lookup, the
+    // status of a stopped instance (its console), usage, listing (both
+    // pages) and terminate; then check each request as sent.
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" if s.region == "us-east-1" => run_response(None),
+        "RunInstances" => ec2_error(500, "InternalError"),
+        "DescribeInstances"
+            if s.params.contains_key("MaxResults") && !s.params.contains_key("NextToken") =>
+        {
+            ok(
+                "<DescribeInstancesResponse><reservationSet/><nextToken>t2</nextToken></DescribeInstancesResponse>",
+            )
+        }
+        "DescribeInstances" => {
+            describe_response(&instance_xml("i-0abc", "stopped", Some("54.1.2.3"), ""))
+        }
+        "GetConsoleOutput" => {
+            ok("<GetConsoleOutputResponse><output></output></GetConsoleOutputResponse>")
+        }
+        "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let l = aws
+        .provision(&grant(1500, 3000, None), "cb-w1", KEY)
+        .unwrap();
+    let _ = aws.provision(&grant(500, 256, Some("eu-west-1")), "cb-w1", KEY);
+    aws.status(&l.instance_id, &handle()).unwrap();
+    aws.usage(&l.instance_id, &handle()).unwrap();
+    aws.list_instances().unwrap();
+    aws.terminate(&l.instance_id, &handle()).unwrap();
+
+    let model = ec2_model();
+    assert_eq!(model["metadata"]["apiVersion"], "2016-11-15");
+    assert_eq!(model["metadata"]["protocol"], "ec2");
+    let seen = e.seen.borrow();
+    let mut problems = Vec::new();
+    let mut checked = std::collections::BTreeSet::new();
+    for s in seen.iter() {
+        assert_eq!(s.params["Version"], "2016-11-15");
+        problems.extend(check_against_model(&model, &s.action, &s.params));
+        checked.insert(s.action.clone());
+        if s.action == "DescribeInstances" {
+            // The API reference: MaxResults cannot go with instance ids.
+            assert!(
+                !(s.params.contains_key("MaxResults") && s.params.contains_key("InstanceId.1"))
+            );
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(
+        checked.into_iter().collect::<Vec<_>>(),
+        [
+            "DescribeInstances",
+            "GetConsoleOutput",
+            "RunInstances",
+            "TerminateInstances"
+        ]
+    );
+    // Both network shapes of a launch were among them.
+    let launches: Vec<_> = seen.iter().filter(|s| s.action == "RunInstances").collect();
+    assert!(
+        launches
+            .iter()
+            .any(|s| s.params.contains_key("SecurityGroupId.1"))
+    );
+    assert!(
+        launches
+            .iter()
+            .any(|s| s.params.contains_key("NetworkInterface.1.SubnetId"))
+    );
+}
+
+#[test]
+fn the_model_check_finds_what_ec2_would_refuse() {
+    // The check itself: a misspelt member, a list not numbered from 1, a
+    // value outside an enum and a missing required member are all found.
+    let model = ec2_model();
+    let params = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let good = params(&[
+        ("ImageId", "ami-1"),
+        ("MinCount", "1"),
+        ("MaxCount", "1"),
+        ("InstanceType", "t3.medium"),
+    ]);
+    assert!(check_against_model(&model, "RunInstances", &good).is_empty());
+    for (bad, why) in [
+        (
+            vec![
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("SecurityGroupIds.1", "sg-1"),
+            ],
+            "SecurityGroupIds",
+        ),
+        (
+            vec![
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("SecurityGroupId.0", "sg-1"),
+            ],
+            "list index",
+        ),
+        (
+            vec![
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("InstanceInitiatedShutdownBehavior", "halt"),
+            ],
+            "does not fit",
+        ),
+        (vec![("MinCount", "1"), ("MaxCount", "one")], "does not fit"),
+        (vec![("MinCount", "1")], "requires MaxCount"),
+        (
+            vec![
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("TagSpecification.1.Tag.1.Name", "x"),
+            ],
+            "Tag",
+        ),
+    ] {
+        let problems = check_against_model(&model, "RunInstances", &params(&bad));
+        assert!(
+            problems.iter().any(|p| p.contains(why)),
+            "{bad:?}: {problems:?}"
+        );
+    }
+}
