@@ -248,11 +248,8 @@ const UNSUPPORTED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 /// One `builtin:aws` backend over two regions: `REGION` through `proxy`
 /// (its own `endpoint`), then `REGION_B` on moto directly.
 fn two_region_config(state: &std::path::Path, moto: &Moto, proxy: &FaultProxy) -> BootConfig {
-    let text = format!(
-        r#"[bridge]
-state_dir = {state:?}
-
-[[backends]]
+    let backends = format!(
+        r#"[[backends]]
 name = "aws"
 component = "builtin:aws"
 
@@ -281,19 +278,17 @@ vcpu = 2
 ram_mib = 4096
 usd_per_hour = 0.0416
 "#,
-        state = state.display().to_string(),
         a = proxy.origin(),
         b = moto.endpoint,
     );
-    let env: BTreeMap<&str, String> = [
-        ("AWS_ACCESS_KEY_ID", moto.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", moto.secret_access_key.clone()),
-    ]
-    .into();
-    BootConfig::from_source(&Source::embedded("regions.toml", &text), &|k| {
-        env.get(k).cloned()
-    })
-    .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+    support::config_with_env(
+        state,
+        &backends,
+        &[
+            ("AWS_ACCESS_KEY_ID", moto.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", moto.secret_access_key.clone()),
+        ],
+    )
 }
 
 /// Instances moto holds in `region` for `request`, with their states.
