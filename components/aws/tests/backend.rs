@@ -766,7 +766,9 @@ const KEY2: &str =
 /// other parameter changed is `IdempotentParameterMismatch`. A token is
 /// per region. Instances are numbered `i-1`, `i-2`, ...
 fn idempotent_ec2() -> impl Fn(&Seen) -> HttpResponse {
-    let launches: RefCell<Vec<(String, BTreeMap<String, String>, String)>> = RefCell::default();
+    // (region/token, the other parameters, the instance it launched)
+    type Launch = (String, BTreeMap<String, String>, String);
+    let launches: RefCell<Vec<Launch>> = RefCell::default();
     move |s: &Seen| match s.action.as_str() {
         "RunInstances" => {
             let token = format!("{}/{}", s.region, s.params["ClientToken"]);
