@@ -200,15 +200,20 @@ impl<'e, E: Env> Aws<'e, E> {
     pub fn can_satisfy(&self, g: &Grant<'_>) -> bool {
         let offer = self.offer();
         !g.tdx_required
-            && !self.cfg.candidate_regions(g.region).is_empty()
+            && self.cfg.placement_region(g.region).is_some()
             && self.cfg.cheapest_fit(g.cpu_millicores, g.ram_mib).is_some()
             && g.cpu_millicores <= offer.max_cpu_millicores
             && g.ram_mib <= offer.max_ram_mib
     }
 
-    /// `provision`: launch the cheapest type that fits in the first region
-    /// with capacity, tagged and with the workload's user-data, and wait for
-    /// its public address.
+    /// `provision`: launch the cheapest type that fits, tagged and with the
+    /// workload's user-data, in the grant's region (the first configured
+    /// region when it names none), and wait for its public address.
+    ///
+    /// One region per call: moving on to the next region when this one has
+    /// no capacity is the fleet's job (it offers a grant without a region
+    /// to each of [`Offer::regions`] in turn and records each step as a
+    /// failover the operator sees), so a `no-capacity` goes straight back.
     pub fn provision(
         &self,
         g: &Grant<'_>,
@@ -236,28 +241,13 @@ impl<'e, E: Env> Aws<'e, E> {
             valid_to: g.valid_to,
         }
         .cloud_config()?;
-        let regions = self.cfg.candidate_regions(g.region);
-        if regions.is_empty() {
-            return Err(Error::Rejected(format!(
+        let region = self.cfg.placement_region(g.region).ok_or_else(|| {
+            Error::Rejected(format!(
                 "region {:?} is not in `regions`",
                 g.region.unwrap_or_default()
-            )));
-        }
-        let mut last = None;
-        for region in regions {
-            match self.launch(region, ty, g, user, &user_data) {
-                Err(Error::NoCapacity(why)) => {
-                    self.env.log(
-                        Level::Warn,
-                        "no capacity in region, trying the next",
-                        &[("region", &region.name), ("why", &why)],
-                    );
-                    last = Some(Error::NoCapacity(why));
-                }
-                other => return other,
-            }
-        }
-        Err(last.expect("at least one region was tried"))
+            ))
+        })?;
+        self.launch(region, ty, g, user, &user_data)
     }
 
     fn launch(
@@ -334,9 +324,10 @@ impl<'e, E: Env> Aws<'e, E> {
     ) -> Result<Launched, Error> {
         let deadline = launched_at + self.cfg.public_address_wait_sec;
         while inst.public_host().is_none() {
-            if self.env.now() >= deadline
-                || matches!(inst.state.as_str(), "shutting-down" | "terminated")
-            {
+            if matches!(inst.state.as_str(), "shutting-down" | "terminated") {
+                return Err(ended_at_launch(&inst));
+            }
+            if self.env.now() >= deadline {
                 return Err(Error::Transient(format!(
                     "instance {} had no public address after {} s (state {})",
                     inst.id, self.cfg.public_address_wait_sec, inst.state
@@ -480,7 +471,6 @@ impl<'e, E: Env> Aws<'e, E> {
                 "UserData",
                 base64::engine::general_purpose::STANDARD.encode(user_data),
             )
-            .param("ClientToken", self.client_token(g.request_id))
             // The workload powers the instance off when it ends: keep it
             // (stopped) so `status` can read the exit code; `terminate`
             // removes it.
@@ -517,14 +507,8 @@ impl<'e, E: Env> Aws<'e, E> {
                 }
             }
         }
-        q
-    }
-
-    /// EC2's idempotency token for a grant: a retried `RunInstances` for the
-    /// same grant returns the instance the first one launched.
-    fn client_token(&self, request_id: &str) -> String {
-        let digest = Sha256::digest(format!("{}\n{request_id}", self.provider_id));
-        format!("cb-{}", &hex::encode(digest)[..48])
+        let token = client_token(&region.name, &q);
+        q.param("ClientToken", token)
     }
 
     /// `status` from the instance state.
@@ -706,6 +690,55 @@ fn may_have_launched(sent: &Result<HttpResponse, Error>, e: &Error) -> bool {
             e,
             Error::NoCapacity(_) | Error::Config(_) | Error::Rejected(_)
         ),
+    }
+}
+
+/// EC2's idempotency token for one `RunInstances`: a digest of the region
+/// and every other parameter of the request (the grant's tags, the type,
+/// the AMI, and the user-data with this provision's workload key).
+///
+/// EC2 returns the original launch to a request that repeats a token with
+/// the same parameters, and `IdempotentParameterMismatch` to one that
+/// repeats it with any parameter changed; a token stays taken for at least
+/// 24 hours after its instance is terminated ("Ensuring idempotency in
+/// Amazon EC2 API requests",
+/// <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/Run_Instance_Idempotency.html>).
+/// So a retry of the same request reuses its token and gets the instance
+/// it launched, while a new provision of the same grant (which carries a
+/// fresh workload key) gets a new token and a new instance. At most 64
+/// ASCII characters (`ClientToken`, botocore `ec2/2016-11-15/service-2.json`).
+fn client_token(region: &str, q: &Query) -> String {
+    let digest = Sha256::digest(format!("{region}\n{}", q.body()));
+    format!("cb-{}", &hex::encode(digest)[..48])
+}
+
+/// Why an instance that ended before it had an address failed, from its
+/// `stateReason` code (the codes are those of the EC2 API reference's
+/// `StateReason` page). A capacity or per-region limit code is
+/// `no-capacity`, so the fleet tries the next region; a missing snapshot
+/// is the region's AMI; anything else (an internal error, no reason at
+/// all) is `transient`.
+fn ended_at_launch(inst: &Ec2Instance) -> Error {
+    let code = inst.state_reason_code.as_str();
+    let why = if code.is_empty() {
+        String::from("EC2 gave no reason")
+    } else if inst.state_reason_message.is_empty() {
+        format!("reason {code}")
+    } else {
+        format!("reason {code}: {}", inst.state_reason_message)
+    };
+    let what = format!(
+        "instance {} ended at launch, before it had a public address (state {}; {why})",
+        inst.id, inst.state
+    );
+    match code {
+        "Server.InsufficientInstanceCapacity" | "Client.VolumeLimitExceeded" => {
+            Error::NoCapacity(what)
+        }
+        "Client.InvalidSnapshot.NotFound" => Error::Config(format!(
+            "{what}; the snapshot behind the AMI is gone: check `regions[].ami` in [backends.config]"
+        )),
+        _ => Error::Transient(what),
     }
 }
 

@@ -10,11 +10,12 @@
 //! public_address_wait_sec = 30  # how long provision waits for a public IP
 //! # endpoint = "http://127.0.0.1:5000"  # one EC2 endpoint for every region (tests, moto)
 //!
-//! [[backends.config.regions]]   # in preference order; the first is the default
+//! [[backends.config.regions]]   # in the order the fleet tries them; the first is the default
 //! name = "us-east-1"
 //! ami = "ami-0123456789abcdef0"            # must have docker or podman, or a package manager
 //! # subnet_id = "subnet-0123456789abcdef0" # default VPC's subnets when unset
 //! # security_group_ids = ["sg-0123456789abcdef0"]  # must allow SSH in
+//! # endpoint = "https://vpce-....ec2.us-east-1.vpce.amazonaws.com"  # this region only
 //!
 //! [[backends.config.instance_types]]
 //! type = "t3.medium"
@@ -44,8 +45,9 @@ pub struct AwsConfig {
     /// Session token, for temporary credentials.
     #[serde(default)]
     pub session_token: Option<String>,
-    /// Regions, in preference order. A grant without a region goes to the
-    /// first that has capacity.
+    /// Regions, in preference order: the fleet offers a grant without a
+    /// region to each in turn (this order is `capabilities().regions`), and
+    /// a direct call without one is placed in the first.
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
     /// The instance types the backend may launch; the cheapest one that
@@ -54,6 +56,7 @@ pub struct AwsConfig {
     pub instance_types: Vec<InstanceType>,
     /// One EC2 endpoint for every region instead of
     /// `https://ec2.<region>.amazonaws.com` (a test server, a VPC endpoint).
+    /// A region's own `endpoint` wins over it.
     #[serde(default)]
     pub endpoint: Option<String>,
     /// vCPUs offered across all grants.
@@ -107,6 +110,11 @@ pub struct RegionConfig {
     /// the requester reach port 22.
     #[serde(default)]
     pub security_group_ids: Vec<String>,
+    /// This region's EC2 endpoint instead of the backend's `endpoint` or
+    /// `https://ec2.<name>.amazonaws.com` (a VPC interface endpoint, a
+    /// FIPS endpoint, a test server). List it in `allowed_hosts` too.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// `[[backends.config.instance_types]]`
@@ -165,6 +173,10 @@ impl AwsConfig {
             }
             if self.regions[..i].iter().any(|o| o.name == r.name) {
                 return bad(&format!("regions[{i}].name"), "listed twice");
+            }
+            if let Some(e) = &r.endpoint {
+                Endpoint::parse(e)
+                    .map_err(|why| Error::Config(format!("`regions[{i}].endpoint`: {why}")))?;
             }
         }
         if self.instance_types.is_empty() {
@@ -234,18 +246,21 @@ impl AwsConfig {
         self.regions.iter().find(|r| r.name == name)
     }
 
-    /// The regions a grant may go to, in order: the one it names (if
-    /// configured), or all of them.
-    pub fn candidate_regions(&self, wanted: Option<&str>) -> Vec<&RegionConfig> {
+    /// Where a grant is placed: the region it names (if configured), else
+    /// the first configured region. Trying the other regions is the
+    /// fleet's job, one call per region.
+    pub fn placement_region(&self, wanted: Option<&str>) -> Option<&RegionConfig> {
         match wanted {
-            Some(w) => self.region(w).into_iter().collect(),
-            None => self.regions.iter().collect(),
+            Some(w) => self.region(w),
+            None => self.regions.first(),
         }
     }
 
-    /// The EC2 endpoint for `region`.
+    /// The EC2 endpoint for `region`: its own `endpoint`, else the
+    /// backend's, else AWS's public one.
     pub fn endpoint(&self, region: &str) -> Endpoint {
-        match &self.endpoint {
+        let own = self.region(region).and_then(|r| r.endpoint.as_ref());
+        match own.or(self.endpoint.as_ref()) {
             Some(e) => Endpoint::parse(e).expect("validated at load"),
             None => Endpoint {
                 url: format!("https://ec2.{region}.amazonaws.com/"),
@@ -353,19 +368,32 @@ mod tests {
             Endpoint::parse("https://EC2.example:443").unwrap().host,
             "ec2.example"
         );
+        // A region's own endpoint wins, for that region only.
+        let c = AwsConfig::from_json(
+            r#"{"access_key_id": "AKID", "secret_access_key": "s3cr3t",
+                "endpoint": "http://127.0.0.1:5000",
+                "regions": [{"name": "us-east-1", "ami": "ami-1", "endpoint": "http://127.0.0.1:6000"},
+                            {"name": "eu-west-1", "ami": "ami-2"}],
+                "instance_types": [{"type": "t3.small", "vcpu": 2, "ram_mib": 2048, "usd_per_hour": 0.02}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.endpoint("us-east-1").url, "http://127.0.0.1:6000/");
+        assert_eq!(c.endpoint("eu-west-1").url, "http://127.0.0.1:5000/");
+        let e = AwsConfig::from_json(
+            r#"{"access_key_id": "AKID", "secret_access_key": "s3cr3t",
+                "regions": [{"name": "us-east-1", "ami": "ami-1", "endpoint": "ftp://x"}],
+                "instance_types": [{"type": "t3.small", "vcpu": 2, "ram_mib": 2048, "usd_per_hour": 0.02}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`regions[0].endpoint`"), "{e}");
     }
 
     #[test]
-    fn regions_are_tried_in_order() {
+    fn a_grant_goes_to_its_region_or_the_first() {
         let c = cfg("").unwrap();
-        let names = |w| {
-            c.candidate_regions(w)
-                .iter()
-                .map(|r| r.name.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(None), ["us-east-1", "eu-west-1"]);
-        assert_eq!(names(Some("eu-west-1")), ["eu-west-1"]);
-        assert!(names(Some("ap-south-1")).is_empty());
+        let name = |w| c.placement_region(w).map(|r| r.name.as_str());
+        assert_eq!(name(None), Some("us-east-1"));
+        assert_eq!(name(Some("eu-west-1")), Some("eu-west-1"));
+        assert_eq!(name(Some("ap-south-1")), None);
     }
 }

@@ -137,6 +137,13 @@ pub struct Ec2Instance {
     /// Why it last changed state; carries the time of user- and
     /// service-initiated stops (`User initiated (2024-05-01 12:30:00 GMT)`).
     pub state_transition_reason: String,
+    /// EC2's code for the last state change (`stateReason/code`, botocore
+    /// `ec2/2016-11-15/service-2.json` shape `StateReason`), such as
+    /// `Server.InsufficientInstanceCapacity` for an instance terminated at
+    /// launch for want of capacity; empty if none.
+    pub state_reason_code: String,
+    /// Its message (`stateReason/message`); empty if none.
+    pub state_reason_message: String,
     /// Tags.
     pub tags: Vec<(String, String)>,
 }
@@ -214,6 +221,12 @@ fn instance(n: roxmltree::Node<'_, '_>) -> Ec2Instance {
         public_dns: child_text(n, "dnsName"),
         launch_time: child_text(n, "launchTime").and_then(|t| crate::utc::parse(&t)),
         state_transition_reason: child_text(n, "reason").unwrap_or_default(),
+        state_reason_code: child(n, "stateReason")
+            .and_then(|r| child_text(r, "code"))
+            .unwrap_or_default(),
+        state_reason_message: child(n, "stateReason")
+            .and_then(|r| child_text(r, "message"))
+            .unwrap_or_default(),
         tags: items(n, "tagSet")
             .filter_map(|t| {
                 Some((

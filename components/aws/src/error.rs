@@ -56,7 +56,12 @@ pub struct Ec2Error {
     pub request_id: Option<String>,
 }
 
-/// Codes that mean "no room now".
+/// Codes that mean "no room for this launch in this region now": the
+/// region's capacity, or the account's per-region quota, is exhausted. The
+/// fleet then tries the backend's next region, then the next backend. The
+/// whole taxonomy, with its sources, is in the crate's `README.md`
+/// ("Capacity taxonomy"); codes from the EC2 API reference's error-code
+/// page (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>).
 const NO_CAPACITY: &[&str] = &[
     "InsufficientInstanceCapacity",
     "InstanceLimitExceeded",
@@ -64,6 +69,8 @@ const NO_CAPACITY: &[&str] = &[
     "InsufficientHostCapacity",
     "InsufficientReservedInstanceCapacity",
     "InsufficientCapacity",
+    "InsufficientAddressCapacity",
+    "InsufficientVolumeCapacity",
     "InsufficientFreeAddressesInSubnet",
     "MaxSpotInstanceCountExceeded",
 ];
@@ -143,6 +150,17 @@ impl Ec2Error {
         if NO_CAPACITY.contains(&code) {
             return Error::NoCapacity(what);
         }
+        // `Unsupported` to a launch is a placement refusal for this region:
+        // the instance type is not offered in the zone EC2 chose (or the
+        // region's AMI cannot boot it). Another region may take it; the
+        // same code to any other call is a request this component got
+        // wrong.
+        if code == "Unsupported" && action == "RunInstances" {
+            return Error::NoCapacity(format!(
+                "{what}; the instance type is not offered here (or the region's AMI cannot \
+                 boot it): check `instance_types` and `regions[].ami` if no region takes it"
+            ));
+        }
         if TRANSIENT.contains(&code) {
             return Error::Transient(what);
         }
@@ -172,7 +190,10 @@ impl Ec2Error {
             c if c.starts_with("InvalidGroup") || c.starts_with("InvalidSecurityGroup") => {
                 config("regions[].security_group_ids")
             }
-            "InvalidInstanceType" | "Unsupported" => config("instance_types"),
+            "InvalidInstanceType" => config("instance_types"),
+            "IdempotentParameterMismatch" => Error::Internal(format!(
+                "{what}; the component reused a client token for a different request"
+            )),
             _ if self.status >= 500 => Error::Transient(what),
             _ if self.code.is_empty() && matches!(self.status, 401 | 403) => {
                 Error::Config(format!(
@@ -231,13 +252,36 @@ mod tests {
     fn capacity_codes_are_no_capacity() {
         for code in [
             "InsufficientInstanceCapacity",
+            "InsufficientHostCapacity",
+            "InsufficientReservedInstanceCapacity",
+            "InsufficientVolumeCapacity",
             "InstanceLimitExceeded",
             "VcpuLimitExceeded",
+            "MaxSpotInstanceCountExceeded",
+            "Unsupported",
         ] {
             let e = kind(500, code);
             assert!(matches!(e, Error::NoCapacity(_)), "{code}: {e}");
             assert!(e.to_string().contains(code), "{e}");
         }
+    }
+
+    #[test]
+    fn unsupported_is_a_placement_refusal_only_for_a_launch() {
+        let Error::NoCapacity(m) = kind(400, "Unsupported") else {
+            panic!()
+        };
+        assert!(
+            m.contains("`instance_types`") && m.contains("`regions[].ami`"),
+            "{m}"
+        );
+        let e =
+            Ec2Error::parse(400, &documented("Unsupported", "m")).into_error("TerminateInstances");
+        assert!(matches!(e, Error::Internal(_)), "{e}");
+        assert!(matches!(
+            kind(400, "IdempotentParameterMismatch"),
+            Error::Internal(_)
+        ));
     }
 
     #[test]
@@ -290,7 +334,7 @@ mod tests {
             ("InvalidAMIID.NotFound", "regions[].ami"),
             ("InvalidSubnetID.NotFound", "regions[].subnet_id"),
             ("InvalidGroup.NotFound", "regions[].security_group_ids"),
-            ("Unsupported", "instance_types"),
+            ("InvalidInstanceType", "instance_types"),
         ] {
             let Error::Config(m) = kind(400, code) else {
                 panic!("{code}")

@@ -2,7 +2,7 @@
 //!
 //! Each grant gets its own EC2 instance: the cheapest type in the
 //! operator's catalog that fits the grant's CPU and memory, in the region
-//! the grant names (or the first configured region with capacity), booted
+//! the grant names (or the first configured region), booted
 //! from the region's AMI with a cloud-init user-data that creates the
 //! workload user with the host's public key and runs the grant's image,
 //! pinned by digest, with the grant's limits ([`userdata`]). Every instance
@@ -22,10 +22,22 @@
 //!   the same seconds as MiB-seconds. EC2's API reports no network bytes, so
 //!   `net-bytes` is 0.
 //! - `terminate` is idempotent: an instance EC2 no longer knows is success.
-//! - Errors: capacity codes (`InsufficientInstanceCapacity`,
-//!   `InstanceLimitExceeded`, ...) are `no-capacity`; throttling, 5xx and
-//!   timeouts `transient`; refused credentials and wrong settings `config`,
-//!   naming the key and never a secret ([`error`]).
+//! - Regions: one per call. The fleet offers a grant without a region to
+//!   each configured region in turn (the order of `regions`, which
+//!   `capabilities` reports) and moves on at `no-capacity`, recording each
+//!   step as a failover; the component never loops over regions itself.
+//! - Errors: capacity and per-region quota codes
+//!   (`InsufficientInstanceCapacity`, `InstanceLimitExceeded`,
+//!   `VcpuLimitExceeded`, `Unsupported` to a launch, ...) and an instance
+//!   EC2 terminates at launch for capacity (`stateReason`
+//!   `Server.InsufficientInstanceCapacity`) are `no-capacity`; throttling,
+//!   5xx and timeouts `transient`; refused credentials and wrong settings
+//!   `config`, naming the key and never a secret ([`error`]). The whole
+//!   taxonomy, its sources, and what was checked against the published API
+//!   are in this crate's `README.md`.
+//! - `ClientToken` is a digest of the whole `RunInstances` request: a retry
+//!   of the same request is the same launch, a new provision (a fresh
+//!   workload key) a new one.
 //! - A `RunInstances` whose outcome is unknown (its answer lost, timed out,
 //!   a server fault, or unreadable) may have launched an instance: before
 //!   returning `transient` (so the host fails over) the backend looks for

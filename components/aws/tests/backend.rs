@@ -249,14 +249,27 @@ fn a_subnet_gets_a_network_interface_with_a_public_address() {
 }
 
 #[test]
-fn no_capacity_in_one_region_moves_to_the_next() {
+fn a_grant_without_a_region_is_placed_in_the_first_region_only() {
+    // Region failover is the fleet's: it offers such a grant to each
+    // region in turn and records every step. The component itself places
+    // a direct call without a region in the first configured region, and a
+    // capacity refusal there goes back as `no-capacity`, untried elsewhere.
     let e = env(|s| match s.region.as_str() {
         "us-east-1" => ec2_error(500, "InsufficientInstanceCapacity"),
         _ => run_response(Some("54.9.9.9")),
     });
     let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, None), "cb-w1", KEY)
+        .unwrap_err();
+    assert!(matches!(err, Error::NoCapacity(_)), "{err}");
+    let regions: Vec<String> = e.seen.borrow().iter().map(|s| s.region.clone()).collect();
+    assert_eq!(regions, ["us-east-1"]);
+    // Served there, it lands there.
+    let e = env(|_| run_response(Some("54.9.9.9")));
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
     let l = aws.provision(&grant(500, 256, None), "cb-w1", KEY).unwrap();
-    assert_eq!(l.region, "eu-west-1");
+    assert_eq!(l.region, "us-east-1");
     // A grant pinned to the full region gets the capacity error itself.
     let e = env(|_| ec2_error(400, "InstanceLimitExceeded"));
     let aws = Aws::new(config(), "prov-1", &e).unwrap();
@@ -662,4 +675,459 @@ fn when_the_api_stays_down_the_error_says_what_still_cleans_up() {
         "{:?}",
         e.logs.borrow()
     );
+}
+
+/// EC2's answer when the instance type is not offered in the zone it
+/// picked: code `Unsupported` (a 400), with the message EC2 gives.
+fn unsupported() -> HttpResponse {
+    HttpResponse {
+        status: 400,
+        body: b"<Response><Errors><Error><Code>Unsupported</Code><Message>Your requested \
+instance type (t3.medium) is not supported in your requested Availability Zone (us-east-1e). \
+Please retry your request by not specifying an Availability Zone or choosing us-east-1a, \
+us-east-1b, us-east-1c, us-east-1d, us-east-1f.</Message></Error></Errors>\
+<RequestID>5a1c9f3e-unsupported</RequestID></Response>"
+            .to_vec(),
+    }
+}
+
+#[test]
+fn an_instance_type_not_offered_in_the_region_is_a_placement_refusal() {
+    // `Unsupported` to RunInstances says this region (its zone) does not
+    // offer the type: `no-capacity`, so the fleet tries the next region and
+    // then the next backend. It used to be `config`, which declined the
+    // grant outright. Nothing was launched, so nothing is looked for.
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" => unsupported(),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let err = aws
+        .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+        .unwrap_err();
+    let Error::NoCapacity(msg) = &err else {
+        panic!("expected no-capacity, got {err}")
+    };
+    assert!(msg.contains("(Unsupported;"), "{msg}");
+    assert!(msg.contains("us-east-1e"), "{msg}");
+    assert_eq!(actions(&e), ["RunInstances"]);
+}
+
+/// An instance EC2 terminated during launch, with its documented
+/// `stateReason` (botocore `ec2/2016-11-15/service-2.json`, shape
+/// `StateReason`: `code`, `message`; the codes are listed in the API
+/// reference's `StateReason` page).
+fn terminated_because(code: &str) -> String {
+    instance_xml(
+        "i-0abc",
+        "terminated",
+        None,
+        &format!(
+            "<stateReason><code>{code}</code><message>{code}: launch failed</message></stateReason>"
+        ),
+    )
+}
+
+#[test]
+fn an_instance_terminated_for_capacity_while_waiting_is_no_capacity() {
+    // RunInstances accepted the launch, then EC2 terminated the instance
+    // for want of capacity before it had an address: the region is full,
+    // so the fleet must try the next one (it used to get `transient`,
+    // which skipped the backend's remaining regions).
+    for (reason, kind) in [
+        ("Server.InsufficientInstanceCapacity", "no capacity"),
+        ("Client.VolumeLimitExceeded", "no capacity"),
+        ("Server.InternalError", "transient"),
+    ] {
+        let e = env(move |s| match s.action.as_str() {
+            "RunInstances" => run_response(None),
+            "DescribeInstances" => describe_response(&terminated_because(reason)),
+            "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+            a => panic!("unexpected {a}"),
+        });
+        let aws = Aws::new(config(), "prov-1", &e).unwrap();
+        let err = aws
+            .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+            .unwrap_err();
+        assert!(err.to_string().starts_with(kind), "{reason}: {err}");
+        assert!(err.to_string().contains(reason), "{reason}: {err}");
+    }
+}
+
+/// A second workload key: each provision gets a fresh one.
+const KEY2: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6elQutTJy7PwFIMZMUGrCtAknDMhbpA+6fOy3V+tuU cb2";
+
+/// `RunInstances` with EC2's documented idempotency ("Ensuring idempotency
+/// in Amazon EC2 API requests",
+/// <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/Run_Instance_Idempotency.html>):
+/// the same client token with the same parameters returns the original
+/// launch (whatever its instance's state now); the same token with any
+/// other parameter changed is `IdempotentParameterMismatch`. A token is
+/// per region. Instances are numbered `i-1`, `i-2`, ...
+fn idempotent_ec2() -> impl Fn(&Seen) -> HttpResponse {
+    // (region/token, the other parameters, the instance it launched)
+    type Launch = (String, BTreeMap<String, String>, String);
+    let launches: RefCell<Vec<Launch>> = RefCell::default();
+    move |s: &Seen| match s.action.as_str() {
+        "RunInstances" => {
+            let token = format!("{}/{}", s.region, s.params["ClientToken"]);
+            let mut rest = s.params.clone();
+            rest.remove("ClientToken");
+            let mut launches = launches.borrow_mut();
+            let id = match launches.iter().find(|(t, _, _)| *t == token) {
+                Some((_, p, _)) if *p != rest => {
+                    return ec2_error(400, "IdempotentParameterMismatch");
+                }
+                Some((_, _, id)) => id.clone(),
+                None => {
+                    let id = format!("i-{}", launches.len() + 1);
+                    launches.push((token, rest, id.clone()));
+                    id
+                }
+            };
+            ok(&format!(
+                "<RunInstancesResponse><instancesSet>{}</instancesSet></RunInstancesResponse>",
+                instance_xml(&id, "pending", Some("54.1.2.3"), "")
+            ))
+        }
+        "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+        a => panic!("unexpected {a}"),
+    }
+}
+
+#[test]
+fn a_new_provision_of_a_grant_gets_a_new_client_token_and_a_retry_the_same() {
+    let e = env(idempotent_ec2());
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let g = grant(500, 256, Some("us-east-1"));
+    let first = aws.provision(&g, "cb-w1", KEY).unwrap();
+    assert_eq!(first.instance_id, "i-1");
+    // The very same request again (a retry) is the same launch.
+    let again = aws.provision(&g, "cb-w1", KEY).unwrap();
+    assert_eq!(again.instance_id, "i-1");
+    aws.terminate(&first.instance_id, &first.handle).unwrap();
+    // The grant provisioned anew, with the fresh workload key that every
+    // provision gets: a new launch, not a mismatch or the old instance.
+    let second = aws
+        .provision(&g, "cb-w1", KEY2)
+        .unwrap_or_else(|e| panic!("re-provision refused: {e}"));
+    assert_eq!(second.instance_id, "i-2");
+    let tokens: Vec<String> = e
+        .seen
+        .borrow()
+        .iter()
+        .filter(|s| s.action == "RunInstances")
+        .map(|s| s.params["ClientToken"].clone())
+        .collect();
+    assert_eq!(tokens[0], tokens[1]);
+    assert_ne!(tokens[0], tokens[2]);
+    // Documented constraint: at most 64 ASCII characters.
+    assert!(
+        tokens.iter().all(|t| t.len() <= 64 && t.is_ascii()),
+        "{tokens:?}"
+    );
+}
+
+/// botocore's EC2 model (`botocore/data/ec2/2016-11-15/service-2.json`,
+/// the machine-readable form of the EC2 API reference), loaded with the
+/// botocore that `scripts/install-test-peers.sh` installs beside moto.
+fn ec2_model() -> serde_json::Value {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/test-peers/venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import json, botocore.loaders as l; \
+             print(json.dumps(l.Loader().load_service_model('ec2', 'service-2', '2016-11-15')))",
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; this test reads botocore's EC2 model: run \
+                 scripts/install-test-peers.sh (it installs moto[server], with botocore)",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "loading botocore's EC2 model failed (run scripts/install-test-peers.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("botocore's model is JSON")
+}
+
+/// Check one Query API request against the model, as botocore's `ec2`
+/// protocol serializer names parameters: a structure member is named by its
+/// `queryName`, else its `locationName` with the first letter capitalised,
+/// else its own name; every list is flattened as `Name.N` (N from 1). Each
+/// parameter must name a member path ending in a scalar whose value fits
+/// its type (integer, boolean, enum, `max` length), and every structure the
+/// request touches must have its `required` members. Returns the problems.
+fn check_against_model(
+    model: &serde_json::Value,
+    action: &str,
+    params: &BTreeMap<String, String>,
+) -> Vec<String> {
+    use serde_json::Value;
+    let shapes = &model["shapes"];
+    let op = &model["operations"][action];
+    if op.is_null() {
+        return vec![format!("{action}: no such operation")];
+    }
+    let input = op["input"]["shape"].as_str().unwrap();
+    let wire_name = |name: &str, m: &Value| -> String {
+        if let Some(q) = m["queryName"].as_str() {
+            return q.to_string();
+        }
+        let base = m["locationName"].as_str().unwrap_or(name);
+        let mut c = base.chars();
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
+    let mut problems = Vec::new();
+    // Structures reached, by the parameter prefix that reached them.
+    let mut structures: BTreeMap<String, String> =
+        BTreeMap::from([(String::new(), input.to_string())]);
+    for (key, value) in params {
+        if matches!(key.as_str(), "Action" | "Version") {
+            continue;
+        }
+        let mut shape_name = input.to_string();
+        let mut prefix = String::new();
+        let mut ok = true;
+        for seg in key.split('.') {
+            let shape = &shapes[&shape_name];
+            match shape["type"].as_str() {
+                Some("structure") => {
+                    structures.insert(prefix.clone(), shape_name.clone());
+                    let found = shape["members"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .find(|(n, m)| wire_name(n, m) == seg);
+                    match found {
+                        Some((_, m)) => shape_name = m["shape"].as_str().unwrap().to_string(),
+                        None => {
+                            problems.push(format!(
+                                "{action}: {key}: {shape_name} has no member serialized as {seg:?}"
+                            ));
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                Some("list") => {
+                    if seg.parse::<u32>().map_or(true, |n| n == 0) {
+                        problems.push(format!(
+                            "{action}: {key}: list index {seg:?} is not 1, 2, ..."
+                        ));
+                        ok = false;
+                        break;
+                    }
+                    shape_name = shape["member"]["shape"].as_str().unwrap().to_string();
+                }
+                other => {
+                    problems.push(format!(
+                        "{action}: {key}: {shape_name} is a {other:?}, not a container"
+                    ));
+                    ok = false;
+                    break;
+                }
+            }
+            prefix = if prefix.is_empty() {
+                seg.to_string()
+            } else {
+                format!("{prefix}.{seg}")
+            };
+        }
+        if !ok {
+            continue;
+        }
+        let shape = &shapes[&shape_name];
+        let fits = match shape["type"].as_str() {
+            Some("integer" | "long") => value.parse::<i64>().is_ok_and(|n| {
+                shape["min"].as_i64().is_none_or(|m| n >= m)
+                    && shape["max"].as_i64().is_none_or(|m| n <= m)
+            }),
+            Some("boolean") => matches!(value.as_str(), "true" | "false"),
+            Some("string") => {
+                shape["enum"]
+                    .as_array()
+                    .is_none_or(|e| e.iter().any(|v| v == value.as_str()))
+                    && shape["max"]
+                        .as_u64()
+                        .is_none_or(|m| value.chars().count() as u64 <= m)
+            }
+            other => {
+                problems.push(format!(
+                    "{action}: {key}: {shape_name} is a {other:?}, not a scalar"
+                ));
+                continue;
+            }
+        };
+        if !fits {
+            problems.push(format!(
+                "{action}: {key}={value:?} does not fit {shape_name} {shape}"
+            ));
+        }
+    }
+    for (prefix, shape_name) in &structures {
+        let shape = &shapes[shape_name];
+        for req in shape["required"].as_array().into_iter().flatten() {
+            let req = req.as_str().unwrap();
+            let wire = wire_name(req, &shape["members"][req]);
+            let full = if prefix.is_empty() {
+                wire
+            } else {
+                format!("{prefix}.{wire}")
+            };
+            if !params
+                .keys()
+                .any(|k| k == &full || k.starts_with(&format!("{full}.")))
+            {
+                problems.push(format!("{action}: {shape_name} requires {full}"));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_request_matches_the_published_ec2_model() {
+    // Drive every call the component makes: a launch in each region (with
+    // and without a subnet), the address wait, a lost answer's lookup, the
+    // status of a stopped instance (its console), usage, listing (both
+    // pages) and terminate; then check each request as sent.
+    let e = env(|s| match s.action.as_str() {
+        "RunInstances" if s.region == "us-east-1" => run_response(None),
+        "RunInstances" => ec2_error(500, "InternalError"),
+        "DescribeInstances"
+            if s.params.contains_key("MaxResults") && !s.params.contains_key("NextToken") =>
+        {
+            ok(
+                "<DescribeInstancesResponse><reservationSet/><nextToken>t2</nextToken></DescribeInstancesResponse>",
+            )
+        }
+        "DescribeInstances" => {
+            describe_response(&instance_xml("i-0abc", "stopped", Some("54.1.2.3"), ""))
+        }
+        "GetConsoleOutput" => {
+            ok("<GetConsoleOutputResponse><output></output></GetConsoleOutputResponse>")
+        }
+        "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
+        a => panic!("unexpected {a}"),
+    });
+    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let l = aws
+        .provision(&grant(1500, 3000, None), "cb-w1", KEY)
+        .unwrap();
+    let _ = aws.provision(&grant(500, 256, Some("eu-west-1")), "cb-w1", KEY);
+    aws.status(&l.instance_id, &handle()).unwrap();
+    aws.usage(&l.instance_id, &handle()).unwrap();
+    aws.list_instances().unwrap();
+    aws.terminate(&l.instance_id, &handle()).unwrap();
+
+    let model = ec2_model();
+    assert_eq!(model["metadata"]["apiVersion"], "2016-11-15");
+    assert_eq!(model["metadata"]["protocol"], "ec2");
+    let seen = e.seen.borrow();
+    let mut problems = Vec::new();
+    let mut checked = std::collections::BTreeSet::new();
+    for s in seen.iter() {
+        assert_eq!(s.params["Version"], "2016-11-15");
+        problems.extend(check_against_model(&model, &s.action, &s.params));
+        checked.insert(s.action.clone());
+        if s.action == "DescribeInstances" {
+            // The API reference: MaxResults cannot go with instance ids.
+            assert!(
+                !(s.params.contains_key("MaxResults") && s.params.contains_key("InstanceId.1"))
+            );
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(
+        checked.into_iter().collect::<Vec<_>>(),
+        [
+            "DescribeInstances",
+            "GetConsoleOutput",
+            "RunInstances",
+            "TerminateInstances"
+        ]
+    );
+    // Both network shapes of a launch were among them.
+    let launches: Vec<_> = seen.iter().filter(|s| s.action == "RunInstances").collect();
+    assert!(
+        launches
+            .iter()
+            .any(|s| s.params.contains_key("SecurityGroupId.1"))
+    );
+    assert!(
+        launches
+            .iter()
+            .any(|s| s.params.contains_key("NetworkInterface.1.SubnetId"))
+    );
+}
+
+#[test]
+fn the_model_check_finds_what_ec2_would_refuse() {
+    // The check itself: a misspelt member, a list not numbered from 1, a
+    // value outside an enum and a missing required member are all found.
+    let model = ec2_model();
+    let params = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let good = params(&[
+        ("ImageId", "ami-1"),
+        ("MinCount", "1"),
+        ("MaxCount", "1"),
+        ("InstanceType", "t3.medium"),
+    ]);
+    assert!(check_against_model(&model, "RunInstances", &good).is_empty());
+    for (bad, why) in [
+        (
+            vec![
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("SecurityGroupIds.1", "sg-1"),
+            ],
+            "SecurityGroupIds",
+        ),
+        (
+            vec![
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("SecurityGroupId.0", "sg-1"),
+            ],
+            "list index",
+        ),
+        (
+            vec![
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("InstanceInitiatedShutdownBehavior", "halt"),
+            ],
+            "does not fit",
+        ),
+        (vec![("MinCount", "1"), ("MaxCount", "one")], "does not fit"),
+        (vec![("MinCount", "1")], "requires MaxCount"),
+        (
+            vec![
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("TagSpecification.1.Tag.1.Name", "x"),
+            ],
+            "Tag",
+        ),
+    ] {
+        let problems = check_against_model(&model, "RunInstances", &params(&bad));
+        assert!(
+            problems.iter().any(|p| p.contains(why)),
+            "{bad:?}: {problems:?}"
+        );
+    }
 }

@@ -8,7 +8,9 @@
 //! one request per connection. The API action of a request is its `Action`
 //! form or query parameter (EC2's Query API), else `METHOD /path`. A rule
 //! applies a [`Fault`] to the next `times` requests whose action it names;
-//! everything else passes through untouched.
+//! everything else passes through untouched. [`Fault::Answer`] is a canned
+//! refusal: the cloud's own error body for a condition its emulator cannot
+//! be put in (EC2 out of capacity in one region, say).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,6 +33,16 @@ pub enum Fault {
     LoseReset,
     /// Never forward and never answer: the cloud is unreachable.
     Hang,
+    /// Answer this, without forwarding: the cloud refused the request with
+    /// `status` and the error document `body` (XML or JSON, as the cloud
+    /// writes its errors; the content type follows the body's first
+    /// character).
+    Answer {
+        /// HTTP status.
+        status: u16,
+        /// The response body.
+        body: &'static str,
+    },
 }
 
 impl Fault {
@@ -254,6 +266,21 @@ fn error_500() -> Vec<u8> {
     .into_bytes()
 }
 
+/// A canned answer: `status` with `body`, typed as XML or JSON.
+fn answer(status: u16, body: &str) -> Vec<u8> {
+    let content_type = if body.trim_start().starts_with('<') {
+        "text/xml"
+    } else {
+        "application/json"
+    };
+    format!(
+        "HTTP/1.1 {status} Refused\r\ncontent-type: {content_type}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn handle(
     mut conn: TcpStream,
     upstream_port: u16,
@@ -292,6 +319,7 @@ fn handle(
                     return Ok(());
                 }
                 Fault::LoseReset => return Ok(()),
+                Fault::Answer { status, body } => answer(status, body),
             }
         }
     };
@@ -310,6 +338,29 @@ mod tests {
         let len: usize = header(&r[..p], "content-length").unwrap().parse().unwrap();
         assert_eq!(r.len() - p, len);
         assert!(String::from_utf8_lossy(&r[p..]).ends_with("</Response>"));
+    }
+
+    #[test]
+    fn a_canned_answer_is_well_formed_and_typed_by_its_body() {
+        for (body, ty) in [
+            ("<Response><Errors/></Response>", "text/xml"),
+            (r#"{"error": {"code": 429}}"#, "application/json"),
+        ] {
+            let r = answer(400, body);
+            let p = find(&r, b"\r\n\r\n").unwrap() + 4;
+            assert!(r.starts_with(b"HTTP/1.1 400 "));
+            assert_eq!(header(&r[..p], "content-type").as_deref(), Some(ty));
+            let len: usize = header(&r[..p], "content-length").unwrap().parse().unwrap();
+            assert_eq!(&r[p..], body.as_bytes());
+            assert_eq!(len, body.len());
+        }
+        assert!(
+            !Fault::Answer {
+                status: 400,
+                body: ""
+            }
+            .forwards()
+        );
     }
 
     #[test]
