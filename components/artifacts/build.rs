@@ -4,13 +4,19 @@
 //!
 //! The nested build uses its own target dir (`target/components`): cargo
 //! holds a lock on the outer one while build scripts run.
+//!
+//! It also makes, from WAT, the test-only components that no guest SDK can
+//! express ([`crafted`]): `CRAFTED_MANY_MEMORIES` and
+//! `CRAFTED_MEMORY_AND_TABLE`, never shipped.
+
+mod crafted;
 
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (package, crate file stem, constant name, shipped in the binary?)
+/// (package, constant name, shipped in the binary?)
 const COMPONENTS: &[(&str, &str, bool)] = &[
     ("cb-aws", "AWS", true),
     ("cb-baremetal", "BAREMETAL", true),
@@ -19,6 +25,7 @@ const COMPONENTS: &[(&str, &str, bool)] = &[
     ("cb-azure", "AZURE", true),
     ("cb-hostile", "HOSTILE", false),
     ("cb-hostile-imports", "HOSTILE_IMPORTS", false),
+    ("cb-hostile-sandbox", "HOSTILE_SANDBOX", false),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -101,6 +108,35 @@ fn main() {
         writeln!(
             code,
             "/// `{package}` as built for {TARGET}.\npub const {konst}: &str = {:?};",
+            file.display().to_string()
+        )
+        .unwrap();
+    }
+    // The hand-made attackers (see crafted.rs), with the sizes the sandbox
+    // tests attack a 16 MiB budget with.
+    let crafted_dir = target_dir.join("crafted");
+    std::fs::create_dir_all(&crafted_dir).unwrap();
+    let wit = workspace.join("wit");
+    for (konst, stem, bytes) in [
+        (
+            "CRAFTED_MANY_MEMORIES",
+            "many_memories",
+            // 13 more core modules, 15 MiB of memory each.
+            crafted::many_memories(&wit, 13, 15),
+        ),
+        (
+            "CRAFTED_MEMORY_AND_TABLE",
+            "memory_and_table",
+            // 64 KiB short of 16 MiB of memory, then 10,000 table elements.
+            crafted::memory_and_table(&wit, 16, 10_000),
+        ),
+    ] {
+        let file = crafted_dir.join(format!("{stem}.wasm"));
+        std::fs::write(&file, bytes).unwrap();
+        writeln!(
+            code,
+            "/// Test-only hand-made component `{stem}` (see `components/artifacts/crafted.rs`).\n\
+             pub const {konst}: &str = {:?};",
             file.display().to_string()
         )
         .unwrap();

@@ -19,7 +19,6 @@
 
 pub mod mutate;
 
-use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use cb_aws::ec2::{self, HttpResponse};
@@ -182,7 +181,8 @@ pub fn workload_key(data: &[u8]) {
 /// An `allowed_hosts` list (one origin a line) and, on the last line, a
 /// URL a component asks for. A URL is allowed only if its origin is listed
 /// exactly; an allowed IP literal that is forbidden (loopback, metadata,
-/// private) is reachable only if that IP itself is listed; every listed
+/// private) is reachable only for an origin listed at that very address
+/// (scheme, IP and port); every listed
 /// origin prints as a string that parses back to itself.
 pub fn http_allow_list(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
@@ -207,22 +207,19 @@ pub fn http_allow_list(data: &[u8]) {
     if let Ok(origin) = policy.allows_url(&url) {
         assert!(listed.contains(&origin), "{url} allowed as {origin}");
         assert_eq!(Origin::of(&url).as_ref(), Some(&origin));
-        if let Some(ip) = origin.ip()
-            && is_forbidden(ip)
-        {
-            assert!(policy.allows_ip(ip) == listed.iter().any(|o| o.ip() == Some(ip)));
+        if let Some(ip) = origin.ip() {
+            // A listed address origin is reachable as itself.
+            assert!(policy.allows_ip_for(&origin, ip), "{origin}");
         }
     }
-    // Addresses: a forbidden one is reachable only when listed.
-    if let Ok(ip) = url
-        .host_str()
-        .unwrap_or("")
-        .trim_matches(['[', ']'])
-        .parse::<IpAddr>()
-        && policy.allows_ip(ip)
+    // Addresses: a forbidden one is reachable only for its own listed
+    // origin (scheme, address and port), never for another port of it.
+    if let Some(origin) = Origin::of(&url)
+        && let Some(ip) = origin.ip()
         && is_forbidden(ip)
+        && policy.allows_ip_for(&origin, ip)
     {
-        assert!(listed.iter().any(|o| o.ip() == Some(ip)), "{ip}");
+        assert!(listed.contains(&origin), "{origin}");
     }
 }
 

@@ -11,13 +11,24 @@
 //! capacity are checked before provisioning: a grant that does not fit is
 //! declined with a reason, never dropped.
 //!
+//! Each backend's capabilities are refreshed on their own: every backend
+//! is asked at once, each answer goes into the routing table as it comes,
+//! and [`Fleet::refresh_capabilities`] waits for them no longer than
+//! [`REFRESH_WAIT`]. A backend still answering then keeps its last answer
+//! for that card, and the next refreshes do not wait for it until it
+//! answers in time again, so one slow backend neither holds the card back
+//! nor keeps the others out of routing. (Each call also has the backend's
+//! own short `capabilities_timeout_sec`, and `can-satisfy` its
+//! `can_satisfy_timeout_sec`, enforced by the sandbox.)
+//!
 //! The fleet reports what happened in its return values ([`Placement`],
 //! [`Decline`], [`WatchOutcome`]); it knows nothing of the coalition, the
 //! journal or the dashboard.
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -25,6 +36,7 @@ use crate::backend::{
     Backend, BackendError, Capabilities, ErrorKind, GrantSpec, Instance, InstanceState,
     TdxRequirement, Usage, Workload,
 };
+use crate::capabilities::log::escape;
 
 /// Unix seconds now.
 pub fn now_unix() -> u64 {
@@ -34,11 +46,20 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long [`Fleet::refresh_capabilities`] waits for the backends'
+/// answers before it returns with what it has.
+pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
+
 struct Member {
     backend: Arc<dyn Backend>,
     enabled: bool,
     caps: Mutex<Option<Capabilities>>,
     used: Mutex<Used>,
+    /// A `capabilities` call is under way (not started again meanwhile).
+    refreshing: AtomicBool,
+    /// Its last answer took longer than [`REFRESH_WAIT`]: refreshes do not
+    /// wait for it until it answers in time again.
+    slow: AtomicBool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -263,6 +284,8 @@ impl Fleet {
                         enabled,
                         caps: Mutex::new(None),
                         used: Mutex::new(Used::default()),
+                        refreshing: AtomicBool::new(false),
+                        slow: AtomicBool::new(false),
                     })
                     .collect(),
                 cap,
@@ -281,19 +304,53 @@ impl Fleet {
         *self.inner.active.lock().unwrap()
     }
 
-    /// Ask every backend for its capabilities and remember them. A backend
-    /// that fails keeps its last answer (and is logged).
+    /// Ask every backend for its capabilities, each on its own, and
+    /// remember each answer as it comes. Returns once every backend that
+    /// answered the last time in time has answered, or after
+    /// [`REFRESH_WAIT`]; the others answer in the background (one call at a
+    /// time each). A backend that fails keeps its last answer (and is
+    /// logged).
     pub async fn refresh_capabilities(&self) {
-        let asks = self.inner.members.iter().map(|m| async move {
-            match m.backend.capabilities().await {
-                Ok(c) => *m.caps.lock().unwrap() = Some(c),
-                Err(e) => tracing::warn!(
-                    backend = m.backend.name(),
-                    "capabilities unavailable, keeping the last answer: {e}"
-                ),
+        let mut waited = Vec::new();
+        for i in 0..self.inner.members.len() {
+            let m = &self.inner.members[i];
+            if m.refreshing.swap(true, Ordering::AcqRel) {
+                continue;
             }
-        });
-        futures::future::join_all(asks).await;
+            let inner = self.inner.clone();
+            let ask = tokio::spawn(async move {
+                let m = &inner.members[i];
+                let started = Instant::now();
+                match m.backend.capabilities().await {
+                    Ok(c) => *m.caps.lock().unwrap() = Some(c),
+                    Err(e) => tracing::warn!(
+                        backend = m.backend.name(),
+                        "capabilities unavailable, keeping the last answer: {e}"
+                    ),
+                }
+                m.slow
+                    .store(started.elapsed() > REFRESH_WAIT, Ordering::Release);
+                m.refreshing.store(false, Ordering::Release);
+            });
+            if !m.slow.load(Ordering::Acquire) {
+                waited.push((i, ask));
+            }
+        }
+        let answers = futures::future::join_all(waited.iter_mut().map(|(_, ask)| ask));
+        if tokio::time::timeout(REFRESH_WAIT, answers).await.is_err() {
+            for (i, ask) in &waited {
+                if !ask.is_finished() {
+                    let m = &self.inner.members[*i];
+                    m.slow.store(true, Ordering::Release);
+                    tracing::warn!(
+                        backend = m.backend.name(),
+                        "capabilities not in after {}s: going on with its last answer; \
+                         it is asked again in the background",
+                        REFRESH_WAIT.as_secs()
+                    );
+                }
+            }
+        }
     }
 
     /// The routing table with current use.
@@ -579,7 +636,7 @@ impl Fleet {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(
                     backend,
-                    instance = %instance.instance_id,
+                    instance = %escape(&instance.instance_id),
                     "status failed, will poll again: {e}"
                 ),
             }
@@ -590,14 +647,14 @@ impl Fleet {
         let (usage, usage_error) = match retry(policy.attempts, || b.usage(instance)).await {
             Ok(u) => (u, None),
             Err(e) => {
-                tracing::warn!(backend, instance = %instance.instance_id, "usage unavailable: {e}");
+                tracing::warn!(backend, instance = %escape(&instance.instance_id), "usage unavailable: {e}");
                 (Usage::default(), Some(e.to_string()))
             }
         };
         let terminate_error = match retry(policy.attempts, || b.terminate(instance)).await {
             Ok(()) => None,
             Err(e) => {
-                tracing::error!(backend, instance = %instance.instance_id, "terminate failed: {e}");
+                tracing::error!(backend, instance = %escape(&instance.instance_id), "terminate failed: {e}");
                 Some(e.to_string())
             }
         };

@@ -396,16 +396,45 @@ fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
         max_concurrent_calls: 1,
         max_memory_mib: 64,
     })?;
-    let component = wasmtime::component::Component::new(runtime.engine(), &bytes)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("{} is not a valid WebAssembly component", file.display()))?;
+    let header = || {
+        println!("{}", file.display());
+        println!(
+            "  size {} bytes, sha256 {}",
+            bytes.len(),
+            CompileCache::digest(&bytes)
+        );
+    };
+    let component = match wasmtime::component::Component::new(runtime.engine(), &bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            // The sandbox's per-component limits refuse it before it can
+            // be looked at: say so, with the reason, as a refusal.
+            if let Some(why) = policy::explain_pool_refusal(&e) {
+                header();
+                println!("verdict: REFUSED");
+                println!("  - {why}");
+                return Ok(ExitCode::FAILURE);
+            }
+            return Err(e.context(format!(
+                "{} is not a valid WebAssembly component",
+                file.display()
+            )));
+        }
+    };
     let report = policy::check(runtime.engine(), &component);
-    println!("{}", file.display());
-    println!(
-        "  size {} bytes, sha256 {}",
-        bytes.len(),
-        CompileCache::digest(&bytes)
-    );
+    header();
+    if let Some(r) = &report.resources {
+        println!(
+            "  sandbox: {} linear memor{}, {} table{} per instance (at most {} and {})",
+            r.memories,
+            if r.memories == 1 { "y" } else { "ies" },
+            r.tables,
+            if r.tables == 1 { "" } else { "s" },
+            policy::MAX_MEMORIES,
+            policy::MAX_TABLES
+        );
+    }
     println!(
         "  world: {}",
         if report.conforms() {

@@ -585,10 +585,15 @@ cb_podman_setup() {
 		echo systemd >"$G/launcher"
 	else
 		eval "set -- $CB_PODMAN_DETACHED"
-		(
-			"$@" </dev/null >"$G/launch.log" 2>&1
-			echo $? >"$G/launch.exit"
-		) 9>&- 8>&- &
+		# In a session of its own where setsid exists, so it outlives this
+		# command (the bridge's local transport kills the command's process
+		# group when the command ends).
+		launch='g=$1; shift; "$@" </dev/null >"$g/launch.log" 2>&1; echo $? >"$g/launch.exit"'
+		if command -v setsid >/dev/null 2>&1; then
+			setsid /bin/sh -c "$launch" cb-launch "$G" "$@" 9>&- 8>&- &
+		else
+			/bin/sh -c "$launch" cb-launch "$G" "$@" 9>&- 8>&- &
+		fi
 		echo $! >"$G/launcher"
 	fi
 	cb_start_supervisor

@@ -4,13 +4,22 @@
 //! Checks, in order:
 //! 1. the URL's origin (`scheme://host:port`) is on `allowed_hosts`, before
 //!    any DNS;
-//! 2. every address the name resolves to is public, unless that very IP is
-//!    itself listed: loopback, link-local (cloud metadata at
-//!    169.254.169.254), private, shared, unspecified and multicast
-//!    addresses are dropped, and a name left with none is refused;
+//! 2. every address the name resolves to is public ([`is_forbidden`]:
+//!    loopback, link-local with cloud metadata at 169.254.169.254, private,
+//!    shared, unspecified, multicast, site-local, and each of these inside
+//!    the IPv6 forms that embed an IPv4 address), unless the operator listed
+//!    that very origin by address: the same scheme, that IP and the same
+//!    port, for every port the name is listed with. A name left with no
+//!    address is refused. Listing `http://127.0.0.1:18081` opens that one
+//!    origin, not every port of 127.0.0.1;
 //! 3. redirects are followed only to listed origins, through the same
 //!    resolver;
-//! 4. the whole exchange has a timeout and the body a size cap.
+//! 4. the host sets `Host` from the URL (and the body's length) and drops
+//!    the hop-by-hop headers a component sets (RFC 9110 §7.6.1: `Connection`
+//!    and the fields it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
+//!    `Transfer-Encoding`, `Upgrade`), so a request goes to the listed origin
+//!    as that origin and carries nothing meant for a hop in between;
+//! 5. the whole exchange has a timeout and the body a size cap.
 //!
 //! Bytes out and in are counted per backend.
 
@@ -90,7 +99,8 @@ impl std::fmt::Display for Origin {
 }
 
 /// True for addresses a backend may not reach unless the operator listed
-/// that exact IP: anything that is not plainly public.
+/// that exact origin by address: anything that is not plainly public, in
+/// every spelling.
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -109,18 +119,50 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
                 || o[0] >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_forbidden(IpAddr::V4(v4));
             }
             let s = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xfe00) == 0xfc00 // unique local, RFC 4193
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 well-known prefix
+                || (s[0] & 0xffc0) == 0xfec0 // site-local, RFC 3879 (deprecated, still routed)
+                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 prefixes but the /96 (RFC 8215 local use)
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo, RFC 4380: a tunnel to any IPv4 host
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only, RFC 6666
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, in the forms that carry
+/// one: IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d` (RFC 4291
+/// §2.5.5.1, deprecated), IPv4-translated `::ffff:0:a.b.c.d` (RFC 2765),
+/// NAT64 `64:ff9b::a.b.c.d` (RFC 6052) and 6to4 `2002:aabb:ccdd::/48`
+/// (RFC 3056). `::` and `::1` are not IPv4 addresses.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let low = std::net::Ipv4Addr::new(
+        (s[6] >> 8) as u8,
+        s[6] as u8,
+        (s[7] >> 8) as u8,
+        s[7] as u8,
+    );
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, _, _] => Some(low),
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0x2002, a, b, ..] => Some(std::net::Ipv4Addr::new(
+            (a >> 8) as u8,
+            a as u8,
+            (b >> 8) as u8,
+            b as u8,
+        )),
+        _ => None,
     }
 }
 
@@ -128,7 +170,6 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
 #[derive(Debug)]
 pub struct HttpPolicy {
     allowed: HashSet<Origin>,
-    listed_ips: HashSet<IpAddr>,
     resolve: std::collections::BTreeMap<String, IpAddr>,
     /// Per-request timeout.
     pub timeout: Duration,
@@ -140,17 +181,11 @@ impl HttpPolicy {
     /// Build from config (validated at load).
     pub fn new(cfg: &HttpConfig) -> Result<Self, String> {
         let mut allowed = HashSet::new();
-        let mut listed_ips = HashSet::new();
         for h in &cfg.allowed_hosts {
-            let o = Origin::parse(h)?;
-            if let Some(ip) = o.ip() {
-                listed_ips.insert(ip);
-            }
-            allowed.insert(o);
+            allowed.insert(Origin::parse(h)?);
         }
         Ok(Self {
             allowed,
-            listed_ips,
             resolve: cfg
                 .resolve
                 .iter()
@@ -171,10 +206,56 @@ impl HttpPolicy {
         }
     }
 
-    /// May a connection go to `ip`?
-    pub fn allows_ip(&self, ip: IpAddr) -> bool {
-        !is_forbidden(ip) || self.listed_ips.contains(&ip)
+    /// May a connection for `origin` go to `ip`? A public address, or a
+    /// forbidden one whose own origin (the same scheme and port at that IP)
+    /// is listed.
+    pub fn allows_ip_for(&self, origin: &Origin, ip: IpAddr) -> bool {
+        !is_forbidden(ip)
+            || self.allowed.contains(&Origin {
+                scheme: origin.scheme.clone(),
+                host: ip.to_string(),
+                port: origin.port,
+            })
     }
+
+    /// May a connection to the name `host`, resolved to `ip`, go there? The
+    /// resolver does not know the port asked for, so `ip` must do for every
+    /// origin `host` is listed with (a request or a redirect goes only to
+    /// one of those); a name that is not listed gets only public addresses.
+    pub fn allows_resolved(&self, host: &str, ip: IpAddr) -> bool {
+        if !is_forbidden(ip) {
+            return true;
+        }
+        let mut origins = self.allowed.iter().filter(|o| o.host == host).peekable();
+        origins.peek().is_some() && origins.all(|o| self.allows_ip_for(o, ip))
+    }
+}
+
+/// Headers only the host sets: `Host` comes from the URL and the length
+/// from the body.
+const HOST_SET: &[&str] = &["host", "content-length"];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), which a component has no business
+/// setting on a request to a listed origin.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether the host drops a header a component set: one it sets itself,
+/// a hop-by-hop one, any `Proxy-*`, or one a `Connection` header names
+/// (`nominated`, lower case).
+fn dropped_header(name: &str, nominated: &[String]) -> bool {
+    let n = name.to_ascii_lowercase();
+    HOST_SET.contains(&n.as_str())
+        || HOP_BY_HOP.contains(&n.as_str())
+        || n.starts_with("proxy-")
+        || nominated.contains(&n)
 }
 
 /// Raised inside reqwest by our resolver or redirect policy; recognised on
@@ -200,12 +281,14 @@ impl reqwest::dns::Resolve for GuardedResolver {
                     .map(|a| a.ip())
                     .collect(),
             };
-            let (ok, refused): (Vec<IpAddr>, Vec<IpAddr>) =
-                addrs.into_iter().partition(|ip| policy.allows_ip(*ip));
+            let (ok, refused): (Vec<IpAddr>, Vec<IpAddr>) = addrs
+                .into_iter()
+                .partition(|ip| policy.allows_resolved(&name, *ip));
             if ok.is_empty() {
                 let shown: Vec<String> = refused.iter().map(ToString::to_string).collect();
                 return Err(Box::new(Denied(format!(
-                    "{name} resolves only to forbidden addresses ({}); list the IP itself in allowed_hosts to allow it",
+                    "{name} resolves only to forbidden addresses ({}); list that address's origin \
+                     (the same scheme and port) in allowed_hosts to allow it",
                     shown.join(", ")
                 )))
                     as Box<dyn std::error::Error + Send + Sync>);
@@ -282,7 +365,7 @@ impl HttpCapability {
             .map_err(|e| wit::HttpError::InvalidRequest(format!("bad URL: {e}")))?;
         let origin = self.policy.allows_url(&url).map_err(|why| self.deny(why))?;
         if let Some(ip) = origin.ip()
-            && !self.policy.allows_ip(ip)
+            && !self.policy.allows_ip_for(&origin, ip)
         {
             return Err(self.deny(format!("{ip} is a forbidden address")));
         }
@@ -297,7 +380,18 @@ impl HttpCapability {
         };
         let mut headers = reqwest::header::HeaderMap::new();
         let mut out_bytes = req.body.len() as u64;
+        let nominated: Vec<String> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
         for (k, v) in &req.headers {
+            if dropped_header(k, &nominated) {
+                continue;
+            }
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| wit::HttpError::InvalidRequest(format!("bad header name {k:?}")))?;
             let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
@@ -427,11 +521,56 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            // The IPv4-embedding forms of forbidden IPv4 addresses.
+            "::7f00:1",
+            "::a9fe:a9fe",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "feff::1",
+            "100::1",
         ] {
             assert!(is_forbidden(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["1.1.1.1", "54.239.28.85", "2606:4700::1111"] {
+        for ip in [
+            "1.1.1.1",
+            "54.239.28.85",
+            "2606:4700::1111",
+            // The same forms of a public IPv4 address.
+            "::ffff:1.1.1.1",
+            "64:ff9b::101:101",
+            "2002:101:101::1",
+        ] {
             assert!(!is_forbidden(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_host_set_headers_are_dropped() {
+        let nominated = vec!["x-secret-hop".to_string()];
+        for h in [
+            "Host",
+            "content-length",
+            "Connection",
+            "Keep-Alive",
+            "Proxy-Authorization",
+            "proxy-connection",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Upgrade",
+            "X-Secret-Hop",
+        ] {
+            assert!(dropped_header(h, &nominated), "{h}");
+        }
+        for h in ["authorization", "content-type", "x-amz-date", "accept"] {
+            assert!(!dropped_header(h, &nominated), "{h}");
         }
     }
 
@@ -442,9 +581,38 @@ mod tests {
             ..Default::default()
         };
         let p = HttpPolicy::new(&cfg).unwrap();
-        assert!(p.allows_ip("127.0.0.1".parse().unwrap()));
-        assert!(!p.allows_ip("169.254.169.254".parse().unwrap()));
+        let listed = Origin::parse("http://127.0.0.1:5000").unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(p.allows_ip_for(&listed, lo));
+        assert!(!p.allows_ip_for(&listed, "169.254.169.254".parse().unwrap()));
         let u = reqwest::Url::parse("http://127.0.0.1:5001/x").unwrap();
         assert!(p.allows_url(&u).is_err());
+        // The exemption is that origin's, not the IP's: another port or
+        // scheme at 127.0.0.1 is not listed.
+        let other_port = Origin::parse("http://127.0.0.1:22").unwrap();
+        assert!(!p.allows_ip_for(&other_port, lo));
+        let other_scheme = Origin::parse("https://127.0.0.1:5000").unwrap();
+        assert!(!p.allows_ip_for(&other_scheme, lo));
+    }
+
+    #[test]
+    fn a_name_gets_a_listed_address_only_for_the_ports_listed_there() {
+        let cfg = HttpConfig {
+            allowed_hosts: vec![
+                "http://127.0.0.1:5000".into(),
+                "http://api.test:5000".into(),
+                "http://evil.test:22".into(),
+                "http://both.test:5000".into(),
+                "http://both.test:22".into(),
+            ],
+            ..Default::default()
+        };
+        let p = HttpPolicy::new(&cfg).unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(p.allows_resolved("api.test", lo));
+        assert!(!p.allows_resolved("evil.test", lo));
+        assert!(!p.allows_resolved("both.test", lo));
+        assert!(!p.allows_resolved("unlisted.test", lo));
+        assert!(p.allows_resolved("evil.test", "1.1.1.1".parse().unwrap()));
     }
 }

@@ -1,15 +1,49 @@
 //! The `log` capability: a component's log records go into the host's
-//! tracing output, tagged with the backend's name and capped in size.
+//! tracing output, tagged with the backend's name, escaped and budgeted.
+//!
+//! Invariants:
+//! - every component-supplied string (message, field names and values) is
+//!   cut at [`MAX_LEN`] and has its control characters escaped ([`escape`]),
+//!   so one record is one line of the host's log and cannot forge another;
+//! - a call may write `max_bytes_per_call` bytes of records and all of a
+//!   backend's calls `max_bytes_per_minute` together (`[backends.log]`);
+//!   records past either budget are dropped, and when the call ends one
+//!   line says how many and how many bytes.
+//!
+//! Nothing is kept but byte and record counts.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::bindings::log as wit;
+use crate::config::LogConfig;
 
 /// Longest message or field list kept, bytes; the rest is cut.
 const MAX_LEN: usize = 4096;
 
-/// Per-call view handed to the generated `Host` trait.
-pub struct LogHost(pub Arc<str>);
+/// The window `max_bytes_per_minute` applies to.
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// `s` with every control character (C0, DEL, C1) and the Unicode line and
+/// paragraph separators escaped as Rust escapes them (`\n`, `\u{1b}`), so
+/// the text stays on one line of a log. Used for everything a component
+/// hands the host that the host logs.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    let bad = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !s.chars().any(bad) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 fn cut(s: &str) -> &str {
     if s.len() <= MAX_LEN {
@@ -22,6 +56,130 @@ fn cut(s: &str) -> &str {
     &s[..end]
 }
 
+/// Records and bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Records.
+    pub records: u64,
+    /// Bytes of message and fields.
+    pub bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: usize) {
+        self.records = self.records.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(bytes as u64);
+    }
+}
+
+struct Window {
+    started: Instant,
+    used: u64,
+}
+
+/// The `log` capability of one backend, shared by all its calls.
+pub struct LogCapability {
+    backend: Arc<str>,
+    per_call: u64,
+    per_minute: u64,
+    window: Mutex<Window>,
+    totals: Mutex<(Tally, Tally)>,
+}
+
+impl LogCapability {
+    /// The capability of `backend` with its `[backends.log]` budgets.
+    pub fn new(backend: &str, cfg: &LogConfig) -> Self {
+        Self {
+            backend: backend.into(),
+            per_call: cfg.max_bytes_per_call,
+            per_minute: cfg.max_bytes_per_minute,
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                used: 0,
+            }),
+            totals: Mutex::new((Tally::default(), Tally::default())),
+        }
+    }
+
+    /// Records written and dropped since start.
+    pub fn totals(&self) -> (Tally, Tally) {
+        *self.totals.lock().unwrap()
+    }
+
+    /// Take `bytes` from this minute's budget, if it has them.
+    fn take(&self, bytes: u64) -> bool {
+        let mut w = self.window.lock().unwrap();
+        if w.started.elapsed() >= WINDOW {
+            w.started = Instant::now();
+            w.used = 0;
+        }
+        if w.used.saturating_add(bytes) > self.per_minute {
+            return false;
+        }
+        w.used += bytes;
+        true
+    }
+}
+
+/// Per-call view handed to the generated `Host` trait; says what it
+/// dropped when the call ends.
+pub struct LogHost {
+    cap: Arc<LogCapability>,
+    call: &'static str,
+    written: Tally,
+    dropped: Tally,
+}
+
+impl LogHost {
+    /// The view of one call of export `call`.
+    pub fn new(cap: Arc<LogCapability>, call: &'static str) -> Self {
+        Self {
+            cap,
+            call,
+            written: Tally::default(),
+            dropped: Tally::default(),
+        }
+    }
+}
+
+impl Drop for LogHost {
+    fn drop(&mut self) {
+        {
+            let mut t = self.cap.totals.lock().unwrap();
+            t.0.records = t.0.records.saturating_add(self.written.records);
+            t.0.bytes = t.0.bytes.saturating_add(self.written.bytes);
+            t.1.records = t.1.records.saturating_add(self.dropped.records);
+            t.1.bytes = t.1.bytes.saturating_add(self.dropped.bytes);
+        }
+        if self.dropped.records > 0 {
+            tracing::warn!(
+                target: "component",
+                backend = &*self.cap.backend,
+                call = self.call,
+                dropped_records = self.dropped.records,
+                dropped_bytes = self.dropped.bytes,
+                "dropped {} log records ({} bytes) of this {} call: over the backend's log budget \
+                 ({} bytes a call, {} bytes a minute; [backends.log])",
+                self.dropped.records,
+                self.dropped.bytes,
+                self.call,
+                self.cap.per_call,
+                self.cap.per_minute,
+            );
+        }
+    }
+}
+
+fn enabled(level: &wit::Level) -> bool {
+    match level {
+        wit::Level::Trace => tracing::enabled!(target: "component", tracing::Level::TRACE),
+        wit::Level::Debug => tracing::enabled!(target: "component", tracing::Level::DEBUG),
+        wit::Level::Info => tracing::enabled!(target: "component", tracing::Level::INFO),
+        wit::Level::Warn => tracing::enabled!(target: "component", tracing::Level::WARN),
+        wit::Level::Error => tracing::enabled!(target: "component", tracing::Level::ERROR),
+    }
+}
+
 impl wit::Host for LogHost {
     fn log(
         &mut self,
@@ -29,13 +187,31 @@ impl wit::Host for LogHost {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        let backend = &*self.0;
-        let fields: String = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let (message, fields) = (cut(&message), cut(&fields));
+        // A record the log would not show costs nothing.
+        if !enabled(&level) {
+            return Ok(());
+        }
+        let message = cut(&escape(cut(&message))).to_string();
+        let mut listed = String::new();
+        for (k, v) in &fields {
+            if listed.len() >= MAX_LEN {
+                break;
+            }
+            if !listed.is_empty() {
+                listed.push(' ');
+            }
+            listed.push_str(&format!("{}={:?}", escape(k), v));
+        }
+        let fields = cut(&escape(cut(&listed))).to_string();
+        let bytes = message.len() + fields.len();
+        let within = self.written.bytes.saturating_add(bytes as u64) <= self.cap.per_call
+            && self.cap.take(bytes as u64);
+        if !within {
+            self.dropped.add(bytes);
+            return Ok(());
+        }
+        self.written.add(bytes);
+        let backend = &*self.cap.backend;
         match level {
             wit::Level::Trace => tracing::trace!(target: "component", backend, fields, "{message}"),
             wit::Level::Debug => tracing::debug!(target: "component", backend, fields, "{message}"),
@@ -44,5 +220,20 @@ impl wit::Host for LogHost {
             wit::Level::Error => tracing::error!(target: "component", backend, fields, "{message}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_plain_text_is_not_copied() {
+        assert!(matches!(escape("plain text: ok"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("a\nb\r\tc\u{1b}[2J\u{7f}\u{85}\u{2028}"),
+            "a\\nb\\r\\tc\\u{1b}[2J\\u{7f}\\u{85}\\u{2028}"
+        );
+        assert_eq!(escape("ünïcödé"), "ünïcödé");
     }
 }

@@ -31,6 +31,8 @@ pub struct Granted {
     pub config: Arc<WasiConfigVariables>,
     /// Its credential cache (memory only, private to this backend).
     pub cache: Arc<cache::CacheCapability>,
+    /// Its share of the host's log.
+    pub log: Arc<log::LogCapability>,
 }
 
 impl Granted {
@@ -53,6 +55,7 @@ impl Granted {
                 &backend.name,
                 cache::CacheLimits::default(),
             )),
+            log: Arc::new(log::LogCapability::new(&backend.name, &backend.log)),
         })
     }
 }

@@ -4,9 +4,22 @@
 //! The component names a host by its label and never sees its address, user
 //! or key. Each remote host's key is pinned in the config; a different key
 //! is refused before authentication. Connections are pooled per host and
-//! each command runs on its own channel. A label with `transport = "local"`
-//! runs commands on this machine through `/bin/sh` instead (the embedded
-//! default uses it).
+//! each command runs on its own channel.
+//!
+//! A label with `transport = "local"` runs commands on this machine through
+//! `/bin/sh` instead (the embedded default uses it), as the bridge's own
+//! user. Only a backend shipped in the binary may have one (the config
+//! refuses it for a component from a file, and so does [`SshCapability::new`]):
+//! such a command can read whatever that user can, the state dir with its
+//! identity key included. What the local transport does bound:
+//! - the command sees a cleared environment: only a fixed `PATH`, `LANG`
+//!   and `HOME` (the bridge's home), never the bridge's own variables (the
+//!   `${ENV}` secrets of every backend among them), and starts in `/`;
+//! - it runs in a process group of its own, killed whole (SIGKILL) when the
+//!   shell exits, when the command times out and when the call is dropped,
+//!   so nothing it starts outlives the call unless it detaches on purpose
+//!   into a session of its own (`setsid`, as the bare-metal host script
+//!   does for a grant's supervisor).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +31,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::bindings::ssh as wit;
-use crate::config::{BackendConfig, BootConfig, SshTransport};
+use crate::config::{BackendConfig, BootConfig, ComponentSource, SshTransport};
+
+/// `PATH` of a local command.
+pub const LOCAL_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `LANG` of a local command.
+pub const LOCAL_LANG: &str = "C.UTF-8";
 
 /// Channels run at once on one pooled connection (OpenSSH allows 10).
 const CHANNELS_PER_CONNECTION: usize = 8;
@@ -78,6 +96,8 @@ pub struct SshCapability {
     hosts: Vec<(String, Target)>,
     timeout: Duration,
     max_output: usize,
+    /// `HOME` of a local command: the bridge's own.
+    home: std::ffi::OsString,
 }
 
 impl SshCapability {
@@ -87,7 +107,16 @@ impl SshCapability {
         let mut hosts = Vec::new();
         for (label, h) in cfg.ssh_hosts() {
             let target = match h.transport {
-                SshTransport::Local => Target::Local,
+                SshTransport::Local => {
+                    if let ComponentSource::File(_) = cfg.component_source() {
+                        anyhow::bail!(
+                            "backend {}: ssh host {label}: {}",
+                            cfg.name,
+                            crate::config::LOCAL_ONLY_BUILTIN
+                        );
+                    }
+                    Target::Local
+                }
                 SshTransport::Ssh => {
                     let key = match (&h.private_key, &h.private_key_file) {
                         (Some(text), _) => russh::keys::decode_secret_key(text, None)
@@ -128,6 +157,7 @@ impl SshCapability {
             hosts,
             timeout: Duration::from_secs(cfg.ssh.timeout_sec),
             max_output: cfg.ssh.max_output_bytes as usize,
+            home: std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
         })
     }
 
@@ -169,6 +199,12 @@ impl SshCapability {
         let mut child = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(command)
+            .env_clear()
+            .env("PATH", LOCAL_PATH)
+            .env("LANG", LOCAL_LANG)
+            .env("HOME", &self.home)
+            .current_dir("/")
+            .process_group(0)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -177,19 +213,28 @@ impl SshCapability {
             .map_err(|e| {
                 wit::SshError::Unreachable(format!("{label}: cannot start /bin/sh: {e}"))
             })?;
+        // Declared after the child, so dropped before it: the group dies
+        // while its leader's pid (its id) is still taken.
+        let mut group = ProcessGroup(child.id());
         let mut input = child.stdin.take().expect("piped");
-        let writer = tokio::spawn(async move {
+        let writer = async move {
             let _ = input.write_all(&stdin).await;
-        });
+        };
         let cap = self.max_output;
-        let out = read_capped(child.stdout.take().expect("piped"), cap);
-        let err = read_capped(child.stderr.take().expect("piped"), cap);
-        let ((stdout, t1), (stderr, t2)) = tokio::join!(out, err);
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| wit::SshError::Unreachable(format!("{label}: {e}")))?;
-        let _ = writer.await;
+        let (stdout, stderr) = (
+            child.stdout.take().expect("piped"),
+            child.stderr.take().expect("piped"),
+        );
+        let reading = async { tokio::join!(read_capped(stdout, cap), read_capped(stderr, cap)) };
+        let waiting = async {
+            let status = child.wait().await;
+            // Whatever the command left behind in its group goes with it,
+            // and the pipes it held close.
+            group.kill();
+            status
+        };
+        let (((stdout, t1), (stderr, t2)), status, ()) = tokio::join!(reading, waiting, writer);
+        let status = status.map_err(|e| wit::SshError::Unreachable(format!("{label}: {e}")))?;
         Ok(wit::ExecOutput {
             exit_code: status.code().unwrap_or(-1),
             stdout,
@@ -329,6 +374,29 @@ impl SshCapability {
             handle,
             slots: Arc::new(Semaphore::new(CHANNELS_PER_CONNECTION)),
         })
+    }
+}
+
+/// The process group of one local command, killed whole (SIGKILL) once:
+/// when the command's shell exits, or when the command is dropped (its
+/// timeout, the call's deadline).
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take().and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: killpg only sends a signal; a group that is already
+            // gone is ESRCH, which changes nothing.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

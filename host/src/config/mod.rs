@@ -238,6 +238,23 @@ pub struct BackendConfig {
     /// Wall-clock deadline per call, seconds.
     #[serde(default = "default_call_timeout")]
     pub call_timeout_sec: u64,
+    /// Deadline of a `capabilities` call, seconds: short, so a backend
+    /// that is slow to answer keeps only its own offer out of the card.
+    #[serde(default = "default_capabilities_timeout")]
+    pub capabilities_timeout_sec: u64,
+    /// Deadline of a `can-satisfy` call, seconds: short, because routing
+    /// asks it of the backends in order for every grant.
+    #[serde(default = "default_can_satisfy_timeout")]
+    pub can_satisfy_timeout_sec: u64,
+    /// Calls of this backend in flight at once (each holds one of the
+    /// `[bridge] max_concurrent_calls` sandbox slots, which no other backend
+    /// can then take). Unset: an even share of the slots the backends with
+    /// a value leave. Use [`BootConfig::call_slots`].
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
+    /// What the component may write to the host's log.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Outbound HTTP.
     #[serde(default)]
     pub http: HttpConfig,
@@ -263,6 +280,42 @@ fn default_memory() -> u32 {
 }
 fn default_call_timeout() -> u64 {
     60
+}
+fn default_capabilities_timeout() -> u64 {
+    10
+}
+fn default_can_satisfy_timeout() -> u64 {
+    5
+}
+
+/// `[backends.log]`: the component's share of the host's log. Records past
+/// either budget are dropped, and one line per call says how many.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Bytes of log records one call may write.
+    #[serde(default = "default_log_per_call")]
+    pub max_bytes_per_call: u64,
+    /// Bytes of log records all of this backend's calls may write in a
+    /// minute.
+    #[serde(default = "default_log_per_minute")]
+    pub max_bytes_per_minute: u64,
+}
+
+fn default_log_per_call() -> u64 {
+    64 * 1024
+}
+fn default_log_per_minute() -> u64 {
+    1024 * 1024
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_call: default_log_per_call(),
+            max_bytes_per_minute: default_log_per_minute(),
+        }
+    }
 }
 
 /// `[backends.http]`
@@ -570,11 +623,25 @@ impl BootConfig {
                     "must be between 1 and 4096 MiB".into(),
                 ));
             }
-            if b.call_timeout_sec == 0 {
-                return Err(at(
-                    &p(&["call_timeout_sec".into()]),
-                    "must be at least 1 second".into(),
-                ));
+            for (key, v) in [
+                ("call_timeout_sec", b.call_timeout_sec),
+                ("capabilities_timeout_sec", b.capabilities_timeout_sec),
+                ("can_satisfy_timeout_sec", b.can_satisfy_timeout_sec),
+            ] {
+                if v == 0 {
+                    return Err(at(&p(&[key.into()]), "must be at least 1 second".into()));
+                }
+            }
+            for (key, v) in [
+                ("max_bytes_per_call", b.log.max_bytes_per_call),
+                ("max_bytes_per_minute", b.log.max_bytes_per_minute),
+            ] {
+                if v == 0 {
+                    return Err(at(
+                        &p(&["log".into(), key.into()]),
+                        "must be at least 1 byte".into(),
+                    ));
+                }
             }
             if b.http.timeout_sec == 0 {
                 return Err(at(
@@ -608,6 +675,13 @@ impl BootConfig {
                     .clone()
                     .try_into()
                     .map_err(|e: toml::de::Error| at(&path, e.message().to_string()))?;
+                if host.transport == SshTransport::Local
+                    && let ComponentSource::File(_) = b.component_source()
+                {
+                    let mut kp = path.clone();
+                    kp.push("transport".into());
+                    return Err(at(&kp, LOCAL_ONLY_BUILTIN.into()));
+                }
                 if let Err((key, msg)) = host.check() {
                     let mut kp = path.clone();
                     if let Some(k) = key {
@@ -633,6 +707,7 @@ impl BootConfig {
                 }
             }
         }
+        self.validate_call_slots(src)?;
         for (name, rate) in &self.rates {
             if !seen.contains_key(name) {
                 return Err(at(
@@ -656,7 +731,86 @@ impl BootConfig {
     }
 }
 
+/// Why a component loaded from a file may not have a `local` SSH label.
+pub const LOCAL_ONLY_BUILTIN: &str = "a `local` label runs the component's commands on this machine as \
+     the bridge's own user, where its identity key, journal and config are in reach; only a backend \
+     shipped in the binary (`builtin:...`) may have one. For a component from a file, run sshd on \
+     this machine and give it an `ssh` label to an unprivileged account (address 127.0.0.1, a \
+     pinned host_key)";
+
 impl BootConfig {
+    /// Calls each backend may have in flight at once, in config order:
+    /// its `max_concurrent_calls`, or an even share (at least one) of the
+    /// `[bridge] max_concurrent_calls` slots that the backends with a value
+    /// leave. Validation makes sure they add up to no more than the pool, so
+    /// no backend's calls can take another's slot.
+    pub fn call_slots(&self) -> Vec<u32> {
+        let pool = self.bridge.max_concurrent_calls;
+        let set: u32 = self
+            .backends
+            .iter()
+            .filter_map(|b| b.max_concurrent_calls)
+            .fold(0, u32::saturating_add);
+        let unset = self
+            .backends
+            .iter()
+            .filter(|b| b.max_concurrent_calls.is_none())
+            .count() as u32;
+        let share = (pool.saturating_sub(set) / unset.max(1)).max(1);
+        self.backends
+            .iter()
+            .map(|b| b.max_concurrent_calls.unwrap_or(share))
+            .collect()
+    }
+
+    /// The call slots of the backend called `name` (see [`Self::call_slots`]).
+    pub fn call_slots_of(&self, name: &str) -> Option<u32> {
+        let i = self.backends.iter().position(|b| b.name == name)?;
+        self.call_slots().get(i).copied()
+    }
+
+    fn validate_call_slots(&self, src: &Source) -> Result<(), ConfigError> {
+        let pool = self.bridge.max_concurrent_calls;
+        let unset = self
+            .backends
+            .iter()
+            .filter(|b| b.max_concurrent_calls.is_none())
+            .count() as u32;
+        let mut before = 0u32;
+        for (i, b) in self.backends.iter().enumerate() {
+            let Some(n) = b.max_concurrent_calls else {
+                continue;
+            };
+            let key = ["backends".into(), i.into(), "max_concurrent_calls".into()];
+            if n == 0 {
+                return Err(src.error_at_path(&key, "must be at least 1"));
+            }
+            let need = before.saturating_add(n).saturating_add(unset);
+            if need > pool {
+                return Err(src.error_at_path(
+                    &key,
+                    format!(
+                        "{n} calls for this backend, {before} for the backends before it and one \
+                         at least for each of the {unset} without a value need {need} sandbox \
+                         slots, more than [bridge] max_concurrent_calls = {pool}: lower this or \
+                         raise max_concurrent_calls"
+                    ),
+                ));
+            }
+            before += n;
+        }
+        if unset > pool {
+            return Err(src.error_at_path(
+                &["bridge".into(), "max_concurrent_calls".into()],
+                format!(
+                    "{pool} sandbox slots cannot give each of the {unset} backends one of its own: \
+                     raise it to at least {unset}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_coalition(&self, src: &Source) -> Result<(), ConfigError> {
         let at = |path: &[Seg], msg: String| src.error_at_path(path, msg);
         let c = &self.coalition;
@@ -864,6 +1018,27 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("coalition.local"), "{e}");
         let e = load(&format!("[coalition]\nlocal = false\n{MIN}")).unwrap_err();
         assert!(e.message.contains("at least one relay"), "{e}");
+    }
+
+    #[test]
+    fn call_slots_are_shared_out_and_must_fit_the_pool() {
+        let two = format!(
+            "[bridge]\nmax_concurrent_calls = 10\n{MIN}\
+             [[backends]]\nname = \"b\"\ncomponent = \"builtin:fake\"\n"
+        );
+        assert_eq!(load(&two).unwrap().call_slots(), [5, 5]);
+        let set = two.replace("name = \"b\"", "name = \"b\"\nmax_concurrent_calls = 8");
+        assert_eq!(load(&set).unwrap().call_slots(), [2, 8]);
+        // Eight for one leaves the other one; ten leaves it none.
+        let over = two.replace("name = \"b\"", "name = \"b\"\nmax_concurrent_calls = 10");
+        let e = load(&over).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("backends[1].max_concurrent_calls"));
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(
+            e.message.contains("need 11 sandbox slots")
+                && e.message.contains("max_concurrent_calls = 10"),
+            "{e}"
+        );
     }
 
     #[test]

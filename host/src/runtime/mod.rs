@@ -3,10 +3,18 @@
 //!
 //! [`Runtime::load_backend`] turns a `[[backends]]` entry into a
 //! [`ComponentBackend`]: it reads the component (builtin or file), refuses it
-//! if it imports outside the backend world, compiles it (or loads it from
-//! the cache), links it against this backend's capabilities only, and
-//! pre-instantiates it.
+//! if it imports outside the backend world or needs more of the sandbox
+//! than a backend gets (more than one memory; see [`policy`]), compiles it
+//! (or loads it from the cache), links it against this backend's
+//! capabilities only, and pre-instantiates it.
+//!
+//! The pool is sized so that it never runs out under the call slots: each
+//! of the `max_concurrent_calls` slots has room for one instance of the
+//! largest component the policy lets in (its memories, tables and core
+//! instances), and each backend has its own share of the slots (see
+//! `BootConfig::call_slots`), so one backend's calls cannot take another's.
 
+mod budget;
 mod cache;
 pub mod policy;
 mod sandbox;
@@ -21,6 +29,7 @@ use anyhow::Context;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use budget::{Budget, OverBudget, TABLE_ELEMENT_BYTES};
 pub use cache::{CacheStats, CompileCache, Origin};
 pub use sandbox::{CallState, CallStats, ComponentBackend, Limits};
 
@@ -99,11 +108,16 @@ impl Runtime {
     pub fn new(opts: &RuntimeOptions) -> anyhow::Result<Self> {
         let slots = opts.max_concurrent_calls.max(1);
         let mut pool = PoolingAllocationConfig::new();
+        // Per component: what the policy lets a backend have, so wasmtime
+        // itself refuses anything more when it compiles it. In total: that
+        // much per call slot, so the pool cannot run out before the slots.
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 16)
-            .max_core_instances_per_component(16)
-            .total_memories(slots * 2)
-            .total_tables(slots * 4)
+            .max_core_instances_per_component(policy::MAX_CORE_INSTANCES)
+            .total_core_instances(slots * policy::MAX_CORE_INSTANCES)
+            .max_memories_per_component(policy::MAX_MEMORIES)
+            .total_memories(slots * policy::MAX_MEMORIES)
+            .max_tables_per_component(policy::MAX_TABLES)
+            .total_tables(slots * policy::MAX_TABLES)
             .total_stacks(slots)
             .max_memory_size(opts.max_memory_mib as usize * 1024 * 1024)
             // Reset only the pages a call dirtied (PAGEMAP_SCAN, Linux 6.7+)
@@ -171,10 +185,13 @@ impl Runtime {
     /// imports outside the backend world or does not export the provider
     /// interface.
     pub fn compile(&self, label: &str, bytes: &[u8]) -> anyhow::Result<(Component, Origin)> {
-        let (component, origin) = self
-            .cache
-            .load(self.engine(), bytes)
-            .with_context(|| format!("loading component {label}"))?;
+        let (component, origin) = match self.cache.load(self.engine(), bytes) {
+            Ok(c) => c,
+            Err(e) => match policy::explain_pool_refusal(&e) {
+                Some(why) => anyhow::bail!("component {label} is refused:\n  - {why}"),
+                None => return Err(e.context(format!("loading component {label}"))),
+            },
+        };
         let report = policy::check(self.engine(), &component);
         if !report.conforms() {
             anyhow::bail!(
@@ -235,6 +252,11 @@ impl Runtime {
         let limits = Limits {
             memory_bytes: cfg.memory_limit_mib as usize * 1024 * 1024,
             deadline: Duration::from_secs(cfg.call_timeout_sec),
+            capabilities_deadline: Duration::from_secs(cfg.capabilities_timeout_sec),
+            can_satisfy_deadline: Duration::from_secs(cfg.can_satisfy_timeout_sec),
+            max_concurrent_calls: boot
+                .call_slots_of(&cfg.name)
+                .unwrap_or(boot.bridge.max_concurrent_calls),
         };
         Ok((
             self.backend(&cfg.name, &component, granted, limits)?,

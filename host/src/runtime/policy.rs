@@ -1,5 +1,11 @@
-//! What a backend component may import and must export, checked before it
-//! is ever instantiated (at load, and by `compute-bridge components inspect`).
+//! What a backend component may import and must export, and how much of
+//! the sandbox one instance of it may take, checked before it is ever
+//! instantiated (at load, and by `compute-bridge components inspect`).
+//!
+//! The counts ([`MAX_MEMORIES`], [`MAX_TABLES`], [`MAX_CORE_INSTANCES`]) are
+//! also the pooling allocator's limits per component, so wasmtime refuses a
+//! component past them when it compiles it; [`explain_pool_refusal`] turns
+//! that refusal into the same reason this module gives.
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -10,6 +16,22 @@ pub const PROVIDER_EXPORT: &str = "compute-bridge:backend/provider@0.1.0";
 
 /// The world a conforming component targets.
 pub const WORLD: &str = "compute-bridge:backend/backend@0.1.0";
+
+/// Linear memories one instance of a backend may have. A Rust
+/// `wasm32-wasip2` backend has exactly one; the backend's `memory_limit_mib`
+/// is one budget for the whole component, and a second memory is only room
+/// to get around it.
+pub const MAX_MEMORIES: u32 = 1;
+/// Tables one instance may have (a Rust backend has two: its own and the
+/// one `wit-component` adds for its import shims).
+pub const MAX_TABLES: u32 = 4;
+/// Core module instances one instance may have (a Rust backend has three).
+pub const MAX_CORE_INSTANCES: u32 = 16;
+
+/// Why a backend may have no more than that, for refusals.
+pub const WHY_ONE_MEMORY: &str = "a backend runs in one linear memory (a Rust wasm32-wasip2 \
+     backend has exactly one): memory_limit_mib is one budget for the whole component, and \
+     every further memory, table or core module would only be room around it";
 
 /// Import name prefixes a backend may use, and why.
 const ALLOWED: &[(&str, &str)] = &[
@@ -75,6 +97,18 @@ pub struct Report {
     pub exports: Vec<String>,
     /// Everything that stops it from loading.
     pub violations: Vec<String>,
+    /// What one instance takes from the sandbox (`None`: it imports core
+    /// modules, so it cannot be told before instantiation).
+    pub resources: Option<Resources>,
+}
+
+/// What one instance of a component takes from the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// Linear memories, across all its core modules.
+    pub memories: u32,
+    /// Tables, across all its core modules.
+    pub tables: u32,
 }
 
 impl Report {
@@ -117,9 +151,50 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
             "does not export {PROVIDER_EXPORT}: build it against the WIT in wit/ (world `backend`)"
         ));
     }
+    let resources = component.resources_required().map(|r| Resources {
+        memories: r.num_memories,
+        tables: r.num_tables,
+    });
+    match &resources {
+        None => violations.push(
+            "imports core modules, so what it allocates cannot be known before it runs: \
+             a backend defines its modules itself"
+                .into(),
+        ),
+        Some(r) => {
+            if r.memories > MAX_MEMORIES {
+                violations.push(format!(
+                    "has {} linear memories, at most {MAX_MEMORIES} allowed: {WHY_ONE_MEMORY}",
+                    r.memories
+                ));
+            }
+            if r.tables > MAX_TABLES {
+                violations.push(format!(
+                    "has {} tables, at most {MAX_TABLES} allowed: {WHY_ONE_MEMORY}",
+                    r.tables
+                ));
+            }
+        }
+    }
     Report {
         imports,
         exports,
         violations,
+        resources,
     }
+}
+
+/// If `e` is the pooling allocator refusing a component at compile time
+/// (more memories, tables or core instances than [`MAX_MEMORIES`],
+/// [`MAX_TABLES`], [`MAX_CORE_INSTANCES`]), the refusal with its reason.
+pub fn explain_pool_refusal(e: &anyhow::Error) -> Option<String> {
+    let refused = e
+        .chain()
+        .map(ToString::to_string)
+        .find(|m| m.contains("in the pooling allocator"))?;
+    Some(format!(
+        "{}; {WHY_ONE_MEMORY} (at most {MAX_MEMORIES} memory, {MAX_TABLES} tables and \
+         {MAX_CORE_INSTANCES} core instances per component)",
+        refused.replace(" in the pooling allocator", " of the sandbox")
+    ))
 }

@@ -1,12 +1,17 @@
 //! One backend component behind the [`Backend`] trait, each call in a fresh
 //! sandbox.
 //!
-//! A call takes a slot from the runtime's pool, instantiates the component
+//! A call takes one of its backend's own call slots and a slot of the
+//! runtime's pool, waiting for them no longer than its deadline (then it
+//! fails `transient`, and the fleet moves on), instantiates the component
 //! from its `InstancePre` into a new `Store` (pooled, copy-on-write memory,
 //! so this costs microseconds), runs the export under the backend's memory
-//! cap with epoch-based yielding, and is dropped at its deadline. Whatever
-//! the guest left in memory dies with the store, so nothing of one grant's
-//! call reaches another's.
+//! budget (one sum over all its memories and tables, see [`super::budget`])
+//! with epoch-based yielding, and is dropped at its deadline: the backend's
+//! `call_timeout_sec`, or the shorter `capabilities_timeout_sec` and
+//! `can_satisfy_timeout_sec` for those two. Whatever the guest left in
+//! memory dies with the store, so nothing of one grant's call reaches
+//! another's.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,17 +19,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
 
 use super::Shared;
+use super::budget::{Budget, OverBudget};
 use crate::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
 use crate::bindings::{self, provider::Guest as Provider};
+use crate::capabilities::log::escape;
 use crate::capabilities::{Granted, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost};
 
 /// Standard error kept per call, for trap reports (bytes).
@@ -33,10 +41,27 @@ const STDERR_KEEP: usize = 4096;
 /// Per-backend sandbox limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Linear memory cap per call, bytes.
+    /// Memory budget per call, bytes: all its memories and tables together.
     pub memory_bytes: usize,
     /// Wall-clock deadline per call.
     pub deadline: Duration,
+    /// Deadline of a `capabilities` call.
+    pub capabilities_deadline: Duration,
+    /// Deadline of a `can-satisfy` call.
+    pub can_satisfy_deadline: Duration,
+    /// This backend's calls in flight at once.
+    pub max_concurrent_calls: u32,
+}
+
+impl Limits {
+    /// The deadline of export `what`.
+    pub fn deadline_of(&self, what: &str) -> Duration {
+        match what {
+            "capabilities" => self.capabilities_deadline,
+            "can-satisfy" => self.can_satisfy_deadline,
+            _ => self.deadline,
+        }
+    }
 }
 
 /// What a call's `Store` holds: the WASI context (empty environment, no
@@ -49,7 +74,7 @@ pub struct CallState {
     pub(super) log: LogHost,
     pub(super) cache: CacheHost,
     pub(super) config: Arc<WasiConfigVariables>,
-    limits: StoreLimits,
+    budget: Budget,
 }
 
 impl WasiView for CallState {
@@ -70,6 +95,14 @@ pub struct CallStats {
     pub traps: AtomicU64,
     /// Calls stopped at their deadline.
     pub deadlines: AtomicU64,
+    /// Calls that found no free slot within their deadline.
+    pub busy: AtomicU64,
+    /// Calls in flight now.
+    pub in_flight: AtomicU64,
+    /// The most calls ever in flight at once.
+    pub peak_in_flight: AtomicU64,
+    /// The most memory one call's memories and tables held, bytes.
+    pub peak_memory_bytes: AtomicU64,
 }
 
 /// A backend component, ready to be called.
@@ -79,8 +112,27 @@ pub struct ComponentBackend {
     granted: Granted,
     limits: Limits,
     shared: Arc<Shared>,
+    /// This backend's own call slots.
+    slots: Semaphore,
     /// Counters.
     pub stats: CallStats,
+}
+
+/// Counts a call in flight while it lives.
+struct InFlight<'a>(&'a CallStats);
+
+impl<'a> InFlight<'a> {
+    fn new(stats: &'a CallStats) -> Self {
+        let now = stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
@@ -97,10 +149,16 @@ impl ComponentBackend {
             name: name.into(),
             pre,
             granted,
+            slots: Semaphore::new(limits.max_concurrent_calls.max(1) as usize),
             limits,
             shared,
             stats: CallStats::default(),
         }
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// What this backend was granted.
@@ -114,12 +172,33 @@ impl ComponentBackend {
         what: &'static str,
         f: impl for<'a> FnOnce(&'a Provider, &'a mut Store<CallState>) -> CallFuture<'a, R> + Send,
     ) -> Result<R, BackendError> {
-        let _slot = self
-            .shared
-            .slots
-            .acquire()
-            .await
-            .expect("the call pool is never closed");
+        let deadline = self.limits.deadline_of(what);
+        // Its backend's own slot first, then one of the pool's: a backend
+        // whose calls all hang waits on its own slots, never on another's.
+        // Neither wait outlasts the call's deadline.
+        let slots = async {
+            let own = self.slots.acquire().await;
+            let pool = self.shared.slots.acquire().await;
+            (own, pool)
+        };
+        let (_own, _pool) = match tokio::time::timeout(deadline, slots).await {
+            Ok((Ok(own), Ok(pool))) => (own, pool),
+            Ok(_) => unreachable!("call slots are never closed"),
+            Err(_) => {
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                let msg = format!(
+                    "backend {} had no free call slot for {what} within {}s \
+                     ({} of its calls in flight, max_concurrent_calls = {})",
+                    self.name,
+                    deadline.as_secs_f64(),
+                    self.stats.in_flight.load(Ordering::Relaxed),
+                    self.limits.max_concurrent_calls
+                );
+                tracing::warn!(backend = %self.name, call = what, "{msg}");
+                return Err(BackendError::Transient(msg));
+            }
+        };
+        let _in_flight = InFlight::new(&self.stats);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let stderr = MemoryOutputPipe::new(STDERR_KEEP);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
@@ -130,16 +209,13 @@ impl ComponentBackend {
                 table: ResourceTable::new(),
                 http: HttpHost(self.granted.http.clone()),
                 ssh: SshHost(self.granted.ssh.clone()),
-                log: LogHost(self.name.clone()),
+                log: LogHost::new(self.granted.log.clone(), what),
                 cache: CacheHost(self.granted.cache.clone()),
                 config: self.granted.config.clone(),
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(self.limits.memory_bytes)
-                    .trap_on_grow_failure(true)
-                    .build(),
+                budget: Budget::new(self.limits.memory_bytes),
             },
         );
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.budget);
         // Yield to the executor every epoch tick: a spinning guest shares
         // its thread and the deadline below can always fire.
         store.set_epoch_deadline(1);
@@ -149,7 +225,11 @@ impl ComponentBackend {
             let world = self.pre.instantiate_async(&mut store).await?;
             f(world.compute_bridge_backend_provider(), &mut store).await
         };
-        match tokio::time::timeout(self.limits.deadline, run).await {
+        let result = tokio::time::timeout(deadline, run).await;
+        self.stats
+            .peak_memory_bytes
+            .fetch_max(store.data().budget.peak() as u64, Ordering::Relaxed);
+        match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 self.stats.traps.fetch_add(1, Ordering::Relaxed);
@@ -165,7 +245,7 @@ impl ComponentBackend {
                 let msg = format!(
                     "backend {} exceeded its {}s deadline in {what}",
                     self.name,
-                    self.limits.deadline.as_secs_f64()
+                    deadline.as_secs_f64()
                 );
                 tracing::warn!(backend = %self.name, call = what, "{msg}");
                 Err(BackendError::Internal(msg))
@@ -174,18 +254,23 @@ impl ComponentBackend {
     }
 }
 
+/// What a trap was, for the error and the host's log: the component's own
+/// words in it (its standard error) are escaped, so they stay on one line.
 fn describe_trap(e: &wasmtime::Error, stderr: &MemoryOutputPipe) -> String {
     let mut msg = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_string(),
         Some(t) => t.to_string(),
-        None => {
-            let root = e.root_cause().to_string();
-            if root.contains("memory") && root.contains("grow") {
-                format!("memory cap reached ({root})")
-            } else {
-                root
+        None => match e.chain().find_map(|c| c.downcast_ref::<OverBudget>()) {
+            Some(over) => over.to_string(),
+            None => {
+                let root = e.root_cause().to_string();
+                if root.contains("memory") && root.contains("grow") {
+                    format!("memory cap reached ({root})")
+                } else {
+                    root
+                }
             }
-        }
+        },
     };
     let out = stderr.contents();
     let text = String::from_utf8_lossy(&out);
@@ -197,7 +282,7 @@ fn describe_trap(e: &wasmtime::Error, stderr: &MemoryOutputPipe) -> String {
         .take(2)
         .collect();
     if !said.is_empty() {
-        msg.push_str(&format!(" (stderr: {})", said.join(" ")));
+        msg.push_str(&format!(" (stderr: {})", escape(&said.join(" "))));
     }
     msg
 }
@@ -364,11 +449,12 @@ impl From<bindings::types::BackendError> for BackendError {
     fn from(e: bindings::types::BackendError) -> Self {
         use bindings::types::BackendError as W;
         match e {
-            W::NoCapacity(m) => Self::NoCapacity(m),
-            W::Transient(m) => Self::Transient(m),
-            W::Rejected(m) => Self::Rejected(m),
-            W::Config(m) => Self::Config(m),
-            W::Internal(m) => Self::Internal(m),
+            // The host logs these texts: escaped, each stays on one line.
+            W::NoCapacity(m) => Self::NoCapacity(escape(&m).into_owned()),
+            W::Transient(m) => Self::Transient(escape(&m).into_owned()),
+            W::Rejected(m) => Self::Rejected(escape(&m).into_owned()),
+            W::Config(m) => Self::Config(escape(&m).into_owned()),
+            W::Internal(m) => Self::Internal(escape(&m).into_owned()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Hostile components through the fleet: a forged instance handle that
-//! names another backend's instance, and every attack at once under load
+//! names another backend's instance, a backend slow to say what it offers
+//! or whether it can take a grant, and every attack at once under load
 //! while healthy grants go on. (Each attack alone, against the sandbox and
 //! the capabilities, is in `sandbox.rs`, `http.rs` and `ssh.rs`.)
 
@@ -147,6 +148,79 @@ async fn a_handle_naming_another_backends_instance_never_reaches_that_backend() 
     );
 }
 
+/// A hostile backend whose export `slow` holds until `hold` answers (its
+/// own deadlines aside), listed before a healthy fake serving `good-1`.
+fn slow_first(state: &std::path::Path, hold: &HttpServer, slow: &str) -> BootConfig {
+    support::config(
+        state,
+        &[
+            support::backend_toml(
+                "slow",
+                components::HOSTILE_SANDBOX,
+                &format!(
+                    "call_timeout_sec = 600\n[backends.http]\nallowed_hosts = [{origin:?}]\n\
+                     timeout_sec = 600\n[backends.config]\nattack = \"hold\"\nslow = \"{slow}\"\n\
+                     url = \"{origin}/hold\"\n",
+                    origin = hold.origin()
+                ),
+            ),
+            support::backend_toml(
+                "good",
+                components::FAKE,
+                "[backends.config]\nregions = [\"good-1\"]\nrun_seconds = 0\n",
+            ),
+        ]
+        .concat(),
+    )
+}
+
+#[tokio::test]
+async fn a_slow_can_satisfy_does_not_hold_up_routing_to_the_next_backend() {
+    let hold = HttpServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = slow_first(state.path(), &hold, "can-satisfy");
+    let (_rt, backends) = load(&cfg);
+    let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 8);
+    fleet.refresh_capabilities().await;
+    // The healthy backend can take this grant; the slow one is asked first
+    // and does not answer.
+    let placed = tokio::time::timeout(
+        Duration::from_secs(60),
+        fleet.provision(&support::grant("g"), &workload()),
+    )
+    .await
+    .expect("routing waited 60 s for the slow backend's can-satisfy")
+    .unwrap_or_else(|d| panic!("declined: {d}"));
+    assert_eq!(placed.backend, "good");
+    assert!(hold.held() >= 1, "the slow backend was asked first");
+}
+
+#[tokio::test]
+async fn a_slow_capabilities_holds_up_neither_the_refresh_nor_the_others_routing() {
+    let hold = HttpServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = slow_first(state.path(), &hold, "capabilities");
+    let (_rt, backends) = load(&cfg);
+    let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 8);
+    tokio::time::timeout(Duration::from_secs(60), fleet.refresh_capabilities())
+        .await
+        .expect("the refresh (and so the card) waited 60 s for the slow backend");
+    let m = fleet.members();
+    assert!(m[0].capabilities.is_none(), "{:?}", m[0]);
+    assert!(m[1].capabilities.is_some(), "{:?}", m[1]);
+    let p = fleet
+        .provision(&support::grant("g"), &workload())
+        .await
+        .unwrap_or_else(|d| panic!("declined: {d}"));
+    assert_eq!(p.backend, "good");
+    // The next refresh neither asks it again while it is still answering
+    // (its server still holds the one request) nor waits for it.
+    tokio::time::timeout(Duration::from_secs(60), fleet.refresh_capabilities())
+        .await
+        .expect("the second refresh waited 60 s for the slow backend");
+    assert_eq!(hold.held(), 1);
+}
+
 /// One hostile backend per attack, each taking only grants for the region
 /// named after it: (region, `[backends.http]` lines, `[backends.config]`
 /// lines, what the decline says; empty for the one attack that is served).
@@ -207,19 +281,140 @@ fn attacks(
     ]
 }
 
+/// The attacks on what calls share (the log, the call slots, routing, the
+/// card refresh, the memory budget, the http capability's origins and
+/// headers): (name, `[[backends]]` lines after `name`, what the decline
+/// says). Each backend is called `hostile-<name>` and takes only grants for
+/// region `<name>`; `slow-can-satisfy` is listed before the healthy
+/// backend, so every grant is asked of it first.
+fn sandbox_attacks(
+    web: &HttpServer,
+    elsewhere: &HttpServer,
+    hold: &HttpServer,
+) -> Vec<(&'static str, String, String)> {
+    let sandboxed = components::HOSTILE_SANDBOX;
+    let holding = |name: &str, slow: &str, timeout: &str| {
+        format!(
+            "component = {sandboxed:?}\n{timeout}\n[backends.http]\nallowed_hosts = [{origin:?}]\n\
+             timeout_sec = 600\n[backends.config]\nattack = \"hold\"\nslow = \"{slow}\"\n\
+             url = \"{origin}/hold\"\nonly_region = \"{name}\"\n",
+            origin = hold.origin()
+        )
+    };
+    let table = components::CRAFTED_MEMORY_AND_TABLE;
+    vec![
+        (
+            "port-hop",
+            format!(
+                "component = {:?}\n[backends.http]\n\
+                 allowed_hosts = [{:?}, \"http://hop.example.test:{port}\"]\n\
+                 resolve = {{ \"hop.example.test\" = \"127.0.0.1\" }}\n[backends.config]\n\
+                 attack = \"http\"\nonly_region = \"port-hop\"\n\
+                 url = \"http://hop.example.test:{port}/ok\"\n",
+                components::HOSTILE,
+                web.origin(),
+                port = elsewhere.port
+            ),
+            "resolves only to forbidden addresses (127.0.0.1)".into(),
+        ),
+        (
+            "ipv6",
+            format!(
+                "component = {:?}\n[backends.http]\n\
+                 allowed_hosts = [\"http://v6.example.test:{port}\"]\n\
+                 resolve = {{ \"v6.example.test\" = \"::ffff:0:7f00:1\" }}\n[backends.config]\n\
+                 attack = \"http\"\nonly_region = \"ipv6\"\n\
+                 url = \"http://v6.example.test:{port}/ok\"\n",
+                components::HOSTILE,
+                port = elsewhere.port
+            ),
+            "resolves only to forbidden addresses (::ffff:0:7f00:1)".into(),
+        ),
+        (
+            "headers",
+            format!(
+                "component = {sandboxed:?}\n[backends.http]\nallowed_hosts = [{origin:?}]\n\
+                 [backends.config]\nattack = \"headers\"\nonly_region = \"headers\"\n\
+                 url = \"{origin}/headers\"\nheaders = [[\"Host\", \"internal.example\"], \
+                 [\"Upgrade\", \"websocket\"], [\"Connection\", \"upgrade\"]]\n",
+                origin = web.origin()
+            ),
+            format!("host: 127.0.0.1:{}", web.port),
+        ),
+        (
+            "log-flood",
+            format!(
+                "component = {sandboxed:?}\n[backends.config]\nattack = \"log-flood\"\n\
+                 only_region = \"log-flood\"\n"
+            ),
+            "logged 67108864 bytes".into(),
+        ),
+        (
+            "log-forge",
+            format!(
+                "component = {sandboxed:?}\n[backends.config]\nattack = \"log-forge\"\n\
+                 only_region = \"log-forge\"\n"
+            ),
+            format!("ok\\n{}", cb_hostile_sandbox::FORGED_LINE),
+        ),
+        (
+            "hog",
+            holding("hog", "provision", "call_timeout_sec = 20"),
+            "exceeded its 20s deadline in provision".into(),
+        ),
+        (
+            "slow-can-satisfy",
+            holding("slow-can-satisfy", "can-satisfy", ""),
+            "hostile-slow-can-satisfy: cannot satisfy".into(),
+        ),
+        (
+            "slow-capabilities",
+            holding("slow-capabilities", "capabilities", ""),
+            "hostile-slow-capabilities: capabilities unknown".into(),
+        ),
+        (
+            "memory-table",
+            format!("component = {table:?}\nmemory_limit_mib = 16\n"),
+            "hostile-memory-table: capabilities unknown".into(),
+        ),
+    ]
+}
+
 /// Attack grants per attack, and healthy grants, all in flight at once.
 const PER_ATTACK: usize = 6;
 const HEALTHY: usize = 200;
 
 #[tokio::test]
 async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
+    let (log, _capture) = support::capture_log();
     let state = tempfile::tempdir().unwrap();
-    let mut text = support::backend_toml(
+    let (web, elsewhere, hold) = (
+        HttpServer::start(),
+        HttpServer::start(),
+        HttpServer::start(),
+    );
+    let sandbox_attacks = sandbox_attacks(&web, &elsewhere, &hold);
+    let sandbox_backend =
+        |name: &str, lines: &str| format!("[[backends]]\nname = \"hostile-{name}\"\n{lines}\n");
+    // Asked first for every grant, and slow to answer.
+    let mut text = sandbox_attacks
+        .iter()
+        .filter(|(name, _, _)| *name == "slow-can-satisfy")
+        .map(|(name, lines, _)| sandbox_backend(name, lines))
+        .collect::<String>();
+    // Room for every healthy grant at once: the slow can-satisfy ahead of
+    // it lets them through together.
+    text.push_str(&support::backend_toml(
         "good",
         components::FAKE,
-        "[backends.config]\nregions = [\"good-1\"]\nrun_seconds = 0\n",
-    );
-    let (web, elsewhere) = (HttpServer::start(), HttpServer::start());
+        "[backends.config]\nregions = [\"good-1\"]\nrun_seconds = 0\nmax_cpu_millicores = 1000000\n",
+    ));
+    for (name, lines, _) in sandbox_attacks
+        .iter()
+        .filter(|(name, _, _)| *name != "slow-can-satisfy")
+    {
+        text.push_str(&sandbox_backend(name, lines));
+    }
     let attacks = attacks(&web, &elsewhere);
     for (attack, http, extra, _) in &attacks {
         let attack_name = match *attack {
@@ -243,7 +438,11 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
     let (rt, backends) = load(&cfg);
     let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 1000);
     fleet.refresh_capabilities().await;
-    let good: Arc<compute_bridge::runtime::ComponentBackend> = backends[0].clone();
+    let named = |name: &str| -> Arc<compute_bridge::runtime::ComponentBackend> {
+        let i = cfg.backends.iter().position(|b| b.name == name).unwrap();
+        backends[i].clone()
+    };
+    let good = named("good");
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..HEALTHY {
@@ -262,8 +461,11 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
             Ok::<_, String>(("good".to_string(), p.backend, format!("{:?}", out.ending)))
         });
     }
-    for (attack, _, _, _) in &attacks {
-        let attack = *attack;
+    let every_attack = attacks
+        .iter()
+        .map(|a| a.0)
+        .chain(sandbox_attacks.iter().map(|a| a.0));
+    for attack in every_attack {
         for i in 0..PER_ATTACK {
             let fleet = fleet.clone();
             tasks.spawn(async move {
@@ -294,7 +496,10 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
     .await
     .expect("hang detector: every grant ends");
 
-    assert_eq!(all.len(), HEALTHY + attacks.len() * PER_ATTACK);
+    assert_eq!(
+        all.len(),
+        HEALTHY + (attacks.len() + sandbox_attacks.len()) * PER_ATTACK
+    );
     let healthy: Vec<_> = all.iter().filter(|(k, _, _)| k == "good").collect();
     assert_eq!(healthy.len(), HEALTHY);
     for (_, backend, ending) in &healthy {
@@ -322,7 +527,20 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
             }
         }
     }
-    // Nothing reached the server off the list (directly or by redirect).
+    for (attack, _, says) in &sandbox_attacks {
+        let ours: Vec<_> = all.iter().filter(|(k, _, _)| k == attack).collect();
+        assert_eq!(ours.len(), PER_ATTACK, "{attack}");
+        for (_, backend, what) in ours {
+            assert_eq!(backend, "declined", "{attack}: {what}");
+            assert!(
+                what.contains(&format!("hostile-{attack}")) && what.contains(says.as_str()),
+                "{attack}: {what}"
+            );
+            assert!(!what.contains("internal.example"), "{attack}: {what}");
+        }
+    }
+    // Nothing reached the server off the list (directly, by redirect, or
+    // through a listed name on its port).
     assert_eq!(elsewhere.requests.load(Ordering::Relaxed), 0);
     // The healthy backend took none of the attack grants, and everything
     // held was given back.
@@ -337,14 +555,51 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
         );
     }
     // The sandbox stopped each attack, once per grant.
-    let stopped: u64 = backends[1..]
+    let stopped: u64 = ["loop", "memory", "recursion", "trap", "panic"]
         .iter()
+        .map(|a| named(&format!("hostile-{a}")))
         .map(|b| b.stats.traps.load(Ordering::Relaxed) + b.stats.deadlines.load(Ordering::Relaxed))
         .sum();
     assert_eq!(
         stopped,
         (5 * PER_ATTACK) as u64,
         "loop, memory, recursion, trap, panic"
+    );
+    // The hog held its own call slots to their deadline, never more of them
+    // than it has; the healthy backend never waited for one in vain.
+    let hog = named("hostile-hog");
+    assert_eq!(
+        hog.stats.deadlines.load(Ordering::Relaxed),
+        PER_ATTACK as u64
+    );
+    assert!(
+        hog.stats.peak_in_flight.load(Ordering::Relaxed)
+            <= u64::from(hog.limits().max_concurrent_calls)
+    );
+    assert_eq!(good.stats.busy.load(Ordering::Relaxed), 0);
+    // The memory-and-table backend trapped at its budget in the refresh.
+    assert!(named("hostile-memory-table").stats.traps.load(Ordering::Relaxed) >= 1);
+    // The host's log: each flooding call cut at its budget, with one line
+    // saying so; nothing forged.
+    let text = log.text();
+    let flooded: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("backend=\"hostile-log-flood\""))
+        .collect();
+    let bytes: usize = flooded.iter().map(|l| l.len()).sum();
+    assert!(
+        bytes <= PER_ATTACK * 80 * 1024,
+        "{bytes} bytes of log from {PER_ATTACK} flooding calls"
+    );
+    assert_eq!(
+        flooded.iter().filter(|l| l.contains("dropped")).count(),
+        PER_ATTACK
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with(cb_hostile_sandbox::FORGED_LINE)),
+        "a forged line in the host's log"
     );
     drop(rt);
 }

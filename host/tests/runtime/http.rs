@@ -1,6 +1,7 @@
 //! The http capability, attacked from inside a real component: only listed
-//! origins, no forbidden addresses, no redirects off the list, bounded size
-//! and time.
+//! origins, no forbidden addresses in any spelling, a listed address open
+//! for its own origin only, no redirects off the list, the host's own
+//! `Host` and no hop-by-hop headers, bounded size and time.
 
 use compute_bridge::backend::{Backend, BackendError};
 use compute_bridge_testkit::components;
@@ -144,4 +145,143 @@ async fn a_server_that_trickles_forever_times_out() {
     )
     .await;
     assert!(msg.contains("timed out"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_listed_ip_origin_does_not_open_its_other_ports_to_a_listed_name() {
+    // The operator lists a test server by address, and a name elsewhere.
+    // The name resolves to 127.0.0.1 (rebinding, or a resolver the attacker
+    // controls), on the port of another server on this machine: that
+    // origin was never listed, so nothing may reach it.
+    let listed = HttpServer::start();
+    let other = HttpServer::start();
+    let msg = get(
+        &format!("http://api.example.test:{}/ok", other.port),
+        &format!(
+            "allowed_hosts = [{:?}, \"http://api.example.test:{}\"]\n\
+             resolve = {{ \"api.example.test\" = \"127.0.0.1\" }}",
+            listed.origin(),
+            other.port
+        ),
+    )
+    .await;
+    assert!(
+        msg.contains("resolves only to forbidden addresses (127.0.0.1)"),
+        "{msg}"
+    );
+    assert_eq!(other.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The name on the listed origin's own port is the listed origin.
+    let msg = get(
+        &format!("http://api.example.test:{}/ok", listed.port),
+        &format!(
+            "allowed_hosts = [{:?}, \"http://api.example.test:{}\"]\n\
+             resolve = {{ \"api.example.test\" = \"127.0.0.1\" }}",
+            listed.origin(),
+            listed.port
+        ),
+    )
+    .await;
+    assert_eq!(msg, "got HTTP 200 with 5 bytes");
+}
+
+#[tokio::test]
+async fn the_host_sets_host_and_drops_hop_by_hop_headers() {
+    let s = HttpServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config(
+        state.path(),
+        &backend_toml(
+            "hostile",
+            components::HOSTILE_SANDBOX,
+            &format!(
+                "[backends.http]\nallowed_hosts = [{origin:?}]\n[backends.config]\nattack = \"headers\"\n\
+                 url = \"{origin}/headers\"\nheaders = [\
+                 [\"Host\", \"internal.example\"], [\"Connection\", \"keep-alive, X-Hop\"], \
+                 [\"X-Hop\", \"hop\"], [\"Keep-Alive\", \"timeout=600\"], \
+                 [\"Proxy-Authorization\", \"Basic eDp4\"], [\"Proxy-Connection\", \"keep-alive\"], \
+                 [\"TE\", \"trailers\"], [\"Trailer\", \"X-T\"], [\"Upgrade\", \"websocket\"], \
+                 [\"Transfer-Encoding\", \"chunked\"], [\"Content-Length\", \"1000\"], \
+                 [\"X-Kept\", \"kept\"]]\n",
+                origin = s.origin()
+            ),
+        ),
+    );
+    let (_rt, b) = load(&cfg);
+    let msg = match b[0].provision(&grant("g"), &workload()).await {
+        Err(BackendError::Internal(m)) => m,
+        other => panic!("unexpected: {other:?}"),
+    };
+    // What the server got, one header a line (escaped into the error).
+    let got: Vec<String> = msg
+        .split("\\n")
+        .map(|l| l.trim().to_ascii_lowercase())
+        .collect();
+    assert!(
+        got.iter().any(|l| *l == format!("host: 127.0.0.1:{}", s.port)),
+        "{msg}"
+    );
+    assert!(got.iter().any(|l| l == "x-kept: kept"), "{msg}");
+    for dropped in [
+        "internal.example",
+        "connection:",
+        "x-hop:",
+        "keep-alive:",
+        "proxy-",
+        "te:",
+        "trailer:",
+        "upgrade:",
+        "transfer-encoding:",
+        "content-length: 1000",
+    ] {
+        assert!(
+            !got.iter().any(|l| l.contains(dropped)),
+            "{dropped} reached the server: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_ipv6_form_of_a_forbidden_ipv4_address_is_refused() {
+    // Names the operator allowed, resolving to IPv6 addresses that carry
+    // 127.0.0.1, 10.0.0.1 or 169.254.169.254 inside them, or to site-local
+    // and Teredo addresses. Each is refused after resolution.
+    let forms = [
+        ("compat", "::7f00:1"),
+        ("mapped", "::ffff:127.0.0.1"),
+        ("translated", "::ffff:0:7f00:1"),
+        ("sixtofour", "2002:7f00:1::1"),
+        ("sixtofour-metadata", "2002:a9fe:a9fe::1"),
+        ("nat64", "64:ff9b::a00:1"),
+        ("nat64-local", "64:ff9b:1::a00:1"),
+        ("teredo", "2001:0:4136:e378:8000:63bf:80ff:fffe"),
+        ("sitelocal", "fec0::1"),
+    ];
+    let state = tempfile::tempdir().unwrap();
+    let text: String = forms
+        .iter()
+        .map(|(name, ip)| {
+            backend_toml(
+                name,
+                components::HOSTILE,
+                &format!(
+                    "[backends.http]\nallowed_hosts = [\"http://{name}.example.test:8080\"]\n\
+                     resolve = {{ \"{name}.example.test\" = \"{ip}\" }}\ntimeout_sec = 5\n\
+                     [backends.config]\nattack = \"http\"\nurl = \"http://{name}.example.test:8080/\"\n"
+                ),
+            )
+        })
+        .collect();
+    let cfg = config(state.path(), &text);
+    let (_rt, backends) = load(&cfg);
+    for ((name, ip), b) in forms.iter().zip(&backends) {
+        let msg = match b.provision(&grant("g"), &workload()).await {
+            Err(BackendError::Internal(m) | BackendError::Config(m) | BackendError::Transient(m)) => m,
+            other => panic!("{name}: unexpected {other:?}"),
+        };
+        let shown = ip.parse::<std::net::IpAddr>().unwrap().to_string();
+        assert!(
+            msg.contains(&format!("resolves only to forbidden addresses ({shown})")),
+            "{name} ({ip}): {msg}"
+        );
+    }
 }

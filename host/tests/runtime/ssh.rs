@@ -1,5 +1,6 @@
 //! The ssh capability against a real OpenSSH server: pinned host keys,
-//! labels only, pooled sessions, and the local transport.
+//! labels only, pooled sessions; and the local transport: builtin backends
+//! only, a cleared environment, nothing left running after a call.
 
 use compute_bridge::bindings::ssh::SshError;
 use compute_bridge::capabilities::ssh::SshCapability;
@@ -9,10 +10,8 @@ use compute_bridge_testkit::sshd::Sshd;
 use crate::support::*;
 
 fn capability(state: &std::path::Path, hosts: &str) -> (BootConfig, SshCapability) {
-    let cfg = config(
-        state,
-        &backend_toml("bm", compute_bridge_testkit::components::FAKE, hosts),
-    );
+    // A builtin component: only those may have a `local` label.
+    let cfg = config(state, &backend_toml("bm", "builtin:fake", hosts));
     let cap = SshCapability::new(&cfg, &cfg.backends[0]).expect("capability");
     (cfg, cap)
 }
@@ -121,4 +120,130 @@ async fn output_is_capped() {
         .unwrap();
     assert_eq!(out.stdout.len(), 1000);
     assert!(out.truncated);
+}
+
+#[tokio::test]
+async fn a_component_from_a_file_cannot_have_a_local_label() {
+    // A backend we did not write asks for this machine: refused where the
+    // operator wrote it, with the reason and what to do instead.
+    let state = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[bridge]\nstate_dir = {:?}\n\n{}",
+        state.path().display().to_string(),
+        backend_toml(
+            "outsider",
+            compute_bridge_testkit::components::HOSTILE,
+            "[backends.ssh.hosts.here]\ntransport = \"local\"\n",
+        )
+    );
+    let err = compute_bridge::config::BootConfig::from_source(
+        &compute_bridge::config::Source::embedded("test.toml", &text),
+        &|_| None,
+    )
+    .err()
+    .expect("a file component with a local label is refused");
+    assert_eq!(
+        err.key.as_deref(),
+        Some("backends[0].ssh.hosts.here.transport"),
+        "{err}"
+    );
+    assert!(
+        err.message.contains("only a backend shipped in the binary")
+            && err.message.contains("identity key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_local_command_sees_none_of_the_bridges_environment() {
+    let state = tempfile::tempdir().unwrap();
+    let (_cfg, ssh) = capability(
+        state.path(),
+        "[backends.ssh.hosts.here]\ntransport = \"local\"\n",
+    );
+    let out = ssh.exec("here", "env; pwd", vec![]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Every variable of the bridge's own environment (where `${ENV}`
+    // secrets come from) but the three it sets is gone.
+    let leaked: Vec<String> = std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "LANG" | "HOME"))
+        .filter(|(k, v)| text.lines().any(|l| l == format!("{k}={v}")))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(leaked.is_empty(), "the command saw {leaked:?}:\n{text}");
+    let names: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    for name in &names {
+        assert!(
+            matches!(*name, "PATH" | "LANG" | "HOME" | "PWD" | "SHLVL" | "_" | "OLDPWD"),
+            "{name} in a local command's environment:\n{text}"
+        );
+    }
+    assert!(text.contains("LANG=C.UTF-8\n") && text.contains("PATH=/usr/local/sbin:"), "{text}");
+    assert!(text.ends_with("\n/\n"), "starts in /: {text}");
+}
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped does
+/// not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Kill `pids` if a test left them running.
+struct Reap(Vec<u32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &p.to_string()])
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_a_local_command_starts_outlives_its_call() {
+    let state = tempfile::tempdir().unwrap();
+    let (_cfg, ssh) = capability(
+        state.path(),
+        "[backends.ssh]\ntimeout_sec = 2\n[backends.ssh.hosts.here]\ntransport = \"local\"\n",
+    );
+    // A command that leaves a process behind and returns: the process, its
+    // output closed, would run on after the call.
+    let out = ssh
+        .exec("here", "sleep 300 >/dev/null 2>&1 & echo $!", vec![])
+        .await
+        .unwrap();
+    let left: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // A command that times out, with a child of its own: the timeout killed
+    // the shell, and the child must go too.
+    let pidfile = state.path().join("pid");
+    let err = ssh
+        .exec(
+            "here",
+            &format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
+            vec![],
+        )
+        .await
+        .expect_err("times out");
+    assert_eq!(err, SshError::Timeout);
+    let child: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _reap = Reap(vec![left, child]);
+    until(
+        "the processes the commands started to be killed with their calls",
+        std::time::Duration::from_secs(30),
+        || !running(left) && !running(child),
+    )
+    .await;
 }

@@ -153,3 +153,49 @@ pub async fn assert_conforms(backend: &dyn compute_bridge::backend::Backend) {
         report.render()
     );
 }
+
+/// The host's log, as a user running the bridge would read it.
+#[derive(Clone, Default)]
+pub struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Capture what this thread logs (at info and above, formatted as the
+/// bridge formats its log) until the guard is dropped. For
+/// `#[tokio::test]`s on the current-thread runtime, where every call of
+/// the test runs on its thread.
+pub fn capture_log() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (log, tracing::subscriber::set_default(subscriber))
+}
+
+/// Wait (without blocking the runtime) until `f` holds; panic naming
+/// `what` after `limit`. A hang detector, not a speed assertion.
+pub async fn until(what: &str, limit: std::time::Duration, f: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "still waiting after {limit:?} for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -7,6 +7,9 @@
 //! - `/big?mib=<n>` → 200 with an `n` MiB body (streamed)
 //! - `/big-unsized?mib=<n>` → the same without Content-Length (chunked)
 //! - `/trickle` → 200 that sends one byte per second forever
+//! - `/hold` → held (no answer at all) until [`HttpServer::release`], then
+//!   200 `released`; [`HttpServer::held`] counts the requests held now
+//! - `/headers` → 200 with the request's header lines as it got them
 //! - anything else → 404
 
 use std::io::{BufRead, BufReader, Write};
@@ -22,6 +25,14 @@ pub struct HttpServer {
     /// Requests seen.
     pub requests: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    hold: Arc<Hold>,
+}
+
+/// Requests to `/hold` wait on this until released.
+#[derive(Default)]
+struct Hold {
+    released: AtomicBool,
+    held: AtomicU64,
 }
 
 impl HttpServer {
@@ -31,22 +42,34 @@ impl HttpServer {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
-        let (s, r) = (stop.clone(), requests.clone());
+        let hold = Arc::new(Hold::default());
+        let (s, r, h) = (stop.clone(), requests.clone(), hold.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (s, r) = (s.clone(), r.clone());
-                std::thread::spawn(move || serve(conn, &s, &r));
+                let (s, r, h) = (s.clone(), r.clone(), h.clone());
+                std::thread::spawn(move || serve(conn, &s, &r, &h));
             }
         });
         Self {
             port,
             requests,
             stop,
+            hold,
         }
+    }
+
+    /// Requests to `/hold` being held now.
+    pub fn held(&self) -> u64 {
+        self.hold.held.load(Ordering::SeqCst)
+    }
+
+    /// Answer every request to `/hold`, now and from now on.
+    pub fn release(&self) {
+        self.hold.released.store(true, Ordering::SeqCst);
     }
 
     /// `http://127.0.0.1:<port>`
@@ -58,6 +81,7 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.release();
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
@@ -70,7 +94,7 @@ fn query(path: &str, key: &str) -> Option<String> {
     })
 }
 
-fn serve(conn: TcpStream, stop: &AtomicBool, requests: &AtomicU64) {
+fn serve(conn: TcpStream, stop: &AtomicBool, requests: &AtomicU64, hold: &Hold) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut conn = conn;
     let mut line = String::new();
@@ -78,11 +102,14 @@ fn serve(conn: TcpStream, stop: &AtomicBool, requests: &AtomicU64) {
         return;
     }
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut header_lines = String::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
             break;
         }
+        header_lines.push_str(h.trim_end_matches(['\r', '\n']));
+        header_lines.push('\n');
     }
     requests.fetch_add(1, Ordering::Relaxed);
     let route = path.split('?').next().unwrap_or("");
@@ -117,6 +144,23 @@ fn serve(conn: TcpStream, stop: &AtomicBool, requests: &AtomicU64) {
                 Ok(())
             })
         }
+        "/hold" => {
+            hold.held.fetch_add(1, Ordering::SeqCst);
+            while !hold.released.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            hold.held.fetch_sub(1, Ordering::SeqCst);
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreleased",
+            )
+        }
+        "/headers" => conn.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{header_lines}",
+                header_lines.len()
+            )
+            .as_bytes(),
+        ),
         "/trickle" => conn
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\nconnection: close\r\n\r\n")
             .and_then(|_| {
