@@ -144,12 +144,7 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
 /// (RFC 3056). `::` and `::1` are not IPv4 addresses.
 fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     let s = v6.segments();
-    let low = std::net::Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
         [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
         [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,

@@ -149,7 +149,10 @@ mod tests {
         assert!(b.memory_growing(0, 8 << 20, None).unwrap());
         assert!(b.memory_growing(0, 8 << 20, None).unwrap());
         let e = b.memory_growing(0, 64 << 10, None).unwrap_err();
-        assert!(e.to_string().contains("16 MiB for the whole component"), "{e}");
+        assert!(
+            e.to_string().contains("16 MiB for the whole component"),
+            "{e}"
+        );
         // Nor does a table element.
         assert!(b.table_growing(0, 1, None).is_err());
         assert_eq!(b.peak(), 16 << 20);

@@ -578,7 +578,13 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
     );
     assert_eq!(good.stats.busy.load(Ordering::Relaxed), 0);
     // The memory-and-table backend trapped at its budget in the refresh.
-    assert!(named("hostile-memory-table").stats.traps.load(Ordering::Relaxed) >= 1);
+    assert!(
+        named("hostile-memory-table")
+            .stats
+            .traps
+            .load(Ordering::Relaxed)
+            >= 1
+    );
     // The host's log: each flooding call cut at its budget, with one line
     // saying so; nothing forged.
     let text = log.text();

@@ -217,7 +217,8 @@ async fn the_host_sets_host_and_drops_hop_by_hop_headers() {
         .map(|l| l.trim().to_ascii_lowercase())
         .collect();
     assert!(
-        got.iter().any(|l| *l == format!("host: 127.0.0.1:{}", s.port)),
+        got.iter()
+            .any(|l| *l == format!("host: 127.0.0.1:{}", s.port)),
         "{msg}"
     );
     assert!(got.iter().any(|l| l == "x-kept: kept"), "{msg}");
@@ -275,7 +276,9 @@ async fn every_ipv6_form_of_a_forbidden_ipv4_address_is_refused() {
     let (_rt, backends) = load(&cfg);
     for ((name, ip), b) in forms.iter().zip(&backends) {
         let msg = match b.provision(&grant("g"), &workload()).await {
-            Err(BackendError::Internal(m) | BackendError::Config(m) | BackendError::Transient(m)) => m,
+            Err(
+                BackendError::Internal(m) | BackendError::Config(m) | BackendError::Transient(m),
+            ) => m,
             other => panic!("{name}: unexpected {other:?}"),
         };
         let shown = ip.parse::<std::net::IpAddr>().unwrap().to_string();

@@ -209,7 +209,8 @@ async fn a_component_with_a_memory_in_each_of_many_core_modules_is_refused_at_lo
         }
     };
     assert!(
-        err.contains("14 Wasm linear memories") && err.contains("a backend runs in one linear memory"),
+        err.contains("14 Wasm linear memories")
+            && err.contains("a backend runs in one linear memory"),
         "{err}"
     );
     // `components inspect` refuses it too, with the same reason.
@@ -237,7 +238,7 @@ async fn memory_and_tables_share_one_budget() {
     let file = components::CRAFTED_MEMORY_AND_TABLE;
     let cfg = config(
         state.path(),
-        &backend_toml("grower", &file, "memory_limit_mib = 16\n"),
+        &backend_toml("grower", file, "memory_limit_mib = 16\n"),
     );
     let (_rt, b) = load(&cfg);
     let err = b[0]
@@ -303,11 +304,16 @@ async fn one_backends_calls_cannot_take_the_call_slots_of_another() {
     let mut hogging = tokio::task::JoinSet::new();
     for i in 0..8 {
         let hog = hog.clone();
-        hogging.spawn(async move { hog.provision(&grant(&format!("hog-{i}")), &workload()).await });
+        hogging.spawn(async move {
+            hog.provision(&grant(&format!("hog-{i}")), &workload())
+                .await
+        });
     }
-    until("the hog's calls to hold their slots", Duration::from_secs(60), || {
-        hold.held() >= 2
-    })
+    until(
+        "the hog's calls to hold their slots",
+        Duration::from_secs(60),
+        || hold.held() >= 2,
+    )
     .await;
     // Give the other six every chance to take a slot too.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -393,8 +399,14 @@ async fn a_newline_in_a_log_record_or_an_error_cannot_forge_a_host_log_line() {
     let text = log.text();
     let forged = cb_hostile_sandbox::FORGED_LINE;
     for line in text.lines() {
-        assert!(!line.starts_with(forged), "a forged line in the host's log:\n{text}");
-        assert!(!line.contains('\u{1b}'), "a terminal escape in the host's log:\n{text}");
+        assert!(
+            !line.starts_with(forged),
+            "a forged line in the host's log:\n{text}"
+        );
+        assert!(
+            !line.contains('\u{1b}'),
+            "a terminal escape in the host's log:\n{text}"
+        );
     }
     // What the component said is all there, escaped, on the lines the host
     // wrote for it.

@@ -136,12 +136,12 @@ async fn a_component_from_a_file_cannot_have_a_local_label() {
             "[backends.ssh.hosts.here]\ntransport = \"local\"\n",
         )
     );
-    let err = compute_bridge::config::BootConfig::from_source(
+    let Err(err) = compute_bridge::config::BootConfig::from_source(
         &compute_bridge::config::Source::embedded("test.toml", &text),
         &|_| None,
-    )
-    .err()
-    .expect("a file component with a local label is refused");
+    ) else {
+        panic!("a file component with a local label is refused");
+    };
     assert_eq!(
         err.key.as_deref(),
         Some("backends[0].ssh.hosts.here.transport"),
@@ -166,7 +166,12 @@ async fn a_local_command_sees_none_of_the_bridges_environment() {
     // Every variable of the bridge's own environment (where `${ENV}`
     // secrets come from) but the three it sets is gone.
     let leaked: Vec<String> = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "LANG" | "HOME"))
         .filter(|(k, v)| text.lines().any(|l| l == format!("{k}={v}")))
         .map(|(k, _)| k)
@@ -178,11 +183,17 @@ async fn a_local_command_sees_none_of_the_bridges_environment() {
         .collect();
     for name in &names {
         assert!(
-            matches!(*name, "PATH" | "LANG" | "HOME" | "PWD" | "SHLVL" | "_" | "OLDPWD"),
+            matches!(
+                *name,
+                "PATH" | "LANG" | "HOME" | "PWD" | "SHLVL" | "_" | "OLDPWD"
+            ),
             "{name} in a local command's environment:\n{text}"
         );
     }
-    assert!(text.contains("LANG=C.UTF-8\n") && text.contains("PATH=/usr/local/sbin:"), "{text}");
+    assert!(
+        text.contains("LANG=C.UTF-8\n") && text.contains("PATH=/usr/local/sbin:"),
+        "{text}"
+    );
     assert!(text.ends_with("\n/\n"), "starts in /: {text}");
 }
 

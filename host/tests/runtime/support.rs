@@ -195,7 +195,10 @@ pub fn capture_log() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
 pub async fn until(what: &str, limit: std::time::Duration, f: impl Fn() -> bool) {
     let start = std::time::Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "still waiting after {limit:?} for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "still waiting after {limit:?} for {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
