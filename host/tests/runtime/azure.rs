@@ -620,6 +620,94 @@ async fn a_public_address_quota_refusal_is_no_capacity() {
     assert_eq!(s.fake.rejections(), Vec::<String>::new());
 }
 
+/// Region A answers with a capacity code, region B serves the grant, and
+/// the operator's dashboard shows the failover from one to the other.
+#[tokio::test]
+async fn no_capacity_in_one_region_fails_over_to_the_next_and_the_dashboard_shows_it() {
+    let fake = AzureFake::start(AzureAccount::default());
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(
+        state.path(),
+        &azure_toml("azure", &fake),
+        &[("AZURE_SECRET", fake.account().client_secret)],
+    );
+    let rig = crate::dashboard::Rig::from_config(&cfg, true).await;
+    let w = workload();
+
+    // eastus is out of capacity for every size; a TDX grant that names no
+    // region is offered to eastus, then to westeurope.
+    fake.set_region_full("eastus", Some(VmFailure::AllocationFailed));
+    let p = rig
+        .place(&cloud_grant("full-east", TdxRequirement::Required), &w)
+        .await
+        .unwrap_or_else(|d| panic!("declined instead of moving to westeurope: {d}"));
+    assert_eq!(
+        (p.backend.as_str(), p.instance.region.as_str()),
+        ("azure", "westeurope")
+    );
+    assert_eq!(p.failovers.len(), 1);
+    let f = &p.failovers[0];
+    assert_eq!(
+        (f.from.as_str(), f.region.as_deref(), f.kind.to_string()),
+        ("azure", Some("eastus"), "no-capacity".into()),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("AllocationFailed"), "{}", f.message);
+
+    // Then eastus has room for VMs but no public address left: the same.
+    fake.set_region_full("eastus", None);
+    fake.set_public_ip_limit("eastus", 0);
+    let q = rig
+        .place(&cloud_grant("no-ip-east", TdxRequirement::Required), &w)
+        .await
+        .unwrap_or_else(|d| panic!("declined instead of moving to westeurope: {d}"));
+    assert_eq!(q.instance.region, "westeurope");
+    assert_eq!(q.failovers.len(), 1);
+    assert!(
+        q.failovers[0].message.contains("PublicIPCountLimitReached"),
+        "{}",
+        q.failovers[0].message
+    );
+
+    // What the operator sees: two failovers, each from eastus to
+    // westeurope, and nothing billed in eastus.
+    let snapshot = rig.dashboard.snapshot();
+    let html = compute_bridge::dashboard::html::render(&snapshot);
+    assert_eq!(
+        html.matches("Failover azure/eastus → azure/westeurope")
+            .count(),
+        2,
+        "{html}"
+    );
+    let json = serde_json::to_value(&snapshot).unwrap();
+    let failovers: Vec<_> = json["recent_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "failover")
+        .map(|e| {
+            (
+                e["from"].as_str(),
+                e["from_region"].as_str(),
+                e["to"].as_str(),
+                e["to_region"].as_str(),
+            )
+        })
+        .collect();
+    let step = (
+        Some("azure"),
+        Some("eastus"),
+        Some("azure"),
+        Some("westeurope"),
+    );
+    assert_eq!(failovers, [step, step], "{json:#}");
+    let held = fake.resources_with_location();
+    assert_eq!(held.len(), 6, "{held:?}");
+    assert!(held.iter().all(|r| r.ends_with("@westeurope")), "{held:?}");
+    assert_eq!(fake.rejections(), Vec::<String>::new());
+}
+
 /// A subnet's region cannot be read from its id; the backend asks Resource
 /// Manager for its virtual network's region before creating anything, and
 /// a subnet of another region is a `config` error naming the key.
