@@ -130,13 +130,14 @@ async fn main() {
     let toml = format!(
         "[[backends]]\nname = \"azure\"\ncomponent = \"builtin:azure\"\n[backends.http]\nallowed_hosts = [\"{url}\"]\n\
          [backends.config]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"${{SECRET}}\"\nsubscription_id = \"{}\"\n\
-         resource_group = \"{}\"\nsubnet_id = \"{}\"\nmanagement_url = \"{url}\"\nlogin_url = \"{url}\"\n\
+         resource_group = \"{}\"\nmanagement_url = \"{url}\"\nlogin_url = \"{url}\"\n\
+         [backends.config.networks.eastus]\nsubnet_id = \"{}\"\n\
          [[backends.config.vm_sizes]]\nname = \"Standard_DC4es_v5\"\ncpus = 4\nram_mib = 16384\ntdx = true\nregions = [\"eastus\"]\n",
         a.tenant_id,
         a.client_id,
         a.subscription_id,
         a.resource_group,
-        a.subnet_id()
+        a.subnet_id("eastus")
     );
     let (_rt2, b) = load(
         state.path(),

@@ -174,3 +174,70 @@ fn components_inspect_gives_a_verdict() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_refuses_an_azure_region_without_a_network_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    let p = path.to_str().unwrap();
+    let sub = "11111111-2222-3333-4444-555555555555";
+    let subnet = |vnet: &str| {
+        format!(
+            "/subscriptions/{sub}/resourceGroups/bridge/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/default"
+        )
+    };
+    // Lines 1-11; the TDX size is offered in two regions (lines 12-17).
+    let head = format!(
+        "[[backends]]\nname = \"azure\"\ncomponent = \"builtin:azure\"\n[backends.http]\n\
+         allowed_hosts = [\"https://management.azure.com\", \"https://login.microsoftonline.com\"]\n\
+         [backends.config]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\n\
+         client_id = \"00000000-0000-0000-0000-000000000001\"\nclient_secret = \"not-a-secret\"\n\
+         subscription_id = \"{sub}\"\nresource_group = \"bridge\"\n"
+    );
+    let sizes = "[[backends.config.vm_sizes]]\nname = \"Standard_DC4es_v5\"\ncpus = 4\n\
+                 ram_mib = 16384\ntdx = true\nregions = [\"eastus\", \"westeurope\"]\n";
+    let check = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = run(&bridge_bin(), &["check-config", "--config", p]);
+        assert_ne!(code, 0, "check-config accepted it: {out}");
+        assert!(out.contains("azure: refuses its config"), "{out}");
+        err
+    };
+
+    // A network for eastus only: westeurope's NICs would have none.
+    let err = check(format!(
+        "{head}{sizes}[backends.config.networks.eastus]\nsubnet_id = \"{}\"\n",
+        subnet("bridge-eastus")
+    ));
+    assert!(
+        err.contains(&format!(
+            "{p}:18:18: `backends[0].config.networks`: region westeurope (in `vm_sizes[0].regions`) has no network"
+        )),
+        "{err}"
+    );
+
+    // The single subnet of earlier versions, for both regions.
+    let err = check(format!(
+        "{head}subnet_id = \"{}\"\n{sizes}",
+        subnet("bridge-eastus")
+    ));
+    assert!(
+        err.contains(&format!(
+            "{p}:12:13: `backends[0].config.subnet_id`: replaced by `networks`, one per region"
+        )),
+        "{err}"
+    );
+
+    // One subnet under two regions: at most one of them is right.
+    let err = check(format!(
+        "{head}{sizes}[backends.config.networks.eastus]\nsubnet_id = \"{s}\"\n\
+         [backends.config.networks.westeurope]\nsubnet_id = \"{s}\"\n",
+        s = subnet("bridge-eastus")
+    ));
+    assert!(
+        err.contains(&format!(
+            "{p}:21:13: `backends[0].config.networks.westeurope.subnet_id`: the same as `networks.eastus.subnet_id`"
+        )),
+        "{err}"
+    );
+}

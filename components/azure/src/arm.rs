@@ -65,12 +65,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// In the order a workload's resources are removed: a NIC cannot go
+    /// while a VM holds it, nor an address while a NIC does.
+    pub const REMOVAL_ORDER: [Kind; 3] = [Kind::Vm, Kind::Nic, Kind::PublicIp];
+
     fn path(self) -> (&'static str, &'static str) {
         match self {
             Kind::Vm => ("Microsoft.Compute/virtualMachines", COMPUTE_API),
             Kind::Nic => ("Microsoft.Network/networkInterfaces", NETWORK_API),
             Kind::PublicIp => ("Microsoft.Network/publicIPAddresses", NETWORK_API),
         }
+    }
+
+    /// `virtualMachines`, `networkInterfaces`, `publicIPAddresses`.
+    pub fn type_name(self) -> &'static str {
+        self.path().0.split_once('/').map_or("", |(_, t)| t)
     }
 }
 
@@ -114,15 +123,70 @@ impl Arm<'_> {
         Request::delete(self.url(kind, name))
     }
 
-    /// The VMs of the resource group, first page.
-    pub fn list_vms(&self) -> Request {
+    /// The resource group's resources of `kind`, first page
+    /// (`VirtualMachines_List`, `NetworkInterfaces_List`,
+    /// `PublicIPAddresses_List`).
+    pub fn list(&self, kind: Kind) -> Request {
+        let (path, api) = kind.path();
         Request::get(format!(
-            "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines?api-version={COMPUTE_API}",
+            "{}/subscriptions/{}/resourceGroups/{}/providers/{path}?api-version={api}",
             self.base,
             url_encode(self.subscription),
             url_encode(self.resource_group),
         ))
     }
+
+    /// Read a virtual network by its ARM id (`VirtualNetworks_Get`,
+    /// Network 2024-05-01 `virtualNetwork.json`).
+    pub fn get_virtual_network(&self, id: &str) -> Request {
+        Request::get(format!("{}{id}?api-version={NETWORK_API}", self.base))
+    }
+}
+
+/// What every tracked resource carries (the parts used to find a
+/// workload's resources in a list).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Tracked {
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Region.
+    #[serde(default)]
+    pub location: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Whether `tags` say the resource is this provider's and this backend's
+/// (and, with `request`, that grant's).
+pub fn is_ours(
+    tags: &BTreeMap<String, String>,
+    provider: &str,
+    backend: &str,
+    request: Option<&str>,
+) -> bool {
+    tags.get(tags::PROVIDER).map(String::as_str) == Some(provider)
+        && tags.get(tags::BACKEND).map(String::as_str) == Some(backend)
+        && request.is_none_or(|r| tags.get(tags::REQUEST).map(String::as_str) == Some(r))
+}
+
+/// A virtual network (`VirtualNetwork`: only its region is read).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct VirtualNetwork {
+    /// Region, as ARM writes it (`eastus`).
+    #[serde(default)]
+    pub location: String,
+}
+
+/// A region as ARM may write it (`East US`, `eastus`) in the programmatic
+/// form the catalog uses.
+pub fn region_key(location: &str) -> String {
+    location
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Names of a workload's resources, from the grant.
@@ -197,7 +261,8 @@ pub fn public_ip_body(location: &str, tags: &BTreeMap<String, String>) -> serde_
     })
 }
 
-/// A NIC in `subnet_id` with the public address, and the NSG if given.
+/// A NIC in `subnet_id` with the public address, and the NSG if given
+/// (all three in `location`).
 pub fn nic_body(
     location: &str,
     tags: &BTreeMap<String, String>,
@@ -383,6 +448,8 @@ struct ErrorBody {
     error: ArmError,
 }
 
+/// Capacity and quota in the region asked: another region (or backend)
+/// may have room. The table in the crate docs gives each one's source.
 const NO_CAPACITY: &[&str] = &[
     "SkuNotAvailable",
     "AllocationFailed",
@@ -391,8 +458,11 @@ const NO_CAPACITY: &[&str] = &[
     "OverconstrainedZonalAllocationRequest",
     "QuotaExceeded",
     "ResourceQuotaExceeded",
+    "PublicIPCountLimitReached",
+    "StaticPublicIPCountLimitReached",
 ];
 
+/// Worth trying again (elsewhere now, here later).
 const TRANSIENT: &[&str] = &[
     "TooManyRequests",
     "RetryableError",
@@ -448,6 +518,12 @@ impl ArmError {
                 "Azure refused the app's token (`tenant_id`, `client_id`, `client_secret`): {text}"
             ));
         }
+        if has(&["RequestDisallowedByPolicy"]) {
+            return BackendError::config(format!(
+                "an Azure Policy on `subscription_id` or `resource_group` refuses this resource \
+                 (region, size, image or network): {text}"
+            ));
+        }
         if has(&["AuthorizationFailed", "LinkedAuthorizationFailed"]) || status == 403 {
             return BackendError::config(format!(
                 "the app `client_id` lacks a role on `resource_group` (needs Virtual Machine \
@@ -460,10 +536,20 @@ impl ArmError {
         if has(&["SubscriptionNotFound", "InvalidSubscriptionId"]) {
             return BackendError::config(format!("`subscription_id` is wrong: {text}"));
         }
+        if has(&[
+            "MissingSubscriptionRegistration",
+            "MissingRegistrationForLocation",
+            "NoRegisteredProviderFound",
+        ]) {
+            return BackendError::config(format!(
+                "register the Microsoft.Compute and Microsoft.Network resource providers for \
+                 `subscription_id`: {text}"
+            ));
+        }
         if has(&["InvalidResourceReference", "NotFound", "ResourceNotFound"]) || status == 404 {
             return BackendError::config(format!(
-                "a referenced resource does not exist (check `subnet_id`, \
-                 `network_security_group_id`): {text}"
+                "a referenced resource does not exist or is in another region (check \
+                 `networks`: each region's `subnet_id` and `network_security_group_id`): {text}"
             ));
         }
         if status == 400 || has(&["InvalidParameter", "BadRequest"]) {
@@ -495,15 +581,9 @@ pub fn api_error(resp: &Response) -> BackendError {
 /// A VM as `GET ...?$expand=instanceView` returns it (the parts used).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Vm {
-    /// Name.
-    #[serde(default)]
-    pub name: String,
-    /// Region.
-    #[serde(default)]
-    pub location: String,
-    /// Tags.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
+    /// Name, region and tags.
+    #[serde(flatten)]
+    pub resource: Tracked,
     /// Properties.
     #[serde(default)]
     pub properties: VmProperties,
@@ -693,12 +773,22 @@ mod tests {
             a.delete(Kind::PublicIp, "cb-x-ip").parts().1,
             "https://management.azure.com/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Network/publicIPAddresses/cb-x-ip?api-version=2024-05-01"
         );
+        assert!(a.list(Kind::Vm).parts().1.ends_with(
+            "/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01"
+        ));
         assert!(
-            a.list_vms()
+            a.list(Kind::PublicIp)
                 .parts()
                 .1
-                .ends_with("/virtualMachines?api-version=2024-07-01")
+                .ends_with("/resourceGroups/rg/providers/Microsoft.Network/publicIPAddresses?api-version=2024-05-01")
         );
+        assert_eq!(
+            a.get_virtual_network("/subscriptions/sub/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/v")
+                .parts()
+                .1,
+            "https://management.azure.com/subscriptions/sub/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/v?api-version=2024-05-01"
+        );
+        assert_eq!(Kind::Nic.type_name(), "networkInterfaces");
     }
 
     fn spec() -> (BTreeMap<String, String>, ImageReference) {
@@ -859,6 +949,78 @@ mod tests {
                 .message()
                 .contains("`resource_group`")
         );
+        // The network step's quota answer is capacity, not a setting.
+        assert_eq!(
+            kind(
+                400,
+                &e(
+                    "PublicIPCountLimitReached",
+                    "Cannot create more than 10 public IP addresses for this subscription in this region."
+                )
+            ),
+            "no-capacity"
+        );
+        assert!(
+            api_error(&resp(400, &[], &e("InvalidResourceReference", "m")))
+                .message()
+                .contains("`networks`")
+        );
+    }
+
+    /// Every row of the taxonomy table in the crate docs is what
+    /// `classify` does with that answer.
+    #[test]
+    fn the_documented_taxonomy_is_what_classify_does() {
+        let docs = include_str!("lib.rs");
+        let table = docs
+            .split("| ARM answer | HTTP | becomes | source |")
+            .nth(1)
+            .expect("the taxonomy table in the crate docs");
+        let mut rows = 0;
+        for line in table.lines().skip(2) {
+            let Some(row) = line.strip_prefix("//! | ") else {
+                break;
+            };
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let ticked = |cell: &str| -> Vec<String> {
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_string)
+                    .collect()
+            };
+            let status: u16 = if cells[1].contains("failed operation") {
+                0
+            } else {
+                cells[1].trim().parse().expect(line)
+            };
+            let want = ticked(cells[2]).into_iter().next().expect(line);
+            let message = if cells[0].contains("without a quota message") {
+                "The operation is not allowed while the VM is being deleted."
+            } else if cells[0].contains("quota message") {
+                "Operation could not be completed as it results in exceeding approved standardDCSv5Family Cores quota."
+            } else {
+                "as documented"
+            };
+            for code in ticked(cells[0]) {
+                let e = ArmError {
+                    code: code.clone(),
+                    message: message.into(),
+                    details: Vec::new(),
+                }
+                .classify(status);
+                let got = match e {
+                    BackendError::NoCapacity(_) => "no-capacity",
+                    BackendError::Transient(_) => "transient",
+                    BackendError::Config(_) => "config",
+                    BackendError::Rejected(_) => "rejected",
+                    BackendError::Internal(_) => "internal",
+                };
+                assert_eq!(got, want, "{code} ({status}): {line}");
+                rows += 1;
+            }
+        }
+        assert!(rows >= 28, "only {rows} codes read from the table");
     }
 
     #[test]

@@ -72,11 +72,7 @@ impl VmSize {
             ));
         }
         for r in &self.regions {
-            if r.is_empty()
-                || !r
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            {
+            if !is_region_name(r) {
                 return Err(format!(
                     "{r:?} in `regions` is not a region name like eastus"
                 ));
@@ -84,6 +80,14 @@ impl VmSize {
         }
         Ok(())
     }
+}
+
+/// A region's programmatic name: lower-case letters and digits
+/// (`eastus`, `westeurope`, `eastus2`).
+pub fn is_region_name(r: &str) -> bool {
+    !r.is_empty()
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Regions the catalog can place in, in first-listed order.

@@ -1,5 +1,12 @@
 //! The wasm glue: configuration in, ARM calls through the host's `http`,
 //! the token through its `cache`, WIT types out.
+//!
+//! Invariants: every resource a provision creates is in the grant's region
+//! and carries the provider, backend, request and user tags; a provision
+//! that fails removes what it created (found by those tags and by the
+//! names derived from the grant) before the error returns. Nothing is kept
+//! between calls but the token and a virtual network's checked region in
+//! the host's cache; the client secret is never logged.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,11 +17,12 @@ use compute_bridge_sdk::prelude::*;
 use compute_bridge_sdk::{bootstrap, now_unix};
 
 use crate::arm::{
-    self, Arm, AsyncStatus, Handle, Kind, Names, Page, Poll, PublicIp, Vm, VmSpec, tags,
+    self, Arm, AsyncStatus, Handle, Kind, Names, Page, Poll, PublicIp, Tracked, VirtualNetwork, Vm,
+    VmSpec, tags,
 };
 use crate::auth;
 use crate::catalog::{self, Want};
-use crate::config::AzureConfig;
+use crate::config::{AzureConfig, Network};
 
 /// Status polls of one long-running operation before giving up (the call's
 /// deadline usually ends it first).
@@ -23,12 +31,25 @@ const MAX_POLLS: u32 = 600;
 const MAX_POLL_INTERVAL: u64 = 10;
 /// Reads of a new static address before giving up.
 const MAX_ADDRESS_POLLS: u32 = 10;
+/// How long a virtual network's checked region is remembered, seconds (a
+/// virtual network cannot move region; a changed `subnet_id` is a new key).
+const VNET_CHECK_TTL: u32 = 3600;
 
 struct Azure;
 
 /// One call's view of the backend.
 struct Ctx {
     cfg: AzureConfig,
+}
+
+/// What a failed provision left, once cleaned up.
+enum Cleanup {
+    /// Nothing of the grant existed.
+    Nothing,
+    /// These (`type/name`) existed and were deleted.
+    Removed(Vec<String>),
+    /// Something could not be listed or deleted.
+    Failed(String),
 }
 
 impl Ctx {
@@ -122,12 +143,13 @@ impl Ctx {
         self.follow(resp)
     }
 
-    /// Delete and wait; a resource already gone (204, 404) is success.
-    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+    /// Delete and wait. `true` if it existed; a resource already gone (204,
+    /// 404) is `false`, not an error.
+    fn delete(&self, kind: Kind, name: &str) -> Result<bool> {
         let resp = self.send(self.arm().delete(kind, name))?;
         match resp.status {
-            204 | 404 => Ok(()),
-            _ if resp.is_success() => self.follow(resp),
+            204 | 404 => Ok(false),
+            _ if resp.is_success() => self.follow(resp).map(|()| true),
             _ => Err(arm::api_error(&resp)),
         }
     }
@@ -141,6 +163,22 @@ impl Ctx {
         }
     }
 
+    /// Every resource of `kind` in the resource group, all pages.
+    fn list<T: serde::de::DeserializeOwned>(&self, kind: Kind) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut next = Some(self.arm().list(kind));
+        while let Some(req) = next.take() {
+            let resp = self.send(req)?;
+            if !resp.is_success() {
+                return Err(arm::api_error(&resp));
+            }
+            let page: Page<T> = resp.json()?;
+            out.extend(page.value);
+            next = page.next_link.map(Request::get);
+        }
+        Ok(out)
+    }
+
     fn address(&self, ip_name: &str) -> Result<Option<String>> {
         Ok(self
             .get::<PublicIp>(Kind::PublicIp, ip_name)?
@@ -148,15 +186,48 @@ impl Ctx {
             .filter(|a| !a.is_empty()))
     }
 
-    /// Remove the VM, then its NIC, then its address (a NIC cannot go while
-    /// a VM holds it, nor an address while a NIC does).
+    /// Remove the VM, then its NIC, then its address.
     fn remove_all(&self, names: &Names) -> Result<()> {
         self.delete(Kind::Vm, &names.vm)?;
         self.delete(Kind::Nic, &names.nic)?;
-        self.delete(Kind::PublicIp, &names.ip)
+        self.delete(Kind::PublicIp, &names.ip).map(|_| ())
     }
 
-    /// Create the address, NIC and VM; the address.
+    /// The network `region` uses, its virtual network checked to be in
+    /// that region. ARM would refuse the NIC anyway; asking first names the
+    /// key to fix and creates nothing. The answer is cached.
+    fn network(&self, region: &str) -> Result<&Network> {
+        let net = self.cfg.networks.get(region).ok_or_else(|| {
+            // validate() refuses a catalog region without a network.
+            BackendError::config(format!("`networks`: region {region} has no network"))
+        })?;
+        let vnet = net.virtual_network_id();
+        let key = format!("azure-vnet-region {vnet}");
+        if cache::get_string(&key).as_deref() == Some(region) {
+            return Ok(net);
+        }
+        let resp = self.send(self.arm().get_virtual_network(vnet))?;
+        let found: VirtualNetwork = match resp.status {
+            404 => {
+                return Err(BackendError::config(format!(
+                    "`networks.{region}.subnet_id`: its virtual network {vnet} does not exist"
+                )));
+            }
+            _ if resp.is_success() => resp.json()?,
+            _ => return Err(arm::api_error(&resp)),
+        };
+        let actual = arm::region_key(&found.location);
+        if actual != region {
+            return Err(BackendError::config(format!(
+                "`networks.{region}.subnet_id`: its virtual network is in {actual}, not in \
+                 {region}; a NIC must be in a virtual network of its VM's region"
+            )));
+        }
+        cache::set(&key, region.as_bytes(), VNET_CHECK_TTL);
+        Ok(net)
+    }
+
+    /// Create the address, NIC and VM, all in `location`; the address.
     fn create(
         &self,
         names: &Names,
@@ -165,6 +236,7 @@ impl Ctx {
         tags: &BTreeMap<String, String>,
     ) -> Result<String> {
         let a = self.arm();
+        let net = self.network(location)?;
         self.put(
             Kind::PublicIp,
             &names.ip,
@@ -187,13 +259,84 @@ impl Ctx {
             &arm::nic_body(
                 location,
                 tags,
-                &self.cfg.subnet_id,
+                &net.subnet_id,
                 &a.id(Kind::PublicIp, &names.ip),
-                self.cfg.network_security_group_id.as_deref(),
+                net.network_security_group_id.as_deref(),
             ),
-        )?;
+        )
+        .map_err(|e| match e {
+            BackendError::Config(m) => BackendError::config(format!("`networks.{location}`: {m}")),
+            e => e,
+        })?;
         self.put(Kind::Vm, &names.vm, &arm::vm_body(vm))?;
         Ok(address)
+    }
+
+    /// The grant's resources, found by their tags (this provider, this
+    /// backend, this request) in the resource group's VM, NIC and address
+    /// lists, and by the names the grant gives them (a list can lag a
+    /// create). In removal order, each `(kind, name)` once.
+    fn find_grant(&self, names: &Names, request_id: &str) -> Result<Vec<(Kind, String)>> {
+        let provider = config::provider_id();
+        let backend = config::backend_name();
+        let mut found = Vec::new();
+        for kind in Kind::REMOVAL_ORDER {
+            let tagged = self
+                .list::<Tracked>(kind)?
+                .into_iter()
+                .filter(|r| arm::is_ours(&r.tags, &provider, &backend, Some(request_id)))
+                .map(|r| r.name);
+            let named = match kind {
+                Kind::Vm => &names.vm,
+                Kind::Nic => &names.nic,
+                Kind::PublicIp => &names.ip,
+            };
+            for name in tagged.chain(std::iter::once(named.clone())) {
+                if !found.contains(&(kind, name.clone())) {
+                    found.push((kind, name));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// After a failed provision: remove whatever of the grant exists, its
+    /// answers lost or not. When the listing fails, the names alone are
+    /// tried.
+    fn clean_up(&self, names: &Names, request_id: &str) -> Cleanup {
+        let (targets, listing) = match self.find_grant(names, request_id) {
+            Ok(t) => (t, None),
+            Err(e) => (
+                vec![
+                    (Kind::Vm, names.vm.clone()),
+                    (Kind::Nic, names.nic.clone()),
+                    (Kind::PublicIp, names.ip.clone()),
+                ],
+                Some(e),
+            ),
+        };
+        let mut removed = Vec::new();
+        for (kind, name) in targets {
+            match self.delete(kind, &name) {
+                Ok(true) => removed.push(format!("{}/{name}", kind.type_name())),
+                Ok(false) => {}
+                Err(e) => {
+                    return Cleanup::Failed(format!(
+                        "deleting {}/{name}: {}",
+                        kind.type_name(),
+                        e.message()
+                    ));
+                }
+            }
+        }
+        match (listing, removed.is_empty()) {
+            (Some(e), _) => Cleanup::Failed(format!(
+                "listing the grant's resources by their tags: {}",
+                e.message()
+            )),
+            (None, true) => Cleanup::Nothing,
+            (None, false) => Cleanup::Removed(removed),
+        }
     }
 }
 
@@ -203,6 +346,18 @@ fn want(g: &GrantSpec) -> Want<'_> {
         ram_mib: g.ram_mib,
         region: g.region.as_deref(),
         tdx: g.tdx,
+    }
+}
+
+/// `e` with `more` after its message, same kind.
+fn with_note(e: BackendError, more: &str) -> BackendError {
+    let msg = format!("{}; {more}", e.message());
+    match e {
+        BackendError::NoCapacity(_) => BackendError::no_capacity(msg),
+        BackendError::Transient(_) => BackendError::transient(msg),
+        BackendError::Rejected(_) => BackendError::rejected(msg),
+        BackendError::Config(_) => BackendError::config(msg),
+        BackendError::Internal(_) => BackendError::internal(msg),
     }
 }
 
@@ -226,6 +381,8 @@ impl Backend for Azure {
     fn provision(g: GrantSpec, w: Workload) -> Result<Instance> {
         let c = Ctx::new()?;
         let image = bootstrap::PinnedImage::parse(&g.image)?;
+        // The grant's region, when it names one, is the only one tried
+        // (`pick` keeps to it): the fleet moves a grant between regions.
         let choice = catalog::pick(&c.cfg.vm_sizes, want(&g)).ok_or_else(|| {
             BackendError::rejected(
                 "no size in `vm_sizes` fits this grant's size, region and TDX need",
@@ -260,15 +417,33 @@ impl Backend for Azure {
         let address = match c.create(&names, location, &spec, &tags) {
             Ok(a) => a,
             Err(e) => {
-                // Leave nothing billed behind a failover.
-                if let Err(ce) = c.remove_all(&names) {
-                    log::warn(&format!(
-                        "cleaning up {} after a failed create: {}",
-                        names.vm,
-                        ce.message()
-                    ));
-                }
-                return Err(e);
+                // Whatever failed (a refusal, a capacity code, or an answer
+                // lost after ARM acted), leave nothing billed behind the
+                // failover: the error says what was found and removed.
+                let note = match c.clean_up(&names, &g.request_id) {
+                    Cleanup::Nothing => "nothing had been created".to_string(),
+                    Cleanup::Removed(r) => {
+                        log::with_fields(
+                            Level::Warn,
+                            "provision failed; removed what it had created",
+                            &[("vm", &names.vm), ("removed", &r.join(","))],
+                        );
+                        format!("removed {} it had created", r.join(", "))
+                    }
+                    Cleanup::Failed(why) => {
+                        log::with_fields(
+                            Level::Warn,
+                            "provision failed and its resources could not be removed",
+                            &[("vm", &names.vm), ("error", &why)],
+                        );
+                        format!(
+                            "could not remove what it may have created ({why}); sweep_orphans \
+                             finds the grant's resources by their tags and removes them at the \
+                             next start"
+                        )
+                    }
+                };
+                return Err(with_note(e, &note));
             }
         };
         log::with_fields(
@@ -323,51 +498,85 @@ impl Backend for Azure {
         Ok(())
     }
 
+    /// This provider's and backend's VMs, by their tags; and, as instances
+    /// of their own, NICs and addresses so tagged whose VM does not exist
+    /// (a provision whose cleanup failed), so the orphan sweep removes them
+    /// too.
     fn list_instances() -> Result<Vec<Instance>> {
         let c = Ctx::new()?;
         let provider = config::provider_id();
         let backend = config::backend_name();
+        let ours = |tags: &BTreeMap<String, String>| arm::is_ours(tags, &provider, &backend, None);
+        let vms: Vec<Vm> = c.list::<Vm>(Kind::Vm)?;
         let mut out = Vec::new();
-        let mut next = Some(c.arm().list_vms());
-        while let Some(req) = next.take() {
-            let resp = c.send(req)?;
-            if !resp.is_success() {
-                return Err(arm::api_error(&resp));
-            }
-            let page: Page<Vm> = resp.json()?;
-            for vm in page.value.iter().filter(|vm| {
-                vm.tags.get(tags::PROVIDER) == Some(&provider)
-                    && vm.tags.get(tags::BACKEND) == Some(&backend)
-            }) {
-                let names = Names::for_vm(&vm.name);
-                let size = &vm.properties.hardware_profile.vm_size;
-                let known = c.cfg.vm_sizes.iter().find(|s| &s.name == size);
+        for vm in vms.iter().filter(|vm| ours(&vm.resource.tags)) {
+            let names = Names::for_vm(&vm.resource.name);
+            let size = &vm.properties.hardware_profile.vm_size;
+            let known = c.cfg.vm_sizes.iter().find(|s| &s.name == size);
+            let handle = Handle {
+                subscription: c.cfg.subscription_id.clone(),
+                resource_group: c.cfg.resource_group.clone(),
+                vm: vm.resource.name.clone(),
+                location: vm.resource.location.clone(),
+                size: size.clone(),
+                cpus: known.map_or(0, |s| s.cpus),
+                ram_mib: known.map_or(0, |s| s.ram_mib),
+                started: vm
+                    .properties
+                    .time_created
+                    .as_deref()
+                    .and_then(compute_bridge_sdk::time::unix_from_rfc3339)
+                    .unwrap_or_else(now_unix),
+            };
+            out.push(Instance {
+                instance_id: vm.resource.name.clone(),
+                region: vm.resource.location.clone(),
+                public_host: c.address(&names.ip)?.unwrap_or_default(),
+                ssh_port: 22,
+                user: vm
+                    .resource
+                    .tags
+                    .get(tags::USER)
+                    .cloned()
+                    .unwrap_or_default(),
+                host_key: String::new(),
+                handle: handle.encode(),
+            });
+        }
+        for (kind, suffix) in [(Kind::Nic, "-nic"), (Kind::PublicIp, "-ip")] {
+            for r in c
+                .list::<Tracked>(kind)?
+                .into_iter()
+                .filter(|r| ours(&r.tags))
+            {
+                let Some(vm) = r.name.strip_suffix(suffix) else {
+                    continue;
+                };
+                if vms.iter().any(|v| v.resource.name == vm)
+                    || out.iter().any(|i| i.instance_id == vm)
+                {
+                    continue;
+                }
                 let handle = Handle {
                     subscription: c.cfg.subscription_id.clone(),
                     resource_group: c.cfg.resource_group.clone(),
-                    vm: vm.name.clone(),
-                    location: vm.location.clone(),
-                    size: size.clone(),
-                    cpus: known.map_or(0, |s| s.cpus),
-                    ram_mib: known.map_or(0, |s| s.ram_mib),
-                    started: vm
-                        .properties
-                        .time_created
-                        .as_deref()
-                        .and_then(compute_bridge_sdk::time::unix_from_rfc3339)
-                        .unwrap_or_else(now_unix),
+                    vm: vm.to_string(),
+                    location: r.location.clone(),
+                    size: String::new(),
+                    cpus: 0,
+                    ram_mib: 0,
+                    started: now_unix(),
                 };
                 out.push(Instance {
-                    instance_id: vm.name.clone(),
-                    region: vm.location.clone(),
-                    public_host: c.address(&names.ip)?.unwrap_or_default(),
+                    instance_id: vm.to_string(),
+                    region: r.location.clone(),
+                    public_host: String::new(),
                     ssh_port: 22,
-                    user: vm.tags.get(tags::USER).cloned().unwrap_or_default(),
+                    user: r.tags.get(tags::USER).cloned().unwrap_or_default(),
                     host_key: String::new(),
                     handle: handle.encode(),
                 });
             }
-            next = page.next_link.map(Request::get);
         }
         Ok(out)
     }

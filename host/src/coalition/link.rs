@@ -443,13 +443,25 @@ impl RequesterLink {
                 break;
             }
             super::sync(&self.network, &[super::catalog_addr(&self.network, &node)]).await;
-            tokio::select! {
-                () = &mut cond => break,
-                () = tokio::time::sleep(Duration::from_secs(3)) => {}
-                () = tokio::time::sleep_until(deadline) => anyhow::bail!(
-                    "the provider's node {} did not connect its {what} stream in time",
-                    node.fmt_short()
-                ),
+            // mosaik wakes `cond` when a channel is added, not when an added
+            // channel goes from connecting to connected (mosaik 0.4
+            // `streams/status/when.rs` watches the active set only), so a
+            // condition first polled while connecting would sleep until the
+            // catalog re-sync below. Look at it every 25 ms as well.
+            let resync = tokio::time::Instant::now() + Duration::from_secs(3);
+            loop {
+                tokio::select! {
+                    () = &mut cond => break,
+                    () = tokio::time::sleep(Duration::from_millis(25)) => {
+                        if cond.is_condition_met() || tokio::time::Instant::now() >= resync {
+                            break;
+                        }
+                    }
+                    () = tokio::time::sleep_until(deadline) => anyhow::bail!(
+                        "the provider's node {} did not connect its {what} stream in time",
+                        node.fmt_short()
+                    ),
+                }
             }
         }
         tracing::debug!(

@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use mosaik::iroh::{EndpointAddr, RelayMap, RelayMode, RelayUrl, TransportAddr};
+use mosaik::iroh::{EndpointAddr, RelayConfig, RelayMap, RelayMode, RelayUrl, TransportAddr};
 use mosaik::{Network, SecretKey, discovery};
 
 /// How long to wait for the node to reach a relay before giving up.
@@ -101,6 +101,22 @@ pub fn format_peer_addr(addr: &EndpointAddr, relay: Option<&RelayUrl>) -> String
     }
 }
 
+/// How the node talks to one relay. iroh probes every relay it is given for
+/// QUIC address discovery (QAD) on the relay's QUIC port and, before it picks
+/// a home relay, waits for that probe up to its 3 s probe timeout
+/// (iroh 1.4 `net_report.rs`, `PROBES_TIMEOUT`). A relay served over plain
+/// `http://` (the in-process local relay, a test relay) has no TLS and so no
+/// QUIC endpoint (iroh-relay `server.rs`: QAD needs a TLS server config), so
+/// that probe could only time out: for those, QAD is off and the node joins
+/// as soon as the relay answers its HTTP probe. `https://` relays keep QAD.
+fn relay_config(url: &RelayUrl) -> RelayConfig {
+    if url.scheme() == "http" {
+        RelayConfig::new(url.clone(), None)
+    } else {
+        RelayConfig::from(url.clone())
+    }
+}
+
 /// Join the coalition: build the node (waiting until it reaches a relay),
 /// then sync the discovery catalog with each bootstrap peer.
 ///
@@ -114,7 +130,7 @@ pub async fn join(settings: &NetworkSettings, key: Option<SecretKey>) -> anyhow:
             settings.network
         );
     }
-    let relays: RelayMap = settings.relays.iter().cloned().collect();
+    let relays: RelayMap = settings.relays.iter().map(relay_config).collect();
     let mut builder = Network::builder(settings.network.as_str())
         .with_relay_mode(RelayMode::Custom(relays))
         .with_discovery(

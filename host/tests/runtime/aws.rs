@@ -361,17 +361,7 @@ async fn the_aws_component_passes_the_conformance_run_against_moto() {
 /// is one the component knows.
 #[tokio::test]
 async fn the_documented_example_is_a_config_the_component_accepts() {
-    let example = include_str!("../../../config/example.toml");
-    let start = example
-        .find("# [[backends]]\n# name = \"aws\"")
-        .expect("an AWS example in config/example.toml");
-    let section: String = example[start..]
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')))
-        .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let section = support::example_section("aws");
     let state = tempfile::tempdir().unwrap();
     let text = format!(
         "[bridge]\nstate_dir = {:?}\n\n{section}",

@@ -11,29 +11,53 @@ use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake, VmFailure};
 
 use crate::support::*;
 
+/// The head of an Azure backend's `[[backends]]` table: Resource Manager
+/// at `arm` (the fake, or a proxy in front of it), the identity platform at
+/// the fake, the client secret from `${AZURE_SECRET}`, and `http` extra
+/// `[backends.http]` lines. The caller adds `networks` and `vm_sizes`.
+pub fn azure_head(name: &str, fake: &AzureFake, arm: &str, http: &str) -> String {
+    let (url, a) = (fake.url(), fake.account());
+    let hosts = if arm == url {
+        format!("{url:?}")
+    } else {
+        format!("{arm:?}, {url:?}")
+    };
+    format!(
+        "[[backends]]\nname = {name:?}\ncomponent = \"builtin:azure\"\n\
+         [backends.http]\nallowed_hosts = [{hosts}]\n{http}\n\
+         [backends.config]\ntenant_id = {:?}\nclient_id = {:?}\nclient_secret = \"${{AZURE_SECRET}}\"\n\
+         subscription_id = {:?}\nresource_group = {:?}\nmanagement_url = {arm:?}\nlogin_url = {url:?}\n",
+        a.tenant_id, a.client_id, a.subscription_id, a.resource_group
+    )
+}
+
+/// `[backends.config.networks.<region>]` for each of `regions`: the
+/// fake's subnet and security group there (`with_nsg`).
+pub fn azure_networks(fake: &AzureFake, regions: &[&str], with_nsg: bool) -> String {
+    let a = fake.account();
+    regions
+        .iter()
+        .map(|r| {
+            let nsg = if with_nsg {
+                format!("network_security_group_id = {:?}\n", a.nsg_id(r))
+            } else {
+                String::new()
+            };
+            format!(
+                "[backends.config.networks.{r}]\nsubnet_id = {:?}\n{nsg}",
+                a.subnet_id(r)
+            )
+        })
+        .collect()
+}
+
 /// The `[[backends]]` table of an Azure backend pointed at `fake`, with the
 /// client secret taken from `${AZURE_SECRET}`: a plain D2s_v5 in eastus and
-/// TDX DC2es_v5 (westeurope) and DC4es_v5 (eastus, westeurope).
+/// TDX DC2es_v5 (westeurope) and DC4es_v5 (eastus, westeurope), each region
+/// with its own subnet and security group.
 pub fn azure_toml(name: &str, fake: &AzureFake) -> String {
-    let url = fake.url();
-    let a = fake.account();
     format!(
-        r#"[[backends]]
-name = "{name}"
-component = "builtin:azure"
-[backends.http]
-allowed_hosts = ["{url}"]
-[backends.config]
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret = "${{AZURE_SECRET}}"
-subscription_id = "{sub}"
-resource_group = "{rg}"
-subnet_id = "{subnet}"
-network_security_group_id = "{nsg}"
-management_url = "{url}"
-login_url = "{url}"
-[[backends.config.vm_sizes]]
+        r#"{head}{networks}[[backends.config.vm_sizes]]
 name = "Standard_D2s_v5"
 cpus = 2
 ram_mib = 8192
@@ -54,12 +78,16 @@ usd_per_hour = 0.23
 tdx = true
 regions = ["eastus", "westeurope"]
 "#,
-        tenant = a.tenant_id,
-        client = a.client_id,
-        sub = a.subscription_id,
-        rg = a.resource_group,
-        subnet = a.subnet_id(),
-        nsg = a.nsg_id(),
+        head = azure_head(name, fake, &fake.url(), ""),
+        networks = azure_networks(fake, &["eastus", "westeurope"], true),
+    )
+}
+
+/// One plain size, D2s_v5, in `region`.
+pub fn one_size_in(region: &str) -> String {
+    format!(
+        "[[backends.config.vm_sizes]]\nname = \"Standard_D2s_v5\"\ncpus = 2\nram_mib = 8192\n\
+         usd_per_hour = 0.096\nregions = [{region:?}]\n"
     )
 }
 
@@ -412,11 +440,58 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
         (400, Some("InvalidResourceReference"))
     );
 
+    // A NIC in eastus on westeurope's subnet, or with westeurope's
+    // security group: a subnet and a group serve their own region only.
+    for (why, props) in [
+        (
+            "subnet of another region",
+            serde_json::json!({"ipConfigurations": [{"name": "c",
+                "properties": {"subnet": {"id": a.subnet_id("westeurope")}}}]}),
+        ),
+        (
+            "security group of another region",
+            serde_json::json!({"ipConfigurations": [{"name": "c",
+                "properties": {"subnet": {"id": a.subnet_id("eastus")}}}],
+                "networkSecurityGroup": {"id": a.nsg_id("westeurope")}}),
+        ),
+    ] {
+        let (status, body) = send(put(
+            format!("{rg}/Microsoft.Network/networkInterfaces/nic?api-version=2024-05-01"),
+            serde_json::json!({"location": "eastus", "properties": props}),
+        ))
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("InvalidResourceReference")),
+            "{why}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("both resources are in the same region"),
+            "{why}: {body}"
+        );
+    }
+
+    // The operator's virtual networks answer with their region.
+    let (status, body) = send(
+        http.get(format!(
+            "{rg}/Microsoft.Network/virtualNetworks/bridge-westeurope?api-version=2024-05-01"
+        ))
+        .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["location"].as_str()),
+        (200, Some("westeurope"))
+    );
+
     // A NIC that exists, then VMs Azure would refuse on it.
     let (status, _) = send(put(
         format!("{rg}/Microsoft.Network/networkInterfaces/nic?api-version=2024-05-01"),
         serde_json::json!({"location": "eastus", "properties": {"ipConfigurations": [{"name": "c",
-            "properties": {"subnet": {"id": a.subnet_id()}}}]}}),
+            "properties": {"subnet": {"id": a.subnet_id("eastus")}}}]}}),
     ))
     .await;
     assert_eq!(status, 201);
@@ -455,6 +530,15 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
             "InvalidParameter",
         ),
         ("unknown size", vm("Standard_Z9", None), "InvalidParameter"),
+        (
+            "VM in another region than its NIC",
+            {
+                let mut v = vm("Standard_D2s_v5", None);
+                v["location"] = "westeurope".into();
+                v
+            },
+            "InvalidParameter",
+        ),
     ] {
         let (status, resp) = send(put(
             format!("{rg}/Microsoft.Compute/virtualMachines/vm?api-version=2024-07-01"),
@@ -467,7 +551,7 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
             "{why}: {resp}"
         );
     }
-    assert_eq!(fake.rejections().len(), 9, "{:#?}", fake.rejections());
+    assert_eq!(fake.rejections().len(), 12, "{:#?}", fake.rejections());
 }
 
 #[tokio::test]
@@ -476,4 +560,212 @@ async fn the_azure_component_passes_the_conformance_run_against_the_fake() {
     assert_conforms(s.azure.as_ref()).await;
     // Its lifecycle ended in terminate: nothing is left in the group.
     assert!(s.fake.resources().is_empty(), "{:?}", s.fake.resources());
+}
+
+/// The catalog offers the TDX size in eastus and westeurope (as the crate's
+/// own example does): each region's VM gets a NIC in that region's subnet
+/// and security group.
+#[tokio::test]
+async fn a_size_in_two_regions_is_served_in_each_on_that_regions_network() {
+    let s = setup();
+    let a = s.fake.account();
+    let w = workload();
+    for region in ["eastus", "westeurope"] {
+        let mut g = cloud_grant(&format!("net-{region}"), TdxRequirement::Required);
+        g.cpu_millicores = 4000;
+        g.region = Some(region.into());
+        let inst = s
+            .azure
+            .provision(&g, &w)
+            .await
+            .unwrap_or_else(|e| panic!("{region}: {e}"));
+        assert_eq!(inst.region, region);
+        let nic = s.fake.nic_bodies().pop().unwrap();
+        let cfg = &nic["properties"]["ipConfigurations"][0]["properties"];
+        assert_eq!(cfg["subnet"]["id"], a.subnet_id(region).as_str());
+        assert_eq!(
+            nic["properties"]["networkSecurityGroup"]["id"],
+            a.nsg_id(region).as_str()
+        );
+        let vm = &inst.instance_id;
+        let mut held = s.fake.resources_with_location();
+        held.retain(|r| r.contains(vm.as_str()));
+        held.sort();
+        assert_eq!(
+            held,
+            [
+                format!("networkInterfaces/{vm}-nic@{region}"),
+                format!("publicIPAddresses/{vm}-ip@{region}"),
+                format!("virtualMachines/{vm}@{region}"),
+            ]
+        );
+        s.azure.terminate(&inst).await.unwrap();
+    }
+    assert_eq!(s.fake.resources(), Vec::<String>::new());
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+/// ARM refuses a public address over the region's limit with a 400: that
+/// is capacity (another region has its own limit), not a setting to fix.
+#[tokio::test]
+async fn a_public_address_quota_refusal_is_no_capacity() {
+    let s = setup();
+    s.fake.set_public_ip_limit("eastus", 0);
+    let mut g = cloud_grant("ip-quota", TdxRequirement::None);
+    g.region = Some("eastus".into());
+    let e = s.azure.provision(&g, &workload()).await.unwrap_err();
+    assert_eq!(e.kind().to_string(), "no-capacity", "{e}");
+    assert!(e.to_string().contains("PublicIPCountLimitReached"), "{e}");
+    assert_eq!(s.fake.resources(), Vec::<String>::new());
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+/// Region A answers with a capacity code, region B serves the grant, and
+/// the operator's dashboard shows the failover from one to the other.
+#[tokio::test]
+async fn no_capacity_in_one_region_fails_over_to_the_next_and_the_dashboard_shows_it() {
+    let fake = AzureFake::start(AzureAccount::default());
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(
+        state.path(),
+        &azure_toml("azure", &fake),
+        &[("AZURE_SECRET", fake.account().client_secret)],
+    );
+    let rig = crate::dashboard::Rig::from_config(&cfg, true).await;
+    let w = workload();
+
+    // eastus is out of capacity for every size; a TDX grant that names no
+    // region is offered to eastus, then to westeurope.
+    fake.set_region_full("eastus", Some(VmFailure::AllocationFailed));
+    let p = rig
+        .place(&cloud_grant("full-east", TdxRequirement::Required), &w)
+        .await
+        .unwrap_or_else(|d| panic!("declined instead of moving to westeurope: {d}"));
+    assert_eq!(
+        (p.backend.as_str(), p.instance.region.as_str()),
+        ("azure", "westeurope")
+    );
+    assert_eq!(p.failovers.len(), 1);
+    let f = &p.failovers[0];
+    assert_eq!(
+        (f.from.as_str(), f.region.as_deref(), f.kind.to_string()),
+        ("azure", Some("eastus"), "no-capacity".into()),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("AllocationFailed"), "{}", f.message);
+
+    // Then eastus has room for VMs but no public address left: the same.
+    fake.set_region_full("eastus", None);
+    fake.set_public_ip_limit("eastus", 0);
+    let q = rig
+        .place(&cloud_grant("no-ip-east", TdxRequirement::Required), &w)
+        .await
+        .unwrap_or_else(|d| panic!("declined instead of moving to westeurope: {d}"));
+    assert_eq!(q.instance.region, "westeurope");
+    assert_eq!(q.failovers.len(), 1);
+    assert!(
+        q.failovers[0].message.contains("PublicIPCountLimitReached"),
+        "{}",
+        q.failovers[0].message
+    );
+
+    // What the operator sees: two failovers, each from eastus to
+    // westeurope, and nothing billed in eastus.
+    let snapshot = rig.dashboard.snapshot();
+    let html = compute_bridge::dashboard::html::render(&snapshot);
+    assert_eq!(
+        html.matches("Failover azure/eastus → azure/westeurope")
+            .count(),
+        2,
+        "{html}"
+    );
+    let json = serde_json::to_value(&snapshot).unwrap();
+    let failovers: Vec<_> = json["recent_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "failover")
+        .map(|e| {
+            (
+                e["from"].as_str(),
+                e["from_region"].as_str(),
+                e["to"].as_str(),
+                e["to_region"].as_str(),
+            )
+        })
+        .collect();
+    let step = (
+        Some("azure"),
+        Some("eastus"),
+        Some("azure"),
+        Some("westeurope"),
+    );
+    assert_eq!(failovers, [step, step], "{json:#}");
+    let held = fake.resources_with_location();
+    assert_eq!(held.len(), 6, "{held:?}");
+    assert!(held.iter().all(|r| r.ends_with("@westeurope")), "{held:?}");
+    assert_eq!(fake.rejections(), Vec::<String>::new());
+}
+
+/// A subnet's region cannot be read from its id; the backend asks Resource
+/// Manager for its virtual network's region before creating anything, and
+/// a subnet of another region is a `config` error naming the key.
+#[tokio::test]
+async fn a_subnet_in_another_region_is_refused_before_anything_is_made() {
+    let fake = AzureFake::start(AzureAccount::default());
+    let a = fake.account();
+    // westeurope's network points at eastus's subnet.
+    let toml = format!(
+        "{}[backends.config.networks.westeurope]\nsubnet_id = {:?}\n{}",
+        azure_head("azure", &fake, &fake.url(), ""),
+        a.subnet_id("eastus"),
+        one_size_in("westeurope")
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(
+        state.path(),
+        &toml,
+        &[("AZURE_SECRET", a.client_secret.clone())],
+    );
+    let (_rt, backends) = load(&cfg);
+    let e = backends[0]
+        .provision(&cloud_grant("wrong-net", TdxRequirement::None), &workload())
+        .await
+        .unwrap_err();
+    let BackendError::Config(msg) = &e else {
+        panic!("expected a config error, got {e:?}")
+    };
+    assert!(
+        msg.starts_with(
+            "`networks.westeurope.subnet_id`: its virtual network is in eastus, not in westeurope"
+        ),
+        "{msg}"
+    );
+    assert_eq!(fake.resources(), Vec::<String>::new());
+    assert!(
+        !fake.requests().iter().any(|r| r.starts_with("PUT")),
+        "{:?}",
+        fake.requests()
+    );
+    assert_eq!(fake.rejections(), Vec::<String>::new());
+}
+
+/// The commented Azure section of `config/example.toml`, uncommented, is a
+/// config the host accepts and the component reads: a network for each
+/// region its sizes list.
+#[tokio::test]
+async fn the_documented_example_is_a_config_the_component_accepts() {
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(
+        state.path(),
+        &example_section("azure"),
+        &[("AZURE_CLIENT_SECRET", "example-secret".into())],
+    );
+    assert_eq!(cfg.backends[0].component, "builtin:azure");
+    let (_rt, backends) = load(&cfg);
+    // capabilities() parses and validates the whole table without a call.
+    let caps = backends[0].capabilities().await.unwrap();
+    assert_eq!(caps.regions, ["eastus", "westeurope"]);
+    assert!(caps.tdx_capable);
 }

@@ -10,6 +10,7 @@ mod support;
 mod attest;
 mod aws;
 mod azure;
+mod azure_faults;
 mod baremetal;
 mod cache;
 mod cloud_faults;

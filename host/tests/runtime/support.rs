@@ -202,3 +202,19 @@ pub async fn until(what: &str, limit: std::time::Duration, f: impl Fn() -> bool)
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A commented `[[backends]]` example of `config/example.toml`, the one
+/// whose `name` is `name`, uncommented (its own `# # ...` remarks dropped).
+pub fn example_section(name: &str) -> String {
+    let example = include_str!("../../../config/example.toml");
+    let start = example
+        .find(&format!("# [[backends]]\n# name = {name:?}"))
+        .unwrap_or_else(|| panic!("no {name} example in config/example.toml"));
+    example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')))
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}

@@ -1,33 +1,104 @@
 //! A fake of the Azure APIs the Azure backend uses, on 127.0.0.1: the
 //! Microsoft identity platform's token endpoint (client credentials) and
-//! Azure Resource Manager for public IP addresses, network interfaces and
-//! virtual machines, with long-running operations.
+//! Azure Resource Manager for public IP addresses, network interfaces,
+//! virtual machines and (read only) the virtual networks and network
+//! security groups an operator creates beforehand, with long-running
+//! operations.
 //!
-//! It follows the published references and refuses what they refuse, with
-//! the error bodies Azure returns:
-//! - client credentials: <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>
-//!   (`client_id`, `scope` = `https://management.azure.com/.default`,
-//!   `client_secret`, `grant_type=client_credentials`; AADSTS errors)
-//! - `api-version` is required on every ARM request and must be one the
-//!   provider supports: <https://learn.microsoft.com/en-us/rest/api/azure/#uri-parameters>
-//! - Public IP addresses (Network 2024-05-01; Standard SKU must be Static):
-//!   <https://learn.microsoft.com/en-us/rest/api/virtualnetwork/public-ip-addresses/create-or-update>
-//! - Network interfaces (a NIC in use cannot be deleted):
-//!   <https://learn.microsoft.com/en-us/rest/api/virtualnetwork/network-interfaces/create-or-update>
-//! - Virtual machines (Compute 2024-07-01; SSH key path must be the admin's
-//!   `authorized_keys`; `customData` base64):
-//!   <https://learn.microsoft.com/en-us/rest/api/compute/virtual-machines/create-or-update>
-//! - Confidential VMs (DCesv5/ECesv5 are TDX sizes usable only as
-//!   `ConfidentialVM`, which needs vTPM and an OS disk
-//!   `securityEncryptionType`): <https://learn.microsoft.com/en-us/azure/confidential-computing/confidential-vm-overview>
-//! - Long-running operations (`Azure-AsyncOperation`, `Location`,
-//!   `Retry-After`): <https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/async-operations>
-//! - Errors: <https://learn.microsoft.com/en-us/azure/azure-resource-manager/troubleshooting/error-sku-not-available>,
+//! It is a model of the published API, written from the specifications, not
+//! from the backend: every rule below names the text it follows. The
+//! specifications are `Azure/azure-rest-api-specs`, read at
+//! `specification/compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2024-07-01/virtualMachine.json`
+//! (and `.../Microsoft.Compute/common-types/v1/common.json`),
+//! `specification/network/resource-manager/Microsoft.Network/stable/2024-05-01/`
+//! `networkInterface.json`, `publicIpAddress.json`, `virtualNetwork.json`
+//! (errors in `network.json#/definitions/CloudError`), and the Microsoft
+//! Learn pages named at each rule.
+//!
+//! **Regions.** The account has regions ([`AzureAccount::locations`]); each
+//! holds one virtual network, `bridge-<region>` with a subnet `default`,
+//! and one network security group, `allow-ssh-<region>`. A subnet belongs
+//! to its virtual network, and so to that network's region.
+//!
+//! What it refuses, and why (each with ARM's error body
+//! `{"error": {"code", "message"}}`, the `CloudError` of the specs):
+//! - No bearer token, an unknown or an expired one: 401
+//!   `AuthenticationFailed`, `InvalidAuthenticationToken`,
+//!   `ExpiredAuthenticationToken`
+//!   (<https://learn.microsoft.com/en-us/azure/azure-resource-manager/troubleshooting/common-deployment-errors>).
+//! - `api-version` missing (400 `MissingApiVersionParameter`) or not one
+//!   the provider serves (400 `NoRegisteredProviderFound`): the
+//!   `ApiVersionParameter` of both specs is `"required": true`; the codes
+//!   are those of
+//!   <https://learn.microsoft.com/en-us/azure/azure-resource-manager/troubleshooting/error-register-resource-provider>.
+//!   The lists of versions here are a subset of the real ones.
+//! - A subscription or resource group that does not exist: 404
+//!   `SubscriptionNotFound`, `ResourceGroupNotFound` (common-deployment-errors).
+//! - A create without `location` (400 `LocationRequired`; Compute's
+//!   `Resource` lists `location` as required) or in a region the account
+//!   does not have (400 `LocationNotAvailableForResourceType`).
+//! - A NIC whose subnet, public address or security group is in another
+//!   region than the NIC, or does not exist: 400 `InvalidResourceReference`
+//!   "... was not found. Please make sure that the referenced resource
+//!   exists, and that both resources are in the same region." (the rule:
+//!   "Each NIC must be connected to a virtual network that exists in the
+//!   same Azure location and subscription as the NIC",
+//!   <https://learn.microsoft.com/en-us/previous-versions/azure/virtual-network/network-overview>;
+//!   the answer's shape as ARM gives it, quoted in Azure/azure-cli#332 and
+//!   MicrosoftLearning/AZ-103-MicrosoftAzureAdministrator#91).
+//! - A VM whose NIC is in another region than the VM: "Each NIC attached to
+//!   a VM must exist in the same location and subscription as the VM" (the
+//!   same page). **The spec does not give ARM's code for this refusal**;
+//!   the fake answers 400 `InvalidParameter`, a guess to confirm with a real
+//!   account.
+//! - A Standard public address that is not Static (400
+//!   `StandardSkuPublicIPAddressesMustBeStatic`,
+//!   <https://learn.microsoft.com/en-us/azure/virtual-network/ip-services/public-ip-addresses#sku>).
+//! - More public addresses in a region than the subscription's limit there
+//!   (400 `PublicIPCountLimitReached`, "Cannot create more than N public IP
+//!   addresses for this subscription in this region."; the limit is per
+//!   region and subscription:
+//!   <https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/azure-subscription-service-limits#networking-limits>,
+//!   the answer as quoted in
+//!   <https://learn.microsoft.com/en-us/azure/databricks/kb/clusters/azure-ip-limit>).
+//!   Off unless a test sets a limit ([`AzureFake::set_public_ip_limit`]).
+//! - VM bodies Azure refuses: an unknown size, a missing image field, an SSH
+//!   key path other than the admin's `authorized_keys`, `customData` not
+//!   base64 (<https://learn.microsoft.com/en-us/rest/api/compute/virtual-machines/create-or-update>);
+//!   a DCesv5/ECesv5 size not created as `ConfidentialVM`, `ConfidentialVM`
+//!   on another size, or without vTPM or an OS-disk
+//!   `securityEncryptionType`
+//!   (<https://learn.microsoft.com/en-us/azure/confidential-computing/confidential-vm-overview>).
+//!   **Ambiguous:** whether Azure accepts a confidential-VM *image* (`sku =
+//!   "cvm"`) on a non-confidential size is not stated in the spec or on
+//!   those pages; the fake accepts it.
+//! - A NIC or address still in use cannot be deleted (400 `NicInUse`,
+//!   `PublicIPAddressCannotBeDeleted`).
+//! - Capacity: the next VM create can be told to fail
+//!   ([`AzureFake::fail_next_vm`]), or every VM create in a region
+//!   ([`AzureFake::set_region_full`]), with the codes and shapes of
+//!   <https://learn.microsoft.com/en-us/azure/azure-resource-manager/troubleshooting/error-sku-not-available>,
 //!   <https://learn.microsoft.com/en-us/azure/azure-resource-manager/troubleshooting/error-resource-quota>,
-//!   `AllocationFailed` (<https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/allocation-failure>)
+//!   <https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/allocation-failure>
+//!   (`AllocationFailed` arrives as the failed long-running operation).
+//!
+//! Long-running operations follow
+//! <https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/async-operations>:
+//! PUTs answer 200/201 with `Azure-AsyncOperation` (both specs mark them
+//! `x-ms-long-running-operation`), deletes 202 with `Location` (NICs) or
+//! both headers. The monitor URLs are on the host the request was sent to,
+//! as ARM's are on `management.azure.com`, so a proxy in front of the fake
+//! sees the polls too. Lists page with `nextLink` (`x-ms-pageable`).
+//!
+//! Client credentials follow
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>
+//! (`client_id`, `scope` = `https://management.azure.com/.default`,
+//! `client_secret`, `grant_type=client_credentials`; AADSTS errors).
 //!
 //! Every request that breaks the reference is answered with ARM's error and
-//! recorded in [`AzureFake::rejections`]. Token requests are counted.
+//! recorded in [`AzureFake::rejections`]; answers a real account gives to a
+//! well-formed request (capacity, quota) are not rejections. Token requests
+//! are counted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,7 +143,7 @@ pub struct AzureAccount {
     pub subscription_id: String,
     /// Resource group (exists).
     pub resource_group: String,
-    /// Regions.
+    /// Regions; each has a virtual network and a security group.
     pub locations: Vec<String>,
 }
 
@@ -90,24 +161,33 @@ impl Default for AzureAccount {
 }
 
 impl AzureAccount {
-    /// The subnet that exists in the fake.
-    pub fn subnet_id(&self) -> String {
+    fn network_id(&self, rest: &str) -> String {
         format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/virtualNetworks/bridge/subnets/default",
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/{rest}",
             self.subscription_id, self.resource_group
         )
     }
 
-    /// The network security group that exists in the fake.
-    pub fn nsg_id(&self) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkSecurityGroups/allow-ssh",
-            self.subscription_id, self.resource_group
-        )
+    /// The virtual network of `location`.
+    pub fn vnet_name(location: &str) -> String {
+        format!("bridge-{location}")
+    }
+
+    /// The subnet that exists in `location` (in its virtual network).
+    pub fn subnet_id(&self, location: &str) -> String {
+        self.network_id(&format!(
+            "virtualNetworks/{}/subnets/default",
+            Self::vnet_name(location)
+        ))
+    }
+
+    /// The network security group that exists in `location`.
+    pub fn nsg_id(&self, location: &str) -> String {
+        self.network_id(&format!("networkSecurityGroups/allow-ssh-{location}"))
     }
 }
 
-/// A failure the fake can be told to return for the next VM create.
+/// A failure the fake can be told to return for a VM create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmFailure {
     /// 409 `SkuNotAvailable` at once.
@@ -122,6 +202,7 @@ pub enum VmFailure {
     InternalError,
 }
 
+/// The resources the backend creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
     Ip,
@@ -131,10 +212,14 @@ enum Kind {
 
 impl Kind {
     fn of(provider: &str, ty: &str) -> Option<Self> {
-        match (provider, ty) {
-            ("Microsoft.Network", "publicIPAddresses") => Some(Kind::Ip),
-            ("Microsoft.Network", "networkInterfaces") => Some(Kind::Nic),
-            ("Microsoft.Compute", "virtualMachines") => Some(Kind::Vm),
+        // ARM resource provider namespaces and types are case-insensitive.
+        match (
+            provider.to_ascii_lowercase().as_str(),
+            ty.to_ascii_lowercase().as_str(),
+        ) {
+            ("microsoft.network", "publicipaddresses") => Some(Kind::Ip),
+            ("microsoft.network", "networkinterfaces") => Some(Kind::Nic),
+            ("microsoft.compute", "virtualmachines") => Some(Kind::Vm),
             _ => None,
         }
     }
@@ -151,6 +236,12 @@ impl Kind {
             Kind::Vm => "virtualMachines",
         }
     }
+    fn version(self) -> &'static str {
+        match self {
+            Kind::Vm => "2024-07-01",
+            _ => "2024-05-01",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +250,12 @@ struct Resource {
     state: &'static str,
     power: &'static str,
     created: u64,
+}
+
+impl Resource {
+    fn location(&self) -> &str {
+        self.body["location"].as_str().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -176,7 +273,7 @@ struct Op {
 }
 
 struct State {
-    /// `http://127.0.0.1:PORT`, for the URLs the fake hands out.
+    /// `http://127.0.0.1:PORT`, for URLs when a request has no `Host`.
     base: String,
     account: AzureAccount,
     token_lifetime: u64,
@@ -189,9 +286,12 @@ struct State {
     retry_after: u64,
     page_size: usize,
     vm_failures: VecDeque<VmFailure>,
+    full_regions: BTreeMap<String, VmFailure>,
+    public_ip_limits: BTreeMap<String, usize>,
     rejections: Vec<String>,
     log: Vec<String>,
     vm_bodies: Vec<Value>,
+    nic_bodies: Vec<Value>,
 }
 
 /// The fake; stopped on drop.
@@ -229,9 +329,12 @@ impl AzureFake {
             retry_after: 0,
             page_size: 100,
             vm_failures: VecDeque::new(),
+            full_regions: BTreeMap::new(),
+            public_ip_limits: BTreeMap::new(),
             rejections: Vec::new(),
             log: Vec::new(),
             vm_bodies: Vec::new(),
+            nic_bodies: Vec::new(),
         }));
         let server = FakeServer::start("azure", router(state.clone(), handle));
         state.lock().unwrap().base = server.url();
@@ -245,6 +348,11 @@ impl AzureFake {
     /// `http://127.0.0.1:PORT` (both the login and the management URL).
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// Its port on 127.0.0.1 (to put a proxy in front).
+    pub fn port(&self) -> u16 {
+        self.server.addr.port()
     }
 
     /// The account it accepts.
@@ -290,14 +398,30 @@ impl AzureFake {
         self.st().retry_after = secs;
     }
 
-    /// VM list pages hold at most `n` items.
+    /// List pages hold at most `n` items.
     pub fn set_page_size(&self, n: usize) {
         self.st().page_size = n.max(1);
     }
 
-    /// The next VM create fails this way.
+    /// The next VM create (in any region) fails this way.
     pub fn fail_next_vm(&self, f: VmFailure) {
         self.st().vm_failures.push_back(f);
+    }
+
+    /// Every VM create in `location` fails this way (a region out of
+    /// capacity for every size), until set to `None`.
+    pub fn set_region_full(&self, location: &str, f: Option<VmFailure>) {
+        let mut s = self.st();
+        match f {
+            Some(f) => s.full_regions.insert(location.to_string(), f),
+            None => s.full_regions.remove(location),
+        };
+    }
+
+    /// The subscription may hold at most `n` public addresses in
+    /// `location`; one more is refused with `PublicIPCountLimitReached`.
+    pub fn set_public_ip_limit(&self, location: &str, n: usize) {
+        self.st().public_ip_limits.insert(location.to_string(), n);
     }
 
     /// Requests refused for breaking the API reference.
@@ -315,12 +439,26 @@ impl AzureFake {
         self.st().vm_bodies.clone()
     }
 
+    /// Bodies of accepted NIC creates.
+    pub fn nic_bodies(&self) -> Vec<Value> {
+        self.st().nic_bodies.clone()
+    }
+
     /// Resources that exist, as `type/name`.
     pub fn resources(&self) -> Vec<String> {
         self.st()
             .resources
             .keys()
             .map(|(k, n)| format!("{}/{n}", k.ty()))
+            .collect()
+    }
+
+    /// Resources that exist, as `type/name@location`.
+    pub fn resources_with_location(&self) -> Vec<String> {
+        self.st()
+            .resources
+            .iter()
+            .map(|((k, n), r)| format!("{}/{n}@{}", k.ty(), r.location()))
             .collect()
     }
 
@@ -349,6 +487,14 @@ impl AzureFake {
 }
 
 // --------------------------------------------------------------- routing
+
+/// `http://<Host>`: where the client reached the fake (its monitor and
+/// next-page URLs point there, as ARM's point at the host it serves).
+fn origin(s: &State, r: &Req) -> String {
+    r.header("host")
+        .map(|h| format!("http://{h}"))
+        .unwrap_or_else(|| s.base.clone())
+}
 
 fn handle(state: &Mutex<State>, r: Req) -> Response {
     let mut s = state.lock().unwrap();
@@ -406,6 +552,12 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
             if let Some(resp) = check_scope(&mut s, &r, &sub, Some(&rg), &provider, &version) {
                 return resp;
             }
+            if provider.eq_ignore_ascii_case("Microsoft.Network")
+                && (ty.eq_ignore_ascii_case("virtualNetworks")
+                    || ty.eq_ignore_ascii_case("networkSecurityGroups"))
+            {
+                return fixture(&mut s, &r, &ty, rest);
+            }
             let Some(kind) = Kind::of(&provider, &ty) else {
                 return reject(
                     &mut s,
@@ -418,10 +570,10 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
                 );
             };
             match (&r.method, rest) {
-                (&Method::GET, []) if kind == Kind::Vm => list_vms(&mut s, &r),
+                (&Method::GET, []) => list(&mut s, &r, kind),
                 (&Method::PUT, [name]) => put(&mut s, &r, kind, name),
                 (&Method::GET, [name]) => get(&mut s, &r, kind, name),
-                (&Method::DELETE, [name]) => delete(&mut s, kind, name),
+                (&Method::DELETE, [name]) => delete(&mut s, &r, kind, name),
                 _ => reject(&mut s, &r, 405, "MethodNotAllowed", "no such operation"),
             }
         }
@@ -445,6 +597,7 @@ fn check_scope(
             &format!("The subscription '{sub}' could not be found."),
         ));
     }
+    // Resource group names are case-insensitive.
     if let Some(rg) = rg
         && !rg.eq_ignore_ascii_case(&s.account.resource_group)
     {
@@ -454,9 +607,9 @@ fn check_scope(
             &format!("Resource group '{rg}' could not be found."),
         ));
     }
-    let supported = match provider {
-        "Microsoft.Compute" => COMPUTE_VERSIONS,
-        "Microsoft.Network" => NETWORK_VERSIONS,
+    let supported = match provider.to_ascii_lowercase().as_str() {
+        "microsoft.compute" => COMPUTE_VERSIONS,
+        "microsoft.network" => NETWORK_VERSIONS,
         _ => &[][..],
     };
     if !supported.contains(&version) {
@@ -600,6 +753,92 @@ fn token(s: &mut State, r: &Req, tenant: &str) -> Response {
     )
 }
 
+// -------------------------------------------------- the operator's network
+
+/// The region of the virtual network `name`, if it exists.
+fn vnet_location(s: &State, name: &str) -> Option<String> {
+    s.account
+        .locations
+        .iter()
+        .find(|l| AzureAccount::vnet_name(l).eq_ignore_ascii_case(name))
+        .cloned()
+}
+
+/// The region of the security group `name`, if it exists.
+fn nsg_location(s: &State, name: &str) -> Option<String> {
+    s.account
+        .locations
+        .iter()
+        .find(|l| format!("allow-ssh-{l}").eq_ignore_ascii_case(name))
+        .cloned()
+}
+
+/// `GET` of a virtual network or security group the operator made
+/// (`VirtualNetworks_Get` in virtualNetwork.json, `NetworkSecurityGroups_Get`
+/// in networkSecurityGroup.json). The fake does not model creating them.
+fn fixture(s: &mut State, r: &Req, ty: &str, rest: &[&str]) -> Response {
+    let [name] = rest else {
+        return reject(
+            s,
+            r,
+            405,
+            "MethodNotAllowed",
+            "the fake serves only GET of one virtual network or security group",
+        );
+    };
+    if r.method != Method::GET {
+        return reject(
+            s,
+            r,
+            405,
+            "MethodNotAllowed",
+            "the fake does not model changing the operator's network",
+        );
+    }
+    let a = s.account.clone();
+    let vnet = ty.eq_ignore_ascii_case("virtualNetworks");
+    let location = if vnet {
+        vnet_location(s, name)
+    } else {
+        nsg_location(s, name)
+    };
+    let Some(location) = location else {
+        let ty = if vnet {
+            "virtualNetworks"
+        } else {
+            "networkSecurityGroups"
+        };
+        return arm_error(
+            404,
+            "ResourceNotFound",
+            &format!(
+                "The Resource 'Microsoft.Network/{ty}/{name}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+                a.resource_group
+            ),
+        );
+    };
+    let body = if vnet {
+        let id = a.network_id(&format!("virtualNetworks/{name}"));
+        json!({
+            "id": id, "name": name, "type": "Microsoft.Network/virtualNetworks",
+            "location": location,
+            "properties": {
+                "provisioningState": "Succeeded",
+                "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                "subnets": [{"id": format!("{id}/subnets/default"), "name": "default",
+                    "properties": {"addressPrefix": "10.0.0.0/24", "provisioningState": "Succeeded"}}],
+            },
+        })
+    } else {
+        json!({
+            "id": a.network_id(&format!("networkSecurityGroups/{name}")), "name": name,
+            "type": "Microsoft.Network/networkSecurityGroups", "location": location,
+            "properties": {"provisioningState": "Succeeded"},
+        })
+    };
+    reply(200, &body, &[])
+}
+
 // ------------------------------------------------------------- resources
 
 fn id(s: &State, kind: Kind, name: &str) -> String {
@@ -613,21 +852,53 @@ fn id(s: &State, kind: Kind, name: &str) -> String {
 }
 
 fn name_of_id(s: &State, kind: Kind, id_value: &str) -> Option<String> {
-    let prefix = id(s, kind, "");
-    (id_value.len() > prefix.len() && id_value[..prefix.len()].eq_ignore_ascii_case(&prefix))
-        .then(|| id_value[prefix.len()..].to_string())
+    under(id_value, &id(s, kind, "")).map(str::to_string)
 }
 
-fn exists(s: &State, kind: Kind, name: &str) -> bool {
-    s.resources.contains_key(&(kind, name.to_string()))
+fn resource<'a>(s: &'a State, kind: Kind, name: &str) -> Option<&'a Resource> {
+    s.resources.get(&(kind, name.to_string()))
 }
 
 fn base64_ok(v: &str) -> bool {
     base64::engine::general_purpose::STANDARD.decode(v).is_ok()
 }
 
+type Refusal = (&'static str, String);
+
+/// ARM's answer to a reference it cannot resolve in the referrer's region.
+fn unresolved(target: &str, referrer: &str) -> Refusal {
+    (
+        "InvalidResourceReference",
+        format!(
+            "Resource {target} referenced by resource {referrer} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
+        ),
+    )
+}
+
+/// `id` after `prefix`, compared without case (ARM ids are
+/// case-insensitive), if it starts with it and goes on.
+fn under<'a>(id: &'a str, prefix: &str) -> Option<&'a str> {
+    id.get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &id[prefix.len()..])
+        .filter(|rest| !rest.is_empty())
+}
+
+/// The region of the subnet `subnet_id`, if it names one that exists:
+/// `<group>/providers/Microsoft.Network/virtualNetworks/<vnet>/subnets/default`.
+fn subnet_location(s: &State, subnet_id: &str) -> Option<String> {
+    let rest = under(subnet_id, &s.account.network_id("virtualNetworks/"))?;
+    let (vnet, subnet) = rest.split_once('/')?;
+    subnet
+        .eq_ignore_ascii_case("subnets/default")
+        .then(|| vnet_location(s, vnet))
+        .flatten()
+}
+
 /// Check a create body; `Err((code, message))` as ARM would answer.
-fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), (&'static str, String)> {
+fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), Refusal> {
+    // Compute's `Resource` requires `location` (common-types/v1/common.json);
+    // ARM refuses a tracked resource without one (`LocationRequired`).
     let location = b["location"].as_str().ok_or((
         "LocationRequired",
         "The location property is required for this definition.".to_string(),
@@ -642,6 +913,9 @@ fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), (&'static s
             ),
         ));
     }
+    // `tags`: string values (`additionalProperties: {type: string}`); at
+    // most 256 characters a value
+    // (https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/tag-resources#limitations).
     if let Some(tags) = b.get("tags") {
         let t = tags
             .as_object()
@@ -655,6 +929,7 @@ fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), (&'static s
             ));
         }
     }
+    let me = id(s, kind, name);
     let p = &b["properties"];
     match kind {
         Kind::Ip => {
@@ -669,10 +944,7 @@ fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), (&'static s
             if sku == "Standard" && method != "Static" {
                 return Err((
                     "StandardSkuPublicIPAddressesMustBeStatic",
-                    format!(
-                        "Standard sku publicIp {} must have AllocationMethod set to Static.",
-                        id(s, kind, name)
-                    ),
+                    format!("Standard sku publicIp {me} must have AllocationMethod set to Static."),
                 ));
             }
         }
@@ -691,26 +963,22 @@ fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), (&'static s
                         "ipConfigurations[].name is required".into(),
                     ));
                 }
+                // The subnet must exist and its virtual network be in the
+                // NIC's region (network-overview: "Each NIC must be
+                // connected to a virtual network that exists in the same
+                // Azure location ... as the NIC").
                 let subnet = c["properties"]["subnet"]["id"].as_str().unwrap_or("");
-                if !subnet.eq_ignore_ascii_case(&s.account.subnet_id()) {
-                    return Err((
-                        "InvalidResourceReference",
-                        format!(
-                            "Resource {subnet} referenced by resource {} was not found.",
-                            id(s, kind, name)
-                        ),
-                    ));
+                if subnet_location(s, subnet).as_deref() != Some(location) {
+                    return Err(unresolved(subnet, &me));
                 }
                 if let Some(ip) = c["properties"]["publicIPAddress"]["id"].as_str() {
+                    // A public address is regional too; a reference across
+                    // regions is refused the same way.
                     let ip_name = name_of_id(s, Kind::Ip, ip)
-                        .filter(|n| exists(s, Kind::Ip, n))
-                        .ok_or((
-                            "InvalidResourceReference",
-                            format!(
-                                "Resource {ip} referenced by resource {} was not found.",
-                                id(s, kind, name)
-                            ),
-                        ))?;
+                        .filter(|n| {
+                            resource(s, Kind::Ip, n).is_some_and(|r| r.location() == location)
+                        })
+                        .ok_or_else(|| unresolved(ip, &me))?;
                     let used_by_other = s.resources.iter().any(|((k, n), r)| {
                         *k == Kind::Nic
                             && n != name
@@ -726,24 +994,22 @@ fn check(s: &State, kind: Kind, name: &str, b: &Value) -> Result<(), (&'static s
                     }
                 }
             }
-            if let Some(nsg) = p["networkSecurityGroup"]["id"].as_str()
-                && !nsg.eq_ignore_ascii_case(&s.account.nsg_id())
-            {
-                return Err((
-                    "InvalidResourceReference",
-                    format!(
-                        "Resource {nsg} referenced by resource {} was not found.",
-                        id(s, kind, name)
-                    ),
-                ));
+            // A security group in another region: the same refusal, as ARM
+            // gives it (Azure/azure-cli#332, #974).
+            if let Some(nsg) = p["networkSecurityGroup"]["id"].as_str() {
+                let here = under(nsg, &s.account.network_id("networkSecurityGroups/"))
+                    .and_then(|name| nsg_location(s, name));
+                if here.as_deref() != Some(location) {
+                    return Err(unresolved(nsg, &me));
+                }
             }
         }
-        Kind::Vm => check_vm(s, name, b)?,
+        Kind::Vm => check_vm(s, name, location, b)?,
     }
     Ok(())
 }
 
-fn check_vm(s: &State, name: &str, b: &Value) -> Result<(), (&'static str, String)> {
+fn check_vm(s: &State, name: &str, location: &str, b: &Value) -> Result<(), Refusal> {
     let p = &b["properties"];
     let size = p["hardwareProfile"]["vmSize"].as_str().unwrap_or("");
     let Some((_, tdx_size)) = SIZES.iter().find(|(n, _)| *n == size) else {
@@ -841,9 +1107,21 @@ fn check_vm(s: &State, name: &str, b: &Value) -> Result<(), (&'static str, Strin
         ))?;
     for nic in nics {
         let nic_id = nic["id"].as_str().unwrap_or("");
-        let nic_name = name_of_id(s, Kind::Nic, nic_id)
-            .filter(|n| exists(s, Kind::Nic, n))
+        let (nic_name, nic) = name_of_id(s, Kind::Nic, nic_id)
+            .and_then(|n| resource(s, Kind::Nic, &n).map(|r| (n, r)))
             .ok_or(("NotFound", format!("Resource {nic_id} not found.")))?;
+        // network-overview: "Each NIC attached to a VM must exist in the
+        // same location and subscription as the VM". The code is a guess
+        // (see the module docs).
+        if nic.location() != location {
+            return Err((
+                "InvalidParameter",
+                format!(
+                    "The network interface {nic_id} is in location '{}', not in the virtual machine's location '{location}'.",
+                    nic.location()
+                ),
+            ));
+        }
         let used = s.resources.iter().any(|((k, n), r)| {
             *k == Kind::Vm
                 && n != name
@@ -917,15 +1195,7 @@ fn resource_json(s: &State, kind: Kind, name: &str, r: &Resource, expand: bool) 
     v
 }
 
-fn accepted(
-    s: &mut State,
-    kind: Kind,
-    location: &str,
-    effect: Effect,
-    status: u16,
-    body: Option<Value>,
-    with_location: bool,
-) -> Response {
+fn new_op(s: &mut State, effect: Effect) -> String {
     let op = format!("{:08x}-0000-4000-8000-{:012x}", s.next_id, now_unix());
     s.next_id += 1;
     s.ops.insert(
@@ -936,32 +1206,90 @@ fn accepted(
             done: false,
         },
     );
-    let version = if kind == Kind::Vm {
-        "2024-07-01"
-    } else {
-        "2024-05-01"
-    };
-    let base = format!(
-        "/subscriptions/{}/providers/{}/locations/{location}/operations/{op}",
+    op
+}
+
+/// An accepted long-running operation: `Azure-AsyncOperation` (and
+/// `Location` when `with_location`) on the host the request came to.
+#[allow(clippy::too_many_arguments)]
+fn accepted(
+    s: &mut State,
+    r: &Req,
+    kind: Kind,
+    location: &str,
+    effect: Effect,
+    status: u16,
+    body: Option<Value>,
+    with_location: bool,
+) -> Response {
+    let op = new_op(s, effect);
+    let monitor = format!(
+        "{}/subscriptions/{}/providers/{}/locations/{location}/operations/{op}",
+        origin(s, r),
         s.account.subscription_id,
         kind.provider()
     );
-    let host = &s.base;
+    let version = kind.version();
     let mut headers = vec![("retry-after", s.retry_after.to_string())];
     headers.push((
         "azure-asyncoperation",
-        format!("{host}{base}?api-version={version}"),
+        format!("{monitor}?api-version={version}"),
     ));
     if with_location {
         headers.push((
             "location",
-            format!("{host}{base}?monitor=true&api-version={version}"),
+            format!("{monitor}?monitor=true&api-version={version}"),
         ));
     }
     match body {
         Some(b) => reply(status, &b, &headers),
         None => empty(status, &headers),
     }
+}
+
+/// A VM create refused or failed for capacity, quota or throttling, as
+/// the pages named in the module docs show them.
+fn vm_failure(
+    f: VmFailure,
+    size: &str,
+    location: &str,
+    kind: Kind,
+    name: &str,
+) -> Result<Effect, Box<Response>> {
+    Err(Box::new(match f {
+        VmFailure::SkuNotAvailable => arm_error(
+            409,
+            "SkuNotAvailable",
+            &format!(
+                "The requested VM size for resource 'Following SKUs have failed for Capacity Restrictions: {size}' is currently not available in location '{location}'. Please try another size or deploy to a different location or different zone. See https://aka.ms/azureskunotavailable for details."
+            ),
+        ),
+        VmFailure::QuotaExceeded => arm_error(
+            409,
+            "OperationNotAllowed",
+            &format!(
+                "Operation could not be completed as it results in exceeding approved standardDCESv5Family Cores quota. Additional details - Deployment Model: Resource Manager, Location: {location}, Current Limit: 4, Current Usage: 4, Additional Required: 4, (Minimum) New Limit Required: 8."
+            ),
+        ),
+        VmFailure::Throttled => reply(
+            429,
+            &json!({"error": {"code": "TooManyRequests", "message": "The request is being throttled as the limit has been reached for operation type - Write_30Min."}}),
+            &[("retry-after", "17".to_string())],
+        ),
+        VmFailure::InternalError => arm_error(
+            500,
+            "InternalServerError",
+            "An unexpected error occured while processing the request.",
+        ),
+        VmFailure::AllocationFailed => {
+            return Ok(Effect::FailCreate(
+                kind,
+                name.to_string(),
+                json!({"code": "AllocationFailed",
+                "message": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at http://aka.ms/allocation-guidance"}),
+            ));
+        }
+    }))
 }
 
 fn put(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
@@ -990,56 +1318,49 @@ fn put(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
         return reject(s, r, 400, code, &msg);
     }
     let location = body["location"].as_str().unwrap_or_default().to_string();
+    let key = (kind, name.to_string());
+    let existed = s.resources.contains_key(&key);
     let mut effect = Effect::Provisioned(kind, name.to_string());
-    if kind == Kind::Vm {
-        match s.vm_failures.pop_front() {
-            Some(VmFailure::SkuNotAvailable) => {
-                let size = body["properties"]["hardwareProfile"]["vmSize"]
-                    .as_str()
-                    .unwrap_or("");
+    match kind {
+        Kind::Vm => {
+            let size = body["properties"]["hardwareProfile"]["vmSize"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let failure = s
+                .full_regions
+                .get(&location)
+                .copied()
+                .or_else(|| s.vm_failures.pop_front());
+            if let Some(f) = failure {
+                match vm_failure(f, &size, &location, kind, name) {
+                    Ok(e) => effect = e,
+                    Err(resp) => return *resp,
+                }
+            }
+            s.vm_bodies.push(body.clone());
+        }
+        Kind::Ip if !existed => {
+            let held = s
+                .resources
+                .iter()
+                .filter(|((k, _), r)| *k == Kind::Ip && r.location() == location)
+                .count();
+            if let Some(limit) = s.public_ip_limits.get(&location).copied()
+                && held >= limit
+            {
                 return arm_error(
-                    409,
-                    "SkuNotAvailable",
+                    400,
+                    "PublicIPCountLimitReached",
                     &format!(
-                        "The requested VM size for resource 'Following SKUs have failed for Capacity Restrictions: {size}' is currently not available in location '{location}'. Please try another size or deploy to a different location or different zone. See https://aka.ms/azureskunotavailable for details."
+                        "Cannot create more than {limit} public IP addresses for this subscription in this region."
                     ),
                 );
             }
-            Some(VmFailure::QuotaExceeded) => {
-                return arm_error(
-                    409,
-                    "OperationNotAllowed",
-                    "Operation could not be completed as it results in exceeding approved standardDCESv5Family Cores quota. Additional details - Deployment Model: Resource Manager, Location: eastus, Current Limit: 4, Current Usage: 4, Additional Required: 4, (Minimum) New Limit Required: 8.",
-                );
-            }
-            Some(VmFailure::Throttled) => {
-                return reply(
-                    429,
-                    &json!({"error": {"code": "TooManyRequests", "message": "The request is being throttled as the limit has been reached for operation type - Write_30Min."}}),
-                    &[("retry-after", "17".to_string())],
-                );
-            }
-            Some(VmFailure::InternalError) => {
-                return arm_error(
-                    500,
-                    "InternalServerError",
-                    "An unexpected error occured while processing the request.",
-                );
-            }
-            Some(VmFailure::AllocationFailed) => {
-                effect = Effect::FailCreate(
-                    kind,
-                    name.to_string(),
-                    json!({"code": "AllocationFailed",
-                    "message": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at http://aka.ms/allocation-guidance"}),
-                );
-            }
-            None => {}
         }
-        s.vm_bodies.push(body.clone());
+        Kind::Nic => s.nic_bodies.push(body.clone()),
+        Kind::Ip => {}
     }
-    let key = (kind, name.to_string());
-    let existed = s.resources.contains_key(&key);
     let created = s
         .resources
         .get(&key)
@@ -1062,6 +1383,7 @@ fn put(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
     let shown = resource_json(s, kind, name, &s.resources[&key], false);
     accepted(
         s,
+        r,
         kind,
         &location,
         effect,
@@ -1072,6 +1394,7 @@ fn put(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
 }
 
 fn get(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
+    // VirtualMachines_Get: `$expand` is `instanceView` or `userData`.
     let expand = r.query("$expand");
     if kind == Kind::Vm && expand.is_some_and(|e| !matches!(e, "instanceView" | "userData")) {
         return reject(
@@ -1101,8 +1424,10 @@ fn get(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
     }
 }
 
-fn delete(s: &mut State, kind: Kind, name: &str) -> Response {
+fn delete(s: &mut State, r: &Req, kind: Kind, name: &str) -> Response {
     let key = (kind, name.to_string());
+    // Deletes answer 204 for a resource that does not exist (the 204 of
+    // `NetworkInterfaces_Delete`, `VirtualMachines_Delete`).
     let Some(res) = s.resources.get(&key) else {
         return empty(204, &[]);
     };
@@ -1136,28 +1461,18 @@ fn delete(s: &mut State, kind: Kind, name: &str) -> Response {
             ),
         );
     }
-    let location = res.body["location"]
-        .as_str()
-        .unwrap_or("eastus")
-        .to_string();
+    let location = res.location().to_string();
     s.resources.get_mut(&key).unwrap().state = "Deleting";
-    // Compute answers with both headers; Network's NIC deletes only with
-    // Location, so both paths are exercised.
+    // Compute answers with both headers; Network's NIC delete
+    // (`final-state-via: location`) only with Location, so both paths are
+    // exercised.
     let effect = Effect::Deleted(kind, name.to_string());
     if kind == Kind::Nic {
-        let op = format!("{:08x}-0000-4000-8000-{:012x}", s.next_id, now_unix());
-        s.next_id += 1;
-        s.ops.insert(
-            op.clone(),
-            Op {
-                effect,
-                polls_left: s.polls_per_op,
-                done: false,
-            },
-        );
+        let op = new_op(s, effect);
         let url = format!(
             "{}/subscriptions/{}/providers/Microsoft.Network/locations/{location}/operations/{op}?monitor=true&api-version=2024-05-01",
-            s.base, s.account.subscription_id
+            origin(s, r),
+            s.account.subscription_id
         );
         return empty(
             202,
@@ -1167,13 +1482,15 @@ fn delete(s: &mut State, kind: Kind, name: &str) -> Response {
             ],
         );
     }
-    accepted(s, kind, &location, effect, 202, None, kind == Kind::Vm)
+    accepted(s, r, kind, &location, effect, 202, None, kind == Kind::Vm)
 }
 
 fn finish(s: &mut State, effect: &Effect) -> Option<Value> {
     match effect {
         Effect::Provisioned(kind, name) => {
-            if let Some(r) = s.resources.get_mut(&(*kind, name.clone())) {
+            if let Some(r) = s.resources.get_mut(&(*kind, name.clone()))
+                && r.state != "Deleting"
+            {
                 r.state = "Succeeded";
                 r.power = "running";
             }
@@ -1249,7 +1566,10 @@ fn poll(s: &mut State, id: &str, monitor: bool) -> Response {
     }
 }
 
-fn list_vms(s: &mut State, r: &Req) -> Response {
+/// `VirtualMachines_List`, `NetworkInterfaces_List`,
+/// `PublicIPAddresses_List` of the resource group: pages of `value` with
+/// `nextLink` (`x-ms-pageable`).
+fn list(s: &mut State, r: &Req, kind: Kind) -> Response {
     let skip: usize = match r.query("$skiptoken").map(str::parse) {
         None => 0,
         Some(Ok(n)) => n,
@@ -1258,16 +1578,23 @@ fn list_vms(s: &mut State, r: &Req) -> Response {
     let all: Vec<Value> = s
         .resources
         .iter()
-        .filter(|((k, _), _)| *k == Kind::Vm)
+        .filter(|((k, _), _)| *k == kind)
         .map(|((k, n), res)| resource_json(s, *k, n, res, false))
         .collect();
     let page: Vec<Value> = all.iter().skip(skip).take(s.page_size).cloned().collect();
     let mut v = json!({"value": page});
     if skip + s.page_size < all.len() {
         v["nextLink"] = format!(
-            "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01&$skiptoken={}",
-            s.base, s.account.subscription_id, s.account.resource_group, skip + s.page_size
-        ).into();
+            "{}/subscriptions/{}/resourceGroups/{}/providers/{}/{}?api-version={}&$skiptoken={}",
+            origin(s, r),
+            s.account.subscription_id,
+            s.account.resource_group,
+            kind.provider(),
+            kind.ty(),
+            kind.version(),
+            skip + s.page_size
+        )
+        .into();
     }
     reply(200, &v, &[])
 }

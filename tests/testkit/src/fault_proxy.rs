@@ -7,10 +7,15 @@
 //! SigV4 signature made for the proxy's address still verifies upstream),
 //! one request per connection. The API action of a request is its `Action`
 //! form or query parameter (EC2's Query API), else `METHOD /path`. A rule
-//! applies a [`Fault`] to the next `times` requests whose action it names;
-//! everything else passes through untouched. [`Fault::Answer`] is a canned
-//! refusal: the cloud's own error body for a condition its emulator cannot
-//! be put in (EC2 out of capacity in one region, say).
+//! applies a [`Fault`] to the next `times` requests whose action it names
+//! ([`FaultProxy::fail`]) or starts with ([`FaultProxy::fail_prefix`], for
+//! REST APIs whose paths carry names, such as Azure Resource Manager's
+//! `PUT /subscriptions/…/virtualMachines/<name>`); everything else passes
+//! through untouched. An injected 500 is shaped as the API answers it: EC2's
+//! XML, or ARM's JSON error for a path under `/subscriptions/`.
+//! [`Fault::Answer`] is a canned refusal: the cloud's own error body for a
+//! condition its emulator cannot be put in (EC2 out of capacity in one
+//! region, say).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -55,8 +60,20 @@ impl Fault {
 #[derive(Debug)]
 struct Rule {
     action: String,
+    /// Matches any action starting with `action`.
+    prefix: bool,
     left: u32,
     fault: Fault,
+}
+
+impl Rule {
+    fn matches(&self, action: &str) -> bool {
+        if self.prefix {
+            action.starts_with(&self.action)
+        } else {
+            action == self.action
+        }
+    }
 }
 
 /// One request the proxy saw.
@@ -116,6 +133,18 @@ impl FaultProxy {
     pub fn fail(&self, action: &str, times: u32, fault: Fault) {
         self.rules.lock().unwrap().push(Rule {
             action: action.to_string(),
+            prefix: false,
+            left: times,
+            fault,
+        });
+    }
+
+    /// Apply `fault` to the next `times` requests whose action starts with
+    /// `prefix` (`PUT /subscriptions/S/resourceGroups/G/providers/Microsoft.Compute/virtualMachines/`).
+    pub fn fail_prefix(&self, prefix: &str, times: u32, fault: Fault) {
+        self.rules.lock().unwrap().push(Rule {
+            action: prefix.to_string(),
+            prefix: true,
             left: times,
             fault,
         });
@@ -281,6 +310,25 @@ fn answer(status: u16, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The injected 500 for `action`: ARM's `{"error": {"code", "message"}}`
+/// (the `CloudError` of azure-rest-api-specs) for a path under
+/// `/subscriptions/`, else EC2's.
+fn error_500_for(action: &str) -> Vec<u8> {
+    let Some((_, path)) = action.split_once(' ') else {
+        return error_500();
+    };
+    if !path.starts_with("/subscriptions/") {
+        return error_500();
+    }
+    let body = r#"{"error":{"code":"InternalServerError","message":"fault proxy: injected 500"}}"#;
+    format!(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn handle(
     mut conn: TcpStream,
     upstream_port: u16,
@@ -294,7 +342,7 @@ fn handle(
         let mut rules = rules.lock().unwrap();
         let hit = rules
             .iter_mut()
-            .find(|r| r.left > 0 && r.action == action)
+            .find(|r| r.left > 0 && r.matches(&action))
             .map(|r| {
                 r.left -= 1;
                 r.fault
@@ -313,7 +361,7 @@ fn handle(
                 forward(upstream_port, &head, &body)?;
             }
             match f {
-                Fault::Refuse500 | Fault::Lose500 => error_500(),
+                Fault::Refuse500 | Fault::Lose500 => error_500_for(&action),
                 Fault::LoseHang | Fault::Hang => {
                     hang(&mut conn, stop);
                     return Ok(());
@@ -361,6 +409,37 @@ mod tests {
             }
             .forwards()
         );
+    }
+
+    #[test]
+    fn an_injected_500_for_resource_manager_is_its_json_error() {
+        let r = error_500_for(
+            "PUT /subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/v",
+        );
+        let p = find(&r, b"\r\n\r\n").unwrap() + 4;
+        let len: usize = header(&r[..p], "content-length").unwrap().parse().unwrap();
+        assert_eq!(r.len() - p, len);
+        let v: serde_json::Value = serde_json::from_slice(&r[p..]).unwrap();
+        assert_eq!(v["error"]["code"], "InternalServerError");
+        assert_eq!(error_500_for("RunInstances"), error_500());
+        assert_eq!(error_500_for("POST /servers"), error_500());
+    }
+
+    #[test]
+    fn prefix_rules_match_actions_that_start_with_them() {
+        let rule = Rule {
+            action: "PUT /subscriptions/s/".into(),
+            prefix: true,
+            left: 1,
+            fault: Fault::Lose500,
+        };
+        assert!(rule.matches("PUT /subscriptions/s/resourceGroups/g"));
+        assert!(!rule.matches("GET /subscriptions/s/resourceGroups/g"));
+        let exact = Rule {
+            prefix: false,
+            ..rule
+        };
+        assert!(!exact.matches("PUT /subscriptions/s/resourceGroups/g"));
     }
 
     #[test]

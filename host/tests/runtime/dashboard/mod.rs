@@ -94,21 +94,27 @@ impl Rig {
             std::env::var(k).ok()
         })
         .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-        let runtime = Runtime::new(&RuntimeOptions::for_config(&cfg)).expect("runtime");
+        Self::from_config(&cfg, refresh).await
+    }
+
+    /// The same over another boot config's backends (a cloud component
+    /// against its fake, for a cloud's own failover tests).
+    pub async fn from_config(cfg: &BootConfig, refresh: bool) -> Self {
+        let runtime = Runtime::new(&RuntimeOptions::for_config(cfg)).expect("runtime");
         let backends: Vec<Arc<ComponentBackend>> = cfg
             .backends
             .iter()
             .map(|b| {
                 Arc::new(
                     runtime
-                        .load_backend(&cfg, b, "test-provider")
+                        .load_backend(cfg, b, "test-provider")
                         .expect("load")
                         .0,
                 )
             })
             .collect();
         let fleet = Fleet::new(
-            crate::support::fleet_members(&cfg, &backends),
+            crate::support::fleet_members(cfg, &backends),
             cfg.bridge.concurrency_cap,
         );
         if refresh {
@@ -116,7 +122,7 @@ impl Rig {
         }
         let clock = ManualClock::new(compute_bridge::fleet::now_unix());
         let dashboard = Dashboard::new(
-            Settings::from_config(&cfg),
+            Settings::from_config(cfg),
             fleet.clone(),
             Arc::new(clock.clone()),
         );
