@@ -5,6 +5,15 @@
 //! Which coalition to join comes from flags or from a bridge's config file
 //! ([`AgentNetwork`]); for a local coalition it is read from the rendezvous
 //! file the bridge writes in its state dir.
+//!
+//! The requester trusts no provider with its shell: an opened access bundle
+//! is checked field by field ([`AccessBundle::check`]) before anything is
+//! written or printed, the `ssh` command it prints has every field quoted
+//! for a POSIX shell, and the workload's host key is pinned in a
+//! `known_hosts` file of the access's own. An access without a host key
+//! (a cloud backend cannot know it before the machine boots) is refused
+//! unless the requester asked to trust the first key seen
+//! ([`HostKeyPolicy::AcceptNew`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,6 +182,18 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// What to do with an access that names no host key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Refuse it: the `ssh` command would trust whatever host answers.
+    #[default]
+    Require,
+    /// Trust the key the first connection sees and pin it from then on
+    /// (OpenSSH's `StrictHostKeyChecking=accept-new`, into the access's
+    /// own `known_hosts`).
+    AcceptNew,
+}
+
 /// What to ask for.
 #[derive(Debug, Clone)]
 pub struct RequestSpec {
@@ -192,6 +213,8 @@ pub struct RequestSpec {
     pub tdx: TdxRequirement,
     /// What the provider's card must prove before a grant is sent.
     pub verify: VerifyPolicy,
+    /// What to do with an access that names no host key.
+    pub host_key: HostKeyPolicy,
 }
 
 /// Something that happened to a request, in order.
@@ -234,6 +257,15 @@ pub enum RequestError {
     /// Access arrived but did not open with the reply key.
     #[error("the access bundle did not open with this request's reply key")]
     AccessUnopenable,
+    /// Access opened, but handing it over would not be safe; nothing was
+    /// written or printed. The workload runs until its grant ends.
+    #[error("refusing the access from provider {provider}: {reason}")]
+    AccessRefused {
+        /// The provider.
+        provider: ProviderId,
+        /// Why (values escaped and cut short).
+        reason: String,
+    },
     /// Nothing came back in time.
     #[error("{0}")]
     Timeout(String),
@@ -451,6 +483,12 @@ impl Agent {
                     let bundle = reply
                         .open_access(&sealed)
                         .map_err(|_| RequestError::AccessUnopenable)?;
+                    check_access(&bundle, spec.host_key).map_err(|reason| {
+                        RequestError::AccessRefused {
+                            provider: card.provider_id,
+                            reason,
+                        }
+                    })?;
                     have_access = true;
                     on(Progress::Access {
                         bundle,
@@ -504,12 +542,46 @@ impl Agent {
     }
 }
 
+/// Whether `bundle` is safe to hand over under `policy`: every field
+/// checked ([`AccessBundle::check`]), and a host key present unless the
+/// policy trusts the first one seen.
+pub fn check_access(bundle: &AccessBundle, policy: HostKeyPolicy) -> Result<(), String> {
+    bundle.check().map_err(|e| {
+        format!("{e}; nothing was written and no ssh command is printed (the workload runs until its grant ends)")
+    })?;
+    if bundle.host_key.is_empty() && policy == HostKeyPolicy::Require {
+        return Err(
+            "it names no SSH host key for the workload (a cloud backend cannot know it before \
+             the machine boots), so an ssh command would trust whatever host answers; nothing was \
+             written and no ssh command is printed (the workload runs until its grant ends). Pass \
+             --accept-new-host-key to trust the key the first connection sees and pin it from \
+             then on (OpenSSH's StrictHostKeyChecking=accept-new, in the key directory's \
+             known_hosts)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// Write an access bundle's private key to `dir/id_ed25519` (mode 0600, in
-/// a directory of mode 0700) and, if the host key is known, a
-/// `known_hosts` beside it; returns the ready-to-run `ssh` command.
+/// a directory of mode 0700) and a `known_hosts` beside it holding the
+/// workload's host key (empty, for ssh to fill on first use, when the
+/// bundle has none); returns the ready-to-run `ssh` command, every field
+/// quoted for a POSIX shell. A bundle that fails [`AccessBundle::check`]
+/// is refused before anything is written.
 pub fn write_access(dir: &Path, bundle: &AccessBundle) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    bundle
+        .check()
+        .map_err(|e| anyhow::anyhow!("refusing the access bundle: {e}"))?;
+    let host_key = match bundle.host_key.as_str() {
+        "" => None,
+        k => Some(
+            crate::coalition::protocol::check_host_key(k)
+                .map_err(|e| anyhow::anyhow!("refusing the access bundle's host key: {e}"))?,
+        ),
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -524,45 +596,65 @@ pub fn write_access(dir: &Path, bundle: &AccessBundle) -> anyhow::Result<String>
         .with_context(|| format!("writing {}", key.display()))?;
     f.write_all(bundle.private_key.as_bytes())
         .with_context(|| format!("writing {}", key.display()))?;
-    let target = if bundle.host.contains(':') {
-        format!("[{}]", bundle.host)
-    } else {
-        bundle.host.clone()
+    // known_hosts(5): `[host]:port` for a port other than 22, and an IPv6
+    // address in brackets either way.
+    let entry_host = match (bundle.port, bundle.host.contains(':')) {
+        (22, false) => bundle.host.clone(),
+        (22, true) => format!("[{}]", bundle.host),
+        (port, _) => format!("[{}]:{port}", bundle.host),
     };
-    let host_check = if bundle.host_key.trim().is_empty() {
-        // The backend could not tell us the host key: the first connection
-        // has to trust it.
-        "-o StrictHostKeyChecking=accept-new".to_string()
+    let known = dir.join("known_hosts");
+    let entry = match &host_key {
+        Some(k) => format!("{entry_host} {k}\n"),
+        None => String::new(),
+    };
+    std::fs::write(&known, entry).with_context(|| format!("writing {}", known.display()))?;
+    let checking = if host_key.is_some() {
+        "yes"
     } else {
-        let known = dir.join("known_hosts");
-        let entry = if bundle.port == 22 {
-            format!("{target} {}\n", bundle.host_key.trim())
-        } else {
-            format!(
-                "[{}]:{} {}\n",
-                bundle.host,
-                bundle.port,
-                bundle.host_key.trim()
-            )
-        };
-        std::fs::write(&known, entry).with_context(|| format!("writing {}", known.display()))?;
-        format!(
-            "-o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
-            shell_quote(&known.display().to_string())
-        )
+        "accept-new"
     };
     Ok(format!(
-        "ssh -i {} -o IdentitiesOnly=yes {host_check} -p {} {}@{}",
-        shell_quote(&key.display().to_string()),
+        "ssh -i {} -o IdentitiesOnly=yes -o {} -o StrictHostKeyChecking={checking} -p {} {}",
+        shell_quote(&ssh_path(&key, false)?),
+        shell_quote(&format!("UserKnownHostsFile={}", ssh_path(&known, true)?)),
         bundle.port,
-        bundle.user,
-        bundle.host
+        shell_quote(&format!("{}@{}", bundle.user, bundle.host)),
     ))
 }
 
+/// `path` as ssh reads a file name from its command line (ssh_config(5),
+/// TOKENS and ENVIRONMENT VARIABLES): `%` starts a token (doubled to mean
+/// itself), `${` an environment variable, a leading `~` a home directory,
+/// and in an `-o` option's value whitespace separates files unless the
+/// value is in double quotes. A path ssh would read as something else is
+/// refused.
+fn ssh_path(path: &Path, in_option: bool) -> anyhow::Result<String> {
+    let p = path.display().to_string();
+    if p.contains('"') || p.contains("${") || p.starts_with('~') || p.chars().any(char::is_control)
+    {
+        anyhow::bail!(
+            "ssh would not read {} as one file name: choose a key directory (--key-dir) without \
+             a double quote, `${{`, a leading ~ or control characters",
+            crate::coalition::protocol::shown(&p)
+        );
+    }
+    let p = p.replace('%', "%%");
+    Ok(if in_option && p.chars().any(char::is_whitespace) {
+        format!("\"{p}\"")
+    } else {
+        p
+    })
+}
+
+/// `s` as one word for a POSIX shell: as it is when every character is one
+/// no shell treats specially (and it does not start with `~`), otherwise
+/// in single quotes, each `'` in it written `'\''` (POSIX.1-2017 XCU
+/// 2.2.2: nothing inside single quotes is special).
 fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@,".contains(c))
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@,".contains(c))
     {
         s.to_string()
     } else {
@@ -574,12 +666,19 @@ fn shell_quote(s: &str) -> String {
 mod tests {
     use super::*;
 
+    const HOST_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFNOL++V6ayesnKlyKywg+VwHP9Gk9Jc/LcRtrWmSSAm";
+
     fn bundle(host_key: &str) -> AccessBundle {
+        use russh::keys::ssh_key::{LineEnding, PrivateKey, private::Ed25519Keypair};
         AccessBundle {
             host: "127.0.0.1".into(),
             port: 2222,
             user: "cb-1234".into(),
-            private_key: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n".into(),
+            private_key: PrivateKey::from(Ed25519Keypair::from_seed(&[3; 32]))
+                .to_openssh(LineEnding::LF)
+                .unwrap()
+                .to_string(),
             host_key: host_key.into(),
         }
     }
@@ -589,16 +688,79 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("access");
-        let cmd = write_access(&d, &bundle("ssh-ed25519 AAAAC3Nza")).unwrap();
+        let cmd = write_access(&d, &bundle(&format!("{HOST_KEY} a comment"))).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&d.join("id_ed25519")), 0o600);
         assert_eq!(mode(&d), 0o700);
         assert!(cmd.contains("-p 2222 cb-1234@127.0.0.1"), "{cmd}");
         assert!(cmd.contains("StrictHostKeyChecking=yes"), "{cmd}");
         let known = std::fs::read_to_string(d.join("known_hosts")).unwrap();
-        assert_eq!(known, "[127.0.0.1]:2222 ssh-ed25519 AAAAC3Nza\n");
+        assert_eq!(known, format!("[127.0.0.1]:2222 {HOST_KEY}\n"));
         // Never overwrites an existing key.
-        assert!(write_access(&d, &bundle("")).is_err());
+        assert!(write_access(&d, &bundle(HOST_KEY)).is_err());
+    }
+
+    #[test]
+    fn every_field_of_the_command_is_one_shell_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("keys $(id) `id` 'q' 100%");
+        let cmd = write_access(&d, &bundle("")).unwrap();
+        assert!(cmd.contains("StrictHostKeyChecking=accept-new"), "{cmd}");
+        // What sh makes of it: exactly the intended words, no expansion.
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '%s\\n' {}", &cmd["ssh ".len()..])])
+            .output()
+            .unwrap();
+        let words: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let key = d
+            .join("id_ed25519")
+            .display()
+            .to_string()
+            .replace('%', "%%");
+        let known = d
+            .join("known_hosts")
+            .display()
+            .to_string()
+            .replace('%', "%%");
+        assert_eq!(
+            words,
+            [
+                "-i".to_string(),
+                key,
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+                "-o".into(),
+                format!("UserKnownHostsFile=\"{known}\""),
+                "-o".into(),
+                "StrictHostKeyChecking=accept-new".into(),
+                "-p".into(),
+                "2222".into(),
+                "cb-1234@127.0.0.1".into(),
+            ]
+        );
+        assert_eq!(std::fs::read_to_string(d.join("known_hosts")).unwrap(), "");
+    }
+
+    #[test]
+    fn an_access_is_handed_over_only_when_safe() {
+        assert_eq!(
+            check_access(&bundle(HOST_KEY), HostKeyPolicy::Require),
+            Ok(())
+        );
+        let e = check_access(&bundle(""), HostKeyPolicy::Require).unwrap_err();
+        assert!(e.contains("--accept-new-host-key"), "{e}");
+        assert_eq!(check_access(&bundle(""), HostKeyPolicy::AcceptNew), Ok(()));
+        let mut b = bundle(HOST_KEY);
+        b.user = "x $(touch ~/pwned)".into();
+        let e = check_access(&b, HostKeyPolicy::AcceptNew).unwrap_err();
+        assert!(e.contains("`user`") && e.contains("POSIX"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(write_access(dir.path(), &b).is_err());
+        assert!(!dir.path().join("id_ed25519").exists());
     }
 
     #[test]

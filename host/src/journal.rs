@@ -14,6 +14,13 @@
 //! is no field for it), the reply key, the workload's private key, the
 //! image reference.
 //!
+//! Every string kept has a bound ([`MAX_NAME_BYTES`] for the backend's
+//! name and the region asked for, [`crate::backend::bounds`] for the
+//! instance record, the handle's 16 KiB above all): an entry over one is
+//! refused before anything is written, naming the field and the limit, so
+//! one backend cannot fill the disk every backend's grants are journaled
+//! on. Counters saturate instead of wrapping.
+//!
 //! The database is opened exclusively: a second bridge on the same state
 //! dir is refused.
 //!
@@ -38,6 +45,9 @@ pub const JOURNAL_FILE: &str = "journal.redb";
 
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// Longest backend name and region kept, bytes.
+pub const MAX_NAME_BYTES: usize = 64;
 
 const LIFETIME_GRANTS: &str = "lifetime_grants";
 const SETTLED_MICRO_USD: &str = "settled_micro_usd";
@@ -67,6 +77,9 @@ pub enum JournalError {
     /// An entry was written twice.
     #[error("request {0} is already journaled")]
     Exists(RequestId),
+    /// An entry holds a string over its bound; nothing was written.
+    #[error("journal entry refused: {0} (a backend returned more than the journal keeps)")]
+    TooLarge(String),
     /// A phase change that would go backwards.
     #[error("request {request_id}: cannot go from {from} to {to}")]
     Backwards {
@@ -171,6 +184,25 @@ pub struct JournalEntry {
 }
 
 impl JournalEntry {
+    /// Every string within its bound (see the module docs).
+    pub fn check_bounds(&self) -> Result<(), JournalError> {
+        let name = |field: &str, v: &str| {
+            if v.len() > MAX_NAME_BYTES {
+                Err(JournalError::TooLarge(format!(
+                    "`{field}` is {} bytes; the limit is {MAX_NAME_BYTES} bytes",
+                    v.len()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        name("backend", &self.backend)?;
+        name("region", self.region.as_deref().unwrap_or_default())?;
+        self.instance
+            .check_bounds()
+            .map_err(|e| JournalError::TooLarge(format!("instance {e}")))
+    }
+
     /// The grant spec to re-take capacity with after a restart (no image:
     /// the journal does not keep it).
     pub fn grant_spec(&self) -> GrantSpec {
@@ -353,6 +385,7 @@ impl Journal {
     /// Journal a newly provisioned workload (phase `Provisioned`) and count
     /// it. Durable when this returns.
     pub async fn record(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        entry.check_bounds()?;
         self.submit(Write::Record(Box::new(entry.clone()))).await
     }
 
@@ -528,7 +561,7 @@ fn record_in(tx: &redb::WriteTransaction, entry: &JournalEntry) -> Result<(), Jo
         .map_err(|e| io("read")(&e))?
         .map(|v| v.value())
         .unwrap_or(0);
-    c.insert(LIFETIME_GRANTS, n + 1)
+    c.insert(LIFETIME_GRANTS, n.saturating_add(1))
         .map_err(|e| io("write")(&e))?;
     Ok(())
 }
@@ -690,6 +723,54 @@ mod tests {
         for word in ["reply", "private_key", "image", "peer"] {
             assert!(!text.contains(word), "{word} in {text}");
         }
+    }
+
+    /// A backend's 24 MiB handle per grant filled a 400 MiB state volume in
+    /// 11 grants. The journal refuses an entry with a string over its
+    /// bound, naming the field and the limit, and writes nothing.
+    #[test]
+    fn an_entry_with_a_string_over_its_bound_is_refused_naming_the_field_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let size = || {
+            std::fs::metadata(dir.path().join(JOURNAL_FILE))
+                .unwrap()
+                .len()
+        };
+        let before = size();
+        for _ in 0..3 {
+            let mut e = entry(RequestId::random());
+            e.instance.handle = "x".repeat(24 << 20);
+            let err = block_on(j.record(&e)).expect_err("a 24 MiB handle is refused");
+            let msg = err.to_string();
+            assert!(msg.contains("handle") && msg.contains("16384"), "{msg}");
+        }
+        let mut e = entry(RequestId::random());
+        e.backend = "b".repeat(1000);
+        let msg = block_on(j.record(&e)).unwrap_err().to_string();
+        assert!(msg.contains("backend") && msg.contains("64"), "{msg}");
+        assert!(j.entries().unwrap().is_empty());
+        assert!(size() < before + (1 << 20), "{} bytes after", size());
+        // A fair entry still goes in.
+        block_on(j.record(&entry(RequestId::random()))).unwrap();
+    }
+
+    #[test]
+    fn the_grant_counter_saturates() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        {
+            let tx = j.db.begin_write().unwrap();
+            tx.open_table(COUNTERS)
+                .unwrap()
+                .insert(LIFETIME_GRANTS, u64::MAX)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        block_on(j.record(&entry(RequestId::random()))).unwrap();
+        assert_eq!(j.counters().unwrap().lifetime_grants, u64::MAX);
+        assert_eq!(j.add_settled(u64::MAX).unwrap(), u64::MAX);
+        assert_eq!(j.add_settled(1).unwrap(), u64::MAX);
     }
 
     #[test]

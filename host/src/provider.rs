@@ -12,6 +12,10 @@
 //!   journaled or shown; the backend gets the public half;
 //! - a usage report is sent once: its journal entry moves to `Reported`
 //!   right after the send, and reconciliation never sends a reported one;
+//! - nothing a backend returns is passed on unchecked: an instance whose
+//!   fields are over their bounds or would not be safe in the requester's
+//!   `ssh` line is torn down and declined before it is journaled or sealed,
+//!   and usage is clamped to what the grant could have used;
 //! - a bad grant is declined with a reason and a log line, never a crash;
 //! - on shutdown the loop stops taking grants and leaves running workloads
 //!   journaled for the next start to watch.
@@ -25,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use crate::attest::{Attested, Attester, CardIdentity};
-use crate::backend::{GrantSpec, Workload};
+use crate::backend::{GrantSpec, Usage, UsageBound, Workload};
 use crate::coalition::link::ProviderLink;
 use crate::coalition::protocol::{
     AccessBundle, Attestation, BackendOffer, CLOCK_SKEW_SECONDS, ComputeGrant, Decline,
@@ -178,6 +182,24 @@ fn workload_keypair() -> anyhow::Result<(String, Zeroizing<String>)> {
     let public = key.public_key().to_openssh()?;
     let private = key.to_openssh(LineEnding::LF)?;
     Ok((public, private))
+}
+
+/// `usage` as reported for `entry`, ended at `ended_at`: clamped to what
+/// the grant could have used in its life (logged when it was).
+fn bounded_usage(entry: &JournalEntry, usage: Usage, ended_at: u64) -> Usage {
+    let life = ended_at.saturating_sub(entry.started_at);
+    let bound = UsageBound::for_grant(entry.cpu_millicores, entry.ram_mib, life);
+    let (clamped, cut) = usage.clamped(&bound);
+    if !cut.is_empty() {
+        tracing::warn!(
+            backend = %entry.backend,
+            "usage clamped: the backend reported {} core-s, {} MiB-s, {} bytes for {} millicores and {} MiB over {life} s; reporting {} core-s, {} MiB-s, {} bytes",
+            usage.cpu_core_seconds, usage.ram_mib_seconds, usage.net_bytes,
+            entry.cpu_millicores, entry.ram_mib,
+            clamped.cpu_core_seconds, clamped.ram_mib_seconds, clamped.net_bytes
+        );
+    }
+    clamped
 }
 
 /// `from → to` failover events: each failed backend (or region of one)
@@ -405,6 +427,9 @@ impl Inner {
             ssh_user: format!("cb-{}", &request_id.to_string()[..8]),
             ssh_public_key: public_key,
         };
+        // The workload holds resources from here: its usage is bounded by
+        // its life from here.
+        let started_at = now_unix();
         let placement = match self.fleet.provision(&spec, &workload).await {
             Ok(p) => p,
             Err(decline) => {
@@ -417,6 +442,15 @@ impl Inner {
                 return;
             }
         };
+        // A sandboxed backend's instance was checked on its way in; this
+        // holds every backend to it before anything is journaled or sealed.
+        if let Err(e) = crate::backend::check_provisioned(&placement.backend, &placement.instance) {
+            tracing::warn!(%request_id, "{e}");
+            self.teardown_unjournaled(&placement.backend, &placement.instance)
+                .await;
+            self.decline(request_id, DeclineReason::BackendError);
+            return;
+        }
         for e in failover_events(
             &placement.failovers,
             Some((&placement.backend, &placement.instance.region)),
@@ -432,7 +466,7 @@ impl Inner {
             region: m.region.clone(),
             tdx: m.tdx,
             valid_to: grant.valid_to,
-            started_at: now_unix(),
+            started_at,
             phase: Phase::Provisioned,
         };
         if let Err(e) = self.journal.record(&entry).await {
@@ -541,7 +575,7 @@ impl Inner {
                 }
                 self.record(Event::GrantCompleted {
                     backend: entry.backend.clone(),
-                    usage: outcome.usage,
+                    usage: bounded_usage(&entry, outcome.usage, now_unix()),
                 });
             }
             Err(e) => {
@@ -581,28 +615,30 @@ impl Inner {
             return;
         }
         drop(reservation);
+        let ended_at = now_unix();
+        let usage = bounded_usage(&entry, outcome.usage, ended_at);
         let ending = WorkloadEnding::from(outcome.ending);
         tracing::info!(
             %request_id,
             backend = %entry.backend,
             ending = %ending,
-            cpu_core_seconds = outcome.usage.cpu_core_seconds,
-            ram_mib_seconds = outcome.usage.ram_mib_seconds,
-            net_bytes = outcome.usage.net_bytes,
+            cpu_core_seconds = usage.cpu_core_seconds,
+            ram_mib_seconds = usage.ram_mib_seconds,
+            net_bytes = usage.net_bytes,
             "workload ended and torn down"
         );
         self.record(Event::GrantCompleted {
             backend: entry.backend.clone(),
-            usage: outcome.usage,
+            usage,
         });
         let report = UsageReport {
             version: PROTOCOL_VERSION,
             request_id,
             provider_id: self.provider_id,
             ending,
-            usage: outcome.usage,
+            usage,
             started_at: entry.started_at,
-            ended_at: now_unix(),
+            ended_at,
         };
         if let Err(e) = self
             .journal
@@ -741,17 +777,13 @@ impl Inner {
                 .members()
                 .into_iter()
                 .map(|m| {
-                    let c = m.capabilities.unwrap_or_default();
-                    BackendOffer {
-                        name: m.name,
-                        enabled: m.enabled,
-                        regions: c.regions,
-                        tdx_capable: c.tdx_capable,
-                        max_cpu_millicores: c.max_cpu_millicores,
-                        max_ram_mib: c.max_ram_mib,
-                        used_cpu_millicores: m.used_cpu_millicores,
-                        used_ram_mib: m.used_ram_mib,
-                    }
+                    BackendOffer::bounded(
+                        m.name,
+                        m.enabled,
+                        m.capabilities.unwrap_or_default(),
+                        m.used_cpu_millicores,
+                        m.used_ram_mib,
+                    )
                 })
                 .collect(),
             concurrency_cap: self.fleet.cap(),

@@ -10,6 +10,7 @@ mod crash;
 mod dashboard;
 mod disk_full;
 mod relay;
+mod returns;
 mod support;
 
 /// The binary under test.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use compute_bridge::agent::{
-    Agent, AgentNetwork, DEFAULT_IMAGE, Progress, RequestError, RequestSpec, write_access,
+    Agent, AgentNetwork, DEFAULT_IMAGE, HostKeyPolicy, Progress, RequestError, RequestSpec,
+    write_access,
 };
 use compute_bridge::attest::{CardVerdict, ChainPolicy, Measurement, VerifyPolicy};
 use compute_bridge::backend::TdxRequirement;
@@ -103,6 +104,13 @@ enum Command {
         /// are still checked).
         #[arg(long)]
         allow_untrusted_quote_chain: bool,
+        /// Accept an access that names no SSH host key for the workload
+        /// (cloud backends cannot know it before the machine boots):
+        /// trust the key the first connection sees and pin it from then on
+        /// (OpenSSH's StrictHostKeyChecking=accept-new, in the key
+        /// directory's known_hosts). Without it such an access is refused.
+        #[arg(long)]
+        accept_new_host_key: bool,
     },
     /// Credit a provider with settled revenue.
     Settle {
@@ -255,6 +263,7 @@ async fn command(
             key_dir,
             require_mrtd,
             allow_untrusted_quote_chain,
+            accept_new_host_key,
         } => {
             let spec = RequestSpec {
                 provider,
@@ -271,6 +280,11 @@ async fn command(
                     } else {
                         ChainPolicy::IntelRoot
                     },
+                },
+                host_key: if accept_new_host_key {
+                    HostKeyPolicy::AcceptNew
+                } else {
+                    HostKeyPolicy::Require
                 },
             };
             let started = std::time::Instant::now();
@@ -330,6 +344,10 @@ async fn command(
                 Err(e @ RequestError::Refused { .. }) => {
                     println!("{e}; no grant sent");
                     Ok(ExitCode::from(4))
+                }
+                Err(e @ RequestError::AccessRefused { .. }) => {
+                    println!("{e}");
+                    Ok(ExitCode::from(5))
                 }
                 Err(e) => Err(e.into()),
             }

@@ -30,7 +30,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{TdxRequirement, Usage};
+use crate::backend::{TdxRequirement, Usage, bounds};
 pub use crate::events::DeclineReason;
 
 /// The protocol version every message carries.
@@ -168,6 +168,39 @@ pub struct BackendOffer {
     pub used_cpu_millicores: u64,
     /// Memory reserved by running grants, MiB.
     pub used_ram_mib: u64,
+}
+
+impl BackendOffer {
+    /// What goes into the card for backend `name`: its offer within the
+    /// bounds every offer is held to ([`crate::backend::Capabilities::checked`]):
+    /// at most [`bounds::REGIONS`] regions of at most [`bounds::REGION_BYTES`]
+    /// bytes (the rest is left out) and capacity claims cut to
+    /// [`bounds::BACKEND_CPU_MILLICORES`] and [`bounds::BACKEND_RAM_MIB`].
+    /// A sandboxed backend's offer was already checked when it came in;
+    /// this holds any other [`crate::backend::Backend`] to the same card.
+    pub fn bounded(
+        name: String,
+        enabled: bool,
+        caps: crate::backend::Capabilities,
+        used_cpu_millicores: u64,
+        used_ram_mib: u64,
+    ) -> Self {
+        Self {
+            name,
+            enabled,
+            regions: caps
+                .regions
+                .into_iter()
+                .filter(|r| crate::backend::check_region(r).is_ok())
+                .take(bounds::REGIONS)
+                .collect(),
+            tdx_capable: caps.tdx_capable,
+            max_cpu_millicores: caps.max_cpu_millicores.min(bounds::BACKEND_CPU_MILLICORES),
+            max_ram_mib: caps.max_ram_mib.min(bounds::BACKEND_RAM_MIB),
+            used_cpu_millicores,
+            used_ram_mib,
+        }
+    }
 }
 
 /// How the provider proves what it runs.
@@ -398,6 +431,145 @@ pub struct AccessBundle {
     pub host_key: String,
 }
 
+/// Why an access bundle is not safe to hand to a requester: the field and
+/// what is wrong with it (values are shown escaped and cut short, so the
+/// text is safe to print or log).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("its `{field}` {reason}")]
+pub struct AccessInvalid {
+    /// The field (`host`, `port`, `user`, `host_key`, `private_key`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl AccessBundle {
+    /// Check every field before the bundle is sealed (provider) and after
+    /// it is opened (requester): `host` a host name or IP address, `port`
+    /// not 0, `user` a POSIX portable login name, `host_key` empty or one
+    /// OpenSSH public key line of a known type, `private_key` an OpenSSH
+    /// private key. Each is a word the requester's shell and ssh take as
+    /// it is: nothing here can become a second word, an option or a
+    /// second known_hosts line.
+    pub fn check(&self) -> Result<(), AccessInvalid> {
+        let bad = |field, reason| AccessInvalid { field, reason };
+        check_host(&self.host).map_err(|r| bad("host", r))?;
+        if self.port == 0 {
+            return Err(bad("port", "is 0".into()));
+        }
+        check_login_name(&self.user).map_err(|r| bad("user", r))?;
+        if !self.host_key.is_empty() {
+            check_host_key(&self.host_key).map_err(|r| bad("host_key", r))?;
+        }
+        if self.private_key.len() > bounds::PRIVATE_KEY_BYTES
+            || russh::keys::ssh_key::PrivateKey::from_openssh(self.private_key.as_bytes()).is_err()
+        {
+            return Err(bad("private_key", "is not an OpenSSH private key".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `s` as a requester or operator may be shown it: escaped (no control
+/// character, no line break survives) and cut to 48 characters.
+pub fn shown(s: &str) -> String {
+    const KEEP: usize = 48;
+    let mut out: String = format!("{:?}", s.chars().take(KEEP).collect::<String>());
+    if s.chars().nth(KEEP).is_some() {
+        out.push_str(&format!("… ({} bytes)", s.len()));
+    }
+    out
+}
+
+/// A POSIX portable login name (POSIX.1-2017, 3.437 User Name, from the
+/// portable filename character set, 3.282): 1 to [`bounds::USER_BYTES`]
+/// of `A–Z a–z 0–9 . _ -`, not starting with `-`.
+pub fn check_login_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= bounds::USER_BYTES
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a POSIX portable login name (1 to {} of A-Z a-z 0-9 . _ -, not starting with -)",
+            shown(s),
+            bounds::USER_BYTES
+        ))
+    }
+}
+
+/// A host to connect to: an IPv4 or IPv6 address, or a DNS host name (RFC
+/// 1123 §2.1: labels of 1 to 63 letters, digits and `-`, not starting or
+/// ending with `-`, at most 253 bytes, an optional trailing dot; the last
+/// label not all digits, so it cannot pass for a mistyped address).
+pub fn check_host(s: &str) -> Result<(), String> {
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let labels: Vec<&str> = name.split('.').collect();
+    let ok = !name.is_empty()
+        && s.len() <= bounds::HOST_BYTES
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a host name or IP address (a host name is at most {} bytes of RFC 1123 labels)",
+            shown(s),
+            bounds::HOST_BYTES
+        ))
+    }
+}
+
+/// Exactly one OpenSSH public key line (`TYPE BASE64 [COMMENT]`, RFC 4253
+/// §6.6 key blobs as `ssh-keygen` writes them) of a host key type OpenSSH
+/// accepts by default (`ssh-ed25519`, `ecdsa-sha2-nistp256/384/521`,
+/// `ssh-rsa`), parsed; returns its canonical form `TYPE BASE64`, without
+/// the comment.
+pub fn check_host_key(s: &str) -> Result<String, String> {
+    use russh::keys::ssh_key::{Algorithm, PublicKey};
+    let refuse = |why: &str| Err(format!("{} is not {why}", shown(s)));
+    if s.len() > bounds::HOST_KEY_BYTES {
+        return Err(format!(
+            "is {} bytes; the limit is {} bytes",
+            s.len(),
+            bounds::HOST_KEY_BYTES
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return refuse("one OpenSSH public key line (it holds a line break or control character)");
+    }
+    let Ok(mut key) = PublicKey::from_openssh(s.trim()) else {
+        return refuse("an OpenSSH public key line");
+    };
+    let known = matches!(
+        key.algorithm(),
+        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } | Algorithm::Rsa { .. }
+    );
+    if !known || s.split_whitespace().next() != Some(key.algorithm().as_str()) {
+        return refuse(
+            "a host key of a known type (ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa)",
+        );
+    }
+    key.set_comment("");
+    key.to_openssh()
+        .map(|k| k.trim().to_string())
+        .or_else(|_| refuse("an OpenSSH public key line"))
+}
+
 impl fmt::Debug for AccessBundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessBundle")
@@ -587,6 +759,89 @@ mod tests {
         assert_eq!(parse_usd("$0.000001").unwrap(), 1);
         assert!(parse_usd("-1").is_err());
         assert!(parse_usd("NaN").is_err());
+    }
+
+    const ED25519: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFNOL++V6ayesnKlyKywg+VwHP9Gk9Jc/LcRtrWmSSAm";
+
+    #[test]
+    fn logins_hosts_and_host_keys_are_words_nothing_can_follow() {
+        for ok in ["cb-5f0c1e2d", "ubuntu", "a.b_c-d", "_svc"] {
+            assert_eq!(check_login_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=sh",
+            "x $(touch ~/pwned)",
+            "a\nb",
+            "r\u{f6}ot",
+            "abcdefghijklmnopqrstuvwxyz0123456789",
+            "a@b",
+        ] {
+            let e = check_login_name(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for ok in [
+            "127.0.0.1",
+            "::1",
+            "2001:db8::7",
+            "a.example.net",
+            "a.example.net.",
+            "xn--bcher-kva.example",
+        ] {
+            assert_eq!(check_host(ok), Ok(()), "{ok}");
+        }
+        let long_label = "a".repeat(64);
+        let long_name = format!("{}com", "a.".repeat(130));
+        for bad in [
+            "",
+            "-oProxyCommand=sh",
+            "127.0.0.1 -oProxyCommand=sh",
+            "[::1]",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "1.2.3.999",
+            "h\nx",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_host_key(ED25519).unwrap(), ED25519);
+        assert_eq!(
+            check_host_key(&format!("{ED25519} root@host")).unwrap(),
+            ED25519
+        );
+        for bad in [
+            format!("{ED25519}\n* {ED25519}"),
+            format!("{ED25519}\r"),
+            ED25519.replace("ssh-ed25519", "ssh-rsa"),
+            ED25519.replace("AAAAC3", "AAAAC4"),
+            "ssh-ed25519".into(),
+            String::new(),
+            format!("@cert-authority * {ED25519}"),
+        ] {
+            assert!(check_host_key(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_offer_goes_into_the_card_within_its_bounds() {
+        let caps = crate::backend::Capabilities {
+            regions: (0..65_536)
+                .map(|i| format!("r{i}-{}", "x".repeat(58)))
+                .collect(),
+            tdx_capable: false,
+            max_cpu_millicores: u32::MAX,
+            max_ram_mib: u32::MAX,
+        };
+        let o = BackendOffer::bounded("b".into(), true, caps, 0, 0);
+        assert_eq!(o.regions.len(), bounds::REGIONS);
+        assert_eq!(o.max_cpu_millicores, bounds::BACKEND_CPU_MILLICORES);
+        assert_eq!(o.max_ram_mib, bounds::BACKEND_RAM_MIB);
+        let wire = postcard::to_allocvec(&o).unwrap().len();
+        assert!(wire <= 9 * 1024, "{wire} bytes");
     }
 
     #[test]

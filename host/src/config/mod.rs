@@ -573,6 +573,7 @@ impl BootConfig {
                 v
             };
             if b.name.is_empty()
+                || b.name.len() > crate::journal::MAX_NAME_BYTES
                 || !b
                     .name
                     .chars()
@@ -581,8 +582,9 @@ impl BootConfig {
                 return Err(at(
                     &p(&["name".into()]),
                     format!(
-                        "{:?} is not a valid backend name: use lower-case letters, digits and '-'",
-                        b.name
+                        "{:?} is not a valid backend name: use 1 to {} lower-case letters, digits and '-'",
+                        b.name,
+                        crate::journal::MAX_NAME_BYTES
                     ),
                 ));
             }

@@ -540,6 +540,80 @@ mod tests {
         );
     }
 
+    /// A backend reporting 2^63 of everything per grant (as a hostile one
+    /// did): every counter saturates at `u64::MAX` instead of wrapping, so
+    /// the lifetime totals (and the file they are saved to) never read
+    /// less than before and `/metrics` counters never go backwards.
+    #[test]
+    fn huge_usage_saturates_every_counter_and_metrics_never_go_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_700_000_000);
+        let settings = Settings {
+            coalition: "c".into(),
+            refresh_sec: 30,
+            rates: BTreeMap::new(),
+            state_dir: Some(dir.path().to_path_buf()),
+            attestation: AttestationMode::None,
+        };
+        let d = Dashboard::new(settings, Fleet::new(Vec::new(), 4), Arc::new(clock.clone()));
+        let huge = Usage {
+            cpu_core_seconds: 1 << 63,
+            ram_mib_seconds: 1 << 63,
+            net_bytes: 1 << 63,
+        };
+        let counter = |text: &str, name: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let mut last = (0, 0);
+        for i in 1..=3u64 {
+            d.record(Event::GrantCompleted {
+                backend: "aws".into(),
+                usage: huge,
+            });
+            clock.advance(window::BUCKET_SECS);
+            let s = d.snapshot();
+            let m = metrics::render(&s);
+            let now = (
+                s.lifetime.cpu_core_seconds,
+                counter(&m, "compute_bridge_cpu_core_seconds_total"),
+            );
+            assert!(
+                now.0 >= last.0 && now.1 >= last.1,
+                "grant {i}: lifetime {:?} after {:?}",
+                now,
+                last
+            );
+            assert!(
+                s.window.net_bytes >= 1 << 63,
+                "grant {i}: window {:?}",
+                s.window.net_bytes
+            );
+            last = now;
+        }
+        let s = d.snapshot();
+        assert_eq!(
+            (
+                s.lifetime.cpu_core_seconds,
+                s.lifetime.ram_mib_seconds,
+                s.lifetime.net_bytes
+            ),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+        assert_eq!(s.window.cpu_core_seconds, u64::MAX);
+        d.persist().unwrap();
+        let saved = LifetimeStore::new(dir.path()).load().unwrap();
+        assert_eq!(saved.cpu_core_seconds, u64::MAX);
+        // A day later the window has let go of all of it; lifetime has not.
+        clock.advance(window::WINDOW_SECS);
+        let s = d.snapshot();
+        assert_eq!(s.window.cpu_core_seconds, 0);
+        assert_eq!(s.lifetime.cpu_core_seconds, u64::MAX);
+    }
+
     #[test]
     fn idle_is_the_unreserved_share_of_declared_capacity() {
         assert_eq!(idle_ratio(0, 0), None);

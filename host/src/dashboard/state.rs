@@ -134,28 +134,24 @@ impl State {
     /// Add one planned event at `now`.
     pub fn apply(&mut self, now: u64, d: Delta, kind: RecentKind) {
         let now = self.tick(now);
+        // Every counter saturates rather than wraps (see `window`).
         self.window.record(now, |f: &mut Figures| {
-            let t = &mut f.backends[d.slot];
-            t.grants_served += d.tally.grants_served;
-            t.grants_completed += d.tally.grants_completed;
-            t.failovers_from += d.tally.failovers_from;
-            t.cpu_core_seconds += d.tally.cpu_core_seconds;
-            t.ram_mib_seconds += d.tally.ram_mib_seconds;
-            t.net_bytes += d.tally.net_bytes;
+            f.backends[d.slot].add(&d.tally);
             if let Some(r) = d.decline {
-                f.declines[r] += 1;
+                f.declines[r] = f.declines[r].saturating_add(1);
             }
-            f.revenue_micros += d.revenue_micros;
+            f.revenue_micros = f.revenue_micros.saturating_add(d.revenue_micros);
         });
         let l = &mut self.lifetime;
-        l.grants_served += d.tally.grants_served;
-        l.grants_completed += d.tally.grants_completed;
-        l.grants_declined += u64::from(d.decline.is_some());
-        l.failovers += d.tally.failovers_from;
-        l.cpu_core_seconds += d.tally.cpu_core_seconds;
-        l.ram_mib_seconds += d.tally.ram_mib_seconds;
-        l.net_bytes += d.tally.net_bytes;
-        l.revenue_micros += d.revenue_micros;
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut l.grants_served, d.tally.grants_served);
+        add(&mut l.grants_completed, d.tally.grants_completed);
+        add(&mut l.grants_declined, u64::from(d.decline.is_some()));
+        add(&mut l.failovers, d.tally.failovers_from);
+        add(&mut l.cpu_core_seconds, d.tally.cpu_core_seconds);
+        add(&mut l.ram_mib_seconds, d.tally.ram_mib_seconds);
+        add(&mut l.net_bytes, d.tally.net_bytes);
+        add(&mut l.revenue_micros, d.revenue_micros);
         self.dirty |= d.tally != Tally::default() || d.decline.is_some() || d.revenue_micros > 0;
         self.subscribers = match d.subscribers {
             1 => self.subscribers.saturating_add(1),
@@ -182,10 +178,14 @@ impl State {
         }
         self.window.record(now, |f: &mut Figures| {
             for (t, (declared, reserved)) in f.backends.iter_mut().zip(cpu) {
-                t.capacity_millicore_seconds += declared * dt;
-                t.reserved_millicore_seconds += reserved * dt;
+                t.capacity_millicore_seconds = t
+                    .capacity_millicore_seconds
+                    .saturating_add(declared.saturating_mul(dt));
+                t.reserved_millicore_seconds = t
+                    .reserved_millicore_seconds
+                    .saturating_add(reserved.saturating_mul(dt));
             }
-            f.observed_seconds += dt;
+            f.observed_seconds = f.observed_seconds.saturating_add(dt);
         });
     }
 }

@@ -6,6 +6,12 @@
 //! subtracted from the totals and reused. So a figure leaves the window
 //! between 23 h 55 min and 24 h after it was recorded. Everything is an
 //! integer, so the running totals never drift from the buckets' sum.
+//!
+//! Every sum saturates at `u64::MAX` rather than wrapping (a backend that
+//! reports absurd usage must not turn a total into a small number); a
+//! saturated total reads low while a saturated bucket leaves the window,
+//! and exact again once it has. Usage reaching here is already clamped to
+//! what each grant could use, so this is a backstop.
 
 use crate::events::DeclineReason;
 
@@ -43,26 +49,30 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, o: &Tally) {
-        self.grants_served += o.grants_served;
-        self.grants_completed += o.grants_completed;
-        self.failovers_from += o.failovers_from;
-        self.cpu_core_seconds += o.cpu_core_seconds;
-        self.ram_mib_seconds += o.ram_mib_seconds;
-        self.net_bytes += o.net_bytes;
-        self.capacity_millicore_seconds += o.capacity_millicore_seconds;
-        self.reserved_millicore_seconds += o.reserved_millicore_seconds;
+    /// Add `o`, field by field, saturating.
+    pub(super) fn add(&mut self, o: &Tally) {
+        self.combine(o, u64::saturating_add);
     }
 
     fn sub(&mut self, o: &Tally) {
-        self.grants_served -= o.grants_served;
-        self.grants_completed -= o.grants_completed;
-        self.failovers_from -= o.failovers_from;
-        self.cpu_core_seconds -= o.cpu_core_seconds;
-        self.ram_mib_seconds -= o.ram_mib_seconds;
-        self.net_bytes -= o.net_bytes;
-        self.capacity_millicore_seconds -= o.capacity_millicore_seconds;
-        self.reserved_millicore_seconds -= o.reserved_millicore_seconds;
+        self.combine(o, u64::saturating_sub);
+    }
+
+    fn combine(&mut self, o: &Tally, f: fn(u64, u64) -> u64) {
+        self.grants_served = f(self.grants_served, o.grants_served);
+        self.grants_completed = f(self.grants_completed, o.grants_completed);
+        self.failovers_from = f(self.failovers_from, o.failovers_from);
+        self.cpu_core_seconds = f(self.cpu_core_seconds, o.cpu_core_seconds);
+        self.ram_mib_seconds = f(self.ram_mib_seconds, o.ram_mib_seconds);
+        self.net_bytes = f(self.net_bytes, o.net_bytes);
+        self.capacity_millicore_seconds = f(
+            self.capacity_millicore_seconds,
+            o.capacity_millicore_seconds,
+        );
+        self.reserved_millicore_seconds = f(
+            self.reserved_millicore_seconds,
+            o.reserved_millicore_seconds,
+        );
     }
 }
 
@@ -102,10 +112,10 @@ impl Figures {
             a.add(b);
         }
         for (a, b) in self.declines.iter_mut().zip(&o.declines) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
-        self.revenue_micros += o.revenue_micros;
-        self.observed_seconds += o.observed_seconds;
+        self.revenue_micros = self.revenue_micros.saturating_add(o.revenue_micros);
+        self.observed_seconds = self.observed_seconds.saturating_add(o.observed_seconds);
     }
 
     fn sub(&mut self, o: &Figures) {
@@ -113,10 +123,10 @@ impl Figures {
             a.sub(b);
         }
         for (a, b) in self.declines.iter_mut().zip(&o.declines) {
-            *a -= b;
+            *a = a.saturating_sub(*b);
         }
-        self.revenue_micros -= o.revenue_micros;
-        self.observed_seconds -= o.observed_seconds;
+        self.revenue_micros = self.revenue_micros.saturating_sub(o.revenue_micros);
+        self.observed_seconds = self.observed_seconds.saturating_sub(o.observed_seconds);
     }
 
     /// The sum over every backend slot.
@@ -130,7 +140,7 @@ impl Figures {
 
     /// Declines over every reason.
     pub fn declines_total(&self) -> u64 {
-        self.declines.iter().sum()
+        self.declines.iter().fold(0, |a, b| a.saturating_add(*b))
     }
 }
 

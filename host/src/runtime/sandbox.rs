@@ -294,10 +294,10 @@ impl Backend for ComponentBackend {
     }
 
     async fn capabilities(&self) -> Result<Capabilities, BackendError> {
-        self.call("capabilities", |p, s| Box::pin(p.call_capabilities(s)))
-            .await?
-            .map(Into::into)
-            .map_err(Into::into)
+        let offer = self
+            .call("capabilities", |p, s| Box::pin(p.call_capabilities(s)))
+            .await??;
+        crate::backend::check_offer(&self.name, offer.into())
     }
 
     async fn can_satisfy(&self, grant: &GrantSpec) -> bool {
@@ -319,12 +319,21 @@ impl Backend for ComponentBackend {
             ssh_user: workload.ssh_user.clone(),
             ssh_public_key: workload.ssh_public_key.clone(),
         };
-        self.call("provision", move |p, s| {
-            Box::pin(async move { p.call_provision(s, &g, &w).await })
-        })
-        .await?
-        .map(Into::into)
-        .map_err(Into::into)
+        let instance: Instance = self
+            .call("provision", move |p, s| {
+                Box::pin(async move { p.call_provision(s, &g, &w).await })
+            })
+            .await??
+            .into();
+        if let Err(e) = crate::backend::check_provisioned(&self.name, &instance) {
+            // It may exist: tear it down before refusing it.
+            tracing::warn!(backend = %self.name, "{e}");
+            if let Err(t) = self.terminate(&instance).await {
+                tracing::error!(backend = %self.name, "tearing the refused instance down failed: {t}");
+            }
+            return Err(e);
+        }
+        Ok(instance)
     }
 
     async fn status(&self, instance: &Instance) -> Result<InstanceState, BackendError> {
@@ -357,14 +366,21 @@ impl Backend for ComponentBackend {
     }
 
     async fn list_instances(&self) -> Result<Vec<Instance>, BackendError> {
-        self.call("list-instances", |p, s| Box::pin(p.call_list_instances(s)))
-            .await?
-            .map(|v| v.into_iter().map(Into::into).collect())
-            .map_err(Into::into)
+        let listed: Vec<Instance> = self
+            .call("list-instances", |p, s| Box::pin(p.call_list_instances(s)))
+            .await??
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        crate::backend::check_listed(&self.name, &listed)?;
+        Ok(listed)
     }
 }
 
-// Conversions between the generated WIT types and the host's own.
+// Conversions between the generated WIT types and the host's own. What a
+// component returns is checked on the way in (`crate::backend`: bounds,
+// the access a requester will use, capacity ceilings); an error's text is
+// cut to its bound here.
 
 impl From<bindings::types::Offer> for Capabilities {
     fn from(o: bindings::types::Offer) -> Self {
@@ -456,5 +472,6 @@ impl From<bindings::types::BackendError> for BackendError {
             W::Config(m) => Self::Config(escape(&m).into_owned()),
             W::Internal(m) => Self::Internal(escape(&m).into_owned()),
         }
+        .bounded()
     }
 }

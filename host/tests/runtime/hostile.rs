@@ -274,8 +274,45 @@ fn attacks(
         ),
         (
             "foreign",
+            ec2.clone(),
+            "foreign_id = \"fake-good-0\"\nforeign_host = \"127.0.0.1\"\nforeign_handle = \"{\\\"started\\\":0,\\\"cpu\\\":500,\\\"ram\\\":256}\"".into(),
+            "",
+        ),
+        // What it returns (`returns.rs` has each alone).
+        (
+            "inject",
+            ec2.clone(),
+            "user = \"x $(touch ~/pwned) -oProxyCommand='touch /tmp/pwned'\"".into(),
+            "is not a POSIX portable login name",
+        ),
+        (
+            "hostkey",
+            ec2.clone(),
+            format!("host_key = {:?}", format!("{HOST_KEY}\n* {HOST_KEY}")),
+            "`host_key`",
+        ),
+        (
+            "filler",
+            ec2.clone(),
+            "pad_field = \"handle\"\npad_kib = 1024".into(),
+            "the limit is 16384 bytes",
+        ),
+        (
+            "errtext",
+            ec2.clone(),
+            "error_text = \"no room\"\npad_kib = 1024".into(),
+            "more bytes cut",
+        ),
+        (
+            "regions",
+            ec2.clone(),
+            "offer_regions = 65536\noffer_region_len = 64".into(),
+            "hostile-regions: capabilities unknown",
+        ),
+        (
+            "claims",
             ec2,
-            "foreign_id = \"fake-good-0\"\nforeign_handle = \"{\\\"started\\\":0,\\\"cpu\\\":500,\\\"ram\\\":256}\"".into(),
+            "offer_cpu = 4294967295\noffer_ram = 4294967295".into(),
             "",
         ),
     ]
@@ -380,6 +417,13 @@ fn sandbox_attacks(
     ]
 }
 
+/// A valid host key line (its private half was thrown away).
+const HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFNOL++V6ayesnKlyKywg+VwHP9Gk9Jc/LcRtrWmSSAm";
+
+/// Attacks whose grants are served (and end on the attacking backend).
+const SERVED: &[&str] = &["foreign", "claims"];
+
 /// Attack grants per attack, and healthy grants, all in flight at once.
 const PER_ATTACK: usize = 6;
 const HEALTHY: usize = 200;
@@ -419,15 +463,19 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
     for (attack, http, extra, _) in &attacks {
         let attack_name = match *attack {
             "metadata" | "unlisted" | "redirect" | "huge" | "trickle" => "http",
+            "inject" | "hostkey" | "filler" | "claims" | "regions" => "instance",
+            "errtext" => "error",
             a => a,
         };
         text.push_str(&support::backend_toml(
             &format!("hostile-{attack}"),
             components::HOSTILE,
             &format!(
-                "memory_limit_mib = 16\ncall_timeout_sec = {}\n\
+                "memory_limit_mib = {}\ncall_timeout_sec = {}\n\
                  [backends.http]\n{http}\n\
                  [backends.config]\nattack = \"{attack_name}\"\nonly_region = \"{attack}\"\n{extra}\n",
+                // 4 MiB of region names take more than 16 MiB to build.
+                if *attack == "regions" { 64 } else { 16 },
                 // The endless loop meets the call deadline; the others
                 // meet the capability's limits well before theirs.
                 if *attack == "loop" { 1 } else { 10 }
@@ -509,11 +557,11 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
         let ours: Vec<_> = all.iter().filter(|(k, _, _)| k == attack).collect();
         assert_eq!(ours.len(), PER_ATTACK, "{attack}");
         for (_, backend, what) in ours {
-            if *attack == "foreign" {
+            if SERVED.contains(attack) {
                 // Served, watched and ended on the backend that made it.
                 assert_eq!(
                     (backend.as_str(), what.as_str()),
-                    ("hostile-foreign", "Expired")
+                    (format!("hostile-{attack}").as_str(), "Expired")
                 );
             } else {
                 assert_eq!(backend, "declined", "{attack}: {what}");
@@ -522,8 +570,11 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
                 // the backend and why.
                 assert!(
                     what.contains(&format!("hostile-{attack}")) && what.contains(says),
-                    "{attack}: {what}"
+                    "{attack}: {}",
+                    what.chars().take(2000).collect::<String>()
                 );
+                // No decline carries what a backend returned at length.
+                assert!(what.len() < 16 * 1024, "{attack}: {} bytes", what.len());
             }
         }
     }
@@ -539,6 +590,18 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
             assert!(!what.contains("internal.example"), "{attack}: {what}");
         }
     }
+    // The claim of u32::MAX is held at the ceiling, in routing and so in
+    // the card.
+    let claims = fleet
+        .members()
+        .into_iter()
+        .find(|m| m.name == "hostile-claims")
+        .and_then(|m| m.capabilities)
+        .unwrap();
+    assert_eq!(
+        (claims.max_cpu_millicores, claims.max_ram_mib),
+        (65_536_000, 1_073_741_824)
+    );
     // Nothing reached the server off the list (directly, by redirect, or
     // through a listed name on its port).
     assert_eq!(elsewhere.requests.load(Ordering::Relaxed), 0);

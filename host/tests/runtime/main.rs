@@ -19,6 +19,7 @@ mod gcp;
 mod hostile;
 mod http;
 mod load;
+mod returns;
 mod routing;
 mod sandbox;
 mod ssh;

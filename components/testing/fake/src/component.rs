@@ -47,7 +47,8 @@ impl Backend for FakeBackend {
     }
 
     fn provision(g: GrantSpec, workload: Workload) -> Result<Instance> {
-        let p = fake()?
+        let f = fake()?;
+        let p = f
             .provision(
                 &grant(&g),
                 &workload.ssh_user,
@@ -60,7 +61,7 @@ impl Backend for FakeBackend {
             public_host: p.host,
             ssh_port: p.port,
             user: p.user,
-            host_key: String::new(),
+            host_key: f.cfg.host_key,
             handle: p.handle,
         })
     }

@@ -60,6 +60,12 @@ pub struct FakeConfig {
     /// Login user; defaults to the workload's suggested user.
     #[serde(default)]
     pub user: Option<String>,
+    /// The host key the access bundle names (`""`: none, as a cloud
+    /// backend that cannot know it before boot); by default a fixed
+    /// ed25519 key no real host has, so a requester's ssh refuses the
+    /// fake's host rather than trusting it.
+    #[serde(default = "default_host_key")]
+    pub host_key: String,
 }
 
 fn default_regions() -> Vec<String> {
@@ -79,6 +85,12 @@ fn default_host() -> String {
 }
 fn default_port() -> u16 {
     22
+}
+/// The fake's host key (its private half was thrown away).
+pub const FAKE_HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFNOL++V6ayesnKlyKywg+VwHP9Gk9Jc/LcRtrWmSSAm";
+fn default_host_key() -> String {
+    FAKE_HOST_KEY.into()
 }
 
 impl Default for FakeConfig {

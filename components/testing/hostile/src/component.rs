@@ -33,6 +33,9 @@ fn recurse(depth: u64, pad: &mut [u8; 64]) -> u64 {
 impl Backend for Hostile {
     fn capabilities() -> Result<Offer> {
         let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(o) = crate::returns::offer(format!("hostile-{n}")) {
+            return Ok(o);
+        }
         Ok(Offer {
             regions: vec![format!("hostile-{n}")],
             tdx_capable: false,
@@ -93,6 +96,8 @@ impl Backend for Hostile {
             "foreign" => {
                 forged = Some((cfg.foreign_id, cfg.foreign_handle, cfg.foreign_host));
             }
+            "instance" => return Ok(crate::returns::instance(&g, &w)),
+            "error" => return Err(crate::returns::error()),
             other => return Err(BackendError::config(format!("unknown attack `{other}`"))),
         }
         let (instance_id, handle, public_host) =
@@ -113,6 +118,9 @@ impl Backend for Hostile {
     }
 
     fn usage(_i: Instance) -> Result<ResourceUsage> {
+        if let Some(u) = crate::returns::usage() {
+            return Ok(u);
+        }
         Ok(ResourceUsage {
             cpu_core_seconds: 0,
             ram_mib_seconds: 0,
@@ -122,6 +130,10 @@ impl Backend for Hostile {
 
     fn terminate(_i: Instance) -> Result<()> {
         Ok(())
+    }
+
+    fn list_instances() -> Result<Vec<Instance>> {
+        Ok(crate::returns::list().unwrap_or_default())
     }
 }
 
