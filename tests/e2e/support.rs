@@ -1,4 +1,5 @@
-//! Helpers for the coalition tests: bridge configs on the fake backend, the
+//! Helpers for the coalition tests: bridge configs on the fake backend (its
+//! `.wasm` file: it is not built into the binary), the
 //! real binaries, and an in-process observer that hears what a bridge
 //! publishes.
 
@@ -32,9 +33,10 @@ pub fn write_config(dir: &Path, coalition: &str, bridge: &str, fake: &str) -> Pa
         "[bridge]\nstate_dir = \"state\"\ncapacity_refresh_sec = 2\n{bridge}\n\
          {coalition}\n\
          [dashboard]\nport = {port}\n\n\
-         [[backends]]\nname = \"fake\"\ncomponent = \"builtin:fake\"\n\
+         [[backends]]\nname = \"fake\"\ncomponent = {fake_wasm:?}\n\
          [backends.config]\nregions = [\"local\"]\nmax_cpu_millicores = 4000\nmax_ram_mib = 4096\n{fake}\n",
         port = compute_bridge_testkit::free_port(),
+        fake_wasm = compute_bridge_testkit::components::FAKE,
     );
     let path = dir.join("bridge.toml");
     std::fs::write(&path, text).unwrap();

@@ -544,6 +544,20 @@ impl BootConfig {
             }
             match b.component_source() {
                 ComponentSource::Builtin(name) => {
+                    if let Some((_, built)) = compute_bridge_components::TEST_ONLY
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                    {
+                        return Err(at(
+                            &p(&["component".into()]),
+                            format!(
+                                "`builtin:{name}` is a test backend: it is not shipped in this \
+                                 binary, and a real coalition must never be offered its \
+                                 capacity. To run it anyway (tests, demos), set `component` \
+                                 to its .wasm file: `cargo build --release` writes it to {built}"
+                            ),
+                        ));
+                    }
                     if !crate::runtime::builtin_names().contains(&name.as_str()) {
                         return Err(at(
                             &p(&["component".into()]),
@@ -780,7 +794,7 @@ mod tests {
         })
     }
 
-    const MIN: &str = "[[backends]]\nname = \"fake\"\ncomponent = \"builtin:fake\"\n";
+    const MIN: &str = "[[backends]]\nname = \"fake\"\ncomponent = \"builtin:aws\"\n";
 
     #[test]
     fn embedded_default_is_valid() {
@@ -864,6 +878,28 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("coalition.local"), "{e}");
         let e = load(&format!("[coalition]\nlocal = false\n{MIN}")).unwrap_err();
         assert!(e.message.contains("at least one relay"), "{e}");
+    }
+
+    #[test]
+    fn a_test_backend_named_as_a_builtin_is_refused_with_where_its_file_is() {
+        let text = "[bridge]\nconcurrency_cap = 2\n\n[[backends]]\nname = \"demo\"\ncomponent = \"builtin:fake\"\n";
+        let e = load(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("backends[0].component"), "{e}");
+        assert_eq!(e.line, Some(6), "{e}");
+        let shown = e.to_string();
+        assert!(shown.contains("t.toml:6:"), "{shown}");
+        assert!(
+            shown.contains("`builtin:fake` is a test backend"),
+            "{shown}"
+        );
+        assert!(shown.contains(compute_bridge_components::FAKE), "{shown}");
+        assert!(!crate::runtime::builtin_names().contains(&"fake"));
+        // Its file loads like any other component.
+        let e = load(&format!(
+            "[[backends]]\nname = \"demo\"\ncomponent = {:?}\n",
+            compute_bridge_components::FAKE
+        ));
+        assert!(e.is_ok(), "{e:?}");
     }
 
     #[test]
