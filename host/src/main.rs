@@ -222,6 +222,26 @@ fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         cfg.dashboard.bind,
         cfg.dashboard.port
     );
+    let c = &cfg.coalition;
+    println!(
+        "coalition {:?}: {}",
+        c.network,
+        if c.is_local() {
+            "local (its relay runs in the bridge)".to_string()
+        } else {
+            format!("relays {}", c.relays.join(", "))
+        }
+    );
+    println!(
+        "coalition node listens on {}",
+        compute_bridge::coalition::describe_bind(c.node_bind())
+    );
+    if c.is_local() {
+        println!(
+            "local relay listens on {} (TCP, an ephemeral port)",
+            c.node_bind().expect("a local coalition binds an address")
+        );
+    }
     println!("backends in routing order:");
     for (i, b) in cfg.backends.iter().enumerate() {
         println!(

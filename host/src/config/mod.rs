@@ -115,8 +115,10 @@ pub struct CoalitionConfig {
     /// Peers to sync with at start: `PEER_ID@RELAY_URL` or `PEER_ID@IP:PORT`.
     #[serde(default)]
     pub bootstrap: Vec<String>,
-    /// Address the node's sockets bind to (e.g. `127.0.0.1`); all
-    /// interfaces if unset. A local coalition always binds 127.0.0.1.
+    /// Address the node's sockets bind to (e.g. `10.0.0.5`); every
+    /// interface if unset. A local coalition binds it too (its relay as
+    /// well) and needs a loopback address; 127.0.0.1 if unset. Use
+    /// [`Self::node_bind`].
     #[serde(default)]
     pub bind: Option<IpAddr>,
 }
@@ -143,9 +145,14 @@ impl CoalitionConfig {
         self.local.unwrap_or(self.relays.is_empty())
     }
 
-    /// Whether the node binds 127.0.0.1 only.
-    pub fn loopback_only(&self) -> bool {
-        self.is_local() || self.bind.is_some_and(|ip| ip.is_loopback())
+    /// The address the node (and a local coalition's relay) binds to;
+    /// `None`: every interface.
+    pub fn node_bind(&self) -> Option<IpAddr> {
+        if self.is_local() {
+            Some(self.bind.unwrap_or(IpAddr::from([127, 0, 0, 1])))
+        } else {
+            self.bind
+        }
     }
 }
 
@@ -688,13 +695,25 @@ impl BootConfig {
                 "a coalition node needs at least one relay URL (or set local = true)".into(),
             ));
         }
-        if c.local == Some(true)
+        if c.is_local()
             && let Some(ip) = c.bind
             && !ip.is_loopback()
         {
             return Err(at(
                 &["coalition".into(), "bind".into()],
-                format!("a local coalition binds 127.0.0.1 only, not {ip}"),
+                format!(
+                    "a local coalition stays on this machine: bind it to a loopback address \
+                     (127.0.0.1, the default), not {ip}; to reach other machines set \
+                     `relays` and `local = false`"
+                ),
+            ));
+        }
+        if let Some(ip) = c.bind
+            && ip.is_multicast()
+        {
+            return Err(at(
+                &["coalition".into(), "bind".into()],
+                format!("{ip} is a multicast address: give an address of this machine"),
             ));
         }
         for (i, r) in c.relays.iter().enumerate() {
@@ -900,6 +919,32 @@ mod tests {
             compute_bridge_components::FAKE
         ));
         assert!(e.is_ok(), "{e:?}");
+    }
+
+    #[test]
+    fn a_bind_address_is_kept_and_a_local_coalition_stays_on_loopback() {
+        let c = load(MIN).unwrap();
+        assert_eq!(c.coalition.node_bind(), Some(IpAddr::from([127, 0, 0, 1])));
+        let c = load(&format!(
+            "[coalition]\nrelays = [\"http://127.0.0.1:3340/\"]\nbind = \"10.0.0.5\"\n{MIN}"
+        ))
+        .unwrap();
+        assert_eq!(c.coalition.node_bind(), Some(IpAddr::from([10, 0, 0, 5])));
+        let c = load(&format!(
+            "[coalition]\nrelays = [\"http://127.0.0.1:3340/\"]\n{MIN}"
+        ))
+        .unwrap();
+        assert_eq!(c.coalition.node_bind(), None, "every interface");
+        let c = load(&format!("[coalition]\nbind = \"127.0.0.2\"\n{MIN}")).unwrap();
+        assert_eq!(c.coalition.node_bind(), Some(IpAddr::from([127, 0, 0, 2])));
+        for text in [
+            format!("[coalition]\nbind = \"10.0.0.5\"\n{MIN}"),
+            format!("[coalition]\nlocal = true\nbind = \"::\"\n{MIN}"),
+        ] {
+            let e = load(&text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("coalition.bind"), "{e}");
+            assert!(e.message.contains("loopback"), "{e}");
+        }
     }
 
     #[test]
