@@ -9,10 +9,27 @@
 //! a workload is torn down at `valid_to` and reported once even across
 //! crashes.
 //!
-//! What is kept: request id, backend, the backend's instance record (its
-//! handle), resources and `valid_to`. What is never kept: who asked (there
-//! is no field for it), the reply key, the workload's private key, the
-//! image reference.
+//! What is kept, and why:
+//! - the **request id**, as the key: the usage report, a decline and a
+//!   repeated grant's second report all name it (the protocol has no other
+//!   handle), and a replayed grant is refused as a duplicate by it;
+//! - the **backend and its instance record** (id, the region it was placed
+//!   in, the address, login and host key requesters were given, the
+//!   backend's private handle): reconciliation finds the instance by it,
+//!   to watch it again or tear it down;
+//! - **CPU and memory**: re-taking the capacity of a workload adopted at
+//!   start;
+//! - **`valid_to`** and when it started: when it must end, and the report's
+//!   times;
+//! - the **phase**, and from `Finished` on the **usage report** itself, so
+//!   it is sent once and can be sent again on request.
+//!
+//! What is never kept (there is no field for it): who asked (peer id), the
+//! reply key, the workload's private key, the image reference, the region
+//! or TDX requirement the grant asked for (only where it was placed),
+//! settlements per grant (only their sum, in the counters), and the
+//! `grant=#N` numbers the log uses (so nothing here links a log line to a
+//! request id). Entries that are final are pruned a week after `valid_to`.
 //!
 //! The database is opened exclusively: a second bridge on the same state
 //! dir is refused.
@@ -61,14 +78,15 @@ pub enum JournalError {
         /// Why.
         message: String,
     },
-    /// An entry was asked for that does not exist.
-    #[error("no journal entry for request {0}")]
+    /// An entry was asked for that does not exist. (Messages name no
+    /// request id: they reach the log.)
+    #[error("no journal entry for this request")]
     Missing(RequestId),
     /// An entry was written twice.
-    #[error("request {0} is already journaled")]
+    #[error("this request is already journaled")]
     Exists(RequestId),
     /// A phase change that would go backwards.
-    #[error("request {request_id}: cannot go from {from} to {to}")]
+    #[error("this request's entry cannot go from {from} to {to}")]
     Backwards {
         /// The request.
         request_id: RequestId,
@@ -158,10 +176,6 @@ pub struct JournalEntry {
     pub cpu_millicores: u32,
     /// Memory reserved, MiB.
     pub ram_mib: u32,
-    /// Region asked for.
-    pub region: Option<String>,
-    /// TDX requirement.
-    pub tdx: TdxRequirement,
     /// Unix seconds by which it must be gone.
     pub valid_to: u64,
     /// Unix seconds it was provisioned.
@@ -171,15 +185,16 @@ pub struct JournalEntry {
 }
 
 impl JournalEntry {
-    /// The grant spec to re-take capacity with after a restart (no image:
-    /// the journal does not keep it).
+    /// The grant spec to re-take capacity with after a restart: resources
+    /// and `valid_to` (no image, region or TDX requirement: the journal
+    /// does not keep what the grant asked for beyond its size).
     pub fn grant_spec(&self) -> GrantSpec {
         GrantSpec {
             request_id: self.request_id.to_string(),
             cpu_millicores: self.cpu_millicores,
             ram_mib: self.ram_mib,
-            region: self.region.clone(),
-            tdx: self.tdx,
+            region: None,
+            tdx: TdxRequirement::None,
             image: String::new(),
             valid_to: self.valid_to,
         }
@@ -585,8 +600,6 @@ mod tests {
             },
             cpu_millicores: 100,
             ram_mib: 64,
-            region: None,
-            tdx: TdxRequirement::None,
             valid_to: 100,
             started_at: 1,
             phase: Phase::Provisioned,
@@ -690,6 +703,35 @@ mod tests {
         for word in ["reply", "private_key", "image", "peer"] {
             assert!(!text.contains(word), "{word} in {text}");
         }
+    }
+
+    #[test]
+    fn an_entry_keeps_exactly_the_documented_fields() {
+        let id = RequestId::random();
+        let v = serde_json::to_value(entry(id)).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "backend",
+                "cpu_millicores",
+                "instance",
+                "phase",
+                "ram_mib",
+                "request_id",
+                "started_at",
+                "valid_to"
+            ],
+            "a field added to JournalEntry must be named in the module doc"
+        );
+        // An entry written before the asked-for region and TDX requirement
+        // were dropped still reads (they are ignored).
+        let mut old = v;
+        old["region"] = serde_json::json!("eu-1");
+        old["tdx"] = serde_json::json!("required");
+        let back: JournalEntry = serde_json::from_value(old).unwrap();
+        assert_eq!(back, entry(id));
     }
 
     #[test]

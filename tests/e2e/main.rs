@@ -10,6 +10,7 @@ mod coalition;
 mod crash;
 mod dashboard;
 mod disk_full;
+mod privacy;
 mod relay;
 mod support;
 

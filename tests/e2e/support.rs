@@ -95,6 +95,47 @@ pub fn agent_owned(args: &[String]) -> Running {
     agent(&a)
 }
 
+/// `coalition-agent request --config config` (a local coalition, found
+/// through its rendezvous file) for a small workload (100 millicores,
+/// 64 MiB) lasting `duration`, in the background.
+pub fn request_local(config: &Path, duration: &str) -> Running {
+    let cfg = config.display().to_string();
+    agent(&[
+        "request",
+        "--config",
+        &cfg,
+        "--cpu",
+        "100",
+        "--ram",
+        "64",
+        "--duration",
+        duration,
+    ])
+}
+
+/// Fail unless this test runs as root, saying `why` it must.
+pub fn assert_root(why: &str) {
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&uid).trim(),
+        "0",
+        "{why}; run it as root (as CI does)"
+    );
+}
+
+/// Whether Unix account `user` exists on this machine.
+pub fn account_exists(user: &str) -> bool {
+    std::process::Command::new("id")
+        .arg(user)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// `coalition-agent request` on `coalition` for a small workload (100
 /// millicores, 64 MiB) lasting `duration`, with `extra` flags, in the
 /// background.
