@@ -102,7 +102,7 @@ impl Canaries {
         let mut everywhere = vec![
             ("peer id".into(), peer_hex.clone().into_bytes()),
             // mosaik's and iroh's short form: the first 5 bytes in hex.
-            ("peer id (short)".into(), peer_hex[..10].as_bytes().to_vec()),
+            ("peer id (short)".into(), peer_hex.as_bytes()[..10].to_vec()),
             ("peer id (z-base-32)".into(), peer.to_z32().into_bytes()),
             ("peer id (raw)".into(), peer.as_bytes().to_vec()),
             ("reply key".into(), hex::encode(&reply).into_bytes()),
