@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod disk_full;
 mod privacy;
+mod readme;
 mod relay;
 mod support;
 
