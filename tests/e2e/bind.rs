@@ -46,6 +46,18 @@ fn stray(bridge: &Running, bind: IpAddr, dashboard: u16) -> (Vec<Listening>, boo
     (stray, on_bind)
 }
 
+/// Stop `bridge`, then what `check-config` prints for `config`.
+fn stop_then_check_config(bridge: &mut Running, config: &std::path::Path) -> String {
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    let (code, out, err) = run(
+        &bridge_bin(),
+        &["check-config", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
 #[test]
 fn the_node_listens_only_on_the_configured_address() {
     let bind: IpAddr = [127, 0, 0, 2].into();
@@ -101,13 +113,7 @@ fn the_node_listens_only_on_the_configured_address() {
         "{}",
         bridge.log()
     );
-    bridge.signal("TERM");
-    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
-    let (code, out, err) = run(
-        &bridge_bin(),
-        &["check-config", "--config", config.to_str().unwrap()],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let out = stop_then_check_config(&mut bridge, &config);
     assert!(
         out.contains("coalition node listens on 127.0.0.2 (UDP"),
         "check-config does not say where the node listens:\n{out}"
@@ -138,12 +144,6 @@ fn a_local_coalition_keeps_its_relay_and_node_on_its_loopback_address() {
     let (found, on_bind) = stray(&bridge, bind, port);
     assert!(on_bind);
     assert!(found.is_empty(), "beyond {bind}: {found:?}");
-    bridge.signal("TERM");
-    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
-    let (code, out, err) = run(
-        &bridge_bin(),
-        &["check-config", "--config", config.to_str().unwrap()],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let out = stop_then_check_config(&mut bridge, &config);
     assert!(out.contains("local relay listens on 127.0.0.3"), "{out}");
 }

@@ -100,17 +100,15 @@ pub fn agent_owned(args: &[String]) -> Running {
 /// 64 MiB) lasting `duration`, in the background.
 pub fn request_local(config: &Path, duration: &str) -> Running {
     let cfg = config.display().to_string();
-    agent(&[
-        "request",
-        "--config",
-        &cfg,
-        "--cpu",
-        "100",
-        "--ram",
-        "64",
-        "--duration",
-        duration,
-    ])
+    let mut args = vec!["request", "--config", &cfg];
+    args.extend(small(duration));
+    agent(&args)
+}
+
+/// The flags of a small workload (100 millicores, 64 MiB) lasting
+/// `duration`.
+fn small(duration: &str) -> [&str; 6] {
+    ["--cpu", "100", "--ram", "64", "--duration", duration]
 }
 
 /// Fail unless this test runs as root, saying `why` it must.
@@ -140,15 +138,8 @@ pub fn account_exists(user: &str) -> bool {
 /// millicores, 64 MiB) lasting `duration`, with `extra` flags, in the
 /// background.
 pub fn request_small(coalition: &TestCoalition, duration: &str, extra: &[&str]) -> Running {
-    let mut args = vec![
-        "request",
-        "--cpu",
-        "100",
-        "--ram",
-        "64",
-        "--duration",
-        duration,
-    ];
+    let mut args = vec!["request"];
+    args.extend(small(duration));
     args.extend_from_slice(extra);
     agent_owned(&with_net(coalition, &args))
 }
