@@ -16,11 +16,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (package, constant name, shipped in the binary?)
+/// (package, constant name, shipped in the binary?). Test components
+/// (`components/testing/*`) are built for the tests, which load them by
+/// path, and never embedded: a release binary cannot run them.
 const COMPONENTS: &[(&str, &str, bool)] = &[
     ("cb-aws", "AWS", true),
     ("cb-baremetal", "BAREMETAL", true),
-    ("cb-fake", "FAKE", true),
+    ("cb-fake", "FAKE", false),
     ("cb-gcp", "GCP", true),
     ("cb-azure", "AZURE", true),
     ("cb-hostile", "HOSTILE", false),
@@ -158,6 +160,23 @@ fn main() {
         "/// The backends shipped inside the `compute-bridge` binary, by name.\n\
          pub static BUILTIN: &[(&str, &[u8])] = &[{}];",
         shipped.join(", ")
+    )
+    .unwrap();
+    let test_only: Vec<String> = COMPONENTS
+        .iter()
+        .filter(|c| !c.2)
+        .map(|(package, _, _)| {
+            let name = package.trim_start_matches("cb-");
+            let file = out_dir.join(format!("{}.wasm", package.replace('-', "_")));
+            format!("({name:?}, {:?})", file.display().to_string())
+        })
+        .collect();
+    writeln!(
+        code,
+        "/// Test components, by name, with the file this build wrote: not in\n\
+         /// the binary; a config loads them by path.\n\
+         pub static TEST_ONLY: &[(&str, &str)] = &[{}];",
+        test_only.join(", ")
     )
     .unwrap();
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("components.rs");

@@ -119,7 +119,7 @@ fn main() {
     let state = tempfile::tempdir().unwrap();
     let text = format!(
         r#"[bridge]
-state_dir = {:?}
+state_dir = {state:?}
 concurrency_cap = 20
 [coalition]
 network = "bench.local"
@@ -130,21 +130,22 @@ ram_gib_hour_usd = 0.01
 core_hour_usd = 0.04
 [[backends]]
 name = "aws"
-component = "builtin:fake"
+component = {fake:?}
 [backends.config]
 regions = ["eu-west-1", "us-east-1"]
 [[backends]]
 name = "gcp"
-component = "builtin:fake"
+component = {fake:?}
 [[backends]]
 name = "baremetal"
-component = "builtin:fake"
+component = {fake:?}
 [[backends]]
 name = "azure"
-component = "builtin:fake"
+component = {fake:?}
 enabled = false
 "#,
-        state.path().display().to_string()
+        state = state.path().display().to_string(),
+        fake = compute_bridge_components::FAKE,
     );
     let cfg = BootConfig::from_source(&Source::embedded("bench.toml", &text), &|_| None).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()

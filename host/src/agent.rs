@@ -228,6 +228,10 @@ pub enum Progress {
         provider: ProviderCard,
         /// What its card proved.
         verdict: CardVerdict,
+        /// The public half of the one-time reply key sealed into the grant
+        /// (the requester's own secret to keep; `--debug-identity-file`
+        /// hands it to a test).
+        reply_key: [u8; 32],
     },
     /// Access arrived and opened with the reply key.
     Access {
@@ -286,6 +290,12 @@ impl Agent {
         Ok(Self {
             link: RequesterLink::open(Arc::new(network)),
         })
+    }
+
+    /// This agent's node (peer) id on the coalition: what the provider's
+    /// node sees it as.
+    pub fn peer_id(&self) -> mosaik::PeerId {
+        self.link.network().local().id()
     }
 
     /// Leave the coalition gracefully.
@@ -414,6 +424,7 @@ impl Agent {
             request_id,
             provider: card.clone(),
             verdict,
+            reply_key: reply.public(),
         });
         // Access comes first; the usage report after the workload ends (at
         // the latest at valid_to, plus time to tear down).

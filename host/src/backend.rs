@@ -167,6 +167,28 @@ pub struct GrantSpec {
     pub valid_to: u64,
 }
 
+impl GrantSpec {
+    /// `text` (a backend's message, say) with this grant's request id and
+    /// image (whole, its digest, its name) replaced by `<request-id>`,
+    /// `<image>`, `<image-digest>` and `<image-name>`, for a log line: a
+    /// backend may quote the grant back, and the operator's log names
+    /// neither.
+    pub fn redact(&self, text: &str) -> String {
+        let (name, digest) = self.image.split_once("@sha256:").unwrap_or(("", ""));
+        [
+            (self.image.as_str(), "<image>"),
+            (digest, "<image-digest>"),
+            (name, "<image-name>"),
+            (self.request_id.as_str(), "<request-id>"),
+        ]
+        .into_iter()
+        .filter(|(needle, _)| !needle.is_empty())
+        .fold(text.to_string(), |t, (needle, with)| {
+            t.replace(needle, with)
+        })
+    }
+}
+
 /// Access the host prepared for the workload: a login name and the public
 /// half of a keypair whose private half stays in the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -643,5 +665,28 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Transient);
         let short = BackendError::Config("missing key".into());
         assert_eq!(short.clone().bounded(), short);
+    }
+
+    #[test]
+    fn redaction_takes_the_request_id_and_every_part_of_the_image_out() {
+        let digest = "ab".repeat(32);
+        let spec = GrantSpec {
+            request_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+            cpu_millicores: 100,
+            ram_mib: 64,
+            region: None,
+            tdx: TdxRequirement::None,
+            image: format!("registry.example/secret-app@sha256:{digest}"),
+            valid_to: 0,
+        };
+        let text = format!(
+            "host h1 refused {}: image {} (digest {digest}, name registry.example/secret-app)",
+            spec.request_id, spec.image
+        );
+        let r = spec.redact(&text);
+        assert_eq!(
+            r,
+            "host h1 refused <request-id>: image <image> (digest <image-digest>, name <image-name>)"
+        );
     }
 }

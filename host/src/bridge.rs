@@ -114,6 +114,7 @@ impl Bridge {
         tracing::info!(
             network = %self.config.coalition.network,
             peer = %node.network.local().id(),
+            listening = %crate::coalition::describe_bind(self.config.coalition.node_bind()),
             ms = started.elapsed().as_millis() as u64,
             "joined the coalition"
         );
@@ -249,19 +250,33 @@ struct CoalitionNode {
 impl CoalitionNode {
     async fn join(config: &BootConfig, identity: &Identity) -> anyhow::Result<Self> {
         let c = &config.coalition;
+        let bind = c.node_bind();
+        let joined = |settings: NetworkSettings| async move {
+            coalition::join(&settings, Some(identity.node_key.clone()))
+                .await
+                .with_context(|| match bind {
+                    Some(ip) => format!(
+                        "the coalition node binds to {ip} (coalition.bind): is that an \
+                         address of this machine?"
+                    ),
+                    None => "joining the coalition".into(),
+                })
+        };
         if !c.is_local() {
             let settings =
-                NetworkSettings::parse(&c.network, &c.relays, &c.bootstrap, c.loopback_only())?;
-            let network = coalition::join(&settings, Some(identity.node_key.clone())).await?;
+                NetworkSettings::parse(&c.network, &c.relays, &c.bootstrap, false)?.with_bind(bind);
+            let network = joined(settings.clone()).await?;
             return Ok(Self {
                 network: Arc::new(network),
                 bootstrap: settings.bootstrap,
                 relay: None,
             });
         }
-        let relay = LocalRelay::spawn().await?;
-        let settings = NetworkSettings::parse(&c.network, &[relay.url().to_string()], &[], true)?;
-        let network = coalition::join(&settings, Some(identity.node_key.clone())).await?;
+        let relay =
+            LocalRelay::spawn_at(bind.expect("a local coalition binds an address"), 0).await?;
+        let settings = NetworkSettings::parse(&c.network, &[relay.url().to_string()], &[], false)?
+            .with_bind(bind);
+        let network = joined(settings.clone()).await?;
         let bootstrap =
             coalition::format_peer_addr(&network.local().addr(), settings.relays.first());
         Rendezvous {

@@ -511,7 +511,11 @@ impl Fleet {
                 }
                 Err(Attempt::Final(e)) => {
                     release_capacity_only(reservation);
-                    tracing::warn!(backend = name, "provision failed: {e}");
+                    tracing::warn!(
+                        backend = name,
+                        "provision failed: {}",
+                        grant.redact(&e.to_string())
+                    );
                     return Err(Decline::Failed {
                         backend: name.to_string(),
                         error: e,
@@ -580,11 +584,14 @@ impl Fleet {
                         Some(r) => tracing::warn!(
                             backend = name,
                             region = r,
-                            "provision failed, failing over: {e}"
+                            "provision failed, failing over: {}",
+                            grant.redact(&e.to_string())
                         ),
-                        None => {
-                            tracing::warn!(backend = name, "provision failed, failing over: {e}")
-                        }
+                        None => tracing::warn!(
+                            backend = name,
+                            "provision failed, failing over: {}",
+                            grant.redact(&e.to_string())
+                        ),
                     }
                     failovers.push(Failover {
                         from: name.to_string(),

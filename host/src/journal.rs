@@ -9,13 +9,30 @@
 //! a workload is torn down at `valid_to` and reported once even across
 //! crashes.
 //!
-//! What is kept: request id, backend, the backend's instance record (its
-//! handle), resources and `valid_to`. What is never kept: who asked (there
-//! is no field for it), the reply key, the workload's private key, the
-//! image reference.
+//! What is kept, and why:
+//! - the **request id**, as the key: the usage report, a decline and a
+//!   repeated grant's second report all name it (the protocol has no other
+//!   handle), and a replayed grant is refused as a duplicate by it;
+//! - the **backend and its instance record** (id, the region it was placed
+//!   in, the address, login and host key requesters were given, the
+//!   backend's private handle): reconciliation finds the instance by it,
+//!   to watch it again or tear it down;
+//! - **CPU and memory**: re-taking the capacity of a workload adopted at
+//!   start;
+//! - **`valid_to`** and when it started: when it must end, and the report's
+//!   times;
+//! - the **phase**, and from `Finished` on the **usage report** itself, so
+//!   it is sent once and can be sent again on request.
+//!
+//! What is never kept (there is no field for it): who asked (peer id), the
+//! reply key, the workload's private key, the image reference, the region
+//! or TDX requirement the grant asked for (only where it was placed),
+//! settlements per grant (only their sum, in the counters), and the
+//! `grant=#N` numbers the log uses (so nothing here links a log line to a
+//! request id). Entries that are final are pruned a week after `valid_to`.
 //!
 //! Every string kept has a bound ([`MAX_NAME_BYTES`] for the backend's
-//! name and the region asked for, [`crate::backend::bounds`] for the
+//! name, [`crate::backend::bounds`] for the
 //! instance record, the handle's 16 KiB above all): an entry over one is
 //! refused before anything is written, naming the field and the limit, so
 //! one backend cannot fill the disk every backend's grants are journaled
@@ -71,17 +88,18 @@ pub enum JournalError {
         /// Why.
         message: String,
     },
-    /// An entry was asked for that does not exist.
-    #[error("no journal entry for request {0}")]
+    /// An entry was asked for that does not exist. (Messages name no
+    /// request id: they reach the log.)
+    #[error("no journal entry for this request")]
     Missing(RequestId),
     /// An entry was written twice.
-    #[error("request {0} is already journaled")]
+    #[error("this request is already journaled")]
     Exists(RequestId),
     /// An entry holds a string over its bound; nothing was written.
     #[error("journal entry refused: {0} (a backend returned more than the journal keeps)")]
     TooLarge(String),
     /// A phase change that would go backwards.
-    #[error("request {request_id}: cannot go from {from} to {to}")]
+    #[error("this request's entry cannot go from {from} to {to}")]
     Backwards {
         /// The request.
         request_id: RequestId,
@@ -171,10 +189,6 @@ pub struct JournalEntry {
     pub cpu_millicores: u32,
     /// Memory reserved, MiB.
     pub ram_mib: u32,
-    /// Region asked for.
-    pub region: Option<String>,
-    /// TDX requirement.
-    pub tdx: TdxRequirement,
     /// Unix seconds by which it must be gone.
     pub valid_to: u64,
     /// Unix seconds it was provisioned.
@@ -197,7 +211,6 @@ impl JournalEntry {
             }
         };
         name("backend", &self.backend)?;
-        name("region", self.region.as_deref().unwrap_or_default())?;
         self.instance
             .check_bounds()
             .map_err(|e| JournalError::TooLarge(format!("instance {e}")))
@@ -210,8 +223,8 @@ impl JournalEntry {
             request_id: self.request_id.to_string(),
             cpu_millicores: self.cpu_millicores,
             ram_mib: self.ram_mib,
-            region: self.region.clone(),
-            tdx: self.tdx,
+            region: None,
+            tdx: TdxRequirement::None,
             image: String::new(),
             valid_to: self.valid_to,
         }
@@ -618,8 +631,6 @@ mod tests {
             },
             cpu_millicores: 100,
             ram_mib: 64,
-            region: None,
-            tdx: TdxRequirement::None,
             valid_to: 100,
             started_at: 1,
             phase: Phase::Provisioned,
@@ -771,6 +782,35 @@ mod tests {
         assert_eq!(j.counters().unwrap().lifetime_grants, u64::MAX);
         assert_eq!(j.add_settled(u64::MAX).unwrap(), u64::MAX);
         assert_eq!(j.add_settled(1).unwrap(), u64::MAX);
+    }
+
+    #[test]
+    fn an_entry_keeps_exactly_the_documented_fields() {
+        let id = RequestId::random();
+        let v = serde_json::to_value(entry(id)).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "backend",
+                "cpu_millicores",
+                "instance",
+                "phase",
+                "ram_mib",
+                "request_id",
+                "started_at",
+                "valid_to"
+            ],
+            "a field added to JournalEntry must be named in the module doc"
+        );
+        // An entry written before the asked-for region and TDX requirement
+        // were dropped still reads (they are ignored).
+        let mut old = v;
+        old["region"] = serde_json::json!("eu-1");
+        old["tdx"] = serde_json::json!("required");
+        let back: JournalEntry = serde_json::from_value(old).unwrap();
+        assert_eq!(back, entry(id));
     }
 
     #[test]

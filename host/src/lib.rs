@@ -24,6 +24,8 @@
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
 //! - [`agent`]: the requester's side (`coalition-agent`);
 //! - [`bridge`]: start-up and the routing table;
+//! - [`logging`]: the log filter that keeps third-party crates' lines, which
+//!   may name requesters, out of the operator's log;
 //! - [`sweep`]: the opt-in orphan sweep at start;
 //! - [`conformance`] and [`template`]: the component author's kit.
 
@@ -44,6 +46,7 @@ pub mod events;
 pub mod fleet;
 pub mod identity;
 pub mod journal;
+pub mod logging;
 pub mod provider;
 pub mod runtime;
 pub mod sweep;

@@ -128,19 +128,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Our crates at the level `COMPUTE_BRIDGE_LOG` (or `RUST_LOG`) asks for,
+/// `info` by default; third-party crates, whose lines can name requesters
+/// (peer ids, addresses), at `error` unless named
+/// ([`compute_bridge::logging`]).
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPUTE_BRIDGE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        // iroh's default address lookups (n0's public DNS and pkarr
-        // servers, which mosaik enables) fail where the coalition is
-        // private; their retries are not the operator's concern.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,iroh::address_lookup=error"));
+    let spec = std::env::var("COMPUTE_BRIDGE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok();
+    let (filter, warning) = compute_bridge::logging::filter(spec.as_deref());
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .init();
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<BootConfig> {
@@ -222,6 +227,26 @@ fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         cfg.dashboard.bind,
         cfg.dashboard.port
     );
+    let c = &cfg.coalition;
+    println!(
+        "coalition {:?}: {}",
+        c.network,
+        if c.is_local() {
+            "local (its relay runs in the bridge)".to_string()
+        } else {
+            format!("relays {}", c.relays.join(", "))
+        }
+    );
+    println!(
+        "coalition node listens on {}",
+        compute_bridge::coalition::describe_bind(c.node_bind())
+    );
+    if c.is_local() {
+        println!(
+            "local relay listens on {} (TCP, an ephemeral port)",
+            c.node_bind().expect("a local coalition binds an address")
+        );
+    }
     println!("backends in routing order:");
     for (i, b) in cfg.backends.iter().enumerate() {
         println!(

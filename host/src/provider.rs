@@ -18,9 +18,18 @@
 //!   and usage is clamped to what the grant could have used;
 //! - a bad grant is declined with a reason and a log line, never a crash;
 //! - on shutdown the loop stops taking grants and leaves running workloads
-//!   journaled for the next start to watch.
+//!   journaled for the next start to watch;
+//! - its log lines name no requester: no peer id (subscribers are counted),
+//!   no request id (a grant is `grant=#N`, a [`GrantSeq`] of this run), no
+//!   image, reply key, workload key, region asked for, or settlement
+//!   amount; a backend's message, and the id of an instance it made for
+//!   the grant (GCP and Azure name instances after the request id), are
+//!   logged only through [`GrantSpec::redact`]. Resources, the backend and
+//!   the region the grant was placed in are the operator's own facts and
+//!   are logged.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +101,8 @@ struct Inner {
     seen: Mutex<Seen>,
     /// What the card's `attestation` says now.
     attestation: Mutex<Attestation>,
+    /// The last [`GrantSeq`] handed out in this run.
+    last_seq: AtomicU64,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -99,6 +110,22 @@ struct Inner {
 impl std::fmt::Debug for ProviderLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ProviderLoop({})", self.inner.provider_id)
+    }
+}
+
+/// How the log tells grants apart: an opaque number assigned in this
+/// process as each grant addressed to this provider arrives (or as the
+/// journal hands one back at start), shown as `grant=#17`. Request ids are
+/// chosen by requesters, so no log line names one; this number is not
+/// derived from anything the requester sent, is never journaled, sent or
+/// shown on the dashboard, and starts again at `#1` after a restart, so it
+/// links nothing beyond one run's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantSeq(u64);
+
+impl std::fmt::Display for GrantSeq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
     }
 }
 
@@ -254,6 +281,7 @@ impl ProviderLoop {
                 settings,
                 attestation: Mutex::new(attestation),
                 seen: Mutex::new(Seen::default()),
+                last_seq: AtomicU64::new(0),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -325,9 +353,14 @@ impl Inner {
         self.events.record(e);
     }
 
+    /// The next grant's log number.
+    fn next_seq(&self) -> GrantSeq {
+        GrantSeq(self.last_seq.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
     /// Send a decline in the background (best effort: only requesters
     /// listening now hear it).
-    fn decline(self: &Arc<Self>, request_id: RequestId, reason: DeclineReason) {
+    fn decline(self: &Arc<Self>, request_id: RequestId, seq: GrantSeq, reason: DeclineReason) {
         self.record(Event::GrantDeclined { reason });
         let d = Decline {
             version: PROTOCOL_VERSION,
@@ -338,7 +371,7 @@ impl Inner {
         let i = self.clone();
         self.tasks.spawn(async move {
             if let Err(e) = i.link.send_decline(d, DECLINE_WAIT).await {
-                tracing::debug!(%request_id, "decline not delivered: {e}");
+                tracing::debug!(grant = %seq, "decline not delivered: {e}");
             }
         });
     }
@@ -348,11 +381,12 @@ impl Inner {
             return;
         }
         let request_id = grant.request_id;
+        let seq = self.next_seq();
         let journaled = match self.journal.get(request_id) {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!(%request_id, "journal unavailable: {e}");
-                self.decline(request_id, DeclineReason::JournalUnavailable);
+                tracing::error!(grant = %seq, "journal unavailable: {e}");
+                self.decline(request_id, seq, DeclineReason::JournalUnavailable);
                 return;
             }
         };
@@ -361,12 +395,12 @@ impl Inner {
         // Reports go to every subscriber anyway, so a repeat from anyone
         // may have it; consumers tell them apart by request id.
         if let Some(report) = journaled.as_ref().and_then(|e| e.phase.report()) {
-            tracing::info!(%request_id, "grant repeated after its workload ended; sending its usage report again");
+            tracing::info!(grant = %seq, "grant repeated after its workload ended; sending its usage report again");
             let (report, i) = (report.clone(), self.clone());
             self.tasks.spawn(async move {
                 tokio::select! {
                     r = i.link.send_usage(report) => if let Err(e) = r {
-                        tracing::warn!(%request_id, "usage report not sent again: {e}");
+                        tracing::warn!(grant = %seq, "usage report not sent again: {e}");
                     },
                     () = i.stop.cancelled() => {}
                 }
@@ -376,8 +410,8 @@ impl Inner {
         let reply_key = match validate(&grant, &self.envelope, now_unix()) {
             Ok(k) => k,
             Err(reason) => {
-                tracing::warn!(%request_id, reason = %reason.as_str(), "grant declined");
-                self.decline(request_id, reason);
+                tracing::warn!(grant = %seq, reason = %reason.as_str(), "grant declined");
+                self.decline(request_id, seq, reason);
                 return;
             }
         };
@@ -387,12 +421,12 @@ impl Inner {
             .unwrap()
             .insert(request_id, grant.valid_to, now_unix());
         if !fresh || journaled.is_some() {
-            tracing::warn!(%request_id, reason = %DeclineReason::Duplicate.as_str(), "grant declined");
-            self.decline(request_id, DeclineReason::Duplicate);
+            tracing::warn!(grant = %seq, reason = %DeclineReason::Duplicate.as_str(), "grant declined");
+            self.decline(request_id, seq, DeclineReason::Duplicate);
             return;
         }
         tracing::info!(
-            %request_id,
+            grant = %seq,
             cpu_millicores = grant.manifest.cpu_millicores,
             ram_mib = grant.manifest.ram_mib,
             valid_to = grant.valid_to,
@@ -400,10 +434,15 @@ impl Inner {
         );
         let i = self.clone();
         self.tasks
-            .spawn(async move { i.serve(grant, Zeroizing::new(reply_key)).await });
+            .spawn(async move { i.serve(grant, Zeroizing::new(reply_key), seq).await });
     }
 
-    async fn serve(self: Arc<Self>, grant: ComputeGrant, reply_key: Zeroizing<[u8; 32]>) {
+    async fn serve(
+        self: Arc<Self>,
+        grant: ComputeGrant,
+        reply_key: Zeroizing<[u8; 32]>,
+        seq: GrantSeq,
+    ) {
         let request_id = grant.request_id;
         let m = &grant.manifest;
         let spec = GrantSpec {
@@ -418,8 +457,8 @@ impl Inner {
         let (public_key, private_key) = match workload_keypair() {
             Ok(k) => k,
             Err(e) => {
-                tracing::error!(%request_id, "generating the workload key failed: {e}");
-                self.decline(request_id, DeclineReason::BackendError);
+                tracing::error!(grant = %seq, "generating the workload key failed: {e}");
+                self.decline(request_id, seq, DeclineReason::BackendError);
                 return;
             }
         };
@@ -437,8 +476,15 @@ impl Inner {
                     self.record(e);
                 }
                 let reason = DeclineReason::from(&decline);
-                tracing::warn!(%request_id, reason = %reason.as_str(), "grant declined: {decline}");
-                self.decline(request_id, reason);
+                // The backends' messages may quote the grant back; the
+                // log names neither its request id nor its image.
+                tracing::warn!(
+                    grant = %seq,
+                    reason = %reason.as_str(),
+                    "grant declined: {}",
+                    spec.redact(&decline.to_string())
+                );
+                self.decline(request_id, seq, reason);
                 return;
             }
         };
@@ -463,24 +509,22 @@ impl Inner {
             instance: placement.instance.clone(),
             cpu_millicores: m.cpu_millicores,
             ram_mib: m.ram_mib,
-            region: m.region.clone(),
-            tdx: m.tdx,
             valid_to: grant.valid_to,
             started_at,
             phase: Phase::Provisioned,
         };
         if let Err(e) = self.journal.record(&entry).await {
-            tracing::error!(%request_id, "cannot journal the instance, tearing it down: {e}");
-            self.teardown_unjournaled(&placement.backend, &placement.instance)
+            tracing::error!(grant = %seq, "cannot journal the instance, tearing it down: {e}");
+            self.teardown_unjournaled(&placement.backend, &placement.instance, &spec)
                 .await;
-            self.decline(request_id, DeclineReason::JournalUnavailable);
+            self.decline(request_id, seq, DeclineReason::JournalUnavailable);
             return;
         }
         tracing::info!(
-            %request_id,
+            grant = %seq,
             backend = %placement.backend,
             region = %placement.instance.region,
-            instance = %placement.instance.instance_id,
+            instance = %spec.redact(&placement.instance.instance_id),
             "instance journaled"
         );
         self.record(Event::GrantAccepted {
@@ -502,9 +546,14 @@ impl Inner {
         let sealed = match sealed {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(%request_id, "the reply key is unusable ({e}); tearing down");
-                self.abort(entry, Some(placement.reservation), DeclineReason::Malformed)
-                    .await;
+                tracing::warn!(grant = %seq, "the reply key is unusable ({e}); tearing down");
+                self.abort(
+                    entry,
+                    Some(placement.reservation),
+                    DeclineReason::Malformed,
+                    seq,
+                )
+                .await;
                 return;
             }
         };
@@ -512,21 +561,22 @@ impl Inner {
             grant.valid_to.saturating_sub(now_unix()),
         ));
         if !self.link.access_has_subscriber() {
-            tracing::info!(%request_id, "waiting for a subscriber to hand out access");
+            tracing::info!(grant = %seq, "waiting for a subscriber to hand out access");
         }
         let sent = tokio::select! {
             r = self.link.send_access(sealed, wait) => r,
             () = self.stop.cancelled() => {
-                tracing::info!(%request_id, "stopping before access was handed out; the next start tears it down");
+                tracing::info!(grant = %seq, "stopping before access was handed out; the next start tears it down");
                 return;
             }
         };
         if let Err(e) = sent {
-            tracing::warn!(%request_id, "access not handed out ({e}); tearing down");
+            tracing::warn!(grant = %seq, "access not handed out ({e}); tearing down");
             self.abort(
                 entry,
                 Some(placement.reservation),
                 DeclineReason::ShuttingDown,
+                seq,
             )
             .await;
             return;
@@ -534,18 +584,31 @@ impl Inner {
         if let Err(e) = self.journal.advance(request_id, Phase::Running).await {
             // The access is out: keep watching; a restart will see
             // `Provisioned` and tear down early, which is the safe side.
-            tracing::error!(%request_id, "journal: {e}");
+            tracing::error!(grant = %seq, "journal: {e}");
         }
-        tracing::info!(%request_id, "access handed out");
-        self.watch(entry, Some(placement.reservation)).await;
+        tracing::info!(grant = %seq, "access handed out");
+        self.watch(entry, Some(placement.reservation), seq).await;
     }
 
     /// Tear down an instance the journal does not know (best effort).
-    async fn teardown_unjournaled(&self, backend: &str, instance: &crate::backend::Instance) {
+    /// Its id is logged through [`GrantSpec::redact`]: some backends name
+    /// an instance after the request id (GCP and Azure put a slug of it
+    /// in the name; the fake uses it whole).
+    async fn teardown_unjournaled(
+        &self,
+        backend: &str,
+        instance: &crate::backend::Instance,
+        spec: &GrantSpec,
+    ) {
         if let Some(b) = self.fleet.backend(backend)
             && let Err(e) = b.terminate(instance).await
         {
-            tracing::error!(backend, instance = %instance.instance_id, "terminate failed: {e}");
+            tracing::error!(
+                backend,
+                instance = %spec.redact(&instance.instance_id),
+                "terminate failed: {}",
+                spec.redact(&e.to_string())
+            );
         }
     }
 
@@ -556,6 +619,7 @@ impl Inner {
         entry: JournalEntry,
         reservation: Option<Reservation>,
         reason: DeclineReason,
+        seq: GrantSeq,
     ) {
         let request_id = entry.request_id;
         let policy = WatchPolicy {
@@ -570,7 +634,7 @@ impl Inner {
         {
             Ok(outcome) => {
                 if let Some(e) = &outcome.terminate_error {
-                    tracing::error!(%request_id, "terminate failed, the instance may still exist: {e}");
+                    tracing::error!(grant = %seq, "terminate failed, the instance may still exist: {e}");
                     return;
                 }
                 self.record(Event::GrantCompleted {
@@ -579,24 +643,29 @@ impl Inner {
                 });
             }
             Err(e) => {
-                tracing::error!(%request_id, "cannot tear down: {e}");
+                tracing::error!(grant = %seq, "cannot tear down: {e}");
                 return;
             }
         }
         drop(reservation);
         match self.journal.advance(request_id, Phase::Aborted).await {
             Ok(()) => tracing::info!(
-                %request_id,
+                grant = %seq,
                 "torn down before access was handed out; nothing to report"
             ),
-            Err(e) => tracing::error!(%request_id, "journal: {e}"),
+            Err(e) => tracing::error!(grant = %seq, "journal: {e}"),
         }
-        self.decline(request_id, reason);
+        self.decline(request_id, seq, reason);
     }
 
     /// Watch a running workload to its end, then report its usage once.
     /// Returns early (leaving it journaled) when the loop stops.
-    async fn watch(self: &Arc<Self>, entry: JournalEntry, reservation: Option<Reservation>) {
+    async fn watch(
+        self: &Arc<Self>,
+        entry: JournalEntry,
+        reservation: Option<Reservation>,
+        seq: GrantSeq,
+    ) {
         let request_id = entry.request_id;
         let outcome = tokio::select! {
             o = self.fleet.watch_until_exit(&entry.backend, &entry.instance, entry.valid_to, self.settings.watch) => o,
@@ -605,13 +674,13 @@ impl Inner {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(%request_id, "cannot watch: {e}");
+                tracing::error!(grant = %seq, "cannot watch: {e}");
                 return;
             }
         };
         if let Some(e) = &outcome.terminate_error {
             // Leave it `Running`: the next start retries the teardown.
-            tracing::error!(%request_id, "terminate failed, will retry on the next start: {e}");
+            tracing::error!(grant = %seq, "terminate failed, will retry on the next start: {e}");
             return;
         }
         drop(reservation);
@@ -619,7 +688,7 @@ impl Inner {
         let usage = bounded_usage(&entry, outcome.usage, ended_at);
         let ending = WorkloadEnding::from(outcome.ending);
         tracing::info!(
-            %request_id,
+            grant = %seq,
             backend = %entry.backend,
             ending = %ending,
             cpu_core_seconds = usage.cpu_core_seconds,
@@ -650,13 +719,13 @@ impl Inner {
             )
             .await
         {
-            tracing::error!(%request_id, "journal: {e}");
+            tracing::error!(grant = %seq, "journal: {e}");
         }
-        self.deliver(report).await;
+        self.deliver(report, seq).await;
     }
 
     /// Send a usage report once a requester listens, then mark it reported.
-    async fn deliver(self: &Arc<Self>, report: UsageReport) {
+    async fn deliver(self: &Arc<Self>, report: UsageReport, seq: GrantSeq) {
         let request_id = report.request_id;
         let sent = tokio::select! {
             r = self.link.send_usage(report.clone()) => r,
@@ -669,11 +738,11 @@ impl Inner {
                     .advance(request_id, Phase::Reported { report })
                     .await
                 {
-                    tracing::error!(%request_id, "journal: {e}");
+                    tracing::error!(grant = %seq, "journal: {e}");
                 }
-                tracing::info!(%request_id, "usage report sent");
+                tracing::info!(grant = %seq, "usage report sent");
             }
-            Err(e) => tracing::warn!(%request_id, "usage report not sent: {e}"),
+            Err(e) => tracing::warn!(grant = %seq, "usage report not sent: {e}"),
         }
     }
 
@@ -700,24 +769,26 @@ impl Inner {
         tracing::info!(entries = entries.len(), "reconciling the journal");
         for entry in entries {
             let request_id = entry.request_id;
+            let seq = self.next_seq();
             self.seen
                 .lock()
                 .unwrap()
                 .insert(request_id, entry.valid_to, now_unix());
             if self.fleet.backend(&entry.backend).is_none() {
                 tracing::error!(
-                    %request_id,
+                    grant = %seq,
                     backend = %entry.backend,
+                    instance = %entry.grant_spec().redact(&entry.instance.instance_id),
                     "journaled on a backend that is no longer configured; leaving it journaled"
                 );
                 continue;
             }
             match entry.phase.clone() {
                 Phase::Provisioned => {
-                    tracing::info!(%request_id, "access was never handed out; tearing down");
+                    tracing::info!(grant = %seq, "access was never handed out; tearing down");
                     let i = self.clone();
                     self.tasks.spawn(async move {
-                        i.abort(entry, None, DeclineReason::ShuttingDown).await;
+                        i.abort(entry, None, DeclineReason::ShuttingDown, seq).await;
                     });
                 }
                 Phase::Running => {
@@ -727,22 +798,23 @@ impl Inner {
                         region: entry.instance.region.clone(),
                     });
                     if now_unix() >= entry.valid_to {
-                        tracing::info!(%request_id, "past valid_to; tearing down");
+                        tracing::info!(grant = %seq, "past valid_to; tearing down");
                     } else {
                         tracing::info!(
-                            %request_id,
+                            grant = %seq,
                             valid_to = entry.valid_to,
                             "still running; watching again"
                         );
                     }
                     let i = self.clone();
                     self.tasks
-                        .spawn(async move { i.watch(entry, reservation).await });
+                        .spawn(async move { i.watch(entry, reservation, seq).await });
                 }
                 Phase::Finished { report } => {
-                    tracing::info!(%request_id, "usage report not yet sent; sending");
+                    tracing::info!(grant = %seq, "usage report not yet sent; sending");
                     let i = self.clone();
-                    self.tasks.spawn(async move { i.deliver(report).await });
+                    self.tasks
+                        .spawn(async move { i.deliver(report, seq).await });
                 }
                 Phase::Reported { .. } | Phase::Aborted => {}
             }
@@ -841,16 +913,18 @@ impl Inner {
         }
     }
 
+    /// Count subscribers as they come and go. Subscribers are requesters:
+    /// the log and the dashboard get the count, never a peer id.
     async fn watch_subscribers(self: Arc<Self>) {
         let mut known = std::collections::BTreeSet::new();
         loop {
             let now = self.link.subscribers();
-            for p in now.difference(&known) {
-                tracing::info!(subscribers = now.len(), peer = %p.fmt_short(), "subscriber joined");
+            for _ in now.difference(&known) {
+                tracing::info!(subscribers = now.len(), "subscriber joined");
                 self.record(Event::SubscriberJoined);
             }
-            for p in known.difference(&now) {
-                tracing::info!(subscribers = now.len(), peer = %p.fmt_short(), "subscriber left");
+            for _ in known.difference(&now) {
+                tracing::info!(subscribers = now.len(), "subscriber left");
                 self.record(Event::SubscriberLeft);
             }
             known = now;
@@ -877,14 +951,12 @@ impl Inner {
                 tracing::warn!("malformed settlement ignored");
                 continue;
             }
-            let total = self.journal.add_settled(s.amount_micro_usd);
-            tracing::info!(
-                usd = %format!("{:.6}", s.usd()),
-                total_usd = %total
-                    .map(|t| format!("{:.6}", t as f64 / 1e6))
-                    .unwrap_or_else(|e| format!("unknown ({e})")),
-                "settlement credited"
-            );
+            // No amount in the log: an amount at a moment can be matched
+            // to a grant. The dashboard shows the sums (window, lifetime).
+            match self.journal.add_settled(s.amount_micro_usd) {
+                Ok(_) => tracing::info!("settlement credited (amounts: the dashboard's totals)"),
+                Err(e) => tracing::error!("settlement received but not saved: {e}"),
+            }
             self.record(Event::RevenueSettled { usd: s.usd() });
         }
     }

@@ -51,22 +51,9 @@ fn config(
     path
 }
 
-fn account_exists(user: &str) -> bool {
-    Command::new("id")
-        .arg(user)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_requester_logs_in_with_the_printed_ssh_command_and_the_account_is_gone_after() {
-    let uid = Command::new("id").arg("-u").output().unwrap().stdout;
-    assert_eq!(
-        String::from_utf8_lossy(&uid).trim(),
-        "0",
-        "this test makes Unix accounts through the bare-metal backend and must run as root (as CI does)"
-    );
+    assert_root("this test makes Unix accounts through the bare-metal backend");
     let sshd = Sshd::start();
     let host_state = tempfile::tempdir().unwrap();
     {

@@ -51,10 +51,11 @@ fn a_new_backend_from_the_template_builds_loads_and_conforms() {
     std::fs::write(
         &config,
         format!(
-            "[bridge]\nstate_dir = \"state\"\n[[backends]]\nname = \"toy\"\ncomponent = \"builtin:fake\"\n\
+            "[bridge]\nstate_dir = \"state\"\n[[backends]]\nname = \"toy\"\ncomponent = {fake:?}\n\
              [backends.http]\nallowed_hosts = [{origin:?}]\n[backends.config]\napi = {origin:?}\n\
              token = \"${{TOY_TOKEN}}\"\nregions = [\"toy-1\"]\nmax_cpu_millicores = 4000\nmax_ram_mib = 8192\n",
-            origin = cloud.origin()
+            origin = cloud.origin(),
+            fake = compute_bridge_testkit::components::FAKE
         ),
     )
     .unwrap();

@@ -74,7 +74,7 @@ fn a_broken_config_names_file_line_and_key() {
     let path = dir.path().join("bridge.toml");
     std::fs::write(
         &path,
-        "[bridge]\nconcurrency_cap = 4\n\n[[backends]]\nname = \"fake\"\ncomponent = \"builtin:fake\"\n\n[backends.http]\nallowed_hosts = [\"https://api.example.com/v1\"]\n",
+        "[bridge]\nconcurrency_cap = 4\n\n[[backends]]\nname = \"cloud\"\ncomponent = \"builtin:aws\"\n\n[backends.http]\nallowed_hosts = [\"https://api.example.com/v1\"]\n",
     )
     .unwrap();
     let p = path.to_str().unwrap();
@@ -129,8 +129,11 @@ fn check_config_prints_the_routing_table() {
     let path = dir.path().join("bridge.toml");
     std::fs::write(
         &path,
-        "[[backends]]\nname = \"first\"\ncomponent = \"builtin:fake\"\n[backends.http]\nallowed_hosts = [\"https://api.example.com\"]\n\
-         [backends.ssh.hosts.rack-1]\ntransport = \"local\"\n\n[[backends]]\nname = \"second\"\ncomponent = \"builtin:fake\"\nenabled = false\n",
+        format!(
+            "[[backends]]\nname = \"first\"\ncomponent = {fake:?}\n[backends.http]\nallowed_hosts = [\"https://api.example.com\"]\n\
+             [backends.ssh.hosts.rack-1]\ntransport = \"local\"\n\n[[backends]]\nname = \"second\"\ncomponent = {fake:?}\nenabled = false\n",
+            fake = compute_bridge_testkit::components::FAKE
+        ),
     )
     .unwrap();
     let (code, out, err) = run(

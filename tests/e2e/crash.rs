@@ -32,7 +32,6 @@ fn a_workload_watched_across_kill_9_still_ends_at_valid_to_with_one_usage_report
 
     let mut agent = request_small(&net, "40s", &[]);
     let request_id = printed_request_id(&agent);
-    let id = request_id.to_string();
     agent.wait_for_log("access opened with the reply key", MIN);
     bridge.wait_for_log("access handed out", MIN);
 
@@ -63,10 +62,11 @@ fn a_workload_watched_across_kill_9_still_ends_at_valid_to_with_one_usage_report
         })
         .collect();
     assert!(reports.windows(2).all(|w| w[0] == w[1]), "{reports:?}");
+    // One grant: the log counts its lines (it names no request id).
     let both = format!("{first_run}{}", bridge.log());
-    assert_eq!(count_lines(&both, &["usage report sent", &id]), 1, "{both}");
+    assert_eq!(count_lines(&both, &["usage report sent"]), 1, "{both}");
     assert_eq!(
-        count_lines(&both, &["workload ended and torn down", &id]),
+        count_lines(&both, &["workload ended and torn down"]),
         1,
         "{both}"
     );
@@ -142,9 +142,8 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
             .unwrap();
         (card, id, network)
     });
-    let id = request_id.to_string();
     bridge.wait_for_log("waiting for a subscriber to hand out access", MIN);
-    assert_eq!(count_lines(&bridge.log(), &["instance journaled", &id]), 1);
+    assert_eq!(count_lines(&bridge.log(), &["instance journaled"]), 1);
     bridge.signal("KILL");
     assert_eq!(bridge.wait(MIN), None);
     let first_run = bridge.log();
@@ -156,7 +155,7 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
     );
     let log = bridge.log();
     assert_eq!(
-        count_lines(&log, &["access was never handed out; tearing down", &id]),
+        count_lines(&log, &["access was never handed out; tearing down"]),
         1,
         "{log}"
     );
@@ -186,7 +185,7 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
     let mut third = restart_bridge(&config);
     third.signal("TERM");
     assert_eq!(third.wait(MIN), Some(0), "{}", third.log());
-    assert!(!third.log().contains(&id), "{}", third.log());
+    assert!(!third.log().contains("grant=#"), "{}", third.log());
 }
 
 /// `kill -9` at twenty random moments of a stream of grants, restarting
@@ -211,6 +210,7 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
     let mut card = None;
     let mut last_valid_to = 0;
     let mut sent = 0;
+    let mut ids = Vec::new();
     for _ in 0..KILLS {
         let mut bridge = restart_bridge(&config);
         // A requester listening for access, so grants get past
@@ -224,7 +224,9 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
         for _ in 0..rng.random_range(1..=3) {
             let valid_to = compute_bridge::fleet::now_unix() + rng.random_range(4..=20);
             let g = grant(&observer.card, |g| g.valid_to = valid_to);
+            let id = g.request_id;
             if net.block_on(session.send_grant(g)).is_ok() {
+                ids.push(id);
                 sent += 1;
                 last_valid_to = last_valid_to.max(valid_to);
             }
@@ -250,30 +252,23 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
     assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
     logs.push_str(&bridge.log());
 
-    let journaled: Vec<String> = logs
-        .lines()
-        .filter(|l| l.contains("instance journaled"))
-        .filter_map(|l| l.split("request_id=").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-        .collect();
-    assert!(
-        !journaled.is_empty(),
-        "no grant was ever journaled:\n{logs}"
-    );
+    // The log names no request id, so the grants are followed through the
+    // journal, by the ids the test sent, and the log is counted: every
+    // grant it says was journaled is there (a kill between the commit and
+    // the log line leaves one more entry than lines), and it said "usage
+    // report sent" exactly once per reported entry.
     let j = Journal::open(&state).unwrap();
     assert!(j.unfinished().unwrap().is_empty(), "{:?}", j.unfinished());
+    let mut journaled = Vec::new();
     let mut reported = 0;
-    for id in &journaled {
-        let entry = j
-            .get(id.parse().unwrap())
-            .unwrap()
-            .unwrap_or_else(|| panic!("{id} was journaled, then forgotten"));
-        let sent = count_lines(&logs, &["usage report sent", id]);
+    for id in &ids {
+        let Some(entry) = j.get(*id).unwrap() else {
+            continue;
+        };
+        journaled.push(*id);
         match &entry.phase {
             Phase::Reported { report } => {
                 reported += 1;
-                assert_eq!(sent, 1, "{id} reported {sent} times");
                 // Torn down by valid_to, or by the first run after it (a
                 // restart takes a few seconds).
                 assert!(
@@ -282,10 +277,22 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
                     report.ended_at - entry.valid_to
                 );
             }
-            Phase::Aborted => assert_eq!(sent, 0, "{id} aborted yet reported"),
+            Phase::Aborted => {}
             other => panic!("{id} left {other:?}"),
         }
     }
+    let journaled_lines = count_lines(&logs, &["instance journaled"]);
+    assert!(journaled_lines > 0, "no grant was ever journaled:\n{logs}");
+    assert!(
+        journaled_lines <= journaled.len(),
+        "{journaled_lines} grants logged as journaled, {} in the journal: some were forgotten",
+        journaled.len()
+    );
+    let sent_lines = count_lines(&logs, &["usage report sent"]);
+    assert_eq!(
+        sent_lines, reported,
+        "{reported} reported in the journal, {sent_lines} sends logged"
+    );
     eprintln!(
         "measured: {KILLS} kills, {sent} grants sent, {} journaled, {reported} reported, {} aborted",
         journaled.len(),

@@ -33,7 +33,7 @@ port = {port}
 
 [[backends]]
 name = "fake"
-component = "builtin:fake"
+component = {fake:?}
 
 [backends.config]
 regions = ["local"]
@@ -42,9 +42,10 @@ max_ram_mib = 8192
 
 [[backends]]
 name = "spare"
-component = "builtin:fake"
+component = {fake:?}
 enabled = false
-"#
+"#,
+            fake = compute_bridge_testkit::components::FAKE
         ),
     )
     .unwrap();

@@ -4,11 +4,14 @@
 mod access;
 mod attest;
 mod authoring;
+mod bind;
 mod cli;
 mod coalition;
 mod crash;
 mod dashboard;
 mod disk_full;
+mod privacy;
+mod readme;
 mod relay;
 mod returns;
 mod support;

@@ -137,11 +137,11 @@ fn the_relay_going_away_and_coming_back_loses_no_accepted_grant() {
     for line in log.lines().filter(|l| l.contains("coalition relay")) {
         eprintln!("bridge: {line}");
     }
+    assert_eq!(count_lines(&log, &["instance journaled"]), 3, "{log}");
+    assert_eq!(count_lines(&log, &["usage report sent"]), 3, "{log}");
     let j = Journal::open(&state).unwrap();
     for id in [before.request_id, during.request_id, after] {
         let s = id.to_string();
-        assert_eq!(count_lines(&log, &["instance journaled", &s]), 1, "{log}");
-        assert_eq!(count_lines(&log, &["usage report sent", &s]), 1, "{log}");
         let entry = j.get(id).unwrap().expect("journaled");
         assert!(
             matches!(entry.phase, Phase::Reported { .. }),

@@ -1,4 +1,5 @@
-//! Helpers for the coalition tests: bridge configs on the fake backend, the
+//! Helpers for the coalition tests: bridge configs on the fake backend (its
+//! `.wasm` file: it is not built into the binary), the
 //! real binaries, and an in-process observer that hears what a bridge
 //! publishes.
 
@@ -32,9 +33,10 @@ pub fn write_config(dir: &Path, coalition: &str, bridge: &str, fake: &str) -> Pa
         "[bridge]\nstate_dir = \"state\"\ncapacity_refresh_sec = 2\n{bridge}\n\
          {coalition}\n\
          [dashboard]\nport = {port}\n\n\
-         [[backends]]\nname = \"fake\"\ncomponent = \"builtin:fake\"\n\
+         [[backends]]\nname = \"fake\"\ncomponent = {fake_wasm:?}\n\
          [backends.config]\nregions = [\"local\"]\nmax_cpu_millicores = 4000\nmax_ram_mib = 4096\n{fake}\n",
         port = compute_bridge_testkit::free_port(),
+        fake_wasm = compute_bridge_testkit::components::FAKE,
     );
     let path = dir.join("bridge.toml");
     std::fs::write(&path, text).unwrap();
@@ -93,19 +95,51 @@ pub fn agent_owned(args: &[String]) -> Running {
     agent(&a)
 }
 
+/// `coalition-agent request --config config` (a local coalition, found
+/// through its rendezvous file) for a small workload (100 millicores,
+/// 64 MiB) lasting `duration`, in the background.
+pub fn request_local(config: &Path, duration: &str) -> Running {
+    let cfg = config.display().to_string();
+    let mut args = vec!["request", "--config", &cfg];
+    args.extend(small(duration));
+    agent(&args)
+}
+
+/// The flags of a small workload (100 millicores, 64 MiB) lasting
+/// `duration`.
+fn small(duration: &str) -> [&str; 6] {
+    ["--cpu", "100", "--ram", "64", "--duration", duration]
+}
+
+/// Fail unless this test runs as root, saying `why` it must.
+pub fn assert_root(why: &str) {
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&uid).trim(),
+        "0",
+        "{why}; run it as root (as CI does)"
+    );
+}
+
+/// Whether Unix account `user` exists on this machine.
+pub fn account_exists(user: &str) -> bool {
+    std::process::Command::new("id")
+        .arg(user)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// `coalition-agent request` on `coalition` for a small workload (100
 /// millicores, 64 MiB) lasting `duration`, with `extra` flags, in the
 /// background.
 pub fn request_small(coalition: &TestCoalition, duration: &str, extra: &[&str]) -> Running {
-    let mut args = vec![
-        "request",
-        "--cpu",
-        "100",
-        "--ram",
-        "64",
-        "--duration",
-        duration,
-    ];
+    let mut args = vec!["request"];
+    args.extend(small(duration));
     args.extend_from_slice(extra);
     agent_owned(&with_net(coalition, &args))
 }

@@ -111,6 +111,12 @@ enum Command {
         /// directory's known_hosts). Without it such an access is refused.
         #[arg(long)]
         accept_new_host_key: bool,
+        /// Write this requester's identity as the provider could learn it
+        /// (its peer id, the reply key's public half, the request id) to
+        /// FILE as JSON once the grant is sent, mode 0600: for privacy
+        /// tests that look for it on the provider's side.
+        #[arg(long, value_name = "FILE")]
+        debug_identity_file: Option<PathBuf>,
     },
     /// Credit a provider with settled revenue.
     Settle {
@@ -142,6 +148,21 @@ fn describe(verdict: &CardVerdict) -> String {
             measurements.mrtd
         ),
     }
+}
+
+/// Write `text` to `file`, readable by its owner only.
+fn write_private(file: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing the debug identity file {}", file.display()))
 }
 
 fn parse_tdx(s: &str) -> Result<TdxRequirement, String> {
@@ -264,6 +285,7 @@ async fn command(
             require_mrtd,
             allow_untrusted_quote_chain,
             accept_new_host_key,
+            debug_identity_file,
         } => {
             let spec = RequestSpec {
                 provider,
@@ -295,12 +317,23 @@ async fn command(
                         request_id,
                         provider,
                         verdict,
+                        reply_key,
                     } => {
                         println!(
                             "request {request_id} sent to provider {} ({})",
                             provider.provider_id,
                             describe(&verdict)
                         );
+                        if let Some(file) = &debug_identity_file {
+                            let identity = serde_json::json!({
+                                "peer_id": agent.peer_id().to_string(),
+                                "reply_key": hex::encode(reply_key),
+                                "request_id": request_id.to_string(),
+                            });
+                            if let Err(e) = write_private(file, &identity.to_string()) {
+                                failure = Some(e);
+                            }
+                        }
                     }
                     Progress::Access { bundle, after } => {
                         let dir = key_dir.clone().unwrap_or_else(|| {

@@ -12,7 +12,8 @@ pub mod link;
 pub mod protocol;
 pub mod relay;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,13 +32,15 @@ pub struct NetworkSettings {
     pub relays: Vec<RelayUrl>,
     /// Peers to sync with at start.
     pub bootstrap: Vec<EndpointAddr>,
-    /// Bind the node's sockets to 127.0.0.1 only (local coalitions, tests).
-    pub loopback_only: bool,
+    /// The address the node's sockets bind to (`coalition.bind`); every
+    /// interface if `None`. See [`node_addresses`].
+    pub bind: Option<IpAddr>,
 }
 
 impl NetworkSettings {
     /// Settings from configured strings: relay URLs and `PEER_ID@ADDRESS`
-    /// bootstrap peers.
+    /// bootstrap peers; `loopback_only` binds the node to 127.0.0.1 (local
+    /// coalitions, tests), else every interface until [`Self::with_bind`].
     pub fn parse(
         network: &str,
         relays: &[String],
@@ -54,8 +57,63 @@ impl NetworkSettings {
                 .iter()
                 .map(|b| parse_peer_addr(b).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<_>>()?,
-            loopback_only,
+            bind: loopback_only.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         })
+    }
+
+    /// Bind the node to `bind` (`None`: every interface).
+    pub fn with_bind(mut self, bind: Option<IpAddr>) -> Self {
+        self.bind = bind;
+        self
+    }
+}
+
+/// The socket addresses a node bound to `ip` asks for: `ip` on an
+/// ephemeral port, and the loopback address of the other family. iroh binds
+/// one UDP socket per address family and, for a family it is given no
+/// address for, the unspecified one (`0.0.0.0` or `[::]`: every
+/// interface); mosaik 0.4.2 can only add addresses, not leave a family
+/// out, so the other family is held to its loopback address, which only
+/// this machine reaches. Where IPv6 has no loopback address at all (`[::1]`
+/// cannot be bound), none is asked for: iroh's own `[::]` bind then fails
+/// too, unless IPv6 works on other interfaces only, which is logged.
+pub fn node_addresses(ip: IpAddr) -> BTreeSet<SocketAddr> {
+    let other = match ip {
+        IpAddr::V4(_) => {
+            let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
+            match std::net::UdpSocket::bind(v6) {
+                Ok(_) => Some(v6),
+                Err(e) => {
+                    if std::net::UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+                        .is_ok()
+                    {
+                        tracing::warn!(
+                            "coalition.bind is {ip}, but this machine has no IPv6 loopback \
+                             address ([::1]: {e}) to hold IPv6 to; the node also listens on [::]"
+                        );
+                    }
+                    None
+                }
+            }
+        }
+        IpAddr::V6(_) => Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+    };
+    std::iter::once(SocketAddr::new(ip, 0))
+        .chain(other)
+        .collect()
+}
+
+/// Where a node with `bind` listens, for `check-config` and the start-up
+/// log.
+pub fn describe_bind(bind: Option<IpAddr>) -> String {
+    match bind {
+        None => "every interface (UDP, an ephemeral port per address family; \
+                 set coalition.bind to choose one address)"
+            .into(),
+        Some(ip) if ip.is_ipv4() => {
+            format!("{ip} (UDP, an ephemeral port; IPv6 held to [::1])")
+        }
+        Some(ip) => format!("{ip} (UDP, an ephemeral port; IPv4 held to 127.0.0.1)"),
     }
 }
 
@@ -138,11 +196,8 @@ pub async fn join(settings: &NetworkSettings, key: Option<SecretKey>) -> anyhow:
                 .with_bootstrap(settings.bootstrap.clone())
                 .no_dht_bootstrap(),
         );
-    if settings.loopback_only {
-        builder = builder.with_addresses(std::collections::BTreeSet::from([SocketAddr::from((
-            Ipv4Addr::LOCALHOST,
-            0,
-        ))]));
+    if let Some(ip) = settings.bind {
+        builder = builder.with_addresses(node_addresses(ip));
     }
     if let Some(k) = key {
         builder = builder.with_secret_key(k);

@@ -1,5 +1,6 @@
-//! The local coalition: an in-process iroh relay on 127.0.0.1 for
-//! `coalition.local = true`, and the rendezvous file that tells a
+//! The local coalition: an in-process iroh relay on 127.0.0.1 (or the
+//! loopback address `coalition.bind` names) for `coalition.local = true`,
+//! and the rendezvous file that tells a
 //! `coalition-agent` on the same machine how to reach the bridge.
 //!
 //! A mosaik node only comes up once it reaches a relay, and peers find each
@@ -11,7 +12,7 @@
 //! cleanly; a stale file (after a crash) names a relay that no longer
 //! answers, and the agent says so.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -41,14 +42,16 @@ impl LocalRelay {
 
     /// Start a relay on 127.0.0.1:`port` (0 picks one).
     pub async fn spawn_on(port: u16) -> anyhow::Result<Self> {
+        Self::spawn_at(Ipv4Addr::LOCALHOST.into(), port).await
+    }
+
+    /// Start a relay on `ip`:`port` (0 picks one).
+    pub async fn spawn_at(ip: IpAddr, port: u16) -> anyhow::Result<Self> {
         let mut config = iroh_relay::server::ServerConfig::default();
-        config.relay = Some(iroh_relay::server::RelayConfig::new((
-            Ipv4Addr::LOCALHOST,
-            port,
-        )));
+        config.relay = Some(iroh_relay::server::RelayConfig::new((ip, port)));
         let server = iroh_relay::server::Server::spawn(config)
             .await
-            .context("starting the local relay on 127.0.0.1")?;
+            .with_context(|| format!("starting the local relay on {ip}"))?;
         let addr = server
             .http_addr()
             .context("the local relay has no HTTP address")?;

@@ -115,8 +115,10 @@ pub struct CoalitionConfig {
     /// Peers to sync with at start: `PEER_ID@RELAY_URL` or `PEER_ID@IP:PORT`.
     #[serde(default)]
     pub bootstrap: Vec<String>,
-    /// Address the node's sockets bind to (e.g. `127.0.0.1`); all
-    /// interfaces if unset. A local coalition always binds 127.0.0.1.
+    /// Address the node's sockets bind to (e.g. `10.0.0.5`); every
+    /// interface if unset. A local coalition binds it too (its relay as
+    /// well) and needs a loopback address; 127.0.0.1 if unset. Use
+    /// [`Self::node_bind`].
     #[serde(default)]
     pub bind: Option<IpAddr>,
 }
@@ -143,9 +145,14 @@ impl CoalitionConfig {
         self.local.unwrap_or(self.relays.is_empty())
     }
 
-    /// Whether the node binds 127.0.0.1 only.
-    pub fn loopback_only(&self) -> bool {
-        self.is_local() || self.bind.is_some_and(|ip| ip.is_loopback())
+    /// The address the node (and a local coalition's relay) binds to;
+    /// `None`: every interface.
+    pub fn node_bind(&self) -> Option<IpAddr> {
+        if self.is_local() {
+            Some(self.bind.unwrap_or(IpAddr::from([127, 0, 0, 1])))
+        } else {
+            self.bind
+        }
     }
 }
 
@@ -599,6 +606,20 @@ impl BootConfig {
             }
             match b.component_source() {
                 ComponentSource::Builtin(name) => {
+                    if let Some((_, built)) = compute_bridge_components::TEST_ONLY
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                    {
+                        return Err(at(
+                            &p(&["component".into()]),
+                            format!(
+                                "`builtin:{name}` is a test backend: it is not shipped in this \
+                                 binary, and a real coalition must never be offered its \
+                                 capacity. To run it anyway (tests, demos), set `component` \
+                                 to its .wasm file: `cargo build --release` writes it to {built}"
+                            ),
+                        ));
+                    }
                     if !crate::runtime::builtin_names().contains(&name.as_str()) {
                         return Err(at(
                             &p(&["component".into()]),
@@ -830,13 +851,25 @@ impl BootConfig {
                 "a coalition node needs at least one relay URL (or set local = true)".into(),
             ));
         }
-        if c.local == Some(true)
+        if c.is_local()
             && let Some(ip) = c.bind
             && !ip.is_loopback()
         {
             return Err(at(
                 &["coalition".into(), "bind".into()],
-                format!("a local coalition binds 127.0.0.1 only, not {ip}"),
+                format!(
+                    "a local coalition stays on this machine: bind it to a loopback address \
+                     (127.0.0.1, the default), not {ip}; to reach other machines set \
+                     `relays` and `local = false`"
+                ),
+            ));
+        }
+        if let Some(ip) = c.bind
+            && ip.is_multicast()
+        {
+            return Err(at(
+                &["coalition".into(), "bind".into()],
+                format!("{ip} is a multicast address: give an address of this machine"),
             ));
         }
         for (i, r) in c.relays.iter().enumerate() {
@@ -936,7 +969,7 @@ mod tests {
         })
     }
 
-    const MIN: &str = "[[backends]]\nname = \"fake\"\ncomponent = \"builtin:fake\"\n";
+    const MIN: &str = "[[backends]]\nname = \"fake\"\ncomponent = \"builtin:aws\"\n";
 
     #[test]
     fn embedded_default_is_valid() {
@@ -1026,7 +1059,7 @@ mod tests {
     fn call_slots_are_shared_out_and_must_fit_the_pool() {
         let two = format!(
             "[bridge]\nmax_concurrent_calls = 10\n{MIN}\
-             [[backends]]\nname = \"b\"\ncomponent = \"builtin:fake\"\n"
+             [[backends]]\nname = \"b\"\ncomponent = \"builtin:aws\"\n"
         );
         assert_eq!(load(&two).unwrap().call_slots(), [5, 5]);
         let set = two.replace("name = \"b\"", "name = \"b\"\nmax_concurrent_calls = 8");
@@ -1041,6 +1074,54 @@ mod tests {
                 && e.message.contains("max_concurrent_calls = 10"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_test_backend_named_as_a_builtin_is_refused_with_where_its_file_is() {
+        let text = "[bridge]\nconcurrency_cap = 2\n\n[[backends]]\nname = \"demo\"\ncomponent = \"builtin:fake\"\n";
+        let e = load(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("backends[0].component"), "{e}");
+        assert_eq!(e.line, Some(6), "{e}");
+        let shown = e.to_string();
+        assert!(shown.contains("t.toml:6:"), "{shown}");
+        assert!(
+            shown.contains("`builtin:fake` is a test backend"),
+            "{shown}"
+        );
+        assert!(shown.contains(compute_bridge_components::FAKE), "{shown}");
+        assert!(!crate::runtime::builtin_names().contains(&"fake"));
+        // Its file loads like any other component.
+        let e = load(&format!(
+            "[[backends]]\nname = \"demo\"\ncomponent = {:?}\n",
+            compute_bridge_components::FAKE
+        ));
+        assert!(e.is_ok(), "{e:?}");
+    }
+
+    #[test]
+    fn a_bind_address_is_kept_and_a_local_coalition_stays_on_loopback() {
+        let c = load(MIN).unwrap();
+        assert_eq!(c.coalition.node_bind(), Some(IpAddr::from([127, 0, 0, 1])));
+        let c = load(&format!(
+            "[coalition]\nrelays = [\"http://127.0.0.1:3340/\"]\nbind = \"10.0.0.5\"\n{MIN}"
+        ))
+        .unwrap();
+        assert_eq!(c.coalition.node_bind(), Some(IpAddr::from([10, 0, 0, 5])));
+        let c = load(&format!(
+            "[coalition]\nrelays = [\"http://127.0.0.1:3340/\"]\n{MIN}"
+        ))
+        .unwrap();
+        assert_eq!(c.coalition.node_bind(), None, "every interface");
+        let c = load(&format!("[coalition]\nbind = \"127.0.0.2\"\n{MIN}")).unwrap();
+        assert_eq!(c.coalition.node_bind(), Some(IpAddr::from([127, 0, 0, 2])));
+        for text in [
+            format!("[coalition]\nbind = \"10.0.0.5\"\n{MIN}"),
+            format!("[coalition]\nlocal = true\nbind = \"::\"\n{MIN}"),
+        ] {
+            let e = load(&text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("coalition.bind"), "{e}");
+            assert!(e.message.contains("loopback"), "{e}");
+        }
     }
 
     #[test]

@@ -283,7 +283,13 @@ fn events_block(s: &Snapshot) -> String {
                 RecentKind::RevenueSettled => "Revenue settled".to_string(),
                 RecentKind::CardRefreshed => "Provider card refreshed".to_string(),
             };
-            format!("{:<9}{what}", format!("[{}]", ago(e.age_seconds)))
+            let repeats = if e.count > 1 {
+                let since = e.age_seconds + e.at_unix.saturating_sub(e.first_at_unix);
+                format!(" ×{}, first {}", thousands(e.count), ago(since))
+            } else {
+                String::new()
+            };
+            format!("{:<9}{what}{repeats}", format!("[{}]", ago(e.age_seconds)))
         })
         .collect::<Vec<_>>()
         .join("\n")

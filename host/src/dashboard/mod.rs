@@ -287,10 +287,12 @@ impl Dashboard {
                 .recent
                 .iter()
                 .rev()
-                .map(|(at, what)| RecentEvent {
-                    at_unix: *at,
-                    age_seconds: now - at,
-                    what: what.clone(),
+                .map(|r| RecentEvent {
+                    at_unix: r.last,
+                    age_seconds: now.saturating_sub(r.last),
+                    count: r.count,
+                    first_at_unix: r.first,
+                    what: r.kind.clone(),
                 })
                 .collect();
             (figures, s.lifetime, s.subscribers, recent, now)
@@ -497,6 +499,59 @@ mod tests {
         assert_eq!(s.lifetime.grants_served, 1);
         assert_eq!(s.lifetime.cpu_core_seconds, 36_000);
         assert_eq!(s.recent_events.len(), 3);
+    }
+
+    /// A quiet day: a grant an hour, the card refreshed every 30 s. Every
+    /// grant is still on the page at the end (before coalescing, the last
+    /// 50 events were all card refreshes within 25 minutes of a grant).
+    #[test]
+    fn a_day_of_card_refreshes_leaves_every_grant_on_the_page() {
+        let (d, clock) = dashboard(AttestationMode::None);
+        for _ in 0..24 {
+            d.record(Event::GrantAccepted {
+                backend: "aws".into(),
+                region: "us-east-1".into(),
+            });
+            for _ in 0..120 {
+                clock.advance(30);
+                d.record(Event::CardRefreshed);
+            }
+        }
+        let s = d.snapshot();
+        let page = html::render(&s);
+        let grants = s
+            .recent_events
+            .iter()
+            .filter(|e| matches!(e.what, snapshot::RecentKind::GrantAccepted { .. }))
+            .count();
+        assert_eq!(grants, 24, "{page}");
+        assert_eq!(page.matches("Grant accepted on aws:us-east-1").count(), 24);
+        assert_eq!(page.matches("Provider card refreshed").count(), 1, "{page}");
+    }
+
+    #[test]
+    fn card_refreshes_show_as_one_line_with_their_count_and_first_time() {
+        let (d, clock) = dashboard(AttestationMode::None);
+        d.record(Event::GrantAccepted {
+            backend: "aws".into(),
+            region: "us-east-1".into(),
+        });
+        for _ in 0..42 {
+            clock.advance(10);
+            d.record(Event::CardRefreshed);
+        }
+        clock.advance(5);
+        let s = d.snapshot();
+        assert_eq!(s.recent_events.len(), 2, "{:?}", s.recent_events);
+        let card = &s.recent_events[0];
+        assert_eq!((card.count, card.age_seconds), (42, 5));
+        assert_eq!(card.at_unix - card.first_at_unix, 410);
+        let page = html::render(&s);
+        assert!(
+            page.contains("[t-5s]   Provider card refreshed ×42, first t-6m"),
+            "{page}"
+        );
+        assert!(page.contains("Grant accepted on aws:us-east-1"), "{page}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct Snapshot {
     pub backends: Vec<BackendSnapshot>,
     /// The last 24 h.
     pub window: WindowSnapshot,
-    /// The last 50 events, newest first.
+    /// The last 50 lines of events, newest first, repeats coalesced.
     pub recent_events: Vec<RecentEvent>,
 }
 
@@ -267,13 +267,18 @@ pub struct WindowSnapshot {
     pub margin_ratio: Option<f64>,
 }
 
-/// A recent event with its time.
+/// A recent event with its time; repeats share one (see `count`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecentEvent {
-    /// When, Unix seconds.
+    /// When it last happened, Unix seconds.
     pub at_unix: u64,
-    /// How long before the snapshot, seconds.
+    /// How long before the snapshot it last happened, seconds.
     pub age_seconds: u64,
+    /// How many times it happened in a row (card refreshes: since the
+    /// line first appeared), at least 1.
+    pub count: u64,
+    /// When it first happened, Unix seconds (`at_unix` when `count` is 1).
+    pub first_at_unix: u64,
     /// What happened.
     #[serde(flatten)]
     pub what: RecentKind,

@@ -5,6 +5,13 @@
 //! [`Event`] into a [`Delta`] and a redacted [`RecentKind`] without the
 //! lock, and [`State::apply`] adds them under it (a few integer adds and a
 //! ring push).
+//!
+//! The ring holds [`RECENT_EVENTS`] lines, and repeats share a line
+//! ([`Recent::count`]): an event like the newest line joins it, and a card
+//! refresh (a heartbeat every `capacity_refresh_sec`) joins the one card
+//! line wherever it is and moves it to the top. So refreshes never push
+//! grants, declines or failovers out, however long the bridge idles. Like
+//! the rest of this state, the ring lives in memory only.
 
 use std::collections::VecDeque;
 
@@ -21,6 +28,19 @@ pub const RECENT_EVENTS: usize = 50;
 /// The longest gap between two capacity samples that counts as observed
 /// time; a longer one (a suspended process) is counted as this much.
 pub const MAX_SAMPLE_GAP_SECS: u64 = 60;
+
+/// One line of the recent-events ring: an event and its repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recent {
+    /// When it first happened, Unix seconds.
+    pub first: u64,
+    /// When it last happened.
+    pub last: u64,
+    /// How many times (at least 1).
+    pub count: u64,
+    /// What happened.
+    pub kind: RecentKind,
+}
 
 /// What one event adds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,7 +123,7 @@ pub struct State {
     /// Coalition agents subscribed now.
     pub subscribers: u64,
     /// Newest last.
-    pub recent: VecDeque<(u64, RecentKind)>,
+    pub recent: VecDeque<Recent>,
     /// The newest time seen; a clock stepping back does not move it.
     now: u64,
     last_sample: Option<u64>,
@@ -158,10 +178,34 @@ impl State {
             -1 => self.subscribers.saturating_sub(1),
             _ => self.subscribers,
         };
+        self.push_recent(now, kind);
+    }
+
+    /// Add `kind` at `now` to the ring, joining a line it repeats.
+    fn push_recent(&mut self, now: u64, kind: RecentKind) {
+        let joins = if kind == RecentKind::CardRefreshed {
+            self.recent.iter().rposition(|r| r.kind == kind)
+        } else {
+            self.recent
+                .back()
+                .filter(|r| r.kind == kind)
+                .map(|_| self.recent.len() - 1)
+        };
+        if let Some(mut line) = joins.and_then(|i| self.recent.remove(i)) {
+            line.count = line.count.saturating_add(1);
+            line.last = now;
+            self.recent.push_back(line);
+            return;
+        }
         if self.recent.len() == RECENT_EVENTS {
             self.recent.pop_front();
         }
-        self.recent.push_back((now, kind));
+        self.recent.push_back(Recent {
+            first: now,
+            last: now,
+            count: 1,
+            kind,
+        });
     }
 
     /// Integrate each backend's declared and reserved CPU
@@ -271,15 +315,73 @@ mod tests {
         assert_eq!(s.recent.len(), 7);
     }
 
+    fn declined(reason: DeclineReason) -> Event {
+        Event::GrantDeclined { reason }
+    }
+
     #[test]
-    fn the_ring_keeps_the_last_fifty() {
+    fn the_ring_keeps_the_last_fifty_lines() {
         let mut s = State::new(1, Lifetime::default(), 0);
+        // Alternating reasons: no two in a row are alike.
         for i in 0..120 {
-            apply(&mut s, i, Event::CardRefreshed);
+            let reason = if i % 2 == 0 {
+                DeclineReason::Expired
+            } else {
+                DeclineReason::Malformed
+            };
+            apply(&mut s, i, declined(reason));
         }
         assert_eq!(s.recent.len(), RECENT_EVENTS);
-        assert_eq!(s.recent.front().unwrap().0, 70);
-        assert_eq!(s.recent.back().unwrap().0, 119);
+        assert_eq!(s.recent.front().unwrap().first, 70);
+        assert_eq!(s.recent.back().unwrap().last, 119);
+        assert!(s.recent.iter().all(|r| r.count == 1));
+    }
+
+    /// Ten grants an hour apart with a card refresh every 10 s between
+    /// them (3,600 refreshes): before coalescing, the last 50 events were
+    /// refreshes only and no grant was left on the page.
+    #[test]
+    fn card_refreshes_share_one_line_and_never_push_grants_out() {
+        let mut s = State::new(3, Lifetime::default(), 0);
+        let accepted = || Event::GrantAccepted {
+            backend: "b".into(),
+            region: "r".into(),
+        };
+        let mut t = 0;
+        for _ in 0..10 {
+            apply(&mut s, t, accepted());
+            apply(&mut s, t, declined(DeclineReason::Duplicate));
+            for _ in 0..360 {
+                t += 10;
+                apply(&mut s, t, Event::CardRefreshed);
+            }
+        }
+        let grants = s
+            .recent
+            .iter()
+            .filter(|r| matches!(r.kind, RecentKind::GrantAccepted { .. }))
+            .count();
+        assert_eq!(grants, 10, "{:?}", s.recent);
+        assert_eq!(s.recent.len(), 21, "10 grants, 10 declines, 1 card line");
+        let card = s.recent.back().unwrap();
+        assert_eq!(
+            card.kind,
+            RecentKind::CardRefreshed,
+            "the heartbeat is newest"
+        );
+        assert_eq!((card.count, card.first, card.last), (3600, 10, t));
+        // A repeat of the newest line joins it; anything else starts a line.
+        apply(&mut s, t + 1, declined(DeclineReason::Expired));
+        apply(&mut s, t + 2, declined(DeclineReason::Expired));
+        apply(&mut s, t + 3, declined(DeclineReason::Malformed));
+        let n = s.recent.len();
+        assert_eq!(n, 23);
+        assert_eq!(s.recent[n - 2].count, 2);
+        assert_eq!(
+            (s.recent[n - 2].first, s.recent[n - 2].last),
+            (t + 1, t + 2)
+        );
+        assert_eq!(s.recent[n - 1].count, 1);
     }
 
     #[test]

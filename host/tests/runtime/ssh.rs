@@ -11,7 +11,7 @@ use crate::support::*;
 
 fn capability(state: &std::path::Path, hosts: &str) -> (BootConfig, SshCapability) {
     // A builtin component: only those may have a `local` label.
-    let cfg = config(state, &backend_toml("bm", "builtin:fake", hosts));
+    let cfg = config(state, &backend_toml("bm", "builtin:baremetal", hosts));
     let cap = SshCapability::new(&cfg, &cfg.backends[0]).expect("capability");
     (cfg, cap)
 }

@@ -7,7 +7,8 @@
 //! cloud the component template speaks ([`toy_cloud`]), a coalition
 //! network's relay and bootstrap node ([`coalition`]), headless Chromium
 //! ([`chromium`]), a bare HTTP client ([`http`]), the bridge binary itself
-//! ([`process`]), and a fault-injecting proxy to put in front of any of
+//! ([`process`]), the sockets a process listens on ([`sockets`]), and a
+//! fault-injecting proxy to put in front of any of
 //! them ([`fault_proxy`]). A peer that is not installed fails the test with
 //! the command that installs it; nothing is skipped.
 
@@ -21,6 +22,7 @@ pub mod http;
 pub mod http_server;
 pub mod moto;
 pub mod process;
+pub mod sockets;
 pub mod sshd;
 pub mod toy_cloud;
 

@@ -22,6 +22,19 @@ impl Running {
 
     /// Like [`Running::spawn`], in working directory `cwd`.
     pub fn spawn_in(cwd: Option<&Path>, bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(cwd, bin, args, env, &[])
+    }
+
+    /// Like [`Running::spawn_in`], with the variables in `unset` removed
+    /// from its environment (after `env` is applied): e.g. no
+    /// `COMPUTE_BRIDGE_LOG`, to run at the binary's default log level.
+    pub fn spawn_with(
+        cwd: Option<&Path>,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        unset: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(bin);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
@@ -34,6 +47,9 @@ impl Running {
             .env("COMPUTE_BRIDGE_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        for k in unset {
+            cmd.env_remove(k);
         }
         let mut child = cmd
             .spawn()
@@ -56,6 +72,11 @@ impl Running {
             child: Some(child),
             log,
         }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Everything it printed so far.

@@ -47,7 +47,7 @@ core_hour_usd = 0.04
 
 [[backends]]
 name = "gcp"
-component = "builtin:fake"
+component = {fake:?}
 [backends.config]
 regions = ["europe-west1"]
 provision_error = "no-capacity"
@@ -56,7 +56,7 @@ max_ram_mib = 131072
 
 [[backends]]
 name = "aws"
-component = "builtin:fake"
+component = {fake:?}
 [backends.config]
 regions = {aws_regions:?}
 max_cpu_millicores = 80000
@@ -65,10 +65,11 @@ run_seconds = 1
 
 [[backends]]
 name = "azure"
-component = "builtin:fake"
+component = {fake:?}
 enabled = false
 "#,
         state = state.display().to_string(),
+        fake = compute_bridge_testkit::components::FAKE,
     )
 }
 

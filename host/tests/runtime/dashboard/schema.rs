@@ -70,6 +70,9 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
     d.record(Event::SubscriberJoined);
     d.record(Event::SubscriberLeft);
     d.record(Event::CardRefreshed);
+    // A repeat shares the line: `count` 2, `first_at_unix` before `at_unix`.
+    rig.clock.advance(2);
+    d.record(Event::CardRefreshed);
     rig.clock.advance(3);
     let v = serde_json::to_value(d.snapshot()).unwrap();
     // Make sure it really is full, so the schema's non-null branches are
@@ -91,6 +94,14 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds.len(), 8, "every event kind: {kinds:?}");
+    let card = &v["recent_events"][0];
+    assert_eq!(card["kind"], "card-refreshed", "{card}");
+    assert_eq!(card["count"], 2, "{card}");
+    assert_eq!(
+        card["at_unix"].as_u64().unwrap() - card["first_at_unix"].as_u64().unwrap(),
+        2,
+        "{card}"
+    );
     v
 }
 
@@ -135,6 +146,15 @@ async fn the_schema_check_catches_drift() {
     let mut retyped = full.clone();
     retyped["grants"]["active"] = Value::String("3".into());
     assert!(!violations(&retyped).is_empty(), "a retyped field passed");
+    let mut uncounted = full.clone();
+    uncounted["recent_events"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("count");
+    assert!(
+        !violations(&uncounted).is_empty(),
+        "an event line without its count passed"
+    );
     let mut event = full;
     event["recent_events"][0]["peer_id"] = Value::String("p".into());
     assert!(
