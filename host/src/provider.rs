@@ -491,10 +491,10 @@ impl Inner {
         // A sandboxed backend's instance was checked on its way in; this
         // holds every backend to it before anything is journaled or sealed.
         if let Err(e) = crate::backend::check_provisioned(&placement.backend, &placement.instance) {
-            tracing::warn!(%request_id, "{e}");
-            self.teardown_unjournaled(&placement.backend, &placement.instance)
+            tracing::warn!(grant = %seq, "{}", spec.redact(&e.to_string()));
+            self.teardown_unjournaled(&placement.backend, &placement.instance, &spec)
                 .await;
-            self.decline(request_id, DeclineReason::BackendError);
+            self.decline(request_id, seq, DeclineReason::BackendError);
             return;
         }
         for e in failover_events(
