@@ -390,8 +390,7 @@ fn classify_status(status: u16, text: &str) -> BackendError {
 pub struct GceInstance {
     /// Name.
     pub name: String,
-    /// `PROVISIONING`, `STAGING`, `RUNNING`, `STOPPING`, `STOPPED`,
-    /// `SUSPENDING`, `SUSPENDED`, `REPAIRING`, `TERMINATED`.
+    /// `Instance.Status` (see [`GceInstance::state`]).
     #[serde(default)]
     pub status: String,
     /// Full or partial URL of its machine type.
@@ -452,15 +451,38 @@ impl GceInstance {
         self.zone.rsplit('/').next().unwrap_or("")
     }
 
-    /// The workload's state, from the VM's.
+    /// The workload's state, from the VM's `status`.
+    ///
+    /// Every value of `Instance.Status` in
+    /// `google/cloud/compute/v1/compute.proto` (googleapis/googleapis), with
+    /// the proto's own words for it:
+    ///
+    /// | status | proto | state |
+    /// |---|---|---|
+    /// | `PENDING` | Flex Start: waiting for capacity from the Dynamic Workload Scheduler | starting |
+    /// | `PROVISIONING` | resources are being allocated | starting |
+    /// | `STAGING` | resources allocated, the instance is being started | starting |
+    /// | `RUNNING` | the instance is running | running |
+    /// | `REPAIRING` | the instance is in repair | starting (not reachable now; it comes back `RUNNING` or stops) |
+    /// | `PENDING_STOP` | the instance is gracefully shutting down | exited |
+    /// | `STOPPING` | the instance is stopping (being deleted or killed) | exited |
+    /// | `STOPPED` | the instance has stopped successfully | exited |
+    /// | `SUSPENDING` | the instance is suspending | exited |
+    /// | `SUSPENDED` | the instance has suspended | exited |
+    /// | `TERMINATED` | stopped, by explicit action or underlying failure | exited |
+    /// | `DEPROVISIONING` | halted; tear-down tasks (network, quota, IP, disks) under way | exited |
+    /// | `UNDEFINED_STATUS` / absent / a value newer than this table | the field is not set | starting (the watcher keeps looking, and the grant ends at its `valid_to` at the latest) |
+    ///
+    /// "Exited" is `exited(-1)`: the VM went down, which is how the
+    /// workload's end shows (the startup script powers the VM off when the
+    /// container exits); the cloud cannot tell the container's exit code. A
+    /// suspended VM runs no workload, so it is over too.
     pub fn state(&self) -> InstanceState {
         match self.status.as_str() {
             "RUNNING" => InstanceState::Running,
-            "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" => {
-                InstanceState::Exited(EXIT_UNKNOWN)
-            }
-            // PROVISIONING, STAGING, REPAIRING and anything new: not yet (or
-            // not now) reachable.
+            "PENDING" | "PROVISIONING" | "STAGING" | "REPAIRING" => InstanceState::Starting,
+            "PENDING_STOP" | "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED"
+            | "DEPROVISIONING" => InstanceState::Exited(EXIT_UNKNOWN),
             _ => InstanceState::Starting,
         }
     }
@@ -614,6 +636,34 @@ mod tests {
              ?filter=labels.cb_provider%20%3D%20%22p1%22%20AND%20labels.cb_backend%20%3D%20%22gcp%22\
              &maxResults=500&pageToken=t2"
         );
+    }
+
+    /// Every value of `Instance.Status` in compute.proto, deliberately.
+    #[test]
+    fn every_instance_status_of_the_proto_has_its_state() {
+        let exited = InstanceState::Exited(EXIT_UNKNOWN);
+        for (status, want) in [
+            ("UNDEFINED_STATUS", InstanceState::Starting),
+            ("DEPROVISIONING", exited),
+            ("PENDING", InstanceState::Starting),
+            ("PENDING_STOP", exited),
+            ("PROVISIONING", InstanceState::Starting),
+            ("REPAIRING", InstanceState::Starting),
+            ("RUNNING", InstanceState::Running),
+            ("STAGING", InstanceState::Starting),
+            ("STOPPED", exited),
+            ("STOPPING", exited),
+            ("SUSPENDED", exited),
+            ("SUSPENDING", exited),
+            ("TERMINATED", exited),
+            ("", InstanceState::Starting),
+        ] {
+            let i = GceInstance {
+                status: status.into(),
+                ..GceInstance::default()
+            };
+            assert_eq!(i.state(), want, "{status}");
+        }
     }
 
     #[test]

@@ -62,9 +62,12 @@
 //!   exits ([`compute_bridge_sdk::bootstrap`]).
 //! - **Labels**: `cb_provider` (provider id), `cb_request` (request id),
 //!   `cb_backend`, `cb_user`; `list-instances` finds instances by them.
-//! - **Status**: `RUNNING` is running; `PROVISIONING`/`STAGING`/`REPAIRING`
-//!   starting; a stopped VM is `exited(-1)` (the VM powered off; the cloud
-//!   cannot tell the container's exit code); a missing one `gone`.
+//! - **Status**: every value of `Instance.Status` is mapped on purpose
+//!   (the table is on [`api::GceInstance::state`]): `RUNNING` running;
+//!   `PENDING`, `PROVISIONING`, `STAGING`, `REPAIRING` starting;
+//!   `PENDING_STOP`, `STOPPING`, `STOPPED`, `SUSPENDING`, `SUSPENDED`,
+//!   `TERMINATED`, `DEPROVISIONING` `exited(-1)` (the VM went down; the
+//!   cloud cannot tell the container's exit code); a missing one `gone`.
 //! - **Usage** is allocated × time: the machine type's vCPUs and memory for
 //!   every second from provisioning to the VM's stop (or to the call, if it
 //!   has not stopped or is already deleted). Network bytes are not metered

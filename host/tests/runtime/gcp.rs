@@ -405,6 +405,29 @@ async fn list_instances_finds_this_providers_instances_across_pages() {
     assert_eq!(s.fake.rejections(), Vec::<String>::new());
 }
 
+/// Every VM status that means the VM is going or gone ends the grant; only
+/// the ones on the way up are `starting` (compute.proto `Instance.Status`).
+#[tokio::test]
+async fn a_vm_being_torn_down_is_over_not_starting() {
+    let s = setup();
+    let inst = s
+        .gcp
+        .provision(&cloud_grant("st", TdxRequirement::None), &workload())
+        .await
+        .unwrap();
+    for (status, want) in [
+        ("PENDING_STOP", InstanceState::Exited(-1)),
+        ("DEPROVISIONING", InstanceState::Exited(-1)),
+        ("STOPPING", InstanceState::Exited(-1)),
+        ("PENDING", InstanceState::Starting),
+        ("REPAIRING", InstanceState::Starting),
+        ("RUNNING", InstanceState::Running),
+    ] {
+        s.fake.set_instance_status(&inst.instance_id, status);
+        assert_eq!(s.gcp.status(&inst).await.unwrap(), want, "{status}");
+    }
+}
+
 /// The fake itself refuses what Compute Engine and Google's token endpoint
 /// refuse, so a backend that passes against it follows the reference.
 #[tokio::test]
