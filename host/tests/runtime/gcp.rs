@@ -642,17 +642,7 @@ async fn a_zone_out_of_stock_moves_on_to_the_next_zone_of_the_region() {
 /// config the host accepts and the component reads.
 #[tokio::test]
 async fn the_documented_example_is_a_config_the_component_accepts() {
-    let example = include_str!("../../../config/example.toml");
-    let start = example
-        .find("# [[backends]]\n# name = \"gcp\"")
-        .expect("a GCP example in config/example.toml");
-    let section: String = example[start..]
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')))
-        .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let section = example_section("gcp");
     let fake = start_fake();
     let key = fake.key_json();
     let state = tempfile::tempdir().unwrap();

@@ -5,11 +5,10 @@
 //! dashboard shows. Every test ends with the fake holding no instance of
 //! the grants that failed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use compute_bridge::backend::{GrantSpec, TdxRequirement};
-use compute_bridge::config::{BootConfig, Source};
+use compute_bridge::config::BootConfig;
 use compute_bridge::dashboard::snapshot::RecentKind;
 use compute_bridge::dashboard::{Dashboard, ManualClock, Settings};
 use compute_bridge::events::{Event, EventSink};
@@ -57,10 +56,7 @@ async fn fleet(
         String::new()
     };
     let text = format!(
-        r#"[bridge]
-state_dir = {state:?}
-
-[[backends]]
+        r#"[[backends]]
 name = "gcp"
 component = "builtin:gcp"
 
@@ -80,15 +76,10 @@ ram_mib = 8192
 usd_per_hour = 0.10
 zones = ["{ZONE}", "us-central1-f", "europe-west4-a"]
 
-{spare}"#,
-        state = state.display().to_string(),
+{spare}"#
     );
     // The token endpoint is reached through `origin` too.
-    let env: BTreeMap<&str, String> = [("GCP_KEY", fake.key_json_via(origin))].into();
-    let cfg = BootConfig::from_source(&Source::embedded("gcp-faults.toml", &text), &|k| {
-        env.get(k).cloned()
-    })
-    .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+    let cfg = support::config_with_env(state, &text, &[("GCP_KEY", fake.key_json_via(origin))]);
     let (rt, backends) = load(&cfg);
     std::mem::forget(rt); // keep the engine's ticker for the test's life
     let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 8);

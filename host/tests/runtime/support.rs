@@ -153,3 +153,20 @@ pub async fn assert_conforms(backend: &dyn compute_bridge::backend::Backend) {
         report.render()
     );
 }
+
+/// The commented example of backend `name` in `config/example.toml`
+/// (`# [[backends]]` then `# name = "NAME"`, up to the first line that is
+/// not a comment), uncommented; its own comments dropped.
+pub fn example_section(name: &str) -> String {
+    let example = include_str!("../../../config/example.toml");
+    let start = example
+        .find(&format!("# [[backends]]\n# name = \"{name}\""))
+        .unwrap_or_else(|| panic!("a {name} example in config/example.toml"));
+    example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')))
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}

@@ -582,25 +582,24 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
                     operation(&mut s, &p, &z, op)
                 }
                 (&Method::GET, ["operations", op]) => operation(&mut s, &p, &z, op),
-                _ => reject(
-                    &mut s,
-                    &r,
-                    404,
-                    "NOT_FOUND",
-                    "notFound",
-                    "no such method in Compute Engine v1",
-                ),
+                _ => no_method(&mut s, &r),
             }
         }
-        _ => reject(
-            &mut s,
-            &r,
-            404,
-            "NOT_FOUND",
-            "notFound",
-            "no such method in Compute Engine v1",
-        ),
+        _ => no_method(&mut s, &r),
     }
+}
+
+/// A path and method Compute Engine v1 does not have (or the fake does not
+/// model): 404.
+fn no_method(s: &mut State, r: &Req) -> Response {
+    reject(
+        s,
+        r,
+        404,
+        "NOT_FOUND",
+        "notFound",
+        "no such method in Compute Engine v1",
+    )
 }
 
 /// `Authorization: Bearer <live token>`, else Google's 401.
@@ -1605,8 +1604,16 @@ fn operation(s: &mut State, project: &str, zone: &str, name: &str) -> Response {
 /// are 0 to 500, inclusive. (Default: 500)"; what 0 means is not said, the
 /// fake takes it as the default), `orderBy` ("Currently, only sorting by
 /// name or creationTimestamp desc is supported") and `pageToken` (opaque;
-/// the fake's are offsets). The page size and offset, or the refusal.
-fn list_params(s: &mut State, r: &Req) -> Result<(Filter, usize, usize), Response> {
+/// the fake's are offsets). Any other query parameter must be one of the
+/// method's own (`allowed`). The page size and offset, or the refusal.
+fn list_params(
+    s: &mut State,
+    r: &Req,
+    allowed: &[&str],
+) -> Result<(Filter, usize, usize), Response> {
+    if let Some(resp) = check_query(s, r, allowed) {
+        return Err(resp);
+    }
     let f = r.query("filter").unwrap_or("");
     let filter = Filter::parse(f).map_err(|why| {
         s.rejections.push(format!("{}: filter: {why}", r.line()));
@@ -1649,20 +1656,15 @@ fn list_params(s: &mut State, r: &Req) -> Result<(Filter, usize, usize), Respons
 
 /// `instances.list` in one zone.
 fn list(s: &mut State, r: &Req, zone: &str) -> Response {
-    if let Some(resp) = check_query(
-        s,
-        r,
-        &[
-            "filter",
-            "maxResults",
-            "orderBy",
-            "pageToken",
-            "returnPartialSuccess",
-        ],
-    ) {
-        return resp;
-    }
-    let (filter, page, offset) = match list_params(s, r) {
+    // ListInstancesRequest's query fields.
+    let allowed = [
+        "filter",
+        "maxResults",
+        "orderBy",
+        "pageToken",
+        "returnPartialSuccess",
+    ];
+    let (filter, page, offset) = match list_params(s, r, &allowed) {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -1698,22 +1700,17 @@ fn list(s: &mut State, r: &Req, zone: &str) -> Response {
 /// when `returnPartialSuccess` is set; without it the whole call fails
 /// (spec silent on that error; the fake answers 503 `backendError`).
 fn aggregated_list(s: &mut State, r: &Req, project: &str) -> Response {
-    if let Some(resp) = check_query(
-        s,
-        r,
-        &[
-            "filter",
-            "includeAllScopes",
-            "maxResults",
-            "orderBy",
-            "pageToken",
-            "returnPartialSuccess",
-            "serviceProjectNumber",
-        ],
-    ) {
-        return resp;
-    }
-    let (filter, page, offset) = match list_params(s, r) {
+    // AggregatedListInstancesRequest's query fields.
+    let allowed = [
+        "filter",
+        "includeAllScopes",
+        "maxResults",
+        "orderBy",
+        "pageToken",
+        "returnPartialSuccess",
+        "serviceProjectNumber",
+    ];
+    let (filter, page, offset) = match list_params(s, r, &allowed) {
         Ok(p) => p,
         Err(resp) => return resp,
     };
