@@ -1610,46 +1610,52 @@ fn list_params(
     s: &mut State,
     r: &Req,
     allowed: &[&str],
-) -> Result<(Filter, usize, usize), Response> {
+) -> Result<(Filter, usize, usize), Box<Response>> {
     if let Some(resp) = check_query(s, r, allowed) {
-        return Err(resp);
+        return Err(Box::new(resp));
     }
     let f = r.query("filter").unwrap_or("");
     let filter = Filter::parse(f).map_err(|why| {
         s.rejections.push(format!("{}: filter: {why}", r.line()));
-        google_error(
+        Box::new(google_error(
             400,
             "INVALID_ARGUMENT",
             "invalid",
             &format!("Invalid value for field 'filter': '{f}'. Invalid list filter expression."),
-        )
+        ))
     })?;
     let max = match r.query("maxResults").map(str::parse::<usize>) {
         None | Some(Ok(0)) => 500,
         Some(Ok(m)) if m <= 500 => m,
         _ => {
-            return Err(invalid(
+            return Err(Box::new(invalid(
                 s,
                 r,
                 "Invalid value for field 'maxResults': must be between 0 and 500",
-            ));
+            )));
         }
     };
     if let Some(o) = r.query("orderBy")
         && !matches!(o, "name" | "creationTimestamp desc")
     {
-        return Err(invalid(
+        return Err(Box::new(invalid(
             s,
             r,
             &format!(
                 "Invalid value for field 'orderBy': '{o}'. Sorting by this field is not supported."
             ),
-        ));
+        )));
     }
     let offset = match r.query("pageToken").map(str::parse) {
         None => 0,
         Some(Ok(o)) => o,
-        Some(Err(_)) => return Err(invalid(s, r, "Invalid value for field 'pageToken'")),
+        Some(Err(_)) => {
+            return Err(Box::new(invalid(
+                s,
+                r,
+                "Invalid value for field 'pageToken'",
+            )));
+        }
     };
     Ok((filter, max.min(s.page_size), offset))
 }
@@ -1666,7 +1672,7 @@ fn list(s: &mut State, r: &Req, zone: &str) -> Response {
     ];
     let (filter, page, offset) = match list_params(s, r, &allowed) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let project = s.project.clone();
     let matching: Vec<Value> = s
@@ -1712,7 +1718,7 @@ fn aggregated_list(s: &mut State, r: &Req, project: &str) -> Response {
     ];
     let (filter, page, offset) = match list_params(s, r, &allowed) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let partial = r.query("returnPartialSuccess") == Some("true");
     if !s.unreachable.is_empty() && !partial {
