@@ -123,6 +123,46 @@ fn check_config_asks_each_backend_and_locates_the_key_it_refuses() {
     );
 }
 
+/// A GCP catalog with a zone in a region that has no subnetwork: every
+/// grant placed there would fail, so check-config refuses the config and
+/// points at the `subnetworks` table, by file, line and key.
+#[test]
+fn check_config_refuses_a_gcp_region_without_a_subnetwork() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        "[[backends]]\n\
+         name = \"gcp\"\n\
+         component = \"builtin:gcp\"\n\
+         [backends.http]\n\
+         allowed_hosts = [\"https://compute.googleapis.com\", \"https://oauth2.googleapis.com\"]\n\
+         [backends.config]\n\
+         project = \"my-project\"\n\
+         service_account_key = \"not read: the catalog is refused first\"\n\
+         network = \"global/networks/bridge-vpc\"\n\
+         subnetworks = { us-central1 = \"bridge-us\" }\n\
+         [[backends.config.machine_types]]\n\
+         name = \"c3-standard-4\"\n\
+         cpus = 4\n\
+         ram_mib = 16384\n\
+         tdx = true\n\
+         zones = [\"us-central1-a\", \"europe-west4-b\"]\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let (code, out, err) = run(&bridge_bin(), &["check-config", "--config", p]);
+    assert_ne!(code, 0, "a region without a subnetwork passed: {out}");
+    assert!(out.contains("gcp: refuses its config"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "{p}:10:15: `backends[0].config.subnetworks`: region europe-west4 (zone \
+             europe-west4-b of `machine_types[0]`) has no subnetwork"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_config_prints_the_routing_table() {
     let dir = tempfile::tempdir().unwrap();

@@ -75,11 +75,28 @@ impl Api<'_> {
         ))
     }
 
-    /// `instances.list` with a filter, one page.
+    /// `instances.list` in one zone with a filter, one page.
     pub fn list(&self, zone: &str, filter: &str, page_token: Option<&str>) -> Request {
         let mut url = format!(
             "{}/instances?filter={}&maxResults=500",
             self.zone_url(zone),
+            url_encode(filter)
+        );
+        if let Some(t) = page_token {
+            url.push_str(&format!("&pageToken={}", url_encode(t)));
+        }
+        Request::get(url)
+    }
+
+    /// `instances.aggregatedList`: every zone of the project at once, with
+    /// a filter, one page. `returnPartialSuccess` so that a zone that does
+    /// not answer is named in `unreachables` instead of failing the call.
+    pub fn aggregated_list(&self, filter: &str, page_token: Option<&str>) -> Request {
+        let mut url = format!(
+            "{}/compute/v1/projects/{}/aggregated/instances?filter={}&maxResults=500\
+             &returnPartialSuccess=true",
+            self.base,
+            url_encode(self.project),
             url_encode(filter)
         );
         if let Some(t) = page_token {
@@ -221,16 +238,39 @@ pub fn label_value(s: &str) -> String {
     if v.is_empty() { "none".into() } else { v }
 }
 
-/// The `instances.list` filter for this provider's instances of this
-/// backend.
+/// The list filter for this provider's instances of this backend.
+///
+/// The `filter` parameter of `instances.list` and `instances.aggregatedList`
+/// (`google/cloud/compute/v1/compute.proto`, `ListInstancesRequest.filter`):
+/// several expressions go each in its own parentheses, joined by `AND`
+/// (or by nothing, which means `AND`). Without the parentheses the API
+/// refuses the filter ("Invalid list filter expression"), so this is
+/// `(labels.a = "x") AND (labels.b = "y")`. Label values are
+/// [`label_value`]s: nothing in them needs quoting.
 pub fn list_filter(provider_id: &str, backend: &str) -> String {
-    format!(
-        "labels.{} = \"{}\" AND labels.{} = \"{}\"",
-        labels::PROVIDER,
-        label_value(provider_id),
-        labels::BACKEND,
-        label_value(backend)
-    )
+    conjunction(&[
+        (labels::PROVIDER, label_value(provider_id)),
+        (labels::BACKEND, label_value(backend)),
+    ])
+}
+
+/// The list filter for the instances one grant may have made: this
+/// provider's, of this backend, for this request (its label form; the
+/// caller still checks the name, which the exact request id decides).
+pub fn request_filter(provider_id: &str, backend: &str, request_id: &str) -> String {
+    conjunction(&[
+        (labels::PROVIDER, label_value(provider_id)),
+        (labels::BACKEND, label_value(backend)),
+        (labels::REQUEST, label_value(request_id)),
+    ])
+}
+
+fn conjunction(terms: &[(&str, String)]) -> String {
+    terms
+        .iter()
+        .map(|(k, v)| format!("(labels.{k} = \"{v}\")"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 /// An `Operation` resource (the parts used).
@@ -260,8 +300,9 @@ pub struct OperationErrors {
     pub errors: Vec<OperationError>,
 }
 
-/// One `Operation.error.errors[]` item.
+/// One `Operation.error.errors[]` item (`Errors` in compute.proto).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OperationError {
     /// `ZONE_RESOURCE_POOL_EXHAUSTED`, `QUOTA_EXCEEDED`, ...
     #[serde(default)]
@@ -269,7 +310,80 @@ pub struct OperationError {
     /// Text.
     #[serde(default)]
     pub message: String,
+    /// Structured details (`ErrorDetails`): the `errorInfo` of a stockout
+    /// says `reason: resource_availability`.
+    #[serde(default)]
+    pub error_details: Vec<ErrorDetail>,
 }
+
+/// One `ErrorDetails` item (the part used).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// `ErrorInfo`.
+    #[serde(default)]
+    pub error_info: Option<ErrorInfo>,
+}
+
+/// `ErrorInfo` (the part used).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorInfo {
+    /// `resource_availability` for a zone's stockout.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A refused call or a failed operation, classified: the error the fleet
+/// acts on, and whether it is a stockout of one zone (so another zone of
+/// the same region may still have room). The table in the crate docs
+/// ("Capacity and errors") lists every code and what it becomes.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// What goes back to the host.
+    pub error: BackendError,
+    /// The zone had no room for this machine type: worth another zone of
+    /// the region before answering `no-capacity`.
+    pub zonal: bool,
+}
+
+impl From<BackendError> for Refusal {
+    /// A refusal that another zone would not change.
+    fn from(error: BackendError) -> Self {
+        Self {
+            error,
+            zonal: false,
+        }
+    }
+}
+
+impl Refusal {
+    fn stockout(error: BackendError) -> Self {
+        Self { error, zonal: true }
+    }
+}
+
+/// Operation error codes that mean the zone has no room for the request
+/// (<https://cloud.google.com/compute/docs/resource-error>: "A resource
+/// availability error occurs when a zone doesn't have enough available
+/// capacity"). `RESOURCE_POOL_EXHAUSTED` is not named in that page or in
+/// compute.proto; it is reported by users for the same condition and
+/// treated alike.
+pub const STOCKOUT_CODES: &[&str] = &[
+    "ZONE_RESOURCE_POOL_EXHAUSTED",
+    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+    "RESOURCE_POOL_EXHAUSTED",
+];
+
+/// Operation error codes for a project quota: no room in this region (or
+/// everywhere) for this project, which another zone of the region does not
+/// change (<https://cloud.google.com/docs/quotas/troubleshoot>: Compute
+/// Engine answers an exceeded quota with `QUOTA_EXCEEDED`).
+pub const QUOTA_CODES: &[&str] = &["QUOTA_EXCEEDED"];
+
+/// Operation error codes for a rate limit: try again later
+/// (<https://cloud.google.com/compute/api-quota>, and the operation-rate
+/// limit of <https://cloud.google.com/compute/docs/troubleshooting/troubleshoot-operation-limits>).
+pub const RATE_CODES: &[&str] = &["RATE_LIMIT_EXCEEDED", "RESOURCE_OPERATION_RATE_EXCEEDED"];
 
 impl Operation {
     /// True once it finished (successfully or not).
@@ -279,6 +393,11 @@ impl Operation {
 
     /// Its failure, classified; `None` if it did not fail.
     pub fn failure(&self) -> Option<BackendError> {
+        self.refusal().map(|r| r.error)
+    }
+
+    /// Its failure, classified with its scope; `None` if it did not fail.
+    pub fn refusal(&self) -> Option<Refusal> {
         let errors = &self.error.as_ref()?.errors;
         let text = errors
             .iter()
@@ -291,19 +410,28 @@ impl Operation {
             text
         };
         let has = |codes: &[&str]| errors.iter().any(|e| codes.contains(&e.code.as_str()));
-        Some(
-            if has(&[
-                "ZONE_RESOURCE_POOL_EXHAUSTED",
-                "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
-                "QUOTA_EXCEEDED",
-            ]) {
-                BackendError::no_capacity(format!("Compute Engine: {text}"))
-            } else if has(&["RATE_LIMIT_EXCEEDED", "RESOURCE_OPERATION_RATE_EXCEEDED"]) {
-                BackendError::transient(format!("Compute Engine: {text}"))
-            } else {
-                classify_status(self.http_error_status_code.unwrap_or(0), &text)
-            },
-        )
+        let stockout = has(STOCKOUT_CODES)
+            || errors.iter().any(|e| {
+                e.message.contains("STOCKOUT")
+                    || e.error_details.iter().any(|d| {
+                        d.error_info
+                            .as_ref()
+                            .is_some_and(|i| i.reason == "resource_availability")
+                    })
+            });
+        let what = format!("Compute Engine: {text}");
+        Some(if stockout {
+            Refusal::stockout(BackendError::no_capacity(what))
+        } else if has(QUOTA_CODES) {
+            Refusal::from(BackendError::no_capacity(what))
+        } else if has(RATE_CODES) {
+            Refusal::from(BackendError::transient(what))
+        } else {
+            Refusal::from(classify_status(
+                self.http_error_status_code.unwrap_or(0),
+                &text,
+            ))
+        })
     }
 }
 
@@ -320,8 +448,6 @@ struct ErrorObject {
     message: String,
     #[serde(default)]
     errors: Vec<ErrorItem>,
-    #[serde(default)]
-    status: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -337,10 +463,17 @@ pub fn error_reasons(resp: &Response) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A failed response, classified: capacity and quota → `no-capacity`; rate
-/// limits, 429 and 5xx → `transient`; 401/403 and refused settings →
-/// `config`; the rest `internal`.
+/// A failed response, classified (see [`refusal`]).
 pub fn api_error(resp: &Response) -> BackendError {
+    refusal(resp).error
+}
+
+/// A failed response, classified with its scope: a stockout of the zone →
+/// `no-capacity` (zonal); a project quota (403 `quotaExceeded`) →
+/// `no-capacity`; rate limits (403 `rateLimitExceeded`, any 429) and 5xx →
+/// `transient`; 401/403 and refused settings → `config`; the rest
+/// `internal`.
+pub fn refusal(resp: &Response) -> Refusal {
     let body: ErrorBody = serde_json::from_slice(&resp.body).unwrap_or_default();
     let reasons: Vec<&str> = body
         .error
@@ -354,17 +487,27 @@ pub fn api_error(resp: &Response) -> BackendError {
         body.error.message.clone()
     };
     let text = format!("HTTP {}: {message}", resp.status);
+    let what = format!("Compute Engine: {text}");
     let has = |r: &[&str]| reasons.iter().any(|x| r.contains(x));
-    if has(&["quotaExceeded", "insufficientCapacity", "resourceExhausted"])
-        || message.contains("ZONE_RESOURCE_POOL_EXHAUSTED")
-        || (body.error.status == "RESOURCE_EXHAUSTED" && !has(&["rateLimitExceeded"]))
+    // Rate limits first: a 429 is a rate quota whatever its reason
+    // (<https://cloud.google.com/docs/quotas/troubleshoot>), and a 403
+    // `rateLimitExceeded` is one too (<https://cloud.google.com/compute/api-quota>).
+    if resp.status == 429 || has(&["rateLimitExceeded", "userRateLimitExceeded"]) {
+        return Refusal::from(BackendError::transient(what));
+    }
+    // 503 `insufficientCapacity`: "the region or zone you tried to create
+    // VMs in has insufficient capacity"
+    // (<https://cloud.google.com/compute/docs/troubleshooting/troubleshooting-bulk-vm-creation>).
+    if has(&["insufficientCapacity"])
+        || STOCKOUT_CODES.iter().any(|c| message.contains(c))
+        || message.contains("STOCKOUT")
     {
-        return BackendError::no_capacity(format!("Compute Engine: {text}"));
+        return Refusal::stockout(BackendError::no_capacity(what));
     }
-    if has(&["rateLimitExceeded", "userRateLimitExceeded"]) {
-        return BackendError::transient(format!("Compute Engine: {text}"));
+    if has(&["quotaExceeded"]) {
+        return Refusal::from(BackendError::no_capacity(what));
     }
-    classify_status(resp.status, &text)
+    Refusal::from(classify_status(resp.status, &text))
 }
 
 fn classify_status(status: u16, text: &str) -> BackendError {
@@ -378,7 +521,7 @@ fn classify_status(status: u16, text: &str) -> BackendError {
         )),
         400 | 404 => BackendError::config(format!(
             "Compute Engine refused a setting (check `project`, `image`, `network`, \
-             `subnetwork` and `machine_types`): {text}"
+             `subnetworks` and `machine_types`): {text}"
         )),
         _ => BackendError::internal(format!("Compute Engine: {text}")),
     }
@@ -390,8 +533,7 @@ fn classify_status(status: u16, text: &str) -> BackendError {
 pub struct GceInstance {
     /// Name.
     pub name: String,
-    /// `PROVISIONING`, `STAGING`, `RUNNING`, `STOPPING`, `STOPPED`,
-    /// `SUSPENDING`, `SUSPENDED`, `REPAIRING`, `TERMINATED`.
+    /// `Instance.Status` (see [`GceInstance::state`]).
     #[serde(default)]
     pub status: String,
     /// Full or partial URL of its machine type.
@@ -452,15 +594,38 @@ impl GceInstance {
         self.zone.rsplit('/').next().unwrap_or("")
     }
 
-    /// The workload's state, from the VM's.
+    /// The workload's state, from the VM's `status`.
+    ///
+    /// Every value of `Instance.Status` in
+    /// `google/cloud/compute/v1/compute.proto` (googleapis/googleapis), with
+    /// the proto's own words for it:
+    ///
+    /// | status | proto | state |
+    /// |---|---|---|
+    /// | `PENDING` | Flex Start: waiting for capacity from the Dynamic Workload Scheduler | starting |
+    /// | `PROVISIONING` | resources are being allocated | starting |
+    /// | `STAGING` | resources allocated, the instance is being started | starting |
+    /// | `RUNNING` | the instance is running | running |
+    /// | `REPAIRING` | the instance is in repair | starting (not reachable now; it comes back `RUNNING` or stops) |
+    /// | `PENDING_STOP` | the instance is gracefully shutting down | exited |
+    /// | `STOPPING` | the instance is stopping (being deleted or killed) | exited |
+    /// | `STOPPED` | the instance has stopped successfully | exited |
+    /// | `SUSPENDING` | the instance is suspending | exited |
+    /// | `SUSPENDED` | the instance has suspended | exited |
+    /// | `TERMINATED` | stopped, by explicit action or underlying failure | exited |
+    /// | `DEPROVISIONING` | halted; tear-down tasks (network, quota, IP, disks) under way | exited |
+    /// | `UNDEFINED_STATUS` / absent / a value newer than this table | the field is not set | starting (the watcher keeps looking, and the grant ends at its `valid_to` at the latest) |
+    ///
+    /// "Exited" is `exited(-1)`: the VM went down, which is how the
+    /// workload's end shows (the startup script powers the VM off when the
+    /// container exits); the cloud cannot tell the container's exit code. A
+    /// suspended VM runs no workload, so it is over too.
     pub fn state(&self) -> InstanceState {
         match self.status.as_str() {
             "RUNNING" => InstanceState::Running,
-            "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" => {
-                InstanceState::Exited(EXIT_UNKNOWN)
-            }
-            // PROVISIONING, STAGING, REPAIRING and anything new: not yet (or
-            // not now) reachable.
+            "PENDING" | "PROVISIONING" | "STAGING" | "REPAIRING" => InstanceState::Starting,
+            "PENDING_STOP" | "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED"
+            | "DEPROVISIONING" => InstanceState::Exited(EXIT_UNKNOWN),
             _ => InstanceState::Starting,
         }
     }
@@ -486,6 +651,32 @@ pub struct InstanceList {
     /// The next page's token.
     #[serde(default)]
     pub next_page_token: Option<String>,
+}
+
+/// `instances.aggregatedList`'s answer (`InstanceAggregatedList` in
+/// compute.proto): `items` maps a scope (`zones/us-central1-a`) to its
+/// instances, or to a warning when it has none; `unreachables` names the
+/// scopes that did not answer (with `returnPartialSuccess`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceAggregatedList {
+    /// This page, by scope.
+    #[serde(default)]
+    pub items: BTreeMap<String, InstancesScopedList>,
+    /// The next page's token.
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+    /// Scopes that could not be listed.
+    #[serde(default)]
+    pub unreachables: Vec<String>,
+}
+
+/// One scope of an aggregated list (`InstancesScopedList`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InstancesScopedList {
+    /// Its instances (absent when there are none).
+    #[serde(default)]
+    pub instances: Vec<GceInstance>,
 }
 
 /// What the backend keeps in `instance.handle`.
@@ -611,9 +802,58 @@ mod tests {
         assert_eq!(
             l.parts().1,
             "https://compute.googleapis.com/compute/v1/projects/my-project/zones/us-central1-b/instances\
-             ?filter=labels.cb_provider%20%3D%20%22p1%22%20AND%20labels.cb_backend%20%3D%20%22gcp%22\
+             ?filter=%28labels.cb_provider%20%3D%20%22p1%22%29%20AND%20%28labels.cb_backend%20%3D%20%22gcp%22%29\
              &maxResults=500&pageToken=t2"
         );
+        let a = api.aggregated_list("(name = x)", None);
+        assert_eq!(
+            a.parts().1,
+            "https://compute.googleapis.com/compute/v1/projects/my-project/aggregated/instances\
+             ?filter=%28name%20%3D%20x%29&maxResults=500&returnPartialSuccess=true"
+        );
+    }
+
+    /// `ListInstancesRequest.filter` in compute.proto: "To filter on
+    /// multiple expressions, provide each separate expression within
+    /// parentheses"; the API refuses `a = "x" AND b = "y"`.
+    #[test]
+    fn list_filters_put_each_expression_in_parentheses() {
+        assert_eq!(
+            list_filter("Prov 1", "gcp"),
+            r#"(labels.cb_provider = "prov-1") AND (labels.cb_backend = "gcp")"#
+        );
+        assert_eq!(
+            request_filter("p1", "gcp", "Grant/42"),
+            r#"(labels.cb_provider = "p1") AND (labels.cb_backend = "gcp") AND (labels.cb_request = "grant-42")"#
+        );
+    }
+
+    /// Every value of `Instance.Status` in compute.proto, deliberately.
+    #[test]
+    fn every_instance_status_of_the_proto_has_its_state() {
+        let exited = InstanceState::Exited(EXIT_UNKNOWN);
+        for (status, want) in [
+            ("UNDEFINED_STATUS", InstanceState::Starting),
+            ("DEPROVISIONING", exited),
+            ("PENDING", InstanceState::Starting),
+            ("PENDING_STOP", exited),
+            ("PROVISIONING", InstanceState::Starting),
+            ("REPAIRING", InstanceState::Starting),
+            ("RUNNING", InstanceState::Running),
+            ("STAGING", InstanceState::Starting),
+            ("STOPPED", exited),
+            ("STOPPING", exited),
+            ("SUSPENDED", exited),
+            ("SUSPENDING", exited),
+            ("TERMINATED", exited),
+            ("", InstanceState::Starting),
+        ] {
+            let i = GceInstance {
+                status: status.into(),
+                ..GceInstance::default()
+            };
+            assert_eq!(i.state(), want, "{status}");
+        }
     }
 
     #[test]
@@ -672,6 +912,62 @@ mod tests {
         let ok: Operation =
             serde_json::from_value(serde_json::json!({"name": "op", "status": "DONE"})).unwrap();
         assert!(ok.done() && ok.failure().is_none());
+    }
+
+    /// A stockout is worth another zone of the region; a quota or a rate
+    /// limit is not.
+    #[test]
+    fn stockouts_are_zonal_and_quotas_are_not() {
+        let op = |v: serde_json::Value| -> Refusal {
+            let op: Operation = serde_json::from_value(serde_json::json!({
+                "name": "op", "status": "DONE", "error": {"errors": [v]},
+                "httpErrorStatusCode": 503,
+            }))
+            .unwrap();
+            op.refusal().unwrap()
+        };
+        for code in STOCKOUT_CODES {
+            let r = op(serde_json::json!({"code": code, "message": "m"}));
+            assert!(
+                r.zonal && matches!(r.error, BackendError::NoCapacity(_)),
+                "{code}"
+            );
+        }
+        // A code this table does not know, with the stockout's errorInfo.
+        let r = op(serde_json::json!({"code": "SOMETHING_NEW", "message": "m",
+            "errorDetails": [{"errorInfo": {"reason": "resource_availability",
+                "domain": "compute.googleapis.com"}}]}));
+        assert!(r.zonal && matches!(r.error, BackendError::NoCapacity(_)));
+        let r = op(
+            serde_json::json!({"code": "QUOTA_EXCEEDED", "message": "Quota 'C3_CPUS' exceeded.",
+            "errorDetails": [{"quotaInfo": {"limitName": "C3-CPUS-per-project-region",
+                "dimensions": {"region": "us-central1"}}}]}),
+        );
+        assert!(!r.zonal && matches!(r.error, BackendError::NoCapacity(_)));
+        let r = op(serde_json::json!({"code": "RESOURCE_OPERATION_RATE_EXCEEDED", "message": "m"}));
+        assert!(!r.zonal && matches!(r.error, BackendError::Transient(_)));
+
+        let http = |status: u16, reason: &str, message: &str| {
+            refusal(&resp(
+                status,
+                &serde_json::json!({"error": {"code": status, "message": message,
+                    "errors": [{"message": message, "domain": "global", "reason": reason}]}})
+                .to_string(),
+            ))
+        };
+        let r = http(503, "insufficientCapacity", "m");
+        assert!(r.zonal && matches!(r.error, BackendError::NoCapacity(_)));
+        let r = http(
+            503,
+            "backendError",
+            "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS: The zone does not have enough resources",
+        );
+        assert!(r.zonal && matches!(r.error, BackendError::NoCapacity(_)));
+        let r = http(403, "quotaExceeded", "Quota 'C3_CPUS' exceeded.");
+        assert!(!r.zonal && matches!(r.error, BackendError::NoCapacity(_)));
+        // A 429 is a rate quota (requests per minute), whatever its reason.
+        let r = http(429, "", "Quota exceeded for quota metric 'Read requests'");
+        assert!(!r.zonal && matches!(r.error, BackendError::Transient(_)));
     }
 
     #[test]

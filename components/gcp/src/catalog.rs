@@ -77,6 +77,18 @@ fn is_zone(z: &str) -> bool {
         && parts[2].len() == 1
 }
 
+/// Whether `r` looks like a region name (`us-central1`, `europe-west4`).
+pub fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts[1].ends_with(|c: char| c.is_ascii_digit())
+}
+
 /// The region of a zone (`us-central1` for `us-central1-a`).
 pub fn region_of(zone: &str) -> &str {
     zone.rsplit_once('-').map(|(r, _)| r).unwrap_or(zone)
@@ -161,6 +173,23 @@ pub fn pick<'a>(types: &'a [MachineType], want: Want<'_>) -> Option<Choice<'a>> 
                 .then(ia.cmp(ib))
         })
         .map(|(_, c)| c)
+}
+
+/// The zones to try for `choice`, in the operator's order: its machine
+/// type's zones in the chosen zone's region (only the asked zone when the
+/// grant names a zone). The first is `choice.zone`. A stockout in one zone
+/// moves on to the next; the region is never left (the fleet moves a grant
+/// between regions).
+pub fn zones_to_try<'a>(choice: Choice<'a>, want: Want<'_>) -> Vec<&'a str> {
+    let region = region_of(choice.zone);
+    choice
+        .machine
+        .zones
+        .iter()
+        .map(String::as_str)
+        .filter(|z| region_of(z) == region)
+        .filter(|z| want.region.is_none_or(|r| *z == r || region_of(z) == r))
+        .collect()
 }
 
 #[cfg(test)]
@@ -258,6 +287,39 @@ mod tests {
             pick_name(want(500, 1, Some("asia-east1"), TdxRequirement::None)),
             None
         );
+    }
+
+    #[test]
+    fn the_zones_tried_stay_in_the_region_of_the_choice() {
+        let c = vec![t(
+            "c3-standard-4",
+            4,
+            16,
+            0.2,
+            true,
+            &[
+                "us-central1-b",
+                "europe-west4-c",
+                "us-central1-f",
+                "europe-west4-a",
+            ],
+        )];
+        let zones = |w: Want<'_>| zones_to_try(pick(&c, w).unwrap(), w);
+        assert_eq!(
+            zones(want(500, 1, None, TdxRequirement::None)),
+            ["us-central1-b", "us-central1-f"]
+        );
+        assert_eq!(
+            zones(want(500, 1, Some("europe-west4"), TdxRequirement::None)),
+            ["europe-west4-c", "europe-west4-a"]
+        );
+        // A grant that names a zone gets that zone only.
+        assert_eq!(
+            zones(want(500, 1, Some("us-central1-f"), TdxRequirement::None)),
+            ["us-central1-f"]
+        );
+        assert!(is_region("us-central1") && is_region("northamerica-northeast1"));
+        assert!(!is_region("us-central1-a") && !is_region("US-central1") && !is_region("eu"));
     }
 
     #[test]

@@ -4,23 +4,45 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use compute_bridge_sdk::http::{Request, Response};
+use compute_bridge_sdk::http::{HttpError, Request, Response};
 use compute_bridge_sdk::log::Level;
 use compute_bridge_sdk::prelude::*;
 use compute_bridge_sdk::{bootstrap, now_unix};
 
 use crate::api::{
-    self, Api, GceInstance, Handle, InstanceList, InstanceSpec, Operation, instance_body,
-    instance_name, label_value, labels,
+    self, Api, GceInstance, Handle, InstanceAggregatedList, InstanceList, InstanceSpec, Operation,
+    Refusal, instance_body, instance_name, label_value, labels,
 };
 use crate::auth;
-use crate::catalog::{self, Want};
+use crate::catalog::{self, MachineType, Want};
 use crate::config::{GcpConfig, SCOPE, ServiceAccountKey, TOKEN_URL};
 
 /// `zoneOperations.wait` calls before giving up (each waits up to ~2 min).
 const MAX_WAITS: u32 = 10;
 /// `instances.get` calls while the external address is assigned.
 const MAX_ADDRESS_POLLS: u32 = 10;
+/// Looks (one second apart) for what an `instances.insert` whose answer
+/// was lost may have created.
+const ABANDON_LOOKS: u32 = 3;
+/// Most pages `list_instances` and the lost-answer lookup read.
+const MAX_PAGES: usize = 50;
+
+/// Why a request got no answer to act on.
+enum SendError {
+    /// It never left: no token, or the host refused to send it.
+    NotSent(BackendError),
+    /// It may have reached Compute Engine: the connection failed, timed out
+    /// or the answer was too big to read.
+    Lost(BackendError),
+}
+
+impl SendError {
+    fn into_error(self) -> BackendError {
+        match self {
+            Self::NotSent(e) | Self::Lost(e) => e,
+        }
+    }
+}
 
 struct Gcp;
 
@@ -91,34 +113,60 @@ impl Ctx {
     /// Send `req` with the token. A 401 means the token went bad early
     /// (revoked, clock skew): drop it and try once more with a new one.
     fn send(&self, req: Request) -> Result<Response> {
-        let resp = req.clone().bearer(&self.token()?).send()?;
+        self.send_tracked(req).map_err(SendError::into_error)
+    }
+
+    /// [`Ctx::send`], telling a request that never left from one whose
+    /// answer was lost.
+    fn send_tracked(&self, req: Request) -> std::result::Result<Response, SendError> {
+        let once = |req: Request| -> std::result::Result<Response, SendError> {
+            let token = self.token().map_err(SendError::NotSent)?;
+            req.bearer(&token).send().map_err(|e| {
+                let lost = matches!(
+                    e,
+                    HttpError::Timeout | HttpError::Transport(_) | HttpError::TooLarge(_)
+                );
+                let e = BackendError::from(e);
+                if lost {
+                    SendError::Lost(e)
+                } else {
+                    SendError::NotSent(e)
+                }
+            })
+        };
+        let resp = once(req.clone())?;
         if resp.status != 401 {
             return Ok(resp);
         }
         cache::remove(&self.cache_key());
-        Ok(req.bearer(&self.token()?).send()?)
+        once(req)
     }
 
     /// Follow an operation until it is done; its failure, classified.
-    fn wait(&self, api: Api<'_>, zone: &str, mut op: Operation) -> Result<()> {
+    fn wait(
+        &self,
+        api: Api<'_>,
+        zone: &str,
+        mut op: Operation,
+    ) -> std::result::Result<(), Refusal> {
         for _ in 0..MAX_WAITS {
             if op.done() {
-                return op.failure().map_or(Ok(()), Err);
+                return op.refusal().map_or(Ok(()), Err);
             }
-            let resp = self.send(api.wait(zone, &op.name))?;
+            let resp = self.send(api.wait(zone, &op.name)).map_err(Refusal::from)?;
             if !resp.is_success() {
-                return Err(api::api_error(&resp));
+                return Err(api::refusal(&resp));
             }
-            op = resp.json()?;
+            op = resp.json().map_err(Refusal::from)?;
             if !op.done() {
                 // `wait` may return early; do not spin.
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-        Err(BackendError::transient(format!(
+        Err(Refusal::from(BackendError::transient(format!(
             "operation {} still not done after {MAX_WAITS} waits",
             op.name
-        )))
+        ))))
     }
 
     /// The instance, or `None` if it does not exist.
@@ -140,7 +188,234 @@ impl Ctx {
         if !resp.is_success() {
             return Err(api::api_error(&resp));
         }
-        self.wait(api, zone, resp.json()?)
+        self.wait(api, zone, resp.json()?).map_err(|r| r.error)
+    }
+
+    /// Create the instance of `spec`. `Ok(true)` when it already existed
+    /// (the same grant provisioned again: the name is derived from it) and
+    /// is adopted. When the outcome is unknown (the answer lost, a server
+    /// fault, an unreadable success) whatever the insert may have made is
+    /// looked for and removed first ([`Ctx::abandon`]); when the operation
+    /// failed, anything it left is removed. So an error leaves nothing
+    /// billed here, unless its message says otherwise.
+    fn create(
+        &self,
+        api: Api<'_>,
+        spec: &InstanceSpec<'_>,
+        filter: &str,
+    ) -> std::result::Result<bool, Refusal> {
+        let zone = spec.zone;
+        let resp = match self.send_tracked(api.insert(zone, &instance_body(spec))) {
+            Ok(resp) => resp,
+            Err(SendError::NotSent(e)) => return Err(Refusal::from(e)),
+            Err(SendError::Lost(e)) => {
+                return Err(Refusal::from(self.abandon(api, zone, spec.name, filter, e)));
+            }
+        };
+        if resp.status == 409
+            && api::error_reasons(&resp)
+                .iter()
+                .any(|r| r == "alreadyExists")
+        {
+            log::with_fields(
+                Level::Info,
+                "instance already exists, adopting it",
+                &[("instance", spec.name), ("zone", zone)],
+            );
+            return Ok(true);
+        }
+        if resp.status >= 500 {
+            let e = api::api_error(&resp);
+            return Err(Refusal::from(self.abandon(api, zone, spec.name, filter, e)));
+        }
+        if !resp.is_success() {
+            return Err(api::refusal(&resp));
+        }
+        let op: Operation = match resp.json() {
+            Ok(op) => op,
+            Err(e) => return Err(Refusal::from(self.abandon(api, zone, spec.name, filter, e))),
+        };
+        match self.wait(api, zone, op) {
+            Ok(()) => Ok(false),
+            Err(r) => {
+                // A failed insert normally leaves nothing; if it left an
+                // instance (or following the operation failed), remove it.
+                let left = match self.get(api, zone, spec.name) {
+                    Ok(None) => None,
+                    Ok(Some(_)) => Some(
+                        self.delete(api, zone, spec.name)
+                            .map(|()| format!("instance {} it left was deleted", spec.name)),
+                    ),
+                    Err(e) => Some(Err(e)),
+                };
+                Err(match left {
+                    None => r,
+                    Some(Ok(what)) => Refusal {
+                        error: with_message(&r.error, format!("{}; {what}", r.error.message())),
+                        ..r
+                    },
+                    Some(Err(e)) => Refusal {
+                        error: with_message(
+                            &r.error,
+                            format!("{}; {}", r.error.message(), unchecked(spec.name, &e)),
+                        ),
+                        ..r
+                    },
+                })
+            }
+        }
+    }
+
+    /// After an `instances.insert` whose outcome is unknown: find what it
+    /// may have made, by this provider's, backend's and request's labels
+    /// in `zone` (and the instance name, which the exact request id
+    /// decides), and delete it. An empty answer is asked again a few times
+    /// (the reference does not say how soon a new instance is listed). The
+    /// error is always `transient`: the fleet may try the grant elsewhere,
+    /// and nothing of it is left here unless the message says so.
+    fn abandon(
+        &self,
+        api: Api<'_>,
+        zone: &str,
+        name: &str,
+        filter: &str,
+        cause: BackendError,
+    ) -> BackendError {
+        let mut looks = 0;
+        let outcome = loop {
+            looks += 1;
+            match self.find(api, zone, filter, name) {
+                Ok(true) => {
+                    break self
+                        .delete(api, zone, name)
+                        .map(|()| format!("deleted instance {name}, which it had created"))
+                        .map_err(|e| unchecked(name, &e));
+                }
+                Ok(false) if looks < ABANDON_LOOKS => std::thread::sleep(Duration::from_secs(1)),
+                Ok(false) => {
+                    break Ok(format!(
+                        "no instance was created for this grant (looked {looks} times)"
+                    ));
+                }
+                Err(e) => break Err(unchecked(name, &e)),
+            }
+        };
+        let what = match outcome {
+            Ok(what) => {
+                log::with_fields(
+                    Level::Warn,
+                    "instances.insert answer lost; cleaned up",
+                    &[("instance", name), ("zone", zone), ("outcome", &what)],
+                );
+                what
+            }
+            Err(what) => {
+                log::with_fields(
+                    Level::Warn,
+                    "instances.insert answer lost; what it made could not be checked",
+                    &[("instance", name), ("zone", zone)],
+                );
+                what
+            }
+        };
+        BackendError::transient(format!("{}; {what}", cause.message()))
+    }
+
+    /// Whether `name` is among the instances `filter` lists in `zone`.
+    fn find(&self, api: Api<'_>, zone: &str, filter: &str, name: &str) -> Result<bool> {
+        let mut page: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let resp = self.send(api.list(zone, filter, page.as_deref()))?;
+            if !resp.is_success() {
+                return Err(api::api_error(&resp));
+            }
+            let list: InstanceList = resp.json()?;
+            if list.items.iter().any(|i| i.name == name) {
+                return Ok(true);
+            }
+            match list.next_page_token {
+                Some(t) if !t.is_empty() => page = Some(t),
+                _ => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Wait for the new instance's external address. Whatever fails on the
+    /// way, the instance is deleted before the error goes back, so a
+    /// failover leaves nothing billed here.
+    fn come_up(
+        &self,
+        api: Api<'_>,
+        handle: Handle,
+        adopted: bool,
+        user: String,
+    ) -> Result<Instance> {
+        let (zone, name) = (handle.zone.clone(), handle.name.clone());
+        let result = self.await_address(api, handle, adopted, user);
+        result.map_err(|e| {
+            let cleanup = match self.delete(api, &zone, &name) {
+                Ok(()) => format!("instance {name} was deleted"),
+                Err(d) => unchecked(&name, &d),
+            };
+            with_message(&e, format!("{}; {cleanup}", e.message()))
+        })
+    }
+
+    fn await_address(
+        &self,
+        api: Api<'_>,
+        mut handle: Handle,
+        adopted: bool,
+        user: String,
+    ) -> Result<Instance> {
+        for attempt in 0..MAX_ADDRESS_POLLS {
+            match self.get(api, &handle.zone, &handle.name)? {
+                Some(inst) if inst.external_ip().is_some() => {
+                    if adopted {
+                        handle.started =
+                            compute_bridge_sdk::time::unix_from_rfc3339(&inst.creation_timestamp)
+                                .unwrap_or(handle.started);
+                    }
+                    return to_instance(&inst, &handle, user);
+                }
+                Some(_) if attempt + 1 < MAX_ADDRESS_POLLS => {
+                    std::thread::sleep(Duration::from_secs(1))
+                }
+                Some(_) => break,
+                None => {
+                    return Err(BackendError::transient(format!(
+                        "instance {} disappeared right after it was created",
+                        handle.name
+                    )));
+                }
+            }
+        }
+        Err(BackendError::transient(format!(
+            "instance {} got no external address",
+            handle.name
+        )))
+    }
+}
+
+/// What to say when an instance may be left: it carries the provider's
+/// labels, so the orphan sweep finds it.
+fn unchecked(name: &str, e: &BackendError) -> String {
+    format!(
+        "could not check or delete instance {name}, which it may have created ({}); it carries \
+         this provider's labels, and `sweep_orphans` deletes it at the next start",
+        e.message()
+    )
+}
+
+/// `e` with its message replaced, same kind.
+fn with_message(e: &BackendError, msg: String) -> BackendError {
+    match e {
+        BackendError::NoCapacity(_) => BackendError::no_capacity(msg),
+        BackendError::Transient(_) => BackendError::transient(msg),
+        BackendError::Rejected(_) => BackendError::rejected(msg),
+        BackendError::Config(_) => BackendError::config(msg),
+        BackendError::Internal(_) => BackendError::internal(msg),
     }
 }
 
@@ -191,120 +466,85 @@ impl Backend for Gcp {
     fn provision(g: GrantSpec, w: Workload) -> Result<Instance> {
         let c = Ctx::new()?;
         let image = bootstrap::PinnedImage::parse(&g.image)?;
-        let choice = catalog::pick(&c.cfg.machine_types, want(&g)).ok_or_else(|| {
+        let want = want(&g);
+        let choice = catalog::pick(&c.cfg.machine_types, want).ok_or_else(|| {
             BackendError::rejected(
                 "no machine type in `machine_types` fits this grant's size, region and TDX need",
             )
         })?;
-        let (zone, machine) = (choice.zone, choice.machine);
+        let machine = choice.machine;
+        let region = catalog::region_of(choice.zone);
+        let subnetwork = c.cfg.subnetwork_for(region);
         let provider = config::provider_id();
+        let backend = config::backend_name();
         let name = instance_name(&provider, &g.request_id);
+        let filter = api::request_filter(&provider, &backend, &g.request_id);
         let script = bootstrap::script(&w.ssh_user, &w.ssh_public_key, &image)?;
-        let spec = InstanceSpec {
-            name: &name,
-            zone,
-            machine_type: &machine.name,
-            tdx: machine.tdx,
-            image: &c.cfg.image,
-            disk_gb: c.cfg.boot_disk_gb,
-            network: &c.cfg.network,
-            subnetwork: c.cfg.subnetwork.as_deref(),
-            tags: &c.cfg.network_tags,
-            labels: BTreeMap::from([
-                (labels::PROVIDER.to_string(), label_value(&provider)),
-                (labels::REQUEST.to_string(), label_value(&g.request_id)),
-                (
-                    labels::BACKEND.to_string(),
-                    label_value(&config::backend_name()),
-                ),
-                (labels::USER.to_string(), label_value(&w.ssh_user)),
-            ]),
-            request_id: &g.request_id,
-            startup_script: &script,
-        };
+        let labels = BTreeMap::from([
+            (labels::PROVIDER.to_string(), label_value(&provider)),
+            (labels::REQUEST.to_string(), label_value(&g.request_id)),
+            (labels::BACKEND.to_string(), label_value(&backend)),
+            (labels::USER.to_string(), label_value(&w.ssh_user)),
+        ]);
         let api = c.api(&c.cfg.project);
-        let started = now_unix();
-        let resp = c.send(api.insert(zone, &instance_body(&spec)))?;
-        let adopted = resp.status == 409
-            && api::error_reasons(&resp)
-                .iter()
-                .any(|r| r == "alreadyExists");
-        if adopted {
-            // The same grant provisioned again (the name is derived from
-            // it): take the instance that is already there.
-            log::with_fields(
-                Level::Info,
-                "instance already exists, adopting it",
-                &[("instance", &name), ("zone", zone)],
-            );
-        } else if !resp.is_success() {
-            return Err(api::api_error(&resp));
-        } else if let Err(e) = c.wait(api, zone, resp.json()?) {
-            // A failed insert normally leaves nothing; if it left an
-            // instance, remove it so the failover leaves nothing billed.
-            if let Ok(Some(_)) = c.get(api, zone, &name)
-                && let Err(de) = c.delete(api, zone, &name)
-            {
-                log::warn(&format!(
-                    "deleting {name} after its insert failed: {}",
-                    de.message()
-                ));
-            }
-            return Err(e);
-        }
-        log::with_fields(
-            Level::Info,
-            "instance created",
-            &[
-                ("instance", &name),
-                ("zone", zone),
-                ("machine_type", &machine.name),
-                ("tdx", if machine.tdx { "yes" } else { "no" }),
-            ],
-        );
-
-        let handle = Handle {
-            project: c.cfg.project.clone(),
-            zone: zone.to_string(),
-            name: name.clone(),
-            machine_type: machine.name.clone(),
-            cpus: machine.cpus,
-            ram_mib: machine.ram_mib,
-            started,
-        };
-        // The external address is assigned as the VM starts; poll for it.
-        // If it never comes, do not leave a billed VM behind the failover.
-        for attempt in 0..MAX_ADDRESS_POLLS {
-            match c.get(api, zone, &name)? {
-                Some(inst) if inst.external_ip().is_some() => {
-                    let mut handle = handle;
-                    if adopted {
-                        handle.started =
-                            compute_bridge_sdk::time::unix_from_rfc3339(&inst.creation_timestamp)
-                                .unwrap_or(started);
-                    }
-                    return to_instance(&inst, &handle, w.ssh_user);
+        // The zones of the chosen type in this region, in the operator's
+        // order: a zone out of stock moves on to the next; anything else
+        // (a quota, a rate limit, a refusal) answers for the region.
+        let zones = catalog::zones_to_try(choice, want);
+        let mut full: Vec<&str> = Vec::new();
+        for (i, zone) in zones.iter().copied().enumerate() {
+            let spec = InstanceSpec {
+                name: &name,
+                zone,
+                machine_type: &machine.name,
+                tdx: machine.tdx,
+                image: &c.cfg.image,
+                disk_gb: c.cfg.boot_disk_gb,
+                network: &c.cfg.network,
+                subnetwork: subnetwork.as_deref(),
+                tags: &c.cfg.network_tags,
+                labels: labels.clone(),
+                request_id: &g.request_id,
+                startup_script: &script,
+            };
+            let started = now_unix();
+            match c.create(api, &spec, &filter) {
+                Ok(adopted) => {
+                    log::with_fields(
+                        Level::Info,
+                        "instance created",
+                        &[
+                            ("instance", &name),
+                            ("zone", zone),
+                            ("machine_type", &machine.name),
+                            ("tdx", if machine.tdx { "yes" } else { "no" }),
+                        ],
+                    );
+                    let handle = handle_for(&c.cfg.project, zone, &name, machine, started);
+                    return c.come_up(api, handle, adopted, w.ssh_user);
                 }
-                Some(_) if attempt + 1 < MAX_ADDRESS_POLLS => {
-                    std::thread::sleep(Duration::from_secs(1))
+                Err(r) if r.zonal && i + 1 < zones.len() => {
+                    log::with_fields(
+                        Level::Info,
+                        "zone out of stock, trying the next zone of the region",
+                        &[("zone", zone), ("machine_type", &machine.name)],
+                    );
+                    full.push(zone);
                 }
-                Some(_) => break,
-                None => {
-                    return Err(BackendError::transient(format!(
-                        "instance {name} disappeared right after it was created"
-                    )));
+                Err(r) if full.is_empty() => return Err(r.error),
+                Err(r) => {
+                    return Err(with_message(
+                        &r.error,
+                        format!(
+                            "{} (zones {} of {region} were out of stock before)",
+                            r.error.message(),
+                            full.join(", ")
+                        ),
+                    ));
                 }
             }
         }
-        if let Err(e) = c.delete(api, zone, &name) {
-            log::warn(&format!(
-                "deleting {name} after it got no address failed: {}",
-                e.message()
-            ));
-        }
-        Err(BackendError::transient(format!(
-            "instance {name} got no external address; it was deleted"
-        )))
+        Err(BackendError::internal("no zone to try"))
     }
 
     fn status(i: Instance) -> Result<InstanceState> {
@@ -334,64 +574,87 @@ impl Backend for Gcp {
         Ok(())
     }
 
+    /// Every instance of this provider and backend in the project, in
+    /// any zone (`instances.aggregatedList`), so an instance in a zone the
+    /// catalog no longer lists is still found by the orphan sweep.
     fn list_instances() -> Result<Vec<Instance>> {
         let c = Ctx::new()?;
         let api = c.api(&c.cfg.project);
         let filter = api::list_filter(&config::provider_id(), &config::backend_name());
-        let mut zones: Vec<&str> = Vec::new();
-        for z in c.cfg.machine_types.iter().flat_map(|t| &t.zones) {
-            if !zones.contains(&z.as_str()) {
-                zones.push(z);
-            }
-        }
         let mut out = Vec::new();
-        for zone in zones {
-            let mut page: Option<String> = None;
-            loop {
-                let resp = c.send(api.list(zone, &filter, page.as_deref()))?;
-                if !resp.is_success() {
-                    return Err(api::api_error(&resp));
-                }
-                let list: InstanceList = resp.json()?;
-                for inst in &list.items {
-                    let machine = c
-                        .cfg
-                        .machine_types
-                        .iter()
-                        .find(|t| t.name == inst.machine_type_name());
-                    let handle = Handle {
-                        project: c.cfg.project.clone(),
-                        zone: zone.to_string(),
-                        name: inst.name.clone(),
-                        machine_type: inst.machine_type_name().to_string(),
-                        cpus: machine.map_or(0, |t| t.cpus),
-                        ram_mib: machine.map_or(0, |t| t.ram_mib),
-                        started: compute_bridge_sdk::time::unix_from_rfc3339(
-                            &inst.creation_timestamp,
-                        )
-                        .unwrap_or_else(now_unix),
-                    };
-                    let user = inst.labels.get(labels::USER).cloned().unwrap_or_default();
-                    let mut found = to_instance(inst, &handle, user.clone()).unwrap_or(Instance {
-                        instance_id: inst.name.clone(),
-                        region: catalog::region_of(zone).to_string(),
-                        public_host: String::new(),
-                        ssh_port: 22,
-                        user,
-                        host_key: String::new(),
-                        handle: handle.encode(),
-                    });
-                    found.region = catalog::region_of(zone).to_string();
-                    out.push(found);
-                }
-                match list.next_page_token {
-                    Some(t) if !t.is_empty() => page = Some(t),
-                    _ => break,
-                }
+        let mut page: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let resp = c.send(api.aggregated_list(&filter, page.as_deref()))?;
+            if !resp.is_success() {
+                return Err(api::api_error(&resp));
+            }
+            let list: InstanceAggregatedList = resp.json()?;
+            if !list.unreachables.is_empty() {
+                // A partial list would let the sweep miss an orphan there;
+                // say so rather than answer as if it were whole.
+                return Err(BackendError::transient(format!(
+                    "Compute Engine could not list instances in {}",
+                    list.unreachables.join(", ")
+                )));
+            }
+            for inst in list.items.values().flat_map(|s| &s.instances) {
+                out.push(listed(&c, inst));
+            }
+            match list.next_page_token {
+                Some(t) if !t.is_empty() => page = Some(t),
+                _ => return Ok(out),
             }
         }
-        Ok(out)
+        Err(BackendError::transient(format!(
+            "instances.aggregatedList still had pages after {MAX_PAGES}"
+        )))
     }
+}
+
+/// The handle of a new instance.
+fn handle_for(project: &str, zone: &str, name: &str, t: &MachineType, started: u64) -> Handle {
+    Handle {
+        project: project.to_string(),
+        zone: zone.to_string(),
+        name: name.to_string(),
+        machine_type: t.name.clone(),
+        cpus: t.cpus,
+        ram_mib: t.ram_mib,
+        started,
+    }
+}
+
+/// A listed instance as the contract's record (no address yet is an empty
+/// `public_host`).
+fn listed(c: &Ctx, inst: &GceInstance) -> Instance {
+    let zone = inst.zone_name();
+    let machine = c
+        .cfg
+        .machine_types
+        .iter()
+        .find(|t| t.name == inst.machine_type_name());
+    let handle = Handle {
+        project: c.cfg.project.clone(),
+        zone: zone.to_string(),
+        name: inst.name.clone(),
+        machine_type: inst.machine_type_name().to_string(),
+        cpus: machine.map_or(0, |t| t.cpus),
+        ram_mib: machine.map_or(0, |t| t.ram_mib),
+        started: compute_bridge_sdk::time::unix_from_rfc3339(&inst.creation_timestamp)
+            .unwrap_or_else(now_unix),
+    };
+    let user = inst.labels.get(labels::USER).cloned().unwrap_or_default();
+    let mut found = to_instance(inst, &handle, user.clone()).unwrap_or(Instance {
+        instance_id: inst.name.clone(),
+        region: String::new(),
+        public_host: String::new(),
+        ssh_port: 22,
+        user,
+        host_key: String::new(),
+        handle: handle.encode(),
+    });
+    found.region = catalog::region_of(zone).to_string();
+    found
 }
 
 compute_bridge_sdk::export_backend!(Gcp);

@@ -1,10 +1,12 @@
 //! The `[backends.config]` table of a GCP backend, and the service-account
 //! key it carries.
 
+use std::collections::BTreeMap;
+
 use compute_bridge_sdk::BackendError;
 use serde::Deserialize;
 
-use crate::catalog::MachineType;
+use crate::catalog::{self, MachineType};
 
 /// Compute Engine's REST endpoint.
 pub const COMPUTE_URL: &str = "https://compute.googleapis.com";
@@ -33,9 +35,17 @@ pub struct GcpConfig {
     /// VPC network.
     #[serde(default = "default_network")]
     pub network: String,
-    /// Subnetwork (`regions/R/subnetworks/S`), if not the network's auto one.
+    /// The subnetwork of each region the catalog places in, by region
+    /// (`us-central1 = "bridge"`): a subnetwork is regional, so an instance
+    /// takes the one of its zone's region. Empty: no subnetwork is named and
+    /// each instance gets the auto-mode network's own subnetwork of its
+    /// region (the `default` network is auto mode).
     #[serde(default)]
-    pub subnetwork: Option<String>,
+    pub subnetworks: BTreeMap<String, String>,
+    /// The old single `subnetwork`: refused, naming `subnetworks` (one
+    /// subnetwork cannot serve zones of several regions).
+    #[serde(default)]
+    pub subnetwork: Option<serde_json::Value>,
     /// Network tags on every instance (what firewall rules match, e.g. one
     /// that lets SSH in).
     #[serde(default)]
@@ -92,6 +102,7 @@ impl GcpConfig {
             t.validate()
                 .map_err(|m| BackendError::config(format!("`machine_types[{i}]`: {m}")))?;
         }
+        self.validate_subnetworks()?;
         for (key, url) in [
             ("compute_url", Some(&self.compute_url)),
             ("token_url", self.token_url.as_ref()),
@@ -107,9 +118,97 @@ impl GcpConfig {
         Ok(())
     }
 
+    /// Per-region subnetworks: each names its own region (or none, a bare
+    /// name), and when there are any, every region the catalog places in
+    /// has one. Errors start with the key path, so `check-config` points at
+    /// the line.
+    fn validate_subnetworks(&self) -> Result<(), BackendError> {
+        if self.subnetwork.is_some() {
+            return Err(BackendError::config(
+                "`subnetwork`: a subnetwork belongs to one region, so the single `subnetwork` \
+                 is replaced by `subnetworks`, one per region of the catalog: \
+                 [backends.config.subnetworks] us-central1 = \"regions/us-central1/subnetworks/NAME\" \
+                 (or leave both out to use the auto-mode network's subnetwork in each region)",
+            ));
+        }
+        for (region, value) in &self.subnetworks {
+            if !catalog::is_region(region) {
+                return Err(BackendError::config(format!(
+                    "`subnetworks`: {region:?} is not a region like us-central1"
+                )));
+            }
+            subnetwork_url(region, value)
+                .map_err(|m| BackendError::config(format!("`subnetworks.{region}`: {m}")))?;
+        }
+        if self.subnetworks.is_empty() {
+            return Ok(());
+        }
+        for (i, t) in self.machine_types.iter().enumerate() {
+            for zone in &t.zones {
+                let region = catalog::region_of(zone);
+                if !self.subnetworks.contains_key(region) {
+                    return Err(BackendError::config(format!(
+                        "`subnetworks`: region {region} (zone {zone} of `machine_types[{i}]`) has \
+                         no subnetwork; add {region} = \"regions/{region}/subnetworks/NAME\" \
+                         here, or remove the zone"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The subnetwork for an instance in `region`, as the API takes it
+    /// (`regions/R/subnetworks/S` or a full URL); `None` when the network's
+    /// own (auto-mode) subnetwork is meant.
+    pub fn subnetwork_for(&self, region: &str) -> Option<String> {
+        let value = self.subnetworks.get(region)?;
+        subnetwork_url(region, value).ok()
+    }
+
     /// Compute Engine base URL without a trailing slash.
     pub fn compute_base(&self) -> &str {
         self.compute_url.trim_end_matches('/')
+    }
+}
+
+/// A `subnetworks` value in the forms `NetworkInterface.subnetwork` takes
+/// (compute.proto: a full URL
+/// `https://www.googleapis.com/compute/v1/projects/P/regions/R/subnetworks/S`
+/// or the partial `regions/R/subnetworks/S`), or a bare name, which is
+/// made the partial URL of `region`. A URL must name `region`: a subnetwork
+/// serves only instances of its own region.
+fn subnetwork_url(region: &str, value: &str) -> Result<String, String> {
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 63
+            && n.starts_with(|c: char| c.is_ascii_lowercase())
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if is_name(value) {
+        return Ok(format!("regions/{region}/subnetworks/{value}"));
+    }
+    let partial = value
+        .strip_prefix("https://www.googleapis.com/compute/v1/projects/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(value, |(_, rest)| rest);
+    let parts: Vec<&str> = partial.split('/').collect();
+    match parts.as_slice() {
+        ["regions", r, "subnetworks", n] if is_name(n) => {
+            if *r == region {
+                Ok(value.to_string())
+            } else {
+                Err(format!(
+                    "{value:?} is a subnetwork of region {r}, not {region}; a subnetwork serves \
+                     only instances in zones of its own region"
+                ))
+            }
+        }
+        _ => Err(format!(
+            "{value:?} is not a subnetwork name, regions/{region}/subnetworks/NAME or \
+             https://www.googleapis.com/compute/v1/projects/PROJECT/regions/{region}/subnetworks/NAME"
+        )),
     }
 }
 
@@ -231,6 +330,96 @@ mod tests {
         .unwrap();
         let m = cfg.validate().unwrap_err();
         assert!(m.message().contains("`machine_types[0]`"), "{m:?}");
+    }
+}
+
+#[cfg(test)]
+mod subnetworks {
+    use super::*;
+
+    fn cfg(extra: serde_json::Value) -> GcpConfig {
+        let mut v = serde_json::json!({
+            "project": "my-project",
+            "service_account_key": "{}",
+            "machine_types": [
+                {"name": "n2-standard-2", "cpus": 2, "ram_mib": 8192, "zones": ["us-central1-a"]},
+                {"name": "c3-standard-4", "cpus": 4, "ram_mib": 16384, "tdx": true,
+                 "zones": ["us-central1-b", "europe-west4-b"]},
+            ],
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn refused(c: &GcpConfig) -> String {
+        match c.validate() {
+            Err(BackendError::Config(m)) => m,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_region_gets_its_own_subnetwork() {
+        let c = cfg(serde_json::json!({"subnetworks": {
+            "us-central1": "bridge-us",
+            "europe-west4": "https://www.googleapis.com/compute/v1/projects/host-proj/regions/europe-west4/subnetworks/bridge-eu",
+        }}));
+        c.validate().unwrap();
+        assert_eq!(
+            c.subnetwork_for("us-central1").as_deref(),
+            Some("regions/us-central1/subnetworks/bridge-us")
+        );
+        assert_eq!(
+            c.subnetwork_for("europe-west4").as_deref(),
+            Some(
+                "https://www.googleapis.com/compute/v1/projects/host-proj/regions/europe-west4/subnetworks/bridge-eu"
+            )
+        );
+        assert_eq!(c.subnetwork_for("asia-east1"), None);
+        // No table at all: the auto-mode network's own subnetwork everywhere.
+        let auto = cfg(serde_json::json!({}));
+        auto.validate().unwrap();
+        assert_eq!(auto.subnetwork_for("us-central1"), None);
+    }
+
+    #[test]
+    fn a_catalog_region_without_a_subnetwork_is_refused_naming_the_key() {
+        let c = cfg(serde_json::json!({"subnetworks": {"us-central1": "bridge"}}));
+        let m = refused(&c);
+        assert!(
+            m.starts_with(
+                "`subnetworks`: region europe-west4 (zone europe-west4-b of `machine_types[1]`)"
+            ),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_subnetwork_of_another_region_is_refused() {
+        let c = cfg(serde_json::json!({"subnetworks": {
+            "us-central1": "bridge",
+            "europe-west4": "regions/us-central1/subnetworks/bridge",
+        }}));
+        let m = refused(&c);
+        assert!(m.starts_with("`subnetworks.europe-west4`: "), "{m}");
+        assert!(m.contains("region us-central1, not europe-west4"), "{m}");
+        let c = cfg(serde_json::json!({"subnetworks": {"us-central1-a": "bridge"}}));
+        assert!(refused(&c).starts_with("`subnetworks`: \"us-central1-a\" is not a region"));
+        let c = cfg(serde_json::json!({"subnetworks": {
+            "us-central1": "global/networks/default", "europe-west4": "bridge"}}));
+        let m = refused(&c);
+        assert!(m.starts_with("`subnetworks.us-central1`: "), "{m}");
+        assert!(m.contains("is not a subnetwork name"), "{m}");
+    }
+
+    #[test]
+    fn the_old_single_subnetwork_is_refused_naming_the_new_key() {
+        let c = cfg(serde_json::json!({"subnetwork": "regions/us-central1/subnetworks/bridge"}));
+        let m = refused(&c);
+        assert!(m.starts_with("`subnetwork`: "), "{m}");
+        assert!(m.contains("`subnetworks`"), "{m}");
     }
 }
 

@@ -46,10 +46,17 @@ zones = ["us-central1-b", "europe-west4-a"]
     )
 }
 
+/// The fake with the catalog's zones and one zone the catalog does not
+/// list (`us-central1-f`).
 pub fn start_fake() -> GcpFake {
     GcpFake::start(
         PROJECT,
-        &["us-central1-a", "us-central1-b", "europe-west4-a"],
+        &[
+            "us-central1-a",
+            "us-central1-b",
+            "us-central1-f",
+            "europe-west4-a",
+        ],
     )
 }
 
@@ -382,27 +389,277 @@ async fn list_instances_finds_this_providers_instances_across_pages() {
     );
     s.fake
         .add_foreign_instance("us-central1-a", "unlabelled", serde_json::json!({}));
+    // Ours, in a zone the catalog no longer lists (left from an older
+    // config): the sweep must still see it.
+    s.fake.add_foreign_instance(
+        "us-central1-f",
+        "cb-left-behind",
+        serde_json::json!({"cb_provider": "test-provider", "cb_backend": "gcp", "cb_user": "cb-test"}),
+    );
     s.fake.set_page_size(1);
     let mut found: Vec<_> = s.gcp.list_instances().await.unwrap();
     found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    let mut ids: Vec<String> = found.iter().map(|i| i.instance_id.clone()).collect();
-    ids.sort();
+    let ids: Vec<String> = found.iter().map(|i| i.instance_id.clone()).collect();
     let mut expected = mine.clone();
+    expected.push("cb-left-behind".into());
     expected.sort();
     assert_eq!(ids, expected);
     for i in &found {
         assert_eq!(i.user, "cb-test");
-        assert!(i.public_host.starts_with("203.0.113."));
         // The handle works for the rest of the life.
         assert_eq!(s.gcp.status(i).await.unwrap(), InstanceState::Running);
     }
+    let left = found
+        .iter()
+        .find(|i| i.instance_id == "cb-left-behind")
+        .unwrap();
+    assert_eq!(left.region, "us-central1");
+    // One aggregated listing, paged (a page of one item per call).
+    let lists: Vec<String> = s
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET") && r.contains("/instances") && !r.contains("/instances/"))
+        .collect();
     assert!(
-        s.fake
-            .requests()
-            .iter()
-            .any(|r| r.contains("/instances") && r.starts_with("GET"))
+        lists.iter().all(|r| r.ends_with("/aggregated/instances")),
+        "{lists:?}"
     );
+    assert_eq!(lists.len(), 4, "{lists:?}");
     assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+/// The orphan sweep lists with the filter the API accepts and deletes a VM
+/// the journal does not know. Before, the filter was `a = "x" AND b = "y"`,
+/// which Compute Engine refuses: the sweep only warned and the VM kept
+/// billing.
+#[tokio::test]
+async fn the_orphan_sweep_finds_and_deletes_a_leaked_vm() {
+    let s = setup();
+    let kept = s
+        .gcp
+        .provision(&cloud_grant("journaled", TdxRequirement::None), &workload())
+        .await
+        .unwrap();
+    let leaked = s
+        .gcp
+        .provision(
+            &cloud_grant("leaked", TdxRequirement::Required),
+            &workload(),
+        )
+        .await
+        .unwrap();
+    let journal = std::collections::HashSet::from([kept.instance_id.clone()]);
+    let swept = compute_bridge::sweep::sweep_orphans(s.gcp.as_ref(), &journal).await;
+    assert_eq!(
+        swept,
+        vec![leaked.instance_id.clone()],
+        "{:#?}",
+        s.fake.rejections()
+    );
+    let left: Vec<String> = s.fake.instances().into_iter().map(|(_, n)| n).collect();
+    assert_eq!(left, vec![kept.instance_id]);
+    assert_eq!(s.fake.rejections(), Vec::<String>::new());
+}
+
+/// A zone that does not answer the listing makes the listing fail, rather
+/// than a partial answer the sweep would take as whole.
+#[tokio::test]
+async fn a_partial_listing_is_an_error_not_a_short_list() {
+    let s = setup();
+    s.gcp
+        .provision(&cloud_grant("p", TdxRequirement::None), &workload())
+        .await
+        .unwrap();
+    s.fake.set_unreachable("europe-west4-a");
+    let e = s.gcp.list_instances().await.unwrap_err();
+    assert!(matches!(e, BackendError::Transient(_)), "{e:?}");
+    assert!(e.to_string().contains("zones/europe-west4-a"), "{e}");
+}
+
+/// Every VM status that means the VM is going or gone ends the grant; only
+/// the ones on the way up are `starting` (compute.proto `Instance.Status`).
+#[tokio::test]
+async fn a_vm_being_torn_down_is_over_not_starting() {
+    let s = setup();
+    let inst = s
+        .gcp
+        .provision(&cloud_grant("st", TdxRequirement::None), &workload())
+        .await
+        .unwrap();
+    for (status, want) in [
+        ("PENDING_STOP", InstanceState::Exited(-1)),
+        ("DEPROVISIONING", InstanceState::Exited(-1)),
+        ("STOPPING", InstanceState::Exited(-1)),
+        ("PENDING", InstanceState::Starting),
+        ("REPAIRING", InstanceState::Starting),
+        ("RUNNING", InstanceState::Running),
+    ] {
+        s.fake.set_instance_status(&inst.instance_id, status);
+        assert_eq!(s.gcp.status(&inst).await.unwrap(), want, "{status}");
+    }
+}
+
+/// A network whose subnetworks are regional: each instance gets the
+/// subnetwork of its own zone's region.
+#[tokio::test]
+async fn each_instance_gets_the_subnetwork_of_its_own_region() {
+    let fake = start_fake();
+    fake.add_network("bridge-vpc", false);
+    fake.add_subnetwork("us-central1", "bridge-us", "bridge-vpc");
+    fake.add_subnetwork("europe-west4", "bridge-eu", "bridge-vpc");
+    let key = fake.key_json();
+    let toml = gcp_toml("gcp", &fake).replace(
+        "network_tags = [\"allow-ssh\"]",
+        "network_tags = [\"allow-ssh\"]\nnetwork = \"global/networks/bridge-vpc\"\n\
+         subnetworks = { us-central1 = \"bridge-us\", europe-west4 = \"regions/europe-west4/subnetworks/bridge-eu\" }",
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(state.path(), &toml, &[("GCP_KEY", key)]);
+    let (_rt, backends) = load(&cfg);
+    let gcp = &backends[0];
+    let w = workload();
+    let us = gcp
+        .provision(&cloud_grant("net-us", TdxRequirement::Required), &w)
+        .await
+        .unwrap();
+    let mut g = cloud_grant("net-eu", TdxRequirement::Required);
+    g.region = Some("europe-west4".into());
+    let eu = gcp.provision(&g, &w).await.unwrap();
+    assert_eq!(
+        (us.region.as_str(), eu.region.as_str()),
+        ("us-central1", "europe-west4")
+    );
+    let nics: Vec<serde_json::Value> = fake
+        .inserted()
+        .iter()
+        .map(|b| b["networkInterfaces"][0].clone())
+        .collect();
+    assert_eq!(
+        nics[0]["subnetwork"],
+        "regions/us-central1/subnetworks/bridge-us"
+    );
+    assert_eq!(
+        nics[1]["subnetwork"],
+        "regions/europe-west4/subnetworks/bridge-eu"
+    );
+    assert!(
+        nics.iter()
+            .all(|n| n["network"] == "global/networks/bridge-vpc")
+    );
+    assert_eq!(fake.rejections(), Vec::<String>::new());
+}
+
+/// The single `subnetwork` of old went on every instance, whatever its
+/// region: with zones in two regions, one of them always failed. It is now
+/// refused at start, naming the key that replaces it.
+#[tokio::test]
+async fn the_old_single_subnetwork_is_refused_naming_subnetworks() {
+    let fake = start_fake();
+    fake.add_network("bridge-vpc", false);
+    fake.add_subnetwork("us-central1", "bridge-us", "bridge-vpc");
+    let key = fake.key_json();
+    let toml = gcp_toml("gcp", &fake).replace(
+        "network_tags = [\"allow-ssh\"]",
+        "network_tags = [\"allow-ssh\"]\nnetwork = \"global/networks/bridge-vpc\"\n\
+         subnetwork = \"regions/us-central1/subnetworks/bridge-us\"",
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(state.path(), &toml, &[("GCP_KEY", key)]);
+    let (_rt, backends) = load(&cfg);
+    let e = backends[0].capabilities().await.unwrap_err();
+    let BackendError::Config(m) = &e else {
+        panic!("expected a config error, got {e:?}")
+    };
+    assert!(m.starts_with("`subnetwork`: "), "{m}");
+    assert!(m.contains("`subnetworks`"), "{m}");
+    assert!(fake.inserted().is_empty());
+}
+
+/// A zone out of stock moves on to the next zone of the same region; the
+/// region is never left (the fleet moves grants between regions), and a
+/// quota, which the region shares, is answered at once.
+#[tokio::test]
+async fn a_zone_out_of_stock_moves_on_to_the_next_zone_of_the_region() {
+    let fake = start_fake();
+    let key = fake.key_json();
+    // n2-standard-2 in two zones of us-central1 and one of europe-west4.
+    let toml = gcp_toml("gcp", &fake).replace(
+        "zones = [\"us-central1-a\"]",
+        "zones = [\"us-central1-a\", \"us-central1-f\", \"europe-west4-a\"]",
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config_with_env(state.path(), &toml, &[("GCP_KEY", key)]);
+    let (_rt, backends) = load(&cfg);
+    let gcp = &backends[0];
+    let w = workload();
+    let mut g = cloud_grant("zones", TdxRequirement::None);
+    g.region = Some("us-central1".into());
+
+    fake.stock_out("us-central1-a");
+    let inst = gcp.provision(&g, &w).await.unwrap();
+    assert_eq!(fake.insert_zones(), ["us-central1-a", "us-central1-f"]);
+    assert_eq!(
+        fake.instances(),
+        [("us-central1-f".to_string(), inst.instance_id.clone())]
+    );
+    gcp.terminate(&inst).await.unwrap();
+
+    // Both zones of the region out of stock: no-capacity, nothing made,
+    // and europe-west4 is not tried by the backend itself.
+    fake.stock_out("us-central1-f");
+    let e = gcp.provision(&g, &w).await.unwrap_err();
+    assert!(matches!(e, BackendError::NoCapacity(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS")
+            && e.to_string().contains("us-central1-a"),
+        "{e}"
+    );
+    assert_eq!(
+        fake.insert_zones(),
+        [
+            "us-central1-a",
+            "us-central1-f",
+            "us-central1-a",
+            "us-central1-f"
+        ]
+    );
+    assert!(fake.instances().is_empty());
+
+    // A project quota is the region's: the next zone is not tried.
+    fake.restock("us-central1-a");
+    fake.restock("us-central1-f");
+    fake.fail_next_insert(InsertFailure::QuotaExceeded);
+    let e = gcp.provision(&g, &w).await.unwrap_err();
+    assert!(matches!(e, BackendError::NoCapacity(_)), "{e:?}");
+    assert_eq!(fake.insert_zones().len(), 5);
+    assert!(fake.instances().is_empty());
+    assert_eq!(fake.rejections(), Vec::<String>::new());
+}
+
+/// The commented GCP section of `config/example.toml`, uncommented, is a
+/// config the host accepts and the component reads.
+#[tokio::test]
+async fn the_documented_example_is_a_config_the_component_accepts() {
+    let section = example_section("gcp");
+    let fake = start_fake();
+    let key = fake.key_json();
+    let state = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[bridge]\nstate_dir = {:?}\n\n{section}",
+        state.path().display().to_string()
+    );
+    let cfg = compute_bridge::config::BootConfig::from_source(
+        &compute_bridge::config::Source::embedded("example-gcp.toml", &text),
+        &|k| (k == "GCP_SERVICE_ACCOUNT_KEY").then(|| key.clone()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(cfg.backends[0].component, "builtin:gcp");
+    let (_rt, backends) = load(&cfg);
+    let caps = backends[0].capabilities().await.unwrap();
+    assert_eq!(caps.regions, ["us-central1", "europe-west4"]);
+    assert!(caps.tdx_capable);
 }
 
 /// The fake itself refuses what Compute Engine and Google's token endpoint
@@ -463,13 +720,64 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
     unknown_field["colour"] = "red".into();
     let mut bad_label = good();
     bad_label["labels"] = serde_json::json!({"Provider": "x"});
-    for (why, body) in [
-        ("TDX on N2", tdx_on_n2),
-        ("TDX with live migration", migrating_tdx),
-        ("pd-standard on C3", standard_disk_on_c3),
-        ("no boot disk", no_disk),
-        ("unknown field", unknown_field),
-        ("upper-case label key", bad_label),
+    let mut unknown_nested = good();
+    unknown_nested["networkInterfaces"][0]["colour"] = "red".into();
+    let mut disk_elsewhere = good();
+    disk_elsewhere["disks"][0]["initializeParams"]["diskType"] =
+        "zones/us-central1-a/diskTypes/pd-balanced".into();
+    // Regional resources: a subnetwork serves only its own region.
+    fake.add_network("bridge-vpc", false);
+    fake.add_subnetwork("us-central1", "bridge-us", "bridge-vpc");
+    fake.add_subnetwork("europe-west4", "bridge-eu", "bridge-vpc");
+    let nic = |network: Option<&str>, subnetwork: Option<&str>| {
+        let mut b = good();
+        let mut n = serde_json::json!({"accessConfigs": [{"type": "ONE_TO_ONE_NAT"}]});
+        if let Some(v) = network {
+            n["network"] = v.into();
+        }
+        if let Some(v) = subnetwork {
+            n["subnetwork"] = v.into();
+        }
+        b["networkInterfaces"] = serde_json::json!([n]);
+        b
+    };
+    for (why, body, reason) in [
+        ("TDX on N2", tdx_on_n2, "invalid"),
+        ("TDX with live migration", migrating_tdx, "invalid"),
+        ("pd-standard on C3", standard_disk_on_c3, "invalid"),
+        ("no boot disk", no_disk, "invalid"),
+        ("unknown field", unknown_field, "invalid"),
+        ("unknown nested field", unknown_nested, "invalid"),
+        ("upper-case label key", bad_label, "invalid"),
+        ("a disk type of another zone", disk_elsewhere, "invalid"),
+        (
+            "a subnetwork of another region",
+            nic(None, Some("regions/europe-west4/subnetworks/bridge-eu")),
+            "invalid",
+        ),
+        (
+            "a custom-mode network without a subnetwork",
+            nic(Some("global/networks/bridge-vpc"), None),
+            "invalid",
+        ),
+        (
+            "a subnetwork that does not exist",
+            nic(None, Some("regions/us-central1/subnetworks/nowhere")),
+            "invalid",
+        ),
+        (
+            "a subnetwork of another network",
+            nic(
+                Some("global/networks/default"),
+                Some("regions/us-central1/subnetworks/bridge-us"),
+            ),
+            "badRequest",
+        ),
+        (
+            "a network that does not exist",
+            nic(Some("global/networks/nowhere"), None),
+            "invalid",
+        ),
     ] {
         let (status, body) = send(json_post(
             &http,
@@ -478,10 +786,58 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
             &body,
         ))
         .await;
-        assert_eq!(status, 400, "{why}");
-        assert_eq!(body["error"]["errors"][0]["reason"], "invalid", "{why}");
+        assert_eq!(status, 400, "{why}: {body}");
+        assert_eq!(
+            body["error"]["errors"][0]["reason"], reason,
+            "{why}: {body}"
+        );
     }
     assert!(fake.instances().is_empty());
+    // Unknown query parameters are refused too.
+    let (status, _) = send(json_post(
+        &http,
+        &format!("{base}/instances?colour=red"),
+        &token,
+        &good(),
+    ))
+    .await;
+    assert_eq!(status, 400);
+
+    // The list filter: one bare expression, or each in parentheses.
+    let list = |filter: &str| {
+        let encoded: String = filter
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        http.get(format!("{base}/instances?filter={encoded}"))
+            .bearer_auth(&token)
+    };
+    let (status, body) = send(list(r#"labels.a = "x" AND labels.b = "y""#)).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Invalid list filter expression."),
+        "{body}"
+    );
+    for ok in [
+        r#"(labels.a = "x") AND (labels.b = "y")"#,
+        r#"(labels.a = "x") (labels.b = "y")"#,
+        r#"labels.a = "x""#,
+        "name eq cb-.*",
+    ] {
+        let (status, body) = send(list(ok)).await;
+        assert_eq!(status, 200, "{ok}: {body}");
+    }
+    let (status, _) = send(list(r#"(name eq cb-.*) (labels.a = "x")"#)).await;
+    assert_eq!(status, 400, "the two kinds of expression mixed");
 
     // The conforming one is accepted; `wait` takes no body.
     let (status, op) = send(json_post(
@@ -498,7 +854,9 @@ async fn the_fake_refuses_requests_that_break_the_reference() {
     let (_, op) = send(http.post(&wait).bearer_auth(&token)).await;
     assert_eq!(op["status"], "DONE");
     assert_eq!(fake.instance_status("cb-ok").as_deref(), Some("RUNNING"));
-    assert_eq!(fake.rejections().len(), 9, "{:#?}", fake.rejections());
+    // The token request, the unauthenticated call, 13 bodies, the query
+    // parameter, two filters and the `wait` with a body.
+    assert_eq!(fake.rejections().len(), 19, "{:#?}", fake.rejections());
 }
 
 #[tokio::test]

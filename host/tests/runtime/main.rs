@@ -16,6 +16,7 @@ mod cache;
 mod cloud_faults;
 mod dashboard;
 mod gcp;
+mod gcp_faults;
 mod hostile;
 mod http;
 mod load;

@@ -1,30 +1,63 @@
 //! A fake of the Google APIs the GCP backend uses, on 127.0.0.1: the OAuth
 //! 2.0 token endpoint (JWT-bearer grant) and the Compute Engine v1 calls
-//! `instances.insert/get/delete/list` and `zoneOperations.wait/get`.
+//! `instances.insert/get/delete/list/aggregatedList` and
+//! `zoneOperations.wait/get`. It is a model of the published API, written
+//! from the references below, not from the backend: every rule it enforces
+//! names the text it follows, and it answers a request that breaks one with
+//! the error body Google returns (`{"error": {"code", "message", "errors":
+//! [{"message", "domain", "reason"}], "status"}}`).
 //!
-//! It follows the published references and refuses what they refuse, with
-//! the error bodies Google returns:
-//! - token endpoint, JWT assertion (header, claims, RS256 signature, at
+//! Sources:
+//! - `google/cloud/compute/v1/compute.proto` in googleapis/googleapis
+//!   (read at f8291d2b): the `Instance`, `NetworkInterface`, `AccessConfig`,
+//!   `AttachedDisk`, `AttachedDiskInitializeParams`, `Metadata`, `Items`,
+//!   `Tags`, `Scheduling` and `ConfidentialInstanceConfig` messages (the
+//!   field lists below are theirs, in JSON's lowerCamelCase),
+//!   `Instance.Status`, the request messages of `instances.list`,
+//!   `instances.aggregatedList` and `instances.insert` (their query
+//!   parameters), `InstanceAggregatedList`/`InstancesScopedList`, and
+//!   `Operation`/`Errors`/`ErrorDetails`/`ErrorInfo`.
+//! - The REST reference: <https://cloud.google.com/compute/docs/reference/rest/v1/instances>
+//!   and <https://cloud.google.com/compute/docs/reference/rest/v1/zoneOperations/wait>.
+//! - The `filter` grammar: [`filter`] (its own module, with its sources).
+//! - Regions, zones and networks: a zone name is its region's name plus a
+//!   letter (`us-central1-a` is in `us-central1`); `NetworkInterface.network`
+//!   and `.subnetwork` in compute.proto ("If the network is in auto subnet
+//!   mode, specifying the subnetwork is optional. If the network is in
+//!   custom subnet mode, specifying the subnetwork is required"; the URL
+//!   forms each takes); `Network.autoCreateSubnetworks` ("An auto mode VPC
+//!   network starts with one subnet per region"); a subnetwork's URL names
+//!   its region (`regions/R/subnetworks/S`), and an instance's interface
+//!   takes a subnetwork of the instance's region
+//!   (<https://cloud.google.com/vpc/docs/subnets>: subnets are regional).
+//! - Token endpoint, JWT assertion (header, claims, RS256 signature, at
 //!   most an hour):
 //!   <https://developers.google.com/identity/protocols/oauth2/service-account#httprest>
-//! - the `Instance` resource and its methods:
-//!   <https://cloud.google.com/compute/docs/reference/rest/v1/instances>
-//!   (`insert` needs `name`, `machineType`, a boot disk and a network
-//!   interface; unknown fields are refused as "Invalid JSON payload")
-//! - operations: <https://cloud.google.com/compute/docs/reference/rest/v1/zoneOperations/wait>
-//!   (the request body must be empty)
 //! - Confidential VM with TDX: <https://cloud.google.com/confidential-computing/confidential-vm/docs/supported-configurations>
 //!   (`confidentialInstanceType: TDX` on C3 only, `onHostMaintenance:
 //!   TERMINATE`; C3 takes no `pd-standard` disk)
-//! - error catalogue: <https://cloud.google.com/compute/docs/troubleshooting/troubleshooting-vm-creation>
-//!   (`ZONE_RESOURCE_POOL_EXHAUSTED`, `QUOTA_EXCEEDED` as operation errors;
-//!   `quotaExceeded`, `rateLimitExceeded` as 403 reasons)
+//! - Capacity and quota errors: <https://cloud.google.com/compute/docs/resource-error>
+//!   (`ZONE_RESOURCE_POOL_EXHAUSTED`, `ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS`
+//!   as operation errors), <https://cloud.google.com/docs/quotas/troubleshoot>
+//!   (403 `QUOTA_EXCEEDED`, 403 rate limits, 429),
+//!   <https://cloud.google.com/compute/api-quota> (403 `rateLimitExceeded`).
 //!
-//! Every request that breaks the reference is answered with Google's error
-//! and recorded in [`GcpFake::rejections`]; tests assert that a conforming
-//! backend produced none. Token requests are counted.
+//! Where those sources are silent, the fake decides and says so at the rule
+//! ("Spec silent"): the exact wording of most error messages (the shapes
+//! and reasons are the documented ones; messages follow what Google is
+//! seen to return), the error for a subnetwork of another region, the
+//! names of an auto-mode network's subnetworks, whether a delete is
+//! accepted while the insert is still running (it is, here), how soon a
+//! new instance is listed (at once, here), and shared VPC (not modelled:
+//! a subnetwork must be in the fake's own project).
+//!
+//! Every request refused for breaking the reference is recorded in
+//! [`GcpFake::rejections`]; tests assert that a conforming backend produced
+//! none. Token requests are counted.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod filter;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::Method;
@@ -35,19 +68,25 @@ use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use rsa::sha2::Sha256;
 use rsa::signature::Verifier;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::fake_server::{FakeServer, Req, json as reply, now_unix, random_token, rfc3339, router};
 
+pub use filter::Filter;
+
 /// The scope the backend must ask for.
 pub const COMPUTE_SCOPE: &str = "https://www.googleapis.com/auth/compute";
+
+/// The self-link root of Compute Engine v1 resources.
+pub const API_ROOT: &str = "https://www.googleapis.com/compute/v1";
 
 /// A failure the fake can be told to return for the next `instances.insert`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertFailure {
     /// The operation ends with `ZONE_RESOURCE_POOL_EXHAUSTED` (HTTP 503).
     ZoneResourcePoolExhausted,
-    /// The operation ends with `QUOTA_EXCEEDED` (HTTP 403).
+    /// The operation ends with `QUOTA_EXCEEDED` (HTTP 403), with the
+    /// quota's region in `errorDetails[].quotaInfo.dimensions`.
     QuotaExceeded,
     /// The call itself fails: 403 `quotaExceeded`.
     HttpQuotaExceeded,
@@ -79,6 +118,12 @@ struct FakeOp {
     inserted: u64,
 }
 
+/// A VPC network: auto mode (a subnetwork in every region) or custom.
+#[derive(Debug, Clone)]
+struct Network {
+    auto: bool,
+}
+
 struct State {
     project: String,
     client_email: String,
@@ -86,6 +131,11 @@ struct State {
     public_key: rsa::RsaPublicKey,
     token_path: String,
     zones: Vec<String>,
+    stocked_out: BTreeSet<String>,
+    unreachable: BTreeSet<String>,
+    networks: BTreeMap<String, Network>,
+    /// (region, name) → network name, for custom-mode subnetworks.
+    subnetworks: BTreeMap<(String, String), String>,
     machine_types: BTreeMap<String, (u32, u32)>,
     token_lifetime: u64,
     tokens: HashMap<String, u64>,
@@ -98,6 +148,7 @@ struct State {
     rejections: Vec<String>,
     log: Vec<String>,
     inserted_bodies: Vec<Value>,
+    insert_zones: Vec<String>,
 }
 
 /// The fake; stopped on drop.
@@ -129,9 +180,16 @@ pub fn new_key() -> (String, rsa::RsaPublicKey) {
     (pem, private.to_public_key())
 }
 
+/// The region of a zone: the zone's name less its last `-x`
+/// (`us-central1-a` → `us-central1`).
+pub fn region_of(zone: &str) -> &str {
+    zone.rsplit_once('-').map_or(zone, |(r, _)| r)
+}
+
 impl GcpFake {
-    /// Start a fake for `project` whose zones are `zones`, with a freshly
-    /// minted service-account key.
+    /// Start a fake for `project` whose zones are `zones` (their regions
+    /// follow from their names), with the `default` network (auto mode)
+    /// and a freshly minted service-account key.
     pub fn start(project: &str, zones: &[&str]) -> Self {
         let (key_pem, public_key) = new_key();
         let state = Arc::new(Mutex::new(State {
@@ -141,6 +199,10 @@ impl GcpFake {
             public_key,
             token_path: "/token".into(),
             zones: zones.iter().map(|z| z.to_string()).collect(),
+            stocked_out: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
+            networks: BTreeMap::from([("default".to_string(), Network { auto: true })]),
+            subnetworks: BTreeMap::new(),
             machine_types: MACHINE_TYPES
                 .iter()
                 .map(|(n, c, r)| (n.to_string(), (*c, *r)))
@@ -156,6 +218,7 @@ impl GcpFake {
             rejections: Vec::new(),
             log: Vec::new(),
             inserted_bodies: Vec::new(),
+            insert_zones: Vec::new(),
         }));
         let server = FakeServer::start("gcp", router(state.clone(), handle));
         Self {
@@ -174,6 +237,16 @@ impl GcpFake {
         self.server.url()
     }
 
+    /// The port it listens on (to put a proxy in front).
+    pub fn port(&self) -> u16 {
+        self.server
+            .url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the fake's URL ends in its port")
+    }
+
     /// The token endpoint's URL.
     pub fn token_url(&self) -> String {
         format!("{}{}", self.url(), self.st().token_path)
@@ -182,16 +255,22 @@ impl GcpFake {
     /// The service-account key file, as Google would hand it out, whose
     /// `token_uri` is this fake.
     pub fn key_json(&self) -> String {
-        self.key_json_with(&self.key_pem)
+        self.key_json_with(&self.key_pem, &self.server.url())
+    }
+
+    /// The key file with its `token_uri` at `origin` (a proxy in front of
+    /// this fake) instead.
+    pub fn key_json_via(&self, origin: &str) -> String {
+        self.key_json_with(&self.key_pem, origin)
     }
 
     /// A well-formed key file for the same account whose key the fake does
     /// not know (a deleted or foreign key).
     pub fn foreign_key_json(&self) -> String {
-        self.key_json_with(&new_key().0)
+        self.key_json_with(&new_key().0, &self.server.url())
     }
 
-    fn key_json_with(&self, pem: &str) -> String {
+    fn key_json_with(&self, pem: &str, origin: &str) -> String {
         let s = self.st();
         json!({
             "type": "service_account",
@@ -201,7 +280,7 @@ impl GcpFake {
             "client_email": s.client_email,
             "client_id": "100000000000000000001",
             "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-            "token_uri": format!("{}{}", self.server.url(), s.token_path),
+            "token_uri": format!("{origin}{}", s.token_path),
             "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
             "universe_domain": "googleapis.com",
         })
@@ -238,7 +317,39 @@ impl GcpFake {
         self.st().insert_failures.push_back(f);
     }
 
-    /// `instances.list` pages hold at most `n` items.
+    /// `zone` has no room: every insert there fails with
+    /// `ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS` until [`GcpFake::restock`].
+    pub fn stock_out(&self, zone: &str) {
+        self.st().stocked_out.insert(zone.to_string());
+    }
+
+    /// `zone` has room again.
+    pub fn restock(&self, zone: &str) {
+        self.st().stocked_out.remove(zone);
+    }
+
+    /// `zone` does not answer lists: `aggregatedList` names it in
+    /// `unreachables` (with `returnPartialSuccess`) or fails (without).
+    pub fn set_unreachable(&self, zone: &str) {
+        self.st().unreachable.insert(zone.to_string());
+    }
+
+    /// A VPC network `name`, in auto mode (a subnetwork named after it in
+    /// every region) or custom mode (subnetworks added one by one).
+    pub fn add_network(&self, name: &str, auto: bool) {
+        self.st()
+            .networks
+            .insert(name.to_string(), Network { auto });
+    }
+
+    /// A subnetwork `name` of the custom-mode `network` in `region`.
+    pub fn add_subnetwork(&self, region: &str, name: &str, network: &str) {
+        self.st()
+            .subnetworks
+            .insert((region.to_string(), name.to_string()), network.to_string());
+    }
+
+    /// `instances.list` and `aggregatedList` pages hold at most `n` items.
     pub fn set_page_size(&self, n: usize) {
         self.st().page_size = n.max(1);
     }
@@ -253,12 +364,19 @@ impl GcpFake {
         self.st().log.clone()
     }
 
-    /// The bodies of accepted `instances.insert` calls.
+    /// The bodies of accepted `instances.insert` calls that made an
+    /// instance.
     pub fn inserted(&self) -> Vec<Value> {
         self.st().inserted_bodies.clone()
     }
 
-    /// Names of the instances that exist, with their zone.
+    /// The zone of every `instances.insert` that passed the checks (made an
+    /// instance or failed for capacity), in order.
+    pub fn insert_zones(&self) -> Vec<String> {
+        self.st().insert_zones.clone()
+    }
+
+    /// The instances that exist, as (zone, name).
     pub fn instances(&self) -> Vec<(String, String)> {
         self.st().instances.keys().cloned().collect()
     }
@@ -287,16 +405,26 @@ impl GcpFake {
     /// provider), with these labels.
     pub fn add_foreign_instance(&self, zone: &str, name: &str, labels: Value) {
         let mut s = self.st();
-        let body = json!({"name": name, "machineType": format!("zones/{zone}/machineTypes/e2-small"), "labels": labels});
+        let body = json!({
+            "name": name,
+            "machineType": format!("zones/{zone}/machineTypes/e2-small"),
+            "labels": labels,
+            "networkInterfaces": [{
+                "network": format!("{API_ROOT}/projects/{}/global/networks/default", s.project),
+                "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}],
+            }],
+        });
         let ip = format!("198.51.100.{}", s.next_id % 250 + 1);
         s.next_id += 1;
-        let inst = new_instance(&s.project, zone, name, "e2-small", &ip, body);
+        let mut inst = new_instance(&s.project, zone, name, "e2-small", &ip, body);
+        inst.status = "RUNNING".into();
         s.instances.insert((zone.into(), name.into()), inst);
     }
 }
 
 // ---------------------------------------------------------------- errors
 
+/// Google's error body (the shape every Compute Engine error has).
 fn google_error(code: u16, status: &str, reason: &str, message: &str) -> Response {
     reply(
         code,
@@ -322,8 +450,34 @@ fn reject(
     google_error(code, status, reason, message)
 }
 
+/// 400 `invalid`: a value the reference does not allow.
 fn invalid(s: &mut State, r: &Req, message: &str) -> Response {
     reject(s, r, 400, "INVALID_ARGUMENT", "invalid", message)
+}
+
+/// A refused instance: the status, reason and message.
+struct Refused {
+    code: u16,
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+impl From<String> for Refused {
+    fn from(message: String) -> Self {
+        Self {
+            code: 400,
+            status: "INVALID_ARGUMENT",
+            reason: "invalid",
+            message,
+        }
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
 }
 
 fn not_found(what: &str) -> Response {
@@ -345,6 +499,43 @@ fn oauth_error(s: &mut State, r: &Req, error: &str, description: &str) -> Respon
     )
 }
 
+/// System parameters every Google API takes in the query
+/// (<https://cloud.google.com/apis/docs/system-parameters>).
+const SYSTEM_PARAMS: &[&str] = &[
+    "$.xgafv",
+    "access_token",
+    "alt",
+    "callback",
+    "fields",
+    "key",
+    "oauth_token",
+    "prettyPrint",
+    "quotaUser",
+    "upload_protocol",
+    "uploadType",
+    "userIp",
+];
+
+/// Refuse a query parameter the method's request message does not have.
+/// Spec silent on the wording; Google's front end answers an unknown one
+/// with 400 "Cannot bind query parameter".
+fn check_query(s: &mut State, r: &Req, allowed: &[&str]) -> Option<Response> {
+    let unknown = r
+        .query
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .find(|k| !allowed.contains(k) && !SYSTEM_PARAMS.contains(k))?
+        .to_string();
+    Some(invalid(
+        s,
+        r,
+        &format!(
+            "Invalid JSON payload received. Unknown name \"{unknown}\": Cannot bind query \
+             parameter. Field '{unknown}' could not be found in request message."
+        ),
+    ))
+}
+
 // --------------------------------------------------------------- routing
 
 fn handle(state: &Mutex<State>, r: Req) -> Response {
@@ -354,14 +545,19 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
         return token(&mut s, &r);
     }
     let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
-    match seg.as_slice() {
-        ["compute", "v1", "projects", p, "zones", z, rest @ ..] => {
-            if let Some(resp) = authorize(&mut s, &r) {
-                return resp;
-            }
-            if *p != s.project {
-                return not_found(&format!("projects/{p}"));
-            }
+    let ["compute", "v1", "projects", p, rest @ ..] = seg.as_slice() else {
+        return reject(&mut s, &r, 404, "NOT_FOUND", "notFound", "no such API");
+    };
+    if let Some(resp) = authorize(&mut s, &r) {
+        return resp;
+    }
+    if *p != s.project {
+        return not_found(&format!("projects/{p}"));
+    }
+    let p = p.to_string();
+    match (&r.method, rest) {
+        (&Method::GET, ["aggregated", "instances"]) => aggregated_list(&mut s, &r, &p),
+        (m, ["zones", z, rest @ ..]) => {
             if !s.zones.iter().any(|x| x == z) {
                 return invalid(
                     &mut s,
@@ -369,8 +565,8 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
                     &format!("Invalid value for field 'zone': '{z}'. Unknown zone."),
                 );
             }
-            let (p, z) = (p.to_string(), z.to_string());
-            match (&r.method, rest) {
+            let z = z.to_string();
+            match (m, rest) {
                 (&Method::POST, ["instances"]) => insert(&mut s, &r, &p, &z),
                 (&Method::GET, ["instances"]) => list(&mut s, &r, &z),
                 (&Method::GET, ["instances", name]) => get(&s, &p, &z, name),
@@ -383,21 +579,27 @@ fn handle(state: &Mutex<State>, r: Req) -> Response {
                             "zoneOperations.wait: the request body must be empty",
                         );
                     }
-                    operation(&mut s, &p, &z, op, true)
+                    operation(&mut s, &p, &z, op)
                 }
-                (&Method::GET, ["operations", op]) => operation(&mut s, &p, &z, op, false),
-                _ => reject(
-                    &mut s,
-                    &r,
-                    404,
-                    "NOT_FOUND",
-                    "notFound",
-                    "no such method in Compute Engine v1",
-                ),
+                (&Method::GET, ["operations", op]) => operation(&mut s, &p, &z, op),
+                _ => no_method(&mut s, &r),
             }
         }
-        _ => reject(&mut s, &r, 404, "NOT_FOUND", "notFound", "no such API"),
+        _ => no_method(&mut s, &r),
     }
+}
+
+/// A path and method Compute Engine v1 does not have (or the fake does not
+/// model): 404.
+fn no_method(s: &mut State, r: &Req) -> Response {
+    reject(
+        s,
+        r,
+        404,
+        "NOT_FOUND",
+        "notFound",
+        "no such method in Compute Engine v1",
+    )
 }
 
 /// `Authorization: Bearer <live token>`, else Google's 401.
@@ -541,27 +743,206 @@ fn token(s: &mut State, r: &Req) -> Response {
 
 // ------------------------------------------------------------- instances
 
+/// The fields of `Instance` (compute.proto), in JSON's lowerCamelCase.
+/// `[Output Only]` ones are listed too: the reference does not say they are
+/// refused on insert (spec silent), so they are accepted and ignored.
 const INSTANCE_FIELDS: &[&str] = &[
-    "name",
-    "description",
-    "machineType",
-    "labels",
-    "metadata",
-    "tags",
-    "disks",
-    "networkInterfaces",
-    "scheduling",
-    "confidentialInstanceConfig",
-    "shieldedInstanceConfig",
-    "serviceAccounts",
-    "minCpuPlatform",
-    "canIpForward",
-    "deletionProtection",
-    "guestAccelerators",
-    "reservationAffinity",
     "advancedMachineFeatures",
+    "canIpForward",
+    "confidentialInstanceConfig",
+    "cpuPlatform",
+    "creationTimestamp",
+    "deletionProtection",
+    "description",
+    "disks",
+    "displayDevice",
+    "fingerprint",
+    "guestAccelerators",
+    "hostname",
+    "id",
+    "instanceEncryptionKey",
+    "keyRevocationActionType",
+    "kind",
+    "labelFingerprint",
+    "labels",
+    "lastStartTimestamp",
+    "lastStopTimestamp",
+    "lastSuspendedTimestamp",
+    "localSsdEncryptionMode",
+    "machineType",
+    "metadata",
+    "minCpuPlatform",
+    "name",
+    "networkInterfaces",
+    "networkPerformanceConfig",
     "params",
+    "privateIpv6GoogleAccess",
+    "reservationAffinity",
+    "resourcePolicies",
+    "resourceStatus",
+    "satisfiesPzi",
+    "satisfiesPzs",
+    "scheduling",
+    "selfLink",
+    "serviceAccounts",
+    "shieldedInstanceConfig",
+    "shieldedInstanceIntegrityPolicy",
+    "sourceMachineImage",
+    "sourceMachineImageEncryptionKey",
+    "startRestricted",
+    "status",
+    "statusMessage",
+    "tags",
+    "workloadIdentityConfig",
+    "zone",
 ];
+
+/// `NetworkInterface` (compute.proto).
+const NIC_FIELDS: &[&str] = &[
+    "accessConfigs",
+    "aliasIpRanges",
+    "aliasIpv6Ranges",
+    "enableVpcScopedDns",
+    "fingerprint",
+    "igmpQuery",
+    "internalIpv6PrefixLength",
+    "ipv6AccessConfigs",
+    "ipv6AccessType",
+    "ipv6Address",
+    "kind",
+    "name",
+    "network",
+    "networkAttachment",
+    "networkIP",
+    "nicType",
+    "parentNicName",
+    "queueCount",
+    "serviceClassId",
+    "stackType",
+    "subnetwork",
+    "vlan",
+];
+
+/// `AccessConfig` (compute.proto).
+const ACCESS_CONFIG_FIELDS: &[&str] = &[
+    "externalIpv6",
+    "externalIpv6PrefixLength",
+    "kind",
+    "name",
+    "natIP",
+    "networkTier",
+    "publicPtrDomainName",
+    "securityPolicy",
+    "setPublicPtr",
+    "type",
+];
+
+/// `AttachedDisk` (compute.proto).
+const DISK_FIELDS: &[&str] = &[
+    "architecture",
+    "autoDelete",
+    "boot",
+    "deviceName",
+    "diskEncryptionKey",
+    "diskSizeGb",
+    "forceAttach",
+    "guestOsFeatures",
+    "index",
+    "initializeParams",
+    "interface",
+    "kind",
+    "licenses",
+    "mode",
+    "savedState",
+    "shieldedInstanceInitialState",
+    "source",
+    "type",
+];
+
+/// `AttachedDiskInitializeParams` (compute.proto).
+const INIT_PARAMS_FIELDS: &[&str] = &[
+    "architecture",
+    "description",
+    "diskName",
+    "diskSizeGb",
+    "diskType",
+    "enableConfidentialCompute",
+    "labels",
+    "licenses",
+    "onUpdateAction",
+    "provisionedIops",
+    "provisionedThroughput",
+    "replicaZones",
+    "resourceManagerTags",
+    "resourcePolicies",
+    "sourceImage",
+    "sourceImageEncryptionKey",
+    "sourceSnapshot",
+    "sourceSnapshotEncryptionKey",
+    "storagePool",
+];
+
+/// `Scheduling` (compute.proto).
+const SCHEDULING_FIELDS: &[&str] = &[
+    "automaticRestart",
+    "availabilityDomain",
+    "gracefulShutdown",
+    "hostErrorTimeoutSeconds",
+    "instanceTerminationAction",
+    "localSsdRecoveryTimeout",
+    "locationHint",
+    "maxRunDuration",
+    "minNodeCpus",
+    "nodeAffinities",
+    "onHostMaintenance",
+    "onInstanceStopAction",
+    "preemptible",
+    "preemptionNoticeDuration",
+    "provisioningModel",
+    "skipGuestOsShutdown",
+    "terminationTime",
+];
+
+/// `Metadata`, its `Items`, `Tags`, `ConfidentialInstanceConfig`
+/// (compute.proto).
+const METADATA_FIELDS: &[&str] = &["fingerprint", "items", "kind"];
+const ITEM_FIELDS: &[&str] = &["key", "value"];
+const TAGS_FIELDS: &[&str] = &["fingerprint", "items"];
+const CONFIDENTIAL_FIELDS: &[&str] = &["confidentialInstanceType", "enableConfidentialCompute"];
+
+/// A JSON object whose keys are all fields of the message; Google's
+/// "Unknown name" error otherwise (the JSON-to-proto mapping refuses an
+/// unknown field; the wording is the one Google's front end uses).
+fn known_fields<'a>(
+    v: &'a Value,
+    at: &str,
+    fields: &[&str],
+) -> Result<&'a Map<String, Value>, Refused> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("Invalid JSON payload received. '{at}' is not an object."))?;
+    if let Some(k) = obj.keys().find(|k| !fields.contains(&k.as_str())) {
+        return Err(format!(
+            "Invalid JSON payload received. Unknown name \"{k}\" at '{at}': Cannot find field."
+        )
+        .into());
+    }
+    Ok(obj)
+}
+
+/// Each item of an optional list field must be a known message.
+fn known_items(v: &Value, at: &str, fields: &[&str]) -> Result<(), Refused> {
+    if v.is_null() {
+        return Ok(());
+    }
+    let items = v
+        .as_array()
+        .ok_or_else(|| format!("Invalid JSON payload received. '{at}' is not a list."))?;
+    for (i, item) in items.iter().enumerate() {
+        known_fields(item, &format!("{at}[{i}]"), fields)?;
+    }
+    Ok(())
+}
 
 fn is_name(n: &str) -> bool {
     let b = n.as_bytes();
@@ -573,6 +954,10 @@ fn is_name(n: &str) -> bool {
         && !n.ends_with('-')
 }
 
+/// Label keys and values: lower-case letters, digits, `_` and `-`, at most
+/// 63; a key starts with a letter
+/// (<https://cloud.google.com/compute/docs/labeling-resources#requirements>;
+/// international letters, which the page also allows, are not modelled).
 fn is_label_part(v: &str, key: bool) -> bool {
     v.len() <= 63
         && (!key || v.starts_with(|c: char| c.is_ascii_lowercase()))
@@ -581,30 +966,181 @@ fn is_label_part(v: &str, key: bool) -> bool {
 }
 
 fn zone_url(project: &str, zone: &str) -> String {
-    format!("https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}")
+    format!("{API_ROOT}/projects/{project}/zones/{zone}")
 }
 
-/// Check an `instances.insert` body against the reference; the reason if
-/// it does not conform.
-fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
-    let obj = b
-        .as_object()
-        .ok_or("the request body must be an Instance object")?;
-    for k in obj.keys() {
-        if !INSTANCE_FIELDS.contains(&k.as_str()) {
-            return Err(format!(
-                "Invalid JSON payload received. Unknown name \"{k}\" at 'resource': Cannot find field."
-            ));
-        }
+/// A partial or full resource URL relative to a project, as
+/// `NetworkInterface.network`/`.subnetwork` take them: `PATH`,
+/// `projects/P/PATH` or `https://www.googleapis.com/compute/v1/projects/P/PATH`.
+/// The project it names (or `None`) and the path.
+fn split_project(v: &str) -> (Option<&str>, &str) {
+    let rest = v
+        .strip_prefix(API_ROOT)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or(v);
+    match rest
+        .strip_prefix("projects/")
+        .and_then(|r| r.split_once('/'))
+    {
+        Some((p, path)) => (Some(p), path),
+        None => (None, rest),
     }
+}
+
+/// The network and subnetwork of interface `i` of an instance in `zone`,
+/// as full URLs; the refusal if they do not fit.
+///
+/// compute.proto, `NetworkInterface.network`: "if neither the network nor
+/// the subnetwork is specified, the default network global/networks/default
+/// is used ... If the network is not specified but the subnetwork is
+/// specified, the network is inferred"; forms: a full URL,
+/// `projects/project/global/networks/network`, `global/networks/default`.
+/// `.subnetwork`: "If the network is in auto subnet mode, specifying the
+/// subnetwork is optional. If the network is in custom subnet mode,
+/// specifying the subnetwork is required"; forms: a full URL or
+/// `regions/region/subnetworks/subnetwork`.
+fn resolve_nic(s: &State, zone: &str, i: usize, nic: &Value) -> Result<(String, String), Refused> {
+    let region = region_of(zone);
+    let at = format!("resource.networkInterfaces[{i}]");
+    let not_found = |field: &str, v: &str, what: &str| -> Refused {
+        format!(
+            "Invalid value for field '{at}.{field}': '{v}'. The referenced {what} resource cannot \
+             be found."
+        )
+        .into()
+    };
+    let network = match nic["network"].as_str() {
+        None => None,
+        Some(v) => {
+            let (project, path) = split_project(v);
+            let name = path.strip_prefix("global/networks/").filter(|n| is_name(n));
+            // Shared VPC (a network of another project) is not modelled.
+            match (project, name) {
+                (_, Some(n))
+                    if project.is_none_or(|p| p == s.project) && s.networks.contains_key(n) =>
+                {
+                    Some(n.to_string())
+                }
+                _ => return Err(not_found("network", v, "network")),
+            }
+        }
+    };
+    let subnetwork = match nic["subnetwork"].as_str() {
+        None => None,
+        Some(v) => {
+            let (project, path) = split_project(v);
+            // `projects/P/regions/...` is not among the forms the proto
+            // lists for a subnetwork; a full URL or `regions/...` only.
+            let form_ok = (project.is_some() && v.starts_with(API_ROOT)) || project.is_none();
+            let parts: Vec<&str> = path.split('/').collect();
+            let (r, n) = match parts.as_slice() {
+                ["regions", r, "subnetworks", n] if form_ok && is_name(n) => (*r, *n),
+                _ => {
+                    return Err(format!(
+                        "Invalid value for field '{at}.subnetwork': '{v}'. The URL is malformed."
+                    )
+                    .into());
+                }
+            };
+            if project.is_some_and(|p| p != s.project) {
+                return Err(not_found("subnetwork", v, "subnetwork"));
+            }
+            // Spec silent on the message; a subnetwork is regional and an
+            // interface takes one of its instance's region.
+            if r != region {
+                return Err(format!(
+                    "Invalid value for field '{at}.subnetwork': '{v}'. Subnetwork must be in the \
+                     same region as the instance ({region}), not {r}."
+                )
+                .into());
+            }
+            // An auto-mode network's subnetwork in each region is named
+            // after the network (spec silent on the name; the fake's choice).
+            let of = s
+                .subnetworks
+                .get(&(r.to_string(), n.to_string()))
+                .cloned()
+                .or_else(|| {
+                    s.networks
+                        .get(n)
+                        .filter(|net| net.auto)
+                        .map(|_| n.to_string())
+                });
+            match of {
+                Some(net) => Some((n.to_string(), net)),
+                None => return Err(not_found("subnetwork", v, "subnetwork")),
+            }
+        }
+    };
+    let network = match (network, &subnetwork) {
+        (Some(net), Some((sub, of))) if *of != net => {
+            // The shape Google answers this with (400 `badRequest`); the
+            // reference does not print it.
+            return Err(Refused {
+                code: 400,
+                status: "INVALID_ARGUMENT",
+                reason: "badRequest",
+                message: format!(
+                    "Subnetwork \"projects/{}/regions/{region}/subnetworks/{sub}\" is not valid \
+                     for Network \"{net}\".",
+                    s.project
+                ),
+            });
+        }
+        (Some(net), _) => net,
+        (None, Some((_, of))) => of.clone(),
+        (None, None) => {
+            if !s.networks.contains_key("default") {
+                return Err(not_found("network", "global/networks/default", "network"));
+            }
+            "default".to_string()
+        }
+    };
+    let sub = match subnetwork {
+        Some((sub, _)) => sub,
+        None if s.networks[&network].auto => network.clone(),
+        None => {
+            return Err(format!(
+                "Invalid value for field '{at}': ''. Subnetwork should be specified for custom \
+                 subnetmode network"
+            )
+            .into());
+        }
+    };
+    Ok((
+        format!(
+            "{API_ROOT}/projects/{}/global/networks/{network}",
+            s.project
+        ),
+        format!(
+            "{API_ROOT}/projects/{}/regions/{region}/subnetworks/{sub}",
+            s.project
+        ),
+    ))
+}
+
+/// Check an `instances.insert` body against the reference; the machine
+/// type and the interfaces' (network, subnetwork) if it conforms.
+fn check_instance(
+    s: &State,
+    zone: &str,
+    b: &Value,
+) -> Result<(String, Vec<(String, String)>), Refused> {
+    let obj = known_fields(b, "resource", INSTANCE_FIELDS)?;
+    // `name`: "The name must be 1-63 characters long, and comply with
+    // RFC1035" (Instance.name in compute.proto); required on insert
+    // (instances/insert reference).
     let name = b["name"]
         .as_str()
         .ok_or("Required field 'resource.name' not specified")?;
     if !is_name(name) {
         return Err(format!(
             "Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'"
-        ));
+        )
+        .into());
     }
+    // `machineType`: a full or partial URL `zones/ZONE/machineTypes/TYPE`
+    // of the instance's own zone (Instance.machine_type).
     let mt = b["machineType"]
         .as_str()
         .ok_or("Required field 'resource.machineType' not specified")?;
@@ -616,10 +1152,12 @@ fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
         .ok_or_else(|| format!("Invalid value for field 'resource.machineType': '{mt}'. Machine type with name '{mt}' does not exist in zone '{zone}'."))?;
     let family = mt_name.split('-').next().unwrap_or("");
 
+    // Disks: exactly one boot disk, created from an image here.
     let disks = b["disks"]
         .as_array()
         .filter(|d| !d.is_empty())
         .ok_or("Required field 'resource.disks' not specified")?;
+    known_items(&b["disks"], "resource.disks", DISK_FIELDS)?;
     let boot: Vec<&Value> = disks.iter().filter(|d| d["boot"] == true).collect();
     if boot.len() != 1 {
         return Err(
@@ -627,6 +1165,13 @@ fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
         );
     }
     let init = &boot[0]["initializeParams"];
+    if !init.is_null() {
+        known_fields(
+            init,
+            "resource.disks[0].initializeParams",
+            INIT_PARAMS_FIELDS,
+        )?;
+    }
     if init["sourceImage"].as_str().is_none_or(str::is_empty) {
         return Err("Invalid value for field 'resource.disks[0].initializeParams.sourceImage': a boot disk needs a source image".into());
     }
@@ -641,73 +1186,125 @@ fn check_instance(s: &State, zone: &str, b: &Value) -> Result<String, String> {
             );
         }
     }
+    // A zonal disk type (`zones/ZONE/diskTypes/TYPE`) names the instance's
+    // zone (AttachedDiskInitializeParams.disk_type).
     let disk_type = init["diskType"].as_str().unwrap_or("pd-standard");
+    if let Some(rest) = disk_type.split("zones/").nth(1)
+        && rest.split('/').next() != Some(zone)
+    {
+        return Err(format!(
+            "Invalid value for field 'resource.disks[0].initializeParams.diskType': '{disk_type}'. \
+             The disk type must be in the instance's zone {zone}."
+        )
+        .into());
+    }
     if family == "c3" && disk_type.ends_with("pd-standard") {
         return Err(format!(
             "[pd-standard] features are not compatible for creating instance with machine type {mt_name}."
-        ));
+        )
+        .into());
     }
 
+    // Network interfaces: at least one, each on a network and a
+    // subnetwork of the instance's region.
     let nics = b["networkInterfaces"]
         .as_array()
         .filter(|n| !n.is_empty())
         .ok_or("Required field 'resource.networkInterfaces' not specified")?;
-    for nic in nics {
-        for ac in nic["accessConfigs"].as_array().into_iter().flatten() {
+    known_items(
+        &b["networkInterfaces"],
+        "resource.networkInterfaces",
+        NIC_FIELDS,
+    )?;
+    let mut placed = Vec::new();
+    for (i, nic) in nics.iter().enumerate() {
+        known_items(
+            &nic["accessConfigs"],
+            &format!("resource.networkInterfaces[{i}].accessConfigs"),
+            ACCESS_CONFIG_FIELDS,
+        )?;
+        for (j, ac) in nic["accessConfigs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            // AccessConfig.type: ONE_TO_ONE_NAT is the only IPv4 type.
             if ac["type"] != "ONE_TO_ONE_NAT" {
-                return Err(
-                    "Invalid value for field 'resource.networkInterfaces[0].accessConfigs[0].type'"
-                        .into(),
-                );
+                return Err(format!(
+                    "Invalid value for field 'resource.networkInterfaces[{i}].accessConfigs[{j}].type'"
+                )
+                .into());
             }
         }
+        placed.push(resolve_nic(s, zone, i, nic)?);
     }
     if let Some(labels) = b.get("labels") {
         let labels = labels.as_object().ok_or("labels must be a map")?;
+        if labels.len() > 64 {
+            return Err("Invalid value for field 'resource.labels': at most 64 labels".into());
+        }
         for (k, v) in labels {
             if !is_label_part(k, true) || !v.as_str().is_some_and(|v| is_label_part(v, false)) {
                 return Err(format!(
                     "Invalid value for field 'resource.labels': label '{k}' has an invalid key or value"
-                ));
+                )
+                .into());
             }
         }
     }
-    if let Some(items) = b["metadata"].get("items") {
+    if let Some(md) = obj.get("metadata") {
+        known_fields(md, "resource.metadata", METADATA_FIELDS)?;
+        known_items(&md["items"], "resource.metadata.items", ITEM_FIELDS)?;
         let mut seen = Vec::new();
-        for item in items.as_array().ok_or("metadata.items must be a list")? {
+        for item in md["items"].as_array().into_iter().flatten() {
             let k = item["key"].as_str().ok_or("metadata items need a key")?;
             if item["value"].as_str().is_none() {
-                return Err(format!("metadata item {k} needs a string value"));
+                return Err(format!("metadata item {k} needs a string value").into());
             }
             if seen.contains(&k) {
                 return Err(format!(
                     "Invalid value for field 'resource.metadata': duplicate key {k}"
-                ));
+                )
+                .into());
             }
             seen.push(k);
         }
     }
-    if let Some(cc) = b.get("confidentialInstanceConfig") {
+    if let Some(tags) = obj.get("tags") {
+        known_fields(tags, "resource.tags", TAGS_FIELDS)?;
+    }
+    if let Some(sch) = obj.get("scheduling") {
+        known_fields(sch, "resource.scheduling", SCHEDULING_FIELDS)?;
+    }
+    if let Some(cc) = obj.get("confidentialInstanceConfig") {
+        known_fields(
+            cc,
+            "resource.confidentialInstanceConfig",
+            CONFIDENTIAL_FIELDS,
+        )?;
         match cc["confidentialInstanceType"].as_str() {
             Some("TDX") => {
                 if family != "c3" {
                     return Err(format!(
                         "Confidential Instance Config with TDX is only supported for compatible machine types (C3), not {mt_name}."
-                    ));
+                    )
+                    .into());
                 }
             }
             Some("SEV" | "SEV_SNP") => {}
             other => {
                 return Err(format!(
                     "Invalid value for field 'resource.confidentialInstanceConfig.confidentialInstanceType': {other:?}"
-                ));
+                )
+                .into());
             }
         }
         if b["scheduling"]["onHostMaintenance"] != "TERMINATE" {
             return Err("Instance with Confidential VM enabled requires onHostMaintenance to be set to TERMINATE.".into());
         }
     }
-    Ok(mt_name.to_string())
+    Ok((mt_name.to_string(), placed))
 }
 
 fn new_instance(
@@ -750,7 +1347,7 @@ fn instance_json(project: &str, i: &FakeInstance, id: u64) -> Value {
         r["lastStopTimestamp"] = rfc3339(t, -7).into();
     }
     r["selfLink"] = format!("{}/instances/{}", zone_url(project, &i.zone), i.name).into();
-    if let Some(nics) = r["networkInterfaces"].as_array_mut() {
+    if let Some(nics) = r.get_mut("networkInterfaces").and_then(Value::as_array_mut) {
         for (n, nic) in nics.iter_mut().enumerate() {
             nic["name"] = format!("nic{n}").into();
             nic["networkIP"] = "10.128.0.2".into();
@@ -811,7 +1408,45 @@ fn new_op(
     name
 }
 
+/// The operation error of a zone out of stock, in the shape
+/// <https://cloud.google.com/compute/docs/resource-error> describes and
+/// `Errors`/`ErrorDetails`/`ErrorInfo` (compute.proto) carry: the code, the
+/// message, and details with `errorInfo.reason = resource_availability`
+/// and the zones of the region that still have room.
+fn stockout_error(s: &State, project: &str, zone: &str, mt: &str) -> Value {
+    let others: Vec<&str> = s
+        .zones
+        .iter()
+        .filter(|z| region_of(z) == region_of(zone) && *z != zone && !s.stocked_out.contains(*z))
+        .map(String::as_str)
+        .collect();
+    json!({"errors": [{
+        "code": "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+        "message": format!("The zone 'projects/{project}/zones/{zone}' does not have enough \
+            resources available to fulfill the request.  '(resource type:compute)'."),
+        "errorDetails": [
+            {"errorInfo": {"reason": "resource_availability", "domain": "compute.googleapis.com",
+                "metadatas": {"zone": zone, "vmType": mt, "attachment": "",
+                              "zonesAvailable": others.join(",")}}},
+            {"help": {"links": [{"description": "Troubleshooting documentation",
+                "url": "https://cloud.google.com/compute/docs/resource-error"}]}},
+            {"localizedMessage": {"locale": "en-US", "message": format!(
+                "A {mt} VM instance is currently unavailable in the {zone} zone. Alternatively, \
+                 you can try your request again with a different VM hardware configuration or \
+                 at a later time. For more information, see the troubleshooting documentation.")}},
+        ],
+    }]})
+}
+
 fn insert(s: &mut State, r: &Req, project: &str, zone: &str) -> Response {
+    // InsertInstanceRequest's query fields.
+    if let Some(resp) = check_query(
+        s,
+        r,
+        &["requestId", "sourceInstanceTemplate", "sourceMachineImage"],
+    ) {
+        return resp;
+    }
     if !r.content_type_is("application/json") {
         return invalid(
             s,
@@ -819,13 +1454,13 @@ fn insert(s: &mut State, r: &Req, project: &str, zone: &str) -> Response {
             "Invalid JSON payload received: Content-Type must be application/json",
         );
     }
-    let body = match r.json() {
+    let mut body = match r.json() {
         Ok(b) => b,
         Err(e) => return invalid(s, r, &format!("Invalid JSON payload received. {e}")),
     };
-    let mt = match check_instance(s, zone, &body) {
-        Ok(mt) => mt,
-        Err(why) => return invalid(s, r, &why),
+    let (mt, placed) = match check_instance(s, zone, &body) {
+        Ok(ok) => ok,
+        Err(f) => return reject(s, r, f.code, f.status, f.reason, &f.message),
     };
     let name = body["name"].as_str().unwrap_or_default().to_string();
     if s.instances.contains_key(&(zone.to_string(), name.clone())) {
@@ -838,46 +1473,68 @@ fn insert(s: &mut State, r: &Req, project: &str, zone: &str) -> Response {
             ),
         );
     }
-    let op_error = match s.insert_failures.pop_front() {
-        Some(InsertFailure::HttpQuotaExceeded) => {
-            return google_error(
-                403,
-                "PERMISSION_DENIED",
-                "quotaExceeded",
-                "Quota 'C3_CPUS' exceeded.  Limit: 8.0 in region us-central1.",
-            );
-        }
-        Some(InsertFailure::RateLimited) => {
-            return google_error(
-                429,
-                "RESOURCE_EXHAUSTED",
-                "rateLimitExceeded",
-                "Rate Limit Exceeded",
-            );
-        }
-        Some(InsertFailure::Unavailable) => {
-            return google_error(503, "UNAVAILABLE", "backendError", "Backend Error");
-        }
-        Some(InsertFailure::ZoneResourcePoolExhausted) => Some((
-            json!({"errors": [{"code": "ZONE_RESOURCE_POOL_EXHAUSTED",
-                "message": format!("The zone 'projects/{project}/zones/{zone}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later.")}]}),
+    s.insert_zones.push(zone.to_string());
+    let op_error = if s.stocked_out.contains(zone) {
+        Some((
+            stockout_error(s, project, zone, &mt),
             503,
             "SERVICE UNAVAILABLE",
-        )),
-        Some(InsertFailure::QuotaExceeded) => Some((
-            json!({"errors": [{"code": "QUOTA_EXCEEDED",
-                "message": "Quota 'C3_CPUS' exceeded.  Limit: 8.0 in region us-central1."}]}),
-            403,
-            "FORBIDDEN",
-        )),
-        None => None,
+        ))
+    } else {
+        match s.insert_failures.pop_front() {
+            Some(InsertFailure::HttpQuotaExceeded) => {
+                return google_error(
+                    403,
+                    "PERMISSION_DENIED",
+                    "quotaExceeded",
+                    &format!(
+                        "Quota 'C3_CPUS' exceeded.  Limit: 8.0 in region {}.",
+                        region_of(zone)
+                    ),
+                );
+            }
+            Some(InsertFailure::RateLimited) => {
+                return google_error(
+                    429,
+                    "RESOURCE_EXHAUSTED",
+                    "rateLimitExceeded",
+                    "Rate Limit Exceeded",
+                );
+            }
+            Some(InsertFailure::Unavailable) => {
+                return google_error(503, "UNAVAILABLE", "backendError", "Backend Error");
+            }
+            Some(InsertFailure::ZoneResourcePoolExhausted) => Some((
+                json!({"errors": [{"code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+                    "message": format!("The zone 'projects/{project}/zones/{zone}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later.")}]}),
+                503,
+                "SERVICE UNAVAILABLE",
+            )),
+            Some(InsertFailure::QuotaExceeded) => Some((
+                json!({"errors": [{"code": "QUOTA_EXCEEDED",
+                    "message": format!("Quota 'C3_CPUS' exceeded.  Limit: 8.0 in region {}.", region_of(zone)),
+                    "errorDetails": [{"quotaInfo": {"metricName": "compute.googleapis.com/c3_cpus",
+                        "limitName": "C3-CPUS-per-project-region",
+                        "dimensions": {"region": region_of(zone)}, "limit": 8}}]}]}),
+                403,
+                "FORBIDDEN",
+            )),
+            None => None,
+        }
     };
     if op_error.is_none() {
+        // The answer shows the interfaces as full URLs.
+        if let Some(nics) = body["networkInterfaces"].as_array_mut() {
+            for (nic, (network, subnetwork)) in nics.iter_mut().zip(&placed) {
+                nic["network"] = network.clone().into();
+                nic["subnetwork"] = subnetwork.clone().into();
+            }
+        }
         let ip = format!("203.0.113.{}", s.next_id % 250 + 1);
         s.next_id += 1;
         let inst = new_instance(project, zone, &name, &mt, &ip, body.clone());
         s.instances.insert((zone.to_string(), name.clone()), inst);
-        s.inserted_bodies.push(body);
+        s.inserted_bodies.push(r.json().unwrap_or(body));
     }
     let op = new_op(s, zone, "insert", &name, op_error);
     let v = op_json(s, project, &op, &s.ops[&op]);
@@ -896,6 +1553,9 @@ fn get(s: &State, project: &str, zone: &str, name: &str) -> Response {
 }
 
 fn delete(s: &mut State, r: &Req, project: &str, zone: &str, name: &str) -> Response {
+    if let Some(resp) = check_query(s, r, &["requestId"]) {
+        return resp;
+    }
     if !r.body.is_empty() {
         return invalid(s, r, "instances.delete: the request body must be empty");
     }
@@ -910,7 +1570,7 @@ fn delete(s: &mut State, r: &Req, project: &str, zone: &str, name: &str) -> Resp
 }
 
 /// `wait` and `get`: the fake's operations finish at the first look.
-fn operation(s: &mut State, project: &str, zone: &str, name: &str, _wait: bool) -> Response {
+fn operation(s: &mut State, project: &str, zone: &str, name: &str) -> Response {
     let Some(op) = s.ops.get(name).cloned() else {
         return not_found(&format!(
             "projects/{project}/zones/{zone}/operations/{name}"
@@ -939,64 +1599,88 @@ fn operation(s: &mut State, project: &str, zone: &str, name: &str, _wait: bool) 
     reply(200, &v, &[])
 }
 
-/// `instances.list` with the filter grammar the backend uses:
-/// `labels.KEY = "VALUE"` joined by `AND`.
-fn list(s: &mut State, r: &Req, zone: &str) -> Response {
-    let mut wanted: Vec<(String, String)> = Vec::new();
-    if let Some(f) = r.query("filter") {
-        for clause in f.split(" AND ") {
-            let parsed = clause
-                .trim()
-                .strip_prefix("labels.")
-                .and_then(|c| c.split_once(" = "))
-                .and_then(|(k, v)| {
-                    Some((
-                        k.to_string(),
-                        v.strip_prefix('"')?.strip_suffix('"')?.to_string(),
-                    ))
-                });
-            match parsed {
-                Some(p) => wanted.push(p),
-                None => {
-                    return invalid(
-                        s,
-                        r,
-                        &format!(
-                            "Invalid value for field 'filter': '{f}'. Invalid list filter expression."
-                        ),
-                    );
-                }
-            }
-        }
+/// The parameters both list methods share: the filter (refused as Compute
+/// Engine refuses it, see [`filter`]), `maxResults` ("Acceptable values
+/// are 0 to 500, inclusive. (Default: 500)"; what 0 means is not said, the
+/// fake takes it as the default), `orderBy` ("Currently, only sorting by
+/// name or creationTimestamp desc is supported") and `pageToken` (opaque;
+/// the fake's are offsets). Any other query parameter must be one of the
+/// method's own (`allowed`). The page size and offset, or the refusal.
+fn list_params(
+    s: &mut State,
+    r: &Req,
+    allowed: &[&str],
+) -> Result<(Filter, usize, usize), Box<Response>> {
+    if let Some(resp) = check_query(s, r, allowed) {
+        return Err(Box::new(resp));
     }
-    let max = r
-        .query("maxResults")
-        .map(|m| m.parse::<usize>().unwrap_or(0))
-        .unwrap_or(500);
-    if !(1..=500).contains(&max) {
-        return invalid(
+    let f = r.query("filter").unwrap_or("");
+    let filter = Filter::parse(f).map_err(|why| {
+        s.rejections.push(format!("{}: filter: {why}", r.line()));
+        Box::new(google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "invalid",
+            &format!("Invalid value for field 'filter': '{f}'. Invalid list filter expression."),
+        ))
+    })?;
+    let max = match r.query("maxResults").map(str::parse::<usize>) {
+        None | Some(Ok(0)) => 500,
+        Some(Ok(m)) if m <= 500 => m,
+        _ => {
+            return Err(Box::new(invalid(
+                s,
+                r,
+                "Invalid value for field 'maxResults': must be between 0 and 500",
+            )));
+        }
+    };
+    if let Some(o) = r.query("orderBy")
+        && !matches!(o, "name" | "creationTimestamp desc")
+    {
+        return Err(Box::new(invalid(
             s,
             r,
-            "Invalid value for field 'maxResults': must be between 0 and 500",
-        );
+            &format!(
+                "Invalid value for field 'orderBy': '{o}'. Sorting by this field is not supported."
+            ),
+        )));
     }
-    let page = max.min(s.page_size);
-    let offset: usize = match r.query("pageToken").map(str::parse) {
+    let offset = match r.query("pageToken").map(str::parse) {
         None => 0,
         Some(Ok(o)) => o,
-        Some(Err(_)) => return invalid(s, r, "Invalid value for field 'pageToken'"),
+        Some(Err(_)) => {
+            return Err(Box::new(invalid(
+                s,
+                r,
+                "Invalid value for field 'pageToken'",
+            )));
+        }
+    };
+    Ok((filter, max.min(s.page_size), offset))
+}
+
+/// `instances.list` in one zone.
+fn list(s: &mut State, r: &Req, zone: &str) -> Response {
+    // ListInstancesRequest's query fields.
+    let allowed = [
+        "filter",
+        "maxResults",
+        "orderBy",
+        "pageToken",
+        "returnPartialSuccess",
+    ];
+    let (filter, page, offset) = match list_params(s, r, &allowed) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
     };
     let project = s.project.clone();
     let matching: Vec<Value> = s
         .instances
         .values()
         .filter(|i| i.zone == zone)
-        .filter(|i| {
-            wanted
-                .iter()
-                .all(|(k, v)| i.resource["labels"][k.as_str()].as_str() == Some(v.as_str()))
-        })
         .map(|i| instance_json(&project, i, i.created))
+        .filter(|v| filter.matches(v))
         .collect();
     let items: Vec<Value> = matching.iter().skip(offset).take(page).cloned().collect();
     let mut v = json!({
@@ -1007,6 +1691,88 @@ fn list(s: &mut State, r: &Req, zone: &str) -> Response {
     // Like the real API, `items` is absent when there are none.
     if !items.is_empty() {
         v["items"] = Value::Array(items);
+    }
+    if offset + page < matching.len() {
+        v["nextPageToken"] = (offset + page).to_string().into();
+    }
+    reply(200, &v, &[])
+}
+
+/// `instances.aggregatedList`: every zone's instances in one answer,
+/// `items` keyed by scope (`zones/ZONE`), a scope with none on this page
+/// carrying a `NO_RESULTS_ON_PAGE` warning (`InstancesScopedList.warning`:
+/// "Informational warning which replaces the list of instances when the
+/// list is empty"). A zone that does not answer is named in `unreachables`
+/// when `returnPartialSuccess` is set; without it the whole call fails
+/// (spec silent on that error; the fake answers 503 `backendError`).
+fn aggregated_list(s: &mut State, r: &Req, project: &str) -> Response {
+    // AggregatedListInstancesRequest's query fields.
+    let allowed = [
+        "filter",
+        "includeAllScopes",
+        "maxResults",
+        "orderBy",
+        "pageToken",
+        "returnPartialSuccess",
+        "serviceProjectNumber",
+    ];
+    let (filter, page, offset) = match list_params(s, r, &allowed) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
+    };
+    let partial = r.query("returnPartialSuccess") == Some("true");
+    if !s.unreachable.is_empty() && !partial {
+        return google_error(503, "UNAVAILABLE", "backendError", "Backend Error");
+    }
+    let reachable: Vec<String> = s
+        .zones
+        .iter()
+        .filter(|z| !s.unreachable.contains(*z))
+        .cloned()
+        .collect();
+    let matching: Vec<(String, Value)> = reachable
+        .iter()
+        .flat_map(|z| {
+            s.instances
+                .values()
+                .filter(move |i| &i.zone == z)
+                .map(|i| (i.zone.clone(), instance_json(project, i, i.created)))
+        })
+        .filter(|(_, v)| filter.matches(v))
+        .collect();
+    let this_page: Vec<&(String, Value)> = matching.iter().skip(offset).take(page).collect();
+    let mut items = Map::new();
+    for z in &reachable {
+        let scope = format!("zones/{z}");
+        let here: Vec<Value> = this_page
+            .iter()
+            .filter(|(iz, _)| iz == z)
+            .map(|(_, v)| v.clone())
+            .collect();
+        items.insert(
+            scope.clone(),
+            if here.is_empty() {
+                json!({"warning": {"code": "NO_RESULTS_ON_PAGE",
+                    "message": format!("There are no results for scope '{scope}' on this page."),
+                    "data": [{"key": "scope", "value": scope}]}})
+            } else {
+                json!({"instances": here})
+            },
+        );
+    }
+    let mut v = json!({
+        "kind": "compute#instanceAggregatedList",
+        "id": format!("projects/{project}/aggregated/instances"),
+        "items": items,
+        "selfLink": format!("{API_ROOT}/projects/{project}/aggregated/instances"),
+    });
+    if partial && !s.unreachable.is_empty() {
+        v["unreachables"] = s
+            .unreachable
+            .iter()
+            .map(|z| format!("zones/{z}"))
+            .collect::<Vec<_>>()
+            .into();
     }
     if offset + page < matching.len() {
         v["nextPageToken"] = (offset + page).to_string().into();
