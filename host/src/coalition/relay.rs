@@ -114,6 +114,29 @@ impl Rendezvous {
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
     }
 
+    /// Read it, waiting up to `wait` for it to appear: an agent started
+    /// beside a bridge that is still coming up finds it once the bridge's
+    /// node is up. Says once, on stderr, what it is waiting for. A file that
+    /// exists but does not parse is an error at once.
+    pub fn read_waiting(state_dir: &Path, wait: std::time::Duration) -> anyhow::Result<Self> {
+        let path = Self::path(state_dir);
+        let until = std::time::Instant::now() + wait;
+        let mut said = false;
+        while !path.exists() && std::time::Instant::now() < until {
+            if !said {
+                eprintln!(
+                    "waiting up to {}s for a local bridge to write {} (start one with \
+                     `compute-bridge run` using the same config)",
+                    wait.as_secs(),
+                    path.display()
+                );
+                said = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Self::read(state_dir)
+    }
+
     /// Remove it if it is still the one this process wrote.
     pub fn remove_if_mine(state_dir: &Path) {
         if let Ok(r) = Self::read(state_dir)
