@@ -98,6 +98,10 @@ pub struct AgentNetwork {
     pub relays: Vec<String>,
     /// Bootstrap peers (override the config's).
     pub bootstrap: Vec<String>,
+    /// For a local coalition: how long to wait for the bridge to write its
+    /// rendezvous file (a bridge just started writes it once its node is
+    /// up). Zero: do not wait.
+    pub wait_for_bridge: Duration,
 }
 
 impl AgentNetwork {
@@ -142,7 +146,7 @@ impl AgentNetwork {
             } else {
                 base.join(&view.bridge.state_dir)
             };
-            let r = Rendezvous::read(&state_dir)?;
+            let r = Rendezvous::read_waiting(&state_dir, self.wait_for_bridge)?;
             if r.network != network {
                 anyhow::bail!(
                     "the local bridge in {} serves coalition {:?}, not {network:?}",

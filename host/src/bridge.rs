@@ -272,8 +272,11 @@ impl CoalitionNode {
                 relay: None,
             });
         }
-        let relay =
-            LocalRelay::spawn_at(bind.expect("a local coalition binds an address"), 0).await?;
+        let relay = LocalRelay::spawn_keeping_port(
+            &config.state_dir(),
+            bind.expect("a local coalition binds an address"),
+        )
+        .await?;
         let settings = NetworkSettings::parse(&c.network, &[relay.url().to_string()], &[], false)?
             .with_bind(bind);
         let network = joined(settings.clone()).await?;

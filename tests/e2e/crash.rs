@@ -299,3 +299,47 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
         journaled.len() - reported
     );
 }
+
+/// The embedded default's own relay lives in the bridge: after `kill -9`
+/// and a restart on the same state dir it comes back on the same port, so
+/// the agent that was waiting reconnects and gets its one report.
+#[test]
+fn a_local_coalition_restarted_after_kill_9_keeps_its_address_and_the_waiting_agent_gets_one_report()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[coalition]\nlocal = true\n",
+        "",
+        "run_seconds = 3600",
+    );
+    let state = dir.path().join("state");
+    let rendezvous = || {
+        compute_bridge::coalition::relay::Rendezvous::read(&state)
+            .expect("the rendezvous file")
+            .relay
+    };
+    let mut bridge = start_bridge(&config);
+    let relay_before = rendezvous();
+
+    let mut agent = request_local(&config, "25s");
+    agent.wait_for_log("access opened with the reply key", MIN);
+    bridge.wait_for_log("access handed out", MIN);
+    bridge.signal("KILL");
+    assert_eq!(bridge.wait(MIN), None, "killed by the signal");
+    let first_run = bridge.log();
+
+    let mut bridge = restart_bridge(&config);
+    assert_eq!(rendezvous(), relay_before, "{}", bridge.log());
+    agent.wait_for_log(
+        "usage report: expired at valid_to",
+        Duration::from_secs(240),
+    );
+    assert_eq!(agent.wait(MIN), Some(0), "{}", agent.log());
+    assert_eq!(count_lines(agent.log().as_str(), &["usage report:"]), 1);
+    bridge.wait_for_log("usage report sent", MIN);
+    let both = format!("{first_run}{}", bridge.log());
+    assert_eq!(count_lines(&both, &["usage report sent"]), 1, "{both}");
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+}

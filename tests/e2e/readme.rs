@@ -59,6 +59,10 @@ fn the_readme_two_terminal_demo_runs_on_the_embedded_default() {
         &["run", "--dashboard-port", "0"],
         &[],
     );
+    // The second terminal right away, as a user types it: the agent waits
+    // for the bridge to come up (it used to exit at once, "no local bridge
+    // found", in the bridge's first seconds).
+    let mut agent = Running::spawn_in(Some(dir.path()), &agent_bin(), &agent_args, &[]);
     bridge.wait_for_log("provider card published", Duration::from_secs(180));
     assert!(
         dir.path()
@@ -67,7 +71,6 @@ fn the_readme_two_terminal_demo_runs_on_the_embedded_default() {
         "the state dir is not ./.compute-bridge: {}",
         bridge.log()
     );
-    let mut agent = Running::spawn_in(Some(dir.path()), &agent_bin(), &agent_args, &[]);
     assert_eq!(
         agent.wait(Duration::from_secs(180)),
         Some(0),

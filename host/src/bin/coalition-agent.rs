@@ -207,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         network: cli.net.network,
         relays: cli.net.relays,
         bootstrap: cli.net.bootstrap,
+        wait_for_bridge: compute_bridge::agent::FIND_TIMEOUT,
     }
     .resolve()?;
     let agent = Agent::join(&settings).await?;
