@@ -305,7 +305,7 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
 /// the agent that was waiting reconnects and gets its one report.
 #[test]
 fn a_local_coalition_restarted_after_kill_9_keeps_its_address_and_the_waiting_agent_gets_one_report()
-{
+ {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
