@@ -167,12 +167,25 @@ fn check_config_refuses_a_gcp_region_without_a_subnetwork() {
 fn check_config_prints_the_routing_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bridge.toml");
+    // A component from a file may have only `ssh` labels (a `local` one is
+    // refused at load): one with a real key pair.
+    let key = dir.path().join("rack-1.key");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(made.success());
+    let host_key = std::fs::read_to_string(key.with_extension("key.pub")).unwrap();
     std::fs::write(
         &path,
         format!(
             "[[backends]]\nname = \"first\"\ncomponent = {fake:?}\n[backends.http]\nallowed_hosts = [\"https://api.example.com\"]\n\
-             [backends.ssh.hosts.rack-1]\ntransport = \"local\"\n\n[[backends]]\nname = \"second\"\ncomponent = {fake:?}\nenabled = false\n",
-            fake = compute_bridge_testkit::components::FAKE
+             [backends.ssh.hosts.rack-1]\naddress = \"127.0.0.1\"\nuser = \"nobody\"\nhost_key = {host_key:?}\n\
+             private_key_file = {key:?}\n\n[[backends]]\nname = \"second\"\ncomponent = {fake:?}\nenabled = false\n",
+            fake = compute_bridge_testkit::components::FAKE,
+            host_key = host_key.trim(),
+            key = key.display().to_string(),
         ),
     )
     .unwrap();
@@ -185,7 +198,7 @@ fn check_config_prints_the_routing_table() {
     let second = out.find("2. second").expect(&out);
     assert!(first < second);
     assert!(
-        out.contains("http: https://api.example.com") && out.contains("ssh: rack-1 (local)"),
+        out.contains("http: https://api.example.com") && out.contains("ssh: rack-1 (ssh)"),
         "{out}"
     );
     assert!(out.contains("[disabled]"), "{out}");

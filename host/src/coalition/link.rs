@@ -443,25 +443,20 @@ impl RequesterLink {
                 break;
             }
             super::sync(&self.network, &[super::catalog_addr(&self.network, &node)]).await;
-            // mosaik wakes `cond` when a channel is added, not when an added
-            // channel goes from connecting to connected (mosaik 0.4
-            // `streams/status/when.rs` watches the active set only), so a
-            // condition first polled while connecting would sleep until the
-            // catalog re-sync below. Look at it every 25 ms as well.
-            let resync = tokio::time::Instant::now() + Duration::from_secs(3);
-            loop {
-                tokio::select! {
-                    () = &mut cond => break,
-                    () = tokio::time::sleep(Duration::from_millis(25)) => {
-                        if cond.is_condition_met() || tokio::time::Instant::now() >= resync {
-                            break;
-                        }
-                    }
-                    () = tokio::time::sleep_until(deadline) => anyhow::bail!(
-                        "the provider's node {} did not connect its {what} stream in time",
-                        node.fmt_short()
-                    ),
-                }
+            // Not polled more often: mosaik 0.4 wakes `cond` when a channel
+            // is added, not when one goes from connecting to connected, and
+            // the same holds for the provider's producers. The catalog
+            // re-sync every 3 s is what wakes both sides; an agent that went
+            // on sooner (25 ms polling was tried) sent grants the provider's
+            // access producer never saw as subscribed (README demo test,
+            // 2026-11-30).
+            tokio::select! {
+                () = &mut cond => break,
+                () = tokio::time::sleep(Duration::from_secs(3)) => {}
+                () = tokio::time::sleep_until(deadline) => anyhow::bail!(
+                    "the provider's node {} did not connect its {what} stream in time",
+                    node.fmt_short()
+                ),
             }
         }
         tracing::debug!(
