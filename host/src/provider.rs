@@ -23,8 +23,8 @@
 //!   no request id (a grant is `grant=#N`, a [`GrantSeq`] of this run), no
 //!   image, reply key, workload key, region asked for, or settlement
 //!   amount; a backend's message, and the id of an instance it made for
-//!   the grant (GCP and Azure name instances after the request id), are
-//!   logged only through [`GrantSpec::redact`]. Resources, the backend and
+//!   the grant (a backend may name an instance after the request id; the
+//!   test backend does), are logged only through [`GrantSpec::redact`]. Resources, the backend and
 //!   the region the grant was placed in are the operator's own facts and
 //!   are logged.
 
@@ -591,9 +591,9 @@ impl Inner {
     }
 
     /// Tear down an instance the journal does not know (best effort).
-    /// Its id is logged through [`GrantSpec::redact`]: some backends name
-    /// an instance after the request id (GCP and Azure put a slug of it
-    /// in the name; the fake uses it whole).
+    /// Its id is logged through [`GrantSpec::redact`]: a backend may name
+    /// an instance after the request id (the test backend uses it whole;
+    /// the shipped ones do not).
     async fn teardown_unjournaled(
         &self,
         backend: &str,

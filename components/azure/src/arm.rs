@@ -201,35 +201,13 @@ pub struct Names {
 }
 
 impl Names {
-    /// `cb-<request id, name-safe>-<hash>` for the VM (at most 53
-    /// characters, valid as a Linux host name), `-nic` and `-ip` for the
-    /// others. The hash covers the provider id and the exact request id.
+    /// `cb-` and 16 hex digits of FNV-1a(provider id `/` request id) for
+    /// the VM (a valid Linux host name), `-nic` and `-ip` for the others.
+    /// Nothing the requester chose: the names reach the operator's log (a
+    /// failed `terminate`, the orphan sweep), which never names a request.
     pub fn for_grant(provider_id: &str, request_id: &str) -> Self {
-        let mut slug = String::new();
-        for c in request_id.chars().flat_map(char::to_lowercase) {
-            let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            };
-            if !(c == '-' && (slug.is_empty() || slug.ends_with('-'))) {
-                slug.push(c);
-            }
-            if slug.len() >= 40 {
-                break;
-            }
-        }
-        let slug = slug.trim_end_matches('-');
-        let hash = format!(
-            "{:08x}",
-            fnv1a(&format!("{provider_id}/{request_id}")) as u32
-        );
-        let vm = if slug.is_empty() {
-            format!("cb-{hash}")
-        } else {
-            format!("cb-{slug}-{hash}")
-        };
-        Self::for_vm(&vm)
+        let hash = fnv1a(&format!("{provider_id}/{request_id}"));
+        Self::for_vm(&format!("cb-{hash:016x}"))
     }
 
     /// The names that go with a VM's.
@@ -1064,8 +1042,9 @@ mod tests {
     #[test]
     fn names_are_stable_distinct_and_valid_host_names() {
         let n = Names::for_grant("p1", "Grant/42");
+        // Nothing of the request id, which the requester chose.
         assert!(
-            n.vm.starts_with("cb-grant-42-") && n.vm.len() <= 53,
+            n.vm.starts_with("cb-") && n.vm.len() == 19 && !n.vm.contains("42"),
             "{}",
             n.vm
         );
