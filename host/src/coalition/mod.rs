@@ -179,8 +179,7 @@ pub async fn join(settings: &NetworkSettings, key: Option<SecretKey>) -> anyhow:
     // but the grants of agents that joined that fast were then sometimes
     // never handed access (mosaik 0.4's producer never saw its subscriber
     // connected: an access timeout in 3 of 5 e2e runs, 2026-11-30), so the
-    // probe stays
-    // until that is understood.
+    // probe stays until that is understood.
     let relays: RelayMap = settings.relays.iter().cloned().collect();
     let mut builder = Network::builder(settings.network.as_str())
         .with_relay_mode(RelayMode::Custom(relays))
