@@ -17,7 +17,7 @@ use compute_bridge_testkit::components;
 use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};
 
 use crate::azure::{azure_head, azure_networks, one_size_in};
-use crate::support::{self, cloud_grant, load, workload};
+use crate::support::{self, cloud_grant, workload};
 
 /// The bridge's view: `azure` (Resource Manager through `proxy`, one size
 /// in eastus) first, then a healthy fake `spare` when `with_spare`. HTTP
@@ -44,10 +44,7 @@ async fn fleet(
         &text,
         &[("AZURE_SECRET", fake.account().client_secret)],
     );
-    let (rt, backends) = load(&cfg);
-    std::mem::forget(rt); // keep the engine's ticker for the test's life
-    let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 8);
-    fleet.refresh_capabilities().await;
+    let (fleet, backends) = support::fleet_over(&cfg).await;
     (fleet, backends)
 }
 

@@ -82,10 +82,7 @@ usd_per_hour = 0.0416
     // moto loads its EC2 emulation on the first EC2 call, which can take
     // longer than the component's timeout: do that now, around the proxy.
     moto.instances(REGION);
-    let (rt, backends) = load(&cfg);
-    std::mem::forget(rt); // keep the engine's ticker for the test's life
-    let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 8);
-    fleet.refresh_capabilities().await;
+    let (fleet, backends) = support::fleet_over(&cfg).await;
     (fleet, backends)
 }
 

@@ -20,7 +20,7 @@ use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};
 use compute_bridge_testkit::gcp_fake::GcpFake;
 
 use crate::gcp::PROJECT;
-use crate::support::{self, cloud_grant, load, workload};
+use crate::support::{self, cloud_grant, workload};
 
 /// The zone every grant here lands in first.
 const ZONE: &str = "us-central1-a";
@@ -80,10 +80,7 @@ zones = ["{ZONE}", "us-central1-f", "europe-west4-a"]
     );
     // The token endpoint is reached through `origin` too.
     let cfg = support::config_with_env(state, &text, &[("GCP_KEY", fake.key_json_via(origin))]);
-    let (rt, backends) = load(&cfg);
-    std::mem::forget(rt); // keep the engine's ticker for the test's life
-    let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 8);
-    fleet.refresh_capabilities().await;
+    let (fleet, backends) = support::fleet_over(&cfg).await;
     (fleet, backends, cfg)
 }
 
@@ -232,11 +229,7 @@ async fn a_region_out_of_stock_fails_over_to_the_next_region_on_the_dashboard() 
         (p.backend.as_str(), p.instance.region.as_str()),
         ("gcp", "europe-west4")
     );
-    let steps: Vec<_> = p
-        .failovers
-        .iter()
-        .map(|f| (f.from.as_str(), f.region.as_deref(), f.kind.to_string()))
-        .collect();
+    let steps = support::failover_steps(&p.failovers);
     assert_eq!(
         steps,
         [("gcp", Some("us-central1"), "no-capacity".to_string())]

@@ -192,11 +192,7 @@ async fn no_capacity_in_one_region_moves_on_to_the_next_region_then_the_next_bac
         (p.backend.as_str(), p.instance.region.as_str()),
         ("cloud", "r3")
     );
-    let steps: Vec<_> = p
-        .failovers
-        .iter()
-        .map(|f| (f.from.as_str(), f.region.as_deref(), f.kind.to_string()))
-        .collect();
+    let steps = failover_steps(&p.failovers);
     assert_eq!(
         steps,
         [

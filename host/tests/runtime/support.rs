@@ -53,6 +53,28 @@ pub fn fleet_members(
         .collect()
 }
 
+/// A fleet of 8 grant slots over `cfg`'s backends, capabilities refreshed.
+/// The runtime is leaked so its engine ticker runs for the test's life.
+pub async fn fleet_over(
+    cfg: &BootConfig,
+) -> (compute_bridge::fleet::Fleet, Vec<Arc<ComponentBackend>>) {
+    let (rt, backends) = load(cfg);
+    std::mem::forget(rt);
+    let fleet = compute_bridge::fleet::Fleet::new(fleet_members(cfg, &backends), 8);
+    fleet.refresh_capabilities().await;
+    (fleet, backends)
+}
+
+/// Each failover as (backend, region, kind): what a test compares.
+pub fn failover_steps(
+    failovers: &[compute_bridge::fleet::Failover],
+) -> Vec<(&str, Option<&str>, String)> {
+    failovers
+        .iter()
+        .map(|f| (f.from.as_str(), f.region.as_deref(), f.kind.to_string()))
+        .collect()
+}
+
 /// A small grant.
 pub fn grant(id: &str) -> GrantSpec {
     GrantSpec {
