@@ -460,6 +460,9 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
         text.push_str(&sandbox_backend(name, lines));
     }
     let attacks = attacks(&web, &elsewhere);
+    // RELIABILITY.md counts them: twelve of the first suite and six on what
+    // a backend returns, nine on what calls share.
+    assert_eq!((attacks.len(), sandbox_attacks.len()), (18, 9));
     for (attack, http, extra, _) in &attacks {
         let attack_name = match *attack {
             "metadata" | "unlisted" | "redirect" | "huge" | "trickle" => "http",
