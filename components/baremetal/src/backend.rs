@@ -426,6 +426,7 @@ impl<'h, H: Host> Baremetal<'h, H> {
                 };
                 let runtime = match runtime.as_str() {
                     "podman" => crate::grant::HandleRuntime::Podman,
+                    "vm" => crate::grant::HandleRuntime::Vm,
                     _ => crate::grant::HandleRuntime::Process,
                 };
                 let handle = Handle {

@@ -15,15 +15,31 @@
 //! region = "home-01"
 //! cpu_millicores = 32000
 //! ram_mib = 131072
-//! runtime = "process"                     # or "podman"
+//! runtime = "process"                     # or "podman", or "vm"
 //! limits = "auto"                         # auto | systemd | cgroup | prlimit
 //! max_processes = 512
 //! public_host = "rack-01.example.net"     # what requesters connect to
 //! public_port = 22
 //! public_host_key = "ssh-ed25519 AAAA..." # optional; read from the host if absent
-//! tdx_capable = false
+//! tdx_capable = false                     # true needs runtime = "vm" with vm.firmware
 //! mrtd = "..."                            # 96 hex digits, required with tdx_capable
+//!
+//! [backends.config.hosts.vm]              # runtime = "vm" only
+//! kernel = "/var/lib/compute-bridge/guest/vmlinuz"
+//! initrd = "/var/lib/compute-bridge/guest/initrd.img"
+//! accel = "tcg"                           # or "kvm"
+//! bind_address = "0.0.0.0"                # where each guest's SSH port listens
+//! firmware = "/usr/share/ovmf/OVMF.fd"    # TDVF: TDX-required grants run as TDs
 //! ```
+//!
+//! # Invariants
+//!
+//! A TDX-required grant runs only as a TD guest: `tdx_capable = true` is
+//! refused unless the host has a TD runtime (`runtime = "vm"` with
+//! `vm.firmware`), so no such grant ever becomes a Unix account or a
+//! container. Every validation error starts with the backticked key path
+//! it is about (`` `hosts[2].tdx_capable`: … ``), which `check-config`
+//! turns into file:line:column.
 
 use serde::Deserialize;
 
@@ -91,6 +107,68 @@ pub struct HostConfig {
     /// `tdx_capable`.
     #[serde(default)]
     pub mrtd: Option<String>,
+    /// The guest the `vm` runtime boots (`runtime = "vm"` only).
+    #[serde(default)]
+    pub vm: Option<VmConfig>,
+}
+
+/// `[backends.config.hosts.vm]`: what the `vm` runtime boots on a host,
+/// and how. Paths are on the host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// The guest kernel (bzImage).
+    pub kernel: String,
+    /// The guest initramfs (`scripts/build-guest.sh` makes one: busybox and
+    /// dropbear, the grant's user and keys read from fw_cfg).
+    pub initrd: String,
+    /// QEMU's accelerator. `tcg` runs anywhere (slowly); `kvm` only where
+    /// KVM guests really run, which is never assumed.
+    #[serde(default)]
+    pub accel: Accel,
+    /// Address each guest's forwarded SSH port listens on.
+    #[serde(default = "default_bind_address")]
+    pub bind_address: String,
+    /// TDX firmware (TDVF, e.g. OVMF built with TDX support). With it the
+    /// host has a TD runtime: TDX-required grants boot as TD guests.
+    #[serde(default)]
+    pub firmware: Option<String>,
+}
+
+/// QEMU's accelerator for the `vm` runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Emulation: works on any host, several times slower.
+    #[default]
+    Tcg,
+    /// Hardware virtualisation (`/dev/kvm`); required for TD guests.
+    Kvm,
+}
+
+impl Accel {
+    /// The word QEMU takes after `-accel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcg => "tcg",
+            Self::Kvm => "kvm",
+        }
+    }
+}
+
+impl HostConfig {
+    /// True if this host can run a TDX-required grant as a TD guest: the
+    /// `vm` runtime with TDX firmware configured.
+    pub fn has_td_runtime(&self) -> bool {
+        self.runtime == RuntimeKind::Vm && self.vm.as_ref().is_some_and(|v| v.firmware.is_some())
+    }
+
+    /// The MR_TD this host's TD guests measure to (48 bytes), if it is
+    /// TDX-capable. Validated by [`Config::validate`].
+    pub fn mrtd_bytes(&self) -> Option<[u8; 48]> {
+        let m = self.mrtd.as_deref().filter(|_| self.tdx_capable)?;
+        hex::decode(m).ok()?.try_into().ok()
+    }
 }
 
 /// How a workload runs on a host.
@@ -104,6 +182,10 @@ pub enum RuntimeKind {
     /// A per-grant container of the grant's image (pinned by digest), run
     /// by podman under systemd where systemd runs; the login enters it.
     Podman,
+    /// A per-grant QEMU guest booted from the host's [`VmConfig`] kernel
+    /// and initramfs; the requester logs in to the guest. With
+    /// `vm.firmware` a TDX-required grant's guest is a TD.
+    Vm,
 }
 
 impl RuntimeKind {
@@ -112,6 +194,7 @@ impl RuntimeKind {
         match self {
             Self::Process => "process",
             Self::Podman => "podman",
+            Self::Vm => "vm",
         }
     }
 }
@@ -159,6 +242,18 @@ fn default_max_processes() -> u32 {
 fn default_port() -> u16 {
     22
 }
+fn default_bind_address() -> String {
+    "0.0.0.0".to_string()
+}
+
+/// True if `p` is an absolute path of characters that are safe in a shell
+/// word and a QEMU option (`,` separates QEMU's sub-options).
+fn plain_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains("..")
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._+-".contains(c))
+}
 
 /// What the backend offers in total (the WIT `offer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,13 +281,12 @@ impl Config {
     /// characters that end up in paths and sudoers rules on the hosts.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |i: usize, key: &str, msg: &str| {
-            Err(Error::Config(format!(
-                "[backends.config] hosts[{i}].{key}: {msg}"
-            )))
+            Err(Error::Config(format!("`hosts[{i}].{key}`: {msg}")))
         };
         if self.hosts.is_empty() {
             return Err(Error::Config(
-                "[backends.config] needs at least one [[backends.config.hosts]] table".into(),
+                "`hosts`: [backends.config] needs at least one [[backends.config.hosts]] table"
+                    .into(),
             ));
         }
         if !self.state_dir.starts_with('/')
@@ -203,13 +297,13 @@ impl Config {
             || self.state_dir.contains("..")
         {
             return Err(Error::Config(format!(
-                "[backends.config] state_dir: {:?} must be an absolute path of letters, digits, '/', '.', '_' and '-'",
+                "`state_dir`: {:?} must be an absolute path of letters, digits, '/', '.', '_' and '-'",
                 self.state_dir
             )));
         }
         if !(1..=60).contains(&self.sample_interval_sec) {
             return Err(Error::Config(
-                "[backends.config] sample_interval_sec: must be between 1 and 60".into(),
+                "`sample_interval_sec`: must be between 1 and 60".into(),
             ));
         }
         for (i, h) in self.hosts.iter().enumerate() {
@@ -244,6 +338,66 @@ impl Config {
             {
                 return bad(i, "public_host_key", "not an OpenSSH public key");
             }
+            if h.runtime != RuntimeKind::Process && h.limits != LimitsChoice::Auto {
+                return bad(
+                    i,
+                    "limits",
+                    "applies to the process runtime; podman and vm limit their workloads themselves",
+                );
+            }
+            match (&h.vm, h.runtime) {
+                (None, RuntimeKind::Vm) => {
+                    return bad(
+                        i,
+                        "runtime",
+                        "\"vm\" needs a [backends.config.hosts.vm] table with the guest's kernel and initrd",
+                    );
+                }
+                (Some(_), RuntimeKind::Process | RuntimeKind::Podman) => {
+                    return bad(i, "vm", "applies to runtime = \"vm\" only");
+                }
+                (Some(v), RuntimeKind::Vm) => {
+                    for (key, p) in [
+                        ("kernel", Some(&v.kernel)),
+                        ("initrd", Some(&v.initrd)),
+                        ("firmware", v.firmware.as_ref()),
+                    ] {
+                        if let Some(p) = p
+                            && !plain_path(p)
+                        {
+                            return bad(
+                                i,
+                                &format!("vm.{key}"),
+                                &format!(
+                                    "{p:?} must be an absolute path of letters, digits, '/', '.', '_', '+' and '-'"
+                                ),
+                            );
+                        }
+                    }
+                    if v.bind_address.parse::<std::net::IpAddr>().is_err() {
+                        return bad(i, "vm.bind_address", "must be an IP address");
+                    }
+                    if v.firmware.is_some() && v.accel != Accel::Kvm {
+                        return bad(
+                            i,
+                            "vm.accel",
+                            "a TD guest (vm.firmware) needs accel = \"kvm\": TDX runs on KVM only",
+                        );
+                    }
+                }
+                (None, _) => {}
+            }
+            // The hole this closes: a TDX-required grant placed on a host
+            // that would give it an account or a container on the host.
+            if h.tdx_capable && !h.has_td_runtime() {
+                return bad(
+                    i,
+                    "tdx_capable",
+                    "a TDX-capable host needs a TD runtime (runtime = \"vm\" with vm.firmware, \
+                     its TDX firmware); TDX-required grants never run as a Unix account or a \
+                     container on the host. Set tdx_capable = false, or configure the vm runtime",
+                );
+            }
             match (&h.mrtd, h.tdx_capable) {
                 (Some(m), _) if m.len() != 96 || hex::decode(m).is_err() => {
                     return bad(i, "mrtd", "must be 48 bytes of hex (96 characters)");
@@ -257,13 +411,6 @@ impl Config {
                 }
                 _ => {}
             }
-            if h.runtime == RuntimeKind::Podman && h.limits != LimitsChoice::Auto {
-                return bad(
-                    i,
-                    "limits",
-                    "applies to the process runtime; podman limits its containers itself",
-                );
-            }
         }
         Ok(())
     }
@@ -274,7 +421,7 @@ impl Config {
         for (i, h) in self.hosts.iter().enumerate() {
             if !labels.contains(&h.label) {
                 return Err(Error::Config(format!(
-                    "[backends.config] hosts[{i}].label: {:?} has no [backends.ssh.hosts.{}] section",
+                    "`hosts[{i}].label`: {:?} has no [backends.ssh.hosts.{}] section",
                     h.label, h.label
                 )));
             }
@@ -315,6 +462,60 @@ mod tests {
     use super::*;
 
     const HOST: &str = r#"{"label": "a", "region": "r1", "cpu_millicores": 1000, "ram_mib": 512, "public_host": "h"}"#;
+    /// A TD runtime: the vm runtime with TDX firmware.
+    const TD: &str = r#""runtime": "vm", "vm": {"kernel": "/g/vmlinuz", "initrd": "/g/initrd.img", "accel": "kvm", "firmware": "/usr/share/ovmf/OVMF.fd"}"#;
+    const MRTD: &str = r#""mrtd": "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000abc""#;
+
+    /// The error `host`'s extra keys give, as the second host.
+    fn refusal(extra: &str) -> String {
+        let h = HOST
+            .replace(r#""a""#, r#""b""#)
+            .replace(r#""h""#, &format!(r#""h", {extra}"#));
+        cfg(&[HOST, &h]).unwrap_err().message().to_string()
+    }
+
+    #[test]
+    fn tdx_capable_without_a_td_runtime_is_refused_at_its_key() {
+        for runtime in ["process", "podman"] {
+            let m = refusal(&format!(
+                r#""tdx_capable": true, {MRTD}, "runtime": "{runtime}""#
+            ));
+            assert!(
+                m.starts_with("`hosts[1].tdx_capable`: a TDX-capable host needs a TD runtime"),
+                "{m}"
+            );
+        }
+        // The vm runtime without TDX firmware runs plain VMs, not TDs.
+        let plain_vm = TD.replace(r#", "firmware": "/usr/share/ovmf/OVMF.fd""#, "");
+        let m = refusal(&format!(r#""tdx_capable": true, {MRTD}, {plain_vm}"#));
+        assert!(m.starts_with("`hosts[1].tdx_capable`: "), "{m}");
+        // With TDX firmware it is a TD runtime: accepted, and offered.
+        let td = HOST.replace(
+            r#""h""#,
+            &format!(r#""h", "tdx_capable": true, {MRTD}, {TD}"#),
+        );
+        let c = cfg(&[&td]).unwrap();
+        assert!(c.hosts[0].has_td_runtime() && c.offer().tdx_capable);
+        let mut want = [0u8; 48];
+        want[46..].copy_from_slice(&[0x0a, 0xbc]);
+        assert_eq!(c.hosts[0].mrtd_bytes(), Some(want));
+    }
+
+    #[test]
+    fn the_vm_table_is_checked() {
+        let m = refusal(r#""runtime": "vm""#);
+        assert!(m.starts_with("`hosts[1].runtime`: \"vm\" needs"), "{m}");
+        let m = refusal(&TD.replace(r#""runtime": "vm""#, r#""runtime": "podman""#));
+        assert!(m.starts_with("`hosts[1].vm`: "), "{m}");
+        let m = refusal(&TD.replace("kvm", "tcg"));
+        assert!(m.starts_with("`hosts[1].vm.accel`: "), "{m}");
+        let m = refusal(&TD.replace("/g/initrd.img", "/g/x,file=/etc/shadow"));
+        assert!(m.starts_with("`hosts[1].vm.initrd`: "), "{m}");
+        let m = refusal(&TD.replace(r#""accel""#, r#""bind_address": "here", "accel""#));
+        assert!(m.starts_with("`hosts[1].vm.bind_address`: "), "{m}");
+        let m = refusal(&format!(r#"{TD}, "limits": "prlimit""#));
+        assert!(m.starts_with("`hosts[1].limits`: "), "{m}");
+    }
 
     fn cfg(hosts: &[&str]) -> Result<Config, Error> {
         Config::from_json(&format!(r#"{{"hosts": [{}]}}"#, hosts.join(",")))
@@ -346,9 +547,9 @@ mod tests {
     fn mistakes_name_their_key() {
         let e = cfg(&[HOST, HOST]).unwrap_err();
         assert!(format!("{e:?}").contains("hosts[1].label"), "{e:?}");
-        let tdx = HOST.replace(r#""h""#, r#""h", "tdx_capable": true"#);
+        let tdx = HOST.replace(r#""h""#, &format!(r#""h", "tdx_capable": true, {TD}"#));
         let e = cfg(&[&tdx]).unwrap_err();
-        assert!(format!("{e:?}").contains("hosts[0].mrtd"), "{e:?}");
+        assert!(e.message().starts_with("`hosts[0].mrtd`: "), "{e:?}");
         let e = cfg(&[&HOST.replace("\"a\"", "\"a b\"")]).unwrap_err();
         assert!(format!("{e:?}").contains("label"), "{e:?}");
         let e = Config::from_json(&format!(
@@ -380,7 +581,10 @@ mod tests {
             .collect();
         c.check_labels(&labels).unwrap();
         assert_eq!(c.hosts[1].runtime, RuntimeKind::Podman);
-        assert!(c.offer().tdx_capable);
+        assert!(
+            !c.offer().tdx_capable,
+            "no host of the example runs TD guests"
+        );
     }
 
     #[test]

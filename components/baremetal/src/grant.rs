@@ -99,6 +99,8 @@ pub enum HandleRuntime {
     Process,
     /// `podman`
     Podman,
+    /// `vm`
+    Vm,
 }
 
 impl From<RuntimeKind> for HandleRuntime {
@@ -106,6 +108,7 @@ impl From<RuntimeKind> for HandleRuntime {
         match r {
             RuntimeKind::Process => Self::Process,
             RuntimeKind::Podman => Self::Podman,
+            RuntimeKind::Vm => Self::Vm,
         }
     }
 }

@@ -640,6 +640,16 @@ cb_provision() {
 		cb_report
 		return 0
 	fi
+	# A TDX-required grant runs in a TD guest or not at all: never as an
+	# account or a container on this host (placement already says so; this
+	# holds whatever the caller decided).
+	if [ "${CB_TDX:-0}" = 1 ]; then
+		cb_fail $CB_UNSUPPORTED "a TDX-required grant runs only in a TD guest, and this host library has no TD runtime: refusing to make it a Unix account or a container"
+	fi
+	case $CB_RUNTIME in
+	process | podman) ;;
+	*) cb_fail $CB_UNSUPPORTED "runtime = \"$CB_RUNTIME\" is not supported by this host library" ;;
+	esac
 	# Room: the sum of what the grants here hold.
 	set -- $(cat "$D"/grants/*/alloc 2>/dev/null | awk '{ c += $1; r += $2 } END { printf "%.0f %.0f\n", c, r }')
 	if [ $(($1 + CB_CPU)) -gt "$CB_CAP_CPU" ] || [ $(($2 + CB_RAM)) -gt "$CB_CAP_RAM" ]; then

@@ -41,6 +41,15 @@
 //!   `podman exec`s into that container (the account's sudoers rule allows
 //!   that script only, without arguments).
 //!
+//! # TDX-required grants
+//!
+//! A TDX-required grant runs only in a TD guest, never as a Unix account
+//! or a container on the host: a host may say `tdx_capable = true` only
+//! with a TD runtime configured (`runtime = "vm"` with `vm.firmware`), or
+//! the whole config is refused (`check-config` points at the key);
+//! placement sends such grants only to those hosts; and the host library
+//! refuses one on any other runtime whatever placement decided.
+//!
 //! # Usage: measured and estimated
 //!
 //! A supervisor per grant runs on the host (every `sample_interval_sec`)

@@ -14,9 +14,11 @@ pub fn candidates<'c>(cfg: &'c Config, grant: &Grant<'_>) -> Vec<&'c HostConfig>
     cfg.hosts.iter().filter(|h| fits(h, grant)).collect()
 }
 
-/// True if `host` could ever take `grant`.
+/// True if `host` could ever take `grant`. A TDX-required grant fits
+/// only a host that runs it as a TD guest (config validation already
+/// refuses `tdx_capable` without a TD runtime; this holds even without it).
 pub fn fits(host: &HostConfig, grant: &Grant<'_>) -> bool {
-    if grant.tdx_required && !host.tdx_capable {
+    if grant.tdx_required && !(host.tdx_capable && host.has_td_runtime()) {
         return false;
     }
     if grant.region.is_some_and(|r| r != host.region) {
@@ -45,8 +47,10 @@ pub fn why_not(cfg: &Config, grant: &Grant<'_>) -> String {
             cfg.offer().regions.join(", ")
         );
     }
-    if grant.tdx_required && !regional.iter().any(|h| h.tdx_capable) {
-        return "the grant requires TDX and no host there is TDX-capable".into();
+    if grant.tdx_required && !regional.iter().any(|h| h.tdx_capable && h.has_td_runtime()) {
+        return "the grant requires TDX and no host there runs TD guests (a TDX-required grant \
+                never runs as a Unix account or a container)"
+            .into();
     }
     if grant.cpu_millicores == 0 || grant.ram_mib == 0 {
         return "the grant asks for no CPU or no memory".into();
@@ -72,7 +76,8 @@ mod tests {
                 {"label": "small", "region": "eu", "cpu_millicores": 1000, "ram_mib": 1024, "public_host": "a"},
                 {"label": "big", "region": "eu", "cpu_millicores": 8000, "ram_mib": 8192, "public_host": "b"},
                 {"label": "tdx", "region": "us", "cpu_millicores": 4000, "ram_mib": 4096, "public_host": "c",
-                 "tdx_capable": true, "mrtd": "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000abcd"},
+                 "tdx_capable": true, "mrtd": "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000abcd",
+                 "runtime": "vm", "vm": {"kernel": "/g/vmlinuz", "initrd": "/g/initrd.img", "accel": "kvm", "firmware": "/usr/share/ovmf/OVMF.fd"}},
                 {"label": "pod", "region": "us", "cpu_millicores": 4000, "ram_mib": 4096, "public_host": "d", "runtime": "podman"}
             ]}"#,
         )
@@ -111,6 +116,33 @@ mod tests {
         assert_eq!(labels(&c, &grant(500, None, true)), ["tdx"]);
         assert!(labels(&c, &grant(500, Some("eu"), true)).is_empty());
         assert!(why_not(&c, &grant(500, Some("eu"), true)).contains("TDX"));
+    }
+
+    #[test]
+    fn a_tdx_host_without_a_td_runtime_never_takes_a_tdx_grant() {
+        // Bypass validation (which refuses this host) to check that
+        // placement holds on its own.
+        let mut c = cfg();
+        for h in &mut c.hosts {
+            if h.label == "pod" {
+                h.tdx_capable = true;
+                h.mrtd = Some("ab".repeat(48));
+            }
+        }
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .message()
+                .starts_with("`hosts[3].tdx_capable`")
+        );
+        assert_eq!(labels(&c, &grant(500, Some("us"), true)), ["tdx"]);
+        c.hosts.retain(|h| h.label != "tdx");
+        assert!(labels(&c, &grant(500, Some("us"), true)).is_empty());
+        let why = why_not(&c, &grant(500, Some("us"), true));
+        assert!(
+            why.contains("never runs as a Unix account or a container"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -112,11 +112,14 @@ pub fn provision(a: &ProvisionArgs<'_>) -> String {
         ("CB_TASKS", a.host.max_processes.to_string()),
         ("CB_VALID_TO", g.valid_to.to_string()),
         ("CB_RUNTIME", a.host.runtime.as_str().to_string()),
+        // The host library refuses a TDX-required grant on any runtime but
+        // a TD guest, whatever placement decided.
+        ("CB_TDX", u8::from(g.tdx_required).to_string()),
         (
             "CB_LIMITS",
             match a.host.runtime {
                 RuntimeKind::Process => a.host.limits.as_str(),
-                RuntimeKind::Podman => LimitsChoice::Auto.as_str(),
+                RuntimeKind::Podman | RuntimeKind::Vm => LimitsChoice::Auto.as_str(),
             }
             .to_string(),
         ),
