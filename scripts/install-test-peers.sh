@@ -4,6 +4,8 @@
 #   - OpenSSH server (bare-metal backend tests start their own sshd)
 #   - Chromium (the dashboard's browser test)
 #   - wrk (dashboard load benchmark; not needed by the tests themselves)
+#   - podman, runc, sudo and busybox-static (the bare-metal podman runtime's
+#     test imports a busybox image and logs in through sudo podman exec)
 #   - moto[server] in a venv under target/test-peers (AWS backend tests)
 # Idempotent: anything already present is left alone.
 set -euo pipefail
@@ -21,6 +23,11 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+[ -x /usr/bin/podman ] || need_apt+=(podman)
+# runc, not crun: crun refuses hybrid cgroup v1 hosts.
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+[ -x /usr/bin/sudo ] || need_apt+=(sudo)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

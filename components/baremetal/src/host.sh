@@ -557,6 +557,34 @@ cb_podman_check() {
 		cb_fail $CB_UNSUPPORTED "runtime = \"podman\" but /usr/bin/podman is missing on this host"
 	command -v sudo >/dev/null 2>&1 ||
 		cb_fail $CB_UNSUPPORTED "runtime = \"podman\" needs sudo on this host (logins enter the container through a per-grant sudoers rule)"
+	command -v runc >/dev/null 2>&1 ||
+		cb_fail $CB_UNSUPPORTED "runtime = \"podman\" runs containers with runc, which is missing on this host (apt-get install runc)"
+}
+
+# The grant's podman command line (the quoted words in $1), with rlimits
+# inserted after `run` that this host can grant: as root podman asks for
+# 1048576 open files and 4194304 processes, and runc fails ("error
+# setting rlimit type 7 [or 6]: operation not permitted") where the hard
+# limits are lower. Open files: the host's own hard limit. Processes: that
+# limit, at most pid_max (above it runc failed on the test machine); the
+# grant's real process limit is its pids cgroup (--pids-limit).
+cb_podman_cmd() {
+	nf=$(ulimit -Hn) np=$(ulimit -Hu)
+	pm=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 32768)
+	case $np in '' | *[!0-9]*) np=$pm ;; esac
+	[ "$np" -gt "$pm" ] && np=$pm
+	lim="--ulimit=nproc=$np:$np"
+	case $nf in '' | *[!0-9]*) ;; *) lim="$lim --ulimit=nofile=$nf:$nf" ;; esac
+	eval "set -- $1"
+	out= seen=
+	for w in "$@"; do
+		out="$out $(cb_q "$w")"
+		if [ "$w" = run ] && [ -z "$seen" ]; then
+			seen=1
+			out="$out $lim"
+		fi
+	done
+	echo "$out"
 }
 
 cb_podman_setup() {
@@ -580,15 +608,17 @@ cb_podman_setup() {
 	# Pulling may take a while: start the container in the background;
 	# status says `starting` until it runs.
 	if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-		eval "set -- $CB_PODMAN_SYSTEMD"
+		eval "set -- $(cb_podman_cmd "$CB_PODMAN_SYSTEMD")"
 		"$@" </dev/null >"$G/launch.log" 2>&1 9>&- 8>&- || return 1
 		echo systemd >"$G/launcher"
 	else
-		eval "set -- $CB_PODMAN_DETACHED"
+		eval "set -- $(cb_podman_cmd "$CB_PODMAN_DETACHED")"
 		# In a session of its own where setsid exists, so it outlives this
 		# command (the bridge's local transport kills the command's process
-		# group when the command ends).
-		launch='g=$1; shift; "$@" </dev/null >"$g/launch.log" 2>&1; echo $? >"$g/launch.exit"'
+		# group when the command ends). From the grant's directory: conmon
+		# keeps podman's working directory and writes an `oom` file there
+		# when the container hits its memory limit.
+		launch='g=$1; shift; cd "$g" || exit 1; "$@" </dev/null >"$g/launch.log" 2>&1; echo $? >"$g/launch.exit"'
 		if command -v setsid >/dev/null 2>&1; then
 			setsid /bin/sh -c "$launch" cb-launch "$G" "$@" 9>&- 8>&- &
 		else
@@ -753,8 +783,13 @@ cb_remove() {
 	if [ "$RUNTIME" = podman ]; then
 		l=$(cat "$G/launcher" 2>/dev/null)
 		[ -n "$l" ] && [ "$l" != systemd ] && kill "$l" 2>/dev/null
-		podman rm --force --time 0 "$CB_ID" >/dev/null 2>&1
+		(cd "$G" && podman rm --force --time 0 "$CB_ID") >/dev/null 2>&1
 		rm -f "/etc/sudoers.d/$CB_ID"
+		# podman removes the container's own cgroups, not the parent it
+		# was given (nor conmon's group in it), in every hierarchy.
+		for c in /sys/fs/cgroup/*/compute-bridge/"$CB_ID" /sys/fs/cgroup/compute-bridge/"$CB_ID"; do
+			[ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
+		done
 	fi
 	cb_kill_all
 	[ "$MODE" != podman ] && [ -f "$G/cgroups" ] && while read -r g; do

@@ -33,10 +33,13 @@
 //!   When the SSH user is not root (the embedded default on a laptop), no
 //!   account can be created: the workload runs as that user, through one
 //!   marked line in its own `authorized_keys`, and the log says so.
-//! - **`podman`** (root): the grant's image, pinned by digest, runs as the
-//!   container `cb-<id>` (`systemd-run --unit cb-<id> … podman run …` where
-//!   systemd runs, `podman run --detach` otherwise) with `--cpus`,
-//!   `--memory` and `--pids-limit`. The requester logs in to the grant's
+//! - **`podman`** (root; podman, runc and sudo on the host): the grant's
+//!   image, pinned by digest, runs as the container `cb-<id>` under runc
+//!   (`systemd-run --unit cb-<id> … podman run …` where systemd runs,
+//!   `podman run --detach` with podman's cgroupfs manager and the cgroup
+//!   parent `compute-bridge/<id>` otherwise) with `--cpus`, `--memory`
+//!   and `--pids-limit`, and open-file and process rlimits the host can
+//!   grant. The requester logs in to the grant's
 //!   account; its forced command is `sudo` of a root-owned script that
 //!   `podman exec`s into that container (the account's sudoers rule allows
 //!   that script only, without arguments).

@@ -146,7 +146,10 @@ pub fn provision(a: &ProvisionArgs<'_>) -> String {
                 "CB_PODMAN_SYSTEMD",
                 quote_words(&podman_under_systemd(a.target.id, &run)),
             ),
-            ("CB_PODMAN_DETACHED", quote_words(&podman_detached(&run))),
+            (
+                "CB_PODMAN_DETACHED",
+                quote_words(&podman_detached(a.target.id, &run)),
+            ),
             ("CB_SUDOERS", sudoers(a.target.id, a.target.state_dir)),
         ]);
     }
@@ -205,9 +208,15 @@ pub fn systemd_run_supervisor(id: &GrantId, cpu: u32, ram: u32, tasks: u32) -> V
 
 /// `podman run` for a `podman` grant: its image pinned by digest, its
 /// limits, never a new privilege, named and labelled by the grant id.
+///
+/// The OCI runtime is runc, said explicitly: crun (which apt may install
+/// as podman's default) refuses hybrid cgroup v1 hosts. The host library
+/// adds `--ulimit`s the host can grant right after `run` (see
+/// `cb_podman_cmd` in `host.sh`).
 pub fn podman_run(id: &GrantId, g: &Grant<'_>, tasks: u32) -> Vec<String> {
     vec![
         "/usr/bin/podman".into(),
+        "--runtime=runc".into(),
         "run".into(),
         format!("--name={id}"),
         format!("--hostname={id}"),
@@ -243,10 +252,16 @@ pub fn podman_under_systemd(id: &GrantId, run: &[String]) -> Vec<String> {
     v
 }
 
-/// [`podman_run`] detached (no systemd: conmon supervises the container).
-pub fn podman_detached(run: &[String]) -> Vec<String> {
+/// [`podman_run`] detached (no systemd: conmon supervises the container),
+/// with podman's own cgroup manager and the container's cgroups under
+/// `compute-bridge/<id>`, beside the process runtime's grants: one place
+/// to meter and to remove.
+pub fn podman_detached(id: &GrantId, run: &[String]) -> Vec<String> {
     let mut v = run.to_vec();
-    v.insert(2, "--detach".into());
+    let at = v.iter().position(|a| a == "run").expect("a podman run") + 1;
+    v.insert(1, "--cgroup-manager=cgroupfs".into());
+    v.insert(at + 1, "--detach".into());
+    v.insert(at + 2, format!("--cgroup-parent=/compute-bridge/{id}"));
     v
 }
 
@@ -404,7 +419,7 @@ mod tests {
         let id = id();
         let image = format!("registry.example/app@sha256:{}", "a".repeat(64));
         let run = podman_run(&id, &grant(&image), 64);
-        assert_eq!(run[..2], ["/usr/bin/podman", "run"]);
+        assert_eq!(run[..3], ["/usr/bin/podman", "--runtime=runc", "run"]);
         for want in [
             format!("--name={id}"),
             "--cpus=1.500".into(),
@@ -423,8 +438,19 @@ mod tests {
                 .any(|a| a == "--privileged" || a.starts_with("--cap-add"))
         );
 
-        let detached = podman_detached(&run);
-        assert_eq!(detached[..3], ["/usr/bin/podman", "run", "--detach"]);
+        let detached = podman_detached(&id, &run);
+        assert_eq!(
+            detached[..6],
+            [
+                "/usr/bin/podman".to_string(),
+                "--cgroup-manager=cgroupfs".into(),
+                "--runtime=runc".into(),
+                "run".into(),
+                "--detach".into(),
+                format!("--cgroup-parent=/compute-bridge/{id}")
+            ]
+        );
+        assert_eq!(detached[detached.len() - 2..], run[run.len() - 2..]);
         let unit = podman_under_systemd(&id, &run);
         assert_eq!(unit[0], "systemd-run");
         assert!(unit.contains(&format!("--unit={id}.service")));

@@ -12,6 +12,7 @@ mod aws;
 mod azure;
 mod azure_faults;
 mod baremetal;
+mod baremetal_podman;
 mod baremetal_tdx;
 mod cache;
 mod cloud_faults;

@@ -9,7 +9,8 @@
 //! ([`chromium`]), a bare HTTP client ([`http`]), the bridge binary itself
 //! ([`process`]), the sockets a process listens on ([`sockets`]), and a
 //! fault-injecting proxy to put in front of any of
-//! them ([`fault_proxy`]). A peer that is not installed fails the test with
+//! them ([`fault_proxy`]), and a registry-free container image for the
+//! podman runtime ([`podman`]). A peer that is not installed fails the test with
 //! the command that installs it; nothing is skipped.
 
 pub mod azure_fake;
@@ -21,6 +22,7 @@ pub mod gcp_fake;
 pub mod http;
 pub mod http_server;
 pub mod moto;
+pub mod podman;
 pub mod process;
 pub mod sockets;
 pub mod sshd;
