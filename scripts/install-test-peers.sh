@@ -6,6 +6,9 @@
 #   - wrk (dashboard load benchmark; not needed by the tests themselves)
 #   - podman, runc, sudo and busybox-static (the bare-metal podman runtime's
 #     test imports a busybox image and logs in through sudo podman exec)
+#   - qemu-system-x86, dropbear-bin and cpio (the vm runtime's test guest,
+#     which scripts/guest/build-guest.sh builds from Debian packages;
+#     installing qemu-system-x86 may replace a backported qemu-utils)
 #   - moto[server] in a venv under target/test-peers (AWS backend tests)
 # Idempotent: anything already present is left alone.
 set -euo pipefail
@@ -28,6 +31,9 @@ command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 [ -x /usr/bin/sudo ] || need_apt+=(sudo)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
+[ -x /usr/bin/qemu-system-x86_64 ] || need_apt+=(qemu-system-x86)
+[ -x /usr/sbin/dropbear ] || need_apt+=(dropbear-bin)
+command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -215,12 +215,33 @@ impl<'h, H: Host> Baremetal<'h, H> {
                 continue;
             };
             self.report_placement(h, &id, user, limits, &kv);
-            let host_key = h
-                .public_host_key
-                .as_deref()
-                .or(kv.get("host_key").map(String::as_str))
-                .and_then(parse_public_key)
-                .unwrap_or_default();
+            // A VM is reached on its own forwarded port with its own host
+            // key (none for a TD, which makes its own), not the host's.
+            let vm = h.runtime == crate::config::RuntimeKind::Vm;
+            let host_key = if vm {
+                kv.get("host_key").map(String::as_str)
+            } else {
+                h.public_host_key
+                    .as_deref()
+                    .or(kv.get("host_key").map(String::as_str))
+            }
+            .and_then(parse_public_key)
+            .unwrap_or_default();
+            let ssh_port = if vm {
+                match kv.get("port").and_then(|p| p.parse().ok()) {
+                    Some(p) => p,
+                    None => {
+                        failures.push(Error::Internal(format!(
+                            "host {}: provision printed no VM port: {}",
+                            h.label,
+                            out.stdout.trim()
+                        )));
+                        continue;
+                    }
+                }
+            } else {
+                h.public_port
+            };
             let handle = Handle {
                 label: h.label.clone(),
                 id: id.clone(),
@@ -231,7 +252,7 @@ impl<'h, H: Host> Baremetal<'h, H> {
                 instance_id: id.to_string(),
                 region: h.region.clone(),
                 public_host: h.public_host.clone(),
-                ssh_port: h.public_port,
+                ssh_port,
                 user: user.clone(),
                 host_key,
                 handle: handle.encode(),
@@ -424,10 +445,13 @@ impl<'h, H: Host> Baremetal<'h, H> {
                 let Ok(id) = GrantId::try_from(id.clone()) else {
                     continue;
                 };
-                let runtime = match runtime.as_str() {
-                    "podman" => crate::grant::HandleRuntime::Podman,
-                    "vm" => crate::grant::HandleRuntime::Vm,
-                    _ => crate::grant::HandleRuntime::Process,
+                let (runtime, ssh_port) = match runtime.as_str() {
+                    "podman" => (crate::grant::HandleRuntime::Podman, h.public_port),
+                    "vm" => (
+                        crate::grant::HandleRuntime::Vm,
+                        kv.get("port").and_then(|p| p.parse().ok()).unwrap_or(0),
+                    ),
+                    _ => (crate::grant::HandleRuntime::Process, h.public_port),
                 };
                 let handle = Handle {
                     label: h.label.clone(),
@@ -439,11 +463,13 @@ impl<'h, H: Host> Baremetal<'h, H> {
                     instance_id: id.to_string(),
                     region: h.region.clone(),
                     public_host: h.public_host.clone(),
-                    ssh_port: h.public_port,
+                    ssh_port,
                     user: user.clone(),
+                    // A VM's own key is in its provision answer only.
                     host_key: h
                         .public_host_key
                         .as_deref()
+                        .filter(|_| runtime != crate::grant::HandleRuntime::Vm)
                         .and_then(parse_public_key)
                         .unwrap_or_default(),
                     handle: handle.encode(),

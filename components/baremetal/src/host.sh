@@ -237,6 +237,8 @@ cb_account() {
 	else
 		login_shell=/bin/sh
 		[ -x /bin/bash ] && login_shell=/bin/bash
+		# A vm grant's account only runs its QEMU: no login on the host.
+		[ "${1:-}" = nologin ] && login_shell=/usr/sbin/nologin
 		# `-p '*'`: no password, but not locked (sshd refuses locked
 		# accounts when PAM is off).
 		# Another tool (or a killed useradd not yet reaped) may hold the
@@ -255,6 +257,7 @@ cb_account() {
 	# forced command out; work/ is theirs.
 	chown root:root "$H" "$H/.ssh" && chmod 755 "$H" "$H/.ssh" || return 1
 	chown "$CB_ID:" "$H/work" && chmod 700 "$H/work" || return 1
+	[ "${1:-}" = nologin ] && return 0
 	printf 'restrict,pty,command="exec %s" %s %s\n' "$G/login" "$CB_KEY" "$CB_ID" \
 		>"$H/.ssh/authorized_keys" || return 1
 	chmod 644 "$H/.ssh/authorized_keys"
@@ -657,6 +660,112 @@ cb_podman_status() {
 	esac
 }
 
+# -------------------------------------------------------------------- vm --
+
+cb_vm_check() {
+	[ "$CB_ASROOT" = 1 ] || cb_fail $CB_UNSUPPORTED "runtime = \"vm\" needs root on this host"
+	command -v qemu-system-x86_64 >/dev/null 2>&1 ||
+		cb_fail $CB_UNSUPPORTED "runtime = \"vm\" but qemu-system-x86_64 is missing on this host (apt-get install qemu-system-x86)"
+	command -v perl >/dev/null 2>&1 ||
+		cb_fail $CB_UNSUPPORTED "runtime = \"vm\" needs perl on this host (QMP)"
+	command -v ssh-keygen >/dev/null 2>&1 ||
+		cb_fail $CB_UNSUPPORTED "runtime = \"vm\" needs ssh-keygen on this host (openssh-client)"
+	for f in "$CB_VM_KERNEL" "$CB_VM_INITRD"; do
+		[ -r "$f" ] ||
+			cb_fail $CB_UNSUPPORTED "runtime = \"vm\": $f is missing on this host (scripts/guest/build-guest.sh builds a guest)"
+	done
+}
+
+# One QMP command ($2, arguments $3 as JSON) on socket $1; prints the
+# reply. perl-base is Essential on Debian (socat and nc -U are not).
+cb_qmp() {
+	perl -MIO::Socket::UNIX -e '
+		my ($sock, $cmd, $args) = @ARGV;
+		$SIG{ALRM} = sub { exit 1 };
+		alarm 5;
+		my $s = IO::Socket::UNIX->new(Peer => $sock) or exit 1;
+		$s->autoflush(1);
+		<$s>;
+		print $s "{\"execute\":\"qmp_capabilities\"}\n";
+		<$s>;
+		my $a = $args eq "" ? "" : ",\"arguments\":$args";
+		print $s "{\"execute\":\"$cmd\"$a}\n";
+		while (my $l = <$s>) {
+			next if $l =~ /"event":/;
+			print $l;
+			exit($l =~ /^\{"return"/ ? 0 : 1);
+		}
+		exit 1;' "$1" "$2" "${3:-}"
+}
+
+cb_vm_alive() {
+	p=$(cat "$G/vm/qemu.pid" 2>/dev/null) || return 1
+	[ -n "$p" ] && [ -r "/proc/$p/cmdline" ] &&
+		tr '\0' ' ' <"/proc/$p/cmdline" | grep -qF "$G/vm/qmp.sock"
+}
+
+cb_vm_setup() {
+	cb_account nologin || return 1
+	case $MODE in
+	cgroup1) cb_cg1_make ;;
+	cgroup2) cb_cg2_make ;;
+	esac || return 1
+	V=$G/vm
+	mkdir -p "$V" && chmod 700 "$V" || return 1
+	printf '%s' "$CB_ID" >"$V/user" || return 1
+	printf '%s\n' "$CB_KEY" >"$V/authorized_keys" || return 1
+	# A plain VM's host key is made here, so the access bundle can carry it
+	# before the guest boots. A TD makes its own: the host must not hold
+	# the key a TD answers with.
+	if [ "${CB_TDX:-0}" != 1 ]; then
+		ssh-keygen -q -t ed25519 -N '' -C "$CB_ID" -f "$V/host_key" || return 1
+	fi
+	cb_write_env || return 1
+	eval "set -- $CB_QEMU"
+	# QEMU starts inside the grant's cgroups (memory it touches is charged
+	# there, which moving it later would not do under v1) and daemonizes
+	# once its sockets are ready.
+	/bin/sh -c 'while read -r c; do echo $$ >"$c/cgroup.procs" || exit 1; done <"$1"; shift; cd "$1" && shift && exec "$@"' \
+		cb-qemu "$G/cgroups" "$V" "$@" </dev/null >"$V/launch.log" 2>&1 9>&- 8>&- || {
+		cat "$V/launch.log"
+		return 1
+	}
+	port=$(cb_qmp "$V/qmp.sock" human-monitor-command '{"command-line":"info usernet"}' |
+		sed 's/\\r\\n/\n/g' | awk '$1 == "TCP[HOST_FORWARD]" { print $4; exit }')
+	[ -n "$port" ] || {
+		echo "QEMU reported no forwarded port"
+		return 1
+	}
+	echo "$port" >"$V/port"
+	cb_start_supervisor
+}
+
+cb_vm_status() {
+	if cb_vm_alive; then
+		echo state=running
+	else
+		echo state=exited
+		c=$(sed -n 's/.*cb-guest: workload exited with \([0-9]*\).*/\1/p' "$G/vm/serial.log" 2>/dev/null | tail -n 1)
+		echo "code=${c:--1}"
+	fi
+}
+
+# Stop the grant's QEMU: QMP `quit`, then SIGKILL after 2 s. Alive means
+# its pid still runs QEMU with this grant's socket (not a zombie waiting
+# to be reaped, nor a reused pid).
+cb_vm_stop() {
+	cb_vm_alive || return 0
+	p=$(cat "$G/vm/qemu.pid")
+	cb_qmp "$G/vm/qmp.sock" quit >/dev/null 2>&1
+	i=0
+	while cb_vm_alive && [ $i -lt 20 ]; do
+		i=$((i + 1))
+		sleep 0.1
+	done
+	cb_vm_alive && kill -KILL "$p" 2>/dev/null
+	return 0
+}
+
 # ------------------------------------------------------------ operations --
 
 cb_provision() {
@@ -673,11 +782,11 @@ cb_provision() {
 	# A TDX-required grant runs in a TD guest or not at all: never as an
 	# account or a container on this host (placement already says so; this
 	# holds whatever the caller decided).
-	if [ "${CB_TDX:-0}" = 1 ]; then
-		cb_fail $CB_UNSUPPORTED "a TDX-required grant runs only in a TD guest, and this host library has no TD runtime: refusing to make it a Unix account or a container"
+	if [ "${CB_TDX:-0}" = 1 ] && { [ "$CB_RUNTIME" != vm ] || [ "${CB_VM_TD:-0}" != 1 ]; }; then
+		cb_fail $CB_UNSUPPORTED "a TDX-required grant runs only in a TD guest, and this host has no TD runtime: refusing to make it a Unix account, a container or a plain VM"
 	fi
 	case $CB_RUNTIME in
-	process | podman) ;;
+	process | podman | vm) ;;
 	*) cb_fail $CB_UNSUPPORTED "runtime = \"$CB_RUNTIME\" is not supported by this host library" ;;
 	esac
 	# Room: the sum of what the grants here hold.
@@ -688,6 +797,11 @@ cb_provision() {
 	if [ "$CB_RUNTIME" = podman ]; then
 		cb_podman_check
 		MODE=podman
+	elif [ "$CB_RUNTIME" = vm ]; then
+		cb_vm_check
+		# QEMU runs in a cgroup per grant: its CPU quota, memory limit and
+		# meter.
+		MODE=$(CB_LIMITS=cgroup cb_detect) || exit $?
 	else
 		MODE=$(cb_detect) || exit $?
 	fi
@@ -710,6 +824,10 @@ cb_setup() {
 		cb_podman_setup
 		return
 	fi
+	if [ "$RUNTIME" = vm ]; then
+		cb_vm_setup
+		return
+	fi
 	if [ "$CB_ASROOT" = 1 ]; then cb_account; else cb_self_account; fi || return 1
 	case $MODE in
 	cgroup1) cb_cg1_make ;;
@@ -722,8 +840,14 @@ cb_report() {
 	echo "user=$USER_NAME"
 	echo "root=$CB_ASROOT"
 	echo "limits=$MODE"
-	k=/etc/ssh/ssh_host_ed25519_key.pub
-	[ -r $k ] && echo "host_key=$(cat $k)"
+	if [ "$RUNTIME" = vm ]; then
+		# The guest's own port and (plain VMs) its per-grant host key.
+		echo "port=$(cat "$G/vm/port")"
+		[ -r "$G/vm/host_key.pub" ] && echo "host_key=$(cat "$G/vm/host_key.pub")"
+	else
+		k=/etc/ssh/ssh_host_ed25519_key.pub
+		[ -r $k ] && echo "host_key=$(cat $k)"
+	fi
 	echo "host_cpus=$(nproc 2>/dev/null || echo 0)"
 	echo "host_ram_mib=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 }' /proc/meminfo)"
 }
@@ -737,6 +861,8 @@ cb_status() {
 	echo "limits=$MODE"
 	if [ "$RUNTIME" = podman ]; then
 		cb_podman_status
+	elif [ "$RUNTIME" = vm ]; then
+		cb_vm_status
 	elif cb_supervisor_alive; then
 		echo state=running
 	else
@@ -780,6 +906,7 @@ cb_remove() {
 		systemctl stop "$CB_ID.service" 2>/dev/null
 	fi
 	if cb_supervisor_alive; then kill "$(cat "$G/supervisor.pid")" 2>/dev/null; fi
+	[ "$RUNTIME" = vm ] && cb_vm_stop
 	if [ "$RUNTIME" = podman ]; then
 		l=$(cat "$G/launcher" 2>/dev/null)
 		[ -n "$l" ] && [ "$l" != systemd ] && kill "$l" 2>/dev/null
@@ -873,7 +1000,7 @@ cb_list() {
 			. "$e"
 			[ "$PROVIDER" = "$CB_PROVIDER" ] && [ "$BACKEND" = "$CB_BACKEND" ] || exit 0
 			g=${e%/env}
-			echo "grant=${g##*/} user=$USER_NAME limits=$MODE runtime=$RUNTIME"
+			echo "grant=${g##*/} user=$USER_NAME limits=$MODE runtime=$RUNTIME port=$(cat "$g/vm/port" 2>/dev/null)"
 		)
 	done
 }

@@ -43,6 +43,19 @@
 //!   account; its forced command is `sudo` of a root-owned script that
 //!   `podman exec`s into that container (the account's sudoers rule allows
 //!   that script only, without arguments).
+//! - **`vm`** (root; QEMU and perl on the host): each grant is a QEMU
+//!   guest booted from the host's configured kernel and initramfs
+//!   (`[hosts.vm]`; `scripts/guest/build-guest.sh` builds one), `-smp` and
+//!   `-m` from the grant, `accel` `tcg` or `kvm` as configured (KVM is
+//!   never assumed). The grant's user, authorised key and (plain VMs) a
+//!   per-grant SSH host key reach the guest through fw_cfg; SSH is
+//!   forwarded from an ephemeral port on `vm.bind_address`, and the
+//!   instance carries that port and that host key. QEMU runs as the
+//!   grant's account (`-runas`, no host login) inside a cgroup with the
+//!   grant's CPU quota and memory plus [`script::VM_OVERHEAD_MIB`]; CPU and
+//!   memory are measured from it. The grant's image is not run: the guest
+//!   has busybox and dropbear, no container runtime. Teardown stops QEMU
+//!   (QMP `quit`, then SIGKILL) and removes the guest's files.
 //!
 //! # TDX-required grants
 //!
@@ -51,7 +64,14 @@
 //! with a TD runtime configured (`runtime = "vm"` with `vm.firmware`), or
 //! the whole config is refused (`check-config` points at the key);
 //! placement sends such grants only to those hosts; and the host library
-//! refuses one on any other runtime whatever placement decided.
+//! refuses one on any other runtime whatever placement decided. A TD
+//! guest gets the TDX machine (`-object tdx-guest`, the firmware as TDVF)
+//! and no host-made host key: the host must not hold the key a TD answers
+//! with, so the guest makes its own and the instance's `host_key` is
+//! empty (publishing it with attestation evidence is not built yet). The
+//! TD command line is tested by its arguments only: no TDX hardware here.
+//! Each host's `mrtd` is validated and kept ([`config::HostConfig::mrtd_bytes`])
+//! for the provider card once the WIT offer carries it.
 //!
 //! # Usage: measured and estimated
 //!

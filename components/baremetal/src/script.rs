@@ -5,7 +5,7 @@
 //! on the host (podman's and systemd-run's arguments, the sudoers rule) is
 //! built here too, as data, so it can be checked without a host.
 
-use crate::config::{HostConfig, LimitsChoice, RuntimeKind};
+use crate::config::{Accel, HostConfig, LimitsChoice, RuntimeKind, VmConfig};
 use crate::grant::{Grant, GrantId};
 
 /// The host library.
@@ -128,7 +128,14 @@ pub fn provision(a: &ProvisionArgs<'_>) -> String {
             "CB_CPU_QUOTA_US",
             cpu_quota_us(g.cpu_millicores).to_string(),
         ),
-        ("CB_MEM_BYTES", bytes(g.ram_mib).to_string()),
+        (
+            "CB_MEM_BYTES",
+            match a.host.runtime {
+                RuntimeKind::Vm => bytes(g.ram_mib.saturating_add(VM_OVERHEAD_MIB)),
+                _ => bytes(g.ram_mib),
+            }
+            .to_string(),
+        ),
         (
             "CB_SYSTEMD_RUN",
             quote_words(&systemd_run_supervisor(
@@ -151,6 +158,18 @@ pub fn provision(a: &ProvisionArgs<'_>) -> String {
                 quote_words(&podman_detached(a.target.id, &run)),
             ),
             ("CB_SUDOERS", sudoers(a.target.id, a.target.state_dir)),
+        ]);
+    }
+    if let (RuntimeKind::Vm, Some(vm)) = (a.host.runtime, &a.host.vm) {
+        let td = g.tdx_required && a.host.has_td_runtime();
+        vars.extend([
+            ("CB_VM_KERNEL", vm.kernel.clone()),
+            ("CB_VM_INITRD", vm.initrd.clone()),
+            ("CB_VM_TD", u8::from(td).to_string()),
+            (
+                "CB_QEMU",
+                quote_words(&qemu_args(a.target.id, a.target.state_dir, vm, g, td)),
+            ),
         ]);
     }
     // The supervisor runs a copy of the library kept beside the grant, so
@@ -277,6 +296,128 @@ pub fn sudoers(id: &GrantId, state_dir: &str) -> String {
     )
 }
 
+/// MiB a `vm` grant's QEMU may use beyond the guest's memory (TCG's
+/// translation cache and QEMU itself: an idle 256 MiB guest's QEMU had a
+/// resident set of 230-243 MiB on the test machine), added to the memory
+/// limit of the grant's cgroup.
+pub const VM_OVERHEAD_MIB: u32 = 256;
+
+/// Where a `vm` grant's files live on a host (root): its fw_cfg files,
+/// host key, QMP socket, serial log, pid file and forwarded port.
+pub fn vm_dir(state_dir: &str, id: &GrantId) -> String {
+    format!("{state_dir}/grants/{id}/vm")
+}
+
+/// The QEMU command line of a `vm` grant, as data.
+///
+/// Per grant: `-smp` is the grant's CPU rounded up to whole vCPUs (the
+/// exact share is the cgroup's CFS quota), `-m` its memory; the guest's
+/// user, authorised key and (plain VMs) SSH host key come through fw_cfg,
+/// which is never on a command line a guest process or host user can read
+/// and, in a TD, not measured (so every grant's TD measures the same);
+/// SSH is forwarded from an ephemeral port on `vm.bind_address` (QEMU
+/// binds port 0; the host library asks it which port over QMP); QEMU
+/// drops root for the grant's account (`-runas`).
+///
+/// `td`: a TD guest (`-object tdx-guest`, split irqchip, the TDX firmware
+/// as `-bios`), per QEMU's `docs/system/i386/tdx.rst` (qemu/qemu): no host
+/// key goes in (the host must not hold the key a TD answers with; the
+/// guest makes its own), and virtio uses the platform IOMMU
+/// (`iommu_platform=on`, required by Linux CoCo guests; unverified here,
+/// no TDX hardware). This QEMU 7.2 has no `tdx-guest` object: TD grants
+/// need QEMU 10.1+ and a host kernel with `kvm_intel.tdx=Y`.
+pub fn qemu_args(
+    id: &GrantId,
+    state_dir: &str,
+    vm: &VmConfig,
+    g: &Grant<'_>,
+    td: bool,
+) -> Vec<String> {
+    let v = vm_dir(state_dir, id);
+    let mut a: Vec<String> = vec!["qemu-system-x86_64".into(), "-name".into(), id.to_string()];
+    let push = |a: &mut Vec<String>, words: &[&str]| a.extend(words.iter().map(|w| w.to_string()));
+    match (td, &vm.firmware) {
+        (true, Some(firmware)) => {
+            push(&mut a, &["-accel", "kvm", "-cpu", "host,pmu=off"]);
+            push(
+                &mut a,
+                &[
+                    "-object",
+                    r#"{"qom-type":"tdx-guest","id":"tdx0","sept-ve-disable":true}"#,
+                    "-machine",
+                    "q35,kernel-irqchip=split,confidential-guest-support=tdx0",
+                    "-bios",
+                    firmware,
+                ],
+            );
+        }
+        _ => {
+            push(&mut a, &["-machine", "q35", "-accel", vm.accel.as_str()]);
+            if vm.accel == Accel::Kvm {
+                push(&mut a, &["-cpu", "host"]);
+            }
+        }
+    }
+    let vcpus = g.cpu_millicores.div_ceil(1000).max(1).to_string();
+    let mib = g.ram_mib.to_string();
+    push(
+        &mut a,
+        &[
+            "-smp",
+            &vcpus,
+            "-m",
+            &mib,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            &vm.kernel,
+            "-initrd",
+            &vm.initrd,
+            "-append",
+            "console=ttyS0 panic=-1 quiet",
+            "-serial",
+            &format!("file:{v}/serial.log"),
+            "-qmp",
+            &format!("unix:{v}/qmp.sock,server=on,wait=off"),
+            "-netdev",
+            &format!("user,id=n0,hostfwd=tcp:{}:0-:22", vm.bind_address),
+            "-device",
+            if td {
+                "virtio-net-pci,netdev=n0,romfile=,iommu_platform=on"
+            } else {
+                "virtio-net-pci,netdev=n0,romfile="
+            },
+            "-fw_cfg",
+            &format!("name=opt/cb/user,file={v}/user"),
+            "-fw_cfg",
+            &format!("name=opt/cb/authorized_keys,file={v}/authorized_keys"),
+        ],
+    );
+    if !td {
+        push(
+            &mut a,
+            &[
+                "-fw_cfg",
+                &format!("name=opt/cb/host_key,file={v}/host_key"),
+            ],
+        );
+    }
+    push(
+        &mut a,
+        &[
+            "-runas",
+            id.as_str(),
+            "-daemonize",
+            "-pidfile",
+            &format!("{v}/qemu.pid"),
+        ],
+    );
+    a
+}
+
 /// `key=value` lines of a script's output.
 pub fn parse_kv(out: &str) -> std::collections::BTreeMap<String, String> {
     out.lines()
@@ -373,8 +514,8 @@ mod tests {
         };
         let image = format!("registry.example/app@sha256:{}", "a".repeat(64));
         let g = grant(&image);
-        for rt in ["process", "podman"] {
-            let h = host(rt);
+        for rt in ["process", "podman", "vm"] {
+            let h = if rt == "vm" { vm_host("") } else { host(rt) };
             let p = provision(&ProvisionArgs {
                 target: t.clone(),
                 host: &h,
@@ -494,6 +635,142 @@ mod tests {
         )));
         assert!(!s.contains("podman"), "no direct podman rule: {s}");
         assert!(!s.contains(" ALL\n") && !s.contains('*'), "{s}");
+    }
+
+    fn vm_host(extra: &str) -> HostConfig {
+        Config::from_json(&format!(
+            r#"{{"hosts": [{{"label": "h", "region": "r", "cpu_millicores": 4000, "ram_mib": 4096,
+                "public_host": "x", "runtime": "vm", {extra}
+                "vm": {{"kernel": "/g/vmlinuz", "initrd": "/g/initrd.img", "bind_address": "192.0.2.7"{firmware}}}}}]}}"#,
+            firmware = if extra.contains("tdx_capable") {
+                r#", "accel": "kvm", "firmware": "/usr/share/ovmf/OVMF.fd""#
+            } else {
+                ""
+            }
+        ))
+        .unwrap()
+        .hosts
+        .remove(0)
+    }
+
+    /// The value after each occurrence of `flag` in `args`.
+    fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_vm_grant_gets_its_size_its_keys_by_fw_cfg_and_an_ephemeral_port() {
+        let id = id();
+        let h = vm_host("");
+        let g = grant("ignored");
+        let a = qemu_args(&id, "/s", h.vm.as_ref().unwrap(), &g, false);
+        let v = format!("/s/grants/{id}/vm");
+        assert_eq!(a[0], "qemu-system-x86_64");
+        assert_eq!(values(&a, "-accel"), ["tcg"]);
+        assert_eq!(values(&a, "-machine"), ["q35"]);
+        // 1500 millicores: two vCPUs (the cgroup's quota holds it to 1.5).
+        assert_eq!(values(&a, "-smp"), ["2"]);
+        assert_eq!(values(&a, "-m"), ["768"]);
+        assert_eq!(values(&a, "-kernel"), ["/g/vmlinuz"]);
+        assert_eq!(values(&a, "-initrd"), ["/g/initrd.img"]);
+        assert_eq!(
+            values(&a, "-netdev"),
+            ["user,id=n0,hostfwd=tcp:192.0.2.7:0-:22"]
+        );
+        assert_eq!(
+            values(&a, "-fw_cfg"),
+            [
+                format!("name=opt/cb/user,file={v}/user"),
+                format!("name=opt/cb/authorized_keys,file={v}/authorized_keys"),
+                format!("name=opt/cb/host_key,file={v}/host_key"),
+            ]
+        );
+        assert_eq!(values(&a, "-runas"), [id.as_str()]);
+        assert_eq!(values(&a, "-pidfile"), [format!("{v}/qemu.pid")]);
+        // Nothing per grant on the kernel command line (readable by every
+        // guest process and, on the host, by `ps`).
+        assert_eq!(values(&a, "-append"), ["console=ttyS0 panic=-1 quiet"]);
+        assert!(
+            !a.iter().any(|w| w.contains("tdx") || w == "-bios"),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_td_grant_gets_the_tdx_machine_and_no_host_made_host_key() {
+        let id = id();
+        let mrtd = format!(r#""mrtd": "{}", "tdx_capable": true,"#, "ab".repeat(48));
+        let h = vm_host(&mrtd);
+        assert!(h.has_td_runtime());
+        let mut g = grant("ignored");
+        g.tdx_required = true;
+        let a = qemu_args(&id, "/s", h.vm.as_ref().unwrap(), &g, true);
+        // docs/system/i386/tdx.rst (qemu/qemu): the tdx-guest object and a
+        // split kernel irqchip; TDVF loaded with -bios.
+        assert_eq!(values(&a, "-accel"), ["kvm"]);
+        assert_eq!(values(&a, "-cpu"), ["host,pmu=off"]);
+        assert_eq!(
+            values(&a, "-object"),
+            [r#"{"qom-type":"tdx-guest","id":"tdx0","sept-ve-disable":true}"#]
+        );
+        assert_eq!(
+            values(&a, "-machine"),
+            ["q35,kernel-irqchip=split,confidential-guest-support=tdx0"]
+        );
+        assert_eq!(values(&a, "-bios"), ["/usr/share/ovmf/OVMF.fd"]);
+        assert_eq!(
+            values(&a, "-device"),
+            ["virtio-net-pci,netdev=n0,romfile=,iommu_platform=on"]
+        );
+        // The host must not hold the key a TD answers with.
+        assert!(
+            !values(&a, "-fw_cfg").iter().any(|f| f.contains("host_key")),
+            "{a:?}"
+        );
+        // The same host runs a grant without TDX as a plain VM on KVM.
+        let plain = qemu_args(&id, "/s", h.vm.as_ref().unwrap(), &grant("x"), false);
+        assert_eq!(values(&plain, "-accel"), ["kvm"]);
+        assert!(!plain.iter().any(|w| w.contains("tdx")), "{plain:?}");
+    }
+
+    #[test]
+    fn only_a_td_runtime_gets_a_td_flag_in_the_provision_script() {
+        let id = id();
+        let t = Target {
+            state_dir: "/s",
+            id: &id,
+            tick: 1,
+        };
+        let mut g = grant("x");
+        g.tdx_required = true;
+        let script = |h: &HostConfig| {
+            provision(&ProvisionArgs {
+                target: t.clone(),
+                host: h,
+                grant: &g,
+                key: "ssh-ed25519 AAAA",
+                provider: "p",
+                backend: "b",
+            })
+        };
+        let td = script(&vm_host(&format!(
+            r#""mrtd": "{}", "tdx_capable": true,"#,
+            "ab".repeat(48)
+        )));
+        assert!(td.contains("\nCB_TDX='1'\n") && td.contains("\nCB_VM_TD='1'\n"));
+        assert!(td.contains("tdx-guest"));
+        // A plain VM host never gets CB_VM_TD: the library refuses there.
+        let plain = script(&vm_host(""));
+        assert!(plain.contains("\nCB_TDX='1'\n") && plain.contains("\nCB_VM_TD='0'\n"));
+        assert!(!plain.contains("tdx-guest"));
+        // And the vm grant's cgroup allows QEMU's own memory on top.
+        assert!(plain.contains(&format!(
+            "\nCB_MEM_BYTES='{}'\n",
+            (768 + u64::from(VM_OVERHEAD_MIB)) << 20
+        )));
     }
 
     #[test]

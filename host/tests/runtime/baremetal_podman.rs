@@ -103,6 +103,7 @@ async fn a_podman_grant_runs_its_image_with_its_limits_and_leaves_nothing() {
     g.cpu_millicores = 500;
     g.ram_mib = 64;
     g.image = image.pinned();
+    let provisioned = std::time::Instant::now();
     let inst = b.provision(&g, &workload(&key)).await.unwrap();
     accounts.track(&inst.user);
     let id = inst.user.clone();
@@ -145,6 +146,10 @@ async fn a_podman_grant_runs_its_image_with_its_limits_and_leaves_nothing() {
     // The requester lands in the container: its hostname, its busybox.
     let (code, out, err) = ssh(&inst, &key, "hostname; readlink /bin/sh");
     assert_eq!(code, 0, "login failed: {err}\nsshd log:\n{}", sshd.log());
+    eprintln!(
+        "provision to SSH login (podman): {:?}",
+        provisioned.elapsed()
+    );
     assert_eq!(out.lines().collect::<Vec<_>>(), [id.as_str(), "busybox"]);
     // More memory than the grant's is killed (128 MiB in one buffer).
     let (code, _, err) = ssh(&inst, &key, "dd if=/dev/zero of=/dev/null bs=128M count=1");

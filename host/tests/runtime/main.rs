@@ -14,6 +14,7 @@ mod azure_faults;
 mod baremetal;
 mod baremetal_podman;
 mod baremetal_tdx;
+mod baremetal_vm;
 mod cache;
 mod cloud_faults;
 mod dashboard;

@@ -9,8 +9,8 @@
 //! ([`chromium`]), a bare HTTP client ([`http`]), the bridge binary itself
 //! ([`process`]), the sockets a process listens on ([`sockets`]), and a
 //! fault-injecting proxy to put in front of any of
-//! them ([`fault_proxy`]), and a registry-free container image for the
-//! podman runtime ([`podman`]). A peer that is not installed fails the test with
+//! them ([`fault_proxy`]), a registry-free container image for the
+//! podman runtime ([`podman`]), and the `vm` runtime's guest ([`guest`]). A peer that is not installed fails the test with
 //! the command that installs it; nothing is skipped.
 
 pub mod azure_fake;
@@ -19,6 +19,7 @@ pub mod coalition;
 pub mod fake_server;
 pub mod fault_proxy;
 pub mod gcp_fake;
+pub mod guest;
 pub mod http;
 pub mod http_server;
 pub mod moto;
