@@ -314,24 +314,36 @@ async fn lifecycle(limits: &str) -> String {
         "processes left: {:?}",
         pids_of(uid)
     );
-    assert_eq!(b.status(&inst).await.unwrap(), InstanceState::Gone);
-    let (code, _, _) = ssh(&inst, &key, "true");
+    assert_ended_for_good(b, &inst, &key, host_state.path(), busy).await;
+    mechanism
+}
+
+/// After a grant's terminate: it is gone, its key no longer logs in,
+/// nothing of it is left in the host's state dir, a second terminate
+/// succeeds, and its final usage stays readable (at least `busy`).
+pub(crate) async fn assert_ended_for_good(
+    b: &ComponentBackend,
+    inst: &Instance,
+    key: &WorkloadKey,
+    host_state: &Path,
+    busy: compute_bridge::backend::Usage,
+) {
+    assert_eq!(b.status(inst).await.unwrap(), InstanceState::Gone);
+    let (code, _, _) = ssh(inst, key, "true");
     assert_ne!(code, 0, "the workload key still logs in");
-    // Terminate is idempotent, and the final usage stays readable.
-    b.terminate(&inst).await.unwrap();
-    let last = b.usage(&inst).await.unwrap();
     assert!(
-        last.cpu_core_seconds >= busy.cpu_core_seconds,
-        "{last:?} < {busy:?}"
-    );
-    assert!(
-        std::fs::read_dir(host_state.path().join("grants"))
+        std::fs::read_dir(host_state.join("grants"))
             .unwrap()
             .next()
             .is_none(),
         "grant state left on the host"
     );
-    mechanism
+    b.terminate(inst).await.unwrap();
+    let last = b.usage(inst).await.unwrap();
+    assert!(
+        last.cpu_core_seconds >= busy.cpu_core_seconds,
+        "{last:?} < {busy:?}"
+    );
 }
 
 /// Poll `usage` until it shows CPU and memory (the busy loop needs a
