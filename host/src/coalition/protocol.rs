@@ -844,6 +844,204 @@ mod tests {
         assert!(wire <= 9 * 1024, "{wire} bytes");
     }
 
+    /// `name`'s postcard bytes (hex) and JSON, one block each.
+    fn pinned<T: Serialize>(out: &mut String, name: &str, v: &T) {
+        let wire = postcard::to_allocvec(v).unwrap();
+        let json = serde_json::to_string(v).unwrap();
+        out.push_str(&format!("== {name}\n{}\n{json}\n", hex::encode(wire)));
+    }
+
+    /// Compare with the pinned text; on a difference, write what was seen
+    /// in the temp dir so it can be inspected (the test still fails).
+    fn check_pins(actual: &str, expected: &str, file: &str) {
+        if actual != expected {
+            let seen = std::env::temp_dir().join(format!("{file}.seen"));
+            std::fs::write(&seen, actual).unwrap();
+            panic!(
+                "the encoding differs from {file} (what was seen is in {}): \
+                 a change to the wire or on-disk format needs a version bump, not a new pin",
+                seen.display()
+            );
+        }
+    }
+
+    /// One of each message, byte for byte as it goes on the wire (postcard)
+    /// and as `providers --json` and the journal show it (JSON): a move or
+    /// rename must not change a byte.
+    #[test]
+    fn every_message_encodes_as_pinned() {
+        let node = mosaik::SecretKey::from_bytes(&[7; 32]).public();
+        let provider_id = ProviderId::from_envelope_key(&[9; 32]);
+        let request_id = RequestId([0x5a; 16]);
+        let mut out = String::new();
+        let card = ProviderCard {
+            version: PROTOCOL_VERSION,
+            provider_id,
+            coalition: "local.dev".into(),
+            module_version: "0.1.0".into(),
+            node,
+            backends: vec![BackendOffer {
+                name: "rack-1".into(),
+                enabled: true,
+                regions: vec!["eu-west-1".into(), "us-east-1".into()],
+                tdx_capable: true,
+                max_cpu_millicores: 64_000,
+                max_ram_mib: 262_144,
+                used_cpu_millicores: 2_000,
+                used_ram_mib: 4_096,
+            }],
+            concurrency_cap: 64,
+            active_grants: 3,
+            envelope_key: [9; 32],
+            attestation: Attestation::Tdx {
+                quote: vec![4, 0, 2, 0, 0x81, 0, 0, 0],
+            },
+            refreshed_at: 1_764_460_800,
+        };
+        pinned(&mut out, "card", &card);
+        pinned(
+            &mut out,
+            "card without attestation",
+            &ProviderCard {
+                attestation: Attestation::None,
+                backends: Vec::new(),
+                ..card
+            },
+        );
+        let manifest = Manifest {
+            image: format!("alpine@sha256:{}", "ab".repeat(32)),
+            cpu_millicores: 1_500,
+            ram_mib: 2_048,
+            region: Some("eu-west-1".into()),
+            tdx: TdxRequirement::Required,
+        };
+        let sealed = Sealed {
+            enc: vec![1; 32],
+            ciphertext: vec![2; 48],
+        };
+        pinned(
+            &mut out,
+            "grant",
+            &ComputeGrant {
+                version: PROTOCOL_VERSION,
+                request_id,
+                provider_id,
+                manifest: manifest.clone(),
+                valid_from: 1_764_460_800,
+                valid_to: 1_764_464_400,
+                envelope: sealed.clone(),
+            },
+        );
+        for tdx in [TdxRequirement::None, TdxRequirement::Preferred] {
+            pinned(
+                &mut out,
+                &format!("manifest {tdx:?}, no region"),
+                &Manifest {
+                    region: None,
+                    tdx,
+                    ..manifest.clone()
+                },
+            );
+        }
+        pinned(
+            &mut out,
+            "grant binding",
+            &hex::encode(grant_binding(
+                PROTOCOL_VERSION,
+                &request_id,
+                &provider_id,
+                &manifest,
+                1,
+                2,
+            )),
+        );
+        pinned(
+            &mut out,
+            "grant secrets",
+            &GrantSecrets { reply_key: [3; 32] },
+        );
+        pinned(
+            &mut out,
+            "access",
+            &AccessSealed {
+                version: PROTOCOL_VERSION,
+                request_id,
+                provider_id,
+                bundle: sealed,
+            },
+        );
+        pinned(
+            &mut out,
+            "access binding",
+            &hex::encode(AccessSealed::binding(
+                PROTOCOL_VERSION,
+                &request_id,
+                &provider_id,
+            )),
+        );
+        pinned(
+            &mut out,
+            "access bundle",
+            &AccessBundle {
+                host: "203.0.113.7".into(),
+                port: 2222,
+                user: "cb-5f0c1e2d".into(),
+                private_key: "-----BEGIN OPENSSH PRIVATE KEY-----".into(),
+                host_key: ED25519.into(),
+            },
+        );
+        for ending in [
+            WorkloadEnding::Exited(0),
+            WorkloadEnding::Exited(-9),
+            WorkloadEnding::Gone,
+            WorkloadEnding::Expired,
+        ] {
+            pinned(
+                &mut out,
+                &format!("usage report, {ending}"),
+                &UsageReport {
+                    version: PROTOCOL_VERSION,
+                    request_id,
+                    provider_id,
+                    ending,
+                    usage: Usage {
+                        cpu_core_seconds: 5_400,
+                        ram_mib_seconds: 7_372_800,
+                        net_bytes: 1 << 33,
+                    },
+                    started_at: 1_764_460_800,
+                    ended_at: 1_764_464_400,
+                },
+            );
+        }
+        for reason in DeclineReason::ALL {
+            pinned(
+                &mut out,
+                &format!("decline, {}", reason.as_str()),
+                &Decline {
+                    version: PROTOCOL_VERSION,
+                    request_id,
+                    provider_id,
+                    reason,
+                },
+            );
+        }
+        pinned(
+            &mut out,
+            "settlement",
+            &Settlement {
+                version: PROTOCOL_VERSION,
+                provider_id,
+                amount_micro_usd: 12_500_000,
+                window: Window {
+                    from: 1_764_460_800,
+                    to: 1_764_547_200,
+                },
+            },
+        );
+        check_pins(&out, include_str!("protocol.pins"), "protocol.pins");
+    }
+
     #[test]
     fn access_bundle_debug_hides_the_key() {
         let b = AccessBundle {
