@@ -170,12 +170,7 @@ fn check_config_prints_the_routing_table() {
     // A component from a file may have only `ssh` labels (a `local` one is
     // refused at load): one with a real key pair.
     let key = dir.path().join("rack-1.key");
-    let made = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (apt-get install openssh-client)");
-    assert!(made.success());
+    ssh_keygen(&key);
     let host_key = std::fs::read_to_string(key.with_extension("key.pub")).unwrap();
     std::fs::write(
         &path,
@@ -305,12 +300,7 @@ fn check_config_refuses_an_azure_region_without_a_network_naming_file_line_and_k
 fn help_and_check_config_texts_are_pinned() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("rack.key");
-    let made = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (apt-get install openssh-client)");
-    assert!(made.success());
+    ssh_keygen(&key);
     let key = std::fs::read_to_string(&key).unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/example.toml");
     let (bridge, agent) = (bridge_bin(), crate::support::agent_bin());
@@ -357,4 +347,14 @@ fn help_and_check_config_texts_are_pinned() {
             seen.display()
         );
     }
+}
+
+/// A fresh ed25519 key pair at `key` and `key`.pub, with no passphrase.
+fn ssh_keygen(key: &std::path::Path) {
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(key)
+        .status()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(made.success());
 }
