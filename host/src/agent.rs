@@ -440,7 +440,7 @@ impl Agent {
         // connections; notice it through its catalog entry and subscribe
         // again, rather than wait for the old connections to time out.
         let network = self.link.network().clone();
-        let node = card.node;
+        let node = coalition::peer_id(&card.node)?;
         let started_at = || {
             network
                 .discovery()
@@ -529,9 +529,10 @@ impl Agent {
         window: Duration,
     ) -> anyhow::Result<ProviderCard> {
         let card = self.find(provider).await?;
-        let session = self.link.session(card.node);
+        let node = coalition::peer_id(&card.node)?;
+        let session = self.link.session(node);
         let network = self.link.network();
-        coalition::sync(network, &[coalition::catalog_addr(network, &card.node)]).await;
+        coalition::sync(network, &[coalition::catalog_addr(network, &node)]).await;
         tokio::time::timeout(FIND_TIMEOUT, session.settlements_ready())
             .await
             .map_err(|_| {

@@ -36,7 +36,6 @@
 //! to), so this module uses the same two crates directly.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha512};
@@ -49,33 +48,9 @@ pub const REPORT_DATA_TAG: &[u8] = b"compute-bridge/card-report-data/v1";
 /// Where the kernel's configfs-tsm report interface lives.
 pub const TSM_REPORT_DIR: &str = "/sys/kernel/config/tsm/report";
 
-/// A 48-byte TDX measurement register (MR_TD or an RTMR), shown as 96 hex
-/// digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Measurement(pub [u8; 48]);
-
-impl fmt::Display for Measurement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for Measurement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Measurement({self})")
-    }
-}
-
-impl FromStr for Measurement {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        hex::decode(s.trim())
-            .ok()
-            .and_then(|b| <[u8; 48]>::try_from(b).ok())
-            .map(Self)
-            .ok_or_else(|| format!("{s:?} is not a measurement (48 bytes: 96 hex digits)"))
-    }
-}
+/// A TDX measurement register (in `compute-bridge-contract`; re-exported
+/// at its old path until the re-cut's last move).
+pub use compute_bridge_contract::measurement::Measurement;
 
 /// The measurements a quote carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -323,3 +323,47 @@ impl CoalitionNode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Capabilities;
+
+    /// The routing table's lines, word for word: the re-cut into crates
+    /// (issue 18) must not change what the operator reads in the log.
+    #[test]
+    fn routing_lines_read_as_pinned() {
+        let answered = MemberView {
+            name: "rack-1".into(),
+            enabled: true,
+            capabilities: Some(Capabilities {
+                regions: vec!["eu-west-1".into(), "home-01".into()],
+                tdx_capable: true,
+                max_cpu_millicores: 48_000,
+                max_ram_mib: 196_608,
+            }),
+            used_cpu_millicores: 0,
+            used_ram_mib: 0,
+            active_grants: 0,
+        };
+        assert_eq!(
+            routing_line(
+                &answered,
+                &["https://api.example.com".into(), "https://b.example".into()],
+                &["rack-01 (ssh)".into()]
+            ),
+            "rack-1       enabled  regions=[eu-west-1,home-01] tdx=yes capacity=48000m/196608MiB \
+             http=[https://api.example.com,https://b.example] ssh=[rack-01 (ssh)]"
+        );
+        let silent = MemberView {
+            name: "a-very-long-backend".into(),
+            enabled: false,
+            capabilities: None,
+            ..answered
+        };
+        assert_eq!(
+            routing_line(&silent, &[], &[]),
+            "a-very-long-backend disabled capabilities=unavailable http=[] ssh=[]"
+        );
+    }
+}

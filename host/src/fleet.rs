@@ -38,13 +38,9 @@ use crate::backend::{
 };
 use crate::capabilities::log::escape;
 
-/// Unix seconds now.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// Unix seconds now (in `compute-bridge-contract`; re-exported at its old
+/// path until the re-cut's last move).
+pub use compute_bridge_contract::clock::now_unix;
 
 /// How long [`Fleet::refresh_capabilities`] waits for the backends'
 /// answers before it returns with what it has.

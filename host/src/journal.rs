@@ -784,6 +784,44 @@ mod tests {
         assert_eq!(j.add_settled(1).unwrap(), u64::MAX);
     }
 
+    /// The journal's JSON, byte for byte, in every phase: the on-disk
+    /// format a move or rename must not change (entries written by an older
+    /// bridge must still read).
+    #[test]
+    fn an_entry_in_every_phase_encodes_as_pinned() {
+        let id = RequestId([0x5a; 16]);
+        let mut r = report(id);
+        r.ending = WorkloadEnding::Exited(3);
+        r.usage = Usage {
+            cpu_core_seconds: 10,
+            ram_mib_seconds: 640,
+            net_bytes: 4096,
+        };
+        let mut out = String::new();
+        for phase in [
+            Phase::Provisioned,
+            Phase::Running,
+            Phase::Finished { report: r.clone() },
+            Phase::Reported { report: r },
+            Phase::Aborted,
+        ] {
+            let e = JournalEntry { phase, ..entry(id) };
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<JournalEntry>(&json).unwrap(), e);
+            out.push_str(&format!("== {}\n{json}\n", e.phase.name()));
+        }
+        let expected = include_str!("journal.pins");
+        if out != expected {
+            let seen = std::env::temp_dir().join("journal.pins.seen");
+            std::fs::write(&seen, &out).unwrap();
+            panic!(
+                "the journal's JSON differs from journal.pins (seen: {}): \
+                 entries already on disk must keep reading",
+                seen.display()
+            );
+        }
+    }
+
     #[test]
     fn an_entry_keeps_exactly_the_documented_fields() {
         let id = RequestId::random();

@@ -170,12 +170,7 @@ fn check_config_prints_the_routing_table() {
     // A component from a file may have only `ssh` labels (a `local` one is
     // refused at load): one with a real key pair.
     let key = dir.path().join("rack-1.key");
-    let made = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (apt-get install openssh-client)");
-    assert!(made.success());
+    ssh_keygen(&key);
     let host_key = std::fs::read_to_string(key.with_extension("key.pub")).unwrap();
     std::fs::write(
         &path,
@@ -296,4 +291,70 @@ fn check_config_refuses_an_azure_region_without_a_network_naming_file_line_and_k
         )),
         "{err}"
     );
+}
+
+/// What an operator reads, word for word: both binaries' help, each
+/// command's, and `check-config` of the two shipped configs. The re-cut into
+/// crates (issue 18) moves code, not text; any change here is a CLI change.
+#[test]
+fn help_and_check_config_texts_are_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("rack.key");
+    ssh_keygen(&key);
+    let key = std::fs::read_to_string(&key).unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/example.toml");
+    let (bridge, agent) = (bridge_bin(), crate::support::agent_bin());
+    let runs: Vec<(&std::path::Path, Vec<&str>)> = vec![
+        (&bridge, vec!["--help"]),
+        (&bridge, vec!["help", "run"]),
+        (&bridge, vec!["help", "check-config"]),
+        (&bridge, vec!["help", "attest"]),
+        (&bridge, vec!["help", "components"]),
+        (&bridge, vec!["components", "help", "inspect"]),
+        (&bridge, vec!["components", "help", "new"]),
+        (&bridge, vec!["components", "help", "test"]),
+        (&bridge, vec!["check-config"]),
+        (&bridge, vec!["check-config", "--config", example]),
+        (&agent, vec!["--help"]),
+        (&agent, vec!["help", "providers"]),
+        (&agent, vec!["help", "request"]),
+        (&agent, vec!["help", "settle"]),
+    ];
+    let mut out = String::new();
+    for (bin, args) in runs {
+        let o = std::process::Command::new(bin)
+            .args(&args)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env("RACK1_SSH_KEY", &key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        let name = bin.file_name().unwrap().to_string_lossy();
+        let text = format!(
+            "== {name} {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        out.push_str(&text.replace(example, "config/example.toml"));
+    }
+    let expected = include_str!("pins/cli.txt");
+    if out != expected {
+        let seen = std::env::temp_dir().join("cli.txt.seen");
+        std::fs::write(&seen, &out).unwrap();
+        panic!(
+            "the CLI's text differs from tests/e2e/pins/cli.txt (seen: {})",
+            seen.display()
+        );
+    }
+}
+
+/// A fresh ed25519 key pair at `key` and `key`.pub, with no passphrase.
+fn ssh_keygen(key: &std::path::Path) {
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(key)
+        .status()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(made.success());
 }

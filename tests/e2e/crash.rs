@@ -115,7 +115,7 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
             .with_stream_id(GRANTS_STREAM)
             .build()
             .unwrap();
-        let node = card.node;
+        let node = compute_bridge::coalition::peer_id(&card.node).unwrap();
         compute_bridge::coalition::sync(
             &network,
             &[compute_bridge::coalition::catalog_addr(&network, &node)],

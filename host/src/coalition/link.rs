@@ -19,7 +19,7 @@ use mosaik::streams::{Consumer, Producer};
 use mosaik::{Network, PeerId};
 
 use super::protocol::{
-    ACCESS_STREAM, AccessSealed, ComputeGrant, DECLINES_STREAM, Decline, GRANTS_STREAM,
+    ACCESS_STREAM, AccessSealed, ComputeGrant, DECLINES_STREAM, Decline, GRANTS_STREAM, NodeId,
     PROVIDERS_STORE, ProviderCard, ProviderId, RequestId, SETTLEMENTS_STREAM, Settlement,
     USAGE_STREAM, UsageReport,
 };
@@ -147,9 +147,9 @@ impl ProviderLink {
         }
     }
 
-    /// The node's peer id (published in the card).
-    pub fn node(&self) -> PeerId {
-        self.network.local().id()
+    /// The node's id (published in the card).
+    pub fn node(&self) -> NodeId {
+        super::node_id(&self.network.local().id())
     }
 
     /// The node.
@@ -326,9 +326,14 @@ impl RequesterLink {
         &self.network
     }
 
-    /// The cards now.
+    /// The cards now, but for any whose node is not a valid peer id (a peer
+    /// id would not even have decoded; such a card cannot be answered).
     pub fn cards(&self) -> Vec<ProviderCard> {
-        let mut v: Vec<ProviderCard> = self.cards.values().collect();
+        let mut v: Vec<ProviderCard> = self
+            .cards
+            .values()
+            .filter(|c| super::peer_id(&c.node).is_ok())
+            .collect();
         v.sort_by_key(|c| c.provider_id);
         v
     }
@@ -364,9 +369,10 @@ impl RequesterLink {
     /// does not wait for the next gossip round to be noticed.
     pub async fn connect(
         &self,
-        node: PeerId,
+        node: NodeId,
         timeout: Duration,
     ) -> anyhow::Result<ProviderSession> {
+        let node = super::peer_id(&node)?;
         let deadline = tokio::time::Instant::now() + timeout;
         let net = &self.network;
         let only = move |peer: &mosaik::discovery::PeerInfo| *peer.id() == node;

@@ -279,6 +279,19 @@ pub async fn sync(network: &Network, peers: &[EndpointAddr]) {
     futures::future::join_all(syncs).await;
 }
 
+/// The peer id a card's [`NodeId`](protocol::NodeId) names; an error when
+/// its 32 bytes are not an ed25519 public key (a card from a broken or
+/// hostile provider: requesters skip it).
+pub fn peer_id(node: &protocol::NodeId) -> anyhow::Result<mosaik::PeerId> {
+    mosaik::PeerId::from_bytes(&node.0)
+        .map_err(|e| anyhow::anyhow!("node {node} is not an ed25519 public key: {e}"))
+}
+
+/// The [`NodeId`](protocol::NodeId) a card publishes for `peer`.
+pub fn node_id(peer: &mosaik::PeerId) -> protocol::NodeId {
+    protocol::NodeId(*peer.as_bytes())
+}
+
 /// The address the catalog knows for `peer` (with its relay and IPs).
 pub fn catalog_addr(network: &Network, peer: &mosaik::PeerId) -> EndpointAddr {
     network
@@ -292,6 +305,16 @@ pub fn catalog_addr(network: &Network, peer: &mosaik::PeerId) -> EndpointAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_card_node_is_the_peer_id_and_a_non_key_is_refused() {
+        let id = SecretKey::generate().public();
+        assert_eq!(peer_id(&node_id(&id)).unwrap(), id);
+        assert_eq!(node_id(&id).to_string(), id.to_string());
+        // 0x02 repeated is no point of the curve (its y has no x).
+        let e = peer_id(&protocol::NodeId([2; 32])).unwrap_err();
+        assert!(e.to_string().contains("not an ed25519 public key"), "{e}");
+    }
 
     #[test]
     fn peer_addresses_round_trip() {

@@ -1000,6 +1000,133 @@ mod tests {
         assert!(e.message.contains("unknown field `colour`"), "{e}");
     }
 
+    /// The exact text an operator sees for each kind of broken config
+    /// (file, line, column, key, message): moving the validation between
+    /// crates must not change a word of it.
+    #[test]
+    fn broken_configs_are_refused_with_the_pinned_texts() {
+        const KEY: &str =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFNOL++V6ayesnKlyKywg+VwHP9Gk9Jc/LcRtrWmSSAm";
+        let ssh =
+            |rest: &str| format!("{MIN}[backends.ssh.hosts.rack]\naddress = \"10.0.0.1\"\n{rest}");
+        let cases: Vec<(&str, String)> = vec![
+            ("unknown backend key", format!("{MIN}colour = \"red\"\n")),
+            ("unknown section", format!("[bogus]\nx = 1\n{MIN}")),
+            ("unknown bridge key", format!("[bridge]\nfoo = 1\n{MIN}")),
+            ("no backends", "[bridge]\nconcurrency_cap = 4\n".into()),
+            (
+                "concurrency cap",
+                format!("[bridge]\nconcurrency_cap = 0\n{MIN}"),
+            ),
+            (
+                "dashboard bind",
+                format!("[dashboard]\nbind = \"0.0.0.0\"\n{MIN}"),
+            ),
+            (
+                "tdx without mrtd",
+                format!("[attestation]\nmode = \"tdx\"\n{MIN}"),
+            ),
+            (
+                "bad mrtd",
+                format!("[attestation]\nmode = \"tdx\"\nexpected_mrtd = \"ab\"\n{MIN}"),
+            ),
+            (
+                "relay",
+                format!("[coalition]\nrelays = [\"not a url\"]\n{MIN}"),
+            ),
+            (
+                "bootstrap",
+                format!("[coalition]\nbootstrap = [\"abc@x\"]\n{MIN}"),
+            ),
+            (
+                "local without relays",
+                format!("[coalition]\nlocal = false\n{MIN}"),
+            ),
+            (
+                "backend name",
+                "[[backends]]\nname = \"Rack_1\"\ncomponent = \"builtin:aws\"\n".into(),
+            ),
+            ("duplicate name", format!("{MIN}{MIN}")),
+            (
+                "builtin name",
+                "[[backends]]\nname = \"x\"\ncomponent = \"builtin:nope\"\n".into(),
+            ),
+            ("memory", format!("{MIN}memory_limit_mib = 0\n")),
+            ("call timeout", format!("{MIN}call_timeout_sec = 0\n")),
+            (
+                "log budget",
+                format!("{MIN}[backends.log]\nmax_bytes_per_call = 0\n"),
+            ),
+            (
+                "http timeout",
+                format!("{MIN}[backends.http]\ntimeout_sec = 0\n"),
+            ),
+            (
+                "bad origin",
+                format!("{MIN}[backends.http]\nallowed_hosts = [\"https://x.example/path\"]\n"),
+            ),
+            (
+                "unknown http key",
+                format!("{MIN}[backends.http]\nallowed = []\n"),
+            ),
+            (
+                "ssh label",
+                format!("{MIN}[backends.ssh.hosts.\"a b\"]\naddress = \"h\"\n"),
+            ),
+            ("ssh without user", ssh("")),
+            ("ssh without host key", ssh("user = \"u\"\n")),
+            (
+                "ssh bad host key",
+                ssh("user = \"u\"\nhost_key = \"nope\"\n"),
+            ),
+            (
+                "ssh without key",
+                ssh(&format!("user = \"u\"\nhost_key = \"{KEY}\"\n")),
+            ),
+            (
+                "ssh bad private key",
+                ssh(&format!(
+                    "user = \"u\"\nhost_key = \"{KEY}\"\nprivate_key = \"${{SECRET}}\"\n"
+                )),
+            ),
+            ("ssh unknown key", ssh("colour = 1\n")),
+            (
+                "reserved config key",
+                format!("{MIN}[backends.config]\n\"bridge.x\" = \"1\"\n"),
+            ),
+            (
+                "missing env",
+                format!("{MIN}[backends.config]\ntoken = \"${{NOPE}}\"\n"),
+            ),
+            (
+                "rates of no backend",
+                format!("{MIN}[rates.other]\ncore_hour_usd = 1.0\n"),
+            ),
+            (
+                "negative rate",
+                format!("{MIN}[rates.fake]\ncore_hour_usd = 0.05\nram_gib_hour_usd = -1.0\n"),
+            ),
+            (
+                "call slots",
+                format!("[bridge]\nmax_concurrent_calls = 2\n{MIN}max_concurrent_calls = 3\n"),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, text) in cases {
+            let e = load(&text).unwrap_err();
+            out.push_str(&format!("== {name}\n{e}\n"));
+        }
+        let expected = include_str!("errors.pins");
+        if out != expected {
+            let seen = std::env::temp_dir().join("config-errors.pins.seen");
+            std::fs::write(&seen, &out).unwrap();
+            panic!(
+                "a config error's text differs from config/errors.pins (seen: {})",
+                seen.display()
+            );
+        }
+    }
+
     #[test]
     fn bad_origin_names_its_index() {
         let e = load(&format!(

@@ -8,82 +8,9 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-/// One step of a key path: a table key or an array index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
-    /// `a.b`
-    Key(String),
-    /// `a[3]`
-    Index(usize),
-}
-
-impl From<&str> for Seg {
-    fn from(s: &str) -> Self {
-        Seg::Key(s.to_string())
-    }
-}
-impl From<String> for Seg {
-    fn from(s: String) -> Self {
-        Seg::Key(s)
-    }
-}
-impl From<usize> for Seg {
-    fn from(i: usize) -> Self {
-        Seg::Index(i)
-    }
-}
-
-/// Render a key path the way an operator writes it: `backends[1].http.allowed_hosts[0]`.
-pub fn render_path(path: &[Seg]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                if k.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                {
-                    out.push_str(k);
-                } else {
-                    out.push_str(&format!("{k:?}"));
-                }
-            }
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
-}
-
-/// Parse a key path as [`render_path`] writes it (`a.b[2].c`); `None` if
-/// it is not one (spaces, quotes, brackets that do not hold a number).
-pub fn parse_path(text: &str) -> Option<Vec<Seg>> {
-    let mut out = Vec::new();
-    for part in text.split('.') {
-        let (key, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return None;
-        }
-        out.push(Seg::Key(key.to_string()));
-        while !rest.is_empty() {
-            let close = rest.find(']')?;
-            out.push(Seg::Index(rest.get(1..close)?.parse().ok()?));
-            rest = &rest[close + 1..];
-            if !rest.is_empty() && !rest.starts_with('[') {
-                return None;
-            }
-        }
-    }
-    Some(out)
-}
+/// Key paths (in `compute-bridge-contract`; re-exported at their old path
+/// until the re-cut's last move).
+pub use compute_bridge_contract::keypath::{Seg, parse_path, render_path};
 
 /// A config error with its location.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -350,16 +277,6 @@ mod tests {
                 .contains("`B` is not set")
         );
         assert!(expand_one("${A", &look).is_err());
-    }
-
-    #[test]
-    fn key_paths_parse_back_from_their_rendering() {
-        let path: Vec<Seg> = vec!["a".into(), "b_c".into(), 2.into(), 0.into(), "d-e".into()];
-        assert_eq!(render_path(&path), "a.b_c[2][0].d-e");
-        assert_eq!(parse_path("a.b_c[2][0].d-e"), Some(path));
-        for bad in ["", "a..b", "a[x]", "a[1", "a b", "a[1]b", "\"a\""] {
-            assert_eq!(parse_path(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn card(ident: &Identity, coalition: &str, attestation: Attestation) -> Provider
         provider_id: ident.provider_id,
         coalition: coalition.to_string(),
         module_version: "test".into(),
-        node: ident.node_key.public(),
+        node: compute_bridge::coalition::node_id(&ident.node_key.public()),
         backends: Vec::new(),
         concurrency_cap: 1,
         active_grants: 0,
