@@ -29,8 +29,8 @@
 
 use serde::Deserialize;
 
-use crate::error::Error;
 use crate::sigv4::Credentials;
+use compute_bridge_sdk::BackendError;
 
 /// The whole table.
 #[derive(Clone, Deserialize)]
@@ -134,17 +134,17 @@ pub struct InstanceType {
 
 impl AwsConfig {
     /// Parse the table from its JSON form and check it.
-    pub fn from_json(json: &str) -> Result<Self, Error> {
+    pub fn from_json(json: &str) -> Result<Self, BackendError> {
         let cfg: Self = serde_json::from_str(json)
-            .map_err(|e| Error::Config(format!("[backends.config]: {e}")))?;
+            .map_err(|e| BackendError::Config(format!("[backends.config]: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Check what serde cannot: required keys present, names well formed,
     /// numbers sensible. Errors name the key.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |key: &str, why: &str| Err(Error::Config(format!("`{key}`: {why}")));
+    pub fn validate(&self) -> Result<(), BackendError> {
+        let bad = |key: &str, why: &str| Err(BackendError::Config(format!("`{key}`: {why}")));
         if self.access_key_id.trim().is_empty() {
             return bad(
                 "access_key_id",
@@ -175,8 +175,9 @@ impl AwsConfig {
                 return bad(&format!("regions[{i}].name"), "listed twice");
             }
             if let Some(e) = &r.endpoint {
-                Endpoint::parse(e)
-                    .map_err(|why| Error::Config(format!("`regions[{i}].endpoint`: {why}")))?;
+                Endpoint::parse(e).map_err(|why| {
+                    BackendError::Config(format!("`regions[{i}].endpoint`: {why}"))
+                })?;
             }
         }
         if self.instance_types.is_empty() {
@@ -200,7 +201,7 @@ impl AwsConfig {
             }
         }
         if let Some(e) = &self.endpoint {
-            Endpoint::parse(e).map_err(|why| Error::Config(format!("`endpoint`: {why}")))?;
+            Endpoint::parse(e).map_err(|why| BackendError::Config(format!("`endpoint`: {why}")))?;
         }
         Ok(())
     }
@@ -309,7 +310,7 @@ impl Endpoint {
 mod tests {
     use super::*;
 
-    fn cfg(extra: &str) -> Result<AwsConfig, Error> {
+    fn cfg(extra: &str) -> Result<AwsConfig, BackendError> {
         AwsConfig::from_json(&format!(
             r#"{{"access_key_id": "AKID", "secret_access_key": "s3cr3t",
                 "regions": [{{"name": "us-east-1", "ami": "ami-1"}}, {{"name": "eu-west-1", "ami": "ami-2"}}],

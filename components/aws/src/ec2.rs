@@ -6,8 +6,9 @@
 use base64::Engine as _;
 
 use crate::config::Endpoint;
-use crate::error::{Ec2Error, Error};
+use crate::error::Ec2Error;
 use crate::sigv4::{self, Credentials};
+use compute_bridge_sdk::BackendError;
 
 /// The EC2 API version every request names.
 pub const API_VERSION: &str = "2016-11-15";
@@ -177,17 +178,17 @@ impl Ec2Instance {
 
 /// The response body of a successful call as a parsed document, or the
 /// error it carries.
-fn document(action: &str, resp: &HttpResponse) -> Result<String, Error> {
+fn document(action: &str, resp: &HttpResponse) -> Result<String, BackendError> {
     if !(200..300).contains(&resp.status) {
         return Err(Ec2Error::parse(resp.status, &resp.body).into_error(action));
     }
     String::from_utf8(resp.body.clone())
-        .map_err(|_| Error::Internal(format!("EC2 {action}: the response is not UTF-8")))
+        .map_err(|_| BackendError::Internal(format!("EC2 {action}: the response is not UTF-8")))
 }
 
-fn parse_xml<'a>(action: &str, text: &'a str) -> Result<roxmltree::Document<'a>, Error> {
+fn parse_xml<'a>(action: &str, text: &'a str) -> Result<roxmltree::Document<'a>, BackendError> {
     roxmltree::Document::parse(text)
-        .map_err(|e| Error::Internal(format!("EC2 {action}: unreadable response: {e}")))
+        .map_err(|e| BackendError::Internal(format!("EC2 {action}: unreadable response: {e}")))
 }
 
 fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
@@ -239,7 +240,7 @@ fn instance(n: roxmltree::Node<'_, '_>) -> Ec2Instance {
 }
 
 /// The instances a `RunInstances` response launched.
-pub fn parse_run_instances(resp: &HttpResponse) -> Result<Vec<Ec2Instance>, Error> {
+pub fn parse_run_instances(resp: &HttpResponse) -> Result<Vec<Ec2Instance>, BackendError> {
     let text = document("RunInstances", resp)?;
     let doc = parse_xml("RunInstances", &text)?;
     Ok(items(doc.root_element(), "instancesSet")
@@ -251,7 +252,7 @@ pub fn parse_run_instances(resp: &HttpResponse) -> Result<Vec<Ec2Instance>, Erro
 /// next page.
 pub fn parse_describe_instances(
     resp: &HttpResponse,
-) -> Result<(Vec<Ec2Instance>, Option<String>), Error> {
+) -> Result<(Vec<Ec2Instance>, Option<String>), BackendError> {
     let text = document("DescribeInstances", resp)?;
     let doc = parse_xml("DescribeInstances", &text)?;
     let root = doc.root_element();
@@ -263,20 +264,22 @@ pub fn parse_describe_instances(
 }
 
 /// Check a `TerminateInstances` response.
-pub fn parse_terminate_instances(resp: &HttpResponse) -> Result<(), Error> {
+pub fn parse_terminate_instances(resp: &HttpResponse) -> Result<(), BackendError> {
     document("TerminateInstances", resp).map(|_| ())
 }
 
 /// The console output of a `GetConsoleOutput` response, decoded (empty if
 /// EC2 has none yet).
-pub fn parse_console_output(resp: &HttpResponse) -> Result<String, Error> {
+pub fn parse_console_output(resp: &HttpResponse) -> Result<String, BackendError> {
     let text = document("GetConsoleOutput", resp)?;
     let doc = parse_xml("GetConsoleOutput", &text)?;
     let encoded = child_text(doc.root_element(), "output").unwrap_or_default();
     let cleaned: String = encoded.split_whitespace().collect();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(cleaned)
-        .map_err(|e| Error::Internal(format!("EC2 GetConsoleOutput: output is not base64: {e}")))?;
+        .map_err(|e| {
+            BackendError::Internal(format!("EC2 GetConsoleOutput: output is not base64: {e}"))
+        })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -346,7 +349,7 @@ mod tests {
         };
         assert!(matches!(
             parse_run_instances(&resp),
-            Err(Error::NoCapacity(_))
+            Err(BackendError::NoCapacity(_))
         ));
     }
 

@@ -1,4 +1,5 @@
-//! Errors, and how EC2's error responses map onto the contract's kinds.
+//! How EC2's error responses map onto the contract's kinds
+//! ([`BackendError`], the SDK's, is the backend's only error type).
 //!
 //! EC2 answers a failed Query API call with
 //! `<Response><Errors><Error><Code/><Message/></Error></Errors><RequestID/></Response>`
@@ -9,38 +10,7 @@
 //! secret's value), and whatever else is a request this component got wrong,
 //! `internal`.
 
-/// Why a call failed, mirroring the WIT `backend-error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// No room for this grant now.
-    #[error("no capacity: {0}")]
-    NoCapacity(String),
-    /// A passing fault.
-    #[error("transient: {0}")]
-    Transient(String),
-    /// This grant can never be served here.
-    #[error("rejected: {0}")]
-    Rejected(String),
-    /// The operator's configuration is wrong.
-    #[error("config: {0}")]
-    Config(String),
-    /// A bug (here or in the host).
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-impl Error {
-    /// The message, without the kind.
-    pub fn message(&self) -> &str {
-        match self {
-            Self::NoCapacity(m)
-            | Self::Transient(m)
-            | Self::Rejected(m)
-            | Self::Config(m)
-            | Self::Internal(m) => m,
-        }
-    }
-}
+use compute_bridge_sdk::BackendError;
 
 /// An EC2 error response, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +105,7 @@ impl Ec2Error {
     }
 
     /// The contract's error for this response to `action`.
-    pub fn into_error(self, action: &str) -> Error {
+    pub fn into_error(self, action: &str) -> BackendError {
         let what = match &self.request_id {
             Some(id) => format!(
                 "EC2 {action}: {} ({}; request id {id})",
@@ -148,7 +118,7 @@ impl Ec2Error {
         };
         let code = self.code.as_str();
         if NO_CAPACITY.contains(&code) {
-            return Error::NoCapacity(what);
+            return BackendError::NoCapacity(what);
         }
         // `Unsupported` to a launch is a placement refusal for this region:
         // the instance type is not offered in the zone EC2 chose (or the
@@ -156,16 +126,16 @@ impl Ec2Error {
         // same code to any other call is a request this component got
         // wrong.
         if code == "Unsupported" && action == "RunInstances" {
-            return Error::NoCapacity(format!(
+            return BackendError::NoCapacity(format!(
                 "{what}; the instance type is not offered here (or the region's AMI cannot \
                  boot it): check `instance_types` and `regions[].ami` if no region takes it"
             ));
         }
         if TRANSIENT.contains(&code) {
-            return Error::Transient(what);
+            return BackendError::Transient(what);
         }
         let config =
-            |key: &str| Error::Config(format!("{what}; check `{key}` in [backends.config]"));
+            |key: &str| BackendError::Config(format!("{what}; check `{key}` in [backends.config]"));
         match code {
             "AuthFailure"
             | "InvalidClientTokenId"
@@ -173,15 +143,15 @@ impl Ec2Error {
             | "UnrecognizedClientException"
             | "MissingAuthenticationToken"
             | "IncompleteSignature"
-            | "SignatureDoesNotMatch" => Error::Config(format!(
+            | "SignatureDoesNotMatch" => BackendError::Config(format!(
                 "AWS refused the credentials in `access_key_id` / `secret_access_key`: {what}"
             )),
             "ExpiredToken" | "InvalidToken" => config("session_token"),
-            "RequestExpired" => Error::Config(format!(
+            "RequestExpired" => BackendError::Config(format!(
                 "{what}; the request's timestamp was off: check this machine's clock"
             )),
             "UnauthorizedOperation" | "OptInRequired" | "Blocked" | "PendingVerification" => {
-                Error::Config(format!(
+                BackendError::Config(format!(
                     "{what}; the credentials in `access_key_id` may not call ec2:{action}: allow it in IAM"
                 ))
             }
@@ -191,16 +161,16 @@ impl Ec2Error {
                 config("regions[].security_group_ids")
             }
             "InvalidInstanceType" => config("instance_types"),
-            "IdempotentParameterMismatch" => Error::Internal(format!(
+            "IdempotentParameterMismatch" => BackendError::Internal(format!(
                 "{what}; the component reused a client token for a different request"
             )),
-            _ if self.status >= 500 => Error::Transient(what),
+            _ if self.status >= 500 => BackendError::Transient(what),
             _ if self.code.is_empty() && matches!(self.status, 401 | 403) => {
-                Error::Config(format!(
+                BackendError::Config(format!(
                     "AWS refused the credentials in `access_key_id` / `secret_access_key`: {what}"
                 ))
             }
-            _ => Error::Internal(what),
+            _ => BackendError::Internal(what),
         }
     }
 }
@@ -226,7 +196,7 @@ mod tests {
         .into_bytes()
     }
 
-    fn kind(status: u16, code: &str) -> Error {
+    fn kind(status: u16, code: &str) -> BackendError {
         Ec2Error::parse(status, &documented(code, "m")).into_error("RunInstances")
     }
 
@@ -261,14 +231,14 @@ mod tests {
             "Unsupported",
         ] {
             let e = kind(500, code);
-            assert!(matches!(e, Error::NoCapacity(_)), "{code}: {e}");
+            assert!(matches!(e, BackendError::NoCapacity(_)), "{code}: {e}");
             assert!(e.to_string().contains(code), "{e}");
         }
     }
 
     #[test]
     fn unsupported_is_a_placement_refusal_only_for_a_launch() {
-        let Error::NoCapacity(m) = kind(400, "Unsupported") else {
+        let BackendError::NoCapacity(m) = kind(400, "Unsupported") else {
             panic!()
         };
         assert!(
@@ -277,10 +247,10 @@ mod tests {
         );
         let e =
             Ec2Error::parse(400, &documented("Unsupported", "m")).into_error("TerminateInstances");
-        assert!(matches!(e, Error::Internal(_)), "{e}");
+        assert!(matches!(e, BackendError::Internal(_)), "{e}");
         assert!(matches!(
             kind(400, "IdempotentParameterMismatch"),
-            Error::Internal(_)
+            BackendError::Internal(_)
         ));
     }
 
@@ -292,11 +262,14 @@ mod tests {
             (503, "Unavailable"),
             (502, "SomethingNew"),
         ] {
-            assert!(matches!(kind(status, code), Error::Transient(_)), "{code}");
+            assert!(
+                matches!(kind(status, code), BackendError::Transient(_)),
+                "{code}"
+            );
         }
         // A 5xx without an XML body at all (a proxy's HTML page).
         let e = Ec2Error::parse(502, b"<html>Bad Gateway</html>").into_error("DescribeInstances");
-        assert!(matches!(e, Error::Transient(_)), "{e}");
+        assert!(matches!(e, BackendError::Transient(_)), "{e}");
     }
 
     #[test]
@@ -307,17 +280,17 @@ mod tests {
             "InvalidClientTokenId",
         ] {
             let e = kind(401, code);
-            let Error::Config(m) = &e else {
+            let BackendError::Config(m) = &e else {
                 panic!("{code}: {e}")
             };
             assert!(m.contains("`secret_access_key`"), "{m}");
             assert!(m.contains("`access_key_id`"), "{m}");
         }
-        let Error::Config(m) = kind(403, "UnauthorizedOperation") else {
+        let BackendError::Config(m) = kind(403, "UnauthorizedOperation") else {
             panic!()
         };
         assert!(m.contains("ec2:RunInstances"), "{m}");
-        let Error::Config(m) = kind(400, "ExpiredToken") else {
+        let BackendError::Config(m) = kind(400, "ExpiredToken") else {
             panic!()
         };
         assert!(m.contains("`session_token`"), "{m}");
@@ -325,7 +298,7 @@ mod tests {
         let body = br#"<?xml version="1.0" encoding="utf-8"?>
 <ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message><Type>Sender</Type></Error></Errors></ErrorResponse>"#;
         let e = Ec2Error::parse(403, body).into_error("RunInstances");
-        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(matches!(e, BackendError::Config(_)), "{e}");
     }
 
     #[test]
@@ -336,7 +309,7 @@ mod tests {
             ("InvalidGroup.NotFound", "regions[].security_group_ids"),
             ("InvalidInstanceType", "instance_types"),
         ] {
-            let Error::Config(m) = kind(400, code) else {
+            let BackendError::Config(m) = kind(400, code) else {
                 panic!("{code}")
             };
             assert!(m.contains(key), "{m}");
@@ -347,8 +320,11 @@ mod tests {
     fn other_client_errors_are_internal() {
         assert!(matches!(
             kind(400, "InvalidParameterValue"),
-            Error::Internal(_)
+            BackendError::Internal(_)
         ));
-        assert!(matches!(kind(400, "MissingParameter"), Error::Internal(_)));
+        assert!(matches!(
+            kind(400, "MissingParameter"),
+            BackendError::Internal(_)
+        ));
     }
 }

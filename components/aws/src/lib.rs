@@ -51,12 +51,14 @@
 //! configured region (`https://ec2.us-east-1.amazonaws.com`, ...), or the
 //! `endpoint` override. Configuration keys: [`config`].
 //!
-//! Everything but the wasm glue (`component.rs`) builds natively, so the
-//! signer, request building, XML parsing, error mapping and type selection
-//! are unit-tested with `cargo test -p cb-aws`.
+//! Everything but the wasm glue (`component.rs`) builds natively: the
+//! backend itself is [`Aws`] ([`core`]) over the SDK's `Host`, so the
+//! signer, request building, XML parsing, error mapping, type selection and
+//! the whole lifecycle are tested with `cargo test -p cb-aws` over a
+//! `MemoryHost`.
 
-pub mod backend;
 pub mod config;
+pub mod core;
 pub mod ec2;
 pub mod error;
 pub mod sigv4;
@@ -66,6 +68,5 @@ pub mod utc;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-pub use backend::{Aws, Env, Grant, Handle, Launched, Level, Offer, State, Usage};
+pub use crate::core::{Aws, Handle};
 pub use config::AwsConfig;
-pub use error::Error;

@@ -14,7 +14,7 @@
 //! schedules a power-off at the grant's `valid_to`, so the workload ends on
 //! time even if the bridge is gone.
 
-use crate::error::Error;
+use compute_bridge_sdk::BackendError;
 
 /// Where the runner script is written on the instance.
 pub const RUNNER_PATH: &str = "/usr/local/sbin/compute-bridge-workload";
@@ -41,7 +41,7 @@ pub struct Workload<'a> {
 
 /// A login name cloud-init and every distribution accept, and not one of
 /// the AMI's own accounts.
-pub fn check_user(user: &str) -> Result<(), Error> {
+pub fn check_user(user: &str) -> Result<(), BackendError> {
     let mut bytes = user.bytes();
     let ok = user.len() <= 32
         && bytes
@@ -49,7 +49,7 @@ pub fn check_user(user: &str) -> Result<(), Error> {
             .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !ok {
-        return Err(Error::Internal(format!(
+        return Err(BackendError::Internal(format!(
             "workload user {user:?} is not a valid login name"
         )));
     }
@@ -57,7 +57,7 @@ pub fn check_user(user: &str) -> Result<(), Error> {
         user,
         "root" | "ec2-user" | "ubuntu" | "admin" | "centos" | "fedora" | "debian"
     ) {
-        return Err(Error::Internal(format!(
+        return Err(BackendError::Internal(format!(
             "workload user {user:?} is one of the image's own accounts"
         )));
     }
@@ -65,7 +65,7 @@ pub fn check_user(user: &str) -> Result<(), Error> {
 }
 
 /// One OpenSSH public key on one line.
-pub fn check_public_key(key: &str) -> Result<(), Error> {
+pub fn check_public_key(key: &str) -> Result<(), BackendError> {
     let known = [
         "ssh-ed25519 ",
         "ssh-rsa ",
@@ -74,7 +74,7 @@ pub fn check_public_key(key: &str) -> Result<(), Error> {
         "sk-ecdsa-sha2-",
     ];
     if !known.iter().any(|p| key.starts_with(p)) || key.chars().any(char::is_control) {
-        return Err(Error::Internal(
+        return Err(BackendError::Internal(
             "the workload key is not a one-line OpenSSH public key".into(),
         ));
     }
@@ -83,8 +83,8 @@ pub fn check_public_key(key: &str) -> Result<(), Error> {
 
 /// An image pinned by digest: `name@sha256:<64 lower-case hex>`, where the
 /// name has only the characters image references use.
-pub fn check_image(image: &str) -> Result<(), Error> {
-    let reject = |why: &str| Err(Error::Rejected(format!("image {image:?}: {why}")));
+pub fn check_image(image: &str) -> Result<(), BackendError> {
+    let reject = |why: &str| Err(BackendError::Rejected(format!("image {image:?}: {why}")));
     let Some((name, digest)) = image.split_once("@sha256:") else {
         return reject("must be pinned by digest (name@sha256:...)");
     };
@@ -109,12 +109,14 @@ pub fn check_image(image: &str) -> Result<(), Error> {
 
 impl Workload<'_> {
     /// Validate every part.
-    pub fn check(&self) -> Result<(), Error> {
+    pub fn check(&self) -> Result<(), BackendError> {
         check_user(self.user)?;
         check_public_key(self.public_key)?;
         check_image(self.image)?;
         if self.cpu_millicores == 0 || self.ram_mib == 0 {
-            return Err(Error::Rejected("a grant needs CPU and memory".into()));
+            return Err(BackendError::Rejected(
+                "a grant needs CPU and memory".into(),
+            ));
         }
         Ok(())
     }
@@ -167,7 +169,7 @@ shutdown -h now
     }
 
     /// The user-data document (`#cloud-config` + JSON).
-    pub fn cloud_config(&self) -> Result<String, Error> {
+    pub fn cloud_config(&self) -> Result<String, BackendError> {
         self.check()?;
         let doc = serde_json::json!({
             "users": [
@@ -248,7 +250,7 @@ mod tests {
             "-x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ] {
             let e = Workload { image: bad, ..w() }.cloud_config().unwrap_err();
-            assert!(matches!(e, Error::Rejected(_)), "{bad}: {e}");
+            assert!(matches!(e, BackendError::Rejected(_)), "{bad}: {e}");
         }
     }
 

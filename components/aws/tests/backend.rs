@@ -3,12 +3,17 @@
 //! The real thing, against moto through the host, is in the host's
 //! runtime tests (`host/tests/runtime/aws.rs`).
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use cb_aws::ec2::{HttpRequest, HttpResponse};
-use cb_aws::{Aws, AwsConfig, Env, Error, Grant, Handle, Level, State};
+use cb_aws::{Aws, AwsConfig, Handle};
+use compute_bridge_sdk::http::{HttpError, Response};
+use compute_bridge_sdk::{
+    BackendError as Error, GrantSpec, Host, Instance, InstanceState as State, MemoryHost,
+    TdxRequirement, Workload,
+};
 
 /// One request as EC2 would see it.
 #[derive(Debug, Clone)]
@@ -18,13 +23,31 @@ struct Seen {
     params: BTreeMap<String, String>,
 }
 
-type Responder = dyn Fn(&Seen) -> HttpResponse;
-
+/// A scripted EC2 behind a [`MemoryHost`]: every request the core sends is
+/// parsed into a [`Seen`], kept, and answered by the test's responder.
 struct Scripted {
-    clock: Cell<u64>,
-    seen: RefCell<Vec<Seen>>,
-    respond: Box<Responder>,
-    logs: RefCell<Vec<String>>,
+    host: MemoryHost,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Scripted {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+    fn logs(&self) -> Vec<String> {
+        self.host
+            .logs()
+            .iter()
+            .map(|l| format!("{} {:?}", l.message, l.fields))
+            .collect()
+    }
+}
+
+/// An EC2 answer, as the scripts write them.
+#[derive(Clone)]
+struct HttpResponse {
+    status: u16,
+    body: Vec<u8>,
 }
 
 fn decode(s: &str) -> String {
@@ -43,9 +66,12 @@ fn decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-impl Env for Scripted {
-    fn send(&self, req: &HttpRequest) -> Result<HttpResponse, Error> {
-        let body = String::from_utf8(req.body.clone()).unwrap();
+fn env(respond: impl Fn(&Seen) -> HttpResponse + Send + 'static) -> Scripted {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let host = MemoryHost::new().on_http(move |req| {
+        let (_, _, headers, body) = req.parts();
+        let body = String::from_utf8(body.to_vec()).unwrap();
         let params: BTreeMap<String, String> = body
             .split('&')
             .map(|p| {
@@ -53,43 +79,49 @@ impl Env for Scripted {
                 (decode(k), decode(v))
             })
             .collect();
-        let auth = &req
-            .headers
+        let auth = &headers
             .iter()
             .find(|(k, _)| k == "authorization")
             .unwrap()
             .1;
         // Credential=AKID/DATE/REGION/ec2/aws4_request
         let region = auth.split('/').nth(2).unwrap().to_string();
-        let seen = Seen {
+        let s = Seen {
             action: params["Action"].clone(),
             region,
             params,
         };
-        self.seen.borrow_mut().push(seen.clone());
-        let resp = (self.respond)(&seen);
+        kept.lock().unwrap().push(s.clone());
+        let resp = respond(&s);
         if resp.status == TIMEOUT {
-            return Err(Error::Transient(format!("{}: timed out", req.url)));
+            return Err(HttpError::Timeout);
         }
-        Ok(resp)
-    }
-    fn now(&self) -> u64 {
-        self.clock.get()
-    }
-    fn sleep(&self, secs: u64) {
-        self.clock.set(self.clock.get() + secs);
-    }
-    fn log(&self, _: Level, message: &str, fields: &[(&str, &str)]) {
-        self.logs.borrow_mut().push(format!("{message} {fields:?}"));
+        Ok(Response {
+            status: resp.status,
+            headers: Vec::new(),
+            body: resp.body,
+        })
+    });
+    assert_eq!(host.now(), 1_700_000_000);
+    Scripted { host, seen }
+}
+
+fn w(key: &str) -> Workload {
+    Workload {
+        ssh_user: "cb-w1".into(),
+        ssh_public_key: key.into(),
     }
 }
 
-fn env(respond: impl Fn(&Seen) -> HttpResponse + 'static) -> Scripted {
-    Scripted {
-        clock: Cell::new(1_700_000_000),
-        seen: RefCell::new(Vec::new()),
-        respond: Box::new(respond),
-        logs: RefCell::new(Vec::new()),
+fn inst(id: &str, handle: &str) -> Instance {
+    Instance {
+        instance_id: id.into(),
+        region: String::new(),
+        public_host: String::new(),
+        ssh_port: 22,
+        user: String::new(),
+        host_key: String::new(),
+        handle: handle.into(),
     }
 }
 
@@ -114,14 +146,14 @@ const KEY: &str =
 const IMAGE: &str =
     "ghcr.io/acme/job@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-fn grant(cpu: u32, ram: u32, region: Option<&'static str>) -> Grant<'static> {
-    Grant {
-        request_id: "req-42",
+fn grant(cpu: u32, ram: u32, region: Option<&'static str>) -> GrantSpec {
+    GrantSpec {
+        request_id: "req-42".into(),
         cpu_millicores: cpu,
         ram_mib: ram,
-        region,
-        tdx_required: false,
-        image: IMAGE,
+        region: region.map(str::to_string),
+        tdx: TdxRequirement::None,
+        image: IMAGE.into(),
         valid_to: 1_700_003_600,
     }
 }
@@ -183,10 +215,8 @@ fn provision_launches_the_cheapest_fit_tagged_with_the_workload_user_data() {
         "RunInstances" => run_response(Some("54.1.2.3")),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let l = aws
-        .provision(&grant(1500, 3000, None), "cb-w1", KEY)
-        .unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let l = aws.provision(&grant(1500, 3000, None), &w(KEY)).unwrap();
     assert_eq!(l.instance_id, "i-0abc");
     assert_eq!(l.public_host, "54.1.2.3");
     assert_eq!(
@@ -199,7 +229,7 @@ fn provision_launches_the_cheapest_fit_tagged_with_the_workload_user_data() {
         ("t3.medium", 2, 4096)
     );
 
-    let seen = e.seen.borrow();
+    let seen = e.seen();
     let p = &seen[0].params;
     assert_eq!(seen[0].region, "us-east-1");
     assert_eq!(p["Version"], "2016-11-15");
@@ -229,19 +259,18 @@ fn provision_launches_the_cheapest_fit_tagged_with_the_workload_user_data() {
     // The same grant gets the same idempotency token.
     let token = p["ClientToken"].clone();
     drop(seen);
-    aws.provision(&grant(1500, 3000, None), "cb-w1", KEY)
-        .unwrap();
-    assert_eq!(e.seen.borrow()[1].params["ClientToken"], token);
+    aws.provision(&grant(1500, 3000, None), &w(KEY)).unwrap();
+    assert_eq!(e.seen()[1].params["ClientToken"], token);
 }
 
 #[test]
 fn a_subnet_gets_a_network_interface_with_a_public_address() {
     let e = env(|_| run_response(Some("54.1.2.3")));
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    aws.provision(&grant(500, 256, Some("eu-west-1")), "cb-w1", KEY)
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    aws.provision(&grant(500, 256, Some("eu-west-1")), &w(KEY))
         .unwrap();
-    let p = &e.seen.borrow()[0].params;
-    assert_eq!(e.seen.borrow()[0].region, "eu-west-1");
+    let p = &e.seen()[0].params;
+    assert_eq!(e.seen()[0].region, "eu-west-1");
     assert_eq!(p["NetworkInterface.1.SubnetId"], "subnet-9");
     assert_eq!(p["NetworkInterface.1.AssociatePublicIpAddress"], "true");
     assert_eq!(p["NetworkInterface.1.SecurityGroupId.2"], "sg-3");
@@ -258,43 +287,41 @@ fn a_grant_without_a_region_is_placed_in_the_first_region_only() {
         "us-east-1" => ec2_error(500, "InsufficientInstanceCapacity"),
         _ => run_response(Some("54.9.9.9")),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let err = aws
-        .provision(&grant(500, 256, None), "cb-w1", KEY)
-        .unwrap_err();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
     assert!(matches!(err, Error::NoCapacity(_)), "{err}");
-    let regions: Vec<String> = e.seen.borrow().iter().map(|s| s.region.clone()).collect();
+    let regions: Vec<String> = e.seen().iter().map(|s| s.region.clone()).collect();
     assert_eq!(regions, ["us-east-1"]);
     // Served there, it lands there.
     let e = env(|_| run_response(Some("54.9.9.9")));
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let l = aws.provision(&grant(500, 256, None), "cb-w1", KEY).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let l = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap();
     assert_eq!(l.region, "us-east-1");
     // A grant pinned to the full region gets the capacity error itself.
     let e = env(|_| ec2_error(400, "InstanceLimitExceeded"));
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
     let err = aws
-        .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+        .provision(&grant(500, 256, Some("us-east-1")), &w(KEY))
         .unwrap_err();
     assert!(matches!(err, Error::NoCapacity(_)), "{err}");
-    assert_eq!(e.seen.borrow().len(), 1);
+    assert_eq!(e.seen().len(), 1);
 }
 
 #[test]
 fn provision_waits_for_the_address_and_gives_up_cleanly() {
     // The address appears on the second look.
-    let looks = Cell::new(0);
+    let looks = AtomicU32::new(0);
     let e = env(move |s| match s.action.as_str() {
         "RunInstances" => run_response(None),
         "DescribeInstances" => {
-            looks.set(looks.get() + 1);
-            let ip = (looks.get() >= 2).then_some("54.3.3.3");
+            let looks = looks.fetch_add(1, Ordering::Relaxed) + 1;
+            let ip = (looks >= 2).then_some("54.3.3.3");
             describe_response(&instance_xml("i-0abc", "pending", ip, ""))
         }
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let l = aws.provision(&grant(500, 256, None), "cb-w1", KEY).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let l = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap();
     assert_eq!(l.public_host, "54.3.3.3");
 
     // Never: the instance is terminated and the error is transient.
@@ -304,12 +331,10 @@ fn provision_waits_for_the_address_and_gives_up_cleanly() {
         "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let err = aws
-        .provision(&grant(500, 256, None), "cb-w1", KEY)
-        .unwrap_err();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
     assert!(matches!(err, Error::Transient(_)), "{err}");
-    let seen = e.seen.borrow();
+    let seen = e.seen();
     assert_eq!(seen.last().unwrap().action, "TerminateInstances");
     assert_eq!(seen.last().unwrap().params["InstanceId.1"], "i-0abc");
 }
@@ -317,23 +342,23 @@ fn provision_waits_for_the_address_and_gives_up_cleanly() {
 #[test]
 fn grants_it_cannot_serve_are_declined_without_a_call() {
     let e = env(|s| panic!("no call expected, got {}", s.action));
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
     assert!(aws.can_satisfy(&grant(4000, 8192, None)));
     assert!(
         !aws.can_satisfy(&grant(4001, 1024, None)),
         "no type that big"
     );
     assert!(!aws.can_satisfy(&grant(500, 256, Some("ap-south-1"))));
-    assert!(!aws.can_satisfy(&Grant {
-        tdx_required: true,
+    assert!(!aws.can_satisfy(&GrantSpec {
+        tdx: TdxRequirement::Required,
         ..grant(500, 256, None)
     }));
-    let bad = Grant {
-        image: "nginx:latest",
+    let bad = GrantSpec {
+        image: "nginx:latest".into(),
         ..grant(500, 256, None)
     };
     assert!(matches!(
-        aws.provision(&bad, "cb-w1", KEY),
+        aws.provision(&bad, &w(KEY)),
         Err(Error::Rejected(_))
     ));
     let caps = aws.offer();
@@ -357,9 +382,13 @@ fn status_follows_the_instance_state() {
         ("terminated", State::Gone),
     ] {
         let e = env(move |_| describe_response(&instance_xml("i-0abc", state, None, "")));
-        let aws = Aws::new(config(), "prov-1", &e).unwrap();
-        assert_eq!(aws.status("i-0abc", &handle()).unwrap(), want, "{state}");
-        assert_eq!(e.seen.borrow()[0].region, "eu-west-1");
+        let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+        assert_eq!(
+            aws.status(&inst("i-0abc", &handle())).unwrap(),
+            want,
+            "{state}"
+        );
+        assert_eq!(e.seen()[0].region, "eu-west-1");
     }
     // Stopped: the workload's exit code comes from the console.
     let e = env(|s| match s.action.as_str() {
@@ -371,12 +400,15 @@ fn status_follows_the_instance_state() {
         )),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    assert_eq!(aws.status("i-0abc", &handle()).unwrap(), State::Exited(3));
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    assert_eq!(
+        aws.status(&inst("i-0abc", &handle())).unwrap(),
+        State::Exited(3)
+    );
     // Unknown to EC2: gone.
     let e = env(|_| ec2_error(400, "InvalidInstanceID.NotFound"));
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    assert_eq!(aws.status("i-0abc", &handle()).unwrap(), State::Gone);
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    assert_eq!(aws.status(&inst("i-0abc", &handle())).unwrap(), State::Gone);
 }
 
 #[test]
@@ -390,18 +422,20 @@ fn usage_is_allocation_times_run_time() {
             "<reason>User initiated (2023-11-14 22:43:20 GMT)</reason>",
         ))
     });
-    e.clock.set(1_700_009_999);
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let u = aws.usage("i-0abc", &handle()).unwrap();
+    e.host.set_now(1_700_009_999);
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let u = aws.usage(&inst("i-0abc", &handle())).unwrap();
     assert_eq!(u.cpu_core_seconds, 2 * 1800);
     assert_eq!(u.ram_mib_seconds, 4096 * 1800);
     assert_eq!(u.net_bytes, 0);
     // Still running: until now.
     let e = env(|_| describe_response(&instance_xml("i-0abc", "running", None, "")));
-    e.clock.set(1_700_000_600);
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    e.host.set_now(1_700_000_600);
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
     assert_eq!(
-        aws.usage("i-0abc", &handle()).unwrap().cpu_core_seconds,
+        aws.usage(&inst("i-0abc", &handle()))
+            .unwrap()
+            .cpu_core_seconds,
         1200
     );
 }
@@ -409,12 +443,12 @@ fn usage_is_allocation_times_run_time() {
 #[test]
 fn terminate_is_idempotent() {
     let e = env(|_| ec2_error(400, "InvalidInstanceID.NotFound"));
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    aws.terminate("i-0abc", &handle()).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    aws.terminate(&inst("i-0abc", &handle())).unwrap();
     let e = env(|_| ec2_error(503, "RequestLimitExceeded"));
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
     assert!(matches!(
-        aws.terminate("i-0abc", &handle()),
+        aws.terminate(&inst("i-0abc", &handle())),
         Err(Error::Transient(_))
     ));
 }
@@ -447,14 +481,14 @@ fn list_instances_filters_by_provider_and_rebuilds_handles_from_tags() {
             "<DescribeInstancesResponse><reservationSet><item><instancesSet>{page}</instancesSet></item></reservationSet>{next}</DescribeInstancesResponse>"
         ))
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
     let list = aws.list_instances().unwrap();
     let ids: Vec<&str> = list.iter().map(|l| l.instance_id.as_str()).collect();
     assert_eq!(ids, ["i-1", "i-2"]);
     assert_eq!(list[0].user, "cb-w1");
     let h = Handle::parse(&list[0].handle).unwrap();
     assert_eq!((h.vcpu, h.ram_mib, h.valid_to), (2, 4096, 1_700_003_600));
-    let first = &e.seen.borrow()[0].params;
+    let first = &e.seen()[0].params;
     assert_eq!(first["Filter.1.Name"], "tag:compute-bridge:provider");
     assert_eq!(first["Filter.1.Value.1"], "prov-1");
     assert!(!(1..=4).any(|i| first[&format!("Filter.2.Value.{i}")] == "terminated"));
@@ -463,14 +497,12 @@ fn list_instances_filters_by_provider_and_rebuilds_handles_from_tags() {
 #[test]
 fn credentials_never_reach_a_log_line_or_an_error() {
     let e = env(|_| ec2_error(401, "AuthFailure"));
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let err = aws
-        .provision(&grant(500, 256, None), "cb-w1", KEY)
-        .unwrap_err();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
-    assert!(err.to_string().contains("secret_access_key"));
-    assert!(!err.to_string().contains("s3cr3t"));
-    assert!(e.logs.borrow().iter().all(|l| !l.contains("s3cr3t")));
+    assert!(err.describe().contains("secret_access_key"));
+    assert!(!err.describe().contains("s3cr3t"));
+    assert!(e.logs().iter().all(|l| !l.contains("s3cr3t")));
 }
 
 /// Tags as EC2 returns them on an instance this provider launched for
@@ -483,7 +515,7 @@ fn request_tags(provider: &str, request: &str) -> String {
 }
 
 fn actions(e: &Scripted) -> Vec<String> {
-    e.seen.borrow().iter().map(|s| s.action.clone()).collect()
+    e.seen().iter().map(|s| s.action.clone()).collect()
 }
 
 #[test]
@@ -503,10 +535,8 @@ fn a_lost_answer_to_run_instances_finds_the_instance_by_its_tags_and_terminates_
             "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
             a => panic!("unexpected {a}"),
         });
-        let aws = Aws::new(config(), "prov-1", &e).unwrap();
-        let err = aws
-            .provision(&grant(500, 256, None), "cb-w1", KEY)
-            .unwrap_err();
+        let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+        let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
         let Error::Transient(msg) = &err else {
             panic!("expected transient, got {err}")
         };
@@ -515,7 +545,7 @@ fn a_lost_answer_to_run_instances_finds_the_instance_by_its_tags_and_terminates_
             actions(&e),
             ["RunInstances", "DescribeInstances", "TerminateInstances"]
         );
-        let seen = e.seen.borrow();
+        let seen = e.seen();
         let look = &seen[1].params;
         assert_eq!(look["Filter.1.Name"], "tag:compute-bridge:provider");
         assert_eq!(look["Filter.1.Value.1"], "prov-1");
@@ -532,10 +562,8 @@ fn a_lost_answer_that_launched_nothing_is_looked_for_then_declined() {
         "DescribeInstances" => describe_response(""),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let err = aws
-        .provision(&grant(500, 256, None), "cb-w1", KEY)
-        .unwrap_err();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
     assert!(
         matches!(&err, Error::Transient(m) if m.contains("no instance was launched for this grant (looked 3 times)")),
         "{err}"
@@ -573,10 +601,8 @@ fn an_instance_of_another_request_or_provider_is_never_taken_for_the_lost_one() 
         ),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let err = aws
-        .provision(&grant(500, 256, None), "cb-w1", KEY)
-        .unwrap_err();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
     assert!(matches!(err, Error::Transient(_)), "{err}");
     assert!(!actions(&e).contains(&"TerminateInstances".to_string()));
 }
@@ -597,11 +623,11 @@ fn a_refusal_that_launched_nothing_is_not_looked_for() {
             "RunInstances" => resp.clone(),
             a => panic!("unexpected {a}"),
         });
-        let aws = Aws::new(config(), "prov-1", &e).unwrap();
+        let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
         let err = aws
-            .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+            .provision(&grant(500, 256, Some("us-east-1")), &w(KEY))
             .unwrap_err();
-        assert!(err.to_string().starts_with(kind), "{err}");
+        assert!(err.describe().starts_with(kind), "{err}");
         assert_eq!(actions(&e), ["RunInstances"]);
     }
 }
@@ -619,10 +645,8 @@ fn an_unreadable_success_is_treated_as_a_possible_launch() {
         "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let err = aws
-        .provision(&grant(500, 256, None), "cb-w1", KEY)
-        .unwrap_err();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
     assert!(
         matches!(&err, Error::Transient(m) if m.contains("unreadable response") && m.contains("terminated i-0half")),
         "{err}"
@@ -639,15 +663,13 @@ fn a_fault_while_waiting_for_the_address_terminates_the_instance() {
         "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let err = aws
-        .provision(&grant(500, 256, None), "cb-w1", KEY)
-        .unwrap_err();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
     assert!(
         matches!(&err, Error::Transient(m) if m.contains("instance i-0abc terminated")),
         "{err}"
     );
-    let seen = e.seen.borrow();
+    let seen = e.seen();
     assert_eq!(seen.last().unwrap().action, "TerminateInstances");
     assert_eq!(seen.last().unwrap().params["InstanceId.1"], "i-0abc");
 }
@@ -655,10 +677,8 @@ fn a_fault_while_waiting_for_the_address_terminates_the_instance() {
 #[test]
 fn when_the_api_stays_down_the_error_says_what_still_cleans_up() {
     let e = env(|_| timeout());
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let err = aws
-        .provision(&grant(500, 256, None), "cb-w1", KEY)
-        .unwrap_err();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let err = aws.provision(&grant(500, 256, None), &w(KEY)).unwrap_err();
     let Error::Transient(msg) = &err else {
         panic!("{err}")
     };
@@ -668,12 +688,9 @@ fn when_the_api_stays_down_the_error_says_what_still_cleans_up() {
         "{msg}"
     );
     assert!(
-        e.logs
-            .borrow()
-            .iter()
-            .any(|l| l.contains("could not be checked")),
+        e.logs().iter().any(|l| l.contains("could not be checked")),
         "{:?}",
-        e.logs.borrow()
+        e.logs()
     );
 }
 
@@ -701,9 +718,9 @@ fn an_instance_type_not_offered_in_the_region_is_a_placement_refusal() {
         "RunInstances" => unsupported(),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
     let err = aws
-        .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+        .provision(&grant(500, 256, Some("us-east-1")), &w(KEY))
         .unwrap_err();
     let Error::NoCapacity(msg) = &err else {
         panic!("expected no-capacity, got {err}")
@@ -745,12 +762,12 @@ fn an_instance_terminated_for_capacity_while_waiting_is_no_capacity() {
             "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
             a => panic!("unexpected {a}"),
         });
-        let aws = Aws::new(config(), "prov-1", &e).unwrap();
+        let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
         let err = aws
-            .provision(&grant(500, 256, Some("us-east-1")), "cb-w1", KEY)
+            .provision(&grant(500, 256, Some("us-east-1")), &w(KEY))
             .unwrap_err();
-        assert!(err.to_string().starts_with(kind), "{reason}: {err}");
-        assert!(err.to_string().contains(reason), "{reason}: {err}");
+        assert!(err.describe().starts_with(kind), "{reason}: {err}");
+        assert!(err.describe().contains(reason), "{reason}: {err}");
     }
 }
 
@@ -765,16 +782,16 @@ const KEY2: &str =
 /// launch (whatever its instance's state now); the same token with any
 /// other parameter changed is `IdempotentParameterMismatch`. A token is
 /// per region. Instances are numbered `i-1`, `i-2`, ...
-fn idempotent_ec2() -> impl Fn(&Seen) -> HttpResponse {
+fn idempotent_ec2() -> impl Fn(&Seen) -> HttpResponse + Send {
     // (region/token, the other parameters, the instance it launched)
     type Launch = (String, BTreeMap<String, String>, String);
-    let launches: RefCell<Vec<Launch>> = RefCell::default();
+    let launches: Mutex<Vec<Launch>> = Mutex::default();
     move |s: &Seen| match s.action.as_str() {
         "RunInstances" => {
             let token = format!("{}/{}", s.region, s.params["ClientToken"]);
             let mut rest = s.params.clone();
             rest.remove("ClientToken");
-            let mut launches = launches.borrow_mut();
+            let mut launches = launches.lock().unwrap();
             let id = match launches.iter().find(|(t, _, _)| *t == token) {
                 Some((_, p, _)) if *p != rest => {
                     return ec2_error(400, "IdempotentParameterMismatch");
@@ -799,23 +816,22 @@ fn idempotent_ec2() -> impl Fn(&Seen) -> HttpResponse {
 #[test]
 fn a_new_provision_of_a_grant_gets_a_new_client_token_and_a_retry_the_same() {
     let e = env(idempotent_ec2());
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
     let g = grant(500, 256, Some("us-east-1"));
-    let first = aws.provision(&g, "cb-w1", KEY).unwrap();
+    let first = aws.provision(&g, &w(KEY)).unwrap();
     assert_eq!(first.instance_id, "i-1");
     // The very same request again (a retry) is the same launch.
-    let again = aws.provision(&g, "cb-w1", KEY).unwrap();
+    let again = aws.provision(&g, &w(KEY)).unwrap();
     assert_eq!(again.instance_id, "i-1");
-    aws.terminate(&first.instance_id, &first.handle).unwrap();
+    aws.terminate(&first).unwrap();
     // The grant provisioned anew, with the fresh workload key that every
     // provision gets: a new launch, not a mismatch or the old instance.
     let second = aws
-        .provision(&g, "cb-w1", KEY2)
+        .provision(&g, &w(KEY2))
         .unwrap_or_else(|e| panic!("re-provision refused: {e}"));
     assert_eq!(second.instance_id, "i-2");
     let tokens: Vec<String> = e
-        .seen
-        .borrow()
+        .seen()
         .iter()
         .filter(|s| s.action == "RunInstances")
         .map(|s| s.params["ClientToken"].clone())
@@ -1019,20 +1035,18 @@ fn every_request_matches_the_published_ec2_model() {
         "TerminateInstances" => ok("<TerminateInstancesResponse/>"),
         a => panic!("unexpected {a}"),
     });
-    let aws = Aws::new(config(), "prov-1", &e).unwrap();
-    let l = aws
-        .provision(&grant(1500, 3000, None), "cb-w1", KEY)
-        .unwrap();
-    let _ = aws.provision(&grant(500, 256, Some("eu-west-1")), "cb-w1", KEY);
-    aws.status(&l.instance_id, &handle()).unwrap();
-    aws.usage(&l.instance_id, &handle()).unwrap();
+    let aws = Aws::new(config(), "prov-1", &e.host).unwrap();
+    let l = aws.provision(&grant(1500, 3000, None), &w(KEY)).unwrap();
+    let _ = aws.provision(&grant(500, 256, Some("eu-west-1")), &w(KEY));
+    aws.status(&inst(&l.instance_id, &handle())).unwrap();
+    aws.usage(&inst(&l.instance_id, &handle())).unwrap();
     aws.list_instances().unwrap();
-    aws.terminate(&l.instance_id, &handle()).unwrap();
+    aws.terminate(&inst(&l.instance_id, &handle())).unwrap();
 
     let model = ec2_model();
     assert_eq!(model["metadata"]["apiVersion"], "2016-11-15");
     assert_eq!(model["metadata"]["protocol"], "ec2");
-    let seen = e.seen.borrow();
+    let seen = e.seen();
     let mut problems = Vec::new();
     let mut checked = std::collections::BTreeSet::new();
     for s in seen.iter() {

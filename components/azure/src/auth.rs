@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::config::{AzureConfig, SCOPE};
 
+pub use cb_cloud::token::{Token, cache_ttl};
+
 /// `POST {login}/{tenant}/oauth2/v2.0/token` with the client-credentials
 /// form.
 pub fn token_request(cfg: &AzureConfig) -> Request {
@@ -29,14 +31,6 @@ pub fn token_url(cfg: &AzureConfig) -> String {
 }
 
 #[derive(Deserialize)]
-struct TokenOk {
-    access_token: String,
-    #[serde(default)]
-    token_type: String,
-    expires_in: u64,
-}
-
-#[derive(Deserialize)]
 struct TokenErr {
     error: String,
     #[serde(default)]
@@ -45,72 +39,33 @@ struct TokenErr {
     error_codes: Vec<u64>,
 }
 
-/// An access token and its lifetime in seconds.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token {
-    /// The bearer token.
-    pub access_token: String,
-    /// Seconds it is valid for.
-    pub expires_in: u64,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Token(<redacted>, {}s)", self.expires_in)
-    }
-}
-
-/// The token endpoint's answer: a token, or the error classified. Refused
-/// credentials are `config` naming the key to fix (AADSTS7000215 and
-/// 7000222: `client_secret`; 700016: `client_id`; 90002: `tenant_id`); 429
-/// and 5xx are `transient`.
+/// The token endpoint's answer: a token, or the error classified
+/// ([`cb_cloud::token::parse_token`]). Refused credentials are `config`
+/// naming the key to fix (AADSTS7000215 and 7000222: `client_secret`;
+/// 700016: `client_id`; 90002: `tenant_id`); 429 and 5xx are `transient`.
 pub fn parse_token(resp: &Response) -> Result<Token, BackendError> {
-    if resp.is_success() {
-        let ok: TokenOk = resp.json()?;
-        if !ok.token_type.is_empty() && !ok.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(BackendError::internal(format!(
-                "token endpoint returned a {:?} token, not a bearer token",
-                ok.token_type
-            )));
-        }
-        return Ok(Token {
-            access_token: ok.access_token,
-            expires_in: ok.expires_in,
-        });
-    }
-    if resp.status == 429 || resp.status >= 500 {
-        return Err(BackendError::transient(format!(
-            "identity platform: HTTP {}",
-            resp.status
-        )));
-    }
-    let Ok(err) = serde_json::from_slice::<TokenErr>(&resp.body) else {
-        return Err(BackendError::config(format!(
-            "the identity platform refused the credentials (`tenant_id`, `client_id`, \
-             `client_secret`): HTTP {}",
-            resp.status
-        )));
-    };
-    let key = match err.error_codes.first() {
-        Some(7_000_215 | 7_000_222) => "`client_secret`",
-        Some(700_016) => "`client_id`",
-        Some(90_002) => "`tenant_id`",
-        _ => "`tenant_id`, `client_id` and `client_secret`",
-    };
-    // The first line of the description carries the AADSTS code and the
-    // reason; the rest is trace ids.
-    let reason = err.error_description.lines().next().unwrap_or("").trim();
-    Err(BackendError::config(format!(
-        "the identity platform refused the app's credentials; check {key} ({}: {reason})",
-        err.error
-    )))
-}
-
-/// How long to keep a token: its lifetime less a margin (a tenth, at most
-/// five minutes) so it is never used in its last moments.
-pub fn cache_ttl(expires_in: u64) -> u32 {
-    let margin = (expires_in / 10).min(300);
-    u32::try_from(expires_in - margin).unwrap_or(u32::MAX)
+    cb_cloud::token::parse_token(resp, "identity platform", |resp| {
+        let Ok(err) = serde_json::from_slice::<TokenErr>(&resp.body) else {
+            return BackendError::config(format!(
+                "the identity platform refused the credentials (`tenant_id`, `client_id`, \
+                 `client_secret`): HTTP {}",
+                resp.status
+            ));
+        };
+        let key = match err.error_codes.first() {
+            Some(7_000_215 | 7_000_222) => "`client_secret`",
+            Some(700_016) => "`client_id`",
+            Some(90_002) => "`tenant_id`",
+            _ => "`tenant_id`, `client_id` and `client_secret`",
+        };
+        // The first line of the description carries the AADSTS code and
+        // the reason; the rest is trace ids.
+        let reason = err.error_description.lines().next().unwrap_or("").trim();
+        BackendError::config(format!(
+            "the identity platform refused the app's credentials; check {key} ({}: {reason})",
+            err.error
+        ))
+    })
 }
 
 /// The cache key for this app's tokens.

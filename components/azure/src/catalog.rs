@@ -1,8 +1,9 @@
 //! The operator's VM-size catalog and the choice of a size and region for a
 //! grant.
 
-use compute_bridge_sdk::TdxRequirement;
 use serde::Deserialize;
+
+pub use cb_cloud::catalog::Want;
 
 /// One VM size the backend may use, and where.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -92,77 +93,29 @@ pub fn is_region_name(r: &str) -> bool {
 
 /// Regions the catalog can place in, in first-listed order.
 pub fn regions(sizes: &[VmSize]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in sizes.iter().flat_map(|s| &s.regions) {
-        if !out.contains(r) {
-            out.push(r.clone());
-        }
-    }
-    out
+    cb_cloud::catalog::regions(sizes, |r| r)
 }
 
 /// True when some TDX size is configured for some region.
 pub fn tdx_capable(sizes: &[VmSize]) -> bool {
-    sizes.iter().any(|s| s.tdx && !s.regions.is_empty())
+    cb_cloud::catalog::tdx_capable(sizes)
 }
 
 /// A size and the region to create it in.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Choice<'a> {
-    /// The size.
-    pub size: &'a VmSize,
-    /// The region.
-    pub region: &'a str,
-}
+pub type Choice<'a> = cb_cloud::catalog::Choice<'a, VmSize>;
 
-/// What a grant asks for, as the catalog sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct Want<'a> {
-    /// CPU, millicores.
-    pub cpu_millicores: u32,
-    /// Memory, MiB.
-    pub ram_mib: u32,
-    /// Region, if the grant names one.
-    pub region: Option<&'a str>,
-    /// TDX requirement.
-    pub tdx: TdxRequirement,
-}
-
-/// The size and region for `want`: among sizes big enough, in the asked
-/// region, and TDX if required, the cheapest (TDX first when preferred;
-/// then fewer vCPUs, less memory, catalog order); its first matching
-/// region. `None` if nothing fits.
+/// The size and region for `want` ([`cb_cloud::catalog::pick`]): a grant
+/// that names a region is served only there.
 pub fn pick<'a>(sizes: &'a [VmSize], want: Want<'_>) -> Option<Choice<'a>> {
-    sizes
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| {
-            u64::from(s.cpus) * 1000 >= u64::from(want.cpu_millicores)
-                && s.ram_mib >= want.ram_mib
-                && (s.tdx || want.tdx != TdxRequirement::Required)
-        })
-        .filter_map(|(i, s)| {
-            s.regions
-                .iter()
-                .find(|r| want.region.is_none_or(|w| w == r.as_str()))
-                .map(|r| (i, Choice { size: s, region: r }))
-        })
-        .min_by(|(ia, a), (ib, b)| {
-            let prefer_tdx = want.tdx == TdxRequirement::Preferred;
-            let rank = |c: &Choice<'_>| u8::from(prefer_tdx && !c.size.tdx);
-            rank(a)
-                .cmp(&rank(b))
-                .then(a.size.usd_per_hour.total_cmp(&b.size.usd_per_hour))
-                .then(a.size.cpus.cmp(&b.size.cpus))
-                .then(a.size.ram_mib.cmp(&b.size.ram_mib))
-                .then(ia.cmp(ib))
-        })
-        .map(|(_, c)| c)
+    cb_cloud::catalog::pick(sizes, want, |r, asked| r == asked)
 }
+
+cb_cloud::catalog_entry!(VmSize, regions);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use compute_bridge_sdk::TdxRequirement;
 
     fn s(name: &str, cpus: u32, gib: u32, usd: f64, tdx: bool, regions: &[&str]) -> VmSize {
         VmSize {
@@ -214,7 +167,7 @@ mod tests {
                 tdx,
             },
         )
-        .map(|c| (c.size.name.clone(), c.region.to_string()))
+        .map(|c| (c.entry.name.clone(), c.place.to_string()))
     }
 
     #[test]

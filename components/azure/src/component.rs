@@ -23,6 +23,8 @@ use crate::arm::{
 use crate::auth;
 use crate::catalog::{self, Want};
 use crate::config::{AzureConfig, Network};
+use cb_cloud::token::Bearer;
+use compute_bridge_sdk::WasmHost;
 
 /// Status polls of one long-running operation before giving up (the call's
 /// deadline usually ends it first).
@@ -67,26 +69,16 @@ impl Ctx {
         }
     }
 
+    /// This app's token in the host's cache.
+    fn bearer(&self) -> Bearer<'static, WasmHost> {
+        Bearer::new(&WasmHost, auth::cache_key(&self.cfg))
+    }
+
     /// An access token: the cached one, or a new one (then cached for its
     /// life less a margin).
     fn token(&self) -> Result<String> {
-        let key = auth::cache_key(&self.cfg);
-        if let Some(t) = cache::get_string(&key) {
-            return Ok(t);
-        }
-        let resp = auth::token_request(&self.cfg).send()?;
-        let token = auth::parse_token(&resp)?;
-        cache::set(
-            &key,
-            token.access_token.as_bytes(),
-            auth::cache_ttl(token.expires_in),
-        );
-        log::with_fields(
-            Level::Debug,
-            "fetched an access token",
-            &[("expires_in", &token.expires_in.to_string())],
-        );
-        Ok(token.access_token)
+        self.bearer()
+            .token(|| auth::parse_token(&auth::token_request(&self.cfg).send()?))
     }
 
     /// Send `req` with the token; on 401 drop the token and retry once.
@@ -95,7 +87,7 @@ impl Ctx {
         if resp.status != 401 {
             return Ok(resp);
         }
-        cache::remove(&auth::cache_key(&self.cfg));
+        self.bearer().forget();
         Ok(req.bearer(&self.token()?).send()?)
     }
 
@@ -388,7 +380,7 @@ impl Backend for Azure {
                 "no size in `vm_sizes` fits this grant's size, region and TDX need",
             )
         })?;
-        let (size, location) = (choice.size, choice.region);
+        let (size, location) = (choice.entry, choice.place);
         let provider = config::provider_id();
         let names = Names::for_grant(&provider, &g.request_id);
         let script = bootstrap::script(&w.ssh_user, &w.ssh_public_key, &image)?;

@@ -553,24 +553,13 @@ mod example {
     /// The `[backends.config]` of the example in the crate docs, with the
     /// elided ids filled in.
     pub fn documented_config() -> serde_json::Value {
-        let docs: String = include_str!("lib.rs")
-            .lines()
-            .filter_map(|l| l.strip_prefix("//!"))
-            .map(|l| l.strip_prefix(' ').unwrap_or(l))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let block = docs
-            .split("```toml\n")
-            .nth(1)
-            .and_then(|b| b.split("```").next())
-            .expect("a toml example in the crate docs")
-            .replace(
+        cb_cloud::documented_config(
+            include_str!("lib.rs"),
+            &[(
                 "/subscriptions/.../",
                 "/subscriptions/00000000-0000-0000-0000-000000000000/",
-            );
-        let boot: toml::Table = toml::from_str(&block).expect("the example is TOML");
-        let config = &boot["backends"].as_array().unwrap()[0]["config"];
-        serde_json::to_value(config).unwrap()
+            )],
+        )
     }
 
     #[test]

@@ -20,6 +20,8 @@ use serde::Deserialize;
 
 use crate::config::ServiceAccountKey;
 
+pub use cb_cloud::token::{Token, cache_ttl};
+
 /// `grant_type` of the JWT-bearer exchange (RFC 7523).
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -92,72 +94,26 @@ pub fn token_request(token_url: &str, assertion: &str) -> Request {
 }
 
 #[derive(Deserialize)]
-struct TokenOk {
-    access_token: String,
-    #[serde(default)]
-    token_type: String,
-    expires_in: u64,
-}
-
-#[derive(Deserialize)]
 struct TokenErr {
     error: String,
     #[serde(default)]
     error_description: String,
 }
 
-/// An access token and its lifetime in seconds.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token {
-    /// The bearer token.
-    pub access_token: String,
-    /// Seconds it is valid for, from when it was issued.
-    pub expires_in: u64,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Token(<redacted>, {}s)", self.expires_in)
-    }
-}
-
-/// The token endpoint's answer: a token, or the error classified. A refused
-/// assertion (`invalid_grant`, `invalid_client`, `unauthorized_client`) is
-/// the operator's key to fix (`config`, naming `service_account_key`); 429
-/// and 5xx pass (`transient`).
+/// The token endpoint's answer: a token, or the error classified
+/// ([`cb_cloud::token::parse_token`]). A refused assertion
+/// (`invalid_grant`, `invalid_client`, `unauthorized_client`) is the
+/// operator's key to fix (`config`, naming `service_account_key`); 429 and
+/// 5xx pass (`transient`).
 pub fn parse_token(resp: &Response) -> Result<Token, BackendError> {
-    if resp.is_success() {
-        let ok: TokenOk = resp.json()?;
-        if !ok.token_type.is_empty() && !ok.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(BackendError::internal(format!(
-                "token endpoint returned a {:?} token, not a bearer token",
-                ok.token_type
-            )));
-        }
-        return Ok(Token {
-            access_token: ok.access_token,
-            expires_in: ok.expires_in,
-        });
-    }
-    if resp.status == 429 || resp.status >= 500 {
-        return Err(BackendError::transient(format!(
-            "token endpoint: HTTP {}",
-            resp.status
-        )));
-    }
-    let detail = serde_json::from_slice::<TokenErr>(&resp.body)
-        .map(|e| format!("{}: {}", e.error, e.error_description))
-        .unwrap_or_else(|_| format!("HTTP {}", resp.status));
-    Err(BackendError::config(format!(
-        "the token endpoint refused the credentials in `service_account_key` ({detail})"
-    )))
-}
-
-/// How long to keep a token: its lifetime less a margin (a tenth, at most
-/// five minutes) so it is never used in its last moments.
-pub fn cache_ttl(expires_in: u64) -> u32 {
-    let margin = (expires_in / 10).min(300);
-    u32::try_from(expires_in - margin).unwrap_or(u32::MAX)
+    cb_cloud::token::parse_token(resp, "token endpoint", |resp| {
+        let detail = serde_json::from_slice::<TokenErr>(&resp.body)
+            .map(|e| format!("{}: {}", e.error, e.error_description))
+            .unwrap_or_else(|_| format!("HTTP {}", resp.status));
+        BackendError::config(format!(
+            "the token endpoint refused the credentials in `service_account_key` ({detail})"
+        ))
+    })
 }
 
 /// The cache key for `key`'s tokens from `token_url`.

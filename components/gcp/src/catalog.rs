@@ -1,8 +1,9 @@
 //! The operator's machine-type catalog and the choice of a type and zone
 //! for a grant.
 
-use compute_bridge_sdk::TdxRequirement;
 use serde::Deserialize;
+
+pub use cb_cloud::catalog::Want;
 
 /// Machine families on which Compute Engine offers Intel TDX
 /// (`confidentialInstanceType = TDX`).
@@ -96,94 +97,35 @@ pub fn region_of(zone: &str) -> &str {
 
 /// Regions the catalog can place in, in first-listed order.
 pub fn regions(types: &[MachineType]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for z in types.iter().flat_map(|t| &t.zones) {
-        let r = region_of(z);
-        if !out.iter().any(|x| x == r) {
-            out.push(r.to_string());
-        }
-    }
-    out
+    cb_cloud::catalog::regions(types, region_of)
 }
 
 /// True when some TDX type is configured for some zone.
 pub fn tdx_capable(types: &[MachineType]) -> bool {
-    types.iter().any(|t| t.tdx && !t.zones.is_empty())
+    cb_cloud::catalog::tdx_capable(types)
 }
 
 /// A machine type and the zone to create it in.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Choice<'a> {
-    /// The type.
-    pub machine: &'a MachineType,
-    /// The zone.
-    pub zone: &'a str,
-}
+pub type Choice<'a> = cb_cloud::catalog::Choice<'a, MachineType>;
 
-/// What a grant asks for, as the catalog sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct Want<'a> {
-    /// CPU, millicores.
-    pub cpu_millicores: u32,
-    /// Memory, MiB.
-    pub ram_mib: u32,
-    /// A region (`us-central1`) or zone (`us-central1-a`), if the grant names
-    /// one.
-    pub region: Option<&'a str>,
-    /// TDX requirement.
-    pub tdx: TdxRequirement,
-}
-
-/// The type and zone for `want`: among types big enough, in the asked
-/// region, and TDX if required, the cheapest (TDX first when preferred;
-/// then fewer vCPUs, then less memory, then catalog order); its first
-/// matching zone. `None` if nothing fits.
+/// The type and zone for `want` ([`cb_cloud::catalog::pick`]): a grant
+/// that names a zone is served there, one that names a region in any of
+/// its zones.
 pub fn pick<'a>(types: &'a [MachineType], want: Want<'_>) -> Option<Choice<'a>> {
-    let zone_ok = |z: &str| match want.region {
-        None => true,
-        Some(r) => z == r || region_of(z) == r,
-    };
-    types
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| {
-            u64::from(t.cpus) * 1000 >= u64::from(want.cpu_millicores)
-                && t.ram_mib >= want.ram_mib
-                && (t.tdx || want.tdx != TdxRequirement::Required)
-        })
-        .filter_map(|(i, t)| {
-            t.zones.iter().find(|z| zone_ok(z)).map(|z| {
-                (
-                    i,
-                    Choice {
-                        machine: t,
-                        zone: z,
-                    },
-                )
-            })
-        })
-        .min_by(|(ia, a), (ib, b)| {
-            let prefer_tdx = want.tdx == TdxRequirement::Preferred;
-            let rank = |c: &Choice<'_>| u8::from(prefer_tdx && !c.machine.tdx);
-            rank(a)
-                .cmp(&rank(b))
-                .then(a.machine.usd_per_hour.total_cmp(&b.machine.usd_per_hour))
-                .then(a.machine.cpus.cmp(&b.machine.cpus))
-                .then(a.machine.ram_mib.cmp(&b.machine.ram_mib))
-                .then(ia.cmp(ib))
-        })
-        .map(|(_, c)| c)
+    cb_cloud::catalog::pick(types, want, |z, asked| z == asked || region_of(z) == asked)
 }
+
+cb_cloud::catalog_entry!(MachineType, zones);
 
 /// The zones to try for `choice`, in the operator's order: its machine
 /// type's zones in the chosen zone's region (only the asked zone when the
-/// grant names a zone). The first is `choice.zone`. A stockout in one zone
+/// grant names a zone). The first is `choice.place`. A stockout in one zone
 /// moves on to the next; the region is never left (the fleet moves a grant
 /// between regions).
 pub fn zones_to_try<'a>(choice: Choice<'a>, want: Want<'_>) -> Vec<&'a str> {
-    let region = region_of(choice.zone);
+    let region = region_of(choice.place);
     choice
-        .machine
+        .entry
         .zones
         .iter()
         .map(String::as_str)
@@ -195,6 +137,7 @@ pub fn zones_to_try<'a>(choice: Choice<'a>, want: Want<'_>) -> Vec<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use compute_bridge_sdk::TdxRequirement;
 
     fn t(name: &str, cpus: u32, gib: u32, usd: f64, tdx: bool, zones: &[&str]) -> MachineType {
         MachineType {
@@ -241,7 +184,7 @@ mod tests {
 
     fn pick_name(w: Want<'_>) -> Option<(String, String)> {
         let c = catalog();
-        pick(&c, w).map(|c| (c.machine.name.clone(), c.zone.to_string()))
+        pick(&c, w).map(|c| (c.entry.name.clone(), c.place.to_string()))
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::api::{
 use crate::auth;
 use crate::catalog::{self, MachineType, Want};
 use crate::config::{GcpConfig, SCOPE, ServiceAccountKey, TOKEN_URL};
+use cb_cloud::token::Bearer;
+use compute_bridge_sdk::WasmHost;
 
 /// `zoneOperations.wait` calls before giving up (each waits up to ~2 min).
 const MAX_WAITS: u32 = 10;
@@ -82,32 +84,20 @@ impl Ctx {
         }
     }
 
-    fn cache_key(&self) -> String {
-        auth::cache_key(&self.key, &self.token_url)
+    /// This key's token in the host's cache.
+    fn bearer(&self) -> Bearer<'static, WasmHost> {
+        Bearer::new(&WasmHost, auth::cache_key(&self.key, &self.token_url))
     }
 
     /// An access token: the cached one, or a new one from the token
     /// endpoint (then cached for its life less a margin).
     fn token(&self) -> Result<String> {
-        let cache_key = self.cache_key();
-        if let Some(t) = cache::get_string(&cache_key) {
-            return Ok(t);
-        }
-        let signer = auth::Signer::new(&self.key)?;
-        let assertion = auth::assertion(&self.key, &signer, SCOPE, &self.token_url, now_unix())?;
-        let resp = auth::token_request(&self.token_url, &assertion).send()?;
-        let token = auth::parse_token(&resp)?;
-        cache::set(
-            &cache_key,
-            token.access_token.as_bytes(),
-            auth::cache_ttl(token.expires_in),
-        );
-        log::with_fields(
-            Level::Debug,
-            "fetched an access token",
-            &[("expires_in", &token.expires_in.to_string())],
-        );
-        Ok(token.access_token)
+        self.bearer().token(|| {
+            let signer = auth::Signer::new(&self.key)?;
+            let assertion =
+                auth::assertion(&self.key, &signer, SCOPE, &self.token_url, now_unix())?;
+            auth::parse_token(&auth::token_request(&self.token_url, &assertion).send()?)
+        })
     }
 
     /// Send `req` with the token. A 401 means the token went bad early
@@ -138,7 +128,7 @@ impl Ctx {
         if resp.status != 401 {
             return Ok(resp);
         }
-        cache::remove(&self.cache_key());
+        self.bearer().forget();
         once(req)
     }
 
@@ -472,8 +462,8 @@ impl Backend for Gcp {
                 "no machine type in `machine_types` fits this grant's size, region and TDX need",
             )
         })?;
-        let machine = choice.machine;
-        let region = catalog::region_of(choice.zone);
+        let machine = choice.entry;
+        let region = catalog::region_of(choice.place);
         let subnetwork = c.cfg.subnetwork_for(region);
         let provider = config::provider_id();
         let backend = config::backend_name();

@@ -39,7 +39,9 @@ pub fn load<T: serde::de::DeserializeOwned>() -> Result<T, BackendError> {
     parse(&json)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, BackendError> {
+/// [`load`] over a given JSON text: what the wasm glue reads, for a core's
+/// native tests and for glue that has the text already.
+pub fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, BackendError> {
     let mut de = serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

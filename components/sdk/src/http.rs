@@ -95,6 +95,11 @@ impl Request {
 
     /// Send it and wait for the whole response.
     pub fn send(self) -> Result<Response, HttpError> {
+        self.send_ref()
+    }
+
+    /// [`Self::send`] without giving the request up ([`crate::WasmHost`]).
+    pub(crate) fn send_ref(&self) -> Result<Response, HttpError> {
         raw::send(&self.inner).map(|r| Response {
             status: r.status,
             headers: r.headers,

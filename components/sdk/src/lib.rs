@@ -12,7 +12,10 @@
 //! - [`cache`]: a small in-memory cache for credentials (OAuth tokens), the
 //!   one thing that may outlive a call;
 //! - [`bootstrap`]: the first-boot script that prepares a cloud VM for a
-//!   workload (login, key, image pinned by digest).
+//!   workload (login, key, image pinned by digest);
+//! - [`Host`]: the same imports as one trait, so a backend's logic can be
+//!   written once as a *core* over `H: Host` and run over [`WasmHost`] in
+//!   the sandbox and over [`MemoryHost`] in native tests.
 //!
 //! ```text
 //! use compute_bridge_sdk::prelude::*;
@@ -55,6 +58,7 @@ pub mod bindings {
 pub mod bootstrap;
 pub mod cache;
 pub mod config;
+pub mod host;
 pub mod http;
 pub mod log;
 pub mod ssh;
@@ -64,6 +68,12 @@ pub use bindings::compute_bridge::backend::types::{
     BackendError, GrantSpec, Instance, InstanceState, Offer, ResourceUsage, TdxRequirement,
     Workload,
 };
+
+pub use host::Host;
+#[cfg(not(target_arch = "wasm32"))]
+pub use host::MemoryHost;
+#[cfg(target_arch = "wasm32")]
+pub use host::WasmHost;
 
 /// Result of a backend call.
 pub type Result<T, E = BackendError> = core::result::Result<T, E>;
@@ -158,6 +168,21 @@ impl BackendError {
         Self::Internal(msg.into())
     }
 
+    /// `kind: message` (`no capacity: …`, `transient: …`, `rejected: …`,
+    /// `config: …`, `internal: …`), for a log field or a message that
+    /// carries this error. (`Display` is wit-bindgen's, which prints the
+    /// Rust form.)
+    pub fn describe(&self) -> String {
+        let kind = match self {
+            Self::NoCapacity(_) => "no capacity",
+            Self::Transient(_) => "transient",
+            Self::Rejected(_) => "rejected",
+            Self::Config(_) => "config",
+            Self::Internal(_) => "internal",
+        };
+        format!("{kind}: {}", self.message())
+    }
+
     /// The message carried by any kind.
     pub fn message(&self) -> &str {
         match self {
@@ -191,7 +216,7 @@ pub fn now_unix() -> u64 {
 /// Everything a backend usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Backend, BackendError, GrantSpec, Instance, InstanceState, Offer, ResourceUsage, Result,
-        TdxRequirement, Workload, cache, config, http, log, ssh,
+        Backend, BackendError, GrantSpec, Host, Instance, InstanceState, Offer, ResourceUsage,
+        Result, TdxRequirement, Workload, cache, config, http, log, ssh,
     };
 }

@@ -29,20 +29,29 @@ enum Outcome {
 /// The request ids the fake's `fail_percent = 30` fails, computed by the
 /// same code natively.
 fn predicted_failures() -> BTreeSet<String> {
-    let fake = cb_fake::Fake {
-        cfg: serde_json::from_str(r#"{"fail_percent": 30}"#).unwrap(),
+    use cb_fake::sdk::{GrantSpec, MemoryHost, TdxRequirement, Workload};
+    let host = MemoryHost::new();
+    let fake = cb_fake::Fake::new(
+        serde_json::from_str(r#"{"fail_percent": 30}"#).unwrap(),
+        &host,
+    );
+    let w = Workload {
+        ssh_user: "u".into(),
+        ssh_public_key: String::new(),
     };
     (0..GRANTS)
         .map(|i| format!("load-{i}"))
         .filter(|id| {
-            let g = cb_fake::Grant {
-                request_id: id,
+            let g = GrantSpec {
+                request_id: id.clone(),
                 cpu_millicores: 500,
                 ram_mib: 256,
                 region: None,
-                tdx_required: false,
+                tdx: TdxRequirement::None,
+                image: String::new(),
+                valid_to: 0,
             };
-            fake.provision(&g, "u", 0).is_err()
+            fake.provision(&g, &w).is_err()
         })
         .collect()
 }

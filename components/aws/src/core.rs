@@ -1,6 +1,7 @@
-//! The backend's behaviour, independent of how it reaches the network: the
-//! wasm glue runs it over the host's `http` capability, the unit tests over
-//! a scripted [`Env`].
+//! The backend's behaviour over a [`Host`]: the wasm glue runs it over the
+//! host's capabilities ([`compute_bridge_sdk::WasmHost`]), the native tests
+//! over a [`compute_bridge_sdk::MemoryHost`]. SDK types in and out;
+//! [`BackendError`] is its only error.
 //!
 //! Nothing is kept between calls: an instance is found again from its id
 //! and its [`Handle`] (region, type, sizes, times), and `list_instances`
@@ -10,9 +11,16 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use compute_bridge_sdk::http::{self as sdk_http, HttpError};
+use compute_bridge_sdk::log::Level;
+use compute_bridge_sdk::{
+    BackendError, GrantSpec, Host, Instance, InstanceState, Offer, ResourceUsage, TdxRequirement,
+    Workload,
+};
+
 use crate::config::{AwsConfig, InstanceType, RegionConfig};
-use crate::ec2::{self, Ec2Instance, HttpRequest, HttpResponse, Query};
-use crate::error::{Ec2Error, Error};
+use crate::ec2::{self, Ec2Instance, HttpResponse, Query};
+use crate::error::Ec2Error;
 use crate::userdata;
 
 /// Tag holding the provider id of the bridge that launched the instance.
@@ -30,104 +38,6 @@ const ADDRESS_POLL_SEC: u64 = 2;
 const MAX_PAGES: usize = 50;
 /// Looks for what a `RunInstances` with a lost answer launched.
 const ABANDON_LOOKS: u32 = 3;
-
-/// What the backend needs from its surroundings.
-pub trait Env {
-    /// Send one request and wait for the whole response. Transport failures
-    /// come back already classified.
-    fn send(&self, req: &HttpRequest) -> Result<HttpResponse, Error>;
-    /// Unix seconds now.
-    fn now(&self) -> u64;
-    /// Wait `secs` seconds.
-    fn sleep(&self, secs: u64);
-    /// One log record for the operator. Never pass secrets.
-    fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]);
-}
-
-/// Log severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Detail.
-    Debug,
-    /// Normal operation.
-    Info,
-    /// Something the operator may want to look at.
-    Warn,
-}
-
-/// The parts of a grant the backend looks at.
-#[derive(Debug, Clone)]
-pub struct Grant<'a> {
-    /// Opaque request id.
-    pub request_id: &'a str,
-    /// CPU, millicores.
-    pub cpu_millicores: u32,
-    /// Memory, MiB.
-    pub ram_mib: u32,
-    /// Region asked for.
-    pub region: Option<&'a str>,
-    /// Whether only a TDX guest will do.
-    pub tdx_required: bool,
-    /// Image pinned by digest.
-    pub image: &'a str,
-    /// Unix seconds after which the workload must be gone.
-    pub valid_to: u64,
-}
-
-/// What the backend offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Offer {
-    /// Region names.
-    pub regions: Vec<String>,
-    /// CPU across all grants, millicores.
-    pub max_cpu_millicores: u32,
-    /// Memory across all grants, MiB.
-    pub max_ram_mib: u32,
-}
-
-/// A launched instance, as the contract's `instance` record wants it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Launched {
-    /// EC2 instance id.
-    pub instance_id: String,
-    /// Region.
-    pub region: String,
-    /// Public IP (or DNS name); empty if it has none.
-    pub public_host: String,
-    /// SSH port.
-    pub ssh_port: u16,
-    /// Login.
-    pub user: String,
-    /// Serialized [`Handle`].
-    pub handle: String,
-}
-
-/// Lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// `pending`.
-    Starting,
-    /// `running` (and `stopping`: it is still up and billed).
-    Running,
-    /// `stopped`: the workload ended and the instance powered off; the code
-    /// is the container's, read from the console (-1 if it could not be
-    /// read).
-    Exited(i32),
-    /// `shutting-down`, `terminated`, or unknown to EC2.
-    Gone,
-}
-
-/// Resources used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Usage {
-    /// Allocated vCPUs × seconds run.
-    pub cpu_core_seconds: u64,
-    /// Allocated MiB × seconds run.
-    pub ram_mib_seconds: u64,
-    /// Network bytes: EC2's API does not report them (CloudWatch does, on
-    /// an endpoint this backend is not given), so always 0.
-    pub net_bytes: u64,
-}
 
 /// What the backend keeps in `instance.handle`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,9 +59,9 @@ pub struct Handle {
 
 impl Handle {
     /// Parse a handle this backend wrote.
-    pub fn parse(s: &str) -> Result<Self, Error> {
+    pub fn parse(s: &str) -> Result<Self, BackendError> {
         serde_json::from_str(s)
-            .map_err(|e| Error::Rejected(format!("not an aws instance handle: {e}")))
+            .map_err(|e| BackendError::Rejected(format!("not an aws instance handle: {e}")))
     }
 
     fn to_json(&self) -> String {
@@ -159,25 +69,31 @@ impl Handle {
     }
 }
 
-/// The backend for one configuration, provider and environment.
-pub struct Aws<'e, E: Env> {
+/// The backend for one configuration, provider and host.
+pub struct Aws<'h, H: Host> {
     cfg: AwsConfig,
     provider_id: String,
-    env: &'e E,
+    host: &'h H,
 }
 
-impl<'e, E: Env> Aws<'e, E> {
+impl<'h, H: Host> Aws<'h, H> {
     /// A backend for `cfg` (validated) on behalf of `provider_id`.
-    pub fn new(cfg: AwsConfig, provider_id: impl Into<String>, env: &'e E) -> Result<Self, Error> {
+    pub fn new(
+        cfg: AwsConfig,
+        provider_id: impl Into<String>,
+        host: &'h H,
+    ) -> Result<Self, BackendError> {
         let provider_id = provider_id.into();
         if provider_id.is_empty() {
-            return Err(Error::Internal("the host passed no provider id".into()));
+            return Err(BackendError::Internal(
+                "the host passed no provider id".into(),
+            ));
         }
         cfg.validate()?;
         Ok(Self {
             cfg,
             provider_id,
-            env,
+            host,
         })
     }
 
@@ -190,6 +106,7 @@ impl<'e, E: Env> Aws<'e, E> {
     pub fn offer(&self) -> Offer {
         Offer {
             regions: self.cfg.regions.iter().map(|r| r.name.clone()).collect(),
+            tdx_capable: false,
             max_cpu_millicores: self.cfg.max_vcpus.saturating_mul(1000),
             max_ram_mib: self.cfg.max_ram_mib,
         }
@@ -197,10 +114,10 @@ impl<'e, E: Env> Aws<'e, E> {
 
     /// `can-satisfy`: no TDX, a configured region, a type that fits, within
     /// the declared capacity. No network.
-    pub fn can_satisfy(&self, g: &Grant<'_>) -> bool {
+    pub fn can_satisfy(&self, g: &GrantSpec) -> bool {
         let offer = self.offer();
-        !g.tdx_required
-            && self.cfg.placement_region(g.region).is_some()
+        g.tdx != TdxRequirement::Required
+            && self.cfg.placement_region(g.region.as_deref()).is_some()
             && self.cfg.cheapest_fit(g.cpu_millicores, g.ram_mib).is_some()
             && g.cpu_millicores <= offer.max_cpu_millicores
             && g.ram_mib <= offer.max_ram_mib
@@ -214,20 +131,18 @@ impl<'e, E: Env> Aws<'e, E> {
     /// no capacity is the fleet's job (it offers a grant without a region
     /// to each of [`Offer::regions`] in turn and records each step as a
     /// failover the operator sees), so a `no-capacity` goes straight back.
-    pub fn provision(
-        &self,
-        g: &Grant<'_>,
-        user: &str,
-        public_key: &str,
-    ) -> Result<Launched, Error> {
-        if g.tdx_required {
-            return Err(Error::Rejected("EC2 offers no TDX guests here".into()));
+    pub fn provision(&self, g: &GrantSpec, w: &Workload) -> Result<Instance, BackendError> {
+        let (user, public_key) = (w.ssh_user.as_str(), w.ssh_public_key.as_str());
+        if g.tdx == TdxRequirement::Required {
+            return Err(BackendError::Rejected(
+                "EC2 offers no TDX guests here".into(),
+            ));
         }
         let ty = self
             .cfg
             .cheapest_fit(g.cpu_millicores, g.ram_mib)
             .ok_or_else(|| {
-                Error::Rejected(format!(
+                BackendError::Rejected(format!(
                     "no instance type in `instance_types` has {} millicores and {} MiB",
                     g.cpu_millicores, g.ram_mib
                 ))
@@ -235,18 +150,21 @@ impl<'e, E: Env> Aws<'e, E> {
         let user_data = userdata::Workload {
             user,
             public_key,
-            image: g.image,
+            image: &g.image,
             cpu_millicores: g.cpu_millicores,
             ram_mib: g.ram_mib,
             valid_to: g.valid_to,
         }
         .cloud_config()?;
-        let region = self.cfg.placement_region(g.region).ok_or_else(|| {
-            Error::Rejected(format!(
-                "region {:?} is not in `regions`",
-                g.region.unwrap_or_default()
-            ))
-        })?;
+        let region = self
+            .cfg
+            .placement_region(g.region.as_deref())
+            .ok_or_else(|| {
+                BackendError::Rejected(format!(
+                    "region {:?} is not in `regions`",
+                    g.region.as_deref().unwrap_or_default()
+                ))
+            })?;
         self.launch(region, ty, g, user, &user_data)
     }
 
@@ -254,37 +172,39 @@ impl<'e, E: Env> Aws<'e, E> {
         &self,
         region: &RegionConfig,
         ty: &InstanceType,
-        g: &Grant<'_>,
+        g: &GrantSpec,
         user: &str,
         user_data: &str,
-    ) -> Result<Launched, Error> {
+    ) -> Result<Instance, BackendError> {
         let q = self.run_instances_query(region, ty, g, user, user_data);
         let sent = self.call(&region.name, &q);
-        let launched_at = self.env.now();
+        let launched_at = self.host.now();
         let first = match &sent {
             Ok(resp) => ec2::parse_run_instances(resp).and_then(|list| {
                 list.into_iter()
                     .next()
                     .filter(|i| !i.id.is_empty())
-                    .ok_or_else(|| Error::Internal("EC2 RunInstances returned no instance".into()))
+                    .ok_or_else(|| {
+                        BackendError::Internal("EC2 RunInstances returned no instance".into())
+                    })
             }),
             Err(e) => Err(e.clone()),
         };
         let inst = match first {
             Ok(inst) => inst,
             Err(e) if may_have_launched(&sent, &e) => {
-                return Err(self.abandon(&region.name, g.request_id, e));
+                return Err(self.abandon(&region.name, &g.request_id, e));
             }
             Err(e) => return Err(e),
         };
-        self.env.log(
+        self.host.log(
             Level::Info,
             "instance launched",
             &[
                 ("instance", &inst.id),
                 ("region", &region.name),
                 ("type", &ty.name),
-                ("request", g.request_id),
+                ("request", &g.request_id),
             ],
         );
         let id = inst.id.clone();
@@ -296,14 +216,15 @@ impl<'e, E: Env> Aws<'e, E> {
                 let cleanup = match self.terminate_id(&region.name, &id) {
                     Ok(()) => format!("instance {id} terminated"),
                     Err(t) => {
-                        self.env.log(
+                        self.host.log(
                             Level::Warn,
                             "could not terminate an instance that failed to come up",
-                            &[("instance", &id), ("error", &t.to_string())],
+                            &[("instance", &id), ("error", &t.describe())],
                         );
                         format!(
-                            "instance {id} could not be terminated ({t}); it powers itself off \
-                             at the grant's valid_to, and sweep_orphans removes it at the next start"
+                            "instance {id} could not be terminated ({}); it powers itself off \
+                             at the grant's valid_to, and sweep_orphans removes it at the next start",
+                            t.describe()
                         )
                     }
                 };
@@ -317,23 +238,23 @@ impl<'e, E: Env> Aws<'e, E> {
         &self,
         region: &RegionConfig,
         ty: &InstanceType,
-        g: &Grant<'_>,
+        g: &GrantSpec,
         user: &str,
         mut inst: Ec2Instance,
         launched_at: u64,
-    ) -> Result<Launched, Error> {
+    ) -> Result<Instance, BackendError> {
         let deadline = launched_at + self.cfg.public_address_wait_sec;
         while inst.public_host().is_none() {
             if matches!(inst.state.as_str(), "shutting-down" | "terminated") {
                 return Err(ended_at_launch(&inst));
             }
-            if self.env.now() >= deadline {
-                return Err(Error::Transient(format!(
+            if self.host.now() >= deadline {
+                return Err(BackendError::Transient(format!(
                     "instance {} had no public address after {} s (state {})",
                     inst.id, self.cfg.public_address_wait_sec, inst.state
                 )));
             }
-            self.env.sleep(ADDRESS_POLL_SEC);
+            self.host.sleep(ADDRESS_POLL_SEC);
             if let Some(now) = self.describe_one(&region.name, &inst.id)? {
                 inst = now;
             }
@@ -347,12 +268,13 @@ impl<'e, E: Env> Aws<'e, E> {
             launched: inst.launch_time.unwrap_or(launched_at),
             valid_to: g.valid_to,
         };
-        Ok(Launched {
+        Ok(Instance {
             public_host: inst.public_host().unwrap_or_default().to_string(),
             instance_id: inst.id,
             region: region.name.clone(),
             ssh_port: 22,
             user: user.to_string(),
+            host_key: String::new(),
             handle: handle.to_json(),
         })
     }
@@ -364,7 +286,7 @@ impl<'e, E: Env> Aws<'e, E> {
     /// answer is asked again a few times. The error is always transient:
     /// the grant may be tried elsewhere, and nothing of it is left here
     /// unless the message says so.
-    fn abandon(&self, region: &str, request_id: &str, cause: Error) -> Error {
+    fn abandon(&self, region: &str, request_id: &str, cause: BackendError) -> BackendError {
         let mut looks = 0;
         let outcome = loop {
             looks += 1;
@@ -380,12 +302,12 @@ impl<'e, E: Env> Aws<'e, E> {
                     }
                     break match failed {
                         None => Ok(done),
-                        Some((id, e)) => Err(format!("instance {id}: {e}")),
+                        Some((id, e)) => Err(format!("instance {id}: {}", e.describe())),
                     };
                 }
-                Ok(_) if looks < ABANDON_LOOKS => self.env.sleep(ADDRESS_POLL_SEC),
+                Ok(_) if looks < ABANDON_LOOKS => self.host.sleep(ADDRESS_POLL_SEC),
                 Ok(_) => break Ok(Vec::new()),
-                Err(e) => break Err(e.to_string()),
+                Err(e) => break Err(e.describe()),
             }
         };
         let what = match outcome {
@@ -393,7 +315,7 @@ impl<'e, E: Env> Aws<'e, E> {
                 format!("no instance was launched for this grant (looked {looks} times)")
             }
             Ok(ids) => {
-                self.env.log(
+                self.host.log(
                     Level::Warn,
                     "RunInstances failed after launching; instance terminated",
                     &[("instances", &ids.join(",")), ("request", request_id)],
@@ -401,7 +323,7 @@ impl<'e, E: Env> Aws<'e, E> {
                 format!("terminated {} it had launched", ids.join(", "))
             }
             Err(e) => {
-                self.env.log(
+                self.host.log(
                     Level::Warn,
                     "RunInstances failed and what it launched could not be checked",
                     &[("request", request_id), ("error", &e)],
@@ -413,12 +335,16 @@ impl<'e, E: Env> Aws<'e, E> {
                 )
             }
         };
-        Error::Transient(format!("{}; {what}", cause.message()))
+        BackendError::Transient(format!("{}; {what}", cause.message()))
     }
 
     /// Live instances tagged with this provider and `request_id` in
     /// `region`.
-    fn find_by_request(&self, region: &str, request_id: &str) -> Result<Vec<Ec2Instance>, Error> {
+    fn find_by_request(
+        &self,
+        region: &str,
+        request_id: &str,
+    ) -> Result<Vec<Ec2Instance>, BackendError> {
         let mut q = Query::new("DescribeInstances")
             .param("Filter.1.Name", format!("tag:{TAG_PROVIDER}"))
             .param("Filter.1.Value.1", &self.provider_id)
@@ -447,7 +373,7 @@ impl<'e, E: Env> Aws<'e, E> {
         &self,
         region: &RegionConfig,
         ty: &InstanceType,
-        g: &Grant<'_>,
+        g: &GrantSpec,
         user: &str,
         user_data: &str,
     ) -> Query {
@@ -458,7 +384,7 @@ impl<'e, E: Env> Aws<'e, E> {
         let tags = [
             ("Name", name),
             (TAG_PROVIDER, self.provider_id.clone()),
-            (TAG_REQUEST, g.request_id.to_string()),
+            (TAG_REQUEST, g.request_id.clone()),
             (TAG_VALID_TO, g.valid_to.to_string()),
             (TAG_USER, user.to_string()),
         ];
@@ -511,19 +437,22 @@ impl<'e, E: Env> Aws<'e, E> {
         q.param("ClientToken", token)
     }
 
-    /// `status` from the instance state.
-    pub fn status(&self, instance_id: &str, handle: &str) -> Result<State, Error> {
-        let h = Handle::parse(handle)?;
+    /// `status` from the instance state: `pending` is starting,
+    /// `running`/`stopping` running (still up and billed), `stopped` exited
+    /// (the code the container's, read from the console, -1 if unreadable),
+    /// `shutting-down`/`terminated`/unknown to EC2 gone.
+    pub fn status(&self, i: &Instance) -> Result<InstanceState, BackendError> {
+        let (instance_id, h) = (i.instance_id.as_str(), Handle::parse(&i.handle)?);
         let Some(inst) = self.describe_one(&h.region, instance_id)? else {
-            return Ok(State::Gone);
+            return Ok(InstanceState::Gone);
         };
         Ok(match inst.state.as_str() {
-            "pending" => State::Starting,
-            "running" | "stopping" => State::Running,
-            "stopped" => State::Exited(self.exit_code(&h.region, instance_id)),
-            "shutting-down" | "terminated" => State::Gone,
+            "pending" => InstanceState::Starting,
+            "running" | "stopping" => InstanceState::Running,
+            "stopped" => InstanceState::Exited(self.exit_code(&h.region, instance_id)),
+            "shutting-down" | "terminated" => InstanceState::Gone,
             other => {
-                return Err(Error::Internal(format!(
+                return Err(BackendError::Internal(format!(
                     "instance {instance_id} is in an unknown state {other:?}"
                 )));
             }
@@ -538,10 +467,10 @@ impl<'e, E: Env> Aws<'e, E> {
         {
             Ok(console) => userdata::exit_code(&console).unwrap_or(-1),
             Err(e) => {
-                self.env.log(
+                self.host.log(
                     Level::Debug,
                     "console output unavailable; exit code unknown",
-                    &[("instance", instance_id), ("error", &e.to_string())],
+                    &[("instance", instance_id), ("error", &e.describe())],
                 );
                 -1
             }
@@ -552,9 +481,11 @@ impl<'e, E: Env> Aws<'e, E> {
     /// launch until it stopped (or now, if it still runs). An instance EC2
     /// no longer knows is counted from its launch to `valid_to` or now,
     /// whichever is earlier.
-    pub fn usage(&self, instance_id: &str, handle: &str) -> Result<Usage, Error> {
-        let h = Handle::parse(handle)?;
-        let now = self.env.now();
+    /// EC2's API reports no network bytes (CloudWatch does, on an endpoint
+    /// this backend is not given), so `net-bytes` is always 0.
+    pub fn usage(&self, i: &Instance) -> Result<ResourceUsage, BackendError> {
+        let (instance_id, h) = (i.instance_id.as_str(), Handle::parse(&i.handle)?);
+        let now = self.host.now();
         let (start, end) = match self.describe_one(&h.region, instance_id)? {
             Some(i) => {
                 let start = i.launch_time.unwrap_or(h.launched);
@@ -567,7 +498,7 @@ impl<'e, E: Env> Aws<'e, E> {
             None => (h.launched, now.min(h.valid_to)),
         };
         let secs = end.saturating_sub(start);
-        Ok(Usage {
+        Ok(ResourceUsage {
             cpu_core_seconds: u64::from(h.vcpu) * secs,
             ram_mib_seconds: u64::from(h.ram_mib) * secs,
             net_bytes: 0,
@@ -575,19 +506,19 @@ impl<'e, E: Env> Aws<'e, E> {
     }
 
     /// `terminate`: idempotent; an instance EC2 no longer knows is success.
-    pub fn terminate(&self, instance_id: &str, handle: &str) -> Result<(), Error> {
-        let h = Handle::parse(handle)?;
-        self.terminate_id(&h.region, instance_id)
+    pub fn terminate(&self, i: &Instance) -> Result<(), BackendError> {
+        let h = Handle::parse(&i.handle)?;
+        self.terminate_id(&h.region, &i.instance_id)
     }
 
-    fn terminate_id(&self, region: &str, instance_id: &str) -> Result<(), Error> {
+    fn terminate_id(&self, region: &str, instance_id: &str) -> Result<(), BackendError> {
         let q = Query::new("TerminateInstances").param("InstanceId.1", instance_id);
         let resp = self.call(region, &q)?;
         if is_not_found(&resp) {
             return Ok(());
         }
         ec2::parse_terminate_instances(&resp)?;
-        self.env.log(
+        self.host.log(
             Level::Info,
             "instance terminated",
             &[("instance", instance_id), ("region", region)],
@@ -597,7 +528,7 @@ impl<'e, E: Env> Aws<'e, E> {
 
     /// `list-instances`: every live (not terminated) instance tagged with
     /// this provider id, in every configured region.
-    pub fn list_instances(&self) -> Result<Vec<Launched>, Error> {
+    pub fn list_instances(&self) -> Result<Vec<Instance>, BackendError> {
         let mut out = Vec::new();
         for region in &self.cfg.regions {
             let mut token: Option<String> = None;
@@ -631,7 +562,7 @@ impl<'e, E: Env> Aws<'e, E> {
         Ok(out)
     }
 
-    fn launched_from_tags(&self, region: &str, i: Ec2Instance) -> Launched {
+    fn launched_from_tags(&self, region: &str, i: Ec2Instance) -> Instance {
         let ty = self.cfg.instance_type(&i.instance_type);
         let handle = Handle {
             region: region.to_string(),
@@ -644,18 +575,23 @@ impl<'e, E: Env> Aws<'e, E> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         };
-        Launched {
+        Instance {
             public_host: i.public_host().unwrap_or_default().to_string(),
             user: i.tag(TAG_USER).unwrap_or_default().to_string(),
             instance_id: i.id,
             region: region.to_string(),
             ssh_port: 22,
+            host_key: String::new(),
             handle: handle.to_json(),
         }
     }
 
     /// One instance by id, or `None` if EC2 does not know it.
-    fn describe_one(&self, region: &str, instance_id: &str) -> Result<Option<Ec2Instance>, Error> {
+    fn describe_one(
+        &self,
+        region: &str,
+        instance_id: &str,
+    ) -> Result<Option<Ec2Instance>, BackendError> {
         let q = Query::new("DescribeInstances").param("InstanceId.1", instance_id);
         let resp = self.call(region, &q)?;
         if is_not_found(&resp) {
@@ -665,14 +601,38 @@ impl<'e, E: Env> Aws<'e, E> {
         Ok(list.into_iter().find(|i| i.id == instance_id))
     }
 
-    fn call(&self, region: &str, q: &Query) -> Result<HttpResponse, Error> {
+    /// Sign `q` for `region` and send it through the host. A request the
+    /// host refused is the operator's to fix (`config`: allow the
+    /// endpoint); a timeout or transport failure passes (`transient`).
+    fn call(&self, region: &str, q: &Query) -> Result<HttpResponse, BackendError> {
         let req = q.signed(
             &self.cfg.endpoint(region),
             region,
             &self.cfg.credentials(),
-            self.env.now(),
+            self.host.now(),
         );
-        self.env.send(&req)
+        let mut r = sdk_http::Request::post(req.url.clone()).body(req.body);
+        for (k, v) in req.headers {
+            r = r.header(k, v);
+        }
+        match self.host.send(&r) {
+            Ok(resp) => Ok(HttpResponse {
+                status: resp.status,
+                body: resp.body,
+            }),
+            Err(e) => {
+                let msg = format!("{}: {}", req.url, sdk_http::describe(&e));
+                Err(match e {
+                    HttpError::Denied(_) => BackendError::Config(format!(
+                        "{msg}; list the EC2 endpoint in this backend's http.allowed_hosts"
+                    )),
+                    HttpError::Timeout | HttpError::Transport(_) => BackendError::Transient(msg),
+                    HttpError::InvalidRequest(_) | HttpError::TooLarge(_) => {
+                        BackendError::Internal(msg)
+                    }
+                })
+            }
+        }
     }
 }
 
@@ -681,14 +641,14 @@ impl<'e, E: Env> Aws<'e, E> {
 /// was a success that could not be read. An EC2 client error (4xx), a
 /// capacity code, refused credentials, or a request the host refused to
 /// send mean it did not.
-fn may_have_launched(sent: &Result<HttpResponse, Error>, e: &Error) -> bool {
+fn may_have_launched(sent: &Result<HttpResponse, BackendError>, e: &BackendError) -> bool {
     match sent {
-        Err(Error::Config(_)) => false,
+        Err(BackendError::Config(_)) => false,
         Err(_) => true,
         Ok(r) if (400..500).contains(&r.status) => false,
         Ok(_) => !matches!(
             e,
-            Error::NoCapacity(_) | Error::Config(_) | Error::Rejected(_)
+            BackendError::NoCapacity(_) | BackendError::Config(_) | BackendError::Rejected(_)
         ),
     }
 }
@@ -718,7 +678,7 @@ fn client_token(region: &str, q: &Query) -> String {
 /// `no-capacity`, so the fleet tries the next region; a missing snapshot
 /// is the region's AMI; anything else (an internal error, no reason at
 /// all) is `transient`.
-fn ended_at_launch(inst: &Ec2Instance) -> Error {
+fn ended_at_launch(inst: &Ec2Instance) -> BackendError {
     let code = inst.state_reason_code.as_str();
     let why = if code.is_empty() {
         String::from("EC2 gave no reason")
@@ -733,23 +693,23 @@ fn ended_at_launch(inst: &Ec2Instance) -> Error {
     );
     match code {
         "Server.InsufficientInstanceCapacity" | "Client.VolumeLimitExceeded" => {
-            Error::NoCapacity(what)
+            BackendError::NoCapacity(what)
         }
-        "Client.InvalidSnapshot.NotFound" => Error::Config(format!(
+        "Client.InvalidSnapshot.NotFound" => BackendError::Config(format!(
             "{what}; the snapshot behind the AMI is gone: check `regions[].ami` in [backends.config]"
         )),
-        _ => Error::Transient(what),
+        _ => BackendError::Transient(what),
     }
 }
 
 /// `e` with its message replaced, same kind.
-fn with_message(e: Error, msg: String) -> Error {
+fn with_message(e: BackendError, msg: String) -> BackendError {
     match e {
-        Error::NoCapacity(_) => Error::NoCapacity(msg),
-        Error::Transient(_) => Error::Transient(msg),
-        Error::Rejected(_) => Error::Rejected(msg),
-        Error::Config(_) => Error::Config(msg),
-        Error::Internal(_) => Error::Internal(msg),
+        BackendError::NoCapacity(_) => BackendError::NoCapacity(msg),
+        BackendError::Transient(_) => BackendError::Transient(msg),
+        BackendError::Rejected(_) => BackendError::Rejected(msg),
+        BackendError::Config(_) => BackendError::Config(msg),
+        BackendError::Internal(_) => BackendError::Internal(msg),
     }
 }
 
