@@ -913,9 +913,18 @@ cb_remove() {
 		(cd "$G" && podman rm --force --time 0 "$CB_ID") >/dev/null 2>&1
 		rm -f "/etc/sudoers.d/$CB_ID"
 		# podman removes the container's own cgroups, not the parent it
-		# was given (nor conmon's group in it), in every hierarchy.
-		for c in /sys/fs/cgroup/*/compute-bridge/"$CB_ID" /sys/fs/cgroup/compute-bridge/"$CB_ID"; do
-			[ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
+		# was given (nor conmon's group in it), in every hierarchy. conmon
+		# may still be exiting after `podman rm` returns, and a group with
+		# a process in it cannot be removed (EBUSY): retry for up to 2 s.
+		for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+			left=
+			for c in /sys/fs/cgroup/*/compute-bridge/"$CB_ID" /sys/fs/cgroup/compute-bridge/"$CB_ID"; do
+				[ -d "$c" ] || continue
+				find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
+				[ -d "$c" ] && left=1
+			done
+			[ -z "$left" ] && break
+			sleep 0.1
 		done
 	fi
 	cb_kill_all

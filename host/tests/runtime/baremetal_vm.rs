@@ -1,6 +1,6 @@
 //! The bare-metal `vm` runtime for real, in one QEMU boot (TCG): through
-//! the real bare-metal component (its commands run on this machine through
-//! the `local` transport), a grant becomes a QEMU guest booted from the
+//! the real bare-metal component (its commands reach this machine over a
+//! real sshd, as on an operator's rack), a grant becomes a QEMU guest booted from the
 //! suite's own guest (built from Debian packages, cached under `target/`);
 //! the requester logs in to the guest's SSH on the forwarded port, as the
 //! grant's user with the workload key, checking the per-grant host key the
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use compute_bridge::backend::{Backend, InstanceState};
 use compute_bridge_testkit::guest;
+use compute_bridge_testkit::sshd::Sshd;
 
 use crate::baremetal::{
     Accounts, assert_ended_for_good, assert_root, host_state_dir, ssh, uid_of, workload,
@@ -25,17 +26,18 @@ use crate::support::*;
 async fn a_vm_grant_boots_a_guest_the_requester_logs_in_to_and_leaves_nothing() {
     assert_root();
     let g = guest::build();
+    let sshd = Sshd::start();
     let (state, host_state) = (tempfile::tempdir().unwrap(), host_state_dir());
     let cfg = config(
         state.path(),
         &format!(
-            "[[backends]]\nname = \"baremetal\"\ncomponent = \"builtin:baremetal\"\n\
-             [backends.ssh.hosts.here]\ntransport = \"local\"\n\
+            "[[backends]]\nname = \"baremetal\"\ncomponent = \"builtin:baremetal\"\n\n{}\n\
              [backends.config]\nstate_dir = {:?}\n\
              [[backends.config.hosts]]\nlabel = \"here\"\nregion = \"test-1\"\n\
              cpu_millicores = 2000\nram_mib = 1024\nruntime = \"vm\"\npublic_host = \"127.0.0.1\"\n\
              [backends.config.hosts.vm]\nkernel = {:?}\ninitrd = {:?}\naccel = \"tcg\"\n\
              bind_address = \"127.0.0.1\"\n",
+            sshd.host_toml("here"),
             host_state.path().display().to_string(),
             g.kernel.display().to_string(),
             g.initrd.display().to_string(),
