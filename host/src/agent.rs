@@ -516,6 +516,17 @@ impl Agent {
                 }
                 // A replay of our grant by someone else; ours stands.
                 Reply::Decline(d) if d.reason == DeclineReason::Duplicate => {}
+                // Once access arrived our grant stands: a decline can only
+                // answer a repeat (ours, sent after the provider restarted,
+                // may arrive at `valid_to` while the workload is being torn
+                // down, and be declined as expired before its report is
+                // journaled). Keep waiting for the report.
+                Reply::Decline(d) if have_access => {
+                    tracing::debug!(
+                        reason = %d.reason.as_str(),
+                        "a repeat of the grant was declined; waiting for its usage report"
+                    );
+                }
                 Reply::Decline(d) => return Err(RequestError::Declined(d.reason)),
             }
         }
