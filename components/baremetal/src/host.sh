@@ -900,6 +900,26 @@ cb_kill_all() {
 	return 1
 }
 
+# Remove the cgroup directories named on stdin (one per line), each with
+# the groups under it; absent ones are skipped. A group a process is still
+# leaving cannot be removed yet (EBUSY): retry for up to 2 s.
+cb_rmdir_groups() {
+	groups=$(cat)
+	for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+		busy=
+		while IFS= read -r c; do
+			[ -n "$c" ] && [ -d "$c" ] || continue
+			find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
+			[ -d "$c" ] && busy=1
+		done <<-EOF
+			$groups
+		EOF
+		[ -z "$busy" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # Remove everything of the grant except its final usage.
 cb_remove() {
 	if [ "$MODE" = systemd ] || [ "$(cat "$G/launcher" 2>/dev/null)" = systemd ]; then
@@ -913,24 +933,13 @@ cb_remove() {
 		(cd "$G" && podman rm --force --time 0 "$CB_ID") >/dev/null 2>&1
 		rm -f "/etc/sudoers.d/$CB_ID"
 		# podman removes the container's own cgroups, not the parent it
-		# was given (nor conmon's group in it), in every hierarchy. conmon
-		# may still be exiting after `podman rm` returns, and a group with
-		# a process in it cannot be removed (EBUSY): retry for up to 2 s.
-		for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-			left=
-			for c in /sys/fs/cgroup/*/compute-bridge/"$CB_ID" /sys/fs/cgroup/compute-bridge/"$CB_ID"; do
-				[ -d "$c" ] || continue
-				find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
-				[ -d "$c" ] && left=1
-			done
-			[ -z "$left" ] && break
-			sleep 0.1
-		done
+		# was given (nor conmon's group in it, and conmon may still be
+		# exiting after `podman rm` returns), in every hierarchy.
+		printf '%s\n' /sys/fs/cgroup/*/compute-bridge/"$CB_ID" /sys/fs/cgroup/compute-bridge/"$CB_ID" |
+			cb_rmdir_groups
 	fi
 	cb_kill_all
-	[ "$MODE" != podman ] && [ -f "$G/cgroups" ] && while read -r g; do
-		for _ in 1 2 3 4 5; do rmdir "$g" 2>/dev/null && break; sleep 0.1; done
-	done <"$G/cgroups"
+	[ "$MODE" != podman ] && [ -f "$G/cgroups" ] && cb_rmdir_groups <"$G/cgroups"
 	if [ "${ROOTMODE:-$CB_ASROOT}" = 1 ]; then
 		if [ "${UID_NUM:-0}" -gt 0 ] 2>/dev/null; then
 			find /tmp /var/tmp /dev/shm -xdev -user "$UID_NUM" -depth -delete 2>/dev/null
