@@ -572,13 +572,16 @@ impl Inner {
         };
         if let Err(e) = sent {
             tracing::warn!(grant = %seq, "access not handed out ({e}); tearing down");
-            self.abort(
-                entry,
-                Some(placement.reservation),
-                DeclineReason::ShuttingDown,
-                seq,
-            )
-            .await;
+            // The wait is bounded by `valid_to`: a grant whose life ran out
+            // while nobody took its access is declined as what it is, not
+            // as a bridge going away.
+            let reason = if now_unix() >= grant.valid_to {
+                DeclineReason::Expired
+            } else {
+                DeclineReason::ShuttingDown
+            };
+            self.abort(entry, Some(placement.reservation), reason, seq)
+                .await;
             return;
         }
         if let Err(e) = self.journal.advance(request_id, Phase::Running).await {

@@ -139,7 +139,7 @@ fn a_local_coalition_keeps_its_relay_and_node_on_its_loopback_address() {
         "the relay does not listen on {bind}: {all:?}"
     );
     // The agent finds it through the rendezvous file, at that address.
-    let mut ag = request_local(&config, "5s");
+    let mut ag = request_local(&config, "60s");
     assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
     let (found, on_bind) = stray(&bridge, bind, port);
     assert!(on_bind);

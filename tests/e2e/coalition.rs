@@ -358,7 +358,7 @@ fn the_readme_demo_runs_on_a_local_coalition_from_the_same_config() {
     assert!(rendezvous.is_file());
 
     let cfg = config.display().to_string();
-    let mut ag = request_local(&config, "5s");
+    let mut ag = request_local(&config, "60s");
     assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
     let out = ag.log();
     assert!(out.contains("access opened with the reply key"), "{out}");
