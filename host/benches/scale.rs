@@ -297,7 +297,10 @@ impl Coalition {
             lp.run(s.cancelled_owned()).await.unwrap();
         });
 
-        let requester = Arc::new(RequesterLink::open(Arc::new(rnet)));
+        let requester = Arc::new(RequesterLink::open(
+            Arc::new(rnet),
+            rsettings.bootstrap.clone(),
+        ));
         let card = requester
             .wait_for_cards(Duration::from_secs(120), |c| {
                 c.iter().any(|c| c.provider_id == provider_id)

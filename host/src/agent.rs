@@ -292,7 +292,7 @@ impl Agent {
             "joined the coalition"
         );
         Ok(Self {
-            link: RequesterLink::open(Arc::new(network)),
+            link: RequesterLink::open(Arc::new(network), settings.bootstrap.clone()),
         })
     }
 

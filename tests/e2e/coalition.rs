@@ -439,8 +439,10 @@ fn a_grant_waiting_for_its_provider_is_stamped_when_it_goes_out() {
     let settings = join_settings(&net);
     net.block_on(async {
         let provider = Arc::new(coalition::join(&settings, None).await.unwrap());
-        let requester =
-            RequesterLink::open(Arc::new(coalition::join(&settings, None).await.unwrap()));
+        let requester = RequesterLink::open(
+            Arc::new(coalition::join(&settings, None).await.unwrap()),
+            settings.bootstrap.clone(),
+        );
         let session = requester.session(provider.local().id());
         let provider_id = EnvelopeKey::generate().provider_id();
         let template = ComputeGrant::unsealed(provider_id, small_manifest(), 0, 0);

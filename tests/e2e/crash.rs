@@ -101,7 +101,10 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
             .await
             .unwrap();
         let network = std::sync::Arc::new(network);
-        let link = compute_bridge::coalition::link::RequesterLink::open(network.clone());
+        let link = compute_bridge::coalition::link::RequesterLink::open(
+            network.clone(),
+            settings.bootstrap.clone(),
+        );
         let provider = provider_id(&state);
         let card = link
             .wait_for_cards(MIN, |c| c.iter().any(|c| c.provider_id == provider))

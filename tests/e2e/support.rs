@@ -203,7 +203,10 @@ impl Observer {
     ) -> Self {
         let settings = join_settings(coalition);
         let network = coalition::join(&settings, None).await.unwrap();
-        let link = Arc::new(RequesterLink::open(Arc::new(network)));
+        let link = Arc::new(RequesterLink::open(
+            Arc::new(network),
+            settings.bootstrap.clone(),
+        ));
         let card = match known {
             Some(card) => {
                 // Learn where its node is from the coalition's bootstrap.

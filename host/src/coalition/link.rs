@@ -27,6 +27,10 @@ use super::protocol::{
 /// How long a card write may wait for the card map to come online.
 pub const CARD_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often a requester waiting for cards syncs its catalog with the
+/// bootstrap peers again (the same period as a subscription's re-sync).
+const CARD_RESYNC: Duration = Duration::from_secs(3);
+
 /// Why a message was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -268,6 +272,8 @@ impl ProviderLink {
 pub struct RequesterLink {
     network: Arc<Network>,
     cards: MapReader<ProviderId, ProviderCard>,
+    /// The coalition's bootstrap peers, re-synced while waiting for cards.
+    bootstrap: Vec<mosaik::iroh::EndpointAddr>,
 }
 
 impl std::fmt::Debug for RequesterLink {
@@ -315,10 +321,16 @@ impl std::fmt::Debug for ProviderSession {
 }
 
 impl RequesterLink {
-    /// Open the card map on `network` (as a reader).
-    pub fn open(network: Arc<Network>) -> Self {
+    /// Open the card map on `network` (as a reader); `bootstrap` are the
+    /// peers [`join`](super::join) synced with, synced again while
+    /// [`wait_for_cards`](Self::wait_for_cards) waits.
+    pub fn open(network: Arc<Network>, bootstrap: Vec<mosaik::iroh::EndpointAddr>) -> Self {
         let cards = MapReader::<ProviderId, ProviderCard>::reader(&network, PROVIDERS_STORE);
-        Self { network, cards }
+        Self {
+            network,
+            cards,
+            bootstrap,
+        }
     }
 
     /// The node.
@@ -345,7 +357,20 @@ impl RequesterLink {
         timeout: Duration,
         ready: impl Fn(&[ProviderCard]) -> bool,
     ) -> Vec<ProviderCard> {
-        let _ = tokio::time::timeout(timeout, async {
+        // The card map's group is found through the discovery catalog. A
+        // provider that joined its group after this node's first sync is
+        // otherwise only learned of at its next gossip announcement, 22 to
+        // 45 s later (mosaik 0.4 `discovery::Config::announce_interval`,
+        // 45 s with jitter 0.5): cards took 44 s to appear in a loaded e2e
+        // run. So the catalogs are synced with the bootstrap peers again
+        // every few seconds until the cards are there.
+        let resync = async {
+            loop {
+                tokio::time::sleep(CARD_RESYNC).await;
+                super::sync(&self.network, &self.bootstrap).await;
+            }
+        };
+        let wait = async {
             self.cards.when().online().await;
             loop {
                 if ready(&self.cards()) {
@@ -355,6 +380,12 @@ impl RequesterLink {
                     () = self.cards.when().updated() => {}
                     () = tokio::time::sleep(Duration::from_millis(250)) => {}
                 }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                () = wait => {}
+                () = resync => {}
             }
         })
         .await;

@@ -438,7 +438,10 @@ fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_ref
         );
         let s = stop.clone();
         tokio::spawn(provider.run(async move { s.cancelled().await }));
-        let requester = RequesterLink::open(Arc::new(coalition::join(&net, None).await.unwrap()));
+        let requester = RequesterLink::open(
+            Arc::new(coalition::join(&net, None).await.unwrap()),
+            net.bootstrap.clone(),
+        );
         requester
             .wait_for_cards(Duration::from_secs(60), |c| {
                 c.iter().any(|c| c.provider_id == ident.provider_id)
