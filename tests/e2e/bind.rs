@@ -73,7 +73,7 @@ fn the_node_listens_only_on_the_configured_address() {
     let mut bridge = start_bridge(&config);
     let (before, on_bind) = stray(&bridge, bind, port);
     // A grant through the node: the sockets it serves it on count too.
-    let mut agent = request_small(&net, "5s", &[]);
+    let mut agent = request_small(&net, "60s", &[]);
     agent.wait_for_log("access opened with the reply key", MIN);
     let (during, _) = stray(&bridge, bind, port);
     assert_eq!(agent.wait(MIN), Some(0), "{}", agent.log());
