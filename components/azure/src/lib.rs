@@ -192,7 +192,9 @@
 //!
 //! Everything but the wasm glue (`component.rs`) builds natively: the
 //! backend itself is [`Azure`] ([`core`]) over the SDK's `Host`, so the
-//! whole lifecycle runs in `cargo test -p cb-azure` with no sandbox.
+//! whole lifecycle runs in `cargo test -p cb-azure` with no sandbox:
+//! `tests/core.rs` runs it over a `MemoryHost` whose requests go to the
+//! fake beside this crate (`fake/`, which the runtime tests use too).
 
 pub mod arm;
 pub mod auth;

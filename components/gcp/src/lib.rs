@@ -188,7 +188,9 @@
 //!
 //! Everything but the wasm glue (`component.rs`) builds natively: the
 //! backend itself is [`Gcp`] ([`core`]) over the SDK's `Host`, so the whole
-//! lifecycle runs in `cargo test -p cb-gcp` with no sandbox.
+//! lifecycle runs in `cargo test -p cb-gcp` with no sandbox: `tests/core.rs`
+//! runs it over a `MemoryHost` whose requests go to the fake beside this
+//! crate (`fake/`, which the runtime tests use too).
 
 pub mod api;
 pub mod auth;
