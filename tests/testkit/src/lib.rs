@@ -32,7 +32,13 @@ pub mod sockets;
 pub mod sshd;
 pub mod toy_cloud;
 
-pub use compute_bridge_components as components;
+/// Every component's file: the shipped backends
+/// (`compute-bridge-components`) and the test components
+/// (`compute-bridge-test-components`, which the binary never builds).
+pub mod components {
+    pub use compute_bridge_components::*;
+    pub use compute_bridge_test_components::*;
+}
 
 use std::net::TcpListener;
 use std::path::PathBuf;
