@@ -145,7 +145,7 @@ component = {fake:?}
 enabled = false
 "#,
         state = state.path().display().to_string(),
-        fake = compute_bridge_components::FAKE,
+        fake = compute_bridge_testkit::components::FAKE,
     );
     let cfg = BootConfig::from_source(&Source::embedded("bench.toml", &text), &|_| None).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -80,7 +80,7 @@ fn main() {
         let text = format!(
             "[bridge]\nstate_dir = {:?}\n[[backends]]\nname = \"fake\"\ncomponent = {:?}\n[backends.config]\nregions = [\"bench-1\"]\nrun_seconds = 3600\n",
             state.path().display().to_string(),
-            compute_bridge_components::FAKE
+            compute_bridge_testkit::components::FAKE
         );
         let cfg = BootConfig::from_source(&Source::embedded("bench.toml", &text), &|_| None).unwrap();
         let runtime = Runtime::new(&RuntimeOptions::for_config(&cfg)).unwrap();

@@ -132,7 +132,7 @@ fn backends() -> Backends {
         let v: serde_json::Value = serde_json::from_str(cfg).unwrap();
         text.push_str(&format!(
             "[[backends]]\nname = {name:?}\ncomponent = {:?}\n[backends.config]\n",
-            compute_bridge_components::FAKE
+            compute_bridge_testkit::components::FAKE
         ));
         for (k, v) in v.as_object().unwrap() {
             text.push_str(&format!("{k} = {v}\n"));

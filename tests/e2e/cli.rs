@@ -123,6 +123,32 @@ fn check_config_asks_each_backend_and_locates_the_key_it_refuses() {
     );
 }
 
+/// The test backend `fake` advertises capacity that does not exist: the
+/// binary does not carry it, and a config naming it as a builtin is
+/// refused at its line, saying how to get its file and where it is.
+#[test]
+fn check_config_refuses_builtin_fake_and_says_where_its_file_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        "[[backends]]\nname = \"demo\"\ncomponent = \"builtin:fake\"\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let (code, out, err) = run(&bridge_bin(), &["check-config", "--config", p]);
+    assert_ne!(code, 0, "builtin:fake passed: {out}");
+    assert!(
+        err.contains(&format!("{p}:3:")) && err.contains("`builtin:fake` is a test backend"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cargo build --release -p compute-bridge-test-components")
+            && err.contains(compute_bridge_testkit::components::FAKE),
+        "{err}"
+    );
+}
+
 /// A GCP catalog with a zone in a region that has no subnetwork: every
 /// grant placed there would fail, so check-config refuses the config and
 /// points at the `subnetworks` table, by file, line and key.

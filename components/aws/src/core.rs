@@ -228,7 +228,7 @@ impl<'h, H: Host> Aws<'h, H> {
                         )
                     }
                 };
-                with_message(e.clone(), format!("{}; {cleanup}", e.message()))
+                e.with_message(format!("{}; {cleanup}", e.message()))
             })
     }
 
@@ -699,17 +699,6 @@ fn ended_at_launch(inst: &Ec2Instance) -> BackendError {
             "{what}; the snapshot behind the AMI is gone: check `regions[].ami` in [backends.config]"
         )),
         _ => BackendError::Transient(what),
-    }
-}
-
-/// `e` with its message replaced, same kind.
-fn with_message(e: BackendError, msg: String) -> BackendError {
-    match e {
-        BackendError::NoCapacity(_) => BackendError::NoCapacity(msg),
-        BackendError::Transient(_) => BackendError::Transient(msg),
-        BackendError::Rejected(_) => BackendError::Rejected(msg),
-        BackendError::Config(_) => BackendError::Config(msg),
-        BackendError::Internal(_) => BackendError::Internal(msg),
     }
 }
 

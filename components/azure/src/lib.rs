@@ -170,7 +170,7 @@
 //!
 //! # Checked against the specification, and what needs a real account
 //!
-//! The fake this backend is tested against (`tests/testkit/src/azure_fake.rs`)
+//! The fake this backend is tested against (`cb-azure-fake`, in `fake/`)
 //! is written from `Azure/azure-rest-api-specs` (Microsoft.Compute
 //! 2024-07-01 `virtualMachine.json`, Microsoft.Network 2024-05-01
 //! `networkInterface.json`, `publicIpAddress.json`, `virtualNetwork.json`)
@@ -187,11 +187,23 @@
 //! | Public address limit (`PublicIPCountLimitReached`, 400) | networking limits, quoted answers | the limit's value on a given subscription |
 //! | Deleting a VM still `Creating` (after a lost answer) | — (the spec is silent; the fake allows it) | that ARM accepts it rather than answering 409 while the create runs |
 //! | Client credentials and AADSTS codes | identity platform docs | — |
+//!
+//! # Code
+//!
+//! Everything but the wasm glue (`component.rs`) builds natively: the
+//! backend itself is [`Azure`] ([`core`]) over the SDK's `Host`, so the
+//! whole lifecycle runs in `cargo test -p cb-azure` with no sandbox:
+//! `tests/core.rs` runs it over a `MemoryHost` whose requests go to the
+//! fake beside this crate (`fake/`, which the runtime tests use too).
 
 pub mod arm;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod core;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+
+pub use crate::core::Azure;
+pub use config::AzureConfig;

@@ -8,7 +8,7 @@
 //! a grant's region, and the region of a place, are the cloud's rules,
 //! passed in.
 
-use compute_bridge_sdk::TdxRequirement;
+use compute_bridge_sdk::{GrantSpec, TdxRequirement};
 
 /// One catalog entry, as the choice sees it.
 pub trait Entry {
@@ -61,6 +61,18 @@ pub struct Want<'a> {
     pub region: Option<&'a str>,
     /// TDX requirement.
     pub tdx: TdxRequirement,
+}
+
+impl<'a> Want<'a> {
+    /// What `grant` asks for.
+    pub fn of(grant: &'a GrantSpec) -> Self {
+        Self {
+            cpu_millicores: grant.cpu_millicores,
+            ram_mib: grant.ram_mib,
+            region: grant.region.as_deref(),
+            tdx: grant.tdx,
+        }
+    }
 }
 
 /// An entry and the place to create it.

@@ -8,7 +8,7 @@
 //! The token is a secret: [`Token`]'s `Debug` hides it and nothing here
 //! logs it.
 
-use compute_bridge_sdk::http::Response;
+use compute_bridge_sdk::http::{HttpError, Request, Response};
 use compute_bridge_sdk::log::Level;
 use compute_bridge_sdk::{BackendError, Host};
 use serde::Deserialize;
@@ -76,6 +76,25 @@ pub fn cache_ttl(expires_in: u64) -> u32 {
     u32::try_from(expires_in - margin).unwrap_or(u32::MAX)
 }
 
+/// Why a request sent with a [`Bearer`] token got no answer to act on.
+#[derive(Debug)]
+pub enum SendError {
+    /// It never left: no token, or the host refused to send it.
+    NotSent(BackendError),
+    /// It may have reached the cloud: the connection failed, timed out, or
+    /// the answer was too big to read. Whatever it asked for may have been
+    /// done.
+    Lost(BackendError),
+}
+
+impl From<SendError> for BackendError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::NotSent(e) | SendError::Lost(e) => e,
+        }
+    }
+}
+
 /// One credential's token in the host's cache, under `cache_key` (which
 /// names the credential, never its secret).
 pub struct Bearer<'h, H: Host> {
@@ -117,6 +136,38 @@ impl<'h, H: Host> Bearer<'h, H> {
             &[("expires_in", &token.expires_in.to_string())],
         );
         Ok(token.access_token)
+    }
+
+    /// Send `req` with the token (cached, or from `fetch`). A 401 means
+    /// the token went bad early (revoked, clock skew): it is dropped and the
+    /// request sent once more with a new one (RFC 6750 §3.1
+    /// `invalid_token`).
+    pub fn send(
+        &self,
+        req: &Request,
+        fetch: impl Fn() -> Result<Token, BackendError>,
+    ) -> Result<Response, SendError> {
+        let once = || {
+            let token = self.token(&fetch).map_err(SendError::NotSent)?;
+            self.host.send(&req.clone().bearer(&token)).map_err(|e| {
+                let lost = matches!(
+                    e,
+                    HttpError::Timeout | HttpError::Transport(_) | HttpError::TooLarge(_)
+                );
+                let e = BackendError::from(e);
+                if lost {
+                    SendError::Lost(e)
+                } else {
+                    SendError::NotSent(e)
+                }
+            })
+        };
+        let resp = once()?;
+        if resp.status != 401 {
+            return Ok(resp);
+        }
+        self.forget();
+        once()
     }
 
     /// Drop the cached token (the server stopped accepting it: revoked,
@@ -176,6 +227,15 @@ mod tests {
         assert_eq!(e, BackendError::Config("refused: HTTP 400".into()));
     }
 
+    /// Token `t<n>` for the n-th fetch, an hour long.
+    fn numbered(fetches: &std::cell::Cell<u32>) -> Result<Token, BackendError> {
+        fetches.set(fetches.get() + 1);
+        Ok(Token {
+            access_token: format!("t{}", fetches.get()),
+            expires_in: 3600,
+        })
+    }
+
     #[test]
     fn the_margin_is_a_tenth_at_most_five_minutes() {
         assert_eq!(cache_ttl(3600), 3300);
@@ -188,13 +248,7 @@ mod tests {
         let host = MemoryHost::new();
         let bearer = Bearer::new(&host, "test-token app-1");
         let fetches = std::cell::Cell::new(0);
-        let fetch = || {
-            fetches.set(fetches.get() + 1);
-            Ok(Token {
-                access_token: format!("t{}", fetches.get()),
-                expires_in: 3600,
-            })
-        };
+        let fetch = || numbered(&fetches);
         assert_eq!(bearer.token(fetch).unwrap(), "t1");
         host.advance(3299);
         assert_eq!(bearer.token(fetch).unwrap(), "t1");
@@ -210,6 +264,44 @@ mod tests {
         let logs = host.logs();
         assert!(logs.iter().all(|l| !format!("{l:?}").contains("t1")));
         assert_eq!(logs.len(), 3);
+    }
+
+    #[test]
+    fn a_401_drops_the_token_and_sends_once_more_with_a_new_one() {
+        let host = MemoryHost::new();
+        let bearer = Bearer::new(&host, "k");
+        let fetches = std::cell::Cell::new(0);
+        let fetch = || numbered(&fetches);
+        host.push_http(Ok(resp(401, "")));
+        host.push_http(Ok(resp(401, "")));
+        let req = Request::get("https://api.example/x");
+        let r = bearer.send(&req, fetch).unwrap();
+        assert_eq!(r.status, 401, "a second 401 is the answer, not a loop");
+        let auth: Vec<String> = host
+            .requests()
+            .iter()
+            .map(|r| {
+                r.parts()
+                    .2
+                    .iter()
+                    .find(|(k, _)| k == "authorization")
+                    .unwrap()
+                    .1
+                    .clone()
+            })
+            .collect();
+        assert_eq!(auth, ["Bearer t1", "Bearer t2"]);
+        host.push_http(Err(HttpError::Timeout));
+        assert!(matches!(
+            bearer.send(&req, fetch),
+            Err(SendError::Lost(BackendError::Transient(_)))
+        ));
+        host.push_http(Err(HttpError::Denied("no".into())));
+        assert!(matches!(
+            bearer.send(&req, fetch),
+            Err(SendError::NotSent(BackendError::Config(_)))
+        ));
+        assert_eq!(fetches.get(), 2, "the second token was kept");
     }
 
     #[test]

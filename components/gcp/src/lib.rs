@@ -160,7 +160,7 @@
 //!
 //! Checked by reading `google/cloud/compute/v1/compute.proto`
 //! (googleapis/googleapis) and the REST reference; the test fake
-//! (`tests/testkit/src/gcp_fake.rs`) enforces each of these rules on its
+//! (`cb-gcp-fake`, in `fake/` beside this crate) enforces each of these rules on its
 //! own, citing the text:
 //!
 //! | Checked | Against |
@@ -183,11 +183,23 @@
 //! | Whether `RESOURCE_POOL_EXHAUSTED` is still returned, and for what | not in the reference |
 //! | Which zones offer C3 with TDX at a given time | a capacity fact, not an API one |
 //! | Whether a 429 ever carries a capacity meaning for `instances.insert` | the quota page says 429 is a rate quota; treated as `transient` |
+//!
+//! # Code
+//!
+//! Everything but the wasm glue (`component.rs`) builds natively: the
+//! backend itself is [`Gcp`] ([`core`]) over the SDK's `Host`, so the whole
+//! lifecycle runs in `cargo test -p cb-gcp` with no sandbox: `tests/core.rs`
+//! runs it over a `MemoryHost` whose requests go to the fake beside this
+//! crate (`fake/`, which the runtime tests use too).
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod core;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+
+pub use crate::core::Gcp;
+pub use config::GcpConfig;

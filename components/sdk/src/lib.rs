@@ -183,6 +183,19 @@ impl BackendError {
         format!("{kind}: {}", self.message())
     }
 
+    /// The same kind with `msg` as its message (a backend adding what its
+    /// cleanup did to the error it answers with).
+    pub fn with_message(&self, msg: impl Into<String>) -> Self {
+        let msg = msg.into();
+        match self {
+            Self::NoCapacity(_) => Self::NoCapacity(msg),
+            Self::Transient(_) => Self::Transient(msg),
+            Self::Rejected(_) => Self::Rejected(msg),
+            Self::Config(_) => Self::Config(msg),
+            Self::Internal(_) => Self::Internal(msg),
+        }
+    }
+
     /// The message carried by any kind.
     pub fn message(&self) -> &str {
         match self {

@@ -616,7 +616,8 @@ impl BootConfig {
                                 "`builtin:{name}` is a test backend: it is not shipped in this \
                                  binary, and a real coalition must never be offered its \
                                  capacity. To run it anyway (tests, demos), set `component` \
-                                 to its .wasm file: `cargo build --release` writes it to {built}"
+                                 to its .wasm file: `{}` writes it to {built}",
+                                compute_bridge_components::TEST_BUILD
                             ),
                         ));
                     }
@@ -1215,12 +1216,15 @@ mod tests {
             shown.contains("`builtin:fake` is a test backend"),
             "{shown}"
         );
-        assert!(shown.contains(compute_bridge_components::FAKE), "{shown}");
+        assert!(
+            shown.contains(compute_bridge_testkit::components::FAKE),
+            "{shown}"
+        );
         assert!(!crate::runtime::builtin_names().contains(&"fake"));
         // Its file loads like any other component.
         let e = load(&format!(
             "[[backends]]\nname = \"demo\"\ncomponent = {:?}\n",
-            compute_bridge_components::FAKE
+            compute_bridge_testkit::components::FAKE
         ));
         assert!(e.is_ok(), "{e:?}");
     }

@@ -1,5 +1,5 @@
 //! The Azure backend through the real host, against the Resource Manager
-//! and identity-platform fake (tests/testkit/src/azure_fake.rs).
+//! and identity-platform fake (components/azure/fake).
 
 use std::sync::Arc;
 use std::time::Duration;

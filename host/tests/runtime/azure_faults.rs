@@ -1,5 +1,5 @@
 //! Azure Resource Manager losing answers mid-provision: the Azure backend
-//! against its fake (tests/testkit/src/azure_fake.rs) behind the
+//! against its fake (components/azure/fake) behind the
 //! fault-injecting proxy, through the fleet. Each of the three creates
 //! (public address, NIC, VM) is applied and its answer lost (a 500, a
 //! timeout, a reset connection); the component finds what it made by its

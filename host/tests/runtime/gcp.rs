@@ -1,5 +1,5 @@
 //! The GCP backend through the real host, against the Compute Engine and
-//! OAuth fake (tests/testkit/src/gcp_fake.rs).
+//! OAuth fake (components/gcp/fake).
 
 use std::sync::Arc;
 use std::time::Duration;

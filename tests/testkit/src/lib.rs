@@ -2,7 +2,9 @@
 //!
 //! Every peer here is real and runs on 127.0.0.1 on a port it picks: an
 //! OpenSSH server ([`sshd`]), moto for EC2 ([`moto`]), the GCP and Azure
-//! API fakes ([`gcp_fake`], [`azure_fake`], served by [`fake_server`]), a
+//! API fakes ([`gcp_fake`], [`azure_fake`], served by [`fake_server`]; they
+//! live beside their backends, `components/{gcp,azure}/fake` and
+//! `components/cloud/fake-server`, and are re-exported here), a
 //! scripted HTTP server for the http capability ([`http_server`]), the toy
 //! cloud the component template speaks ([`toy_cloud`]), a coalition
 //! network's relay and bootstrap node ([`coalition`]), headless Chromium
@@ -13,12 +15,13 @@
 //! podman runtime ([`podman`]), and the `vm` runtime's guest ([`guest`]). A peer that is not installed fails the test with
 //! the command that installs it; nothing is skipped.
 
-pub mod azure_fake;
+pub use cb_azure_fake as azure_fake;
+pub use cb_fake_server as fake_server;
+pub use cb_gcp_fake as gcp_fake;
+
 pub mod chromium;
 pub mod coalition;
-pub mod fake_server;
 pub mod fault_proxy;
-pub mod gcp_fake;
 pub mod guest;
 pub mod http;
 pub mod http_server;
@@ -29,7 +32,13 @@ pub mod sockets;
 pub mod sshd;
 pub mod toy_cloud;
 
-pub use compute_bridge_components as components;
+/// Every component's file: the shipped backends
+/// (`compute-bridge-components`) and the test components
+/// (`compute-bridge-test-components`, which the binary never builds).
+pub mod components {
+    pub use compute_bridge_components::*;
+    pub use compute_bridge_test_components::*;
+}
 
 use std::net::TcpListener;
 use std::path::PathBuf;

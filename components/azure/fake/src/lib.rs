@@ -108,7 +108,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::fake_server::{
+use cb_fake_server::{
     FakeServer, Req, empty, json as reply, now_unix, random_token, rfc3339, router,
 };
 

@@ -70,7 +70,7 @@ use rsa::sha2::Sha256;
 use rsa::signature::Verifier;
 use serde_json::{Map, Value, json};
 
-use crate::fake_server::{FakeServer, Req, json as reply, now_unix, random_token, rfc3339, router};
+use cb_fake_server::{FakeServer, Req, json as reply, now_unix, random_token, rfc3339, router};
 
 pub use filter::Filter;
 

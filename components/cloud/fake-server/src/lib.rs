@@ -1,5 +1,11 @@
-//! The server under the GCP and Azure API fakes: an axum router on its
-//! own thread and tokio runtime, stopped on drop.
+//! The server under the GCP and Azure API fakes (`cb-gcp-fake`,
+//! `cb-azure-fake`): an axum router on its own thread and tokio runtime,
+//! stopped on drop; and [`forward`], which sends a backend core's request
+//! from a native test's `MemoryHost` to such a fake for real.
+//!
+//! Native only: nothing here is built for wasm, and the nested component
+//! build never lists this crate. Keeps nothing but what a fake keeps, for
+//! the life of a test.
 
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
@@ -247,4 +253,93 @@ pub fn random_token(n: usize) -> String {
     let mut b = vec![0u8; n];
     getrandom::fill(&mut b).expect("randomness");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Send `req` over plain HTTP (a fake on 127.0.0.1) and hand back the
+/// whole answer, whatever its status: a `MemoryHost` HTTP handler
+/// (`MemoryHost::new().on_http(cb_fake_server::forward)`), so a backend
+/// core runs natively against the fake its configuration points at. A
+/// connection that fails is `transport`, one that times out `timeout`, as
+/// the host's `http` capability reports them.
+pub fn forward(
+    req: &compute_bridge_sdk::http::Request,
+) -> Result<compute_bridge_sdk::http::Response, compute_bridge_sdk::http::HttpError> {
+    use compute_bridge_sdk::http::{HttpError, Method};
+    let (method, url, headers, body) = req.parts();
+    let method = match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
+    };
+    let mut http = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        http = http.header(k, v);
+    }
+    let http = http
+        .body(body.to_vec())
+        .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut resp = agent.run(http).map_err(|e| match e {
+        ureq::Error::Timeout(_) => HttpError::Timeout,
+        e => HttpError::Transport(e.to_string()),
+    })?;
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp
+        .body_mut()
+        .read_to_vec()
+        .map_err(|e| HttpError::Transport(e.to_string()))?;
+    Ok(compute_bridge_sdk::http::Response {
+        status: resp.status().as_u16(),
+        headers,
+        body,
+    })
+}
+
+/// What the host hands a cloud backend's core in its native tests: a
+/// grant and a workload as the fleet sends them.
+pub mod fixtures {
+    use compute_bridge_sdk::{GrantSpec, TdxRequirement, Workload};
+
+    /// An image pinned by digest, as every grant's must be.
+    pub const IMAGE: &str =
+        "ghcr.io/acme/job@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// A grant of 2 cores and 4 GiB, in no region, valid until `valid_to`.
+    pub fn grant(id: &str, tdx: TdxRequirement, valid_to: u64) -> GrantSpec {
+        GrantSpec {
+            request_id: id.into(),
+            cpu_millicores: 2000,
+            ram_mib: 4096,
+            region: None,
+            tdx,
+            image: IMAGE.into(),
+            valid_to,
+        }
+    }
+
+    /// The login `cb-test` with an ed25519 key.
+    pub fn workload() -> Workload {
+        Workload {
+            ssh_user: "cb-test".into(),
+            ssh_public_key:
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ test"
+                    .into(),
+        }
+    }
 }
