@@ -6,8 +6,8 @@
 //! holds a lock on the outer one while build scripts run.
 //!
 //! It also makes, from WAT, the test-only components that no guest SDK can
-//! express ([`crafted`]): `CRAFTED_MANY_MEMORIES` and
-//! `CRAFTED_MEMORY_AND_TABLE`, never shipped.
+//! express ([`crafted`]): `CRAFTED_MANY_MEMORIES`,
+//! `CRAFTED_MEMORY_AND_TABLE` and `CRAFTED_BUILT_FOR_0_1_0`, never shipped.
 
 mod crafted;
 
@@ -131,6 +131,12 @@ fn main() {
             "memory_and_table",
             // 64 KiB short of 16 MiB of memory, then 10,000 table elements.
             crafted::memory_and_table(&wit, 16, 10_000),
+        ),
+        (
+            "CRAFTED_BUILT_FOR_0_1_0",
+            "built_for_0_1_0",
+            // A backend of the 0.1.0 world, which 0.2.0 hosts refuse.
+            crafted::built_for(&wit, "0.1.0"),
         ),
     ] {
         let file = crafted_dir.join(format!("{stem}.wasm"));

@@ -1,6 +1,7 @@
 //! The bare-metal backend as an operator meets it: a host that claims TDX
 //! without a TD runtime is refused by `check-config`, at the file, line and
-//! column of its `tdx_capable` key, before anything runs; and a `vm`
+//! column of its `tdx_capable` key, before anything runs; a host with a TD
+//! runtime publishes its MR_TD in the card requesters read; and a `vm`
 //! grant's guest outlives `kill -9` of the bridge and is still torn down
 //! at `valid_to` by the restarted bridge.
 
@@ -71,6 +72,94 @@ fn check_config_refuses_a_tdx_host_without_a_td_runtime_at_its_key() {
     assert!(
         out.contains("baremetal: regions home; TDX no; up to 2000 millicores, 2048 MiB"),
         "{out}"
+    );
+}
+
+/// A bare-TDX host's MR_TD, as an operator and a requester see it: the
+/// second host has a TD runtime (`vm.firmware`; no TD is started, none can
+/// be here), `check-config` prints its region's MR_TD, and
+/// `coalition-agent providers` (text and JSON) shows it in the card of the
+/// running bridge; the first host, without TDX, adds none.
+#[test]
+fn a_td_hosts_mrtd_is_in_the_card_the_agent_reads() {
+    use compute_bridge::coalition::protocol::ProviderCard;
+    use compute_bridge_testkit::coalition::TestCoalition;
+
+    use crate::support::*;
+
+    let mrtd = "3f".repeat(48);
+    let net = TestCoalition::start(&network_name("td-mrtd"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    let p = path.to_str().unwrap();
+    let td = format!(
+        "tdx_capable = true\nmrtd = \"{mrtd}\"\nruntime = \"vm\"\n\
+         vm = {{ kernel = \"/td/vmlinuz\", initrd = \"/td/initrd.img\", accel = \"kvm\", \
+         firmware = \"/usr/share/ovmf/OVMF.fd\" }}\n"
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "[bridge]\nstate_dir = \"state\"\n\n{}\n{}",
+            net.config_section(),
+            config(&td)
+                .replacen("region = \"home\"", "region = \"plain\"", 1)
+                .replace(
+                    "[backends.config]\n",
+                    &format!(
+                        "[backends.config]\nstate_dir = {:?}\n",
+                        dir.path().join("host")
+                    ),
+                )
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&bridge_bin(), &["check-config", "--config", p]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "baremetal: regions plain, home; TDX yes; up to 2000 millicores, 2048 MiB\n    \
+             TD guests in home: mrtd {mrtd}\n"
+        )),
+        "{out}"
+    );
+
+    let mut bridge = start_bridge(&path);
+    let agent = |args: &[&str]| {
+        let (code, out, err) = run(
+            &agent_bin(),
+            &with_net(&net, args)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let cards: Vec<ProviderCard> =
+        serde_json::from_str(&agent(&["providers", "--json", "--wait", "60s"])).unwrap();
+    let offer = &cards[0].backends[0];
+    assert_eq!(offer.regions, ["plain", "home"]);
+    let measured: Vec<(&str, &str)> = (offer.td_measurements.iter())
+        .map(|m| (m.region.as_str(), m.mrtd.as_str()))
+        .collect();
+    assert_eq!(
+        measured,
+        [("home", mrtd.as_str())],
+        "none for the plain host"
+    );
+    let text = agent(&["providers", "--wait", "60s"]);
+    assert!(
+        text.contains(&format!("\n      TD guests in home: mrtd={mrtd}\n")),
+        "{text}"
+    );
+    assert_eq!(text.matches("TD guests in").count(), 1, "{text}");
+    bridge.signal("TERM");
+    assert_eq!(
+        bridge.wait(std::time::Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        bridge.log()
     );
 }
 

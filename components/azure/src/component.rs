@@ -361,6 +361,7 @@ impl Backend for Azure {
             tdx_capable: catalog::tdx_capable(&c.cfg.vm_sizes),
             max_cpu_millicores: c.cfg.max_cpu_millicores,
             max_ram_mib: c.cfg.max_ram_mib,
+            td_measurements: vec![],
         })
     }
 

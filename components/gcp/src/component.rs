@@ -444,6 +444,7 @@ impl Backend for Gcp {
             tdx_capable: catalog::tdx_capable(&c.cfg.machine_types),
             max_cpu_millicores: c.cfg.max_cpu_millicores,
             max_ram_mib: c.cfg.max_ram_mib,
+            td_measurements: vec![],
         })
     }
 
