@@ -140,6 +140,10 @@ fn main() {
         ),
     ] {
         let file = crafted_dir.join(format!("{stem}.wasm"));
+        // A new file, not the old one rewritten in place: a target dir
+        // made by hard-linking another's shares its inodes, and writing
+        // through them would change the other tree's components too.
+        let _ = std::fs::remove_file(&file);
         std::fs::write(&file, bytes).unwrap();
         writeln!(
             code,
