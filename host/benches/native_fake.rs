@@ -79,6 +79,7 @@ impl Backend for NativeFake {
             tdx_capable: o.tdx_capable,
             max_cpu_millicores: o.max_cpu_millicores,
             max_ram_mib: o.max_ram_mib,
+            td_measurements: vec![],
         })
     }
     async fn can_satisfy(&self, g: &GrantSpec) -> bool {

@@ -8,7 +8,7 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "compute-bridge:backend/backend@0.1.0",
+    world: "compute-bridge:backend/backend@0.2.0",
     imports: {
         "compute-bridge:backend/http.send": async,
         "compute-bridge:backend/ssh.exec": async,

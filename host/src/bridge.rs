@@ -341,6 +341,7 @@ mod tests {
                 tdx_capable: true,
                 max_cpu_millicores: 48_000,
                 max_ram_mib: 196_608,
+                td_measurements: vec![],
             }),
             used_cpu_millicores: 0,
             used_ram_mib: 0,

@@ -791,6 +791,9 @@ mod tests {
     fn an_entry_in_every_phase_encodes_as_pinned() {
         let id = RequestId([0x5a; 16]);
         let mut r = report(id);
+        // Pinned when reports were protocol version 1 (version 2 changed
+        // only the card): entries journaled then must keep reading.
+        r.version = 1;
         r.ending = WorkloadEnding::Exited(3);
         r.usage = Usage {
             cpu_core_seconds: 10,

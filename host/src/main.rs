@@ -324,18 +324,23 @@ fn probe_backends(cfg: &BootConfig, source: &Source) -> anyhow::Result<Vec<Confi
             .load_backend(cfg, b, "check-config")
             .with_context(|| format!("loading backend {}", b.name))?;
         match rt.block_on(backend.capabilities()) {
-            Ok(offer) => println!(
-                "  {}: regions {}; TDX {}; up to {} millicores, {} MiB",
-                b.name,
-                if offer.regions.is_empty() {
-                    "none".to_string()
-                } else {
-                    offer.regions.join(", ")
-                },
-                if offer.tdx_capable { "yes" } else { "no" },
-                offer.max_cpu_millicores,
-                offer.max_ram_mib
-            ),
+            Ok(offer) => {
+                println!(
+                    "  {}: regions {}; TDX {}; up to {} millicores, {} MiB",
+                    b.name,
+                    if offer.regions.is_empty() {
+                        "none".to_string()
+                    } else {
+                        offer.regions.join(", ")
+                    },
+                    if offer.tdx_capable { "yes" } else { "no" },
+                    offer.max_cpu_millicores,
+                    offer.max_ram_mib
+                );
+                for m in &offer.td_measurements {
+                    println!("    TD guests in {}: mrtd {}", m.region, m.mrtd);
+                }
+            }
             Err(BackendError::Config(message)) => {
                 println!("  {}: refuses its config (below)", b.name);
                 refused.push(locate_backend_error(source, i, &message));

@@ -1,8 +1,10 @@
 //! The bare-metal backend as an operator meets it: a host that claims TDX
 //! without a TD runtime is refused by `check-config`, at the file, line and
-//! column of its `tdx_capable` key, before anything runs; and a `vm`
-//! grant's guest outlives `kill -9` of the bridge and is still torn down
-//! at `valid_to` by the restarted bridge.
+//! column of its `tdx_capable` key, before anything runs; a host with a TD
+//! runtime publishes its MR_TD in the card requesters read; and a `vm`
+//! grant's guest, and a `podman` grant's container, outlive `kill -9` of
+//! the bridge and are still torn down at `valid_to` by the restarted
+//! bridge.
 
 use compute_bridge_testkit::process::run;
 
@@ -74,12 +76,118 @@ fn check_config_refuses_a_tdx_host_without_a_td_runtime_at_its_key() {
     );
 }
 
-/// The `vm` runtime across `kill -9` of the bridge: the guest QEMU the
-/// first bridge started keeps running, and the restarted bridge still
-/// tears it down at `valid_to` (QEMU stopped, its files and account gone)
-/// and reports the usage once.
+/// A bare-TDX host's MR_TD, as an operator and a requester see it: the
+/// second host has a TD runtime (`vm.firmware`; no TD is started, none can
+/// be here), `check-config` prints its region's MR_TD, and
+/// `coalition-agent providers` (text and JSON) shows it in the card of the
+/// running bridge; the first host, without TDX, adds none.
 #[test]
-fn a_vm_guest_outlives_kill_9_and_the_restarted_bridge_tears_it_down_at_valid_to() {
+fn a_td_hosts_mrtd_is_in_the_card_the_agent_reads() {
+    use compute_bridge::coalition::protocol::ProviderCard;
+    use compute_bridge_testkit::coalition::TestCoalition;
+
+    use crate::support::*;
+
+    let mrtd = "3f".repeat(48);
+    let net = TestCoalition::start(&network_name("td-mrtd"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    let p = path.to_str().unwrap();
+    let td = format!(
+        "tdx_capable = true\nmrtd = \"{mrtd}\"\nruntime = \"vm\"\n\
+         vm = {{ kernel = \"/td/vmlinuz\", initrd = \"/td/initrd.img\", accel = \"kvm\", \
+         firmware = \"/usr/share/ovmf/OVMF.fd\" }}\n"
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "[bridge]\nstate_dir = \"state\"\n\n{}\n{}",
+            net.config_section(),
+            config(&td)
+                .replacen("region = \"home\"", "region = \"plain\"", 1)
+                .replace(
+                    "[backends.config]\n",
+                    &format!(
+                        "[backends.config]\nstate_dir = {:?}\n",
+                        dir.path().join("host")
+                    ),
+                )
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&bridge_bin(), &["check-config", "--config", p]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "baremetal: regions plain, home; TDX yes; up to 2000 millicores, 2048 MiB\n    \
+             TD guests in home: mrtd {mrtd}\n"
+        )),
+        "{out}"
+    );
+
+    let mut bridge = start_bridge(&path);
+    let agent = |args: &[&str]| {
+        let (code, out, err) = run(
+            &agent_bin(),
+            &with_net(&net, args)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let cards: Vec<ProviderCard> =
+        serde_json::from_str(&agent(&["providers", "--json", "--wait", "60s"])).unwrap();
+    let offer = &cards[0].backends[0];
+    assert_eq!(offer.regions, ["plain", "home"]);
+    let measured: Vec<(&str, &str)> = (offer.td_measurements.iter())
+        .map(|m| (m.region.as_str(), m.mrtd.as_str()))
+        .collect();
+    assert_eq!(
+        measured,
+        [("home", mrtd.as_str())],
+        "none for the plain host"
+    );
+    let text = agent(&["providers", "--wait", "60s"]);
+    assert!(
+        text.contains(&format!("\n      TD guests in home: mrtd={mrtd}\n")),
+        "{text}"
+    );
+    assert_eq!(text.matches("TD guests in").count(), 1, "{text}");
+    bridge.signal("TERM");
+    assert_eq!(
+        bridge.wait(std::time::Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        bridge.log()
+    );
+}
+
+/// A grant's workload as the host shows it, for the `kill -9` tests.
+struct Workload {
+    /// True while it runs (its QEMU, its container).
+    runs: Box<dyn Fn() -> bool>,
+    /// Removes what a failed test leaves of it (nothing, and silently,
+    /// once the bridge tore it down).
+    cleanup: Box<dyn Fn()>,
+}
+
+/// A grant through the real bridge and agent to a bare-metal host of this
+/// machine (`local` transport; the host's runtime keys are `host_keys`,
+/// the request's flags `request`), `kill -9` of the bridge while the
+/// grant's workload runs (`workload` finds it from the host library's
+/// grant directory and the grant's id), and the restarted bridge: the
+/// workload survived the bridge and is torn down at `valid_to`, the agent
+/// gets exactly one usage report, and nothing of the grant is left (its
+/// workload, grant directory, account and cgroups). Returns the grant's
+/// id.
+fn outlives_kill_9(
+    test: &str,
+    host_keys: &str,
+    request: &[&str],
+    workload: impl Fn(&std::path::Path, &str) -> Workload,
+) -> String {
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 
@@ -87,12 +195,12 @@ fn a_vm_guest_outlives_kill_9_and_the_restarted_bridge_tears_it_down_at_valid_to
 
     use crate::support::*;
 
-    assert_root("the vm runtime makes a Unix account per grant for its QEMU");
-    let guest = compute_bridge_testkit::guest::build();
-    let net = TestCoalition::start(&network_name("vm-crash"));
+    let net = TestCoalition::start(&network_name(test));
     let dir = tempfile::tempdir().unwrap();
     let host_state = dir.path().join("host");
     std::fs::create_dir(&host_state).unwrap();
+    // The vm runtime's QEMU runs as the grant's account and reads its
+    // files under the grant directory.
     std::fs::set_permissions(&host_state, std::fs::Permissions::from_mode(0o711)).unwrap();
     let config = dir.path().join("bridge.toml");
     std::fs::write(
@@ -104,33 +212,21 @@ fn a_vm_guest_outlives_kill_9_and_the_restarted_bridge_tears_it_down_at_valid_to
              [backends.ssh.hosts.here]\ntransport = \"local\"\n\
              [backends.config]\nstate_dir = {:?}\n\
              [[backends.config.hosts]]\nlabel = \"here\"\nregion = \"local\"\n\
-             cpu_millicores = 2000\nram_mib = 1024\nruntime = \"vm\"\npublic_host = \"127.0.0.1\"\n\
-             [backends.config.hosts.vm]\nkernel = {:?}\ninitrd = {:?}\nbind_address = \"127.0.0.1\"\n",
+             cpu_millicores = 2000\nram_mib = 1024\npublic_host = \"127.0.0.1\"\n{host_keys}",
             net.config_section(),
             compute_bridge_testkit::free_port(),
             host_state.display().to_string(),
-            guest.kernel.display().to_string(),
-            guest.initrd.display().to_string(),
         ),
     )
     .unwrap();
     let mut bridge = start_bridge(&config);
-    let mut agent = agent_owned(&with_net(
-        &net,
-        &[
-            "request",
-            "--cpu",
-            "1000",
-            "--ram",
-            "256",
-            "--duration",
-            "60s",
-        ],
-    ));
+    let mut args = vec!["request", "--duration", "60s"];
+    args.extend_from_slice(request);
+    let mut agent = agent_owned(&with_net(&net, &args));
     agent.wait_for_log("access opened with the reply key", Duration::from_secs(120));
     bridge.wait_for_log("access handed out", Duration::from_secs(60));
 
-    // The grant's QEMU, found through the host library's files.
+    // The grant, found through the host library's files.
     let grants = host_state.join("grants");
     let id = std::fs::read_dir(&grants)
         .unwrap()
@@ -138,33 +234,26 @@ fn a_vm_guest_outlives_kill_9_and_the_restarted_bridge_tears_it_down_at_valid_to
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("cb-"))
         .expect("a grant directory on the host");
-    let pid: u32 = std::fs::read_to_string(grants.join(&id).join("vm/qemu.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let runs = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| c.starts_with("qemu-system-x86_64"))
-    };
-    assert!(runs(pid), "the grant's QEMU runs");
+    let w = workload(&grants.join(&id), &id);
     // If the test fails before the bridge tears the grant down.
-    // (QEMU runs as the grant's account.)
-    struct Leftover(String);
-    impl Drop for Leftover {
+    struct Leftover<'a>(&'a Workload, String);
+    impl Drop for Leftover<'_> {
         fn drop(&mut self) {
-            // Nothing to do (and nothing printed) once the bridge did it.
-            let _ = std::process::Command::new("pkill")
-                .args(["-KILL", "-U", &self.0])
-                .stderr(std::process::Stdio::null())
-                .status();
+            (self.0.cleanup)();
             let _ = std::process::Command::new("userdel")
-                .args(["-f", &self.0])
+                .args(["-f", &self.1])
                 .stderr(std::process::Stdio::null())
                 .status();
         }
     }
-    let _leftover = Leftover(id.clone());
+    let _leftover = Leftover(&w, id.clone());
+    // Access is handed out once the workload exists; a container may
+    // still be starting then.
+    compute_bridge_testkit::wait_for(
+        "the grant's workload to run",
+        Duration::from_secs(60),
+        || (w.runs)().then_some(()),
+    );
 
     bridge.signal("KILL");
     assert_eq!(
@@ -172,7 +261,7 @@ fn a_vm_guest_outlives_kill_9_and_the_restarted_bridge_tears_it_down_at_valid_to
         None,
         "killed by the signal"
     );
-    assert!(runs(pid), "the guest outlives the bridge");
+    assert!((w.runs)(), "the workload outlives the bridge");
 
     let mut bridge = restart_bridge(&config);
     bridge.wait_for_log("still running; watching again", Duration::from_secs(60));
@@ -187,14 +276,114 @@ fn a_vm_guest_outlives_kill_9_and_the_restarted_bridge_tears_it_down_at_valid_to
         agent.log()
     );
     bridge.wait_for_log("workload ended and torn down", Duration::from_secs(60));
-    assert!(!runs(pid), "QEMU (pid {pid}) still runs after valid_to");
+    assert!(!(w.runs)(), "the workload still runs after valid_to");
     assert!(!grants.join(&id).exists(), "the grant's files are left");
     assert!(!account_exists(&id), "the grant's account is left");
+    assert_eq!(
+        compute_bridge_testkit::grant_cgroups_left(&id),
+        Vec::<String>::new(),
+        "the grant's cgroups are left"
+    );
     bridge.signal("TERM");
     assert_eq!(
         bridge.wait(Duration::from_secs(60)),
         Some(0),
         "{}",
         bridge.log()
+    );
+    let reports = agent.log().matches("usage report: ").count();
+    assert_eq!(reports, 1, "{}", agent.log());
+    let sent = bridge.log().matches("usage report sent").count();
+    assert_eq!(sent, 1, "the restarted bridge sent {sent} reports");
+    id
+}
+
+/// The `vm` runtime across `kill -9` of the bridge: the guest QEMU the
+/// first bridge started keeps running, and the restarted bridge still
+/// tears it down at `valid_to` (QEMU stopped, its files and account gone)
+/// and reports the usage once.
+#[test]
+fn a_vm_guest_outlives_kill_9_and_the_restarted_bridge_tears_it_down_at_valid_to() {
+    crate::support::assert_root("the vm runtime makes a Unix account per grant for its QEMU");
+    let guest = compute_bridge_testkit::guest::build();
+    let _ = outlives_kill_9(
+        "vm-crash",
+        &format!(
+            "runtime = \"vm\"\n[backends.config.hosts.vm]\nkernel = {:?}\ninitrd = {:?}\n\
+             bind_address = \"127.0.0.1\"\n",
+            guest.kernel.display().to_string(),
+            guest.initrd.display().to_string(),
+        ),
+        &["--cpu", "1000", "--ram", "256"],
+        |grant, id| {
+            let pid: u32 = std::fs::read_to_string(grant.join("vm/qemu.pid"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let id = id.to_string();
+            Workload {
+                runs: Box::new(move || {
+                    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.starts_with("qemu-system-x86_64"))
+                }),
+                // QEMU runs as the grant's account.
+                cleanup: Box::new(move || {
+                    let _ = std::process::Command::new("pkill")
+                        .args(["-KILL", "-U", &id])
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }),
+            }
+        },
+    );
+}
+
+/// The same for the `podman` runtime: the container of the grant's image
+/// (imported without a registry, pinned by digest) keeps running while
+/// the bridge is dead, and the restarted bridge removes it at `valid_to`
+/// with its cgroups, account and files, and reports the usage once.
+#[test]
+fn a_podman_container_outlives_kill_9_and_the_restarted_bridge_tears_it_down_at_valid_to() {
+    use compute_bridge_testkit::podman;
+
+    crate::support::assert_root("the podman runtime makes a Unix account per grant");
+    let image = podman::import_busybox("cb-e2e-crash");
+    let pinned = image.pinned();
+    let id = outlives_kill_9(
+        "podman-crash",
+        "runtime = \"podman\"\nmax_processes = 64\n",
+        &["--cpu", "500", "--ram", "64", "--image", &pinned],
+        |_, id| {
+            let id = id.to_string();
+            let running = id.clone();
+            Workload {
+                runs: Box::new(move || {
+                    let out = podman::podman()
+                        .args([
+                            "ps",
+                            "--filter",
+                            &format!("label=compute-bridge.grant={running}"),
+                            "--format",
+                            "{{.ID}}",
+                        ])
+                        .output()
+                        .unwrap();
+                    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+                }),
+                cleanup: Box::new(move || {
+                    let _ = podman::podman()
+                        .args(["rm", "--force", "--time", "0", &id])
+                        .output();
+                    let _ = std::fs::remove_file(format!("/etc/sudoers.d/{id}"));
+                }),
+            }
+        },
+    );
+    assert_eq!(podman::containers_of(&id), Vec::<String>::new());
+    assert_eq!(
+        podman::stored_containers_of(&id),
+        Vec::<String>::new(),
+        "the container's layer is left in podman's storage"
     );
 }

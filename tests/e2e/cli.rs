@@ -231,7 +231,7 @@ fn components_inspect_gives_a_verdict() {
     let (code, out, _) = run(&bridge_bin(), &["components", "inspect", components::FAKE]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("world: compute-bridge:backend/backend@0.1.0") && out.contains("will load"),
+        out.contains("world: compute-bridge:backend/backend@0.2.0") && out.contains("will load"),
         "{out}"
     );
     let (code, out, _) = run(

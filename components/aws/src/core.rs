@@ -109,6 +109,7 @@ impl<'h, H: Host> Aws<'h, H> {
             tdx_capable: false,
             max_cpu_millicores: self.cfg.max_vcpus.saturating_mul(1000),
             max_ram_mib: self.cfg.max_ram_mib,
+            td_measurements: vec![],
         }
     }
 

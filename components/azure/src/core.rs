@@ -354,6 +354,7 @@ impl<'h, H: Host> Azure<'h, H> {
             tdx_capable: catalog::tdx_capable(&c.cfg.vm_sizes),
             max_cpu_millicores: c.cfg.max_cpu_millicores,
             max_ram_mib: c.cfg.max_ram_mib,
+            td_measurements: vec![],
         }
     }
 

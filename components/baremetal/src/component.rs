@@ -103,6 +103,9 @@ impl Backend for BaremetalBackend {
             tdx_capable: o.tdx_capable,
             max_cpu_millicores: o.max_cpu_millicores,
             max_ram_mib: o.max_ram_mib,
+            td_measurements: (o.td_measurements.into_iter())
+                .map(|(region, mrtd)| TdMeasurement { region, mrtd })
+                .collect(),
         })
     }
 

@@ -266,6 +266,10 @@ pub struct Offer {
     pub max_cpu_millicores: u32,
     /// Sum of the hosts' memory.
     pub max_ram_mib: u32,
+    /// `(region, MR_TD as 96 lowercase hex digits)` for each region with a
+    /// TDX-capable host, in config order: what the provider card publishes
+    /// per region ([`Config::validate`] holds a region to one MR_TD).
+    pub td_measurements: Vec<(String, String)>,
 }
 
 impl Config {
@@ -411,6 +415,25 @@ impl Config {
                 }
                 _ => {}
             }
+            // The card carries one MR_TD per region (WIT `td-measurement`):
+            // a requester that pins one must get it wherever in the region
+            // its grant lands.
+            if let Some(m) = h.mrtd_bytes()
+                && let Some(other) = self.hosts[..i]
+                    .iter()
+                    .find(|o| o.region == h.region && o.mrtd_bytes().is_some_and(|om| om != m))
+            {
+                return bad(
+                    i,
+                    "mrtd",
+                    &format!(
+                        "differs from the MR_TD of host {:?} in the same region {:?}; the \
+                         provider card carries one MR_TD per region, so TD hosts with \
+                         different firmware need regions of their own",
+                        other.label, h.region
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -453,6 +476,14 @@ impl Config {
                 .hosts
                 .iter()
                 .fold(0u32, |a, h| a.saturating_add(h.ram_mib)),
+            td_measurements: self.hosts.iter().fold(Vec::new(), |mut v, h| {
+                if let Some(m) = h.mrtd_bytes()
+                    && !v.iter().any(|(r, _)| *r == h.region)
+                {
+                    v.push((h.region.clone(), hex::encode(m)));
+                }
+                v
+            }),
         }
     }
 }
@@ -499,6 +530,40 @@ mod tests {
         let mut want = [0u8; 48];
         want[46..].copy_from_slice(&[0x0a, 0xbc]);
         assert_eq!(c.hosts[0].mrtd_bytes(), Some(want));
+    }
+
+    #[test]
+    fn the_offer_carries_one_lowercase_mrtd_per_td_region() {
+        let td = |label: &str, region: &str, mrtd: &str| {
+            HOST.replace(r#""a""#, &format!("{label:?}"))
+                .replace(r#""r1""#, &format!("{region:?}"))
+                .replace(
+                    r#""h""#,
+                    &format!(r#""h", "tdx_capable": true, "mrtd": "{mrtd}", {TD}"#),
+                )
+        };
+        let (m1, m2) = ("AB".repeat(48), "cd".repeat(48));
+        let plain = HOST.replace(r#""a""#, r#""p""#).replace("r1", "r3");
+        let c = cfg(&[
+            &td("a", "r1", &m1),
+            &plain,
+            &td("b", "r1", &m1.to_lowercase()),
+            &td("c", "r2", &m2),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.offer().td_measurements,
+            [("r1".into(), "ab".repeat(48)), ("r2".into(), m2.clone())]
+        );
+        assert!(cfg(&[&plain]).unwrap().offer().td_measurements.is_empty());
+        let m = cfg(&[&td("a", "r1", &m1), &td("b", "r1", &m2)])
+            .unwrap_err()
+            .message()
+            .to_string();
+        assert!(
+            m.starts_with("`hosts[1].mrtd`: differs from the MR_TD of host \"a\""),
+            "{m}"
+        );
     }
 
     #[test]

@@ -70,8 +70,11 @@
 //! with, so the guest makes its own and the instance's `host_key` is
 //! empty (publishing it with attestation evidence is not built yet). The
 //! TD command line is tested by its arguments only: no TDX hardware here.
-//! Each host's `mrtd` is validated and kept ([`config::HostConfig::mrtd_bytes`])
-//! for the provider card once the WIT offer carries it.
+//! Each TD host's `mrtd` goes into the offer's `td-measurements` for its
+//! region, as 96 lowercase hex digits ([`config::Config::offer`]); the
+//! bridge publishes it in the provider card and on the dashboard. The
+//! card carries one MR_TD per region, so two TD hosts of one region must
+//! measure to the same MR_TD (the config is refused otherwise).
 //!
 //! # Usage: measured and estimated
 //!

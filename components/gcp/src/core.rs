@@ -401,6 +401,7 @@ impl<'h, H: Host> Gcp<'h, H> {
             tdx_capable: catalog::tdx_capable(&self.cfg.machine_types),
             max_cpu_millicores: self.cfg.max_cpu_millicores,
             max_ram_mib: self.cfg.max_ram_mib,
+            td_measurements: vec![],
         })
     }
 

@@ -46,7 +46,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "compute-bridge:backend/backend@0.1.0",
+        world: "compute-bridge:backend/backend@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_backend_world",
         default_bindings_module: "compute_bridge_sdk::bindings",
@@ -65,8 +65,8 @@ pub mod ssh;
 pub mod time;
 
 pub use bindings::compute_bridge::backend::types::{
-    BackendError, GrantSpec, Instance, InstanceState, Offer, ResourceUsage, TdxRequirement,
-    Workload,
+    BackendError, GrantSpec, Instance, InstanceState, Offer, ResourceUsage, TdMeasurement,
+    TdxRequirement, Workload,
 };
 
 pub use host::Host;
@@ -230,6 +230,6 @@ pub fn now_unix() -> u64 {
 pub mod prelude {
     pub use crate::{
         Backend, BackendError, GrantSpec, Host, Instance, InstanceState, Offer, ResourceUsage,
-        Result, TdxRequirement, Workload, cache, config, http, log, ssh,
+        Result, TdMeasurement, TdxRequirement, Workload, cache, config, http, log, ssh,
     };
 }

@@ -1,6 +1,8 @@
 //! Builds the test components for `wasm32-wasip2` with the nested cargo
 //! the shipped backends use ([`cb_artifacts_build::build`]), and makes,
-//! from WAT, the ones no guest SDK can express ([`crafted`]).
+//! from WAT, the ones no guest SDK can express ([`crafted`]):
+//! `CRAFTED_MANY_MEMORIES`, `CRAFTED_MEMORY_AND_TABLE` and
+//! `CRAFTED_BUILT_FOR_0_1_0`.
 
 mod crafted;
 
@@ -48,8 +50,18 @@ fn main() {
             // 64 KiB short of 16 MiB of memory, then 10,000 table elements.
             crafted::memory_and_table(&wit, 16, 10_000),
         ),
+        (
+            "CRAFTED_BUILT_FOR_0_1_0",
+            "built_for_0_1_0",
+            // A backend of the 0.1.0 world, which 0.2.0 hosts refuse.
+            crafted::built_for(&wit, "0.1.0"),
+        ),
     ] {
         let file = crafted_dir.join(format!("{stem}.wasm"));
+        // A new file, not the old one rewritten in place: a target dir
+        // made by hard-linking another's shares its inodes, and writing
+        // through them would change the other tree's components too.
+        let _ = std::fs::remove_file(&file);
         std::fs::write(&file, bytes).unwrap();
         writeln!(
             code,

@@ -11,13 +11,18 @@ use std::path::Path;
 use wit_component::{ComponentEncoder, StringEncoding};
 use wit_parser::Resolve;
 
-const PROVIDER: &str = "compute-bridge:backend/provider@0.1.0";
+const PROVIDER: &str = "compute-bridge:backend/provider@0.2.0";
 
 /// The provider's exports as a core module with memory `memory` of one page
 /// and a table `$t` of one element: `capabilities` runs `grow` (WAT
 /// instructions), then answers `Ok` with an empty offer; every other export
 /// traps. A bump allocator serves `cabi_realloc`.
 fn provider_module(grow: &str) -> String {
+    provider_module_of(PROVIDER, grow)
+}
+
+/// [`provider_module`] exporting the interface named `provider`.
+fn provider_module_of(provider: &str, grow: &str) -> String {
     let instance = "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32";
     let grant = "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i64";
     format!(
@@ -30,7 +35,7 @@ fn provider_module(grow: &str) -> String {
     (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
     (global.set $heap (i32.add (local.get $p) (local.get 3)))
     (local.get $p))
-  (func (export "{PROVIDER}#capabilities") (result i32)
+  (func (export "{provider}#capabilities") (result i32)
     {grow}
     ;; result<offer, backend-error> at 16: ok, no regions, not TDX, 1000
     ;; millicores, 1024 MiB.
@@ -40,22 +45,30 @@ fn provider_module(grow: &str) -> String {
     (i32.store8 (i32.const 28) (i32.const 0))
     (i32.store (i32.const 32) (i32.const 1000))
     (i32.store (i32.const 36) (i32.const 1024))
+    ;; no td-measurements (0.2.0): an empty list.
+    (i32.store (i32.const 40) (i32.const 0))
+    (i32.store (i32.const 44) (i32.const 0))
     (i32.const 16))
-  (func (export "{PROVIDER}#can-satisfy") (param {grant}) (result i32) (i32.const 0))
-  (func (export "{PROVIDER}#provision") (param {grant} i32 i32 i32 i32) (result i32) unreachable)
-  (func (export "{PROVIDER}#status") (param {instance}) (result i32) unreachable)
-  (func (export "{PROVIDER}#usage") (param {instance}) (result i32) unreachable)
-  (func (export "{PROVIDER}#terminate") (param {instance}) (result i32) unreachable)
-  (func (export "{PROVIDER}#list-instances") (result i32) unreachable)
+  (func (export "{provider}#can-satisfy") (param {grant}) (result i32) (i32.const 0))
+  (func (export "{provider}#provision") (param {grant} i32 i32 i32 i32) (result i32) unreachable)
+  (func (export "{provider}#status") (param {instance}) (result i32) unreachable)
+  (func (export "{provider}#usage") (param {instance}) (result i32) unreachable)
+  (func (export "{provider}#terminate") (param {instance}) (result i32) unreachable)
+  (func (export "{provider}#list-instances") (result i32) unreachable)
 )"#
     )
 }
 
 /// A component exporting the provider interface from `module` (WAT).
 fn provider_component(wit: &Path, module: &str) -> Vec<u8> {
-    let mut core = wat::parse_str(module).expect("the WAT parses");
     let mut resolve = Resolve::default();
     let (pkg, _) = resolve.push_dir(wit).expect("the WIT in wit/ parses");
+    encode(resolve, pkg, module)
+}
+
+/// `module` (WAT) as a component of the `backend` world of `pkg`.
+fn encode(resolve: Resolve, pkg: wit_parser::PackageId, module: &str) -> Vec<u8> {
+    let mut core = wat::parse_str(module).expect("the WAT parses");
     let world = resolve
         .select_world(&[pkg], Some("backend"))
         .expect("the backend world");
@@ -134,4 +147,29 @@ fn top_level_core_modules(component: &[u8]) -> u32 {
         }
     }
     modules
+}
+
+/// A backend as a build against version `version` of the WIT package
+/// would be named: the WIT in `wit/` with its package version replaced
+/// (the host tells a component's version by its interfaces' names, which
+/// is all it reads before it refuses one), exporting
+/// `compute-bridge:backend/provider@{version}`. For the test that a
+/// component built for 0.1.0 is refused with the fix.
+pub fn built_for(wit: &Path, version: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(wit.join("backend.wit")).expect("wit/backend.wit");
+    let current = PROVIDER.rsplit_once('@').expect("a versioned name").1;
+    let old = text.replace(
+        &format!("package compute-bridge:backend@{current};"),
+        &format!("package compute-bridge:backend@{version};"),
+    );
+    assert_ne!(old, text, "the WIT's package line names {current}");
+    let mut resolve = Resolve::default();
+    resolve
+        .push_dir(wit.join("deps").join("config"))
+        .expect("wit/deps/config parses");
+    let pkg = resolve
+        .push_str(wit.join("backend.wit"), &old)
+        .expect("the renamed WIT parses");
+    let provider = format!("compute-bridge:backend/provider@{version}");
+    encode(resolve, pkg, &provider_module_of(&provider, ""))
 }

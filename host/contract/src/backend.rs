@@ -42,8 +42,11 @@ pub mod bounds {
     pub const PRIVATE_KEY_BYTES: usize = 16 * 1024;
     /// A `backend-error` text, bytes; a longer one is cut, saying so.
     pub const ERROR_BYTES: usize = 4096;
-    /// Regions in one offer (the largest cloud has about 60).
+    /// Regions in one offer (the largest cloud has about 60); also the
+    /// most `td_measurements` one offer may list (one per region).
     pub const REGIONS: usize = 128;
+    /// An MR_TD in an offer: 48 bytes as lowercase hex digits.
+    pub const MRTD_HEX_DIGITS: usize = 96;
     /// Instances in one `list-instances` answer.
     pub const LISTED_INSTANCES: usize = 10_000;
     /// The most CPU one backend may claim, millicores: 64 of the largest
@@ -73,6 +76,62 @@ pub struct Capabilities {
     pub max_cpu_millicores: u32,
     /// Total memory offered, in MiB.
     pub max_ram_mib: u32,
+    /// The MR_TD of each region whose hosts run TD guests the backend
+    /// starts itself (bare metal); empty for every other backend.
+    #[serde(default)]
+    pub td_measurements: Vec<TdMeasurement>,
+}
+
+/// The MR_TD a region's TD guests boot to (WIT `td-measurement`): what a
+/// requester that pins a TD's measurement compares its quote with. Hex
+/// is a firmware's measurement, not anyone's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdMeasurement {
+    /// One of the offer's regions.
+    pub region: String,
+    /// MR_TD, [`bounds::MRTD_HEX_DIGITS`] lowercase hex digits.
+    pub mrtd: String,
+}
+
+/// The entries of `list` a card may carry for an offer of `regions`, and
+/// why each other one was left out: an entry whose region is not one of
+/// `regions` or whose `mrtd` is not exactly [`bounds::MRTD_HEX_DIGITS`]
+/// lowercase hex digits is dropped, and a region named more than once
+/// keeps none of its entries (which one is right cannot be told).
+pub fn checked_measurements(
+    list: Vec<TdMeasurement>,
+    regions: &[String],
+) -> (Vec<TdMeasurement>, Vec<String>) {
+    let mut dropped = Vec::new();
+    let named = |r: &str| list.iter().filter(|m| m.region == r).count();
+    let kept = list
+        .iter()
+        .filter(|m| {
+            let region = crate::protocol::shown(&m.region);
+            let why = if !regions.contains(&m.region) {
+                format!("region {region} is not one of the offer's regions")
+            } else if m.mrtd.len() != bounds::MRTD_HEX_DIGITS
+                || !m
+                    .mrtd
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                format!(
+                    "the MR_TD of region {region}, {}, is not {} lowercase hex digits",
+                    crate::protocol::shown(&m.mrtd),
+                    bounds::MRTD_HEX_DIGITS
+                )
+            } else if named(&m.region) > 1 {
+                format!("region {region} is named {} times", named(&m.region))
+            } else {
+                return true;
+            };
+            dropped.push(why);
+            false
+        })
+        .cloned()
+        .collect();
+    (kept, dropped)
 }
 
 impl Capabilities {
@@ -81,20 +140,32 @@ impl Capabilities {
     /// [`bounds::REGION_BYTES`] or not printable ASCII without spaces, is
     /// refused (the text says which, and never carries the value whole);
     /// capacity claims over [`bounds::BACKEND_CPU_MILLICORES`] and
-    /// [`bounds::BACKEND_RAM_MIB`] are cut to them, and the second value
-    /// says so, for a warning.
+    /// [`bounds::BACKEND_RAM_MIB`] are cut to them; more than
+    /// [`bounds::REGIONS`] `td_measurements` are refused, and a bad one is
+    /// dropped ([`checked_measurements`]). The second value says what was
+    /// cut or dropped, for a warning.
     pub fn checked(mut self) -> Result<(Self, Option<String>), String> {
-        if self.regions.len() > bounds::REGIONS {
-            return Err(format!(
-                "`regions` lists {} regions; the limit is {}",
-                self.regions.len(),
-                bounds::REGIONS
-            ));
+        for (field, n, what) in [
+            ("regions", self.regions.len(), "regions"),
+            ("td_measurements", self.td_measurements.len(), "entries"),
+        ] {
+            if n > bounds::REGIONS {
+                return Err(format!(
+                    "`{field}` lists {n} {what}; the limit is {}",
+                    bounds::REGIONS
+                ));
+            }
         }
         for r in &self.regions {
             check_region(r).map_err(|e| format!("`regions` has a region {e}"))?;
         }
-        let mut cut = Vec::new();
+        let (kept, dropped) =
+            checked_measurements(std::mem::take(&mut self.td_measurements), &self.regions);
+        self.td_measurements = kept;
+        let mut cut: Vec<String> = dropped
+            .into_iter()
+            .map(|why| format!("a td_measurements entry dropped: {why}"))
+            .collect();
         for (name, claim, ceiling) in [
             (
                 "max_cpu_millicores",
@@ -108,7 +179,9 @@ impl Capabilities {
             ),
         ] {
             if *claim > ceiling {
-                cut.push(format!("{name} {claim} cut to {ceiling}"));
+                cut.push(format!(
+                    "capacity claim over the ceiling: {name} {claim} cut to {ceiling}"
+                ));
                 *claim = ceiling;
             }
         }
@@ -483,7 +556,7 @@ pub fn check_offer(name: &str, offer: Capabilities) -> Result<Capabilities, Back
     match offer.checked() {
         Ok((c, None)) => Ok(c),
         Ok((c, Some(cut))) => {
-            tracing::warn!(backend = name, "capacity claim over the ceiling: {cut}");
+            tracing::warn!(backend = name, "offer held to the host's bounds: {cut}");
             Ok(c)
         }
         Err(e) => Err(BackendError::Internal(format!(
@@ -592,6 +665,7 @@ mod tests {
             tdx_capable: false,
             max_cpu_millicores: cpu,
             max_ram_mib: ram,
+            td_measurements: vec![],
         };
         let (c, cut) = offer(vec!["eu-west-1".into()], 64_000, 262_144)
             .checked()
@@ -617,6 +691,56 @@ mod tests {
         for bad in ["", "a b", "\n", long.as_str()] {
             assert!(offer(vec![bad.into()], 1, 1).checked().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_bad_td_measurement_is_dropped_and_the_offer_stands() {
+        let m = |region: &str, mrtd: String| TdMeasurement {
+            region: region.into(),
+            mrtd,
+        };
+        let good = "ab".repeat(48);
+        let offer = |td_measurements| Capabilities {
+            regions: vec!["r1".into(), "r2".into(), "r3".into(), "r4".into()],
+            tdx_capable: true,
+            max_cpu_millicores: 1000,
+            max_ram_mib: 1024,
+            td_measurements,
+        };
+        let (c, cut) = offer(vec![m("r1", good.clone())]).checked().unwrap();
+        assert_eq!(
+            (c.td_measurements, cut),
+            (vec![m("r1", good.clone())], None)
+        );
+        let (c, cut) = offer(vec![
+            m("r1", good.clone()),
+            m("elsewhere", good.clone()),
+            m("r2", "AB".repeat(48)),
+            m("r3", "ab".repeat(47)),
+            m("r4", good.clone()),
+            m("r1", "cd".repeat(48)),
+        ])
+        .checked()
+        .unwrap();
+        assert_eq!(c.td_measurements, vec![m("r4", good.clone())]);
+        assert_eq!(c.regions.len(), 4, "the rest of the offer stands");
+        let cut = cut.unwrap();
+        for why in [
+            "region \"elsewhere\" is not one of the offer's regions",
+            "the MR_TD of region \"r2\", \"ABABAB",
+            "is not 96 lowercase hex digits",
+            "region \"r1\" is named 2 times",
+        ] {
+            assert!(cut.contains(why), "{why} not in {cut}");
+        }
+        assert!(!cut.contains("\"r4\""), "{cut}");
+        let many = (0..=bounds::REGIONS)
+            .map(|_| m("r1", good.clone()))
+            .collect();
+        assert_eq!(
+            offer(many).checked().unwrap_err(),
+            "`td_measurements` lists 129 entries; the limit is 128"
+        );
     }
 
     #[test]

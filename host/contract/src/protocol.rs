@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{TdxRequirement, Usage, bounds};
 
 /// The protocol version every message carries.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: a card's [`BackendOffer`] carries `td_measurements` (postcard has no
+/// optional fields, so a version-1 reader would mis-decode the card).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Store id of the provider-card map.
 pub const PROVIDERS_STORE: &str = "compute.providers";
@@ -224,14 +227,20 @@ pub struct BackendOffer {
     pub used_cpu_millicores: u64,
     /// Memory reserved by running grants, MiB.
     pub used_ram_mib: u64,
+    /// The MR_TD each region's TD guests boot to, for a backend that
+    /// starts TD guests on its own hosts (bare metal); empty otherwise.
+    /// Added in protocol version 2.
+    pub td_measurements: Vec<crate::backend::TdMeasurement>,
 }
 
 impl BackendOffer {
     /// What goes into the card for backend `name`: its offer within the
     /// bounds every offer is held to ([`crate::backend::Capabilities::checked`]):
     /// at most [`bounds::REGIONS`] regions of at most [`bounds::REGION_BYTES`]
-    /// bytes (the rest is left out) and capacity claims cut to
-    /// [`bounds::BACKEND_CPU_MILLICORES`] and [`bounds::BACKEND_RAM_MIB`].
+    /// bytes (the rest is left out), capacity claims cut to
+    /// [`bounds::BACKEND_CPU_MILLICORES`] and [`bounds::BACKEND_RAM_MIB`],
+    /// and only the `td_measurements` [`crate::backend::checked_measurements`]
+    /// keeps for those regions, at most [`bounds::REGIONS`].
     /// A sandboxed backend's offer was already checked when it came in;
     /// this holds any other [`crate::backend::Backend`] to the same card.
     pub fn bounded(
@@ -241,15 +250,20 @@ impl BackendOffer {
         used_cpu_millicores: u64,
         used_ram_mib: u64,
     ) -> Self {
+        let regions: Vec<String> = caps
+            .regions
+            .into_iter()
+            .filter(|r| crate::backend::check_region(r).is_ok())
+            .take(bounds::REGIONS)
+            .collect();
+        let (mut td_measurements, _) =
+            crate::backend::checked_measurements(caps.td_measurements, &regions);
+        td_measurements.truncate(bounds::REGIONS);
         Self {
             name,
             enabled,
-            regions: caps
-                .regions
-                .into_iter()
-                .filter(|r| crate::backend::check_region(r).is_ok())
-                .take(bounds::REGIONS)
-                .collect(),
+            regions,
+            td_measurements,
             tdx_capable: caps.tdx_capable,
             max_cpu_millicores: caps.max_cpu_millicores.min(bounds::BACKEND_CPU_MILLICORES),
             max_ram_mib: caps.max_ram_mib.min(bounds::BACKEND_RAM_MIB),
@@ -970,13 +984,30 @@ mod tests {
             tdx_capable: false,
             max_cpu_millicores: u32::MAX,
             max_ram_mib: u32::MAX,
+            td_measurements: (0..65_536)
+                .map(|i| crate::backend::TdMeasurement {
+                    region: format!("r{i}-{}", "x".repeat(58)),
+                    mrtd: "ab".repeat(48),
+                })
+                .chain([crate::backend::TdMeasurement {
+                    region: "r0-x".into(),
+                    mrtd: "AB".repeat(48),
+                }])
+                .collect(),
         };
         let o = BackendOffer::bounded("b".into(), true, caps, 0, 0);
         assert_eq!(o.regions.len(), bounds::REGIONS);
+        assert_eq!(o.td_measurements.len(), bounds::REGIONS);
+        assert!(
+            o.td_measurements
+                .iter()
+                .all(|m| o.regions.contains(&m.region))
+        );
         assert_eq!(o.max_cpu_millicores, bounds::BACKEND_CPU_MILLICORES);
         assert_eq!(o.max_ram_mib, bounds::BACKEND_RAM_MIB);
         let wire = postcard::to_allocvec(&o).unwrap().len();
-        assert!(wire <= 9 * 1024, "{wire} bytes");
+        // 128 regions of 64 bytes and 128 MR_TDs of 96 hex digits.
+        assert!(wire <= 30 * 1024, "{wire} bytes");
     }
 
     /// `name`'s postcard bytes (hex) and JSON, one block each.
@@ -1028,6 +1059,10 @@ mod tests {
                 max_ram_mib: 262_144,
                 used_cpu_millicores: 2_000,
                 used_ram_mib: 4_096,
+                td_measurements: vec![crate::backend::TdMeasurement {
+                    region: "eu-west-1".into(),
+                    mrtd: "a5".repeat(48),
+                }],
             }],
             concurrency_cap: 64,
             active_grants: 3,

@@ -270,6 +270,9 @@ async fn command(
                         b.used_ram_mib,
                         b.max_ram_mib
                     );
+                    for m in &b.td_measurements {
+                        println!("      TD guests in {}: mrtd={}", m.region, m.mrtd);
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

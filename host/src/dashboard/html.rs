@@ -159,6 +159,13 @@ fn backends_block(backends: &[BackendSnapshot]) -> String {
             used,
             b.active_grants
         );
+        for m in &c.td_measurements {
+            let _ = write!(
+                out,
+                "\n{:<12}TD guests in {}: mrtd={}",
+                "", m.region, m.mrtd
+            );
+        }
     }
     out
 }

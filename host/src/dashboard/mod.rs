@@ -315,6 +315,12 @@ impl Dashboard {
                         tdx_capable: c.tdx_capable,
                         cpu_millicores: c.max_cpu_millicores,
                         ram_mib: c.max_ram_mib,
+                        td_measurements: (c.td_measurements.into_iter())
+                            .map(|m| TdMeasurementSnapshot {
+                                region: m.region,
+                                mrtd: m.mrtd,
+                            })
+                            .collect(),
                     }),
                     used: UsedSnapshot {
                         cpu_millicores: m.used_cpu_millicores,

@@ -184,6 +184,19 @@ pub struct CapacitySnapshot {
     pub cpu_millicores: u32,
     /// Memory, MiB.
     pub ram_mib: u32,
+    /// The MR_TD each region's TD guests boot to (bare-metal TD hosts).
+    pub td_measurements: Vec<TdMeasurementSnapshot>,
+}
+
+/// The MR_TD of one region's TD guests: a firmware's measurement, which
+/// names no one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdMeasurementSnapshot {
+    /// The region label.
+    pub region: String,
+    /// MR_TD, 96 lowercase hex digits.
+    pub mrtd: String,
 }
 
 /// Capacity held by running grants.

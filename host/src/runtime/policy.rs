@@ -12,10 +12,33 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 /// The interface every backend exports.
-pub const PROVIDER_EXPORT: &str = "compute-bridge:backend/provider@0.1.0";
+pub const PROVIDER_EXPORT: &str = "compute-bridge:backend/provider@0.2.0";
 
 /// The world a conforming component targets.
-pub const WORLD: &str = "compute-bridge:backend/backend@0.1.0";
+pub const WORLD: &str = "compute-bridge:backend/backend@0.2.0";
+
+/// The version of the `compute-bridge:backend` WIT package this host
+/// loads, and what it changed from the one before (`wit/backend.wit`).
+pub const WIT_VERSION: &str = "0.2.0";
+const WIT_CHANGE: &str = "0.2.0 added `td-measurements` to `offer`";
+
+/// The version of `compute-bridge:backend` that `name` (an import or
+/// export) belongs to, when it is not one this host loads (0.2.x).
+fn foreign_version(name: &str) -> Option<&str> {
+    let (_, version) = name
+        .strip_prefix("compute-bridge:backend/")?
+        .split_once('@')?;
+    (!version.starts_with("0.2.")).then_some(version)
+}
+
+/// Why a component built for `version` of the WIT does not load, and the fix.
+fn built_for(version: &str) -> String {
+    format!(
+        "was built for compute-bridge:backend@{version}; this bridge loads \
+         compute-bridge:backend@{WIT_VERSION} only ({WIT_CHANGE}): rebuild it against the \
+         {WIT_VERSION} WIT in wit/ (or compute-bridge-sdk of this release)"
+    )
+}
 
 /// Linear memories one instance of a backend may have. A Rust
 /// `wasm32-wasip2` backend has exactly one; the backend's `memory_limit_mib`
@@ -35,18 +58,18 @@ pub const WHY_ONE_MEMORY: &str = "a backend runs in one linear memory (a Rust wa
 
 /// Import name prefixes a backend may use, and why.
 const ALLOWED: &[(&str, &str)] = &[
-    ("compute-bridge:backend/types@0.1.", "contract types"),
+    ("compute-bridge:backend/types@0.2.", "contract types"),
     (
-        "compute-bridge:backend/http@0.1.",
+        "compute-bridge:backend/http@0.2.",
         "outbound HTTP to allowed hosts",
     ),
     (
-        "compute-bridge:backend/ssh@0.1.",
+        "compute-bridge:backend/ssh@0.2.",
         "commands on assigned hosts",
     ),
-    ("compute-bridge:backend/log@0.1.", "logging"),
+    ("compute-bridge:backend/log@0.2.", "logging"),
     (
-        "compute-bridge:backend/cache@0.1.",
+        "compute-bridge:backend/cache@0.2.",
         "credential cache in host memory",
     ),
     ("wasi:config/store@0.2.0-rc.1", "its own config section"),
@@ -123,11 +146,24 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
     let ty = component.component_type();
     let mut imports = Vec::new();
     let mut violations = Vec::new();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    // Of another version of the contract: one violation says so, with the
+    // fix, before anything else.
+    let version = (ty.imports(engine).map(|(n, _)| n))
+        .chain(exports.iter().map(String::as_str))
+        .find_map(foreign_version)
+        .map(str::to_string);
+    if let Some(v) = &version {
+        violations.push(built_for(v));
+    }
     for (name, item) in ty.imports(engine) {
         let allowed = ALLOWED.iter().find(|(p, _)| name.starts_with(p));
         let refused = match allowed {
             Some(_) if matches!(item.ty, ComponentItem::ComponentInstance(_)) => None,
             Some(_) => Some("only interface imports are allowed".to_string()),
+            None if foreign_version(name).is_some() => Some(format!(
+                "of another version of the contract: rebuild against the {WIT_VERSION} WIT"
+            )),
             None => Some(
                 REFUSED
                     .iter()
@@ -145,8 +181,7 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
             purpose: allowed.map(|(_, p)| *p).unwrap_or(""),
         });
     }
-    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    if !exports.iter().any(|e| e == PROVIDER_EXPORT) {
+    if version.is_none() && !exports.iter().any(|e| e == PROVIDER_EXPORT) {
         violations.push(format!(
             "does not export {PROVIDER_EXPORT}: build it against the WIT in wit/ (world `backend`)"
         ));

@@ -389,6 +389,12 @@ impl From<bindings::types::Offer> for Capabilities {
             tdx_capable: o.tdx_capable,
             max_cpu_millicores: o.max_cpu_millicores,
             max_ram_mib: o.max_ram_mib,
+            td_measurements: (o.td_measurements.into_iter())
+                .map(|m| crate::backend::TdMeasurement {
+                    region: m.region,
+                    mrtd: m.mrtd,
+                })
+                .collect(),
         }
     }
 }

@@ -241,6 +241,7 @@ async fn lifecycle(limits: &str) -> String {
     let mut g = grant(&format!("life-{limits}-{}", std::process::id()));
     g.cpu_millicores = 1000;
     assert!(b.can_satisfy(&g).await);
+    let provisioned = std::time::Instant::now();
     let inst = b.provision(&g, &workload(&key)).await.unwrap();
     accounts.track(&inst.user);
     assert_eq!(
@@ -274,6 +275,10 @@ async fn lifecycle(limits: &str) -> String {
         "id -un; echo $HOME; touch work-file && echo wrote",
     );
     assert_eq!(code, 0, "login failed: {err}\nsshd log:\n{}", sshd.log());
+    eprintln!(
+        "provision to SSH login (process, limits {limits} -> {mechanism}): {:?}",
+        provisioned.elapsed()
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], inst.user);
     assert!(lines[1].ends_with("/work"), "{out}");

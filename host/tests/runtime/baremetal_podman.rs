@@ -174,14 +174,11 @@ async fn a_podman_grant_runs_its_image_with_its_limits_and_leaves_nothing() {
         Vec::<String>::new(),
         "the container's layer is left in podman's storage"
     );
-    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
-        .unwrap()
-        .flatten()
-        .map(|h| h.path().join("compute-bridge").join(&id))
-        .filter(|p| p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
-    assert_eq!(left, Vec::<String>::new(), "cgroups left");
+    assert_eq!(
+        compute_bridge_testkit::grant_cgroups_left(&id),
+        Vec::<String>::new(),
+        "cgroups left"
+    );
     assert_eq!(uid_of(&id), None, "the account is gone");
     assert!(!std::path::Path::new(&format!("/etc/sudoers.d/{id}")).exists());
     assert_ended_for_good(b, &inst, &key, host_state.path(), busy).await;

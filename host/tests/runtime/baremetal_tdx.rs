@@ -108,3 +108,123 @@ async fn a_tdx_grant_is_declined_or_sent_to_a_tdx_cloud_never_to_a_host_account(
     }
     assert_eq!(gcp.rejections(), Vec::<String>::new());
 }
+
+/// The MR_TD of a bare-TDX host, from the bare-metal component's offer
+/// through the host's checks into the card and the dashboard: a host with
+/// a TD runtime (`vm.firmware`; no TD is started here, none could be)
+/// publishes its region's MR_TD, a plain host publishes none, and entries
+/// a component gets wrong (the hostile component's) never reach either.
+#[tokio::test]
+async fn a_td_hosts_mrtd_reaches_the_card_and_the_dashboard_and_a_bad_entry_does_not() {
+    use compute_bridge::coalition::protocol::BackendOffer;
+    use compute_bridge_testkit::components;
+
+    let (log, _capture) = capture_log();
+    let state = tempfile::tempdir().unwrap();
+    let host_state = host_state_dir();
+    let mrtd = "5c".repeat(48);
+    let hostile = |name: &str, entries: &str| {
+        backend_toml(
+            name,
+            components::HOSTILE,
+            &format!("[backends.config]\noffer_td = {entries}\n"),
+        )
+    };
+    let text = format!(
+        "{}\
+         [backends.ssh.hosts.plain]\ntransport = \"local\"\n\
+         [[backends.config.hosts]]\nlabel = \"plain\"\nregion = \"home\"\n\
+         cpu_millicores = 1000\nram_mib = 1024\npublic_host = \"127.0.0.1\"\n\n{}{}",
+        baremetal_toml(
+            host_state.path(),
+            &format!(
+                "tdx_capable = true\nmrtd = \"{}\"\nruntime = \"vm\"\n\
+                 [backends.config.hosts.vm]\nkernel = \"/td/vmlinuz\"\ninitrd = \"/td/initrd.img\"\n\
+                 accel = \"kvm\"\nfirmware = \"/usr/share/ovmf/OVMF.fd\"\n",
+                mrtd.to_uppercase()
+            )
+        )
+        .replace("region = \"home\"", "region = \"td-room\""),
+        // Uppercase hex, and a region the offer does not have.
+        hostile(
+            "hostile-bad",
+            &format!(
+                "[[\"hostile-1\", \"{}\"], [\"elsewhere\", \"{mrtd}\"]]",
+                "AB".repeat(48)
+            ),
+        ),
+        // Its own region, well formed: kept, so the checks are not all
+        // that stands between a component and the card.
+        hostile("hostile-good", &format!("[[\"hostile-1\", \"{}\"]]", "ab".repeat(48))),
+    );
+    let cfg = config(state.path(), &text);
+    let rig = crate::dashboard::Rig::from_config(&cfg, true).await;
+
+    // The card, as the provider builds it from the fleet.
+    let card: Vec<BackendOffer> = (rig.fleet.members().into_iter())
+        .map(|m| {
+            BackendOffer::bounded(
+                m.name,
+                m.enabled,
+                m.capabilities.expect("every backend answered"),
+                0,
+                0,
+            )
+        })
+        .collect();
+    let measured = |b: &BackendOffer| -> Vec<(String, String)> {
+        (b.td_measurements.iter())
+            .map(|m| (m.region.clone(), m.mrtd.clone()))
+            .collect()
+    };
+    assert_eq!(card[0].regions, ["td-room", "home"]);
+    assert_eq!(
+        measured(&card[0]),
+        [("td-room".to_string(), mrtd.clone())],
+        "the TD host's region and its MR_TD in lowercase; none for the plain host"
+    );
+    assert_eq!(measured(&card[1]), Vec::<(String, String)>::new());
+    assert_eq!(
+        card[1].regions,
+        ["hostile-1"],
+        "the rest of the offer stands"
+    );
+    assert_eq!(
+        measured(&card[2]),
+        [("hostile-1".to_string(), "ab".repeat(48))]
+    );
+    let warned = log.text();
+    for why in [
+        "the MR_TD of region \"hostile-1\", \"ABAB",
+        "region \"elsewhere\" is not one of the offer's regions",
+    ] {
+        assert!(warned.contains(why), "no warning with {why:?} in\n{warned}");
+    }
+
+    // The dashboard: in the snapshot and on the page, per backend and
+    // region; the plain region and the hostile backend's bad entries are
+    // on neither.
+    let snapshot = rig.dashboard.snapshot();
+    let td = |i: usize| -> Vec<(String, String)> {
+        (snapshot.backends[i]
+            .capacity
+            .as_ref()
+            .unwrap()
+            .td_measurements
+            .iter())
+        .map(|m| (m.region.clone(), m.mrtd.clone()))
+        .collect()
+    };
+    assert_eq!(td(0), [("td-room".to_string(), mrtd.clone())]);
+    assert!(td(1).is_empty());
+    let page = compute_bridge::dashboard::html::render(&snapshot);
+    assert!(
+        page.contains(&format!("TD guests in td-room: mrtd={mrtd}")),
+        "{page}"
+    );
+    assert_eq!(page.matches("TD guests in").count(), 2, "{page}");
+    assert!(
+        !page.contains("TD guests in home") && !page.contains("ABAB"),
+        "{page}"
+    );
+}

@@ -149,6 +149,45 @@ async fn a_component_importing_sockets_and_files_is_refused_at_load() {
 }
 
 #[tokio::test]
+async fn a_component_built_for_the_0_1_0_world_is_refused_with_the_fix() {
+    // A backend built against the WIT before `offer` gained
+    // `td-measurements`: it would hand the host an offer of the old shape.
+    let state = tempfile::tempdir().unwrap();
+    let file = components::CRAFTED_BUILT_FOR_0_1_0;
+    let cfg = config(state.path(), &backend_toml("old", file, ""));
+    let rt = Runtime::new(&RuntimeOptions::for_config(&cfg)).unwrap();
+    let err = match rt.load_backend(&cfg, &cfg.backends[0], "p") {
+        Err(e) => format!("{e:#}"),
+        Ok(_) => panic!("a component of the 0.1.0 world loaded"),
+    };
+    let why = "was built for compute-bridge:backend@0.1.0; this bridge loads \
+               compute-bridge:backend@0.2.0 only (0.2.0 added `td-measurements` to `offer`): \
+               rebuild it against the 0.2.0 WIT in wit/";
+    assert!(err.contains(why), "{err}");
+    // `components inspect` says the same.
+    let (ok, text) = inspect(file);
+    assert!(
+        !ok && text.contains("verdict: REFUSED") && text.contains(why),
+        "{text}"
+    );
+}
+
+/// `compute-bridge components inspect file`: whether it passed, and what
+/// it printed (both streams).
+fn inspect(file: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_compute-bridge"))
+        .args(["components", "inspect", file])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
 async fn calls_in_parallel_get_separate_instances() {
     let state = tempfile::tempdir().unwrap();
     let cfg = config(
@@ -214,18 +253,12 @@ async fn a_component_with_a_memory_in_each_of_many_core_modules_is_refused_at_lo
         "{err}"
     );
     // `components inspect` refuses it too, with the same reason.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_compute-bridge"))
-        .args(["components", "inspect", file])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (ok, text) = inspect(file);
     assert!(
-        !out.status.success()
-            && text.contains("verdict: REFUSED")
+        !ok && text.contains("verdict: REFUSED")
             && text.contains("14 Wasm linear memories")
             && text.contains("a backend runs in one linear memory"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{text}"
     );
 }
 

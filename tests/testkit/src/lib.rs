@@ -87,3 +87,18 @@ pub fn require_executable(path: &str, package: &str) -> PathBuf {
     }
     p
 }
+
+/// The cgroup directories the bare-metal host library made for grant `id`
+/// that still exist (`/sys/fs/cgroup/<hierarchy>/compute-bridge/<id>`):
+/// what a torn-down grant must not leave.
+pub fn grant_cgroups_left(id: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|dirs| {
+            dirs.flatten()
+                .map(|h| h.path().join("compute-bridge").join(id))
+                .filter(|p| p.exists())
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -44,6 +44,7 @@ impl<'h, H: Host> Fake<'h, H> {
             tdx_capable: self.cfg.tdx_capable,
             max_cpu_millicores: self.cfg.max_cpu_millicores,
             max_ram_mib: self.cfg.max_ram_mib,
+            td_measurements: vec![],
         }
     }
 

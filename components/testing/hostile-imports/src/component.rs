@@ -9,6 +9,7 @@ impl Backend for Sneaky {
             tdx_capable: false,
             max_cpu_millicores: 0,
             max_ram_mib: 0,
+            td_measurements: vec![],
         })
     }
     fn can_satisfy(_g: &GrantSpec) -> bool {

@@ -40,6 +40,7 @@ impl Backend for HostileSandbox {
             tdx_capable: false,
             max_cpu_millicores: 1_000_000,
             max_ram_mib: 1_000_000,
+            td_measurements: vec![],
         })
     }
 

@@ -46,6 +46,10 @@ pub struct Cfg {
     offer_cpu: Option<u32>,
     #[serde(default)]
     offer_ram: Option<u32>,
+    /// `capabilities`: these `[region, mrtd]` pairs as the offer's
+    /// `td-measurements` (the offer's regions otherwise as above).
+    #[serde(default)]
+    offer_td: Option<Vec<(String, String)>>,
     /// `usage`: 2^`usage_pow2` of every figure (63: the top bit of a u64).
     #[serde(default)]
     usage_pow2: Option<u32>,
@@ -70,7 +74,11 @@ fn padded(mut s: String, kib: usize) -> String {
 /// The offer, when the operator's config asks for an attack through it.
 pub fn offer(region: String) -> Option<Offer> {
     let c = cfg();
-    if c.offer_regions.is_none() && c.offer_cpu.is_none() && c.offer_ram.is_none() {
+    if c.offer_regions.is_none()
+        && c.offer_cpu.is_none()
+        && c.offer_ram.is_none()
+        && c.offer_td.is_none()
+    {
         return None;
     }
     let regions = match c.offer_regions {
@@ -88,6 +96,9 @@ pub fn offer(region: String) -> Option<Offer> {
         tdx_capable: false,
         max_cpu_millicores: c.offer_cpu.unwrap_or(1_000_000),
         max_ram_mib: c.offer_ram.unwrap_or(1_000_000),
+        td_measurements: (c.offer_td.unwrap_or_default().into_iter())
+            .map(|(region, mrtd)| TdMeasurement { region, mrtd })
+            .collect(),
     })
 }
 
