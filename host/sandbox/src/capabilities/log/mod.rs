@@ -16,8 +16,11 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod config;
+
+pub use config::LogConfig;
+
 use crate::bindings::log as wit;
-use crate::config::LogConfig;
 
 /// Longest message or field list kept, bytes; the rest is cut.
 const MAX_LEN: usize = 4096;

@@ -31,8 +31,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+mod config;
+
+pub use config::HttpConfig;
+
 use crate::bindings::http as wit;
-use crate::config::HttpConfig;
 
 /// An allowed origin: scheme, lower-case host, port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@
 //! once per call. It is deliberately narrow:
 //!
 //! - memory only, never written to disk or logged (values are secrets);
-//! - private to one backend: each backend's [`Granted`](super::Granted)
+//! - private to one backend: each backend's [`Provided`](super::Provided)
 //!   holds its own instance;
 //! - bounded: [`CacheLimits`] caps entries, key and value sizes and the
 //!   bytes held; when full, expired entries go first, then the ones closest

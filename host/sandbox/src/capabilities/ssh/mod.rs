@@ -9,7 +9,7 @@
 //! A label with `transport = "local"` runs commands on this machine through
 //! `/bin/sh` instead (the embedded default uses it), as the bridge's own
 //! user. Only a backend shipped in the binary may have one (the config
-//! refuses it for a component from a file, and so does [`SshCapability::new`]):
+//! refuses it for a component from a file, and so does [`SshCapability::provide`]):
 //! such a command can read whatever that user can, the state dir with its
 //! identity key included. What the local transport does bound:
 //! - the command sees a cleared environment: only a fixed `PATH`, `LANG`
@@ -30,8 +30,12 @@ use russh::{ChannelMsg, client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
+mod config;
+
+pub use config::{LOCAL_ONLY_BUILTIN, SshConfig, SshHostConfig, SshTransport};
+
 use crate::bindings::ssh as wit;
-use crate::config::{BackendConfig, BootConfig, ComponentSource, SshTransport};
+use crate::spec::{BootView, LoadContext};
 
 /// `PATH` of a local command.
 pub const LOCAL_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -101,19 +105,22 @@ pub struct SshCapability {
 }
 
 impl SshCapability {
+    /// The capability of one `[[backends]]` entry of `boot` (see
+    /// [`Self::provide`]).
+    pub fn new<B: BootView>(boot: &B, backend: &B::Backend) -> anyhow::Result<Self> {
+        Self::provide(&boot.sections(backend).ssh, &boot.load_context(backend, ""))
+    }
+
     /// Build from the backend's `[backends.ssh]` (validated at load); reads
     /// key files now so a missing or bad key fails at start.
-    pub fn new(boot: &BootConfig, cfg: &BackendConfig) -> anyhow::Result<Self> {
+    pub fn provide(cfg: &SshConfig, at: &LoadContext) -> anyhow::Result<Self> {
+        let name = &at.backend;
         let mut hosts = Vec::new();
-        for (label, h) in cfg.ssh_hosts() {
+        for (label, h) in cfg.parsed_hosts() {
             let target = match h.transport {
                 SshTransport::Local => {
-                    if let ComponentSource::File(_) = cfg.component_source() {
-                        anyhow::bail!(
-                            "backend {}: ssh host {label}: {}",
-                            cfg.name,
-                            crate::config::LOCAL_ONLY_BUILTIN
-                        );
+                    if !at.builtin {
+                        anyhow::bail!("backend {name}: ssh host {label}: {LOCAL_ONLY_BUILTIN}");
                     }
                     Target::Local
                 }
@@ -122,16 +129,14 @@ impl SshCapability {
                         (Some(text), _) => russh::keys::decode_secret_key(text, None)
                             .map_err(|_| {
                                 anyhow::anyhow!(
-                                    "backend {}: ssh host {label}: private_key is not an OpenSSH private key",
-                                    cfg.name
+                                    "backend {name}: ssh host {label}: private_key is not an OpenSSH private key"
                                 )
                             })?,
                         (None, Some(file)) => {
-                            let file = boot.resolve_path(file);
+                            let file = at.resolve(file);
                             russh::keys::load_secret_key(&file, None).map_err(|e| {
                                 anyhow::anyhow!(
-                                    "backend {}: ssh host {label}: cannot load {}: {e}",
-                                    cfg.name,
+                                    "backend {name}: ssh host {label}: cannot load {}: {e}",
                                     file.display()
                                 )
                             })?
@@ -153,10 +158,10 @@ impl SshCapability {
             hosts.push((label, target));
         }
         Ok(Self {
-            backend: cfg.name.as_str().into(),
+            backend: name.clone(),
             hosts,
-            timeout: Duration::from_secs(cfg.ssh.timeout_sec),
-            max_output: cfg.ssh.max_output_bytes as usize,
+            timeout: Duration::from_secs(cfg.timeout_sec),
+            max_output: cfg.max_output_bytes as usize,
             home: std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
         })
     }
