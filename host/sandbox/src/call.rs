@@ -24,7 +24,6 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_config::WasiConfigVariables;
 
 use compute_bridge_contract::backend::{
     self, Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
@@ -33,7 +32,7 @@ use compute_bridge_contract::backend::{
 use crate::bindings::{self, provider::Guest as Provider};
 use crate::budget::{Budget, OverBudget};
 use crate::capabilities::log::escape;
-use crate::capabilities::{Provided, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost};
+use crate::capabilities::{Calls, Provided};
 use crate::engine::Shared;
 
 /// Standard error kept per call, for trap reports (bytes).
@@ -66,15 +65,11 @@ impl Limits {
 }
 
 /// What a call's `Store` holds: the WASI context (empty environment, no
-/// files, no sockets) and this backend's capability views.
+/// files, no sockets) and each capability's state in this call.
 pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) http: HttpHost,
-    pub(crate) ssh: SshHost,
-    pub(crate) log: LogHost,
-    pub(crate) cache: CacheHost,
-    pub(crate) config: Arc<WasiConfigVariables>,
+    pub(crate) calls: Calls,
     budget: Budget,
 }
 
@@ -208,11 +203,7 @@ impl ComponentBackend {
             CallState {
                 wasi,
                 table: ResourceTable::new(),
-                http: HttpHost(self.granted.http.clone()),
-                ssh: SshHost(self.granted.ssh.clone()),
-                log: LogHost::new(self.granted.log.clone(), what),
-                cache: CacheHost(self.granted.cache.clone()),
-                config: self.granted.config.clone(),
+                calls: self.granted.start_call(what),
                 budget: Budget::new(self.limits.memory_bytes),
             },
         );

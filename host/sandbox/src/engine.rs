@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings;
 use crate::call::{CallState, ComponentBackend, Limits};
-use crate::capabilities::{Provided, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost};
+use crate::capabilities::{self, Provided};
 use crate::compile_cache::{CacheStats, CompileCache, Lookup};
 use crate::spec::{BackendSpec, BootView};
 use crate::{policy, wasi};
@@ -109,13 +109,7 @@ impl Runtime {
 
         let mut linker = Linker::<CallState>::new(&engine);
         wasi::add_to_linker(&mut linker)?;
-        bindings::http::add_to_linker::<_, HasSelf<HttpHost>>(&mut linker, |s| &mut s.http)?;
-        bindings::ssh::add_to_linker::<_, HasSelf<SshHost>>(&mut linker, |s| &mut s.ssh)?;
-        bindings::log::add_to_linker::<_, HasSelf<LogHost>>(&mut linker, |s| &mut s.log)?;
-        bindings::cache::add_to_linker::<_, HasSelf<CacheHost>>(&mut linker, |s| &mut s.cache)?;
-        wasmtime_wasi_config::add_to_linker(&mut linker, |s| {
-            wasmtime_wasi_config::WasiConfig::new(&s.config)
-        })?;
+        capabilities::link_all(&mut linker)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {

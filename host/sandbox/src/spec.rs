@@ -13,22 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::call::Limits;
-use crate::capabilities::{http::HttpConfig, log::LogConfig, ssh::SshConfig};
+pub use crate::capabilities::Sections;
 use crate::engine::RuntimeOptions;
-
-/// A backend's capability sections, as the operator wrote them under
-/// `[backends.<section>]`.
-#[derive(Debug, Clone, Default)]
-pub struct Sections {
-    /// `[backends.log]`.
-    pub log: LogConfig,
-    /// `[backends.http]`.
-    pub http: HttpConfig,
-    /// `[backends.ssh]`.
-    pub ssh: SshConfig,
-    /// `[backends.config]`: the component's own settings.
-    pub config: toml::Table,
-}
 
 /// What a capability may know about the backend it is built for.
 #[derive(Debug, Clone)]

@@ -97,11 +97,6 @@ impl BootView for BootConfig {
     }
 
     fn sections(&self, cfg: &BackendConfig) -> Sections {
-        Sections {
-            log: cfg.log.clone(),
-            http: cfg.http.clone(),
-            ssh: cfg.ssh.clone(),
-            config: cfg.config.clone(),
-        }
+        cfg.sections.clone()
     }
 }

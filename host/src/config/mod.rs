@@ -5,6 +5,7 @@
 //! `${ENV}` variable or a non-loopback dashboard are errors that name the
 //! file, line, column and key.
 
+mod backends;
 pub mod component;
 mod source;
 
@@ -17,12 +18,15 @@ use serde::{Deserialize, Serialize};
 pub use component::ComponentSource;
 // The capabilities' sections live in their folders in the sandbox (issue
 // 18); named here too, where a `[[backends]]` entry is read.
+pub use compute_bridge_sandbox::Sections;
 pub use compute_bridge_sandbox::capabilities::http::HttpConfig;
 pub use compute_bridge_sandbox::capabilities::log::LogConfig;
 pub use compute_bridge_sandbox::capabilities::ssh::{
     LOCAL_ONLY_BUILTIN, SshConfig, SshHostConfig as SshHost, SshTransport,
 };
 pub use source::{ConfigError, Seg, Source, parse_path, render_path};
+
+use compute_bridge_sandbox::BootView;
 
 /// The embedded default (`config/local.toml`): the bare-metal backend on this
 /// machine, an in-process relay and local coalition, dashboard on 127.0.0.1.
@@ -236,9 +240,9 @@ pub struct Rate {
     pub ram_gib_hour_usd: f64,
 }
 
-/// `[[backends]]`: one backend component and what it may touch.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[backends]]`: one backend component and what it may touch (read by
+/// `backends.rs`: the keys below, then each capability's section).
+#[derive(Debug, Clone)]
 pub struct BackendConfig {
     /// Unique name (`[a-z0-9-]+`), used in logs, the dashboard and rates.
     pub name: String,
@@ -246,61 +250,47 @@ pub struct BackendConfig {
     /// `.wasm` component (relative to the config file).
     pub component: String,
     /// A disabled backend is listed on the dashboard but never routed to.
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// Memory cap per call, MiB.
-    #[serde(default = "default_memory")]
     pub memory_limit_mib: u32,
     /// Wall-clock deadline per call, seconds.
-    #[serde(default = "default_call_timeout")]
     pub call_timeout_sec: u64,
     /// Deadline of a `capabilities` call, seconds: short, so a backend
     /// that is slow to answer keeps only its own offer out of the card.
-    #[serde(default = "default_capabilities_timeout")]
     pub capabilities_timeout_sec: u64,
     /// Deadline of a `can-satisfy` call, seconds: short, because routing
     /// asks it of the backends in order for every grant.
-    #[serde(default = "default_can_satisfy_timeout")]
     pub can_satisfy_timeout_sec: u64,
     /// Calls of this backend in flight at once (each holds one of the
     /// `[bridge] max_concurrent_calls` sandbox slots, which no other backend
     /// can then take). Unset: an even share of the slots the backends with
     /// a value leave. Use [`BootConfig::call_slots`].
-    #[serde(default)]
     pub max_concurrent_calls: Option<u32>,
-    /// What the component may write to the host's log.
-    #[serde(default)]
-    pub log: LogConfig,
-    /// Outbound HTTP.
-    #[serde(default)]
-    pub http: HttpConfig,
-    /// SSH hosts by label.
-    #[serde(default)]
-    pub ssh: SshConfig,
     /// At start, terminate the instances this backend lists for this
     /// provider that the journal does not know (see [`crate::sweep`]).
     /// Off by default: an operator opts in once nothing else launches
     /// instances with this provider id.
-    #[serde(default)]
     pub sweep_orphans: bool,
-    /// The component's own settings, served through `wasi:config/store`.
-    #[serde(default)]
-    pub config: toml::Table,
+    /// What it may touch: each capability's `[backends.<section>]` (`log`,
+    /// `http`, `ssh`, and `config`, the component's own settings served
+    /// through `wasi:config/store`), owned by the capability's folder in
+    /// the sandbox.
+    pub sections: Sections,
 }
 
-fn yes() -> bool {
+pub(super) fn yes() -> bool {
     true
 }
-fn default_memory() -> u32 {
+pub(super) fn default_memory() -> u32 {
     64
 }
-fn default_call_timeout() -> u64 {
+pub(super) fn default_call_timeout() -> u64 {
     60
 }
-fn default_capabilities_timeout() -> u64 {
+pub(super) fn default_capabilities_timeout() -> u64 {
     10
 }
-fn default_can_satisfy_timeout() -> u64 {
+pub(super) fn default_can_satisfy_timeout() -> u64 {
     5
 }
 
@@ -514,79 +504,8 @@ impl BootConfig {
                     return Err(at(&p(&[key.into()]), "must be at least 1 second".into()));
                 }
             }
-            for (key, v) in [
-                ("max_bytes_per_call", b.log.max_bytes_per_call),
-                ("max_bytes_per_minute", b.log.max_bytes_per_minute),
-            ] {
-                if v == 0 {
-                    return Err(at(
-                        &p(&["log".into(), key.into()]),
-                        "must be at least 1 byte".into(),
-                    ));
-                }
-            }
-            if b.http.timeout_sec == 0 {
-                return Err(at(
-                    &p(&["http".into(), "timeout_sec".into()]),
-                    "must be at least 1 second".into(),
-                ));
-            }
-            for (j, h) in b.http.allowed_hosts.iter().enumerate() {
-                if let Err(msg) = crate::capabilities::http::Origin::parse(h) {
-                    return Err(at(
-                        &p(&["http".into(), "allowed_hosts".into(), j.into()]),
-                        msg,
-                    ));
-                }
-            }
-            for (label, v) in &b.ssh.hosts {
-                let path = p(&["ssh".into(), "hosts".into(), label.clone().into()]);
-                if label.is_empty()
-                    || !label
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return Err(at(
-                        &path,
-                        format!(
-                            "{label:?} is not a valid host label: use letters, digits, '-' and '_'"
-                        ),
-                    ));
-                }
-                let host: SshHost = v
-                    .clone()
-                    .try_into()
-                    .map_err(|e: toml::de::Error| at(&path, e.message().to_string()))?;
-                if host.transport == SshTransport::Local
-                    && let ComponentSource::File(_) = b.component_source()
-                {
-                    let mut kp = path.clone();
-                    kp.push("transport".into());
-                    return Err(at(&kp, LOCAL_ONLY_BUILTIN.into()));
-                }
-                if let Err((key, msg)) = host.check() {
-                    let mut kp = path.clone();
-                    if let Some(k) = key {
-                        kp.push(k.into());
-                    }
-                    return Err(at(&kp, msg));
-                }
-                if let Some(f) = &host.private_key_file {
-                    let f = self.resolve_path(f);
-                    if !f.is_file() {
-                        let mut kp = path.clone();
-                        kp.push("private_key_file".into());
-                        return Err(at(&kp, format!("{} does not exist", f.display())));
-                    }
-                }
-            }
-            for key in b.config.keys() {
-                if key.starts_with("bridge.") {
-                    return Err(at(
-                        &p(&["config".into(), key.clone().into()]),
-                        "keys starting with `bridge.` are reserved for the host".into(),
-                    ));
-                }
+            if let Err(e) = b.sections.validate(&self.load_context(b, "")) {
+                return Err(at(&p(&e.path), e.message));
             }
         }
         self.validate_call_slots(src)?;
@@ -741,7 +660,7 @@ impl BootConfig {
 impl BackendConfig {
     /// The SSH hosts, parsed (validated at load), in config order.
     pub fn ssh_hosts(&self) -> Vec<(String, SshHost)> {
-        self.ssh.parsed_hosts()
+        self.sections.ssh.parsed_hosts()
     }
 
     /// Where the component comes from.
@@ -937,7 +856,10 @@ mod tests {
             "{MIN}[backends.config]\ntoken = \"${{SECRET}}\"\n"
         ))
         .unwrap();
-        assert_eq!(c.backends[0].config["token"].as_str(), Some("s3cret"));
+        assert_eq!(
+            c.backends[0].sections.config["token"].as_str(),
+            Some("s3cret")
+        );
         let e = load(&format!("{MIN}[backends.config]\ntoken = \"${{NOPE}}\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("backends[0].config.token"));
         assert!(e.message.contains("`NOPE` is not set"));
