@@ -59,7 +59,7 @@ pub fn config(data: &[u8]) {
             for b in &cfg.backends {
                 assert!(names.insert(b.name.clone()), "duplicate backend {}", b.name);
                 assert!(b.memory_limit_mib >= 1 && b.call_timeout_sec >= 1);
-                HttpPolicy::new(&b.http).expect("accepted allowed_hosts parse");
+                HttpPolicy::new(&b.sections.http).expect("accepted allowed_hosts parse");
                 let _ = b.component_source();
                 let _ = b.ssh_hosts();
             }

@@ -172,7 +172,7 @@ impl Bridge {
                 i + 1,
                 routing_line(
                     m,
-                    &cfg.http.allowed_hosts,
+                    &cfg.sections.http.allowed_hosts,
                     &cfg.ssh_hosts()
                         .into_iter()
                         .map(|(l, _)| l)

@@ -9,8 +9,10 @@
 //!
 //! Modules, in that order:
 //! - [`config`]: the boot config, validated with located errors;
-//! - [`runtime`]: wasmtime engine, compile cache, per-call sandboxes;
-//! - [`capabilities`]: `http`, `ssh`, `log`, `config` and `cache`, one module each;
+//! - [`runtime`]: wasmtime engine, compile cache, per-call sandboxes
+//!   (re-exported from `compute-bridge-sandbox`);
+//! - [`capabilities`]: `http`, `ssh`, `log`, `config` and `cache`, one
+//!   folder each behind one trait (re-exported from `compute-bridge-sandbox`);
 //! - [`backend`]: the host's backend trait and types;
 //! - [`fleet`]: routing, failover, capacity, watching;
 //! - [`events`]: what the operator may see, typed so it cannot leak identity;

@@ -260,28 +260,8 @@ fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {
             "       memory cap {} MiB, call deadline {} s",
             b.memory_limit_mib, b.call_timeout_sec
         );
-        if b.http.allowed_hosts.is_empty() {
-            println!("       http: none");
-        } else {
-            println!("       http: {}", b.http.allowed_hosts.join(", "));
-        }
-        let labels: Vec<String> = b
-            .ssh_hosts()
-            .into_iter()
-            .map(|(l, h)| {
-                format!(
-                    "{l} ({})",
-                    match h.transport {
-                        compute_bridge::config::SshTransport::Local => "local",
-                        compute_bridge::config::SshTransport::Ssh => "ssh",
-                    }
-                )
-            })
-            .collect();
-        if labels.is_empty() {
-            println!("       ssh: none");
-        } else {
-            println!("       ssh: {}", labels.join(", "));
+        for (section, granted) in b.sections.summaries() {
+            println!("       {section}: {granted}");
         }
     }
     let source = BootConfig::source_of(config)?;

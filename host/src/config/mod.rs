@@ -5,6 +5,8 @@
 //! `${ENV}` variable or a non-loopback dashboard are errors that name the
 //! file, line, column and key.
 
+mod backends;
+pub mod component;
 mod source;
 
 use std::collections::BTreeMap;
@@ -13,7 +15,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use component::ComponentSource;
+// The capabilities' sections live in their folders in the sandbox (issue
+// 18); named here too, where a `[[backends]]` entry is read.
+pub use compute_bridge_sandbox::Sections;
+pub use compute_bridge_sandbox::capabilities::http::HttpConfig;
+pub use compute_bridge_sandbox::capabilities::log::LogConfig;
+pub use compute_bridge_sandbox::capabilities::ssh::{
+    LOCAL_ONLY_BUILTIN, SshConfig, SshHostConfig as SshHost, SshTransport,
+};
 pub use source::{ConfigError, Seg, Source, parse_path, render_path};
+
+use compute_bridge_sandbox::BootView;
 
 /// The embedded default (`config/local.toml`): the bare-metal backend on this
 /// machine, an in-process relay and local coalition, dashboard on 127.0.0.1.
@@ -227,9 +240,9 @@ pub struct Rate {
     pub ram_gib_hour_usd: f64,
 }
 
-/// `[[backends]]`: one backend component and what it may touch.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[backends]]`: one backend component and what it may touch (read by
+/// `backends.rs`: the keys below, then each capability's section).
+#[derive(Debug, Clone)]
 pub struct BackendConfig {
     /// Unique name (`[a-z0-9-]+`), used in logs, the dashboard and rates.
     pub name: String,
@@ -237,212 +250,48 @@ pub struct BackendConfig {
     /// `.wasm` component (relative to the config file).
     pub component: String,
     /// A disabled backend is listed on the dashboard but never routed to.
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// Memory cap per call, MiB.
-    #[serde(default = "default_memory")]
     pub memory_limit_mib: u32,
     /// Wall-clock deadline per call, seconds.
-    #[serde(default = "default_call_timeout")]
     pub call_timeout_sec: u64,
     /// Deadline of a `capabilities` call, seconds: short, so a backend
     /// that is slow to answer keeps only its own offer out of the card.
-    #[serde(default = "default_capabilities_timeout")]
     pub capabilities_timeout_sec: u64,
     /// Deadline of a `can-satisfy` call, seconds: short, because routing
     /// asks it of the backends in order for every grant.
-    #[serde(default = "default_can_satisfy_timeout")]
     pub can_satisfy_timeout_sec: u64,
     /// Calls of this backend in flight at once (each holds one of the
     /// `[bridge] max_concurrent_calls` sandbox slots, which no other backend
     /// can then take). Unset: an even share of the slots the backends with
     /// a value leave. Use [`BootConfig::call_slots`].
-    #[serde(default)]
     pub max_concurrent_calls: Option<u32>,
-    /// What the component may write to the host's log.
-    #[serde(default)]
-    pub log: LogConfig,
-    /// Outbound HTTP.
-    #[serde(default)]
-    pub http: HttpConfig,
-    /// SSH hosts by label.
-    #[serde(default)]
-    pub ssh: SshConfig,
     /// At start, terminate the instances this backend lists for this
     /// provider that the journal does not know (see [`crate::sweep`]).
     /// Off by default: an operator opts in once nothing else launches
     /// instances with this provider id.
-    #[serde(default)]
     pub sweep_orphans: bool,
-    /// The component's own settings, served through `wasi:config/store`.
-    #[serde(default)]
-    pub config: toml::Table,
+    /// What it may touch: each capability's `[backends.<section>]` (`log`,
+    /// `http`, `ssh`, and `config`, the component's own settings served
+    /// through `wasi:config/store`), owned by the capability's folder in
+    /// the sandbox.
+    pub sections: Sections,
 }
 
-fn yes() -> bool {
+pub(super) fn yes() -> bool {
     true
 }
-fn default_memory() -> u32 {
+pub(super) fn default_memory() -> u32 {
     64
 }
-fn default_call_timeout() -> u64 {
+pub(super) fn default_call_timeout() -> u64 {
     60
 }
-fn default_capabilities_timeout() -> u64 {
+pub(super) fn default_capabilities_timeout() -> u64 {
     10
 }
-fn default_can_satisfy_timeout() -> u64 {
+pub(super) fn default_can_satisfy_timeout() -> u64 {
     5
-}
-
-/// `[backends.log]`: the component's share of the host's log. Records past
-/// either budget are dropped, and one line per call says how many.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// Bytes of log records one call may write.
-    #[serde(default = "default_log_per_call")]
-    pub max_bytes_per_call: u64,
-    /// Bytes of log records all of this backend's calls may write in a
-    /// minute.
-    #[serde(default = "default_log_per_minute")]
-    pub max_bytes_per_minute: u64,
-}
-
-fn default_log_per_call() -> u64 {
-    64 * 1024
-}
-fn default_log_per_minute() -> u64 {
-    1024 * 1024
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            max_bytes_per_call: default_log_per_call(),
-            max_bytes_per_minute: default_log_per_minute(),
-        }
-    }
-}
-
-/// `[backends.http]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Exact origins (`scheme://host[:port]`) the backend may call.
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-    /// Per-request timeout, seconds.
-    #[serde(default = "default_http_timeout")]
-    pub timeout_sec: u64,
-    /// Largest response body, bytes.
-    #[serde(default = "default_max_response")]
-    pub max_response_bytes: u64,
-    /// Fixed name → address overrides (like curl's `--resolve`); the address
-    /// checks still apply to them.
-    #[serde(default)]
-    pub resolve: BTreeMap<String, IpAddr>,
-}
-
-fn default_http_timeout() -> u64 {
-    30
-}
-fn default_max_response() -> u64 {
-    8 * 1024 * 1024
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            allowed_hosts: Vec::new(),
-            timeout_sec: default_http_timeout(),
-            max_response_bytes: default_max_response(),
-            resolve: BTreeMap::new(),
-        }
-    }
-}
-
-/// `[backends.ssh]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SshConfig {
-    /// Hosts by label, in the order the component sees them.
-    #[serde(default)]
-    pub hosts: toml::Table,
-    /// Per-command timeout, seconds.
-    #[serde(default = "default_ssh_timeout")]
-    pub timeout_sec: u64,
-    /// Largest captured stdout and stderr, bytes each.
-    #[serde(default = "default_ssh_output")]
-    pub max_output_bytes: u64,
-}
-
-fn default_ssh_timeout() -> u64 {
-    60
-}
-fn default_ssh_output() -> u64 {
-    1024 * 1024
-}
-
-impl Default for SshConfig {
-    fn default() -> Self {
-        Self {
-            hosts: toml::Table::new(),
-            timeout_sec: default_ssh_timeout(),
-            max_output_bytes: default_ssh_output(),
-        }
-    }
-}
-
-/// `[backends.ssh.hosts.<label>]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SshHost {
-    /// `ssh` (default) or `local` (commands run on this machine, no SSH).
-    #[serde(default)]
-    pub transport: SshTransport,
-    /// Address or host name.
-    #[serde(default)]
-    pub address: Option<String>,
-    /// SSH port.
-    #[serde(default = "default_ssh_port")]
-    pub port: u16,
-    /// Login user.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Pinned host public key, OpenSSH format (`ssh-ed25519 AAAA...`).
-    #[serde(default)]
-    pub host_key: Option<String>,
-    /// Private key file (OpenSSH format).
-    #[serde(default)]
-    pub private_key_file: Option<PathBuf>,
-    /// Private key text, usually `${ENV}`.
-    #[serde(default)]
-    pub private_key: Option<String>,
-}
-
-fn default_ssh_port() -> u16 {
-    22
-}
-
-/// How a labelled host is reached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SshTransport {
-    /// Over SSH with a pinned host key.
-    #[default]
-    Ssh,
-    /// Commands run on this machine through `/bin/sh`.
-    Local,
-}
-
-/// Where a backend's component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ComponentSource {
-    /// Shipped in the binary.
-    Builtin(String),
-    /// A file.
-    File(PathBuf),
 }
 
 impl BootConfig {
@@ -621,12 +470,12 @@ impl BootConfig {
                             ),
                         ));
                     }
-                    if !crate::runtime::builtin_names().contains(&name.as_str()) {
+                    if !component::builtin_names().contains(&name.as_str()) {
                         return Err(at(
                             &p(&["component".into()]),
                             format!(
                                 "no builtin component {name:?}; builtins are: {}",
-                                crate::runtime::builtin_names().join(", ")
+                                component::builtin_names().join(", ")
                             ),
                         ));
                     }
@@ -656,79 +505,8 @@ impl BootConfig {
                     return Err(at(&p(&[key.into()]), "must be at least 1 second".into()));
                 }
             }
-            for (key, v) in [
-                ("max_bytes_per_call", b.log.max_bytes_per_call),
-                ("max_bytes_per_minute", b.log.max_bytes_per_minute),
-            ] {
-                if v == 0 {
-                    return Err(at(
-                        &p(&["log".into(), key.into()]),
-                        "must be at least 1 byte".into(),
-                    ));
-                }
-            }
-            if b.http.timeout_sec == 0 {
-                return Err(at(
-                    &p(&["http".into(), "timeout_sec".into()]),
-                    "must be at least 1 second".into(),
-                ));
-            }
-            for (j, h) in b.http.allowed_hosts.iter().enumerate() {
-                if let Err(msg) = crate::capabilities::http::Origin::parse(h) {
-                    return Err(at(
-                        &p(&["http".into(), "allowed_hosts".into(), j.into()]),
-                        msg,
-                    ));
-                }
-            }
-            for (label, v) in &b.ssh.hosts {
-                let path = p(&["ssh".into(), "hosts".into(), label.clone().into()]);
-                if label.is_empty()
-                    || !label
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return Err(at(
-                        &path,
-                        format!(
-                            "{label:?} is not a valid host label: use letters, digits, '-' and '_'"
-                        ),
-                    ));
-                }
-                let host: SshHost = v
-                    .clone()
-                    .try_into()
-                    .map_err(|e: toml::de::Error| at(&path, e.message().to_string()))?;
-                if host.transport == SshTransport::Local
-                    && let ComponentSource::File(_) = b.component_source()
-                {
-                    let mut kp = path.clone();
-                    kp.push("transport".into());
-                    return Err(at(&kp, LOCAL_ONLY_BUILTIN.into()));
-                }
-                if let Err((key, msg)) = host.check() {
-                    let mut kp = path.clone();
-                    if let Some(k) = key {
-                        kp.push(k.into());
-                    }
-                    return Err(at(&kp, msg));
-                }
-                if let Some(f) = &host.private_key_file {
-                    let f = self.resolve_path(f);
-                    if !f.is_file() {
-                        let mut kp = path.clone();
-                        kp.push("private_key_file".into());
-                        return Err(at(&kp, format!("{} does not exist", f.display())));
-                    }
-                }
-            }
-            for key in b.config.keys() {
-                if key.starts_with("bridge.") {
-                    return Err(at(
-                        &p(&["config".into(), key.clone().into()]),
-                        "keys starting with `bridge.` are reserved for the host".into(),
-                    ));
-                }
+            if let Err(e) = b.sections.validate(&self.load_context(b, "")) {
+                return Err(at(&p(&e.path), e.message));
             }
         }
         self.validate_call_slots(src)?;
@@ -754,13 +532,6 @@ impl BootConfig {
         Ok(())
     }
 }
-
-/// Why a component loaded from a file may not have a `local` SSH label.
-pub const LOCAL_ONLY_BUILTIN: &str = "a `local` label runs the component's commands on this machine as \
-     the bridge's own user, where its identity key, journal and config are in reach; only a backend \
-     shipped in the binary (`builtin:...`) may have one. For a component from a file, run sshd on \
-     this machine and give it an `ssh` label to an unprivileged account (address 127.0.0.1, a \
-     pinned host_key)";
 
 impl BootConfig {
     /// Calls each backend may have in flight at once, in config order:
@@ -888,74 +659,16 @@ impl BootConfig {
 }
 
 impl BackendConfig {
+    /// The SSH hosts, parsed (validated at load), in config order.
+    pub fn ssh_hosts(&self) -> Vec<(String, SshHost)> {
+        self.sections.ssh.parsed_hosts()
+    }
+
     /// Where the component comes from.
     pub fn component_source(&self) -> ComponentSource {
         match self.component.strip_prefix("builtin:") {
             Some(name) => ComponentSource::Builtin(name.to_string()),
             None => ComponentSource::File(PathBuf::from(&self.component)),
-        }
-    }
-
-    /// The SSH hosts, parsed (validated at load), in config order.
-    pub fn ssh_hosts(&self) -> Vec<(String, SshHost)> {
-        self.ssh
-            .hosts
-            .iter()
-            .filter_map(|(k, v)| v.clone().try_into().ok().map(|h| (k.clone(), h)))
-            .collect()
-    }
-}
-
-impl SshHost {
-    /// Check the fields a transport needs: `Err((key, message))`.
-    fn check(&self) -> Result<(), (Option<&'static str>, String)> {
-        if self.transport == SshTransport::Local {
-            return Ok(());
-        }
-        if self.address.as_deref().is_none_or(str::is_empty) {
-            return Err((
-                None,
-                "an `ssh` host needs `address` (or set transport = \"local\")".into(),
-            ));
-        }
-        if self.user.as_deref().is_none_or(str::is_empty) {
-            return Err((None, "an `ssh` host needs `user`".into()));
-        }
-        match &self.host_key {
-            None => {
-                return Err((
-                    None,
-                    "an `ssh` host needs its pinned `host_key` (`ssh-keyscan -t ed25519 HOST`)"
-                        .into(),
-                ));
-            }
-            Some(k) => {
-                if russh::keys::PublicKey::from_openssh(k.trim()).is_err() {
-                    return Err((
-                        Some("host_key"),
-                        "not an OpenSSH public key (`ssh-ed25519 AAAA...`)".into(),
-                    ));
-                }
-            }
-        }
-        match (&self.private_key, &self.private_key_file) {
-            (None, None) => Err((
-                None,
-                "an `ssh` host needs `private_key_file` or `private_key`".into(),
-            )),
-            (Some(_), Some(_)) => Err((
-                None,
-                "set one of `private_key_file` and `private_key`, not both".into(),
-            )),
-            (Some(k), None) => russh::keys::decode_secret_key(k, None)
-                .map(|_| ())
-                .map_err(|_| {
-                    (
-                        Some("private_key"),
-                        "not an OpenSSH private key (the value is not shown)".into(),
-                    )
-                }),
-            (None, Some(_)) => Ok(()),
         }
     }
 }
@@ -1144,7 +857,10 @@ mod tests {
             "{MIN}[backends.config]\ntoken = \"${{SECRET}}\"\n"
         ))
         .unwrap();
-        assert_eq!(c.backends[0].config["token"].as_str(), Some("s3cret"));
+        assert_eq!(
+            c.backends[0].sections.config["token"].as_str(),
+            Some("s3cret")
+        );
         let e = load(&format!("{MIN}[backends.config]\ntoken = \"${{NOPE}}\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("backends[0].config.token"));
         assert!(e.message.contains("`NOPE` is not set"));
@@ -1220,7 +936,7 @@ mod tests {
             shown.contains(compute_bridge_testkit::components::FAKE),
             "{shown}"
         );
-        assert!(!crate::runtime::builtin_names().contains(&"fake"));
+        assert!(!component::builtin_names().contains(&"fake"));
         // Its file loads like any other component.
         let e = load(&format!(
             "[[backends]]\nname = \"demo\"\ncomponent = {:?}\n",

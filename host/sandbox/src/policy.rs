@@ -56,23 +56,10 @@ pub const WHY_ONE_MEMORY: &str = "a backend runs in one linear memory (a Rust wa
      backend has exactly one): memory_limit_mib is one budget for the whole component, and \
      every further memory, table or core module would only be room around it";
 
-/// Import name prefixes a backend may use, and why.
-const ALLOWED: &[(&str, &str)] = &[
+/// Import name prefixes every backend may use, and why; the capabilities
+/// add theirs ([`crate::capabilities::IMPORTS`]).
+const BASE: &[(&str, &str)] = &[
     ("compute-bridge:backend/types@0.2.", "contract types"),
-    (
-        "compute-bridge:backend/http@0.2.",
-        "outbound HTTP to allowed hosts",
-    ),
-    (
-        "compute-bridge:backend/ssh@0.2.",
-        "commands on assigned hosts",
-    ),
-    ("compute-bridge:backend/log@0.2.", "logging"),
-    (
-        "compute-bridge:backend/cache@0.2.",
-        "credential cache in host memory",
-    ),
-    ("wasi:config/store@0.2.0-rc.1", "its own config section"),
     ("wasi:io/", "streams for the standard library"),
     ("wasi:clocks/", "clocks"),
     ("wasi:random/", "randomness"),
@@ -157,7 +144,10 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
         violations.push(built_for(v));
     }
     for (name, item) in ty.imports(engine) {
-        let allowed = ALLOWED.iter().find(|(p, _)| name.starts_with(p));
+        let allowed = BASE
+            .iter()
+            .chain(crate::capabilities::IMPORTS.iter().copied().flatten())
+            .find(|(p, _)| name.starts_with(p));
         let refused = match allowed {
             Some(_) if matches!(item.ty, ComponentItem::ComponentInstance(_)) => None,
             Some(_) => Some("only interface imports are allowed".to_string()),

@@ -9,7 +9,7 @@
 //! A label with `transport = "local"` runs commands on this machine through
 //! `/bin/sh` instead (the embedded default uses it), as the bridge's own
 //! user. Only a backend shipped in the binary may have one (the config
-//! refuses it for a component from a file, and so does [`SshCapability::new`]):
+//! refuses it for a component from a file, and so does building the capability):
 //! such a command can read whatever that user can, the state dir with its
 //! identity key included. What the local transport does bound:
 //! - the command sees a cleared environment: only a fixed `PATH`, `LANG`
@@ -30,8 +30,17 @@ use russh::{ChannelMsg, client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
+mod config;
+
+pub use config::{LOCAL_ONLY_BUILTIN, SshConfig, SshHostConfig, SshTransport};
+
+use compute_bridge_contract::keypath::{Invalid, Seg};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, HasCall};
 use crate::bindings::ssh as wit;
-use crate::config::{BackendConfig, BootConfig, ComponentSource, SshTransport};
+use crate::spec::{BootView, LoadContext};
 
 /// `PATH` of a local command.
 pub const LOCAL_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -101,19 +110,22 @@ pub struct SshCapability {
 }
 
 impl SshCapability {
+    /// The capability of one `[[backends]]` entry of `boot` (see
+    /// [`Self::provide`]).
+    pub fn new<B: BootView>(boot: &B, backend: &B::Backend) -> anyhow::Result<Self> {
+        Self::build(&boot.sections(backend).ssh, &boot.load_context(backend, ""))
+    }
+
     /// Build from the backend's `[backends.ssh]` (validated at load); reads
     /// key files now so a missing or bad key fails at start.
-    pub fn new(boot: &BootConfig, cfg: &BackendConfig) -> anyhow::Result<Self> {
+    fn build(cfg: &SshConfig, at: &LoadContext) -> anyhow::Result<Self> {
+        let name = &at.backend;
         let mut hosts = Vec::new();
-        for (label, h) in cfg.ssh_hosts() {
+        for (label, h) in cfg.parsed_hosts() {
             let target = match h.transport {
                 SshTransport::Local => {
-                    if let ComponentSource::File(_) = cfg.component_source() {
-                        anyhow::bail!(
-                            "backend {}: ssh host {label}: {}",
-                            cfg.name,
-                            crate::config::LOCAL_ONLY_BUILTIN
-                        );
+                    if !at.builtin {
+                        anyhow::bail!("backend {name}: ssh host {label}: {LOCAL_ONLY_BUILTIN}");
                     }
                     Target::Local
                 }
@@ -122,16 +134,14 @@ impl SshCapability {
                         (Some(text), _) => russh::keys::decode_secret_key(text, None)
                             .map_err(|_| {
                                 anyhow::anyhow!(
-                                    "backend {}: ssh host {label}: private_key is not an OpenSSH private key",
-                                    cfg.name
+                                    "backend {name}: ssh host {label}: private_key is not an OpenSSH private key"
                                 )
                             })?,
                         (None, Some(file)) => {
-                            let file = boot.resolve_path(file);
+                            let file = at.resolve(file);
                             russh::keys::load_secret_key(&file, None).map_err(|e| {
                                 anyhow::anyhow!(
-                                    "backend {}: ssh host {label}: cannot load {}: {e}",
-                                    cfg.name,
+                                    "backend {name}: ssh host {label}: cannot load {}: {e}",
                                     file.display()
                                 )
                             })?
@@ -153,10 +163,10 @@ impl SshCapability {
             hosts.push((label, target));
         }
         Ok(Self {
-            backend: cfg.name.as_str().into(),
+            backend: name.clone(),
             hosts,
-            timeout: Duration::from_secs(cfg.ssh.timeout_sec),
-            max_output: cfg.ssh.max_output_bytes as usize,
+            timeout: Duration::from_secs(cfg.timeout_sec),
+            max_output: cfg.max_output_bytes as usize,
             home: std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
         })
     }
@@ -421,10 +431,124 @@ async fn read_capped(mut r: impl tokio::io::AsyncRead + Unpin, cap: usize) -> (V
     (buf, truncated)
 }
 
-/// Per-call view handed to the generated `Host` trait.
-pub struct SshHost(pub Arc<SshCapability>);
+impl Capability for SshCapability {
+    const SECTION: Option<&'static str> = Some("ssh");
+    const IMPORTS: &'static [(&'static str, &'static str)] = &[(
+        "compute-bridge:backend/ssh@0.2.",
+        "commands on assigned hosts",
+    )];
+    type Config = SshConfig;
+    type Call = SshCall;
 
-impl wit::Host for SshHost {
+    /// Each host's label and entry, in config order: what its transport
+    /// needs, a `local` one only for a backend shipped in the binary, a key
+    /// file that exists.
+    fn validate(cfg: &SshConfig, at: &LoadContext) -> Result<(), Invalid> {
+        for (label, v) in &cfg.hosts {
+            let path: Vec<Seg> = vec!["hosts".into(), label.clone().into()];
+            let refuse = |key: Option<&str>, message: String| {
+                let mut path = path.clone();
+                path.extend(key.map(Seg::from));
+                Invalid { path, message }
+            };
+            if label.is_empty()
+                || !label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(refuse(
+                    None,
+                    format!(
+                        "{label:?} is not a valid host label: use letters, digits, '-' and '_'"
+                    ),
+                ));
+            }
+            let host: SshHostConfig = v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| refuse(None, e.message().to_string()))?;
+            if host.transport == SshTransport::Local && !at.builtin {
+                return Err(refuse(Some("transport"), LOCAL_ONLY_BUILTIN.into()));
+            }
+            host.check().map_err(|(key, msg)| refuse(key, msg))?;
+            if let Some(f) = &host.private_key_file {
+                let f = at.resolve(f);
+                if !f.is_file() {
+                    return Err(refuse(
+                        Some("private_key_file"),
+                        format!("{} does not exist", f.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn provide(cfg: &SshConfig, at: &LoadContext) -> anyhow::Result<Self> {
+        Self::build(cfg, at)
+    }
+
+    fn start_call(this: &Arc<Self>, _export: &'static str) -> SshCall {
+        SshCall(this.clone())
+    }
+
+    fn add_to_linker<T: HasCall<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<T, HasSelf<SshCall>>(linker, |t| HasCall::<Self>::call_state(t))
+    }
+
+    /// The labels, each with its transport.
+    fn summary(cfg: &SshConfig) -> Option<String> {
+        let labels: Vec<String> = cfg
+            .parsed_hosts()
+            .into_iter()
+            .map(|(l, h)| {
+                format!(
+                    "{l} ({})",
+                    match h.transport {
+                        SshTransport::Local => "local",
+                        SshTransport::Ssh => "ssh",
+                    }
+                )
+            })
+            .collect();
+        Some(if labels.is_empty() {
+            "none".into()
+        } else {
+            labels.join(", ")
+        })
+    }
+
+    /// Each label with how it is reached and the key it is pinned to, and
+    /// the bounds of one command; never a private key or its file.
+    fn measure(cfg: &SshConfig, h: &mut Sha256) {
+        for (label, host) in cfg.parsed_hosts() {
+            let transport = match host.transport {
+                SshTransport::Local => "local",
+                SshTransport::Ssh => "ssh",
+            };
+            let fields = [
+                label.as_str(),
+                transport,
+                host.address.as_deref().unwrap_or(""),
+                &host.port.to_string(),
+                host.user.as_deref().unwrap_or(""),
+                host.host_key.as_deref().map(str::trim).unwrap_or(""),
+            ];
+            h.update(b"host\0");
+            for f in fields {
+                h.update(f.as_bytes());
+                h.update([0]);
+            }
+        }
+        h.update(cfg.timeout_sec.to_be_bytes());
+        h.update(cfg.max_output_bytes.to_be_bytes());
+    }
+}
+
+/// One call's `ssh`, handed to the generated `Host` trait.
+pub struct SshCall(pub Arc<SshCapability>);
+
+impl wit::Host for SshCall {
     fn hosts(&mut self) -> wasmtime::Result<Vec<String>> {
         Ok(self.0.labels())
     }
@@ -436,5 +560,46 @@ impl wit::Host for SshHost {
         stdin: Vec<u8>,
     ) -> Result<wit::ExecOutput, wit::SshError> {
         self.0.exec(&host_label, &command, stdin).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFNOL++V6ayesnKlyKywg+VwHP9Gk9Jc/LcRtrWmSSAm";
+
+    fn section(host: &str) -> SshConfig {
+        toml::from_str(&format!("[hosts.rack]\n{host}")).unwrap()
+    }
+
+    fn measured(cfg: &SshConfig) -> [u8; 32] {
+        let mut h = Sha256::new();
+        SshCapability::measure(cfg, &mut h);
+        h.finalize().into()
+    }
+
+    #[test]
+    fn the_measurement_follows_hosts_and_pinned_keys_never_secrets() {
+        let entry = |address: &str, secret: &str| {
+            section(&format!(
+                "address = {address:?}\nuser = \"u\"\nhost_key = {KEY:?}\nprivate_key = {secret:?}\n"
+            ))
+        };
+        let base = measured(&entry("10.0.0.1", "first secret"));
+        assert_eq!(
+            base,
+            measured(&entry("10.0.0.1", "another secret")),
+            "a secret is not measured"
+        );
+        assert_ne!(
+            base,
+            measured(&entry("10.0.0.2", "first secret")),
+            "the address is"
+        );
+        let unpinned =
+            section("address = \"10.0.0.1\"\nuser = \"u\"\nprivate_key = \"first secret\"\n");
+        assert_ne!(base, measured(&unpinned), "the pinned key is");
     }
 }

@@ -7,7 +7,7 @@
 //! once per call. It is deliberately narrow:
 //!
 //! - memory only, never written to disk or logged (values are secrets);
-//! - private to one backend: each backend's [`Granted`](super::Granted)
+//! - private to one backend: each backend's [`Provided`](super::Provided)
 //!   holds its own instance;
 //! - bounded: [`CacheLimits`] caps entries, key and value sizes and the
 //!   bytes held; when full, expired entries go first, then the ones closest
@@ -22,7 +22,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, HasCall, NoSection};
 use crate::bindings::cache as wit;
+use crate::spec::LoadContext;
 
 /// Bounds on one backend's cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,9 +221,32 @@ impl CacheCapability {
 }
 
 /// Per-call view handed to the generated `Host` trait.
-pub struct CacheHost(pub Arc<CacheCapability>);
+pub struct CacheCall(pub Arc<CacheCapability>);
 
-impl wit::Host for CacheHost {
+impl Capability for CacheCapability {
+    /// No section: its bounds are the host's ([`CacheLimits::default`]).
+    const SECTION: Option<&'static str> = None;
+    const IMPORTS: &'static [(&'static str, &'static str)] = &[(
+        "compute-bridge:backend/cache@0.2.",
+        "credential cache in host memory",
+    )];
+    type Config = NoSection;
+    type Call = CacheCall;
+
+    fn provide(_cfg: &NoSection, at: &LoadContext) -> anyhow::Result<Self> {
+        Ok(Self::new(&at.backend, CacheLimits::default()))
+    }
+
+    fn start_call(this: &Arc<Self>, _export: &'static str) -> CacheCall {
+        CacheCall(this.clone())
+    }
+
+    fn add_to_linker<T: HasCall<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<T, HasSelf<CacheCall>>(linker, |t| HasCall::<Self>::call_state(t))
+    }
+}
+
+impl wit::Host for CacheCall {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         Ok(self.0.get(&key))
     }

@@ -16,8 +16,16 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod config;
+
+pub use config::LogConfig;
+
+use compute_bridge_contract::keypath::Invalid;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, HasCall};
 use crate::bindings::log as wit;
-use crate::config::LogConfig;
+use crate::spec::LoadContext;
 
 /// Longest message or field list kept, bytes; the rest is cut.
 const MAX_LEN: usize = 4096;
@@ -121,16 +129,51 @@ impl LogCapability {
     }
 }
 
-/// Per-call view handed to the generated `Host` trait; says what it
+impl Capability for LogCapability {
+    const SECTION: Option<&'static str> = Some("log");
+    const IMPORTS: &'static [(&'static str, &'static str)] =
+        &[("compute-bridge:backend/log@0.2.", "logging")];
+    type Config = LogConfig;
+    type Call = LogCall;
+
+    fn validate(cfg: &LogConfig, _at: &LoadContext) -> Result<(), Invalid> {
+        for (key, v) in [
+            ("max_bytes_per_call", cfg.max_bytes_per_call),
+            ("max_bytes_per_minute", cfg.max_bytes_per_minute),
+        ] {
+            if v == 0 {
+                return Err(Invalid {
+                    path: vec![key.into()],
+                    message: "must be at least 1 byte".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn provide(cfg: &LogConfig, at: &LoadContext) -> anyhow::Result<Self> {
+        Ok(Self::new(&at.backend, cfg))
+    }
+
+    fn start_call(this: &Arc<Self>, export: &'static str) -> LogCall {
+        LogCall::new(this.clone(), export)
+    }
+
+    fn add_to_linker<T: HasCall<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<T, HasSelf<LogCall>>(linker, |t| HasCall::<Self>::call_state(t))
+    }
+}
+
+/// One call's `log`, handed to the generated `Host` trait; says what it
 /// dropped when the call ends.
-pub struct LogHost {
+pub struct LogCall {
     cap: Arc<LogCapability>,
     call: &'static str,
     written: Tally,
     dropped: Tally,
 }
 
-impl LogHost {
+impl LogCall {
     /// The view of one call of export `call`.
     pub fn new(cap: Arc<LogCapability>, call: &'static str) -> Self {
         Self {
@@ -142,7 +185,7 @@ impl LogHost {
     }
 }
 
-impl Drop for LogHost {
+impl Drop for LogCall {
     fn drop(&mut self) {
         {
             let mut t = self.cap.totals.lock().unwrap();
@@ -180,7 +223,7 @@ fn enabled(level: &wit::Level) -> bool {
     }
 }
 
-impl wit::Host for LogHost {
+impl wit::Host for LogCall {
     fn log(
         &mut self,
         level: wit::Level,

@@ -2,7 +2,7 @@
 //! (`wasi:io`, `wasi:clocks`, `wasi:random`, `wasi:cli` environment, exit and
 //! standard streams) and nothing else. Filesystem and sockets are not linked
 //! at all, so a component importing them cannot be instantiated (and
-//! [`super::policy`] refuses it earlier, with a reason).
+//! [`crate::policy`] refuses it earlier, with a reason).
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::WasiView;

@@ -2,7 +2,14 @@
 //! `[backends.config]` table (with `${ENV}` already expanded) and nothing
 //! else. Served by `wasmtime-wasi-config`.
 
-use wasmtime_wasi_config::WasiConfigVariables;
+use std::sync::Arc;
+
+use compute_bridge_contract::keypath::Invalid;
+use wasmtime::component::Linker;
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+
+use super::{Capability, HasCall};
+use crate::spec::LoadContext;
 
 /// Reserved key: the backend's name.
 pub const BACKEND_NAME: &str = "bridge.backend-name";
@@ -10,6 +17,51 @@ pub const BACKEND_NAME: &str = "bridge.backend-name";
 pub const PROVIDER_ID: &str = "bridge.provider-id";
 /// Reserved key: the whole table as JSON.
 pub const CONFIG_JSON: &str = "bridge.config-json";
+
+/// The `config` capability of one backend: its variables, shared by all its
+/// calls.
+pub struct ConfigCapability {
+    /// What `wasi:config/store` serves.
+    pub variables: WasiConfigVariables,
+}
+
+/// One call's `config`.
+pub struct ConfigCall(pub Arc<ConfigCapability>);
+
+impl Capability for ConfigCapability {
+    const SECTION: Option<&'static str> = Some("config");
+    const IMPORTS: &'static [(&'static str, &'static str)] =
+        &[("wasi:config/store@0.2.0-rc.1", "its own config section")];
+    type Config = toml::Table;
+    type Call = ConfigCall;
+
+    /// The `bridge.` keys are the host's.
+    fn validate(cfg: &toml::Table, _at: &LoadContext) -> Result<(), Invalid> {
+        match cfg.keys().find(|k| k.starts_with("bridge.")) {
+            Some(key) => Err(Invalid {
+                path: vec![key.clone().into()],
+                message: "keys starting with `bridge.` are reserved for the host".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn provide(cfg: &toml::Table, at: &LoadContext) -> anyhow::Result<Self> {
+        Ok(Self {
+            variables: variables(&at.backend, &at.provider_id, cfg),
+        })
+    }
+
+    fn start_call(this: &Arc<Self>, _export: &'static str) -> ConfigCall {
+        ConfigCall(this.clone())
+    }
+
+    fn add_to_linker<T: HasCall<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        wasmtime_wasi_config::add_to_linker(linker, |t| {
+            WasiConfig::new(&HasCall::<Self>::call_state(t).0.variables)
+        })
+    }
+}
 
 /// The variables one backend sees: each top-level key of its table (strings
 /// verbatim, other scalars as TOML text, tables and arrays as JSON) and the

@@ -32,9 +32,10 @@ pub struct CompileCache {
     pub stats: CacheStats,
 }
 
-/// How a component was obtained.
+/// How a component was obtained: found in the cache or compiled now (the
+/// log says `cache = "hit"` or `"miss"`). Not an http `Origin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub enum Lookup {
     /// Read from the cache.
     Cached,
     /// Compiled now.
@@ -65,7 +66,7 @@ impl CompileCache {
     }
 
     /// The compiled form of `bytes`, from the cache or compiled now.
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> anyhow::Result<(Component, Origin)> {
+    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> anyhow::Result<(Component, Lookup)> {
         let digest = Self::digest(bytes);
         if let Some(path) = self.path_for(&digest)
             && path.is_file()
@@ -76,7 +77,7 @@ impl CompileCache {
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((c, Origin::Cached));
+                    return Ok((c, Lookup::Cached));
                 }
                 Err(e) => tracing::warn!(
                     path = %path.display(),
@@ -93,7 +94,7 @@ impl CompileCache {
         {
             tracing::warn!(path = %path.display(), "cannot write the compile cache: {e:#}");
         }
-        Ok((component, Origin::Compiled))
+        Ok((component, Lookup::Compiled))
     }
 }
 

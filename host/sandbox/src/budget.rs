@@ -7,14 +7,14 @@
 //! call, including the initial sizes at instantiation, is added to one sum
 //! that may not pass the backend's `memory_limit_mib`. It also holds the
 //! store to the counts a backend needs (one memory; see
-//! [`super::policy::MAX_MEMORIES`]), in case the pool's per-component limits
+//! [`crate::policy::MAX_MEMORIES`]), in case the pool's per-component limits
 //! ever allow more. A growth that does not fit traps the call.
 //!
 //! Keeps only byte counts; nothing of what the guest stores.
 
 use wasmtime::ResourceLimiter;
 
-use super::policy;
+use crate::policy;
 
 /// Bytes a table element takes in the pool: one machine word (a `funcref`
 /// is a pointer; wasmtime's pooling allocator sizes tables in words).

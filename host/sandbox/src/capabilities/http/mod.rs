@@ -31,8 +31,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+mod config;
+
+pub use config::HttpConfig;
+
+use compute_bridge_contract::keypath::Invalid;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, HasCall};
 use crate::bindings::http as wit;
-use crate::config::HttpConfig;
+use crate::spec::LoadContext;
 
 /// An allowed origin: scheme, lower-case host, port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -473,10 +482,80 @@ impl HttpCapability {
     }
 }
 
-/// Per-call view handed to the generated `Host` trait.
-pub struct HttpHost(pub Arc<HttpCapability>);
+impl Capability for HttpCapability {
+    const SECTION: Option<&'static str> = Some("http");
+    const IMPORTS: &'static [(&'static str, &'static str)] = &[(
+        "compute-bridge:backend/http@0.2.",
+        "outbound HTTP to allowed hosts",
+    )];
+    type Config = HttpConfig;
+    type Call = HttpCall;
 
-impl wit::Host for HttpHost {
+    fn validate(cfg: &HttpConfig, _at: &LoadContext) -> Result<(), Invalid> {
+        if cfg.timeout_sec == 0 {
+            return Err(Invalid {
+                path: vec!["timeout_sec".into()],
+                message: "must be at least 1 second".into(),
+            });
+        }
+        for (j, h) in cfg.allowed_hosts.iter().enumerate() {
+            if let Err(message) = Origin::parse(h) {
+                return Err(Invalid {
+                    path: vec!["allowed_hosts".into(), j.into()],
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn provide(cfg: &HttpConfig, at: &LoadContext) -> anyhow::Result<Self> {
+        Self::new(&at.backend, cfg)
+    }
+
+    fn start_call(this: &Arc<Self>, _export: &'static str) -> HttpCall {
+        HttpCall(this.clone())
+    }
+
+    fn add_to_linker<T: HasCall<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<T, HasSelf<HttpCall>>(linker, |t| HasCall::<Self>::call_state(t))
+    }
+
+    fn summary(cfg: &HttpConfig) -> Option<String> {
+        Some(if cfg.allowed_hosts.is_empty() {
+            "none".into()
+        } else {
+            cfg.allowed_hosts.join(", ")
+        })
+    }
+
+    /// The allowed origins (normalised, sorted), the fixed resolutions and
+    /// the bounds of one exchange. An http section holds no secret.
+    fn measure(cfg: &HttpConfig, h: &mut Sha256) {
+        let mut origins: Vec<String> = cfg
+            .allowed_hosts
+            .iter()
+            .map(|o| Origin::parse(o).map_or_else(|_| o.clone(), |o| o.to_string()))
+            .collect();
+        origins.sort();
+        origins.dedup();
+        for o in &origins {
+            h.update(b"origin\0");
+            h.update(o.as_bytes());
+            h.update([0]);
+        }
+        for (name, ip) in &cfg.resolve {
+            h.update(format!("resolve\0{}\0{ip}\0", name.to_ascii_lowercase()).as_bytes());
+        }
+        h.update(cfg.timeout_sec.to_be_bytes());
+        h.update(cfg.max_response_bytes.to_be_bytes());
+    }
+}
+
+/// One call's `http`, handed to the generated `Host` trait.
+pub struct HttpCall(pub Arc<HttpCapability>);
+
+impl wit::Host for HttpCall {
     async fn send(&mut self, request: wit::Request) -> Result<wit::Response, wit::HttpError> {
         self.0.send(request).await
     }
@@ -485,6 +564,39 @@ impl wit::Host for HttpHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn measured(cfg: &HttpConfig) -> [u8; 32] {
+        let mut h = Sha256::new();
+        HttpCapability::measure(cfg, &mut h);
+        h.finalize().into()
+    }
+
+    #[test]
+    fn the_measurement_follows_the_allowed_origins() {
+        let cfg = HttpConfig {
+            allowed_hosts: vec!["https://a.example".into(), "https://b.example".into()],
+            ..Default::default()
+        };
+        let same = HttpConfig {
+            allowed_hosts: vec!["https://B.example:443".into(), "https://a.example/".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            measured(&cfg),
+            measured(&same),
+            "same origins, other spelling"
+        );
+        let other = HttpConfig {
+            allowed_hosts: vec!["https://a.example".into(), "https://c.example".into()],
+            ..Default::default()
+        };
+        assert_ne!(measured(&cfg), measured(&other));
+        let slower = HttpConfig {
+            timeout_sec: 31,
+            ..cfg.clone()
+        };
+        assert_ne!(measured(&cfg), measured(&slower));
+    }
 
     #[test]
     fn origins_are_exact() {

@@ -6,7 +6,7 @@
 //! fails `transient`, and the fleet moves on), instantiates the component
 //! from its `InstancePre` into a new `Store` (pooled, copy-on-write memory,
 //! so this costs microseconds), runs the export under the backend's memory
-//! budget (one sum over all its memories and tables, see [`super::budget`])
+//! budget (one sum over all its memories and tables, see [`crate::Budget`])
 //! with epoch-based yielding, and is dropped at its deadline: the backend's
 //! `call_timeout_sec`, or the shorter `capabilities_timeout_sec` and
 //! `can_satisfy_timeout_sec` for those two. Whatever the guest left in
@@ -24,16 +24,16 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_config::WasiConfigVariables;
 
-use super::Shared;
-use super::budget::{Budget, OverBudget};
-use crate::backend::{
-    Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
+use compute_bridge_contract::backend::{
+    self, Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
+
 use crate::bindings::{self, provider::Guest as Provider};
+use crate::budget::{Budget, OverBudget};
 use crate::capabilities::log::escape;
-use crate::capabilities::{Granted, cache::CacheHost, http::HttpHost, log::LogHost, ssh::SshHost};
+use crate::capabilities::{Calls, Provided};
+use crate::engine::Shared;
 
 /// Standard error kept per call, for trap reports (bytes).
 const STDERR_KEEP: usize = 4096;
@@ -65,15 +65,11 @@ impl Limits {
 }
 
 /// What a call's `Store` holds: the WASI context (empty environment, no
-/// files, no sockets) and this backend's capability views.
+/// files, no sockets) and each capability's state in this call.
 pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) http: HttpHost,
-    pub(super) ssh: SshHost,
-    pub(super) log: LogHost,
-    pub(super) cache: CacheHost,
-    pub(super) config: Arc<WasiConfigVariables>,
+    pub(crate) calls: Calls,
     budget: Budget,
 }
 
@@ -109,7 +105,7 @@ pub struct CallStats {
 pub struct ComponentBackend {
     name: Arc<str>,
     pre: bindings::BackendPre<CallState>,
-    granted: Granted,
+    granted: Provided,
     limits: Limits,
     shared: Arc<Shared>,
     /// This backend's own call slots.
@@ -138,10 +134,10 @@ impl Drop for InFlight<'_> {
 type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 impl ComponentBackend {
-    pub(super) fn new(
+    pub(crate) fn new(
         name: &str,
         pre: bindings::BackendPre<CallState>,
-        granted: Granted,
+        granted: Provided,
         limits: Limits,
         shared: Arc<Shared>,
     ) -> Self {
@@ -162,7 +158,7 @@ impl ComponentBackend {
     }
 
     /// What this backend was granted.
-    pub fn granted(&self) -> &Granted {
+    pub fn granted(&self) -> &Provided {
         &self.granted
     }
 
@@ -207,11 +203,7 @@ impl ComponentBackend {
             CallState {
                 wasi,
                 table: ResourceTable::new(),
-                http: HttpHost(self.granted.http.clone()),
-                ssh: SshHost(self.granted.ssh.clone()),
-                log: LogHost::new(self.granted.log.clone(), what),
-                cache: CacheHost(self.granted.cache.clone()),
-                config: self.granted.config.clone(),
+                calls: self.granted.start_call(what),
                 budget: Budget::new(self.limits.memory_bytes),
             },
         );
@@ -297,7 +289,7 @@ impl Backend for ComponentBackend {
         let offer = self
             .call("capabilities", |p, s| Box::pin(p.call_capabilities(s)))
             .await??;
-        crate::backend::check_offer(&self.name, offer.into())
+        backend::check_offer(&self.name, offer.into())
     }
 
     async fn can_satisfy(&self, grant: &GrantSpec) -> bool {
@@ -325,7 +317,7 @@ impl Backend for ComponentBackend {
             })
             .await??
             .into();
-        if let Err(e) = crate::backend::check_provisioned(&self.name, &instance) {
+        if let Err(e) = backend::check_provisioned(&self.name, &instance) {
             // It may exist: tear it down before refusing it.
             tracing::warn!(backend = %self.name, "{e}");
             if let Err(t) = self.terminate(&instance).await {
@@ -372,112 +364,7 @@ impl Backend for ComponentBackend {
             .into_iter()
             .map(Into::into)
             .collect();
-        crate::backend::check_listed(&self.name, &listed)?;
+        backend::check_listed(&self.name, &listed)?;
         Ok(listed)
-    }
-}
-
-// Conversions between the generated WIT types and the host's own. What a
-// component returns is checked on the way in (`crate::backend`: bounds,
-// the access a requester will use, capacity ceilings); an error's text is
-// cut to its bound here.
-
-impl From<bindings::types::Offer> for Capabilities {
-    fn from(o: bindings::types::Offer) -> Self {
-        Self {
-            regions: o.regions,
-            tdx_capable: o.tdx_capable,
-            max_cpu_millicores: o.max_cpu_millicores,
-            max_ram_mib: o.max_ram_mib,
-            td_measurements: (o.td_measurements.into_iter())
-                .map(|m| crate::backend::TdMeasurement {
-                    region: m.region,
-                    mrtd: m.mrtd,
-                })
-                .collect(),
-        }
-    }
-}
-
-impl From<&GrantSpec> for bindings::types::GrantSpec {
-    fn from(g: &GrantSpec) -> Self {
-        use crate::backend::TdxRequirement as T;
-        Self {
-            request_id: g.request_id.clone(),
-            cpu_millicores: g.cpu_millicores,
-            ram_mib: g.ram_mib,
-            region: g.region.clone(),
-            tdx: match g.tdx {
-                T::None => bindings::types::TdxRequirement::None,
-                T::Preferred => bindings::types::TdxRequirement::Preferred,
-                T::Required => bindings::types::TdxRequirement::Required,
-            },
-            image: g.image.clone(),
-            valid_to: g.valid_to,
-        }
-    }
-}
-
-impl From<bindings::types::Instance> for Instance {
-    fn from(i: bindings::types::Instance) -> Self {
-        Self {
-            instance_id: i.instance_id,
-            region: i.region,
-            public_host: i.public_host,
-            ssh_port: i.ssh_port,
-            user: i.user,
-            host_key: i.host_key,
-            handle: i.handle,
-        }
-    }
-}
-
-impl From<&Instance> for bindings::types::Instance {
-    fn from(i: &Instance) -> Self {
-        Self {
-            instance_id: i.instance_id.clone(),
-            region: i.region.clone(),
-            public_host: i.public_host.clone(),
-            ssh_port: i.ssh_port,
-            user: i.user.clone(),
-            host_key: i.host_key.clone(),
-            handle: i.handle.clone(),
-        }
-    }
-}
-
-impl From<bindings::types::InstanceState> for InstanceState {
-    fn from(s: bindings::types::InstanceState) -> Self {
-        match s {
-            bindings::types::InstanceState::Starting => Self::Starting,
-            bindings::types::InstanceState::Running => Self::Running,
-            bindings::types::InstanceState::Exited(c) => Self::Exited(c),
-            bindings::types::InstanceState::Gone => Self::Gone,
-        }
-    }
-}
-
-impl From<bindings::types::ResourceUsage> for Usage {
-    fn from(u: bindings::types::ResourceUsage) -> Self {
-        Self {
-            cpu_core_seconds: u.cpu_core_seconds,
-            ram_mib_seconds: u.ram_mib_seconds,
-            net_bytes: u.net_bytes,
-        }
-    }
-}
-
-impl From<bindings::types::BackendError> for BackendError {
-    fn from(e: bindings::types::BackendError) -> Self {
-        use bindings::types::BackendError as W;
-        match e {
-            // The host logs these texts: escaped, each stays on one line.
-            W::NoCapacity(m) => Self::NoCapacity(escape(&m).into_owned()),
-            W::Transient(m) => Self::Transient(escape(&m).into_owned()),
-            W::Rejected(m) => Self::Rejected(escape(&m).into_owned()),
-            W::Config(m) => Self::Config(escape(&m).into_owned()),
-            W::Internal(m) => Self::Internal(escape(&m).into_owned()),
-        }
-        .bounded()
     }
 }

@@ -1,0 +1,43 @@
+//! compute-bridge-sandbox: the wasmtime host every backend component runs
+//! in, and the host capabilities it may be given.
+//!
+//! The second floor of the house (`docs/architecture.md`), on the contract
+//! only. It holds:
+//! - [`engine`]: one wasmtime engine, the pooled instance slots, the epoch
+//!   ticker, and [`Runtime::load`], which turns a [`BackendSpec`] into a
+//!   [`ComponentBackend`];
+//! - [`compile_cache`]: ahead-of-time compiled components on disk;
+//! - [`policy`]: what a backend may import and must export, and how much of
+//!   the sandbox one instance may take, checked before it is instantiated;
+//! - [`call`]: one backend behind the contract's `Backend` trait, each call
+//!   in a fresh instance under its memory budget and deadline;
+//! - [`capabilities`]: `http`, `ssh`, `log`, `cache` and `config`, one
+//!   folder each with its config section;
+//! - [`spec`]: what the daemon tells the sandbox about one backend.
+//!
+//! Invariants: nothing here knows about grants, requesters, the fleet, the
+//! journal or the coalition; the sandbox learns of a backend only what its
+//! [`BackendSpec`] says (name, component bytes, limits, its capability
+//! sections). It keeps nothing across calls but what a capability shares
+//! between one backend's calls (an HTTP client, pooled SSH connections, the
+//! credential cache, counters) and the compile cache the daemon points it
+//! at; whatever a call left in the guest's memory dies with its store.
+
+#![warn(missing_docs)]
+
+pub mod bindings;
+mod budget;
+pub mod call;
+pub mod capabilities;
+pub mod compile_cache;
+mod convert;
+pub mod engine;
+pub mod policy;
+pub mod spec;
+mod wasi;
+
+pub use budget::{Budget, OverBudget, TABLE_ELEMENT_BYTES};
+pub use call::{CallState, CallStats, ComponentBackend, Limits};
+pub use compile_cache::{CacheStats, CompileCache, Lookup};
+pub use engine::{EPOCH_TICK, Runtime, RuntimeOptions};
+pub use spec::{BackendSpec, BootView, LoadContext, Sections};
