@@ -1,4 +1,5 @@
-//! The floors of the house (`docs/architecture.md`): no crate reaches up.
+//! The floors of the house (`docs/architecture.md`): no crate reaches up; and
+//! the build they make: the run command and the suite share their dependencies.
 //!
 //! Reads the workspace with `cargo metadata --no-deps --offline` and checks
 //! every workspace dependency (normal, build and dev) of every package
@@ -11,12 +12,16 @@
 //!   (the WIT is its only link to the host);
 //! - the test kit and the fuzz targets may use anything.
 //!
+//! The last test reads cargo's unit graph for the run command and for the
+//! suite.
+//!
 //! Keeps nothing; runs no build.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// Each `host/` crate and the workspace crates it may depend on. Crates that
 /// do not exist yet (the re-cut of issue 18 is under way) have rows already
@@ -166,5 +171,116 @@ fn the_floors_the_table_names_are_all_below_the_binaries() {
     assert!(
         all.contains_key("compute-bridge-contract"),
         "the contract crate is missing"
+    );
+}
+
+/// Packages the suite may compile again after the run command, with the
+/// reason: mock quotes must never be in the shipped binary, so tdx-quote's
+/// `mock` feature is on in the suite only, and that rebuilds tdx-quote and
+/// the one package above it.
+const BUILT_AGAIN_BY_THE_SUITE: &[&str] = &["tdx-quote", "compute-bridge"];
+
+/// The units `cargo` would compile for `args`, each reduced to an identity
+/// that, like cargo's own metadata hash, covers the package, target, mode,
+/// features, platform, profile and (recursively) its dependencies; mapped to
+/// the unit's package name. Reads `--unit-graph`, which is behind `-Z
+/// unstable-options` (hence `RUSTC_BOOTSTRAP`); the format has been
+/// version 1 since cargo 1.51.
+fn units(args: &[&str]) -> BTreeMap<String, String> {
+    let out = Command::new(env!("CARGO"))
+        .args(args)
+        .args(["--release", "--offline", "--locked"])
+        .args(["-Z", "unstable-options", "--unit-graph"])
+        .env("RUSTC_BOOTSTRAP", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running cargo --unit-graph");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} --unit-graph failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let graph: Value = serde_json::from_slice(&out.stdout).expect("the unit graph is JSON");
+    assert_eq!(graph["version"], 1, "the unit graph's format changed");
+    let list = graph["units"].as_array().expect("units");
+    fn identity(i: usize, list: &[Value], memo: &mut BTreeMap<usize, String>) -> String {
+        if let Some(id) = memo.get(&i) {
+            return id.clone();
+        }
+        let unit = &list[i];
+        let mut deps: Vec<String> = unit["dependencies"]
+            .as_array()
+            .expect("dependencies")
+            .iter()
+            .map(|d| identity(d["index"].as_u64().expect("index") as usize, list, memo))
+            .collect();
+        deps.sort();
+        // The package id names the checkout's path for workspace members;
+        // the same path in both graphs, so it can stay in.
+        let id = serde_json::json!([
+            unit["pkg_id"],
+            unit["target"]["name"],
+            unit["target"]["kind"],
+            unit["mode"],
+            unit["features"],
+            unit["platform"],
+            unit["profile"],
+            deps,
+        ])
+        .to_string();
+        let digest = format!("{:x}", Sha256::digest(id.as_bytes()));
+        memo.insert(i, digest.clone());
+        digest
+    }
+    let mut memo = BTreeMap::new();
+    (0..list.len())
+        .filter(|&i| list[i]["mode"] != "run-custom-build")
+        .map(|i| {
+            let package = list[i]["pkg_id"].as_str().unwrap_or_default();
+            // "registry+https://…#name@1.2.3" or "path+file:///…#name@0.1.0".
+            let name = package
+                .rsplit('#')
+                .next()
+                .and_then(|n| n.split('@').next())
+                .unwrap_or(package)
+                .to_string();
+            (identity(i, list, &mut memo), name)
+        })
+        .collect()
+}
+
+/// The README's two commands, one after the other, compile every shared
+/// dependency once: what `cargo run --release` builds (the binaries
+/// package) is what `scripts/test.sh` (the whole workspace with its
+/// dev-dependencies) reuses. Before the feature pins, jsonschema's
+/// `serde_json/float_roundtrip` and wit-bindgen's `anyhow/std` made the suite
+/// compile 75 units again, cranelift and wasmtime among them. A new
+/// dev-dependency that turns a feature on fails this until the feature is
+/// pinned (host/Cargo.toml for the binaries' side, components/artifacts for
+/// proc macros and build scripts).
+#[test]
+fn the_run_command_and_the_suite_build_shared_crates_once() {
+    let run = units(&["build", "-p", "compute-bridge"]);
+    let suite = units(&["test", "--workspace", "--no-run"]);
+    assert!(
+        run.values().any(|p| p == "wasmtime") && run.len() > 100,
+        "the run command's unit graph was not read ({} units)",
+        run.len()
+    );
+    let mut again: Vec<&str> = run
+        .iter()
+        .filter(|(id, _)| !suite.contains_key(*id))
+        .map(|(_, package)| package.as_str())
+        .filter(|package| !BUILT_AGAIN_BY_THE_SUITE.contains(package))
+        .collect();
+    again.sort();
+    again.dedup();
+    assert!(
+        again.is_empty(),
+        "the suite compiles these packages again after `cargo run --release`, because \
+         it resolves other features for them (or for a dependency); pin the features \
+         the suite turns on in host/Cargo.toml's `Feature pins` block (or, for proc \
+         macros and build scripts, in components/artifacts/Cargo.toml):\n{}",
+        again.join(" ")
     );
 }
