@@ -25,6 +25,23 @@
 
 #![warn(missing_docs)]
 
+/// The series of `compute-bridge:backend` WIT versions this host loads: the
+/// one place besides `bindings.rs` (whose `bindgen!` needs a literal) and
+/// `wit/backend.wit` that names it; a test holds the three together.
+macro_rules! wit_series {
+    () => {
+        "0.2."
+    };
+}
+
+/// The import name prefix of one of our interfaces in [`wit_series!`]:
+/// `our_interface!("http")` is `compute-bridge:backend/http@0.2.`.
+macro_rules! our_interface {
+    ($name:literal) => {
+        concat!("compute-bridge:backend/", $name, "@", wit_series!())
+    };
+}
+
 pub mod bindings;
 mod budget;
 pub mod call;

@@ -12,23 +12,23 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 /// The interface every backend exports.
-pub const PROVIDER_EXPORT: &str = "compute-bridge:backend/provider@0.2.0";
+pub const PROVIDER_EXPORT: &str = concat!(our_interface!("provider"), "0");
 
 /// The world a conforming component targets.
-pub const WORLD: &str = "compute-bridge:backend/backend@0.2.0";
+pub const WORLD: &str = concat!(our_interface!("backend"), "0");
 
 /// The version of the `compute-bridge:backend` WIT package this host
 /// loads, and what it changed from the one before (`wit/backend.wit`).
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = concat!(wit_series!(), "0");
 const WIT_CHANGE: &str = "0.2.0 added `td-measurements` to `offer`";
 
 /// The version of `compute-bridge:backend` that `name` (an import or
-/// export) belongs to, when it is not one this host loads (0.2.x).
+/// export) belongs to, when it is not one this host loads ([`wit_series!`]).
 fn foreign_version(name: &str) -> Option<&str> {
     let (_, version) = name
         .strip_prefix("compute-bridge:backend/")?
         .split_once('@')?;
-    (!version.starts_with("0.2.")).then_some(version)
+    (!version.starts_with(wit_series!())).then_some(version)
 }
 
 /// Why a component built for `version` of the WIT does not load, and the fix.
@@ -59,7 +59,7 @@ pub const WHY_ONE_MEMORY: &str = "a backend runs in one linear memory (a Rust wa
 /// Import name prefixes every backend may use, and why; the capabilities
 /// add theirs ([`crate::capabilities::IMPORTS`]).
 const BASE: &[(&str, &str)] = &[
-    ("compute-bridge:backend/types@0.2.", "contract types"),
+    (our_interface!("types"), "contract types"),
     ("wasi:io/", "streams for the standard library"),
     ("wasi:clocks/", "clocks"),
     ("wasi:random/", "randomness"),
@@ -222,4 +222,51 @@ pub fn explain_pool_refusal(e: &anyhow::Error) -> Option<String> {
          {MAX_CORE_INSTANCES} core instances per component)",
         refused.replace(" in the pooling allocator", " of the sandbox")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The WIT this host is built from, its `bindgen!` world and the
+    /// version the policy checks are one version: bumping `wit/backend.wit`
+    /// without `wit_series!` (or the other way round) fails here instead of
+    /// refusing every component at load.
+    #[test]
+    fn the_wit_the_bindings_and_the_policy_name_one_version() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let wit = std::fs::read_to_string(format!("{root}/wit/backend.wit")).unwrap();
+        assert!(
+            wit.lines()
+                .any(|l| l.trim() == format!("package compute-bridge:backend@{WIT_VERSION};")),
+            "wit/backend.wit is not compute-bridge:backend@{WIT_VERSION}"
+        );
+        let bindings =
+            std::fs::read_to_string(format!("{root}/host/sandbox/src/bindings.rs")).unwrap();
+        assert!(
+            bindings.contains(&format!("world: \"{WORLD}\"")),
+            "bindings.rs does not bind {WORLD}"
+        );
+        assert_eq!(
+            PROVIDER_EXPORT,
+            format!("compute-bridge:backend/provider@{WIT_VERSION}")
+        );
+        assert_eq!(foreign_version(PROVIDER_EXPORT), None);
+        assert_eq!(
+            foreign_version("compute-bridge:backend/types@0.1.0"),
+            Some("0.1.0")
+        );
+        for (prefix, _) in BASE.iter().chain(
+            crate::capabilities::IMPORTS
+                .iter()
+                .flat_map(|list| list.iter()),
+        ) {
+            if let Some(rest) = prefix.strip_prefix("compute-bridge:backend/") {
+                assert!(
+                    rest.ends_with(&format!("@{}", wit_series!())),
+                    "{prefix} is not in the series this host loads"
+                );
+            }
+        }
+    }
 }

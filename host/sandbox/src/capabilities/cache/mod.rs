@@ -226,10 +226,8 @@ pub struct CacheCall(pub Arc<CacheCapability>);
 impl Capability for CacheCapability {
     /// No section: its bounds are the host's ([`CacheLimits::default`]).
     const SECTION: Option<&'static str> = None;
-    const IMPORTS: &'static [(&'static str, &'static str)] = &[(
-        "compute-bridge:backend/cache@0.2.",
-        "credential cache in host memory",
-    )];
+    const IMPORTS: &'static [(&'static str, &'static str)] =
+        &[(our_interface!("cache"), "credential cache in host memory")];
     type Config = NoSection;
     type Call = CacheCall;
 

@@ -484,10 +484,8 @@ impl HttpCapability {
 
 impl Capability for HttpCapability {
     const SECTION: Option<&'static str> = Some("http");
-    const IMPORTS: &'static [(&'static str, &'static str)] = &[(
-        "compute-bridge:backend/http@0.2.",
-        "outbound HTTP to allowed hosts",
-    )];
+    const IMPORTS: &'static [(&'static str, &'static str)] =
+        &[(our_interface!("http"), "outbound HTTP to allowed hosts")];
     type Config = HttpConfig;
     type Call = HttpCall;
 

@@ -131,8 +131,7 @@ impl LogCapability {
 
 impl Capability for LogCapability {
     const SECTION: Option<&'static str> = Some("log");
-    const IMPORTS: &'static [(&'static str, &'static str)] =
-        &[("compute-bridge:backend/log@0.2.", "logging")];
+    const IMPORTS: &'static [(&'static str, &'static str)] = &[(our_interface!("log"), "logging")];
     type Config = LogConfig;
     type Call = LogCall;
 

@@ -433,10 +433,8 @@ async fn read_capped(mut r: impl tokio::io::AsyncRead + Unpin, cap: usize) -> (V
 
 impl Capability for SshCapability {
     const SECTION: Option<&'static str> = Some("ssh");
-    const IMPORTS: &'static [(&'static str, &'static str)] = &[(
-        "compute-bridge:backend/ssh@0.2.",
-        "commands on assigned hosts",
-    )];
+    const IMPORTS: &'static [(&'static str, &'static str)] =
+        &[(our_interface!("ssh"), "commands on assigned hosts")];
     type Config = SshConfig;
     type Call = SshCall;
 
