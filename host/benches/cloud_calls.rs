@@ -6,11 +6,12 @@
 //!   includes the RS256 signature made inside the sandbox);
 //! - a whole `provision` + `terminate`.
 //!
-//! `cargo bench -p compute-bridge --bench cloud_calls`; numbers in
+//! `cargo bench -p compute-bridge --bench cloud_calls` (`BENCH_LOG=off`: no
+//! log subscriber; by default the bridge's, into a file); numbers in
 //! BENCHMARKS.md.
 
 mod common;
-use common::workload;
+use common::{production_logging, workload};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,6 +109,7 @@ async fn measure(backend: &ComponentBackend, inst: &Instance, label: &str) {
 
 #[tokio::main]
 async fn main() {
+    let mut log = production_logging("cloud_calls");
     let state = tempfile::tempdir().unwrap();
 
     let gcp = GcpFake::start("bridge-bench", &["us-central1-b"]);
@@ -150,4 +152,5 @@ async fn main() {
         .expect("provision");
     measure(&b, &inst, "azure").await;
     assert!(gcp.rejections().is_empty() && azure.rejections().is_empty());
+    println!("{}", log.summary());
 }

@@ -12,7 +12,7 @@
 mod native_fake;
 
 mod common;
-use common::workload;
+use common::{production_logging, workload};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +71,7 @@ fn us(d: Duration) -> String {
 }
 
 fn main() {
+    let mut log = production_logging("sandbox_call");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -126,4 +127,5 @@ fn main() {
             println!("{call}: sandboxed p50 is {r:.0}x native");
         }
     });
+    println!("{}", log.summary());
 }

@@ -4,7 +4,75 @@
 // Each bench uses only some of these.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+
 use compute_bridge::backend::Workload;
+
+/// Where a bench's log goes: `BENCH_LOG=off` runs it with no subscriber
+/// (to state what logging costs); otherwise the subscriber a production
+/// bridge installs ([`compute_bridge::logging::init`], its default filter
+/// or `COMPUTE_BRIDGE_LOG`, its writer thread) writes every line to a file.
+pub struct BenchLog {
+    path: Option<PathBuf>,
+    flush: Option<compute_bridge::logging::Flush>,
+}
+
+/// Install the production subscriber for bench `name` (see [`BenchLog`])
+/// and say where its lines go.
+pub fn production_logging(name: &str) -> BenchLog {
+    if std::env::var("BENCH_LOG").is_ok_and(|v| v == "off") {
+        println!("logging: off (BENCH_LOG=off)");
+        return BenchLog {
+            path: None,
+            flush: None,
+        };
+    }
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.log"));
+    let file = std::fs::File::create(&path)
+        .unwrap_or_else(|e| panic!("creating the bench log {}: {e}", path.display()));
+    let spec = std::env::var("COMPUTE_BRIDGE_LOG").ok();
+    let (warning, flush) = compute_bridge::logging::init(spec.as_deref(), false, file);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    println!(
+        "logging: the bridge's subscriber (filter {:?}) into {}",
+        compute_bridge::logging::directives(spec.as_deref()),
+        path.display()
+    );
+    BenchLog {
+        path: Some(path),
+        flush: Some(flush),
+    }
+}
+
+impl BenchLog {
+    /// Lines and bytes written so far (0 when logging is off); lines still
+    /// queued for the writer thread are not counted.
+    pub fn written(&self) -> (usize, u64) {
+        let Some(p) = &self.path else {
+            return (0, 0);
+        };
+        let text = std::fs::read(p).unwrap_or_default();
+        (
+            text.iter().filter(|b| **b == b'\n').count(),
+            text.len() as u64,
+        )
+    }
+
+    /// "N lines (B bytes) logged" or "logging off", for a bench's summary.
+    pub fn summary(&mut self) -> String {
+        match &self.path {
+            None => "logging off".into(),
+            Some(p) => {
+                // Whatever is still queued first.
+                drop(self.flush.take());
+                let (lines, bytes) = self.written();
+                format!("{lines} lines ({bytes} bytes) logged to {}", p.display())
+            }
+        }
+    }
+}
 
 /// An environment knob (each bench's header lists its own), or `default`
 /// when unset or unreadable.
