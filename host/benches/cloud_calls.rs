@@ -11,41 +11,17 @@
 //! BENCHMARKS.md.
 
 mod common;
-use common::{production_logging, workload};
+use common::{load, production_logging, workload};
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compute_bridge::backend::{Backend, GrantSpec, Instance, TdxRequirement};
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::runtime::{ComponentBackend, Runtime, RuntimeOptions};
+use compute_bridge::runtime::ComponentBackend;
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};
 use compute_bridge_testkit::gcp_fake::GcpFake;
 
 const IMAGE: &str =
     "ghcr.io/acme/worker@sha256:4f2c1b0d9e8a7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b";
-
-fn load(
-    state: &std::path::Path,
-    backend: &str,
-    env: Vec<(&'static str, String)>,
-) -> (Runtime, Arc<ComponentBackend>) {
-    let text = format!(
-        "[bridge]\nstate_dir = {:?}\n\n{backend}",
-        state.display().to_string()
-    );
-    let cfg = BootConfig::from_source(&Source::embedded("bench.toml", &text), &|k| {
-        env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-    })
-    .expect("bench config");
-    let rt = Runtime::new(&RuntimeOptions::for_config(&cfg)).expect("runtime");
-    let b = Arc::new(
-        rt.load_backend(&cfg, &cfg.backends[0], "bench-provider")
-            .expect("backend")
-            .0,
-    );
-    (rt, b)
-}
 
 fn grant(id: &str) -> GrantSpec {
     GrantSpec {
@@ -119,7 +95,7 @@ async fn main() {
          [backends.config]\nproject = \"bridge-bench\"\nservice_account_key = \"${{KEY}}\"\ncompute_url = \"{url}\"\n\
          [[backends.config.machine_types]]\nname = \"c3-standard-4\"\ncpus = 4\nram_mib = 16384\ntdx = true\nzones = [\"us-central1-b\"]\n"
     );
-    let (_rt, b) = load(state.path(), &toml, vec![("KEY", gcp.key_json())]);
+    let (_rt, b, _) = load(state.path(), &toml, vec![("KEY", gcp.key_json())]);
     let inst = b
         .provision(&grant("bench"), &workload())
         .await
@@ -141,7 +117,7 @@ async fn main() {
         a.resource_group,
         a.subnet_id("eastus")
     );
-    let (_rt2, b) = load(
+    let (_rt2, b, _) = load(
         state.path(),
         &toml,
         vec![("SECRET", a.client_secret.clone())],

@@ -11,7 +11,9 @@
 //!    sealing and the dashboard as its event sink; a requester node in the
 //!    same process sends sealed grants (a) at `SCALE_RATE` per second,
 //!    timing grant sent → sealed access received, then (b) as fast as the
-//!    loop takes them, counting usage reports;
+//!    loop takes them, counting usage reports. The sandboxed and the native
+//!    coalition are up at once and (b) runs in `SCALE_ROUNDS` rounds that
+//!    alternate between them, so the per-round ratio sees the same load;
 //! 3. **10,000 watched** (sandboxed): `SCALE_WATCHED` grants that run for an
 //!    hour, all watched at once by the loop; RSS before and after, CPU
 //!    while they are watched, and `/snapshot.json` latency from a client
@@ -20,8 +22,8 @@
 //! ```sh
 //! cargo bench -p compute-bridge --bench scale
 //! # knobs: SCALE_LIFECYCLES (20000) SCALE_CONCURRENCY (64) SCALE_RATE (100)
-//! #        SCALE_RATE_GRANTS (1000) SCALE_BURST (5000) SCALE_WATCHED (10000)
-//! #        SCALE_WATCH_SECONDS (10)
+//! #        SCALE_RATE_GRANTS (1000) SCALE_BURST (5000) SCALE_ROUNDS (10)
+//! #        SCALE_WATCHED (10000) SCALE_WATCH_SECONDS (10) BENCH_LOG (off)
 //! ```
 //!
 //! As in production: the bridge's log subscriber writes every line to a
@@ -628,6 +630,7 @@ fn main() {
     let burst_n = knob("SCALE_BURST", 5_000);
     let watched_n = knob("SCALE_WATCHED", 10_000);
     let steady = Duration::from_secs(knob("SCALE_WATCH_SECONDS", 10) as u64);
+    let rounds = knob("SCALE_ROUNDS", 10usize).max(1);
     let mut log = production_logging("scale");
     // The bridge's own runtime shape: multi-threaded, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -663,20 +666,51 @@ fn main() {
             fleet_cpu[0] / fleet_cpu[1]
         );
 
+        // Both coalitions up at once, so their lifecycles can be
+        // interleaved: a sandboxed ÷ native ratio from two coalitions run
+        // one after the other measured the machine's load as much as the
+        // sandbox.
+        let mut sides = Vec::new();
+        for (side, set) in [("sandboxed", &b.sandboxed), ("native", &b.native)] {
+            let t0 = Instant::now();
+            let c = Coalition::start(&format!("scale-{side}"), set).await;
+            eprintln!("{side}: coalition up in {}", ms(t0.elapsed()));
+            sides.push((side, c));
+        }
         println!(
-            "\n## coalition path: {rate_grants} grants at {rate}/s, then {burst_n} as fast as they go"
+            "\n## coalition path: {rate_grants} grants at {rate}/s per side, then {burst_n} per side as fast as they go, in {rounds} interleaved rounds"
         );
+        let mut rates = Vec::new();
+        for (_, c) in &mut sides {
+            rates.push(at_rate(c, rate_grants, rate).await);
+        }
+        let mut totals: Vec<Throughput> = (0..2)
+            .map(|_| Throughput {
+                n: 0,
+                wall: Duration::ZERO,
+                cpu: Duration::ZERO,
+                lines: 0,
+            })
+            .collect();
+        let mut ratios = Vec::new();
+        for round in 0..rounds {
+            let mut per = [0.0; 2];
+            for i in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let t = burst(&mut sides[i].1, burst_n / rounds, 256, &log).await;
+                per[i] = t.wall.as_secs_f64() / t.n as f64;
+                let sum = &mut totals[i];
+                sum.n += t.n;
+                sum.wall += t.wall;
+                sum.cpu += t.cpu;
+                sum.lines += t.lines;
+            }
+            ratios.push(per[0] / per[1]);
+        }
         println!(
             "| backend | sent/s | grant→access p50 | p99 | max | lifecycles/s (burst) | CPU per lifecycle | log lines per lifecycle | load avg |"
         );
         println!("|---|---|---|---|---|---|---|---|---|");
-        let mut coal = Vec::new();
-        for (side, set) in [("sandboxed", &b.sandboxed), ("native", &b.native)] {
-            let t0 = Instant::now();
-            let mut c = Coalition::start(&format!("scale-{side}"), set).await;
-            eprintln!("{side}: coalition up in {}", ms(t0.elapsed()));
-            let r = at_rate(&mut c, rate_grants, rate).await;
-            let t = burst(&mut c, burst_n, 256, &log).await;
+        for ((side, _), (r, t)) in sides.iter().zip(rates.iter().zip(&totals)) {
             println!(
                 "| {side} | {:.0} | {} | {} | {} | {:.0} | {} | {:.1} | {} |",
                 r.achieved,
@@ -688,18 +722,28 @@ fn main() {
                 t.lines_per(),
                 loadavg()
             );
-            coal.push(t.wall.as_secs_f64() / t.n as f64);
-            if side == "sandboxed" && watched_n > 0 {
-                println!("\n## {watched_n} workloads watched at once (sandboxed, coalition path)");
-                watched(&mut c, watched_n, steady, &log).await;
-                println!();
-            }
+        }
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "coalition path: sandboxed ÷ native wall time per lifecycle, per round: min {:.2}x, median {:.2}x, max {:.2}x ({} rounds of {} lifecycles per side: {})",
+            sorted[0],
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1],
+            rounds,
+            burst_n / rounds,
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        );
+        if watched_n > 0 {
+            println!(
+                "\n## {watched_n} workloads watched at once (sandboxed, coalition path; the native coalition idle beside it)"
+            );
+            watched(&mut sides[0].1, watched_n, steady, &log).await;
+            println!();
+        }
+        for (_, c) in sides {
             c.stop().await;
         }
-        println!(
-            "coalition path: sandboxed time per lifecycle is {:.2}x native",
-            coal[0] / coal[1]
-        );
     });
     println!(
         "\npeak RSS of the whole run: {}; load average at end {}; {}",

@@ -101,3 +101,134 @@ pub fn workload() -> Workload {
                 .into(),
     }
 }
+
+/// One side's samples and the per-round ratios of an [`interleave`]d run.
+pub struct Interleaved {
+    pub sandboxed: Vec<std::time::Duration>,
+    pub native: Vec<std::time::Duration>,
+    /// Per round: the sandboxed batch's median ÷ the native batch's.
+    pub ratios: Vec<f64>,
+}
+
+/// The same work done sandboxed and natively.
+#[allow(async_fn_in_trait)]
+pub trait Pair {
+    /// One call through the sandbox.
+    async fn sandboxed(&self);
+    /// The same call natively.
+    async fn native(&self);
+}
+
+fn median(v: &mut [std::time::Duration]) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// `warmup` calls of each side, then `rounds` rounds of `per_round` calls
+/// of each side in turn (sandboxed first in even rounds, native first in
+/// odd ones), so load that drifts while the bench runs hits both sides.
+pub async fn interleave(
+    pair: &impl Pair,
+    warmup: usize,
+    rounds: usize,
+    per_round: usize,
+) -> Interleaved {
+    for _ in 0..warmup {
+        pair.sandboxed().await;
+        pair.native().await;
+    }
+    let mut out = Interleaved {
+        sandboxed: Vec::new(),
+        native: Vec::new(),
+        ratios: Vec::new(),
+    };
+    for round in 0..rounds {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            for _ in 0..per_round {
+                let t = std::time::Instant::now();
+                if side == 0 {
+                    pair.sandboxed().await;
+                    a.push(t.elapsed());
+                } else {
+                    pair.native().await;
+                    b.push(t.elapsed());
+                }
+            }
+        }
+        out.ratios
+            .push(median(&mut a).as_secs_f64() / median(&mut b).as_secs_f64().max(1e-9));
+        out.sandboxed.extend(a);
+        out.native.extend(b);
+    }
+    out
+}
+
+/// `q`-quantile of `v` (sorts it).
+pub fn quantile(v: &mut [std::time::Duration], q: f64) -> std::time::Duration {
+    v.sort();
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+impl Interleaved {
+    /// `| work | p50 sandboxed | p99 | p50 native | p99 | ratio min / median / max | rounds |`
+    pub fn row(&mut self, work: &str, unit: &str) -> String {
+        let f = |d: std::time::Duration| match unit {
+            "µs" => format!("{:.1} µs", d.as_secs_f64() * 1e6),
+            _ => format!("{:.2} ms", d.as_secs_f64() * 1e3),
+        };
+        let mut r = self.ratios.clone();
+        r.sort_by(f64::total_cmp);
+        format!(
+            "| {work} | {} | {} | {} | {} | {:.2}× / {:.2}× / {:.2}× | {} × {} |",
+            f(quantile(&mut self.sandboxed, 0.5)),
+            f(quantile(&mut self.sandboxed, 0.99)),
+            f(quantile(&mut self.native, 0.5)),
+            f(quantile(&mut self.native, 0.99)),
+            r[0],
+            r[r.len() / 2],
+            r[r.len() - 1],
+            self.ratios.len(),
+            self.sandboxed.len() / self.ratios.len().max(1),
+        )
+    }
+}
+
+/// The header of [`Interleaved::row`]'s table.
+pub const INTERLEAVED_HEADER: &str = "| work | sandboxed p50 | p99 | native p50 | p99 | sandboxed ÷ native, per round: min / median / max | rounds × calls per side |\n|---|---|---|---|---|---|---|";
+
+/// A runtime and `backend` (a `[[backends]]` table) loaded from it, with
+/// state in `state` and `${VAR}`s from `env`, as provider
+/// [`BENCH_PROVIDER`]; and the backend's config table as the JSON its
+/// component reads (`bridge.config-json`), for the same core run natively.
+pub fn load(
+    state: &std::path::Path,
+    backend: &str,
+    env: Vec<(&'static str, String)>,
+) -> (
+    compute_bridge::runtime::Runtime,
+    std::sync::Arc<compute_bridge::runtime::ComponentBackend>,
+    String,
+) {
+    use compute_bridge::config::{BootConfig, Source};
+    use compute_bridge::runtime::{Runtime, RuntimeOptions};
+    let text = format!(
+        "[bridge]\nstate_dir = {:?}\n\n{backend}",
+        state.display().to_string()
+    );
+    let cfg = BootConfig::from_source(&Source::embedded("bench.toml", &text), &|k| {
+        env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    })
+    .expect("bench config");
+    let rt = Runtime::new(&RuntimeOptions::for_config(&cfg)).expect("runtime");
+    let b = std::sync::Arc::new(
+        rt.load_backend(&cfg, &cfg.backends[0], BENCH_PROVIDER)
+            .expect("backend")
+            .0,
+    );
+    let json = serde_json::to_string(&cfg.backends[0].sections.config).expect("config as JSON");
+    (rt, b, json)
+}
+
+/// The provider id the benches' backends are loaded for.
+pub const BENCH_PROVIDER: &str = "bench-provider";
