@@ -11,7 +11,7 @@
 //! BENCHMARKS.md.
 
 mod common;
-use common::{load, production_logging, workload};
+use common::{gcp_toml, load, production_logging, workload};
 
 use std::time::{Duration, Instant};
 
@@ -90,11 +90,7 @@ async fn main() {
 
     let gcp = GcpFake::start("bridge-bench", &["us-central1-b"]);
     let url = gcp.url();
-    let toml = format!(
-        "[[backends]]\nname = \"gcp\"\ncomponent = \"builtin:gcp\"\n[backends.http]\nallowed_hosts = [\"{url}\"]\n\
-         [backends.config]\nproject = \"bridge-bench\"\nservice_account_key = \"${{KEY}}\"\ncompute_url = \"{url}\"\n\
-         [[backends.config.machine_types]]\nname = \"c3-standard-4\"\ncpus = 4\nram_mib = 16384\ntdx = true\nzones = [\"us-central1-b\"]\n"
-    );
+    let toml = gcp_toml(&url);
     let (_rt, b, _) = load(state.path(), &toml, vec![("KEY", gcp.key_json())]);
     let inst = b
         .provision(&grant("bench"), &workload())

@@ -39,8 +39,8 @@ mod native_fake;
 mod native_host;
 
 use common::{
-    BENCH_PROVIDER, INTERLEAVED_HEADER, Pair, interleave, knob, load, loadavg, production_logging,
-    workload,
+    BENCH_PROVIDER, FAKE_CONFIG, INTERLEAVED_HEADER, Pair, fake_grant, gcp_toml, interleave, knob,
+    load, loadavg, production_logging, workload,
 };
 use native_host::NativeHost;
 
@@ -65,20 +65,6 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 // ---- fake -----------------------------------------------------------------
-
-const FAKE_CONFIG: &str = r#"{"regions": ["bench-1"], "run_seconds": 3600}"#;
-
-fn fake_grant(i: usize) -> GrantSpec {
-    GrantSpec {
-        request_id: format!("bench-{i}"),
-        cpu_millicores: 500,
-        ram_mib: 256,
-        region: None,
-        tdx: TdxRequirement::None,
-        image: "registry.example/app@sha256:0000".into(),
-        valid_to: u64::MAX,
-    }
-}
 
 struct FakeStatus {
     sandboxed: Arc<dyn Backend>,
@@ -355,11 +341,7 @@ fn main() {
         // gcp
         let gcp = GcpFake::start("bridge-bench", &["us-central1-b"]);
         let url = gcp.url();
-        let toml = format!(
-            "[[backends]]\nname = \"gcp\"\ncomponent = \"builtin:gcp\"\n[backends.http]\nallowed_hosts = [\"{url}\"]\n\
-             [backends.config]\nproject = \"bridge-bench\"\nservice_account_key = \"${{KEY}}\"\ncompute_url = \"{url}\"\n\
-             [[backends.config.machine_types]]\nname = \"c3-standard-4\"\ncpus = 4\nram_mib = 16384\ntdx = true\nzones = [\"us-central1-b\"]\n"
-        );
+        let toml = gcp_toml(&url);
         let (_rt_gcp, sandboxed, config) =
             load(state.path(), &toml, vec![("KEY", gcp.key_json())]);
         let grant = GrantSpec {

@@ -232,3 +232,30 @@ pub fn load(
 
 /// The provider id the benches' backends are loaded for.
 pub const BENCH_PROVIDER: &str = "bench-provider";
+
+/// The fake backend's config the per-call benches use, as JSON.
+pub const FAKE_CONFIG: &str = r#"{"regions": ["bench-1"], "run_seconds": 3600}"#;
+
+/// Grant `i` for the fake backend: half a core, 256 MiB, any region.
+pub fn fake_grant(i: usize) -> compute_bridge::backend::GrantSpec {
+    compute_bridge::backend::GrantSpec {
+        request_id: format!("bench-{i}"),
+        cpu_millicores: 500,
+        ram_mib: 256,
+        region: None,
+        tdx: compute_bridge::backend::TdxRequirement::None,
+        image: "registry.example/app@sha256:0000".into(),
+        valid_to: u64::MAX,
+    }
+}
+
+/// A `[[backends]]` table for `builtin:gcp` against the GCP API fake at
+/// `url` (project `bridge-bench`, one TDX machine type in us-central1-b),
+/// its key from `${KEY}`.
+pub fn gcp_toml(url: &str) -> String {
+    format!(
+        "[[backends]]\nname = \"gcp\"\ncomponent = \"builtin:gcp\"\n[backends.http]\nallowed_hosts = [\"{url}\"]\n\
+         [backends.config]\nproject = \"bridge-bench\"\nservice_account_key = \"${{KEY}}\"\ncompute_url = \"{url}\"\n\
+         [[backends.config.machine_types]]\nname = \"c3-standard-4\"\ncpus = 4\nram_mib = 16384\ntdx = true\nzones = [\"us-central1-b\"]\n"
+    )
+}
