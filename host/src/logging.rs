@@ -21,7 +21,11 @@
 //! are written by a thread of their own ([`background`]): the thread that
 //! logs (a tokio worker in the middle of a grant) never waits on the disk
 //! or a full pipe, only, once [`QUEUE_LINES`] lines are waiting, for room
-//! in the queue. Nothing is dropped, and lines keep their order.
+//! in the queue. Nothing is dropped, and lines keep their order; the binary
+//! waits for queued lines before it exits ([`Flush`]). What a process
+//! killed outright (SIGKILL) had queued and not yet written is lost: the
+//! lines of the last moment, where a writer in the logging thread lost at
+//! most the one it was writing.
 //!
 //! This module keeps nothing but the lines queued for the writer thread,
 //! each until it is written.
