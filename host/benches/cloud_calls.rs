@@ -6,45 +6,22 @@
 //!   includes the RS256 signature made inside the sandbox);
 //! - a whole `provision` + `terminate`.
 //!
-//! `cargo bench -p compute-bridge --bench cloud_calls`; numbers in
+//! `cargo bench -p compute-bridge --bench cloud_calls` (`BENCH_LOG=off`: no
+//! log subscriber; by default the bridge's, into a file); numbers in
 //! BENCHMARKS.md.
 
 mod common;
-use common::workload;
+use common::{gcp_toml, load, production_logging, workload};
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compute_bridge::backend::{Backend, GrantSpec, Instance, TdxRequirement};
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::runtime::{ComponentBackend, Runtime, RuntimeOptions};
+use compute_bridge::runtime::ComponentBackend;
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};
 use compute_bridge_testkit::gcp_fake::GcpFake;
 
 const IMAGE: &str =
     "ghcr.io/acme/worker@sha256:4f2c1b0d9e8a7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b";
-
-fn load(
-    state: &std::path::Path,
-    backend: &str,
-    env: Vec<(&'static str, String)>,
-) -> (Runtime, Arc<ComponentBackend>) {
-    let text = format!(
-        "[bridge]\nstate_dir = {:?}\n\n{backend}",
-        state.display().to_string()
-    );
-    let cfg = BootConfig::from_source(&Source::embedded("bench.toml", &text), &|k| {
-        env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-    })
-    .expect("bench config");
-    let rt = Runtime::new(&RuntimeOptions::for_config(&cfg)).expect("runtime");
-    let b = Arc::new(
-        rt.load_backend(&cfg, &cfg.backends[0], "bench-provider")
-            .expect("backend")
-            .0,
-    );
-    (rt, b)
-}
 
 fn grant(id: &str) -> GrantSpec {
     GrantSpec {
@@ -108,16 +85,13 @@ async fn measure(backend: &ComponentBackend, inst: &Instance, label: &str) {
 
 #[tokio::main]
 async fn main() {
+    let mut log = production_logging("cloud_calls");
     let state = tempfile::tempdir().unwrap();
 
     let gcp = GcpFake::start("bridge-bench", &["us-central1-b"]);
     let url = gcp.url();
-    let toml = format!(
-        "[[backends]]\nname = \"gcp\"\ncomponent = \"builtin:gcp\"\n[backends.http]\nallowed_hosts = [\"{url}\"]\n\
-         [backends.config]\nproject = \"bridge-bench\"\nservice_account_key = \"${{KEY}}\"\ncompute_url = \"{url}\"\n\
-         [[backends.config.machine_types]]\nname = \"c3-standard-4\"\ncpus = 4\nram_mib = 16384\ntdx = true\nzones = [\"us-central1-b\"]\n"
-    );
-    let (_rt, b) = load(state.path(), &toml, vec![("KEY", gcp.key_json())]);
+    let toml = gcp_toml(&url);
+    let (_rt, b, _) = load(state.path(), &toml, vec![("KEY", gcp.key_json())]);
     let inst = b
         .provision(&grant("bench"), &workload())
         .await
@@ -139,7 +113,7 @@ async fn main() {
         a.resource_group,
         a.subnet_id("eastus")
     );
-    let (_rt2, b) = load(
+    let (_rt2, b, _) = load(
         state.path(),
         &toml,
         vec![("SECRET", a.client_secret.clone())],
@@ -150,4 +124,5 @@ async fn main() {
         .expect("provision");
     measure(&b, &inst, "azure").await;
     assert!(gcp.rejections().is_empty() && azure.rejections().is_empty());
+    println!("{}", log.summary());
 }

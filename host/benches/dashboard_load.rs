@@ -14,7 +14,7 @@
 //! Numbers go in BENCHMARKS.md with the machine's load at the time.
 
 mod common;
-use common::{knob, loadavg};
+use common::{knob, loadavg, production_logging};
 
 use std::process::Command;
 use std::sync::Arc;
@@ -115,6 +115,7 @@ fn main() {
     let conns = knob::<u64>("WRK_CONNECTIONS", 32);
     let secs = knob::<u64>("WRK_SECONDS", 10);
     let per_sec = knob::<u64>("EVENTS_PER_SEC", 1000);
+    let mut log = production_logging("dashboard_load");
 
     let state = tempfile::tempdir().unwrap();
     let text = format!(
@@ -250,6 +251,7 @@ enabled = false
         );
     }
     let snap = &rows[0].1;
+    println!("  {}", log.summary());
     println!();
     println!(
         "  target /snapshot.json ≥ 10,000 req/s with p99 < 10 ms: {:.0} req/s, p99 {}",

@@ -55,7 +55,8 @@ fn grant(g: &GrantSpec) -> sdk::GrantSpec {
     }
 }
 
-fn instance(i: &Instance) -> sdk::Instance {
+/// The host's instance as the SDK's (a native core's argument).
+pub fn instance(i: &Instance) -> sdk::Instance {
     sdk::Instance {
         instance_id: i.instance_id.clone(),
         region: i.region.clone(),

@@ -12,30 +12,17 @@
 mod native_fake;
 
 mod common;
-use common::workload;
+use common::{FAKE_CONFIG, fake_grant, production_logging, workload};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compute_bridge::backend::{Backend, GrantSpec, TdxRequirement};
+use compute_bridge::backend::Backend;
 use compute_bridge::config::{BootConfig, Source};
 use compute_bridge::runtime::{Runtime, RuntimeOptions};
 
 const ITERATIONS: usize = 20_000;
 const WARMUP: usize = 2_000;
-const FAKE_CONFIG: &str = r#"{"regions": ["bench-1"], "run_seconds": 3600}"#;
-
-fn grant(i: usize) -> GrantSpec {
-    GrantSpec {
-        request_id: format!("bench-{i}"),
-        cpu_millicores: 500,
-        ram_mib: 256,
-        region: None,
-        tdx: TdxRequirement::None,
-        image: "registry.example/app@sha256:0000".into(),
-        valid_to: u64::MAX,
-    }
-}
 
 struct Stats {
     p50: Duration,
@@ -71,6 +58,7 @@ fn us(d: Duration) -> String {
 }
 
 fn main() {
+    let mut log = production_logging("sandbox_call");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -88,7 +76,7 @@ fn main() {
             Arc::new(runtime.load_backend(&cfg, &cfg.backends[0], "bench").unwrap().0);
         let native: Arc<dyn Backend> = Arc::new(native_fake::NativeFake::new("fake", FAKE_CONFIG));
 
-        let instance = native.provision(&grant(0), &workload()).await.unwrap();
+        let instance = native.provision(&fake_grant(0), &workload()).await.unwrap();
         let w = workload();
         println!("one call, {ITERATIONS} samples after {WARMUP} warm-up, current-thread runtime");
         println!("| call | side | p50 | p90 | p99 |");
@@ -111,7 +99,7 @@ fn main() {
                         measure(|n| {
                             let (b, w) = (b.clone(), &w);
                             async move {
-                                b.provision(&grant(n), w).await.unwrap();
+                                b.provision(&fake_grant(n), w).await.unwrap();
                             }
                         })
                         .await
@@ -126,4 +114,5 @@ fn main() {
             println!("{call}: sandboxed p50 is {r:.0}x native");
         }
     });
+    println!("{}", log.summary());
 }

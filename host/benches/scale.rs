@@ -11,7 +11,9 @@
 //!    sealing and the dashboard as its event sink; a requester node in the
 //!    same process sends sealed grants (a) at `SCALE_RATE` per second,
 //!    timing grant sent → sealed access received, then (b) as fast as the
-//!    loop takes them, counting usage reports;
+//!    loop takes them, counting usage reports. The sandboxed and the native
+//!    coalition are up at once and (b) runs in `SCALE_ROUNDS` rounds that
+//!    alternate between them, so the per-round ratio sees the same load;
 //! 3. **10,000 watched** (sandboxed): `SCALE_WATCHED` grants that run for an
 //!    hour, all watched at once by the loop; RSS before and after, CPU
 //!    while they are watched, and `/snapshot.json` latency from a client
@@ -20,9 +22,15 @@
 //! ```sh
 //! cargo bench -p compute-bridge --bench scale
 //! # knobs: SCALE_LIFECYCLES (20000) SCALE_CONCURRENCY (64) SCALE_RATE (100)
-//! #        SCALE_RATE_GRANTS (1000) SCALE_BURST (5000) SCALE_WATCHED (10000)
-//! #        SCALE_WATCH_SECONDS (10)
+//! #        SCALE_RATE_GRANTS (1000) SCALE_BURST (5000) SCALE_ROUNDS (10)
+//! #        SCALE_WATCHED (10000) SCALE_WATCH_SECONDS (10) BENCH_LOG (off)
 //! ```
+//!
+//! As in production: the bridge's log subscriber writes every line to a
+//! file (`BENCH_LOG=off` runs the same bench without it, to state what
+//! logging costs), the provider card is refreshed at the default
+//! `capacity_refresh_sec`, and the dashboard keeps its lifetime counters in
+//! the state directory.
 //!
 //! The requester, the relay and both nodes share the process (and its RSS
 //! and CPU) with the bridge's side, so those figures are upper bounds.
@@ -31,7 +39,7 @@
 mod native_fake;
 
 mod common;
-use common::{knob, loadavg, workload};
+use common::{BenchLog, knob, loadavg, production_logging, workload};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -47,7 +55,7 @@ use compute_bridge::coalition::protocol::{
 };
 use compute_bridge::coalition::relay::LocalRelay;
 use compute_bridge::coalition::{self, NetworkSettings};
-use compute_bridge::config::{AttestationMode, BootConfig, Source};
+use compute_bridge::config::{AttestationMode, BootConfig, BridgeConfig, Source};
 use compute_bridge::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
 use compute_bridge::envelope::{self, EnvelopeKey};
 use compute_bridge::events::EventSink;
@@ -170,6 +178,8 @@ struct Throughput {
     n: usize,
     wall: Duration,
     cpu: Duration,
+    /// Log lines written while it ran.
+    lines: usize,
 }
 
 impl Throughput {
@@ -179,12 +189,21 @@ impl Throughput {
     fn cpu_per(&self) -> Duration {
         self.cpu / self.n.max(1) as u32
     }
+    fn lines_per(&self) -> f64 {
+        self.lines as f64 / self.n.max(1) as f64
+    }
 }
 
 /// Phase 1: lifecycles straight through the fleet.
-async fn fleet_path(backends: &[Arc<dyn Backend>], n: usize, conc: usize) -> Throughput {
+async fn fleet_path(
+    backends: &[Arc<dyn Backend>],
+    n: usize,
+    conc: usize,
+    log: &BenchLog,
+) -> Throughput {
     let fleet = fleet_of(backends).await;
     let next = Arc::new(AtomicUsize::new(0));
+    let lines0 = log.written().0;
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let workers: Vec<_> = (0..conc)
         .map(|_| {
@@ -221,6 +240,7 @@ async fn fleet_path(backends: &[Arc<dyn Backend>], n: usize, conc: usize) -> Thr
         n,
         wall: t0.elapsed(),
         cpu: cpu_time() - cpu0,
+        lines: log.written().0 - lines0,
     };
     assert_eq!(fleet.active(), 0);
     t
@@ -260,12 +280,15 @@ impl Coalition {
         let journal = Journal::open(state.path()).unwrap();
         let envelope = EnvelopeKey::generate();
         let fleet = fleet_of(backends).await;
+        // The production defaults: the card refreshed every
+        // `capacity_refresh_sec`, the dashboard's counters kept on disk.
+        let refresh = BridgeConfig::default().capacity_refresh_sec;
         let dashboard = Dashboard::new(
             Settings {
                 coalition: name.into(),
-                refresh_sec: 60,
+                refresh_sec: refresh,
                 rates: BTreeMap::new(),
-                state_dir: None,
+                state_dir: Some(state.path().to_path_buf()),
                 attestation: AttestationMode::None,
             },
             fleet.clone(),
@@ -284,7 +307,7 @@ impl Coalition {
             Arc::new(dashboard) as Arc<dyn EventSink>,
             LoopSettings {
                 coalition: name.into(),
-                capacity_refresh: Duration::from_secs(3600),
+                capacity_refresh: Duration::from_secs(refresh),
                 watch: WatchPolicy::default(),
                 access_wait: ACCESS_WAIT,
                 attestation: None,
@@ -460,8 +483,9 @@ async fn at_rate(c: &mut Coalition, n: usize, rate: usize) -> RatePhase {
 
 /// Phase 2b: `n` grants as fast as the loop finishes them (at most
 /// `window` unfinished at a time); lifecycles end at the usage report.
-async fn burst(c: &mut Coalition, n: usize, window: usize) -> Throughput {
+async fn burst(c: &mut Coalition, n: usize, window: usize, log: &BenchLog) -> Throughput {
     let reports = c.reports.load(Ordering::Relaxed);
+    let lines0 = log.written().0;
     let (cpu0, t0) = (cpu_time(), Instant::now());
     for i in 0..n {
         while i >= window
@@ -478,6 +502,7 @@ async fn burst(c: &mut Coalition, n: usize, window: usize) -> Throughput {
         n,
         wall: t0.elapsed(),
         cpu: cpu_time() - cpu0,
+        lines: log.written().0 - lines0,
     }
 }
 
@@ -529,7 +554,7 @@ fn snapshot_client(
 }
 
 /// Phase 3: `n` hour-long workloads, all watched at once.
-async fn watched(c: &mut Coalition, n: usize, steady: Duration) {
+async fn watched(c: &mut Coalition, n: usize, steady: Duration, log: &BenchLog) {
     let rss0 = proc_status("VmRSS:");
     let stop = Arc::new(AtomicBool::new(false));
     let client = snapshot_client(c.dashboard.local_addr(), stop.clone());
@@ -545,9 +570,11 @@ async fn watched(c: &mut Coalition, n: usize, steady: Duration) {
         .await;
     let (fill, fill_cpu) = (t0.elapsed(), cpu_time() - cpu0);
     let rss1 = proc_status("VmRSS:");
+    let lines1 = log.written().0;
     let (cpu1, t1) = (cpu_time(), Instant::now());
     tokio::time::sleep(steady).await;
     let watch_cpu = (cpu_time() - cpu1).as_secs_f64() / t1.elapsed().as_secs_f64();
+    let watch_lines = log.written().0 - lines1;
     let rss2 = proc_status("VmRSS:");
     stop.store(true, Ordering::Relaxed);
     let snap = tokio::task::spawn_blocking(move || client.join().unwrap())
@@ -577,8 +604,9 @@ async fn watched(c: &mut Coalition, n: usize, steady: Duration) {
         (rss2.max(rss1) - rss0) as f64 / 1024.0 / n as f64
     );
     println!(
-        "watched: CPU while watching {n}: {:.1}% of one core (status polls back off 0.5 s → 30 s)",
-        watch_cpu * 100.0
+        "watched: CPU while watching {n}: {:.1}% of one core (status polls back off 0.5 s → 30 s); {watch_lines} log lines in those {}s",
+        watch_cpu * 100.0,
+        steady.as_secs()
     );
     for (when, s) in [
         ("while placing them", &mut placing),
@@ -602,6 +630,8 @@ fn main() {
     let burst_n = knob("SCALE_BURST", 5_000);
     let watched_n = knob("SCALE_WATCHED", 10_000);
     let steady = Duration::from_secs(knob("SCALE_WATCH_SECONDS", 10) as u64);
+    let rounds = knob("SCALE_ROUNDS", 10usize).max(1);
+    let mut log = production_logging("scale");
     // The bridge's own runtime shape: multi-threaded, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -615,17 +645,18 @@ fn main() {
     rt.block_on(async {
         let b = backends();
         println!("\n## fleet path: {lifecycles} lifecycles, {conc} at a time");
-        println!("| backend | lifecycles/s | CPU per lifecycle | load avg |");
-        println!("|---|---|---|---|");
+        println!("| backend | lifecycles/s | CPU per lifecycle | log lines per lifecycle | load avg |");
+        println!("|---|---|---|---|---|");
         let mut fleet_cpu = Vec::new();
         for (side, set) in [("sandboxed", &b.sandboxed), ("native", &b.native)] {
             // Warm up (instance pools, allocator), then measure.
-            fleet_path(set, lifecycles / 10, conc).await;
-            let t = fleet_path(set, lifecycles, conc).await;
+            fleet_path(set, lifecycles / 10, conc, &log).await;
+            let t = fleet_path(set, lifecycles, conc, &log).await;
             println!(
-                "| {side} | {:.0} | {} | {} |",
+                "| {side} | {:.0} | {} | {:.1} | {} |",
                 t.per_sec(),
                 ms(t.cpu_per()),
+                t.lines_per(),
                 loadavg()
             );
             fleet_cpu.push(t.wall.as_secs_f64() / t.n as f64);
@@ -635,46 +666,89 @@ fn main() {
             fleet_cpu[0] / fleet_cpu[1]
         );
 
-        println!(
-            "\n## coalition path: {rate_grants} grants at {rate}/s, then {burst_n} as fast as they go"
-        );
-        println!(
-            "| backend | sent/s | grant→access p50 | p99 | max | lifecycles/s (burst) | CPU per lifecycle | load avg |"
-        );
-        println!("|---|---|---|---|---|---|---|---|");
-        let mut coal = Vec::new();
+        // Both coalitions up at once, so their lifecycles can be
+        // interleaved: a sandboxed ÷ native ratio from two coalitions run
+        // one after the other measured the machine's load as much as the
+        // sandbox.
+        let mut sides = Vec::new();
         for (side, set) in [("sandboxed", &b.sandboxed), ("native", &b.native)] {
             let t0 = Instant::now();
-            let mut c = Coalition::start(&format!("scale-{side}"), set).await;
+            let c = Coalition::start(&format!("scale-{side}"), set).await;
             eprintln!("{side}: coalition up in {}", ms(t0.elapsed()));
-            let r = at_rate(&mut c, rate_grants, rate).await;
-            let t = burst(&mut c, burst_n, 256).await;
+            sides.push((side, c));
+        }
+        println!(
+            "\n## coalition path: {rate_grants} grants at {rate}/s per side, then {burst_n} per side as fast as they go, in {rounds} interleaved rounds"
+        );
+        let mut rates = Vec::new();
+        for (_, c) in &mut sides {
+            rates.push(at_rate(c, rate_grants, rate).await);
+        }
+        let mut totals: Vec<Throughput> = (0..2)
+            .map(|_| Throughput {
+                n: 0,
+                wall: Duration::ZERO,
+                cpu: Duration::ZERO,
+                lines: 0,
+            })
+            .collect();
+        let mut ratios = Vec::new();
+        for round in 0..rounds {
+            let mut per = [0.0; 2];
+            for i in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let t = burst(&mut sides[i].1, burst_n / rounds, 256, &log).await;
+                per[i] = t.wall.as_secs_f64() / t.n as f64;
+                let sum = &mut totals[i];
+                sum.n += t.n;
+                sum.wall += t.wall;
+                sum.cpu += t.cpu;
+                sum.lines += t.lines;
+            }
+            ratios.push(per[0] / per[1]);
+        }
+        println!(
+            "| backend | sent/s | grant→access p50 | p99 | max | lifecycles/s (burst) | CPU per lifecycle | log lines per lifecycle | load avg |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for ((side, _), (r, t)) in sides.iter().zip(rates.iter().zip(&totals)) {
             println!(
-                "| {side} | {:.0} | {} | {} | {} | {:.0} | {} | {} |",
+                "| {side} | {:.0} | {} | {} | {} | {:.0} | {} | {:.1} | {} |",
                 r.achieved,
                 ms(r.p50),
                 ms(r.p99),
                 ms(r.max),
                 t.per_sec(),
                 ms(t.cpu_per()),
+                t.lines_per(),
                 loadavg()
             );
-            coal.push(t.wall.as_secs_f64() / t.n as f64);
-            if side == "sandboxed" && watched_n > 0 {
-                println!("\n## {watched_n} workloads watched at once (sandboxed, coalition path)");
-                watched(&mut c, watched_n, steady).await;
-                println!();
-            }
+        }
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "coalition path: sandboxed ÷ native wall time per lifecycle, per round: min {:.2}x, median {:.2}x, max {:.2}x ({} rounds of {} lifecycles per side: {})",
+            sorted[0],
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1],
+            rounds,
+            burst_n / rounds,
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        );
+        if watched_n > 0 {
+            println!(
+                "\n## {watched_n} workloads watched at once (sandboxed, coalition path; the native coalition idle beside it)"
+            );
+            watched(&mut sides[0].1, watched_n, steady, &log).await;
+            println!();
+        }
+        for (_, c) in sides {
             c.stop().await;
         }
-        println!(
-            "coalition path: sandboxed time per lifecycle is {:.2}x native",
-            coal[0] / coal[1]
-        );
     });
     println!(
-        "\npeak RSS of the whole run: {}; load average at end {}",
+        "\npeak RSS of the whole run: {}; load average at end {}; {}",
         mib(proc_status("VmHWM:")),
-        loadavg()
+        loadavg(),
+        log.summary()
     );
 }

@@ -15,9 +15,28 @@
 //! an operator who wants more from one names it (`debug,iroh=trace`) and
 //! gets what docs/dashboard.md says such a line can show.
 //!
-//! This module never keeps anything; it only builds the filter.
+//! [`init`] installs the subscriber `compute-bridge` runs with (plain
+//! `fmt` lines through this filter) and the benchmarks install the same
+//! one, so their figures include what logging costs a real bridge. Lines
+//! are written by a thread of their own ([`background`]): the thread that
+//! logs (a tokio worker in the middle of a grant) never waits on the disk
+//! or a full pipe, only, once [`QUEUE_LINES`] lines are waiting, for room
+//! in the queue. Nothing is dropped, and lines keep their order; the binary
+//! waits for queued lines before it exits ([`Flush`]). What a process
+//! killed outright (SIGKILL) had queued and not yet written is lost: the
+//! lines of the last moment, where a writer in the logging thread lost at
+//! most the one it was writing.
+//!
+//! This module keeps nothing but the lines queued for the writer thread,
+//! each until it is written.
+
+use std::io::Write;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Targets whose lines are ours and name no requester.
 pub const OWN_TARGETS: &[&str] = &["compute_bridge", "component"];
@@ -78,6 +97,137 @@ pub fn filter(spec: Option<&str>) -> (EnvFilter, Option<String>) {
     }
 }
 
+/// Install the bridge's subscriber as the process's global default:
+/// `fmt` lines (ANSI colours if `ansi`) through [`filter`]`(spec)`, written
+/// to `out` by a thread of their own ([`background`]). Returns the filter's
+/// warning, if any, for the caller to log now that a subscriber is
+/// installed, and the guard that waits for the queued lines when dropped:
+/// keep it until the process ends. Panics if a subscriber is already
+/// installed (once per process, at start).
+pub fn init<W: Write + Send + 'static>(
+    spec: Option<&str>,
+    ansi: bool,
+    out: W,
+) -> (Option<String>, Flush) {
+    let (filter, warning) = filter(spec);
+    let (writer, flush) = background(out);
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(writer)
+        .init();
+    (warning, flush)
+}
+
+/// Lines that may wait for the writer thread before a logging thread waits
+/// for room (a few MB at the bridge's line lengths).
+pub const QUEUE_LINES: usize = 16_384;
+
+/// How long [`Flush`] waits for the queued lines when dropped.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Lines queued and not yet written, and a signal when none are.
+#[derive(Default)]
+struct Pending {
+    lines: Mutex<usize>,
+    drained: Condvar,
+}
+
+/// The [`MakeWriter`] of [`background`]: each line goes to the writer
+/// thread.
+#[derive(Clone)]
+pub struct Background {
+    to: SyncSender<Vec<u8>>,
+    pending: Arc<Pending>,
+}
+
+/// One line on its way to the writer thread (sent when dropped, which the
+/// subscriber does after writing each event).
+pub struct Line<'a> {
+    buf: Vec<u8>,
+    to: &'a Background,
+}
+
+/// Waits, when dropped, until every queued line is written (at most
+/// [`FLUSH_WAIT`]).
+pub struct Flush(Arc<Pending>);
+
+/// A writer for the subscriber whose lines `out` gets from a thread of
+/// its own, in order, through a queue of [`QUEUE_LINES`] lines; the
+/// writes are buffered and flushed whenever the queue runs empty. The
+/// thread lives as long as a [`Background`] does.
+pub fn background<W: Write + Send + 'static>(out: W) -> (Background, Flush) {
+    let (to, from) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+    let pending = Arc::new(Pending::default());
+    let p = pending.clone();
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_lines(from, std::io::BufWriter::new(out), &p))
+        .expect("starting the log writer thread");
+    (
+        Background {
+            to,
+            pending: pending.clone(),
+        },
+        Flush(pending),
+    )
+}
+
+fn write_lines(from: Receiver<Vec<u8>>, mut out: impl Write, pending: &Pending) {
+    for line in from {
+        // A line that cannot be written has nowhere else to go.
+        let _ = out.write_all(&line);
+        let mut n = pending.lines.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            let _ = out.flush();
+            pending.drained.notify_all();
+        }
+    }
+    let _ = out.flush();
+}
+
+impl<'a> MakeWriter<'a> for Background {
+    type Writer = Line<'a>;
+    fn make_writer(&'a self) -> Line<'a> {
+        Line {
+            buf: Vec::new(),
+            to: self,
+        }
+    }
+}
+
+impl Write for Line<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line<'_> {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let pending = &self.to.pending;
+        *pending.lines.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if self.to.to.send(std::mem::take(&mut self.buf)).is_err() {
+            // The writer thread is gone (it panicked): nothing will write it.
+            *pending.lines.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        }
+    }
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        let n = self.0.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.0.drained.wait_timeout_while(n, FLUSH_WAIT, |n| *n > 0);
+    }
+}
+
 fn is_level(d: &str) -> bool {
     ["trace", "debug", "info", "warn", "error", "off"]
         .iter()
@@ -110,6 +260,65 @@ mod tests {
         assert_eq!(
             directives(Some("warn,compute_bridge=trace")),
             "error,component=warn,compute_bridge=trace"
+        );
+    }
+
+    /// An output the test can stall and read.
+    #[derive(Clone, Default)]
+    struct Out {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        gate: Arc<Mutex<()>>,
+    }
+
+    impl Write for Out {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let _open = self.gate.lock().unwrap();
+            self.bytes.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn log(w: &Background, i: usize) {
+        w.make_writer()
+            .write_all(format!("line {i}\n").as_bytes())
+            .unwrap();
+    }
+
+    #[test]
+    fn every_line_is_written_in_order_by_the_time_the_flush_guard_drops() {
+        let out = Out::default();
+        let (w, flush) = background(out.clone());
+        for i in 0..5_000 {
+            log(&w, i);
+        }
+        drop(flush);
+        let text = String::from_utf8(out.bytes.lock().unwrap().clone()).unwrap();
+        let want: String = (0..5_000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn a_stalled_output_does_not_stall_the_thread_that_logs() {
+        let out = Out::default();
+        let (w, flush) = background(out.clone());
+        let stalled = out.gate.lock().unwrap();
+        // The output takes nothing while these are logged; with the old
+        // writer (the output itself, written by the logging thread) the
+        // first line would wait here for the gate, for ever.
+        for i in 0..QUEUE_LINES {
+            log(&w, i);
+        }
+        assert!(out.bytes.lock().unwrap().is_empty());
+        drop(stalled);
+        drop(flush);
+        let text = String::from_utf8(out.bytes.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), QUEUE_LINES);
+        assert_eq!(
+            text.lines().last(),
+            Some(&*format!("line {}", QUEUE_LINES - 1))
         );
     }
 

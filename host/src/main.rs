@@ -99,7 +99,7 @@ enum ComponentsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let log = init_tracing();
     let result = match cli.command {
         Command::Run {
             config,
@@ -119,6 +119,8 @@ fn main() -> ExitCode {
             backend,
         }) => conformance(&file, &config, backend.as_deref()),
     };
+    // Every line logged is out before the error (or the exit).
+    drop(log);
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -131,21 +133,19 @@ fn main() -> ExitCode {
 /// Our crates at the level `COMPUTE_BRIDGE_LOG` (or `RUST_LOG`) asks for,
 /// `info` by default; third-party crates, whose lines can name requesters
 /// (peer ids, addresses), at `error` unless named
-/// ([`compute_bridge::logging`]).
-fn init_tracing() {
+/// ([`compute_bridge::logging`]). Lines reach stderr from a thread of
+/// their own; the guard returned waits for them when dropped.
+fn init_tracing() -> compute_bridge::logging::Flush {
     let spec = std::env::var("COMPUTE_BRIDGE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok();
-    let (filter, warning) = compute_bridge::logging::filter(spec.as_deref());
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_writer(std::io::stderr)
-        .init();
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let (warning, flush) = compute_bridge::logging::init(spec.as_deref(), ansi, std::io::stderr());
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
+    flush
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<BootConfig> {

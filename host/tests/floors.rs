@@ -46,7 +46,9 @@ const HOST_FLOORS: &[(&str, &[&str])] = &[
     // The binaries package: both mains, the runtime and end-to-end tests
     // and the benchmarks. Until the facade in `host/src/lib.rs` goes it
     // still holds the daemon's code, so it may use every floor, the shipped
-    // components, and (tests only) the test kit and test components.
+    // components, and (tests only) the test kit, the test components and
+    // the cloud backends' cores (run natively beside their components in
+    // the interleaved bench).
     (
         "compute-bridge",
         &[
@@ -59,6 +61,8 @@ const HOST_FLOORS: &[(&str, &[&str])] = &[
             "compute-bridge-testkit",
             "cb-fake",
             "cb-hostile-sandbox",
+            "cb-aws",
+            "cb-gcp",
         ],
     ),
 ];
