@@ -81,18 +81,14 @@ fn has_subscriber<D: mosaik::Datum>(p: &Producer<D>) -> bool {
     p.consumers().any(|c| c.is_connected())
 }
 
-/// Resolves once a subscriber is connected to `p`: looked at every 25 ms
-/// for the first second, then every 250 ms (a usage report may wait hours
-/// for its requester).
+/// Resolves once a subscriber is connected to `p`, looked at every 25 ms
+/// for as long as it takes: a requester that reconnects after a restart
+/// may stay only tens of milliseconds (it repeats its grant, takes its
+/// report and leaves), and a usage report waiting for it must not miss
+/// that window.
 async fn subscribed<D: mosaik::Datum>(p: &Producer<D>) {
-    let start = tokio::time::Instant::now();
     while !has_subscriber(p) {
-        let every = if start.elapsed() < Duration::from_secs(1) {
-            SUBSCRIPTION_POLL
-        } else {
-            Duration::from_millis(250)
-        };
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(SUBSCRIPTION_POLL).await;
     }
 }
 

@@ -35,6 +35,11 @@ pub struct NetworkSettings {
     /// The address the node's sockets bind to (`coalition.bind`); every
     /// interface if `None`. See [`node_addresses`].
     pub bind: Option<IpAddr>,
+    /// For a local coalition: the state dir whose rendezvous file
+    /// ([`relay::Rendezvous`]) the relay and bootstrap peer came from, read
+    /// again when the provider cannot be reached (its relay may have moved
+    /// to another port after a restart).
+    pub rendezvous: Option<std::path::PathBuf>,
 }
 
 impl NetworkSettings {
@@ -58,7 +63,15 @@ impl NetworkSettings {
                 .map(|b| parse_peer_addr(b).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<_>>()?,
             bind: loopback_only.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            rendezvous: None,
         })
+    }
+
+    /// Note that these settings came from the rendezvous file in
+    /// `state_dir` (see [`Self::rendezvous`]).
+    pub fn with_rendezvous(mut self, state_dir: std::path::PathBuf) -> Self {
+        self.rendezvous = Some(state_dir);
+        self
     }
 
     /// Bind the node to `bind` (`None`: every interface).
@@ -169,7 +182,7 @@ pub fn format_peer_addr(addr: &EndpointAddr, relay: Option<&RelayUrl>) -> String
 /// config): that probe could only time out, so it is off for them
 /// (`quic: None`) and the node joins once the relay answers its HTTP probe
 /// (~0.2 s, iroh's `HTTPS_OFFSET`). `https://` relays keep QAD.
-fn relay_config(url: &RelayUrl) -> RelayConfig {
+pub fn relay_config(url: &RelayUrl) -> RelayConfig {
     if url.scheme() == "http" {
         RelayConfig::new(url.clone(), None)
     } else {
