@@ -178,16 +178,20 @@ impl AgentNetwork {
     }
 }
 
+/// A local coalition's rendezvous file as an agent follows it: the state
+/// dir, the relay the file named when last read, and whether the node has
+/// moved to another relay since it joined.
+struct FollowedRendezvous {
+    state_dir: PathBuf,
+    relay: std::sync::Mutex<(Option<mosaik::iroh::RelayUrl>, bool)>,
+}
+
 /// A requester on the coalition.
 pub struct Agent {
     link: RequesterLink,
-    /// A local coalition's state dir and the relay its rendezvous file
-    /// named when last read, and whether the node has moved to another
-    /// relay since it joined (see [`Self::follow_rendezvous`]).
-    rendezvous: Option<(
-        PathBuf,
-        std::sync::Mutex<(Option<mosaik::iroh::RelayUrl>, bool)>,
-    )>,
+    /// For a local coalition, its rendezvous file as followed (see
+    /// [`Self::follow_rendezvous`]).
+    rendezvous: Option<FollowedRendezvous>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -301,12 +305,13 @@ impl Agent {
             ms = started.elapsed().as_millis() as u64,
             "joined the coalition"
         );
-        let rendezvous = settings.rendezvous.clone().map(|dir| {
-            (
-                dir,
-                std::sync::Mutex::new((settings.relays.first().cloned(), false)),
-            )
-        });
+        let rendezvous = settings
+            .rendezvous
+            .clone()
+            .map(|state_dir| FollowedRendezvous {
+                state_dir,
+                relay: std::sync::Mutex::new((settings.relays.first().cloned(), false)),
+            });
         Ok(Self {
             link: RequesterLink::open(Arc::new(network), settings.bootstrap.clone()),
             rendezvous,
@@ -321,8 +326,9 @@ impl Agent {
     /// the provider names the old relay until a sync over the new one
     /// succeeds. A file left by a crashed bridge changes nothing.
     async fn follow_rendezvous(&self) -> Option<mosaik::iroh::EndpointAddr> {
-        let (dir, in_use) = self.rendezvous.as_ref()?;
-        let r = Rendezvous::read_live(dir)?;
+        let followed = self.rendezvous.as_ref()?;
+        let in_use = &followed.relay;
+        let r = Rendezvous::read_live(&followed.state_dir)?;
         let new = coalition::parse_relay_url(&r.relay).ok()?;
         let boot = coalition::parse_peer_addr(&r.bootstrap).ok()?;
         let (old, moved) = in_use.lock().expect("not poisoned").clone();
