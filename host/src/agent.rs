@@ -159,7 +159,10 @@ impl AgentNetwork {
             } else {
                 self.bootstrap.clone()
             };
-            return NetworkSettings::parse(&network, &[r.relay], &bootstrap, true);
+            return Ok(
+                NetworkSettings::parse(&network, &[r.relay], &bootstrap, true)?
+                    .with_rendezvous(state_dir),
+            );
         }
         let bootstrap = if self.bootstrap.is_empty() {
             &c.bootstrap
@@ -175,9 +178,20 @@ impl AgentNetwork {
     }
 }
 
+/// A local coalition's rendezvous file as an agent follows it: the state
+/// dir, the relay the file named when last read, and whether the node has
+/// moved to another relay since it joined.
+struct FollowedRendezvous {
+    state_dir: PathBuf,
+    relay: std::sync::Mutex<(Option<mosaik::iroh::RelayUrl>, bool)>,
+}
+
 /// A requester on the coalition.
 pub struct Agent {
     link: RequesterLink,
+    /// For a local coalition, its rendezvous file as followed (see
+    /// [`Self::follow_rendezvous`]).
+    rendezvous: Option<FollowedRendezvous>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -291,9 +305,46 @@ impl Agent {
             ms = started.elapsed().as_millis() as u64,
             "joined the coalition"
         );
+        let rendezvous = settings
+            .rendezvous
+            .clone()
+            .map(|state_dir| FollowedRendezvous {
+                state_dir,
+                relay: std::sync::Mutex::new((settings.relays.first().cloned(), false)),
+            });
         Ok(Self {
             link: RequesterLink::open(Arc::new(network), settings.bootstrap.clone()),
+            rendezvous,
         })
+    }
+
+    /// For a local coalition: read the bridge's rendezvous file again and,
+    /// if a live bridge now names another relay than the one in use (its
+    /// relay's port was taken when it restarted), move this node to that
+    /// relay. Returns the live bridge's bootstrap address once the node has
+    /// moved (this time or before), to sync with: the catalog's address for
+    /// the provider names the old relay until a sync over the new one
+    /// succeeds. A file left by a crashed bridge changes nothing.
+    async fn follow_rendezvous(&self) -> Option<mosaik::iroh::EndpointAddr> {
+        let followed = self.rendezvous.as_ref()?;
+        let in_use = &followed.relay;
+        let r = Rendezvous::read_live(&followed.state_dir)?;
+        let new = coalition::parse_relay_url(&r.relay).ok()?;
+        let boot = coalition::parse_peer_addr(&r.bootstrap).ok()?;
+        let (old, moved) = in_use.lock().expect("not poisoned").clone();
+        if old.as_ref() == Some(&new) {
+            return moved.then_some(boot);
+        }
+        tracing::info!(relay = %new, "the local bridge's relay moved; following it");
+        let endpoint = self.link.network().local().endpoint().clone();
+        endpoint
+            .insert_relay(new.clone(), Arc::new(coalition::relay_config(&new)))
+            .await;
+        if let Some(old) = &old {
+            endpoint.remove_relay(old).await;
+        }
+        *in_use.lock().expect("not poisoned") = (Some(new), true);
+        Some(boot)
     }
 
     /// This agent's node (peer) id on the coalition: what the provider's
@@ -455,7 +506,11 @@ impl Agent {
             let next = tokio::select! {
                 r = tokio::time::timeout_at(deadline, session.next_reply(request_id)) => r,
                 _ = check.tick() => {
-                    coalition::sync(&network, &[coalition::catalog_addr(&network, &node)]).await;
+                    // A restarted local bridge whose relay port was taken
+                    // is on another relay: follow its rendezvous file.
+                    let mut peers = vec![coalition::catalog_addr(&network, &node)];
+                    peers.extend(self.follow_rendezvous().await.filter(|b| b.id == node));
+                    coalition::sync(&network, &peers).await;
                     let now = started_at();
                     if now != provider_started {
                         provider_started = now;

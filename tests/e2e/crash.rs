@@ -303,46 +303,116 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
     );
 }
 
-/// The embedded default's own relay lives in the bridge: after `kill -9`
-/// and a restart on the same state dir it comes back on the same port, so
-/// the agent that was waiting reconnects and gets its one report.
-#[test]
-fn a_local_coalition_restarted_after_kill_9_keeps_its_address_and_the_waiting_agent_gets_one_report()
- {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "[coalition]\nlocal = true\n",
-        "",
-        "run_seconds = 3600",
-    );
-    let state = dir.path().join("state");
-    let rendezvous = || {
-        compute_bridge::coalition::relay::Rendezvous::read(&state)
-            .expect("the rendezvous file")
-            .relay
-    };
-    let mut bridge = start_bridge(&config);
-    let relay_before = rendezvous();
+/// The embedded default (`compute-bridge run` with no `--config`, in a
+/// fresh working directory; the bare-metal backend, so root): its relay
+/// lives in the bridge. A 25 s grant, `kill -9` of the bridge once access
+/// is handed out, a restart on the same state dir: the waiting agent gets
+/// exactly one usage report. With `hold_port`, something else takes the
+/// relay's port while the bridge is down; returns the bridge's logs.
+fn the_embedded_default_survives_kill_9(hold_port: bool) -> String {
+    use compute_bridge::coalition::relay::{RELAY_PORT_FILE, Rendezvous};
+    use compute_bridge_testkit::process::Running;
 
-    let mut agent = request_local(&config, "25s");
+    assert_root("the embedded default's bare-metal backend makes a Unix account per grant");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(".compute-bridge");
+    let env = [
+        ("COMPUTE_BRIDGE_LOG", "info,iroh::address_lookup=error"),
+        ("COALITION_AGENT_LOG", "warn,iroh=error,compute_bridge=info"),
+    ];
+    let run = || {
+        let b = Running::spawn_in(
+            Some(dir.path()),
+            &crate::bridge_bin(),
+            &["run", "--dashboard-port", "0"],
+            &env,
+        );
+        b.wait_for_log("taking grants", Duration::from_secs(180));
+        b
+    };
+    let mut bridge = run();
+    let mut agent = Running::spawn_in(
+        Some(dir.path()),
+        &agent_bin(),
+        &[
+            "request",
+            "--cpu",
+            "100",
+            "--ram",
+            "64",
+            "--duration",
+            "25s",
+        ],
+        &env,
+    );
     agent.wait_for_log("access opened with the reply key", MIN);
     bridge.wait_for_log("access handed out", MIN);
+    let relay_before = Rendezvous::read(&state).expect("the rendezvous file").relay;
     bridge.signal("KILL");
     assert_eq!(bridge.wait(MIN), None, "killed by the signal");
     let first_run = bridge.log();
 
-    let mut bridge = restart_bridge(&config);
-    assert_eq!(rendezvous(), relay_before, "{}", bridge.log());
+    let port: u16 = std::fs::read_to_string(state.join(RELAY_PORT_FILE))
+        .expect("the relay's port is kept in the state dir")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        relay_before.contains(&format!(":{port}/")),
+        "{relay_before}"
+    );
+    let _held = hold_port.then(|| {
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("the dead relay's port is free")
+    });
+    let mut bridge = run();
+    bridge.wait_for_log("provider card published", MIN);
+    let relay_after = Rendezvous::read(&state).expect("the rendezvous file").relay;
+    if hold_port {
+        assert_ne!(relay_after, relay_before, "{}", bridge.log());
+    } else {
+        assert_eq!(relay_after, relay_before, "{}", bridge.log());
+    }
     agent.wait_for_log(
         "usage report: expired at valid_to",
         Duration::from_secs(240),
     );
     assert_eq!(agent.wait(MIN), Some(0), "{}", agent.log());
     assert_eq!(count_lines(agent.log().as_str(), &["usage report:"]), 1);
-    bridge.wait_for_log("usage report sent", MIN);
+    // The report went out once its requester listened: at the workload's
+    // end, or (an agent back only after that) as the answer to its
+    // repeated grant. Never twice through the journal's own path.
+    compute_bridge_testkit::wait_for("the usage report to go out", MIN, || {
+        let log = bridge.log();
+        (log.contains("usage report sent") || log.contains("sending its usage report again"))
+            .then_some(())
+    });
     let both = format!("{first_run}{}", bridge.log());
-    assert_eq!(count_lines(&both, &["usage report sent"]), 1, "{both}");
+    let sent = count_lines(&both, &["usage report sent"]);
+    if hold_port {
+        assert!(sent <= 1, "{both}");
+    } else {
+        assert_eq!(sent, 1, "{both}");
+    }
     bridge.signal("TERM");
     assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());
+    both
+}
+
+#[test]
+fn the_embedded_default_restarted_after_kill_9_keeps_its_relay_address_and_the_waiting_agent_gets_one_report()
+ {
+    the_embedded_default_survives_kill_9(false);
+}
+
+/// When the relay's old port is taken at the restart, the relay moves, the
+/// bridge says so naming both ports, and the waiting agent follows it
+/// through the rendezvous file.
+#[test]
+fn the_embedded_default_whose_relay_port_was_taken_moves_and_the_waiting_agent_follows_it() {
+    let logs = the_embedded_default_survives_kill_9(true);
+    let warned = logs
+        .lines()
+        .find(|l| l.contains("of the last run is taken"))
+        .unwrap_or_else(|| panic!("no warning that the relay moved:\n{logs}"));
+    assert!(warned.contains("the relay moved to port "), "{warned}");
 }

@@ -51,18 +51,21 @@ fn the_readme_two_terminal_demo_runs_on_the_embedded_default() {
     let sample = block_after("then waits for the usage report:");
 
     let dir = tempfile::tempdir().unwrap();
-    // `run` exactly, but on a free dashboard port: 8080 may be taken on a
-    // shared machine.
+    // The second terminal first: the agent waits for a bridge (it used to
+    // exit at once, "no local bridge found").
+    let mut agent = Running::spawn_in(Some(dir.path()), &agent_bin(), &agent_args, &[]);
+    agent.wait_for_log(
+        "waiting for a local bridge: ./.compute-bridge/local-coalition.json does not exist yet",
+        Duration::from_secs(60),
+    );
+    // Then `run` exactly, but on a free dashboard port: 8080 may be taken
+    // on a shared machine.
     let mut bridge = Running::spawn_in(
         Some(dir.path()),
         &bridge_bin(),
         &["run", "--dashboard-port", "0"],
         &[],
     );
-    // The second terminal right away, as a user types it: the agent waits
-    // for the bridge to come up (it used to exit at once, "no local bridge
-    // found", in the bridge's first seconds).
-    let mut agent = Running::spawn_in(Some(dir.path()), &agent_bin(), &agent_args, &[]);
     bridge.wait_for_log("provider card published", Duration::from_secs(180));
     assert!(
         dir.path()

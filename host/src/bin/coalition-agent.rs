@@ -207,7 +207,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         network: cli.net.network,
         relays: cli.net.relays,
         bootstrap: cli.net.bootstrap,
-        wait_for_bridge: compute_bridge::agent::FIND_TIMEOUT,
+        // A local bridge still starting (or not started yet) is waited
+        // for: as long as `providers --wait`, or as `request` waits for
+        // its provider's card.
+        wait_for_bridge: match &cli.command {
+            Command::Providers { wait, .. } => *wait,
+            _ => compute_bridge::agent::FIND_TIMEOUT,
+        },
     }
     .resolve()?;
     let agent = Agent::join(&settings).await?;

@@ -42,11 +42,30 @@ pub enum SendError {
     Closed,
 }
 
+/// How often a wait for a subscription looks at it again (see
+/// [`producer`]); the first look is immediate.
+const SUBSCRIPTION_POLL: Duration = Duration::from_millis(25);
+
+/// The producer of `stream` on this node, shared by every caller.
+///
+/// It is always "online" to mosaik (`online_when` a minimum of 0
+/// subscribers); [`send_made`] itself waits for a connected subscriber.
+/// mosaik 0.4.2's own online flag is re-evaluated only when a subscription
+/// is added or removed (`streams/producer/worker.rs`: the `online_when`
+/// condition watches the `active` map), while a subscription is added as
+/// connecting and becomes connected later on its own state watch
+/// (`producer/sender.rs`): so a producer whose only subscriber had just
+/// been added stayed offline until some unrelated wake-up, such as a
+/// catalog change. Access, usage and grants then waited for a peer's next
+/// catalog sync (3 s, or for ever: access never handed out in 3 of 5 e2e
+/// runs once nodes joined in 0.2 s). A subscription's state is read
+/// directly instead ([`has_subscriber`]).
 fn producer<D: mosaik::Datum>(network: &Network, stream: &str) -> Producer<D> {
     match network
         .streams()
         .producer::<D>()
         .with_stream_id(stream)
+        .online_when(|c| c.minimum_of(0))
         .build()
     {
         Ok(p) => p,
@@ -55,13 +74,44 @@ fn producer<D: mosaik::Datum>(network: &Network, stream: &str) -> Producer<D> {
     }
 }
 
-/// Send `item` once the producer is online, waiting at most `deadline`.
+/// True when a subscriber is connected to `p` now (read from each
+/// subscription's own state, not from mosaik's online flag: see
+/// [`producer`]).
+fn has_subscriber<D: mosaik::Datum>(p: &Producer<D>) -> bool {
+    p.consumers().any(|c| c.is_connected())
+}
+
+/// Resolves once a subscriber is connected to `p`, looked at every 25 ms
+/// for as long as it takes: a requester that reconnects after a restart
+/// may stay only tens of milliseconds (it repeats its grant, takes its
+/// report and leaves), and a usage report waiting for it must not miss
+/// that window.
+async fn subscribed<D: mosaik::Datum>(p: &Producer<D>) {
+    while !has_subscriber(p) {
+        tokio::time::sleep(SUBSCRIPTION_POLL).await;
+    }
+}
+
+/// Resolves once `cond` holds, looked at every 25 ms: mosaik 0.4.2's
+/// `ChannelConditions` future wakes only when a channel is added or
+/// removed, not when one goes from connecting to connected (see
+/// [`producer`]), while [`ChannelConditions::is_condition_met`] reads each
+/// channel's state now.
+///
+/// [`ChannelConditions::is_condition_met`]: mosaik::streams::status::ChannelConditions::is_condition_met
+async fn met(cond: &mosaik::streams::status::ChannelConditions) {
+    while !cond.is_condition_met() {
+        tokio::time::sleep(SUBSCRIPTION_POLL).await;
+    }
+}
+
+/// Send `item` once a subscriber is connected, waiting at most `deadline`.
 ///
 /// Not `SinkExt::send`: mosaik 0.4.2's `poll_ready` builds a fresh
 /// "online" waiter on every poll and drops it, so a send started while
 /// nobody is subscribed is never woken when someone subscribes (it hung a
-/// usage report for ever after a restart). `when().online()` is a proper
-/// waiter; `try_send` then queues without waiting.
+/// usage report for ever after a restart). [`subscribed`] waits;
+/// `try_send` then queues without waiting.
 async fn send<D: mosaik::Datum>(
     p: &Producer<D>,
     item: D,
@@ -92,11 +142,14 @@ async fn send_made<D: mosaik::Datum>(
     let fut = async move {
         let mut refused = None;
         loop {
-            p.when().online().await;
+            subscribed(p).await;
             match p.try_send(make(refused.take())) {
                 Ok(()) => return Ok(()),
-                // Went offline again: wait for a subscriber, retry.
-                Err(Error::Offline(d)) => refused = Some(d),
+                // Not taken (mosaik's own flag): look again shortly.
+                Err(Error::Offline(d)) => {
+                    refused = Some(d);
+                    tokio::time::sleep(SUBSCRIPTION_POLL).await;
+                }
                 // The buffer is full: give it a moment.
                 Err(Error::Full(d)) => {
                     refused = Some(d);
@@ -225,7 +278,7 @@ impl ProviderLink {
 
     /// True when someone is subscribed to access bundles now.
     pub fn access_has_subscriber(&self) -> bool {
-        self.access.is_online()
+        has_subscriber(&self.access)
     }
 
     /// The peers subscribed to any of this provider's streams now: the
@@ -243,27 +296,20 @@ impl ProviderLink {
         set
     }
 
-    /// Resolves when the subscriptions to any of this provider's streams
-    /// may have changed (mosaik's subscription status), or after `at_most`.
+    /// Resolves when the peers subscribed to this provider's streams
+    /// ([`Self::subscribers`]) differ from what they were at the call, or
+    /// after `at_most`. Looked at every 100 ms: mosaik's own subscription
+    /// waiters miss a subscription going from connecting to connected (see
+    /// [`producer`]).
     pub async fn subscriptions_changed(&self, at_most: Duration) {
-        fn change<D: mosaik::Datum>(p: &Producer<D>) -> impl Future<Output = ()> + use<D> {
-            let n = p.consumers().filter(|c| c.is_connected()).count();
-            let more = p.when().subscribed().minimum_of(n + 1);
-            let fewer = p.when().subscribed().minimum_of(n.max(1)).unmet();
-            let any_left = n > 0;
-            async move {
-                if any_left {
-                    tokio::select! { () = more => {}, () = fewer => {} }
-                } else {
-                    more.await;
-                }
+        let before = self.subscribers();
+        let until = tokio::time::Instant::now() + at_most;
+        while self.subscribers() == before {
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return;
             }
-        }
-        tokio::select! {
-            () = change(&self.access) => {}
-            () = change(&self.usage) => {}
-            () = change(&self.declines) => {}
-            () = tokio::time::sleep(at_most) => {}
+            tokio::time::sleep(Duration::from_millis(100).min(until - now)).await;
         }
     }
 }
@@ -474,27 +520,22 @@ impl RequesterLink {
         cond: mosaik::streams::status::ChannelConditions,
     ) -> anyhow::Result<()> {
         let start = std::time::Instant::now();
-        tokio::pin!(cond);
-        loop {
-            if cond.is_condition_met() {
-                break;
+        // The condition is looked at every 25 ms (see [`met`]); the catalogs
+        // are synced with the provider's node at the start and every 3 s,
+        // which is what tells it of a stream this node opened since.
+        let resync = async {
+            loop {
+                super::sync(&self.network, &[super::catalog_addr(&self.network, &node)]).await;
+                tokio::time::sleep(CARD_RESYNC).await;
             }
-            super::sync(&self.network, &[super::catalog_addr(&self.network, &node)]).await;
-            // Not polled more often: mosaik 0.4 wakes `cond` when a channel
-            // is added, not when one goes from connecting to connected, and
-            // the same holds for the provider's producers. The catalog
-            // re-sync every 3 s is what wakes both sides; an agent that went
-            // on sooner (25 ms polling was tried) sent grants the provider's
-            // access producer never saw as subscribed (README demo test,
-            // 2026-11-30).
-            tokio::select! {
-                () = &mut cond => break,
-                () = tokio::time::sleep(Duration::from_secs(3)) => {}
-                () = tokio::time::sleep_until(deadline) => anyhow::bail!(
-                    "the provider's node {} did not connect its {what} stream in time",
-                    node.fmt_short()
-                ),
-            }
+        };
+        tokio::select! {
+            () = met(&cond) => {}
+            _ = resync => unreachable!("the resync loop never ends"),
+            () = tokio::time::sleep_until(deadline) => anyhow::bail!(
+                "the provider's node {} did not connect its {what} stream in time",
+                node.fmt_short()
+            ),
         }
         tracing::debug!(
             ms = start.elapsed().as_millis() as u64,
@@ -543,7 +584,7 @@ impl ProviderSession {
         let is_node = move |p: &mosaik::discovery::PeerEntry| *p.id() == node;
         let start = std::time::Instant::now();
         let logged = |what: &'static str, f: mosaik::streams::status::ChannelConditions| async move {
-            f.await;
+            met(&f).await;
             tracing::debug!(ms = start.elapsed().as_millis() as u64, "{what} subscribed");
         };
         tokio::join!(
@@ -569,11 +610,12 @@ impl ProviderSession {
     /// Wait until the provider's node takes our settlements.
     pub async fn settlements_ready(&self) {
         let node = self.node;
-        self.settlements
+        met(&self
+            .settlements
             .when()
             .subscribed()
-            .with_predicate(move |p| *p.id() == node)
-            .await;
+            .with_predicate(move |p| *p.id() == node))
+        .await;
     }
 
     /// Send a grant (the provider must be subscribed: see [`Self::ready`]).

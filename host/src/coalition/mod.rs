@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use mosaik::iroh::{EndpointAddr, RelayMap, RelayMode, RelayUrl, TransportAddr};
+use mosaik::iroh::{EndpointAddr, RelayConfig, RelayMap, RelayMode, RelayUrl, TransportAddr};
 use mosaik::{Network, SecretKey, discovery};
 
 /// How long to wait for the node to reach a relay before giving up.
@@ -35,6 +35,11 @@ pub struct NetworkSettings {
     /// The address the node's sockets bind to (`coalition.bind`); every
     /// interface if `None`. See [`node_addresses`].
     pub bind: Option<IpAddr>,
+    /// For a local coalition: the state dir whose rendezvous file
+    /// ([`relay::Rendezvous`]) the relay and bootstrap peer came from, read
+    /// again when the provider cannot be reached (its relay may have moved
+    /// to another port after a restart).
+    pub rendezvous: Option<std::path::PathBuf>,
 }
 
 impl NetworkSettings {
@@ -58,7 +63,15 @@ impl NetworkSettings {
                 .map(|b| parse_peer_addr(b).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<_>>()?,
             bind: loopback_only.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            rendezvous: None,
         })
+    }
+
+    /// Note that these settings came from the rendezvous file in
+    /// `state_dir` (see [`Self::rendezvous`]).
+    pub fn with_rendezvous(mut self, state_dir: std::path::PathBuf) -> Self {
+        self.rendezvous = Some(state_dir);
+        self
     }
 
     /// Bind the node to `bind` (`None`: every interface).
@@ -159,6 +172,24 @@ pub fn format_peer_addr(addr: &EndpointAddr, relay: Option<&RelayUrl>) -> String
     }
 }
 
+/// How the node talks to one relay. iroh probes every relay it is given for
+/// QUIC address discovery (QAD) on the relay's QUIC port and, before it
+/// picks a home relay, waits for that probe up to its 3 s probe timeout
+/// (iroh 1.4.1 `src/net_report.rs`, `PROBES_TIMEOUT` in
+/// `src/net_report/defaults.rs`). A relay served over plain `http://` (the
+/// in-process local relay, the testkit's relays) has no TLS and so no QUIC
+/// endpoint (iroh-relay 1.4.1 `src/server.rs`: QAD needs a TLS server
+/// config): that probe could only time out, so it is off for them
+/// (`quic: None`) and the node joins once the relay answers its HTTP probe
+/// (~0.2 s, iroh's `HTTPS_OFFSET`). `https://` relays keep QAD.
+pub fn relay_config(url: &RelayUrl) -> RelayConfig {
+    if url.scheme() == "http" {
+        RelayConfig::new(url.clone(), None)
+    } else {
+        RelayConfig::from(url.clone())
+    }
+}
+
 /// Join the coalition: build the node (waiting until it reaches a relay),
 /// then sync the discovery catalog with each bootstrap peer.
 ///
@@ -172,15 +203,7 @@ pub async fn join(settings: &NetworkSettings, key: Option<SecretKey>) -> anyhow:
             settings.network
         );
     }
-    // Every relay, `http://` ones included, is also probed for QUIC
-    // address discovery, which a plain-http relay cannot answer: the node
-    // waits out iroh's 3 s probe timeout before it joins. Turning the probe
-    // off for such relays (`RelayConfig::new(url, None)`) joins in ~0.2 s,
-    // but the grants of agents that joined that fast were then sometimes
-    // never handed access (mosaik 0.4's producer never saw its subscriber
-    // connected: an access timeout in 3 of 5 e2e runs, 2026-11-30), so the
-    // probe stays until that is understood.
-    let relays: RelayMap = settings.relays.iter().cloned().collect();
+    let relays: RelayMap = settings.relays.iter().map(relay_config).collect();
     let mut builder = Network::builder(settings.network.as_str())
         .with_relay_mode(RelayMode::Custom(relays))
         .with_discovery(

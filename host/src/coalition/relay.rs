@@ -9,11 +9,15 @@
 //! state dir, or an ephemeral one) and writes
 //! `state_dir/local-coalition.json` with the relay URL and its own
 //! bootstrap address. The agent, given the same config, resolves the same
-//! state dir and reads that file. The bridge removes the file when it stops
-//! cleanly; a stale file (after a crash) names a relay that no longer
-//! answers, and the agent says so, until the bridge is restarted on the same
-//! state dir: its relay comes back on the same port, so the file is true
-//! again and agents that were waiting on the crashed run reconnect.
+//! state dir and reads that file, waiting for it (and passing over a file
+//! whose bridge process is gone) while the bridge is not up yet. The bridge
+//! removes the file when it stops cleanly; a stale file (after a crash)
+//! names a relay that no longer answers until the bridge is restarted on
+//! the same state dir: its relay comes back on the same port, so the file
+//! is true again and agents that were waiting on the crashed run
+//! reconnect. If that port is taken, the relay moves (said in the log) and
+//! a waiting agent, which reads the file again while its provider is
+//! unreachable, follows it.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -83,20 +87,27 @@ impl LocalRelay {
             Some(port) => match Self::spawn_at(ip, port).await {
                 Ok(r) => r,
                 Err(e) => {
+                    let r = Self::spawn_at(ip, 0).await?;
+                    let now = r.port();
                     tracing::warn!(
-                        port,
-                        "the local relay's port of the last run is not free ({e:#}); \
-                         agents waiting on that run will not find this one"
+                        "the local relay's port {port} of the last run is taken ({e:#}); \
+                         the relay moved to port {now}: agents waiting on the last run \
+                         find it again through {RENDEZVOUS_FILE}"
                     );
-                    Self::spawn_at(ip, 0).await?
+                    r
                 }
             },
             None => Self::spawn_at(ip, 0).await?,
         };
-        let port = relay.server.http_addr().map(|a| a.port()).unwrap_or(0);
+        let port = relay.port();
         std::fs::write(&file, format!("{port}\n"))
             .with_context(|| format!("writing {}", file.display()))?;
         Ok(relay)
+    }
+
+    /// Its TCP port.
+    pub fn port(&self) -> u16 {
+        self.server.http_addr().map(|a| a.port()).unwrap_or(0)
     }
 
     /// Its URL (`http://127.0.0.1:PORT/`).
@@ -119,7 +130,8 @@ pub struct Rendezvous {
     pub relay: String,
     /// The bridge's bootstrap address (`PEER_ID@RELAY_URL`).
     pub bootstrap: String,
-    /// The bridge's process id, for messages.
+    /// The bridge's process id: for messages, and to pass over a file a
+    /// crashed bridge left ([`Self::is_alive`]).
     pub pid: u32,
 }
 
@@ -152,27 +164,58 @@ impl Rendezvous {
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
     }
 
-    /// Read it, waiting up to `wait` for it to appear: an agent started
-    /// beside a bridge that is still coming up finds it once the bridge's
-    /// node is up. Says once, on stderr, what it is waiting for. A file that
-    /// exists but does not parse is an error at once.
+    /// Read it, waiting up to `wait` for a live bridge's file: an agent
+    /// started before the bridge (or beside one still coming up) finds it
+    /// once the bridge's node is up. Looks every 100 ms; a file whose
+    /// bridge process is gone (left by a crash) is passed over until the
+    /// wait ends, when it is used as it is. Says once, on stderr, what it
+    /// is waiting for. A file that exists but does not parse is an error at
+    /// once; no file by the end is today's "no local bridge found".
     pub fn read_waiting(state_dir: &Path, wait: std::time::Duration) -> anyhow::Result<Self> {
         let path = Self::path(state_dir);
         let until = std::time::Instant::now() + wait;
-        let mut said = false;
-        while !path.exists() && std::time::Instant::now() < until {
-            if !said {
+        let mut said = (false, false);
+        loop {
+            let out_of_time = std::time::Instant::now() >= until;
+            if path.exists() {
+                let r = Self::read(state_dir)?;
+                if r.is_alive() || out_of_time {
+                    return Ok(r);
+                }
+                if !said.1 {
+                    eprintln!(
+                        "waiting for a local bridge: {} names process {}, which is not \
+                         running (a bridge that stopped without removing it)",
+                        path.display(),
+                        r.pid
+                    );
+                    said.1 = true;
+                }
+            } else if out_of_time {
+                return Self::read(state_dir);
+            } else if !said.0 {
                 eprintln!(
-                    "waiting up to {}s for a local bridge to write {} (start one with \
-                     `compute-bridge run` using the same config)",
-                    wait.as_secs(),
+                    "waiting for a local bridge: {} does not exist yet",
                     path.display()
                 );
-                said = true;
+                said.0 = true;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        Self::read(state_dir)
+    }
+
+    /// Read it if it is there and its bridge process is running (see
+    /// [`Self::is_alive`]); `None` otherwise.
+    pub fn read_live(state_dir: &Path) -> Option<Self> {
+        Self::read(state_dir).ok().filter(Self::is_alive)
+    }
+
+    /// False when its process is gone: Linux's `/proc` has no entry for
+    /// its pid. Where there is no `/proc`, nothing is known and it counts
+    /// as alive. (A bridge in another pid namespace looks gone: its file is
+    /// then used only once [`Self::read_waiting`]'s wait ends.)
+    pub fn is_alive(&self) -> bool {
+        !Path::new("/proc/self").exists() || Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 
     /// Remove it if it is still the one this process wrote.
@@ -182,5 +225,67 @@ impl Rendezvous {
         {
             let _ = std::fs::remove_file(Self::path(state_dir));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rendezvous(relay: &str, pid: u32) -> Rendezvous {
+        Rendezvous {
+            network: "local.dev".into(),
+            relay: relay.into(),
+            bootstrap: format!("peer@{relay}"),
+            pid,
+        }
+    }
+
+    /// The pid of a process that has exited (and been reaped).
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn an_agent_waiting_for_a_bridge_passes_over_a_crashed_ones_file_until_the_live_one_is_written()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = rendezvous("http://127.0.0.1:1/", dead_pid());
+        stale.write(dir.path()).unwrap();
+        assert!(!stale.is_alive());
+        let live = rendezvous("http://127.0.0.1:2/", std::process::id());
+        let writer = {
+            let (dir, live) = (dir.path().to_path_buf(), live.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                live.write(&dir).unwrap();
+            })
+        };
+        let found = Rendezvous::read_waiting(dir.path(), Duration::from_secs(30)).unwrap();
+        writer.join().unwrap();
+        assert_eq!(found, live);
+        assert_eq!(Rendezvous::read_live(dir.path()), Some(live));
+    }
+
+    #[test]
+    fn a_crashed_bridges_file_is_used_once_the_wait_ends_and_no_file_is_no_local_bridge_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Rendezvous::read_waiting(dir.path(), Duration::from_millis(200)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("no local bridge found: ")
+                && e.to_string().contains("does not exist"),
+            "{e}"
+        );
+        let stale = rendezvous("http://127.0.0.1:1/", dead_pid());
+        stale.write(dir.path()).unwrap();
+        assert_eq!(Rendezvous::read_live(dir.path()), None);
+        assert_eq!(
+            Rendezvous::read_waiting(dir.path(), Duration::from_millis(200)).unwrap(),
+            stale
+        );
     }
 }
