@@ -247,12 +247,11 @@ impl MeasurementRegister for EmulatedRtmr {
     }
 }
 
-/// The register `tdx` mode extends: the emulated one if
-/// [`EMULATED_RTMR3_ENV`] names a file, else the kernel's.
-pub fn tdx_register() -> Result<Arc<dyn MeasurementRegister>, RegisterError> {
+/// The emulated register [`EMULATED_RTMR3_ENV`] names, if it names one.
+pub fn emulated_register() -> Result<Option<Arc<EmulatedRtmr>>, RegisterError> {
     match std::env::var_os(EMULATED_RTMR3_ENV) {
-        Some(p) if !p.is_empty() => Ok(Arc::new(EmulatedRtmr::open(Path::new(&p))?)),
-        _ => Ok(Arc::new(SysfsRtmr3::open()?)),
+        Some(p) if !p.is_empty() => Ok(Some(Arc::new(EmulatedRtmr::open(Path::new(&p))?))),
+        _ => Ok(None),
     }
 }
 

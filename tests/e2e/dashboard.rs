@@ -190,9 +190,9 @@ fn a_real_bridge_answers_only_loopback_hosts_and_forbids_scripts() {
         ["registered", "alive"].contains(&v["provider"]["status"].as_str().unwrap()),
         "{v}"
     );
-    // The protocol version the card speaks (2 since the card carries
-    // per-host MR_TDs).
-    assert_eq!(v["provider"]["module_version"], "Compute v2");
+    // The protocol version the card speaks (3 since the card carries its
+    // measurement log).
+    assert_eq!(v["provider"]["module_version"], "Compute v3");
     assert_eq!(v["grants"]["cap"], 4);
 
     let metrics = http::get_local(addr, "/metrics");
