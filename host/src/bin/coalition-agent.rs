@@ -106,11 +106,11 @@ enum Command {
         /// are still checked).
         #[arg(long)]
         allow_untrusted_quote_chain: bool,
-        /// Refuse the provider unless backend NAME's measured component is
-        /// this one (repeatable). Every backend the card offers must then be
-        /// named, and the card must be attested: its measurement log must
-        /// replay to its quote's RTMR3.
-        #[arg(long, value_name = "NAME=sha256:HEX", value_parser = parse_component)]
+        /// `NAME=sha256:HEX`: refuse the provider unless backend NAME's
+        /// measured component is this one (repeatable). Every backend the
+        /// card offers must then be named, and the card must be attested:
+        /// its measurement log must replay to its quote's RTMR3.
+        #[arg(long, value_name = "PIN", value_parser = parse_component)]
         require_component: Vec<(String, ComponentDigest)>,
         /// As --require-component, one `NAME=sha256:HEX` a line (blank lines
         /// and `#` comments skipped).
