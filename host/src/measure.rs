@@ -572,13 +572,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn measuring_appends_then_extends_and_a_restart_reads_the_same_log() {
+    /// aws and gcp measured into a fresh emulated register; the measurer
+    /// closed.
+    fn measured_two() -> (tempfile::TempDir, Arc<EmulatedRtmr>) {
         let dir = tempfile::tempdir().unwrap();
         let reg = emulated(dir.path());
         let mut m = Measurer::open(dir.path(), Some(reg.clone())).unwrap();
         m.measure(event("aws", 1)).unwrap();
         m.measure(event("gcp", 2)).unwrap();
+        (dir, reg)
+    }
+
+    #[test]
+    fn measuring_appends_then_extends_and_a_restart_reads_the_same_log() {
+        let (dir, reg) = measured_two();
+        let m = Measurer::open(dir.path(), Some(reg.clone())).unwrap();
+        assert_eq!(m.log().events.len(), 2);
         assert_eq!(reg.read().unwrap(), m.expected());
         assert!(m.log().extended);
         let before = m.log().clone();
@@ -646,12 +655,7 @@ mod tests {
 
     #[test]
     fn a_register_that_disagrees_with_the_log_stops_start_up_with_both_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = emulated(dir.path());
-        let mut m = Measurer::open(dir.path(), Some(reg.clone())).unwrap();
-        m.measure(event("aws", 1)).unwrap();
-        m.measure(event("gcp", 2)).unwrap();
-        drop(m);
+        let (dir, reg) = measured_two();
         // Someone else extends RTMR3.
         reg.extend(&[9; 48]).unwrap();
         let actual = reg.read().unwrap();
@@ -674,12 +678,7 @@ mod tests {
 
     #[test]
     fn a_reboot_starts_a_new_log_and_keeps_the_old_one_beside() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = emulated(dir.path());
-        let mut m = Measurer::open(dir.path(), Some(reg.clone())).unwrap();
-        m.measure(event("aws", 1)).unwrap();
-        m.measure(event("gcp", 2)).unwrap();
-        drop(m);
+        let (dir, _) = measured_two();
         std::fs::remove_file(dir.path().join("rtmr3")).unwrap();
         let reg = emulated(dir.path());
         let m = Measurer::open(dir.path(), Some(reg)).unwrap();
