@@ -292,12 +292,12 @@ pub enum MeasureError {
     Mismatch {
         /// The register.
         register: String,
-        /// Its value.
-        actual: Measurement,
+        /// Its value (hex; text keeps the error small).
+        actual: String,
         /// The log.
         path: PathBuf,
-        /// What the log gives.
-        replayed: Measurement,
+        /// What the log gives (hex).
+        replayed: String,
     },
 }
 
@@ -350,9 +350,9 @@ impl Measurer {
             } else {
                 return Err(MeasureError::Mismatch {
                     register: reg.describe(),
-                    actual,
+                    actual: actual.to_string(),
                     path,
-                    replayed,
+                    replayed: replayed.to_string(),
                 });
             }
         }

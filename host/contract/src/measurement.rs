@@ -504,7 +504,8 @@ mod tests {
         reordered.allowed_origins.reverse();
         reordered.ssh_hosts.reverse();
         assert_eq!(p.digest(), reordered.digest());
-        let changes: [(&str, fn(&mut BackendPolicy)); 6] = [
+        type Change = (&'static str, fn(&mut BackendPolicy));
+        let changes: [Change; 6] = [
             ("an origin", |p| {
                 p.allowed_origins[0] = "https://c.example".into()
             }),
