@@ -311,6 +311,7 @@ impl Coalition {
                 watch: WatchPolicy::default(),
                 access_wait: ACCESS_WAIT,
                 attestation: None,
+                measurer: None,
                 sweep_backends: Default::default(),
             },
         );

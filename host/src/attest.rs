@@ -29,15 +29,24 @@
 //! binding and MR_TD checks still apply then. Certificate validity dates
 //! and revocation (Intel's PCS collateral) are not checked.
 //!
+//! # Measured backends
+//!
+//! A TDX card's measurement log (`compute_bridge_contract::measurement`)
+//! must replay to the quote's RTMR3; each way a log can be broken has its
+//! own reason ([`LogRejected`]). A requester may then pin the components it
+//! accepts ([`VerifyPolicy::require_components`]).
+//!
 //! mosaik's own `tdx` feature was evaluated first: its tickets bind a
 //! quote to the mosaik peer id and network in the discovery catalog, not to
 //! the card's envelope key, and check only the attestation-key signature.
 //! The card needs the envelope-key binding (that is what grants are sealed
 //! to), so this module uses the same two crates directly.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+pub use compute_bridge_contract::measurement::{ComponentDigest, LogRejected};
 use sha2::{Digest, Sha512};
 
 use crate::coalition::protocol::{Attestation, ProviderCard, ProviderId};
@@ -149,6 +158,46 @@ impl QuoteSource for ConfigfsTsm {
     }
 }
 
+/// Emulated TDX for tests (`COMPUTE_BRIDGE_EMULATED_RTMR3`, see
+/// [`crate::measure`]): `tdx-quote`'s mock quote (every register zero, no
+/// certificate chain, signed by a fixed test attestation key) with RTMR3
+/// set to the emulated register's value and signed again over header and
+/// body (tdx-quote 0.0.5 `src/mock.rs`: the attestation key signs bytes
+/// `[..48 + 584]`). Requesters refuse these quotes unless they accept
+/// untrusted chains (`--allow-untrusted-quote-chain`), so they cannot pass
+/// for a real TD.
+#[derive(Debug, Clone)]
+pub struct EmulatedTdx {
+    /// The register the quotes carry as RTMR3.
+    pub rtmr3: Arc<dyn crate::measure::MeasurementRegister>,
+}
+
+impl EmulatedTdx {
+    /// The fixed test attestation key.
+    const AK: [u8; 32] = [0x11; 32];
+    /// The fixed test "PCK" signing the QE report.
+    const PCK: [u8; 32] = [0x22; 32];
+}
+
+impl QuoteSource for EmulatedTdx {
+    fn quote(&self, report_data: [u8; 64]) -> Result<Vec<u8>, QuoteError> {
+        use p256::ecdsa::signature::Signer;
+        let rtmr3 = self
+            .rtmr3
+            .read()
+            .map_err(|e| QuoteError::Tsm(e.to_string()))?;
+        let key = |b: [u8; 32]| {
+            tdx_quote::SigningKey::from_bytes(&b.into()).expect("a fixed valid P-256 key")
+        };
+        let ak = key(Self::AK);
+        let mut q = tdx_quote::Quote::mock(ak.clone(), key(Self::PCK), report_data, Vec::new());
+        q.body.rtmr3 = rtmr3.0;
+        let signed = q.as_bytes();
+        q.signature = ak.sign(&signed[..48 + 584]);
+        Ok(q.as_bytes())
+    }
+}
+
 /// A quote taken for a card, with what it says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attested {
@@ -248,6 +297,12 @@ pub struct VerifyPolicy {
     pub require_mrtd: Option<Measurement>,
     /// Certificate-chain handling.
     pub chain: ChainPolicy,
+    /// Backend components the provider must run, by backend name
+    /// (`--require-component NAME=sha256:HEX`): each must be the backend's
+    /// current measured component, every backend the card offers enabled
+    /// must be one of them, and the card must be attested (an unattested
+    /// log proves nothing).
+    pub require_components: BTreeMap<String, ComponentDigest>,
 }
 
 /// A card that passed verification.
@@ -300,6 +355,44 @@ pub enum CardRejected {
         /// In the quote.
         actual: Measurement,
     },
+    /// The card's measurement log does not prove what it says.
+    #[error("{0}")]
+    Log(LogRejected),
+    /// Components were required and the card is not attested.
+    #[error(
+        "it is not attested (attestation = none), so its measured backends prove nothing, but \
+         components were required ({required})"
+    )]
+    ComponentsUnproven {
+        /// The required backends, named.
+        required: String,
+    },
+    /// A required backend's measured component is not the required one.
+    #[error(
+        "backend {backend} runs component {}, but {required} was required",
+        measured.map_or_else(|| "(none measured)".to_string(), |m| m.to_string())
+    )]
+    ComponentMismatch {
+        /// The backend.
+        backend: String,
+        /// Required.
+        required: ComponentDigest,
+        /// Its current measured component, if any.
+        measured: Option<ComponentDigest>,
+    },
+    /// The card offers a backend no requirement names: a grant could be
+    /// routed to it.
+    #[error(
+        "it offers backend {backend} (component {}), which no required component names; a grant \
+         could be routed to it",
+        measured.map_or_else(|| "not measured".to_string(), |m| m.to_string())
+    )]
+    ComponentNotRequired {
+        /// The backend.
+        backend: String,
+        /// Its current measured component, if any.
+        measured: Option<ComponentDigest>,
+    },
 }
 
 /// Verify `card` under `policy`: the id's binding to the envelope key, and
@@ -316,6 +409,16 @@ pub fn verify_card(
         Attestation::None => {
             return match policy.require_mrtd {
                 Some(required) => Err(CardRejected::NotAttested { required }),
+                None if !policy.require_components.is_empty() => {
+                    Err(CardRejected::ComponentsUnproven {
+                        required: policy
+                            .require_components
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
                 None => Ok(CardVerdict::Unattested),
             };
         }
@@ -345,8 +448,46 @@ pub fn verify_card(
             actual: measurements.mrtd,
         });
     }
+    card.measurements
+        .verify(&measurements.rtmr[3])
+        .map_err(CardRejected::Log)?;
+    check_components(card, &policy.require_components)?;
     Ok(CardVerdict::Attested {
         measurements: Box::new(measurements),
         chain_verified,
     })
+}
+
+/// Every required component is its backend's current measured one, and
+/// every enabled backend the card offers is required (nothing to check when
+/// nothing is required).
+fn check_components(
+    card: &ProviderCard,
+    required: &BTreeMap<String, ComponentDigest>,
+) -> Result<(), CardRejected> {
+    if required.is_empty() {
+        return Ok(());
+    }
+    let measured = |b: &str| card.measurements.current(b).map(|e| e.component_sha256);
+    for (backend, want) in required {
+        let got = measured(backend);
+        if got != Some(*want) {
+            return Err(CardRejected::ComponentMismatch {
+                backend: backend.clone(),
+                required: *want,
+                measured: got,
+            });
+        }
+    }
+    if let Some(b) = card
+        .backends
+        .iter()
+        .find(|b| b.enabled && !required.contains_key(&b.name))
+    {
+        return Err(CardRejected::ComponentNotRequired {
+            backend: b.name.clone(),
+            measured: measured(&b.name),
+        });
+    }
+    Ok(())
 }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use compute_bridge_sandbox::BootView;
 use mosaik::Network;
 
-use crate::attest::{Attested, Attester, CardIdentity, ConfigfsTsm};
+use crate::attest::{Attested, Attester, CardIdentity, ConfigfsTsm, EmulatedTdx, QuoteSource};
 use crate::backend::Backend;
 use crate::coalition::link::ProviderLink;
 use crate::coalition::relay::{LocalRelay, Rendezvous};
@@ -21,6 +22,9 @@ use crate::events::EventSink;
 use crate::fleet::{Fleet, MemberView, WatchPolicy};
 use crate::identity::Identity;
 use crate::journal::Journal;
+use crate::measure::{
+    EmulatedRtmr, MeasurementRegister, Measurer, SharedMeasurer, SysfsRtmr3, measurement_of,
+};
 use crate::provider::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use crate::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 
@@ -44,32 +48,108 @@ pub struct Bridge {
     /// In `tdx` mode, the quote taken at start (bound to the card) and the
     /// attester that refreshes it with every card; `None` in `none` mode.
     pub attestation: Option<(Attester, Attested)>,
+    /// The measurement log of the backend components (extended into RTMR3
+    /// in `tdx` mode), which the card carries beside the quote.
+    pub measurer: SharedMeasurer,
 }
 
 impl Bridge {
-    /// Create the state dir, the runtime, every backend and the fleet, and
-    /// ask each backend for its capabilities.
+    /// Create the state dir, the runtime, every backend and the fleet,
+    /// measure each backend, and ask each for its capabilities. In `tdx`
+    /// mode TDX is the kernel's, unless [`crate::measure::EMULATED_RTMR3_ENV`]
+    /// names an emulated register.
     pub async fn start(config: BootConfig) -> anyhow::Result<Self> {
+        let emulated = match config.attestation.mode {
+            AttestationMode::None => None,
+            AttestationMode::Tdx => crate::measure::emulated_register()
+                .context("attestation.mode = \"tdx\" in the boot config")?,
+        };
+        Self::start_with(config, emulated).await
+    }
+
+    /// [`Self::start`] with TDX emulated over `emulated` (`tdx` mode only;
+    /// `None`: the kernel's).
+    pub async fn start_with(
+        config: BootConfig,
+        emulated: Option<Arc<EmulatedRtmr>>,
+    ) -> anyhow::Result<Self> {
         let state_dir = config.state_dir();
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
         let identity = Identity::load_or_create(&state_dir)?;
         let provider_id = identity.provider_id.to_string();
-        let attestation = match config.attestation.mode {
-            AttestationMode::None => None,
-            AttestationMode::Tdx => Some(first_quote(&config, &identity).await?),
+        let (register, mut attestation) = match config.attestation.mode {
+            AttestationMode::None => (None, None),
+            AttestationMode::Tdx => {
+                let tdx = "attestation.mode = \"tdx\" in the boot config";
+                let source: Arc<dyn QuoteSource> = match &emulated {
+                    Some(r) => {
+                        tracing::warn!(
+                            register = %r.describe(),
+                            "EMULATED TDX ({}): RTMR3 is a file and quotes are mock quotes \
+                             signed by a test key; requesters refuse them unless they accept \
+                             untrusted quote chains. For tests only",
+                            crate::measure::EMULATED_RTMR3_ENV
+                        );
+                        Arc::new(EmulatedTdx { rtmr3: r.clone() })
+                    }
+                    None => Arc::new(ConfigfsTsm),
+                };
+                let first = first_quote(&config, &identity, source).await?;
+                let register: Arc<dyn MeasurementRegister> = match emulated {
+                    Some(r) => r,
+                    None => Arc::new(SysfsRtmr3::open().context(tdx)?),
+                };
+                (Some(register), Some(first))
+            }
         };
+        let mut measurer = Measurer::open(&state_dir, register)
+            .context("opening the measurement log of the backend components")?;
         let journal = Journal::open(&state_dir).context(
             "opening the journal (is another compute-bridge running on this state dir?)",
         )?;
         let runtime = Runtime::new(&RuntimeOptions::for_config(&config))?;
         let mut backends = Vec::new();
         for b in &config.backends {
-            let (backend, _) = runtime
-                .load_backend(&config, b, &provider_id)
+            let spec = config
+                .backend_spec(b, &provider_id)
                 .with_context(|| format!("starting backend {}", b.name))?;
+            let (backend, _) = runtime
+                .load(&spec)
+                .with_context(|| format!("starting backend {}", b.name))?;
+            // Measured before the component serves its first call (the
+            // capabilities call below).
+            let logged = measurer
+                .measure(measurement_of(&spec))
+                .with_context(|| format!("measuring backend {}", b.name))?;
+            tracing::info!(
+                backend = %b.name,
+                component = %logged.event.component_sha256,
+                policy = %logged.event.policy.summary(),
+                event = logged.seq,
+                extended = measurer.log().extended,
+                "backend measured"
+            );
             backends.push(Arc::new(backend));
         }
+        if !measurer.log().extended {
+            tracing::info!(
+                "attestation.mode = \"none\": the measurement log is kept, nothing is extended \
+                 into RTMR3, and the card says so"
+            );
+        }
+        // The card's first quote is taken over the measured register.
+        if let Some((attester, _)) = &attestation {
+            let attester = attester.clone();
+            let id = card_identity(&config, &identity);
+            let a = attester.clone();
+            let quoted = tokio::task::spawn_blocking(move || a.attest(&id))
+                .await
+                .context("the quote task")?
+                .context("attestation.mode = \"tdx\" in the boot config")?;
+            attestation = Some((attester, quoted));
+        }
+        let measurer = Arc::new(std::sync::Mutex::new(measurer));
         let fleet = Fleet::new(
             backends
                 .iter()
@@ -88,6 +168,7 @@ impl Bridge {
             backends,
             fleet,
             attestation,
+            measurer,
         })
     }
 
@@ -129,6 +210,7 @@ impl Bridge {
             watch: WatchPolicy::default(),
             access_wait: ACCESS_WAIT,
             attestation: self.attestation.clone(),
+            measurer: Some(self.measurer.clone()),
             sweep_backends: self
                 .config
                 .backends
@@ -192,13 +274,14 @@ fn card_identity(config: &BootConfig, identity: &Identity) -> CardIdentity {
     }
 }
 
-/// Take the first quote through configfs-tsm, so a `tdx` bridge on a
+/// Take the first quote (through configfs-tsm unless TDX is emulated), so a `tdx` bridge on a
 /// machine without TDX stops at start with what is missing.
 async fn first_quote(
     config: &BootConfig,
     identity: &Identity,
+    source: Arc<dyn QuoteSource>,
 ) -> anyhow::Result<(Attester, Attested)> {
-    let attester = Attester::new(Arc::new(ConfigfsTsm), config.attestation.expected());
+    let attester = Attester::new(source, config.attestation.expected());
     let id = card_identity(config, identity);
     let a = attester.clone();
     let attested = tokio::task::spawn_blocking(move || a.attest(&id))

@@ -23,6 +23,7 @@
 //! - [`identity`]: the bridge's keys and provider id;
 //! - [`attest`]: the TDX quote bound to the provider card, and its
 //!   verification by requesters;
+//! - [`measure`]: the RTMR3 register and the log of measured backends;
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
 //! - [`agent`]: the requester's side (`coalition-agent`);
 //! - [`bridge`]: start-up and the routing table;
@@ -49,6 +50,7 @@ pub mod fleet;
 pub mod identity;
 pub mod journal;
 pub mod logging;
+pub mod measure;
 pub mod provider;
 pub mod runtime;
 pub mod sweep;

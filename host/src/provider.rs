@@ -49,6 +49,8 @@ use crate::envelope::{self, EnvelopeKey};
 use crate::events::{Event, EventSink};
 use crate::fleet::{Failover, Fleet, Reservation, WatchPolicy, now_unix};
 use crate::journal::{Journal, JournalEntry, Phase};
+use crate::measure::SharedMeasurer;
+use compute_bridge_contract::measurement::MeasurementLog;
 
 /// How long the loop waits for a subscriber before publishing a sealed
 /// access bundle (it is sent to `compute.access`, which only requesters
@@ -77,6 +79,10 @@ pub struct LoopSettings {
     /// carries the quote; every refresh takes a fresh one (keeping the last
     /// good one if that fails). `None`: the card says `Attestation::None`.
     pub attestation: Option<(Attester, Attested)>,
+    /// The measurement log the card carries beside the quote (`None`: an
+    /// empty one, for tests that measure nothing). The quote in
+    /// `attestation` was taken after every event in it was extended.
+    pub measurer: Option<SharedMeasurer>,
     /// Backends whose operator opted into the orphan sweep
     /// (`sweep_orphans = true`); see [`crate::sweep`].
     pub sweep_backends: HashSet<String>,
@@ -99,8 +105,9 @@ struct Inner {
     /// Request ids taken or declined in this run (the journal covers runs
     /// before it).
     seen: Mutex<Seen>,
-    /// What the card's `attestation` says now.
-    attestation: Mutex<Attestation>,
+    /// What the card's `attestation` says now, and the measurement log its
+    /// quote was taken over (changed together).
+    attestation: Mutex<(Attestation, MeasurementLog)>,
     /// The last [`GrantSeq`] handed out in this run.
     last_seq: AtomicU64,
     stop: CancellationToken,
@@ -270,6 +277,12 @@ impl ProviderLoop {
             },
             None => Attestation::None,
         };
+        let log = settings
+            .measurer
+            .as_ref()
+            .map(|m| m.lock().unwrap().log().clone())
+            .unwrap_or_default();
+        let attestation = (attestation, log);
         Self {
             inner: Arc::new(Inner {
                 provider_id: envelope.provider_id(),
@@ -841,6 +854,7 @@ impl Inner {
     }
 
     fn card(&self) -> ProviderCard {
+        let (attestation, measurements) = self.attestation.lock().unwrap().clone();
         ProviderCard {
             version: PROTOCOL_VERSION,
             provider_id: self.provider_id,
@@ -864,15 +878,22 @@ impl Inner {
             concurrency_cap: self.fleet.cap(),
             active_grants: self.fleet.active(),
             envelope_key: self.envelope.public(),
-            attestation: self.attestation.lock().unwrap().clone(),
+            attestation,
+            measurements,
             refreshed_at: now_unix(),
         }
     }
 
-    /// Take a fresh quote for the card (`tdx` mode); on failure the card
-    /// keeps the last good one.
+    /// Take a fresh quote for the card (`tdx` mode) over the measurement
+    /// log as it is now: the log is read and the quote taken under the
+    /// measurer's lock, so no extend falls between them. On failure the
+    /// card keeps the last good pair.
     async fn refresh_quote(&self) {
+        let measurer = self.settings.measurer.clone();
         let Some((attester, _)) = &self.settings.attestation else {
+            if let Some(m) = measurer {
+                self.attestation.lock().unwrap().1 = m.lock().unwrap().log().clone();
+            }
             return;
         };
         let attester = attester.clone();
@@ -881,8 +902,15 @@ impl Inner {
             envelope_key: self.envelope.public(),
             coalition: self.settings.coalition.clone(),
         };
-        match tokio::task::spawn_blocking(move || attester.attest(&identity)).await {
-            Ok(Ok(a)) => *self.attestation.lock().unwrap() = Attestation::Tdx { quote: a.quote },
+        let quoted = move || {
+            let held = measurer.as_ref().map(|m| m.lock().unwrap());
+            let log = held.as_ref().map(|m| m.log().clone()).unwrap_or_default();
+            attester.attest(&identity).map(|a| (a, log))
+        };
+        match tokio::task::spawn_blocking(quoted).await {
+            Ok(Ok((a, log))) => {
+                *self.attestation.lock().unwrap() = (Attestation::Tdx { quote: a.quote }, log)
+            }
             Ok(Err(e)) => {
                 tracing::warn!("TDX quote not refreshed; the card keeps the last one: {e}")
             }

@@ -1,13 +1,18 @@
 //! Attestation with the real binaries: `tdx` mode on a machine without the
 //! TSM interface stops at start, `compute-bridge attest` gives the same
 //! clear error, and `coalition-agent` refuses a provider whose card does
-//! not carry the MR_TD it requires — before sending any grant.
+//! not carry the MR_TD it requires — before sending any grant. Over
+//! emulated TDX (`COMPUTE_BRIDGE_EMULATED_RTMR3`), a requester that pins the
+//! bridge's measured component gets access and one that pins another is
+//! refused before any grant.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_bridge::attest::{Attester, CardIdentity, QuoteError, QuoteSource, TSM_REPORT_DIR};
+use compute_bridge::attest::{
+    Attester, CardIdentity, ComponentDigest, QuoteError, QuoteSource, TSM_REPORT_DIR,
+};
 use compute_bridge::coalition;
 use compute_bridge::coalition::link::ProviderLink;
 use compute_bridge::coalition::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard};
@@ -183,6 +188,7 @@ fn the_agent_checks_a_quoted_card_chain_and_mrtd_and_says_why_it_refuses() {
             active_grants: 0,
             envelope_key: ident.envelope.public(),
             attestation: Attestation::Tdx { quote },
+            measurements: Default::default(),
             refreshed_at: compute_bridge::fleet::now_unix(),
         })
         .await
@@ -209,6 +215,84 @@ fn the_agent_checks_a_quoted_card_chain_and_mrtd_and_says_why_it_refuses() {
     assert_eq!(code, Some(4), "{log}");
     assert!(
         log.contains("MR_TD mismatch") && log.contains(&"00".repeat(48)),
+        "{log}"
+    );
+    assert!(!log.contains("sent to provider"), "{log}");
+}
+
+#[test]
+fn a_pinned_component_gets_access_and_another_is_refused_before_any_grant() {
+    let coalition = TestCoalition::start(&network_name("attest-measured"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &coalition.config_section(),
+        "",
+        "run_seconds = 2",
+    );
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[attestation]\nmode = \"tdx\"\nexpected_mrtd = \"{}\"\n",
+        "00".repeat(48)
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let rtmr3 = dir.path().join("rtmr3");
+    let bridge = restart_bridge_with(
+        &cfg,
+        &[(
+            compute_bridge::measure::EMULATED_RTMR3_ENV,
+            rtmr3.to_str().unwrap(),
+        )],
+    );
+    bridge.wait_for_log("provider card published", Duration::from_secs(120));
+    let fake = std::fs::read(compute_bridge_testkit::components::FAKE).unwrap();
+    let right = ComponentDigest::of(&fake);
+    assert!(
+        bridge.log().contains(&format!("component={right}"))
+            && bridge.log().contains("backend measured"),
+        "{}",
+        bridge.log()
+    );
+
+    // `providers` shows the measured component and that the log replays.
+    let mut providers = agent_owned(&with_net(&coalition, &["providers", "--wait", "60s"]));
+    assert_eq!(
+        providers.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        providers.log()
+    );
+    let out = providers.log();
+    assert!(
+        out.contains("the log replays to the quote's RTMR3")
+            && out.contains(&format!("measured: component {right}")),
+        "{out}"
+    );
+
+    let pin = |digest: &ComponentDigest| {
+        let mut a = request_small(
+            &coalition,
+            "20s",
+            &[
+                "--allow-untrusted-quote-chain",
+                "--require-component",
+                &format!("fake={digest}"),
+            ],
+        );
+        let code = a.wait(Duration::from_secs(180));
+        (code, a.log())
+    };
+    let (code, log) = pin(&right);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("access opened"), "{log}");
+
+    let wrong = ComponentDigest([0xee; 32]);
+    let (code, log) = pin(&wrong);
+    assert_eq!(code, Some(4), "{log}");
+    assert!(
+        log.contains(&format!(
+            "backend fake runs component {right}, but {wrong} was required"
+        )) && log.contains("no grant sent"),
         "{log}"
     );
     assert!(!log.contains("sent to provider"), "{log}");

@@ -190,9 +190,15 @@ fn a_real_bridge_answers_only_loopback_hosts_and_forbids_scripts() {
         ["registered", "alive"].contains(&v["provider"]["status"].as_str().unwrap()),
         "{v}"
     );
-    // The protocol version the card speaks (2 since the card carries
-    // per-host MR_TDs).
-    assert_eq!(v["provider"]["module_version"], "Compute v2");
+    // The protocol version the card speaks (3 since the card carries its
+    // measurement log).
+    assert_eq!(v["provider"]["module_version"], "Compute v3");
+    // The fake's measured component: the SHA-256 of the file it runs.
+    let fake = std::fs::read(compute_bridge_testkit::components::FAKE).unwrap();
+    assert_eq!(
+        v["backends"][0]["component_sha256"],
+        compute_bridge::attest::ComponentDigest::of(&fake).to_string()
+    );
     assert_eq!(v["grants"]["cap"], 4);
 
     let metrics = http::get_local(addr, "/metrics");

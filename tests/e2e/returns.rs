@@ -342,6 +342,7 @@ fn hostile_provider(net: &TestCoalition, bundles: Vec<AccessBundle>) -> HostileP
             active_grants: 0,
             envelope_key: key.public(),
             attestation: Attestation::None,
+            measurements: Default::default(),
             refreshed_at: now_unix(),
         })
         .await

@@ -55,8 +55,15 @@ pub fn start_bridge(config: &Path) -> Running {
 /// rejoins the card map's consensus group before its card is written
 /// again; its streams work before that).
 pub fn restart_bridge(config: &Path) -> Running {
+    restart_bridge_with(config, &[])
+}
+
+/// Like [`restart_bridge`], with `env` set for the bridge too.
+pub fn restart_bridge_with(config: &Path, env: &[(&str, &str)]) -> Running {
     let cfg = config.display().to_string();
-    let b = Running::spawn(&bridge_bin(), &["run", "--config", &cfg], QUIET);
+    let mut all = QUIET.to_vec();
+    all.extend_from_slice(env);
+    let b = Running::spawn(&bridge_bin(), &["run", "--config", &cfg], &all);
     b.wait_for_log("taking grants", Duration::from_secs(180));
     b
 }

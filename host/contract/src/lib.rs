@@ -14,7 +14,8 @@
 //!   carry a requester's identity;
 //! - [`clock`]: wall-clock time, injectable for tests;
 //! - [`keypath`]: config key paths as an operator writes them;
-//! - [`measurement`]: a TDX measurement register.
+//! - [`measurement`]: a TDX measurement register, and the measurement of
+//!   backend components (the event, its digest, the log a card carries).
 //!
 //! Invariants: no I/O (no files, sockets or processes; the only thing it
 //! asks the OS for is entropy for fresh request ids and the time), no async

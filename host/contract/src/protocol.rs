@@ -31,12 +31,16 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{TdxRequirement, Usage, bounds};
+use crate::measurement::MeasurementLog;
 
 /// The protocol version every message carries.
 ///
 /// 2: a card's [`BackendOffer`] carries `td_measurements` (postcard has no
 /// optional fields, so a version-1 reader would mis-decode the card).
-pub const PROTOCOL_VERSION: u16 = 2;
+///
+/// 3: a card carries its measurement log ([`ProviderCard::measurements`]:
+/// the backend components and policies extended into RTMR3, issue 20).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Store id of the provider-card map.
 pub const PROVIDERS_STORE: &str = "compute.providers";
@@ -312,6 +316,10 @@ pub struct ProviderCard {
     pub envelope_key: [u8; 32],
     /// Attestation.
     pub attestation: Attestation,
+    /// The measurement log beside the quote: every backend component and
+    /// its policy, in the order they were extended into RTMR3 (a TDX card's
+    /// log must replay to its quote's RTMR3).
+    pub measurements: MeasurementLog,
     /// Unix seconds of this refresh.
     pub refreshed_at: u64,
 }
@@ -1070,6 +1078,27 @@ mod tests {
             attestation: Attestation::Tdx {
                 quote: vec![4, 0, 2, 0, 0x81, 0, 0, 0],
             },
+            measurements: {
+                let mut log = MeasurementLog {
+                    extended: true,
+                    events: Vec::new(),
+                };
+                log.push(crate::measurement::BackendMeasurement {
+                    backend: "rack-1".into(),
+                    component_sha256: crate::measurement::ComponentDigest([0xc0; 32]),
+                    policy: crate::measurement::BackendPolicy {
+                        allowed_origins: vec!["https://api.example".into()],
+                        ssh_hosts: vec![crate::measurement::SshPin {
+                            label: "rack-01".into(),
+                            host_key: Some("ssh-ed25519 AAAAKEY".into()),
+                        }],
+                        memory_limit_mib: 64,
+                        call_timeout_sec: 30,
+                        capabilities_sha256: "5e".repeat(32),
+                    },
+                });
+                log
+            },
             refreshed_at: 1_764_460_800,
         };
         pinned(&mut out, "card", &card);
@@ -1079,6 +1108,7 @@ mod tests {
             &ProviderCard {
                 attestation: Attestation::None,
                 backends: Vec::new(),
+                measurements: MeasurementLog::default(),
                 ..card
             },
         );

@@ -11,7 +11,9 @@ use compute_bridge::agent::{
     Agent, AgentNetwork, DEFAULT_IMAGE, HostKeyPolicy, Progress, RequestError, RequestSpec,
     write_access,
 };
-use compute_bridge::attest::{CardVerdict, ChainPolicy, Measurement, VerifyPolicy};
+use compute_bridge::attest::{
+    CardVerdict, ChainPolicy, ComponentDigest, Measurement, VerifyPolicy,
+};
 use compute_bridge::backend::TdxRequirement;
 use compute_bridge::coalition::protocol::{ProviderId, parse_usd};
 use compute_bridge::fleet::now_unix;
@@ -104,6 +106,16 @@ enum Command {
         /// are still checked).
         #[arg(long)]
         allow_untrusted_quote_chain: bool,
+        /// `NAME=sha256:HEX`: refuse the provider unless backend NAME's
+        /// measured component is this one (repeatable). Every backend the
+        /// card offers must then be named, and the card must be attested:
+        /// its measurement log must replay to its quote's RTMR3.
+        #[arg(long, value_name = "PIN", value_parser = parse_component)]
+        require_component: Vec<(String, ComponentDigest)>,
+        /// As --require-component, one `NAME=sha256:HEX` a line (blank lines
+        /// and `#` comments skipped).
+        #[arg(long, value_name = "FILE")]
+        require_components: Option<PathBuf>,
         /// Accept an access that names no SSH host key for the workload
         /// (cloud backends cannot know it before the machine boots):
         /// trust the key the first connection sees and pin it from then on
@@ -163,6 +175,53 @@ fn write_private(file: &std::path::Path, text: &str) -> anyhow::Result<()> {
         .open(file)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .with_context(|| format!("writing the debug identity file {}", file.display()))
+}
+
+/// `NAME=sha256:HEX`.
+fn parse_component(s: &str) -> Result<(String, ComponentDigest), String> {
+    let (name, digest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: use NAME=sha256:HEX"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("{s:?}: the backend name is empty"));
+    }
+    Ok((name.to_string(), digest.parse()?))
+}
+
+/// The flags' and the file's requirements, one per backend.
+fn required_components(
+    flags: Vec<(String, ComponentDigest)>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<std::collections::BTreeMap<String, ComponentDigest>> {
+    use anyhow::Context;
+    let mut all = flags;
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading --require-components {}", file.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            all.push(parse_component(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "--require-components {} line {}: {e}",
+                    file.display(),
+                    i + 1
+                )
+            })?);
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (name, digest) in all {
+        if let Some(other) = out.insert(name.clone(), digest)
+            && other != digest
+        {
+            anyhow::bail!("backend {name} is required to run two components: {other} and {digest}");
+        }
+    }
+    Ok(out)
 }
 
 fn parse_tdx(s: &str) -> Result<TdxRequirement, String> {
@@ -264,6 +323,25 @@ async fn command(
                         "  (INCONSISTENT: id does not match its envelope key)"
                     }
                 );
+                // The log replayed against the quote (test chains accepted
+                // here: this is a listing; `request` applies the policy).
+                let lenient = VerifyPolicy {
+                    chain: ChainPolicy::AllowUntrusted,
+                    ..Default::default()
+                };
+                println!(
+                    "  measurements: {} event(s), {}",
+                    c.measurements.events.len(),
+                    match compute_bridge::attest::verify_card(&c, &lenient) {
+                        Ok(CardVerdict::Attested { .. }) => {
+                            "the log replays to the quote's RTMR3".to_string()
+                        }
+                        Ok(CardVerdict::Unattested) => {
+                            "not extended (attestation = none): the log proves nothing".to_string()
+                        }
+                        Err(e) => format!("REFUSED: {e}"),
+                    }
+                );
                 for b in &c.backends {
                     println!(
                         "    {:<12} {:<8} regions=[{}] tdx={} cpu {}/{}m ram {}/{}MiB",
@@ -278,6 +356,19 @@ async fn command(
                     );
                     for m in &b.td_measurements {
                         println!("      TD guests in {}: mrtd={}", m.region, m.mrtd);
+                    }
+                    match c.measurements.current(&b.name) {
+                        Some(e) => println!(
+                            "      measured{}: component {} {}",
+                            if c.measurements.extended {
+                                ""
+                            } else {
+                                " (log only, not extended)"
+                            },
+                            e.component_sha256,
+                            e.policy.summary()
+                        ),
+                        None => println!("      not measured"),
                     }
                 }
             }
@@ -294,9 +385,12 @@ async fn command(
             key_dir,
             require_mrtd,
             allow_untrusted_quote_chain,
+            require_component,
+            require_components,
             accept_new_host_key,
             debug_identity_file,
         } => {
+            let require_components = required_components(require_component, require_components)?;
             let spec = RequestSpec {
                 provider,
                 cpu_millicores: cpu,
@@ -312,6 +406,7 @@ async fn command(
                     } else {
                         ChainPolicy::IntelRoot
                     },
+                    require_components,
                 },
                 host_key: if accept_new_host_key {
                     HostKeyPolicy::AcceptNew

@@ -130,44 +130,52 @@ fn backends_block(backends: &[BackendSnapshot]) -> String {
             out.push('\n');
         }
         let _ = write!(out, "{:<12}", b.name);
-        if !b.enabled {
-            out.push_str("(disabled)");
-            continue;
-        }
-        let Some(c) = &b.capacity else {
-            out.push_str("(capabilities unavailable)");
-            continue;
-        };
-        let mut regions = c.regions.join(", ");
-        if c.tdx_capable {
-            regions.push_str(" tdx-capable");
-        }
-        let used = if b.used.cpu_millicores == 0 && b.used.ram_mib == 0 {
-            "0".to_string()
-        } else {
-            format!("{}/{}", cores(b.used.cpu_millicores), gib(b.used.ram_mib))
-        };
-        let _ = write!(
-            out,
-            "{:<26} cap={:<11} used={:<11} grants={}",
-            format!("[{regions}]"),
-            format!(
-                "{}/{}",
-                cores(u64::from(c.cpu_millicores)),
-                gib(u64::from(c.ram_mib))
-            ),
-            used,
-            b.active_grants
-        );
-        for m in &c.td_measurements {
-            let _ = write!(
-                out,
-                "\n{:<12}TD guests in {}: mrtd={}",
-                "", m.region, m.mrtd
-            );
+        backend_line(&mut out, b);
+        if let Some(d) = &b.component_sha256 {
+            let _ = write!(out, "\n{:<12}component {d}", "");
         }
     }
     out
+}
+
+/// One backend's line after its name, and its TD guests' MR_TDs.
+fn backend_line(out: &mut String, b: &BackendSnapshot) {
+    if !b.enabled {
+        out.push_str("(disabled)");
+        return;
+    }
+    let Some(c) = &b.capacity else {
+        out.push_str("(capabilities unavailable)");
+        return;
+    };
+    let mut regions = c.regions.join(", ");
+    if c.tdx_capable {
+        regions.push_str(" tdx-capable");
+    }
+    let used = if b.used.cpu_millicores == 0 && b.used.ram_mib == 0 {
+        "0".to_string()
+    } else {
+        format!("{}/{}", cores(b.used.cpu_millicores), gib(b.used.ram_mib))
+    };
+    let _ = write!(
+        out,
+        "{:<26} cap={:<11} used={:<11} grants={}",
+        format!("[{regions}]"),
+        format!(
+            "{}/{}",
+            cores(u64::from(c.cpu_millicores)),
+            gib(u64::from(c.ram_mib))
+        ),
+        used,
+        b.active_grants
+    );
+    for m in &c.td_measurements {
+        let _ = write!(
+            out,
+            "\n{:<12}TD guests in {}: mrtd={}",
+            "", m.region, m.mrtd
+        );
+    }
 }
 
 fn window_block(s: &Snapshot) -> String {

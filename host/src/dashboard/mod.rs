@@ -84,6 +84,8 @@ struct Facts {
     last_card: Option<u64>,
     module_version: Option<String>,
     mrtd: MrtdState,
+    /// Each backend's measured component (`sha256:HEX`), by name.
+    components: BTreeMap<String, String>,
 }
 
 struct Inner {
@@ -152,6 +154,7 @@ impl Dashboard {
                     last_card: None,
                     module_version: None,
                     mrtd,
+                    components: BTreeMap::new(),
                 }),
             }),
         }
@@ -168,6 +171,9 @@ impl Dashboard {
         d.set_provider_id(&bridge.provider_id);
         if let Some((_, attested)) = &bridge.attestation {
             d.set_mrtd(MrtdState::from_verdict(attested.mrtd_ok));
+        }
+        for e in &bridge.measurer.lock().unwrap().log().events {
+            d.set_component(&e.event.backend, &e.event.component_sha256.to_string());
         }
         d.set_module_version(&format!(
             "Compute v{}",
@@ -206,6 +212,14 @@ impl Dashboard {
     /// Set the coalition's Compute module version (the provider loop).
     pub fn set_module_version(&self, version: &str) {
         self.facts_mut().module_version = Some(version.to_string());
+    }
+
+    /// Show backend `name`'s measured component (`sha256:HEX`; the last
+    /// call for a name wins, as the measurement log's last event does).
+    pub fn set_component(&self, name: &str, digest: &str) {
+        self.facts_mut()
+            .components
+            .insert(name.to_string(), digest.to_string());
     }
 
     /// Set the MR_TD verdict (attestation). With attestation off the
@@ -308,6 +322,7 @@ impl Dashboard {
                 let cost = cost::cost_usd(&rate, t.cpu_core_seconds, t.ram_mib_seconds);
                 window_cost += cost;
                 BackendSnapshot {
+                    component_sha256: facts.components.get(&m.name).cloned(),
                     name: m.name,
                     enabled: m.enabled,
                     capacity: m.capabilities.map(|c| CapacitySnapshot {

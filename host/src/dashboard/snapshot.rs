@@ -170,6 +170,8 @@ pub struct BackendSnapshot {
     pub rate: RateSnapshot,
     /// Its part of the last 24 h.
     pub window: BackendWindow,
+    /// Its measured component, `sha256:<64 hex>` (`null` until measured).
+    pub component_sha256: Option<String>,
 }
 
 /// A backend's declared capacity.

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use compute_bridge::attest::{
-    Attested, Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, Measurement,
-    QuoteError, QuoteSource, VerifyPolicy, verify_card,
+    Attested, Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, EmulatedTdx,
+    Measurement, QuoteError, QuoteSource, VerifyPolicy, verify_card,
 };
 use compute_bridge::coalition::protocol::{
     Attestation, PROTOCOL_VERSION, ProviderCard, ProviderId,
@@ -16,6 +16,7 @@ use compute_bridge::config::AttestationMode;
 use compute_bridge::dashboard::{Dashboard, DashboardServer, ManualClock, MrtdState, Settings};
 use compute_bridge::fleet::Fleet;
 use compute_bridge::identity::Identity;
+use compute_bridge::measure::{EmulatedRtmr, Measurer};
 use compute_bridge_testkit::http;
 use sha2::{Digest, Sha512};
 use tdx_quote::{Quote, SigningKey};
@@ -69,6 +70,7 @@ fn card(ident: &Identity, coalition: &str, attestation: Attestation) -> Provider
         active_grants: 0,
         envelope_key: ident.envelope.public(),
         attestation,
+        measurements: Default::default(),
         refreshed_at: 0,
     }
 }
@@ -93,6 +95,7 @@ fn test_policy(require_mrtd: Option<Measurement>) -> VerifyPolicy {
     VerifyPolicy {
         require_mrtd,
         chain: ChainPolicy::AllowUntrusted,
+        ..Default::default()
     }
 }
 
@@ -161,6 +164,7 @@ fn a_quote_without_an_intel_chain_is_refused_unless_explicitly_allowed() {
     let strict = VerifyPolicy {
         require_mrtd: Some(MOCK_MRTD),
         chain: ChainPolicy::default(),
+        ..Default::default()
     };
     let e = verify_card(&c, &strict).unwrap_err();
     assert!(matches!(e, CardRejected::UntrustedChain(_)), "{e:?}");
@@ -378,13 +382,13 @@ async fn an_mrtd_mismatch_shows_on_the_page_in_the_json_and_in_the_metrics() {
     assert_eq!(dashboard.snapshot().provider.mrtd, MrtdState::Ok);
 }
 
-/// Counts the quotes it hands out.
-struct CountingMock(std::sync::atomic::AtomicUsize);
+/// Counts the quotes it hands out (emulated TDX: RTMR3 from a file).
+struct CountingMock(std::sync::atomic::AtomicUsize, EmulatedTdx);
 
 impl QuoteSource for CountingMock {
     fn quote(&self, report_data: [u8; 64]) -> Result<Vec<u8>, QuoteError> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        MockTdx.quote(report_data)
+        self.1.quote(report_data)
     }
 }
 
@@ -405,7 +409,14 @@ fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_ref
         envelope_key: ident.envelope.public(),
         coalition: coalition.network.clone(),
     };
-    let source = Arc::new(CountingMock(Default::default()));
+    // One backend measured into an emulated RTMR3 before the first quote.
+    let rtmr3 = Arc::new(EmulatedRtmr::open(&state.path().join("rtmr3")).unwrap());
+    let mut measurer = Measurer::open(state.path(), Some(rtmr3.clone())).unwrap();
+    measurer
+        .measure(crate::measured::event("rack-1", 7, "https://api.example"))
+        .unwrap();
+    let measurer = Arc::new(std::sync::Mutex::new(measurer));
+    let source = Arc::new(CountingMock(Default::default(), EmulatedTdx { rtmr3 }));
     let attester = Attester::new(source.clone(), Some(MOCK_MRTD));
     let first = attester.attest(&id).unwrap();
     let settings = |relays: &[String], bootstrap: &[String]| {
@@ -433,6 +444,7 @@ fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_ref
                 watch: Default::default(),
                 access_wait: Duration::from_secs(5),
                 attestation: Some((attester, first)),
+                measurer: Some(measurer),
                 sweep_backends: Default::default(),
             },
         );
@@ -453,7 +465,13 @@ fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_ref
     });
     match verify_card(&card, &test_policy(Some(MOCK_MRTD))) {
         Ok(CardVerdict::Attested { measurements, .. }) => {
-            assert_eq!(measurements.mrtd, MOCK_MRTD)
+            assert_eq!(measurements.mrtd, MOCK_MRTD);
+            // The card carries the log beside the quote, and it replays to
+            // the quote's RTMR3.
+            assert_eq!(card.measurements.events.len(), 1);
+            assert!(card.measurements.extended);
+            assert_ne!(measurements.rtmr[3], Measurement::ZERO);
+            assert_eq!(card.measurements.verify(&measurements.rtmr[3]), Ok(()));
         }
         other => panic!("the published card does not verify: {other:?}"),
     }

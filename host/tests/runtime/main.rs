@@ -23,6 +23,7 @@ mod gcp_faults;
 mod hostile;
 mod http;
 mod load;
+mod measured;
 mod returns;
 mod routing;
 mod sandbox;

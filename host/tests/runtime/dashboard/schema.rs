@@ -33,6 +33,7 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
     d.set_provider_id("0123456789abcdef0123456789abcdef");
     d.set_status(ProviderStatus::Alive);
     d.set_module_version("Compute v0.6");
+    d.set_component("aws", &format!("sha256:{}", "ab".repeat(32)));
     let p = rig
         .place(&grant("r1", "img", None), &crate::support::workload())
         .await
@@ -74,6 +75,12 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
     rig.clock.advance(2);
     d.record(Event::CardRefreshed);
     rig.clock.advance(3);
+    // The page shows the measured component under its backend.
+    let page = compute_bridge::dashboard::html::render(&d.snapshot());
+    assert!(
+        page.contains(&format!("component sha256:{}", "ab".repeat(32))),
+        "{page}"
+    );
     let v = serde_json::to_value(d.snapshot()).unwrap();
     // Make sure it really is full, so the schema's non-null branches are
     // exercised.
@@ -84,6 +91,7 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
         "/window/margin_ratio",
         "/backends/1/capacity",
         "/backends/1/window/idle_ratio",
+        "/backends/1/component_sha256",
     ] {
         assert!(!v.pointer(ptr).unwrap().is_null(), "{ptr} is null");
     }
@@ -121,6 +129,7 @@ async fn a_full_and_an_empty_snapshot_match_the_documented_schema() {
     let fresh = Rig::new(fresh_state.path(), &["us-east-1"], false).await;
     let empty = serde_json::to_value(fresh.dashboard.snapshot()).unwrap();
     assert!(empty["backends"][0]["capacity"].is_null());
+    assert!(empty["backends"][0]["component_sha256"].is_null());
     assert!(empty["window"]["margin_ratio"].is_null());
     assert_eq!(empty["provider"]["mrtd"], "not-applicable");
     let errors = violations(&empty);
