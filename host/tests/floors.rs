@@ -70,24 +70,31 @@ const HOST_FLOORS: &[(&str, &[&str])] = &[
 /// Packages free to use anything (test tooling).
 const UNRESTRICTED: &[&str] = &["tests/", "fuzz/"];
 
-fn workspace() -> Value {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--no-deps",
-            "--offline",
-            "--format-version",
-            "1",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running cargo metadata");
+/// What `cargo ARGS` prints as JSON, run in this package (with
+/// `RUSTC_BOOTSTRAP=1` when it asks for an unstable option).
+fn cargo_json(args: &[&str]) -> Value {
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if args.contains(&"unstable-options") {
+        cargo.env("RUSTC_BOOTSTRAP", "1");
+    }
+    let out = cargo.output().expect("running cargo");
     assert!(
         out.status.success(),
-        "cargo metadata failed: {}",
+        "cargo {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+    serde_json::from_slice(&out.stdout).expect("cargo prints JSON")
+}
+
+fn workspace() -> Value {
+    cargo_json(&[
+        "metadata",
+        "--no-deps",
+        "--offline",
+        "--format-version",
+        "1",
+    ])
 }
 
 /// Every workspace package: name → (path of its directory relative to the
@@ -191,20 +198,10 @@ const BUILT_AGAIN_BY_THE_SUITE: &[&str] = &[];
 /// unstable-options` (hence `RUSTC_BOOTSTRAP`); the format has been
 /// version 1 since cargo 1.51.
 fn units(args: &[&str]) -> BTreeMap<String, String> {
-    let out = Command::new(env!("CARGO"))
-        .args(args)
-        .args(["--release", "--offline", "--locked"])
-        .args(["-Z", "unstable-options", "--unit-graph"])
-        .env("RUSTC_BOOTSTRAP", "1")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running cargo --unit-graph");
-    assert!(
-        out.status.success(),
-        "cargo {args:?} --unit-graph failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let graph: Value = serde_json::from_slice(&out.stdout).expect("the unit graph is JSON");
+    let mut args = args.to_vec();
+    args.extend(["--release", "--offline", "--locked"]);
+    args.extend(["-Z", "unstable-options", "--unit-graph"]);
+    let graph = cargo_json(&args);
     assert_eq!(graph["version"], 1, "the unit graph's format changed");
     let list = graph["units"].as_array().expect("units");
     fn identity(i: usize, list: &[Value], memo: &mut BTreeMap<usize, String>) -> String {
