@@ -15,6 +15,7 @@ use compute_bridge::attest::{
     CardVerdict, ChainPolicy, ComponentDigest, Measurement, VerifyPolicy,
 };
 use compute_bridge::backend::TdxRequirement;
+use compute_bridge::coalition::NetworkSettings;
 use compute_bridge::coalition::protocol::{ProviderId, parse_usd};
 use compute_bridge::fleet::now_unix;
 
@@ -251,7 +252,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match network_settings(&cli).and_then(|settings| rt.block_on(run(cli, settings))) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -260,12 +261,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings = AgentNetwork {
-        config: cli.net.config,
-        network: cli.net.network,
-        relays: cli.net.relays,
-        bootstrap: cli.net.bootstrap,
+/// Where the coalition is, from the command line and the config. For a
+/// local coalition this waits (blocking, up to `providers --wait` or the
+/// card deadline) for the bridge's rendezvous file, so it runs before the
+/// async runtime starts rather than inside it.
+fn network_settings(cli: &Cli) -> anyhow::Result<NetworkSettings> {
+    AgentNetwork {
+        config: cli.net.config.clone(),
+        network: cli.net.network.clone(),
+        relays: cli.net.relays.clone(),
+        bootstrap: cli.net.bootstrap.clone(),
         // A local bridge still starting (or not started yet) is waited
         // for: as long as `providers --wait`, or as `request` waits for
         // its provider's card.
@@ -274,7 +279,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => compute_bridge::agent::FIND_TIMEOUT,
         },
     }
-    .resolve()?;
+    .resolve()
+}
+
+async fn run(cli: Cli, settings: NetworkSettings) -> anyhow::Result<ExitCode> {
     let agent = Agent::join(&settings).await?;
     let result = command(&agent, &settings, cli.command).await;
     agent.close().await;
