@@ -24,6 +24,8 @@
 //! - [`attest`]: the TDX quote bound to the provider card, and its
 //!   verification by requesters;
 //! - [`measure`]: the RTMR3 register and the log of measured backends;
+//! - [`swap`]: a backend's component swapped live, checked, measured, and
+//!   rolled back by itself if it fails;
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
 //! - [`agent`]: the requester's side (`coalition-agent`);
 //! - [`bridge`]: start-up and the routing table;
@@ -53,5 +55,6 @@ pub mod logging;
 pub mod measure;
 pub mod provider;
 pub mod runtime;
+pub mod swap;
 pub mod sweep;
 pub mod template;
