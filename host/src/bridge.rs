@@ -207,10 +207,23 @@ impl Bridge {
     ) -> anyhow::Result<()> {
         let state_dir = self.config.state_dir();
         let started = std::time::Instant::now();
+        // Before the coalition: `components swap` reaches a bridge that is
+        // still joining.
+        let control = crate::control::ControlServer::start(&state_dir, self.swapper.clone())
+            .context("starting the control socket (`compute-bridge components swap`)")?;
         tokio::pin!(shutdown);
         let node = tokio::select! {
-            n = CoalitionNode::join(&self.config, &self.identity) => n?,
-            () = &mut shutdown => return Ok(()),
+            n = CoalitionNode::join(&self.config, &self.identity) => match n {
+                Ok(n) => n,
+                Err(e) => {
+                    control.stop();
+                    return Err(e);
+                }
+            },
+            () = &mut shutdown => {
+                control.stop();
+                return Ok(());
+            }
         };
         tracing::info!(
             network = %self.config.coalition.network,
@@ -252,6 +265,7 @@ impl Bridge {
             node.network.local().endpoint().clone(),
         ));
         let result = provider.run(shutdown).await;
+        control.stop();
         relays.abort();
         node.leave(&state_dir).await;
         result

@@ -25,7 +25,8 @@
 //!   verification by requesters;
 //! - [`measure`]: the RTMR3 register and the log of measured backends;
 //! - [`swap`]: a backend's component swapped live, checked, measured, and
-//!   rolled back by itself if it fails;
+//!   rolled back by itself if it fails; [`control`]: the local socket
+//!   `compute-bridge components swap` asks it through;
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
 //! - [`agent`]: the requester's side (`coalition-agent`);
 //! - [`bridge`]: start-up and the routing table;
@@ -45,6 +46,7 @@ pub mod capabilities;
 pub mod coalition;
 pub mod config;
 pub mod conformance;
+pub mod control;
 pub mod dashboard;
 pub mod envelope;
 pub mod events;

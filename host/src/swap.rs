@@ -185,6 +185,7 @@ pub struct Swapper {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     config: BootConfig,
     provider_id: String,
@@ -226,19 +227,10 @@ impl Swapper {
 
     /// The same swapper polling every `interval` in probation (tests).
     pub fn with_poll_interval(self, interval: Duration) -> Self {
-        let i = &self.inner;
+        let mut inner = (*self.inner).clone();
+        inner.poll_interval = interval;
         Self {
-            inner: Arc::new(Inner {
-                config: i.config.clone(),
-                provider_id: i.provider_id.clone(),
-                runtime: i.runtime.clone(),
-                fleet: i.fleet.clone(),
-                measurer: i.measurer.clone(),
-                card_now: i.card_now.clone(),
-                rollback_polls: i.rollback_polls,
-                poll_interval: interval,
-                busy: i.busy.clone(),
-            }),
+            inner: Arc::new(inner),
         }
     }
 

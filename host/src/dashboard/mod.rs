@@ -322,7 +322,12 @@ impl Dashboard {
                 let cost = cost::cost_usd(&rate, t.cpu_core_seconds, t.ram_mib_seconds);
                 window_cost += cost;
                 BackendSnapshot {
-                    component_sha256: facts.components.get(&m.name).cloned(),
+                    // The fleet's current component follows a live swap
+                    // (and its rollback); what was set by hand otherwise.
+                    component_sha256: inner
+                        .fleet
+                        .component(&m.name)
+                        .or_else(|| facts.components.get(&m.name).cloned()),
                     name: m.name,
                     enabled: m.enabled,
                     capacity: m.capabilities.map(|c| CapacitySnapshot {

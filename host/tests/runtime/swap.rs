@@ -48,21 +48,9 @@ fn swap_config(state: &std::path::Path, fake_a: &str) -> BootConfig {
 
 const FAKE_A: &str = "regions = [\"r1\"]\n";
 
-/// The fake component with a custom section appended: the same code under
-/// another SHA-256, as a rebuilt component would be.
+/// The fake component under another digest.
 fn rebuilt_fake(dir: &std::path::Path, tag: &str) -> (std::path::PathBuf, Vec<u8>) {
-    let mut bytes = std::fs::read(components::FAKE).unwrap();
-    let name = b"compute-bridge-test-rebuild";
-    let mut body = vec![name.len() as u8];
-    body.extend_from_slice(name);
-    body.extend_from_slice(tag.as_bytes());
-    assert!(body.len() < 128, "one LEB128 byte of size");
-    bytes.push(0); // custom section
-    bytes.push(body.len() as u8);
-    bytes.extend_from_slice(&body);
-    let path = dir.join(format!("fake-{tag}.wasm"));
-    std::fs::write(&path, &bytes).unwrap();
-    (path, bytes)
+    compute_bridge_testkit::rebuilt_component(components::FAKE, dir, tag)
 }
 
 struct Started {
