@@ -122,6 +122,9 @@ pub enum Step {
     Measured {
         /// Its `seq`.
         seq: u64,
+        /// Whether it was extended into RTMR3 (`false` with `attestation =
+        /// "none"`: logged only).
+        extended: bool,
     },
     /// Current for new grants and running watchers.
     Live,
@@ -136,10 +139,21 @@ impl std::fmt::Display for Step {
                 "checked: capabilities, list-instances and the status of {instances} \
                  running instance(s) agree with the old component"
             ),
-            Self::Measured { seq } => write!(
+            Self::Measured {
+                seq,
+                extended: true,
+            } => write!(
                 f,
                 "measured: event {seq} of the measurement log, extended into RTMR3; the card \
                  is republished"
+            ),
+            Self::Measured {
+                seq,
+                extended: false,
+            } => write!(
+                f,
+                "measured: event {seq} of the measurement log (attestation none: not extended \
+                 into RTMR3); the card is republished"
             ),
             Self::Live => write!(f, "live: new grants and running watchers use it"),
         }
@@ -369,17 +383,20 @@ impl Swapper {
         tracing::info!(backend = %name, instances = checked, "swap: component checked");
         progress(&Step::Checked { instances: checked });
 
-        let (old_event, logged) = {
+        let (old_event, logged, extended) = {
             let mut m = inner.measurer.lock().unwrap_or_else(|p| p.into_inner());
             let old_event = m.log().current(&name).cloned();
             let logged = m.measure(measurement).map_err(|e| SwapError::Measure {
                 backend: name.clone(),
                 why: e.to_string(),
             })?;
-            (old_event, logged)
+            (old_event, logged, m.log().extended)
         };
         tracing::info!(backend = %name, %component, event = logged.seq, "swap: component measured");
-        progress(&Step::Measured { seq: logged.seq });
+        progress(&Step::Measured {
+            seq: logged.seq,
+            extended,
+        });
 
         inner.fleet.replace(&name, new.clone(), component.clone());
         inner.card_now.notify_one();

@@ -61,7 +61,10 @@ fn components_swap_prints_each_step_and_says_what_went_wrong() {
     assert_eq!(lines.len(), 5, "{out}");
     assert!(lines[0].starts_with("loaded sha256:"), "{out}");
     assert!(lines[1].starts_with("checked:"), "{out}");
-    assert!(lines[2].starts_with("measured: event 1 "), "{out}");
+    assert!(
+        lines[2].starts_with("measured: event 1 ") && lines[2].contains("not extended"),
+        "attestation none: {out}"
+    );
     assert!(lines[3].starts_with("live:"), "{out}");
     assert!(
         lines[4].contains("backend fake runs sha256:") && lines[4].contains("probation passed"),

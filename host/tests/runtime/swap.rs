@@ -162,7 +162,10 @@ async fn a_swap_under_running_watchers_is_checked_measured_and_live() {
                 component: new.clone()
             },
             Step::Checked { instances: 3 },
-            Step::Measured { seq: 2 },
+            Step::Measured {
+                seq: 2,
+                extended: true
+            },
             Step::Live
         ]
     );
