@@ -43,6 +43,7 @@ use tokio::sync::Notify;
 
 use crate::backend::{Backend, Instance};
 use crate::config::BootConfig;
+use crate::events::{Event, EventSink, SwapOutcome, digest_prefix};
 use crate::fleet::Fleet;
 use crate::measure::{SharedMeasurer, measurement_of};
 use crate::runtime::Runtime;
@@ -210,6 +211,8 @@ struct Inner {
     rollback_polls: u32,
     poll_interval: Duration,
     busy: Arc<tokio::sync::Mutex<()>>,
+    /// Where swaps, refusals and rollbacks are told (the dashboard).
+    events: Arc<std::sync::OnceLock<Arc<dyn EventSink>>>,
 }
 
 impl Swapper {
@@ -235,6 +238,7 @@ impl Swapper {
                 rollback_polls,
                 poll_interval: POLL_INTERVAL,
                 busy: Arc::new(tokio::sync::Mutex::new(())),
+                events: Arc::new(std::sync::OnceLock::new()),
             }),
         }
     }
@@ -245,6 +249,24 @@ impl Swapper {
         inner.poll_interval = interval;
         Self {
             inner: Arc::new(inner),
+        }
+    }
+
+    /// Tell `sink` of every swap that goes live, is refused at its check,
+    /// or is rolled back (backend name, digest prefixes, outcome). The
+    /// first sink given stays.
+    pub fn send_events_to(&self, sink: Arc<dyn EventSink>) {
+        let _ = self.inner.events.set(sink);
+    }
+
+    fn tell(&self, backend: &str, from: Option<&str>, to: &str, outcome: SwapOutcome) {
+        if let Some(sink) = self.inner.events.get() {
+            sink.record(Event::ComponentSwap {
+                backend: backend.to_string(),
+                from: digest_prefix(from.unwrap_or("unmeasured")),
+                to: digest_prefix(to),
+                outcome,
+            });
         }
     }
 
@@ -375,6 +397,7 @@ impl Swapper {
         .await
         .map_err(|why| {
             tracing::warn!(backend = %name, %component, "swap refused: {why}");
+            self.tell(&name, previous.as_deref(), &component, SwapOutcome::Refused);
             SwapError::Check {
                 backend: name.clone(),
                 why,
@@ -400,6 +423,7 @@ impl Swapper {
 
         inner.fleet.replace(&name, new.clone(), component.clone());
         inner.card_now.notify_one();
+        self.tell(&name, previous.as_deref(), &component, SwapOutcome::Live);
         let took = started.elapsed();
         tracing::info!(
             backend = %name,
@@ -458,9 +482,16 @@ impl Swapper {
                         "swap probation: {why}"
                     );
                     if bad_in_row >= n {
-                        return self
-                            .roll_back(&name, old, old_component, old_event, why)
+                        let back = self
+                            .roll_back(&name, old, old_component.clone(), old_event, why)
                             .await;
+                        self.tell(
+                            &name,
+                            old_component.as_deref(),
+                            &component,
+                            SwapOutcome::RolledBack,
+                        );
+                        return back;
                     }
                 }
             }

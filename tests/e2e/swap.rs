@@ -254,6 +254,49 @@ fn a_swap_under_100_grants_serves_each_once_and_a_failing_component_rolls_back_b
     // The card names v2 again, as a new event, and still replays.
     card_replays_with(&net, &v2_digest);
 
+    // The operator sees both swaps and the rollback, with no identity: the
+    // backend, digest prefixes and the outcome; /metrics counts them.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let port = toml::from_str::<toml::Table>(&text).unwrap()["dashboard"]["port"]
+        .as_integer()
+        .unwrap() as u16;
+    let at = ([127, 0, 0, 1], port).into();
+    let snap = compute_bridge_testkit::http::get_local(at, "/snapshot.json");
+    let v: serde_json::Value = serde_json::from_str(&snap.body).unwrap();
+    let fake = &v["backends"][0];
+    assert_eq!(fake["component_sha256"], v2_digest.as_str(), "{fake}");
+    assert_eq!(
+        fake["component_swaps"],
+        serde_json::json!({"live": 2, "refused": 0, "rolled_back": 1}),
+        "{fake}"
+    );
+    assert!(fake["component_loaded_at_unix"].is_u64(), "{fake}");
+    let flaky_digest = ComponentDigest::of(&std::fs::read(&flaky).unwrap()).to_string();
+    let rolled_back = serde_json::json!({
+        "kind": "component-swap",
+        "backend": "fake",
+        "from": &v2_digest[..19],
+        "to": &flaky_digest[..19],
+        "outcome": "rolled-back",
+    });
+    assert!(
+        v["recent_events"].as_array().unwrap().iter().any(|e| {
+            rolled_back
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, want)| &e[k] == want)
+        }),
+        "{v:#}"
+    );
+    let metrics = compute_bridge_testkit::http::get_local(at, "/metrics").body;
+    for line in [
+        "compute_bridge_component_swaps_total{backend=\"fake\"} 2",
+        "compute_bridge_component_rollbacks_total{backend=\"fake\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
+
     // Every grant ends once: one access, one usage report, and nothing more
     // a while after the last.
     for g in &grants {
