@@ -14,6 +14,7 @@ use compute_bridge::backend::{
 };
 use compute_bridge::bridge::Bridge;
 use compute_bridge::config::{BootConfig, Source};
+use compute_bridge::events::{Event, EventSink, SwapOutcome, digest_prefix};
 use compute_bridge::fleet::{Ending, WatchOutcome, WatchPolicy, now_unix};
 use compute_bridge::measure::{EmulatedRtmr, MeasurementRegister, measurement_of};
 use compute_bridge::swap::{Probation, Step, SwapError, Swapper};
@@ -224,6 +225,16 @@ async fn a_swap_under_running_watchers_is_checked_measured_and_live() {
     );
 }
 
+/// The events a swapper tells, in order.
+#[derive(Default)]
+struct Told(std::sync::Mutex<Vec<Event>>);
+
+impl EventSink for Told {
+    fn record(&self, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_component_that_disagrees_is_refused_and_nothing_is_measured() {
     let s = start(FAKE_A).await;
@@ -240,7 +251,10 @@ async fn a_component_that_disagrees_is_refused_and_nothing_is_measured() {
     let mut spec = other
         .backend_spec(&other.backends[0], &s.bridge.provider_id)
         .unwrap();
-    spec.bytes = bytes;
+    spec.bytes = bytes.clone();
+    // The operator's view is told of the refusal.
+    let told = Arc::new(Told::default());
+    s.swapper.send_events_to(told.clone());
     let mut steps = Vec::new();
     let err = s
         .swapper
@@ -263,6 +277,15 @@ async fn a_component_that_disagrees_is_refused_and_nothing_is_measured() {
         "no instance id (it may carry the request id): {why}"
     );
     assert_eq!(steps.len(), 1, "loaded, never checked: {steps:?}");
+    assert_eq!(
+        *told.0.lock().unwrap(),
+        vec![Event::ComponentSwap {
+            backend: "fake-a".into(),
+            from: digest_prefix(old.as_deref().unwrap()),
+            to: digest_prefix(&ComponentDigest::of(&bytes).to_string()),
+            outcome: SwapOutcome::Refused,
+        }]
+    );
     assert_eq!(s.bridge.fleet.component("fake-a"), old, "the old one stays");
     assert_eq!(log_of(&s), before, "nothing measured");
     assert_eq!(s.rtmr3.read().unwrap(), register);
