@@ -27,6 +27,7 @@ use crate::measure::{
 };
 use crate::provider::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use crate::runtime::{ComponentBackend, Runtime, RuntimeOptions};
+use crate::swap::Swapper;
 
 /// A started bridge.
 pub struct Bridge {
@@ -40,8 +41,9 @@ pub struct Bridge {
     /// refused at start).
     pub journal: Journal,
     /// The component host.
-    pub runtime: Runtime,
-    /// The sandboxed backends, in config order.
+    pub runtime: Arc<Runtime>,
+    /// The sandboxed backends as loaded at start, in config order (a live
+    /// swap changes the fleet's, not these).
     pub backends: Vec<Arc<ComponentBackend>>,
     /// The router over them.
     pub fleet: Fleet,
@@ -51,6 +53,9 @@ pub struct Bridge {
     /// The measurement log of the backend components (extended into RTMR3
     /// in `tdx` mode), which the card carries beside the quote.
     pub measurer: SharedMeasurer,
+    /// Swaps a backend's component live (`compute-bridge components
+    /// swap`).
+    pub swapper: Swapper,
 }
 
 impl Bridge {
@@ -110,6 +115,7 @@ impl Bridge {
         )?;
         let runtime = Runtime::new(&RuntimeOptions::for_config(&config))?;
         let mut backends = Vec::new();
+        let mut digests = Vec::new();
         for b in &config.backends {
             let spec = config
                 .backend_spec(b, &provider_id)
@@ -130,6 +136,7 @@ impl Bridge {
                 extended = measurer.log().extended,
                 "backend measured"
             );
+            digests.push(logged.event.component_sha256.to_string());
             backends.push(Arc::new(backend));
         }
         if !measurer.log().extended {
@@ -158,7 +165,19 @@ impl Bridge {
                 .collect(),
             config.bridge.concurrency_cap,
         );
+        for (b, digest) in config.backends.iter().zip(digests) {
+            fleet.set_component(&b.name, digest);
+        }
         fleet.refresh_capabilities().await;
+        let runtime = Arc::new(runtime);
+        let swapper = Swapper::new(
+            config.clone(),
+            provider_id.clone(),
+            runtime.clone(),
+            fleet.clone(),
+            measurer.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+        );
         Ok(Self {
             config,
             provider_id,
@@ -169,6 +188,7 @@ impl Bridge {
             fleet,
             attestation,
             measurer,
+            swapper,
         })
     }
 
@@ -187,10 +207,23 @@ impl Bridge {
     ) -> anyhow::Result<()> {
         let state_dir = self.config.state_dir();
         let started = std::time::Instant::now();
+        // Before the coalition: `components swap` reaches a bridge that is
+        // still joining.
+        let control = crate::control::ControlServer::start(&state_dir, self.swapper.clone())
+            .context("starting the control socket (`compute-bridge components swap`)")?;
         tokio::pin!(shutdown);
         let node = tokio::select! {
-            n = CoalitionNode::join(&self.config, &self.identity) => n?,
-            () = &mut shutdown => return Ok(()),
+            n = CoalitionNode::join(&self.config, &self.identity) => match n {
+                Ok(n) => n,
+                Err(e) => {
+                    control.stop();
+                    return Err(e);
+                }
+            },
+            () = &mut shutdown => {
+                control.stop();
+                return Ok(());
+            }
         };
         tracing::info!(
             network = %self.config.coalition.network,
@@ -226,11 +259,13 @@ impl Bridge {
             link,
             events,
             settings,
-        );
+        )
+        .with_card_trigger(self.swapper.card_trigger());
         let relays = tokio::spawn(crate::coalition::watch_relays(
             node.network.local().endpoint().clone(),
         ));
         let result = provider.run(shutdown).await;
+        control.stop();
         relays.abort();
         node.leave(&state_dir).await;
         result

@@ -25,9 +25,10 @@
 //! [`Decline`], [`WatchOutcome`]); it knows nothing of the coalition, the
 //! journal or the dashboard.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -47,7 +48,15 @@ pub use compute_bridge_contract::clock::now_unix;
 pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
 
 struct Member {
-    backend: Arc<dyn Backend>,
+    /// Its name (the same for every component it runs).
+    name: String,
+    /// The component serving it now: every call reads it afresh, so a
+    /// swap ([`Fleet::replace`]) reaches running watchers at their next
+    /// call, and a call under way finishes on the component it started on.
+    current: RwLock<Current>,
+    /// Instances being watched on it now (by instance id): the ones a swap
+    /// must check and hand over.
+    watched: Mutex<HashMap<String, Instance>>,
     enabled: bool,
     caps: Mutex<Option<Capabilities>>,
     used: Mutex<Used>,
@@ -56,6 +65,14 @@ struct Member {
     /// Its last answer took longer than [`REFRESH_WAIT`]: refreshes do not
     /// wait for it until it answers in time again.
     slow: AtomicBool,
+}
+
+/// The component a backend runs now.
+#[derive(Clone)]
+struct Current {
+    backend: Arc<dyn Backend>,
+    /// Its SHA-256 (`sha256:HEX`), once the bridge measured it.
+    component: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -192,7 +209,7 @@ pub struct Reservation {
 impl Reservation {
     /// The backend holding it.
     pub fn backend(&self) -> &str {
-        self.inner.members[self.member].backend.name()
+        &self.inner.members[self.member].name
     }
 }
 
@@ -215,6 +232,9 @@ impl Drop for Reservation {
 pub struct Placement {
     /// The backend that provisioned it.
     pub backend: String,
+    /// The digest of the component that provisioned it (`sha256:HEX`), if
+    /// the bridge measured it.
+    pub component: Option<String>,
     /// The instance it returned.
     pub instance: Instance,
     /// Failovers on the way.
@@ -276,7 +296,12 @@ impl Fleet {
                 members: backends
                     .into_iter()
                     .map(|(backend, enabled)| Member {
-                        backend,
+                        name: backend.name().to_string(),
+                        current: RwLock::new(Current {
+                            backend,
+                            component: None,
+                        }),
+                        watched: Mutex::new(HashMap::new()),
                         enabled,
                         caps: Mutex::new(None),
                         used: Mutex::new(Used::default()),
@@ -317,10 +342,10 @@ impl Fleet {
             let ask = tokio::spawn(async move {
                 let m = &inner.members[i];
                 let started = Instant::now();
-                match m.backend.capabilities().await {
+                match m.backend().capabilities().await {
                     Ok(c) => *m.caps.lock().unwrap() = Some(c),
                     Err(e) => tracing::warn!(
-                        backend = m.backend.name(),
+                        backend = m.name,
                         "capabilities unavailable, keeping the last answer: {e}"
                     ),
                 }
@@ -339,7 +364,7 @@ impl Fleet {
                     let m = &self.inner.members[*i];
                     m.slow.store(true, Ordering::Release);
                     tracing::warn!(
-                        backend = m.backend.name(),
+                        backend = m.name,
                         "capabilities not in after {}s: going on with its last answer; \
                          it is asked again in the background",
                         REFRESH_WAIT.as_secs()
@@ -357,7 +382,7 @@ impl Fleet {
             .map(|m| {
                 let u = *m.used.lock().unwrap();
                 MemberView {
-                    name: m.backend.name().to_string(),
+                    name: m.name.clone(),
                     enabled: m.enabled,
                     capabilities: m.caps.lock().unwrap().clone(),
                     used_cpu_millicores: u.cpu_millicores,
@@ -368,20 +393,76 @@ impl Fleet {
             .collect()
     }
 
-    /// The backend called `name`.
+    /// The component serving the backend called `name` now.
     pub fn backend(&self, name: &str) -> Option<Arc<dyn Backend>> {
-        self.inner
-            .members
-            .iter()
-            .find(|m| m.backend.name() == name)
-            .map(|m| m.backend.clone())
+        self.index_of(name).map(|i| self.inner.members[i].backend())
+    }
+
+    /// The names of the backends, in routing order.
+    pub fn names(&self) -> Vec<String> {
+        self.inner.members.iter().map(|m| m.name.clone()).collect()
+    }
+
+    /// The digest (`sha256:HEX`) of the component serving `name` now, if
+    /// the bridge measured it.
+    pub fn component(&self, name: &str) -> Option<String> {
+        let i = self.index_of(name)?;
+        self.inner.members[i]
+            .current
+            .read()
+            .unwrap()
+            .component
+            .clone()
+    }
+
+    /// Record that the component serving `name` is `component`
+    /// (`sha256:HEX`), as measured at start.
+    pub fn set_component(&self, name: &str, component: String) {
+        if let Some(i) = self.index_of(name) {
+            self.inner.members[i].current.write().unwrap().component = Some(component);
+        }
+    }
+
+    /// Make `backend` (whose component is `component`) the one serving
+    /// `name`, for new grants and for every watcher's next call; returns
+    /// the one it replaces (`None`: no such backend). Calls under way
+    /// finish on the component they started on.
+    pub fn replace(
+        &self,
+        name: &str,
+        backend: Arc<dyn Backend>,
+        component: String,
+    ) -> Option<(Arc<dyn Backend>, Option<String>)> {
+        let i = self.index_of(name)?;
+        let mut current = self.inner.members[i].current.write().unwrap();
+        let old = std::mem::replace(
+            &mut *current,
+            Current {
+                backend,
+                component: Some(component),
+            },
+        );
+        Some((old.backend, old.component))
+    }
+
+    /// The instances being watched on `name` now.
+    pub fn watched(&self, name: &str) -> Vec<Instance> {
+        let Some(i) = self.index_of(name) else {
+            return Vec::new();
+        };
+        let mut v: Vec<Instance> = self.inner.members[i]
+            .watched
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        v
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
-        self.inner
-            .members
-            .iter()
-            .position(|m| m.backend.name() == name)
+        self.inner.members.iter().position(|m| m.name == name)
     }
 
     fn take_slot(&self) -> Result<(), Decline> {
@@ -464,7 +545,11 @@ impl Fleet {
         let mut full: Vec<&str> = Vec::new();
         let mut unsuitable: Vec<String> = Vec::new();
         for (i, m) in self.inner.members.iter().enumerate() {
-            let name = m.backend.name();
+            let name = m.name.as_str();
+            // One component places the grant from start to end, even if a
+            // swap makes another current meanwhile.
+            let current = m.current.read().unwrap().clone();
+            let backend = &current.backend;
             if !m.enabled {
                 continue;
             }
@@ -477,7 +562,7 @@ impl Fleet {
                 unsuitable.push(format!("{name}: not TDX-capable"));
                 continue;
             }
-            if !m.backend.can_satisfy(grant).await {
+            if !backend.can_satisfy(grant).await {
                 unsuitable.push(format!("{name}: cannot satisfy"));
                 continue;
             }
@@ -487,12 +572,13 @@ impl Fleet {
             };
             tracing::info!(backend = name, "routing grant");
             match self
-                .try_regions(m, grant, workload, &caps, &mut failovers)
+                .try_regions(backend, grant, workload, &caps, &mut failovers)
                 .await
             {
                 Ok(instance) => {
                     return Ok(Placement {
                         backend: name.to_string(),
+                        component: current.component.clone(),
                         instance,
                         failovers,
                         // The slot taken in `provision` travels with the
@@ -538,13 +624,13 @@ impl Fleet {
     /// `no-capacity`. Failures that move on are pushed to `failovers`.
     async fn try_regions(
         &self,
-        m: &Member,
+        backend: &Arc<dyn Backend>,
         grant: &GrantSpec,
         workload: &Workload,
         caps: &Capabilities,
         failovers: &mut Vec<Failover>,
     ) -> Result<Instance, Attempt> {
-        let name = m.backend.name();
+        let name = backend.name();
         // Only a grant without a region is steered, and only across more
         // than one region: otherwise the backend chooses, as it always has.
         let steered = grant.region.is_none() && caps.regions.len() > 1;
@@ -564,7 +650,7 @@ impl Fleet {
                     };
                     // The backend may offer a region that cannot take this
                     // grant (no type of that size there): skip it quietly.
-                    if !m.backend.can_satisfy(&in_region).await {
+                    if !backend.can_satisfy(&in_region).await {
                         continue;
                     }
                     &in_region
@@ -572,7 +658,7 @@ impl Fleet {
                 None => grant,
             };
             asked += 1;
-            match m.backend.provision(spec, workload).await {
+            match backend.provision(spec, workload).await {
                 Ok(instance) => return Ok(instance),
                 Err(e) if e.is_failover() => {
                     let next_region = e.kind() == ErrorKind::NoCapacity && steered;
@@ -612,8 +698,11 @@ impl Fleet {
     /// Poll `instance` on `backend` with backoff until it exits, disappears
     /// or `valid_to` passes; then read its usage and terminate it.
     ///
-    /// Usage is read before terminate because some backends (bare metal)
-    /// account from state that terminate removes.
+    /// Every call asks the component serving `backend` at that moment, so a
+    /// swap takes over a running watch at its next call; the instance is
+    /// listed in [`Self::watched`] meanwhile. Usage is read before
+    /// terminate because some backends (bare metal) account from state
+    /// that terminate removes.
     pub async fn watch_until_exit(
         &self,
         backend: &str,
@@ -621,19 +710,31 @@ impl Fleet {
         valid_to: u64,
         policy: WatchPolicy,
     ) -> anyhow::Result<WatchOutcome> {
-        let b = self.backend(backend).ok_or_else(|| {
+        let i = self.index_of(backend).ok_or_else(|| {
             anyhow::anyhow!(
                 "instance {} belongs to backend {backend:?}, which is not in this fleet",
                 instance.instance_id
             )
         })?;
+        let m = &self.inner.members[i];
+        m.watched
+            .lock()
+            .unwrap()
+            .insert(instance.instance_id.clone(), instance.clone());
+        struct Unwatch<'a>(&'a Member, &'a str);
+        impl Drop for Unwatch<'_> {
+            fn drop(&mut self) {
+                self.0.watched.lock().unwrap().remove(self.1);
+            }
+        }
+        let _unwatch = Unwatch(m, &instance.instance_id);
         let mut interval = policy.initial;
         let ending = loop {
             let now = now_unix();
             if now >= valid_to {
                 break Ending::Expired;
             }
-            match b.status(instance).await {
+            match m.backend().status(instance).await {
                 Ok(InstanceState::Exited(c)) => break Ending::Exited(c),
                 Ok(InstanceState::Gone) => break Ending::Gone,
                 Ok(_) => {}
@@ -647,14 +748,22 @@ impl Fleet {
             tokio::time::sleep(interval.min(left.max(Duration::from_millis(50)))).await;
             interval = (interval * 2).min(policy.max);
         };
-        let (usage, usage_error) = match retry(policy.attempts, || b.usage(instance)).await {
+        let (usage, usage_error) = match retry(policy.attempts, || async {
+            m.backend().usage(instance).await
+        })
+        .await
+        {
             Ok(u) => (u, None),
             Err(e) => {
                 tracing::warn!(backend, instance = %escape(&instance.instance_id), "usage unavailable: {e}");
                 (Usage::default(), Some(e.to_string()))
             }
         };
-        let terminate_error = match retry(policy.attempts, || b.terminate(instance)).await {
+        let terminate_error = match retry(policy.attempts, || async {
+            m.backend().terminate(instance).await
+        })
+        .await
+        {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(backend, instance = %escape(&instance.instance_id), "terminate failed: {e}");
@@ -667,6 +776,13 @@ impl Fleet {
             usage_error,
             terminate_error,
         })
+    }
+}
+
+impl Member {
+    /// The component serving it now.
+    fn backend(&self) -> Arc<dyn Backend> {
+        self.current.read().unwrap().backend.clone()
     }
 }
 

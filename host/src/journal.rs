@@ -17,6 +17,9 @@
 //!   in, the address, login and host key requesters were given, the
 //!   backend's private handle): reconciliation finds the instance by it,
 //!   to watch it again or tear it down;
+//! - the **component** that provisioned it (its `sha256:HEX`, absent in
+//!   entries written before live swaps): which measured code made the
+//!   instance, when a swap has since made another component current;
 //! - **CPU and memory**: re-taking the capacity of a workload adopted at
 //!   start;
 //! - **`valid_to`** and when it started: when it must end, and the report's
@@ -185,6 +188,11 @@ pub struct JournalEntry {
     pub backend: String,
     /// The backend's record of it (including its private handle).
     pub instance: Instance,
+    /// The digest (`sha256:HEX`) of the component that provisioned it;
+    /// `None` in entries written before components were swapped live (and
+    /// then not written, so those entries read and write as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
     /// CPU reserved, millicores.
     pub cpu_millicores: u32,
     /// Memory reserved, MiB.
@@ -629,6 +637,7 @@ mod tests {
                 host_key: String::new(),
                 handle: "{\"started\":1}".into(),
             },
+            component: None,
             cpu_millicores: 100,
             ram_mib: 64,
             valid_to: 100,
@@ -813,6 +822,15 @@ mod tests {
             assert_eq!(serde_json::from_str::<JournalEntry>(&json).unwrap(), e);
             out.push_str(&format!("== {}\n{json}\n", e.phase.name()));
         }
+        // Since live swaps: the component that provisioned it, as a field
+        // the entries above (and every older journal) do without.
+        let e = JournalEntry {
+            component: Some(format!("sha256:{}", "ab".repeat(32))),
+            ..entry(id)
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<JournalEntry>(&json).unwrap(), e);
+        out.push_str(&format!("== provisioned by a measured component\n{json}\n"));
         let expected = include_str!("journal.pins");
         if out != expected {
             let seen = std::env::temp_dir().join("journal.pins.seen");
@@ -828,13 +846,18 @@ mod tests {
     #[test]
     fn an_entry_keeps_exactly_the_documented_fields() {
         let id = RequestId::random();
-        let v = serde_json::to_value(entry(id)).unwrap();
+        let measured = JournalEntry {
+            component: Some(format!("sha256:{}", "ab".repeat(32))),
+            ..entry(id)
+        };
+        let v = serde_json::to_value(&measured).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
             [
                 "backend",
+                "component",
                 "cpu_millicores",
                 "instance",
                 "phase",
@@ -850,6 +873,10 @@ mod tests {
         let mut old = v;
         old["region"] = serde_json::json!("eu-1");
         old["tdx"] = serde_json::json!("required");
+        let back: JournalEntry = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(back, measured);
+        // An entry written before live swaps has no component, and reads.
+        old.as_object_mut().unwrap().remove("component");
         let back: JournalEntry = serde_json::from_value(old).unwrap();
         assert_eq!(back, entry(id));
     }

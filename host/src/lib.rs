@@ -24,6 +24,9 @@
 //! - [`attest`]: the TDX quote bound to the provider card, and its
 //!   verification by requesters;
 //! - [`measure`]: the RTMR3 register and the log of measured backends;
+//! - [`swap`]: a backend's component swapped live, checked, measured, and
+//!   rolled back by itself if it fails; [`control`]: the local socket
+//!   `compute-bridge components swap` asks it through;
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
 //! - [`agent`]: the requester's side (`coalition-agent`);
 //! - [`bridge`]: start-up and the routing table;
@@ -43,6 +46,7 @@ pub mod capabilities;
 pub mod coalition;
 pub mod config;
 pub mod conformance;
+pub mod control;
 pub mod dashboard;
 pub mod envelope;
 pub mod events;
@@ -53,5 +57,6 @@ pub mod logging;
 pub mod measure;
 pub mod provider;
 pub mod runtime;
+pub mod swap;
 pub mod sweep;
 pub mod template;

@@ -95,6 +95,24 @@ enum ComponentsCommand {
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
     },
+    /// Swap a backend's component in the running bridge, with rollback.
+    ///
+    /// The bridge loads FILE under the backend's config and limits, checks
+    /// it against the running one (read-only calls), measures it into
+    /// RTMR3, makes it live, and rolls back by itself if it then fails
+    /// `bridge.swap_rollback_polls` polls in a row. Talks to the bridge
+    /// over `state_dir/control.sock` (never the network). Exit 1 if the
+    /// swap was refused, 3 if it rolled back.
+    Swap {
+        /// The backend's name in the config.
+        backend: String,
+        /// The new component (`.wasm`).
+        file: PathBuf,
+        /// The running bridge's boot config (for its state dir); the
+        /// embedded default if omitted.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +136,11 @@ fn main() -> ExitCode {
             config,
             backend,
         }) => conformance(&file, &config, backend.as_deref()),
+        Command::Components(ComponentsCommand::Swap {
+            backend,
+            file,
+            config,
+        }) => swap(&backend, &file, config.as_deref()),
     };
     // Every line logged is out before the error (or the exit).
     drop(log);
@@ -153,6 +176,37 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<BootConfig> {
         Some(p) => BootConfig::load(p).map_err(Into::into),
         None => BootConfig::local().map_err(Into::into),
     }
+}
+
+/// `components swap`: ask the running bridge, print its progress lines.
+fn swap(backend: &str, file: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use compute_bridge::control::{Reply, Request, ask};
+    let cfg = load_config(config)?;
+    let file =
+        std::fs::canonicalize(file).with_context(|| format!("the component {}", file.display()))?;
+    let request = Request::Swap {
+        backend: backend.to_string(),
+        file,
+    };
+    let last = ask(&cfg.state_dir(), &request, |r| {
+        if let Reply::Progress(p) = r {
+            println!("{p}");
+        }
+    })?;
+    Ok(match last {
+        Reply::Passed(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Reply::RolledBack(s) => {
+            eprintln!("error: {s}");
+            ExitCode::from(3)
+        }
+        Reply::Error(s) | Reply::Progress(s) => {
+            eprintln!("error: {s}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 fn run(config: Option<&Path>, dashboard_port: Option<u16>) -> anyhow::Result<ExitCode> {

@@ -112,6 +112,9 @@ struct Inner {
     last_seq: AtomicU64,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Notified when the card must be republished now (a live swap
+    /// measured a component).
+    card_now: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for ProviderLoop {
@@ -297,8 +300,19 @@ impl ProviderLoop {
                 last_seq: AtomicU64::new(0),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                card_now: Arc::new(tokio::sync::Notify::new()),
             }),
         }
+    }
+
+    /// Republish the card (with a fresh quote over the measurement log)
+    /// whenever `trigger` is notified, besides every `capacity_refresh`.
+    /// Call before [`Self::run`].
+    pub fn with_card_trigger(mut self, trigger: Arc<tokio::sync::Notify>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the loop is not running yet")
+            .card_now = trigger;
+        self
     }
 
     /// The provider id.
@@ -520,6 +534,7 @@ impl Inner {
             request_id,
             backend: placement.backend.clone(),
             instance: placement.instance.clone(),
+            component: placement.component.clone(),
             cpu_millicores: m.cpu_millicores,
             ram_mib: m.ram_mib,
             valid_to: grant.valid_to,
@@ -939,6 +954,7 @@ impl Inner {
             first = false;
             tokio::select! {
                 () = tokio::time::sleep(self.settings.capacity_refresh) => {}
+                () = self.card_now.notified() => {}
                 () = self.stop.cancelled() => return,
             }
         }

@@ -339,6 +339,7 @@ fn help_and_check_config_texts_are_pinned() {
         (&bridge, vec!["components", "help", "inspect"]),
         (&bridge, vec!["components", "help", "new"]),
         (&bridge, vec!["components", "help", "test"]),
+        (&bridge, vec!["components", "help", "swap"]),
         (&bridge, vec!["check-config"]),
         (&bridge, vec!["check-config", "--config", example]),
         (&agent, vec!["--help"]),

@@ -16,6 +16,7 @@ mod readme;
 mod relay;
 mod returns;
 mod support;
+mod swap;
 
 /// The binary under test.
 pub fn bridge_bin() -> std::path::PathBuf {

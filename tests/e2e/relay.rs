@@ -10,7 +10,6 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use compute_bridge::coalition::link::Reply;
 use compute_bridge::fleet::now_unix;
 use compute_bridge::journal::{Journal, Phase};
 use compute_bridge_testkit::coalition::TestCoalition;
@@ -19,13 +18,6 @@ use crate::coalition::grant;
 use crate::support::*;
 
 const MIN: Duration = Duration::from_secs(60);
-
-fn accesses(replies: &[Reply]) -> usize {
-    replies
-        .iter()
-        .filter(|r| matches!(r, Reply::Access(_)))
-        .count()
-}
 
 #[test]
 fn the_relay_going_away_and_coming_back_loses_no_accepted_grant() {

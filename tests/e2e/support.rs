@@ -303,6 +303,14 @@ async fn collect(mut session: ProviderSession, heard: Arc<Mutex<Vec<Reply>>>) {
     }
 }
 
+/// Count accesses in `replies`.
+pub fn accesses(replies: &[Reply]) -> usize {
+    replies
+        .iter()
+        .filter(|r| matches!(r, Reply::Access(_)))
+        .count()
+}
+
 /// Count usage reports in `replies`.
 pub fn usage_reports(replies: &[Reply]) -> usize {
     replies

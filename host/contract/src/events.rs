@@ -58,6 +58,42 @@ pub enum Event {
     },
     /// The provider card was (re)published.
     CardRefreshed,
+    /// A live swap of `backend`'s component went live, was refused at its
+    /// check, or was rolled back by itself. The digests are the first
+    /// [`DIGEST_PREFIX_LEN`] characters of `sha256:HEX` (operator facts:
+    /// the operator chose both components).
+    ComponentSwap {
+        /// Backend name.
+        backend: String,
+        /// The component serving before, as a prefix.
+        from: String,
+        /// The component swapped to, as a prefix (on a rollback: the one
+        /// rolled back from).
+        to: String,
+        /// What happened.
+        outcome: SwapOutcome,
+    },
+}
+
+/// Characters of `sha256:HEX` a [`Event::ComponentSwap`] keeps (`sha256:`
+/// and 12 hex digits).
+pub const DIGEST_PREFIX_LEN: usize = 19;
+
+/// The first [`DIGEST_PREFIX_LEN`] characters of a component digest.
+pub fn digest_prefix(digest: &str) -> String {
+    digest.chars().take(DIGEST_PREFIX_LEN).collect()
+}
+
+/// How a live swap ended, for the operator's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwapOutcome {
+    /// Checked, measured and current (its probation then runs).
+    Live,
+    /// Refused at its read-only check: the old component stayed.
+    Refused,
+    /// Failed its probation: the old component is current again.
+    RolledBack,
 }
 
 /// Where events go. The dashboard implements it; the provider loop holds

@@ -83,6 +83,11 @@ pub struct BridgeConfig {
     /// (each holds a pooled instance slot).
     #[serde(default = "default_max_calls")]
     pub max_concurrent_calls: u32,
+    /// Bad probation polls in a row after a live swap (`compute-bridge
+    /// components swap`) before the bridge rolls back to the old component
+    /// by itself; the probation lasts twice as many polls, one a second.
+    #[serde(default = "default_swap_rollback_polls")]
+    pub swap_rollback_polls: u32,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -97,6 +102,9 @@ fn default_refresh() -> u64 {
 fn default_max_calls() -> u32 {
     256
 }
+fn default_swap_rollback_polls() -> u32 {
+    3
+}
 
 impl Default for BridgeConfig {
     fn default() -> Self {
@@ -105,6 +113,7 @@ impl Default for BridgeConfig {
             concurrency_cap: default_cap(),
             capacity_refresh_sec: default_refresh(),
             max_concurrent_calls: default_max_calls(),
+            swap_rollback_polls: default_swap_rollback_polls(),
         }
     }
 }
@@ -364,6 +373,12 @@ impl BootConfig {
             return Err(at(
                 &["bridge".into(), "capacity_refresh_sec".into()],
                 "must be at least 1 second".into(),
+            ));
+        }
+        if self.bridge.swap_rollback_polls == 0 || self.bridge.swap_rollback_polls > 100 {
+            return Err(at(
+                &["bridge".into(), "swap_rollback_polls".into()],
+                "must be between 1 and 100".into(),
             ));
         }
         if self.bridge.max_concurrent_calls == 0 || self.bridge.max_concurrent_calls > 10_000 {
@@ -731,6 +746,10 @@ mod tests {
             (
                 "concurrency cap",
                 format!("[bridge]\nconcurrency_cap = 0\n{MIN}"),
+            ),
+            (
+                "swap rollback polls",
+                format!("[bridge]\nswap_rollback_polls = 0\n{MIN}"),
             ),
             (
                 "dashboard bind",

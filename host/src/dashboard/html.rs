@@ -14,6 +14,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use sha2::Digest;
 
 use super::snapshot::{BackendSnapshot, RecentKind, Snapshot};
+use crate::events::SwapOutcome;
 
 /// The page's stylesheet (monospace, readable at 1280 px).
 const STYLE: &str = "\
@@ -74,7 +75,7 @@ fn page(s: &Snapshot) -> Markup {
                     }
                     pre #grants { (grants_block(s)) }
                     h2 { "Backends" }
-                    pre #backends { (backends_block(&s.backends)) }
+                    pre #backends { (backends_block(&s.backends, s.generated_at_unix)) }
                     h2 { "Last 24h" }
                     pre #window { (window_block(s)) }
                     h2 { "Recent events" }
@@ -120,7 +121,7 @@ fn grants_block(s: &Snapshot) -> String {
         .join("\n")
 }
 
-fn backends_block(backends: &[BackendSnapshot]) -> String {
+fn backends_block(backends: &[BackendSnapshot], now: u64) -> String {
     if backends.is_empty() {
         return "(no backends configured)".into();
     }
@@ -133,6 +134,9 @@ fn backends_block(backends: &[BackendSnapshot]) -> String {
         backend_line(&mut out, b);
         if let Some(d) = &b.component_sha256 {
             let _ = write!(out, "\n{:<12}component {d}", "");
+            if let Some(t) = b.component_loaded_at_unix {
+                let _ = write!(out, ", loaded {}", ago(now.saturating_sub(t)));
+            }
         }
     }
     out
@@ -297,6 +301,24 @@ fn events_block(s: &Snapshot) -> String {
                 }
                 RecentKind::RevenueSettled => "Revenue settled".to_string(),
                 RecentKind::CardRefreshed => "Provider card refreshed".to_string(),
+                RecentKind::ComponentSwap {
+                    backend,
+                    from,
+                    to,
+                    outcome,
+                } => match outcome {
+                    SwapOutcome::Live => {
+                        format!("Component swap on {backend}: {from} → {to}, live")
+                    }
+                    SwapOutcome::Refused => {
+                        format!(
+                            "Component swap on {backend}: {to} refused at its check; {from} stays"
+                        )
+                    }
+                    SwapOutcome::RolledBack => {
+                        format!("Component swap on {backend}: {to} ROLLED BACK to {from}")
+                    }
+                },
             };
             let repeats = if e.count > 1 {
                 let since = e.age_seconds + e.at_unix.saturating_sub(e.first_at_unix);

@@ -86,6 +86,23 @@ fn per_backend<V: EncodeGaugeValue>(
     Ok(())
 }
 
+/// One counter per backend, labelled `backend`.
+fn per_backend_counter(
+    enc: &mut DescriptorEncoder,
+    s: &Snapshot,
+    name: &'static str,
+    help: &str,
+    v: impl Fn(&super::snapshot::BackendSnapshot) -> u64,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for b in &s.backends {
+        let labels = [("backend", b.name.as_str())];
+        m.encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, f64>(&v(b), None)?;
+    }
+    Ok(())
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0;
@@ -205,6 +222,35 @@ impl Collector for SnapshotCollector {
         )?;
 
         // Backends.
+        per_backend(
+            e,
+            s,
+            "component_loaded_timestamp",
+            "Unix time the backend's current component became current: the bridge's start, a live swap, or a rollback.",
+            Some("seconds"),
+            |b| b.component_loaded_at_unix.map(|t| t as i64),
+        )?;
+        per_backend_counter(
+            e,
+            s,
+            "component_swaps",
+            "Live swaps of the backend's component that went live, since the bridge started.",
+            |b| b.component_swaps.live,
+        )?;
+        per_backend_counter(
+            e,
+            s,
+            "component_swaps_refused",
+            "Live swaps refused at their read-only check (the old component stayed), since the bridge started.",
+            |b| b.component_swaps.refused,
+        )?;
+        per_backend_counter(
+            e,
+            s,
+            "component_rollbacks",
+            "Live swaps the bridge rolled back by itself after failed probation polls, since the bridge started.",
+            |b| b.component_swaps.rolled_back,
+        )?;
         per_backend(
             e,
             s,

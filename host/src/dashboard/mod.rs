@@ -86,6 +86,10 @@ struct Facts {
     mrtd: MrtdState,
     /// Each backend's measured component (`sha256:HEX`), by name.
     components: BTreeMap<String, String>,
+    /// When each backend's current component became current (unix seconds).
+    loaded_at: BTreeMap<String, u64>,
+    /// Each backend's live swaps since start, by outcome.
+    swaps: BTreeMap<String, SwapCounts>,
 }
 
 struct Inner {
@@ -155,6 +159,8 @@ impl Dashboard {
                     module_version: None,
                     mrtd,
                     components: BTreeMap::new(),
+                    loaded_at: BTreeMap::new(),
+                    swaps: BTreeMap::new(),
                 }),
             }),
         }
@@ -175,6 +181,8 @@ impl Dashboard {
         for e in &bridge.measurer.lock().unwrap().log().events {
             d.set_component(&e.event.backend, &e.event.component_sha256.to_string());
         }
+        // Live swaps and rollbacks become events on the page and counters.
+        bridge.swapper.send_events_to(Arc::new(d.clone()));
         d.set_module_version(&format!(
             "Compute v{}",
             crate::coalition::protocol::PROTOCOL_VERSION
@@ -215,11 +223,13 @@ impl Dashboard {
     }
 
     /// Show backend `name`'s measured component (`sha256:HEX`; the last
-    /// call for a name wins, as the measurement log's last event does).
+    /// call for a name wins, as the measurement log's last event does),
+    /// loaded now.
     pub fn set_component(&self, name: &str, digest: &str) {
-        self.facts_mut()
-            .components
-            .insert(name.to_string(), digest.to_string());
+        let now = self.inner.clock.now_unix();
+        let mut f = self.facts_mut();
+        f.components.insert(name.to_string(), digest.to_string());
+        f.loaded_at.insert(name.to_string(), now);
     }
 
     /// Set the MR_TD verdict (attestation). With attestation off the
@@ -322,7 +332,14 @@ impl Dashboard {
                 let cost = cost::cost_usd(&rate, t.cpu_core_seconds, t.ram_mib_seconds);
                 window_cost += cost;
                 BackendSnapshot {
-                    component_sha256: facts.components.get(&m.name).cloned(),
+                    // The fleet's current component follows a live swap
+                    // (and its rollback); what was set by hand otherwise.
+                    component_sha256: inner
+                        .fleet
+                        .component(&m.name)
+                        .or_else(|| facts.components.get(&m.name).cloned()),
+                    component_loaded_at_unix: facts.loaded_at.get(&m.name).copied(),
+                    component_swaps: facts.swaps.get(&m.name).copied().unwrap_or_default(),
                     name: m.name,
                     enabled: m.enabled,
                     capacity: m.capabilities.map(|c| CapacitySnapshot {
@@ -452,6 +469,17 @@ impl EventSink for Dashboard {
                 Some(_) => ProviderStatus::Alive,
             };
             f.last_card = Some(now);
+        }
+        if let Event::ComponentSwap {
+            backend, outcome, ..
+        } = &event
+        {
+            let now = self.inner.clock.now_unix();
+            let mut f = self.facts_mut();
+            f.swaps.entry(backend.clone()).or_default().add(*outcome);
+            if *outcome != crate::events::SwapOutcome::Refused {
+                f.loaded_at.insert(backend.clone(), now);
+            }
         }
         let Some((delta, kind)) = state::plan(event, |b| self.slot_of(b)) else {
             tracing::debug!("ignored a settlement that is not a finite, non-negative amount");

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::DeclineReason;
+use crate::events::{DeclineReason, SwapOutcome};
 
 /// Version of this JSON shape; bumped on any breaking change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -172,6 +172,36 @@ pub struct BackendSnapshot {
     pub window: BackendWindow,
     /// Its measured component, `sha256:<64 hex>` (`null` until measured).
     pub component_sha256: Option<String>,
+    /// When the component now serving became current, Unix seconds: the
+    /// bridge's start, a live swap, or a rollback (`null` until measured).
+    pub component_loaded_at_unix: Option<u64>,
+    /// Live swaps of its component since the bridge started, by outcome.
+    pub component_swaps: SwapCounts,
+}
+
+/// Live swaps of one backend's component since the bridge started (in
+/// memory only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwapCounts {
+    /// Checked, measured and made current.
+    pub live: u64,
+    /// Refused at the read-only check (the old one stayed).
+    pub refused: u64,
+    /// Rolled back by the bridge after failing its probation.
+    pub rolled_back: u64,
+}
+
+impl SwapCounts {
+    /// Count one swap that ended with `outcome`.
+    pub fn add(&mut self, outcome: SwapOutcome) {
+        let n = match outcome {
+            SwapOutcome::Live => &mut self.live,
+            SwapOutcome::Refused => &mut self.refused,
+            SwapOutcome::RolledBack => &mut self.rolled_back,
+        };
+        *n = n.saturating_add(1);
+    }
 }
 
 /// A backend's declared capacity.
@@ -347,4 +377,16 @@ pub enum RecentKind {
     RevenueSettled,
     /// The provider card was published.
     CardRefreshed,
+    /// A live swap of a backend's component went live, was refused, or was
+    /// rolled back (digests as `sha256:` and 12 hex digits).
+    ComponentSwap {
+        /// Backend.
+        backend: String,
+        /// The component serving before.
+        from: String,
+        /// The component swapped to (on a rollback: rolled back from).
+        to: String,
+        /// What happened.
+        outcome: SwapOutcome,
+    },
 }

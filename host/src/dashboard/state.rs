@@ -109,6 +109,17 @@ pub fn plan(event: Event, slot_of: impl Fn(&str) -> usize) -> Option<(Delta, Rec
             RecentKind::RevenueSettled
         }
         Event::CardRefreshed => RecentKind::CardRefreshed,
+        Event::ComponentSwap {
+            backend,
+            from,
+            to,
+            outcome,
+        } => RecentKind::ComponentSwap {
+            backend,
+            from,
+            to,
+            outcome,
+        },
     };
     Some((d, kind))
 }

@@ -29,4 +29,5 @@ mod routing;
 mod sandbox;
 mod ssh;
 mod ssh_drop;
+mod swap;
 mod tdx_routing;

@@ -53,6 +53,51 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The component at `wasm` with a custom section naming `tag` appended, in
+/// `dir`: the same code under another SHA-256, as a rebuilt component would
+/// be (the live-swap tests swap to it). Its path and bytes.
+pub fn rebuilt_component(wasm: &str, dir: &std::path::Path, tag: &str) -> (PathBuf, Vec<u8>) {
+    let mut bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("reading {wasm}: {e}"));
+    let name = b"compute-bridge-test-rebuild";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(tag.as_bytes());
+    assert!(body.len() < 128, "one LEB128 byte of size");
+    bytes.push(0); // a custom section
+    bytes.push(body.len() as u8);
+    bytes.extend_from_slice(&body);
+    let path = dir.join(format!("rebuilt-{tag}.wasm"));
+    std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+/// A copy of the fake component, in `dir`, with its test-only flaky switch
+/// on (`cb_fake::FLAKY_MARKER`): it loads and answers like the fake, so it
+/// passes a live swap's check, and its `status` fails from 2 s after its
+/// first `status` call, so it fails the probation's polls and the bridge
+/// rolls it back. Its path.
+pub fn flaky_fake(dir: &std::path::Path) -> PathBuf {
+    let mut bytes = std::fs::read(components::FAKE)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", components::FAKE));
+    let marker = cb_fake::FLAKY_MARKER;
+    let at: Vec<usize> = bytes
+        .windows(marker.len())
+        .enumerate()
+        .filter(|(_, w)| *w == marker)
+        .map(|(k, _)| k + marker.len())
+        .collect();
+    assert_eq!(
+        at.len(),
+        1,
+        "the fake component carries its flaky switch exactly once"
+    );
+    assert_eq!(bytes[at[0]], b'0', "the fake is built with the switch off");
+    bytes[at[0]] = b'1';
+    let path = dir.join("flaky-fake.wasm");
+    std::fs::write(&path, &bytes).unwrap();
+    path
+}
+
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -19,6 +19,12 @@ pub use crate::core::{Fake, Handle};
 /// The SDK this fake is written against (its types are the core's).
 pub use compute_bridge_sdk as sdk;
 
+/// **Test only.** The bytes that precede the fake component's one-byte
+/// flaky switch (`0` as built): a copy of the `.wasm` with that byte set to
+/// `1` is a component whose `status` fails from 2 s after its first call
+/// (`compute_bridge_testkit::flaky_fake` makes one; see `component.rs`).
+pub const FLAKY_MARKER: &[u8] = b"compute-bridge-test-fake-flaky-switch:";
+
 /// The `[backends.config]` table of a fake backend.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use compute_bridge::backend::Usage;
 use compute_bridge::dashboard::DashboardServer;
-use compute_bridge::events::{Event, EventSink};
+use compute_bridge::events::{Event, EventSink, SwapOutcome};
 use compute_bridge_testkit::http;
 
 use super::{Rig, grant};
@@ -40,6 +40,10 @@ const FAMILIES: &[(&str, &str)] = &[
     ("compute_bridge_backend_window_network_bytes", "gauge"),
     ("compute_bridge_backend_window_estimated_cost_usd", "gauge"),
     ("compute_bridge_backend_window_idle_ratio", "gauge"),
+    ("compute_bridge_component_loaded_timestamp_seconds", "gauge"),
+    ("compute_bridge_component_swaps", "counter"),
+    ("compute_bridge_component_swaps_refused", "counter"),
+    ("compute_bridge_component_rollbacks", "counter"),
     ("compute_bridge_window_observed_seconds", "gauge"),
     ("compute_bridge_window_grants_served", "gauge"),
     ("compute_bridge_window_grants_completed", "gauge"),
@@ -127,6 +131,14 @@ async fn metrics_are_exactly_the_dashboard_numbers() {
     )
     .await;
     rig.dashboard.record(Event::RevenueSettled { usd: 1.0 });
+    for outcome in [SwapOutcome::Live, SwapOutcome::Refused, SwapOutcome::Live] {
+        rig.dashboard.record(Event::ComponentSwap {
+            backend: "aws".into(),
+            from: format!("sha256:{}", "ab".repeat(6)),
+            to: format!("sha256:{}", "cd".repeat(6)),
+            outcome,
+        });
+    }
     rig.clock.advance(5);
     rig.dashboard.sample_capacity();
     rig.clock.advance(5);
@@ -176,6 +188,22 @@ async fn metrics_are_exactly_the_dashboard_numbers() {
     assert_eq!(value("compute_bridge_failovers_total"), 3.0);
     assert_eq!(value("compute_bridge_cpu_core_seconds_total"), 3600.0);
     assert_eq!(value("compute_bridge_settled_revenue_usd_total"), 1.0);
+    assert_eq!(
+        value("compute_bridge_component_swaps_total{backend=\"aws\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("compute_bridge_component_swaps_refused_total{backend=\"aws\"}"),
+        num("/backends/1/component_swaps/refused")
+    );
+    assert_eq!(
+        value("compute_bridge_component_rollbacks_total{backend=\"gcp\"}"),
+        0.0
+    );
+    assert_eq!(
+        value("compute_bridge_component_loaded_timestamp_seconds{backend=\"aws\"}"),
+        num("/backends/1/component_loaded_at_unix")
+    );
     assert_eq!(
         value("compute_bridge_backend_enabled{backend=\"azure\"}"),
         0.0

@@ -68,6 +68,12 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
         reason: DeclineReason::JournalUnavailable,
     });
     d.record(Event::RevenueSettled { usd: 2.0 });
+    d.record(Event::ComponentSwap {
+        backend: "aws".into(),
+        from: format!("sha256:{}", "ab".repeat(6)),
+        to: format!("sha256:{}", "cd".repeat(6)),
+        outcome: compute_bridge::events::SwapOutcome::RolledBack,
+    });
     d.record(Event::SubscriberJoined);
     d.record(Event::SubscriberLeft);
     d.record(Event::CardRefreshed);
@@ -101,7 +107,15 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds.len(), 8, "every event kind: {kinds:?}");
+    assert_eq!(kinds.len(), 9, "every event kind: {kinds:?}");
+    let aws = v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "aws")
+        .unwrap();
+    assert_eq!(aws["component_swaps"]["rolled_back"], 1, "{aws}");
+    assert!(aws["component_loaded_at_unix"].is_u64(), "{aws}");
     let card = &v["recent_events"][0];
     assert_eq!(card["kind"], "card-refreshed", "{card}");
     assert_eq!(card["count"], 2, "{card}");
