@@ -940,17 +940,13 @@ impl Inner {
                 self.fleet.refresh_capabilities().await;
                 self.refresh_quote().await;
             }
-            match self.link.publish_card(self.card()).await {
-                Ok(()) => {
-                    if first {
-                        tracing::info!(provider_id = %self.provider_id, "provider card published");
-                    } else {
-                        tracing::debug!("provider card refreshed");
-                    }
-                    self.record(Event::CardRefreshed);
-                }
-                Err(e) => tracing::warn!("provider card not published: {e}"),
+            self.link.publish_card(self.card());
+            if first {
+                tracing::info!(provider_id = %self.provider_id, "provider card published");
+            } else {
+                tracing::debug!("provider card refreshed");
             }
+            self.record(Event::CardRefreshed);
             first = false;
             tokio::select! {
                 () = tokio::time::sleep(self.settings.capacity_refresh) => {}

@@ -190,9 +190,9 @@ fn a_real_bridge_answers_only_loopback_hosts_and_forbids_scripts() {
         ["registered", "alive"].contains(&v["provider"]["status"].as_str().unwrap()),
         "{v}"
     );
-    // The protocol version the card speaks (3 since the card carries its
-    // measurement log).
-    assert_eq!(v["provider"]["module_version"], "Compute v3");
+    // The protocol version the card speaks (4 since cards travel on a
+    // stream).
+    assert_eq!(v["provider"]["module_version"], "Compute v4");
     // The fake's measured component: the SHA-256 of the file it runs.
     let fake = std::fs::read(compute_bridge_testkit::components::FAKE).unwrap();
     assert_eq!(

@@ -344,9 +344,7 @@ fn hostile_provider(net: &TestCoalition, bundles: Vec<AccessBundle>) -> HostileP
             attestation: Attestation::None,
             measurements: Default::default(),
             refreshed_at: now_unix(),
-        })
-        .await
-        .unwrap();
+        });
         let reporter = link.clone();
         tokio::spawn(async move {
             while let Some(request_id) = to_report.recv().await {

@@ -51,9 +51,8 @@ pub fn start_bridge(config: &Path) -> Running {
     b
 }
 
-/// A bridge process on `config`, up and taking grants (a restarted bridge
-/// rejoins the card map's consensus group before its card is written
-/// again; its streams work before that).
+/// A bridge process on `config`, up and taking grants (its card may not
+/// be out yet).
 pub fn restart_bridge(config: &Path) -> Running {
     restart_bridge_with(config, &[])
 }
@@ -251,7 +250,7 @@ impl Observer {
             .expect("subscribed")
     }
 
-    /// The cards the observer's node sees in the coalition's card map now.
+    /// The newest card the observer's node has heard from each provider.
     pub fn cards(&self) -> Vec<ProviderCard> {
         self.link.cards()
     }

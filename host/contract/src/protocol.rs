@@ -8,12 +8,16 @@
 //!
 //! | name                  | kind                               | producer  | consumer  |
 //! |-----------------------|------------------------------------|-----------|-----------|
-//! | `compute.providers`   | `Map<ProviderId, ProviderCard>`    | providers | anyone    |
+//! | `compute.cards`       | stream of [`ProviderCard`]         | providers | anyone    |
 //! | `compute.grants`      | stream of [`ComputeGrant`]         | requesters| providers |
 //! | `compute.access`      | stream of [`AccessSealed`]         | providers | requesters|
 //! | `compute.usage`       | stream of [`UsageReport`]          | providers | requesters|
 //! | `compute.declines`    | stream of [`Decline`]              | providers | requesters|
 //! | `compute.settlements` | stream of [`Settlement`]           | market    | providers |
+//!
+//! A provider sends its newest card to each new subscriber of
+//! `compute.cards` and again at every refresh; a requester keeps the
+//! newest card per provider (by `refreshed_at`).
 //!
 //! A stream delivers to whoever is subscribed when a message goes out. A
 //! requester that was not (its provider restarted, say) sends its grant
@@ -40,10 +44,14 @@ use crate::measurement::MeasurementLog;
 ///
 /// 3: a card carries its measurement log ([`ProviderCard::measurements`]:
 /// the backend components and policies extended into RTMR3, issue 20).
-pub const PROTOCOL_VERSION: u16 = 3;
+///
+/// 4: cards travel on the `compute.cards` stream, not in the
+/// `compute.providers` map (a version-3 requester finds no card of a
+/// version-4 provider, and the other way round).
+pub const PROTOCOL_VERSION: u16 = 4;
 
-/// Store id of the provider-card map.
-pub const PROVIDERS_STORE: &str = "compute.providers";
+/// Stream id of provider cards.
+pub const CARDS_STREAM: &str = "compute.cards";
 /// Stream id of grants.
 pub const GRANTS_STREAM: &str = "compute.grants";
 /// Stream id of sealed access bundles.
@@ -290,7 +298,7 @@ pub enum Attestation {
     },
 }
 
-/// A provider's entry in `compute.providers`, refreshed every
+/// A provider's card on `compute.cards`, refreshed every
 /// `capacity_refresh_sec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderCard {

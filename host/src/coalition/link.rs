@@ -1,31 +1,40 @@
-//! The mosaik link: the streams and the card map, from both ends.
+//! The mosaik link: the streams, from both ends.
 //!
-//! [`ProviderLink`] is the bridge's end: it writes the card into
-//! `compute.providers`, consumes `compute.grants` and
+//! [`ProviderLink`] is the bridge's end: it hands its card to every
+//! subscriber of `compute.cards`, consumes `compute.grants` and
 //! `compute.settlements`, produces `compute.access`, `compute.usage` and
 //! `compute.declines`, and reports who is subscribed to those.
 //!
 //! [`RequesterLink`] is the requester's end (`coalition-agent`, tests): it
-//! reads the cards, produces grants and settlements, and consumes access,
+//! collects the cards, produces grants and settlements, and consumes access,
 //! usage and declines *only from the provider's own node*, so nothing
 //! another peer publishes under a provider's name is believed.
+//!
+//! Cards travel on a stream, not in a replicated map: mosaik 0.4.2's
+//! `Map` is a Raft group, and a reader that joined it had to bond, find
+//! the leader and catch up by snapshot before it saw a single card. Under
+//! load that took over 60 s (two e2e tests in one CI run, 2026-12-01) while
+//! the stream subscriptions beside it came up in under a second; a
+//! provider's card changes only at its own node, so nothing needs
+//! consensus. The provider sends its newest card again whenever a new
+//! subscriber connects; a requester keeps the newest card per provider.
+//! Keeps nothing beyond each provider's newest card.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mosaik::collections::{MapReader, MapWriter};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use mosaik::streams::{Consumer, Producer};
 use mosaik::{Network, PeerId};
 
 use super::protocol::{
-    ACCESS_STREAM, AccessSealed, ComputeGrant, DECLINES_STREAM, Decline, GRANTS_STREAM, NodeId,
-    PROVIDERS_STORE, ProviderCard, ProviderId, RequestId, SETTLEMENTS_STREAM, Settlement,
-    USAGE_STREAM, UsageReport,
+    ACCESS_STREAM, AccessSealed, CARDS_STREAM, ComputeGrant, DECLINES_STREAM, Decline,
+    GRANTS_STREAM, NodeId, PROTOCOL_VERSION, ProviderCard, ProviderId, RequestId,
+    SETTLEMENTS_STREAM, Settlement, USAGE_STREAM, UsageReport,
 };
-
-/// How long a card write may wait for the card map to come online.
-pub const CARD_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a requester waiting for cards syncs its catalog with the
 /// bootstrap peers again (the same period as a subscription's re-sync).
@@ -41,6 +50,10 @@ pub enum SendError {
     #[error("the coalition link is closed")]
     Closed,
 }
+
+/// How often a wait for cards looks at what arrived, and the card server
+/// at who subscribed.
+const CARD_POLL: Duration = Duration::from_millis(50);
 
 /// How often a wait for a subscription looks at it again (see
 /// [`producer`]); the first look is immediate.
@@ -79,6 +92,67 @@ fn producer<D: mosaik::Datum>(network: &Network, stream: &str) -> Producer<D> {
 /// [`producer`]).
 fn has_subscriber<D: mosaik::Datum>(p: &Producer<D>) -> bool {
     p.consumers().any(|c| c.is_connected())
+}
+
+/// Hand the newest card in `newest` to `p`'s subscribers: whenever it
+/// changes, and whenever a subscription connects that has not had it
+/// (each send goes to all; a requester keeps the newest per provider).
+///
+/// A subscription is told apart from an earlier one of the same peer by
+/// its own statistics (a fresh subscription has fresh ones), so a
+/// requester that re-subscribes gets the card again; one that has been
+/// sent nothing a second after the last send is owed it again. Looked at
+/// every 50 ms, since mosaik's own waiters miss a subscription going from
+/// connecting to connected (see [`producer`]). Ends when the link (the
+/// sender of `newest`) is dropped.
+async fn serve_cards(
+    p: Producer<ProviderCard>,
+    mut newest: tokio::sync::watch::Receiver<Option<ProviderCard>>,
+) {
+    use mosaik::streams::producer::Error;
+    // A subscription: its peer and the address of its statistics.
+    type Subscription = (PeerId, usize);
+    let mut served: BTreeSet<Subscription> = BTreeSet::new();
+    let mut owed = false;
+    let mut last_send = tokio::time::Instant::now();
+    loop {
+        let connected: Vec<_> = p.consumers().filter(|c| c.is_connected()).collect();
+        let now: BTreeSet<Subscription> = connected
+            .iter()
+            .map(|c| (*c.consumer_id(), std::ptr::from_ref(c.stats()) as usize))
+            .collect();
+        served.retain(|s| now.contains(s));
+        if newest.has_changed().unwrap_or(false) {
+            newest.mark_unchanged();
+            owed = true;
+        }
+        owed |= !now.is_subset(&served)
+            || (last_send.elapsed() >= Duration::from_secs(1)
+                && connected.iter().any(|c| c.stats().datums() == 0));
+        if owed && !now.is_empty() {
+            // No card yet: nothing to send until there is one.
+            if let Some(card) = newest.borrow().clone() {
+                match p.try_send(card) {
+                    Ok(()) => {
+                        served = now;
+                        owed = false;
+                        last_send = tokio::time::Instant::now();
+                    }
+                    // Not taken this time: look again shortly.
+                    Err(Error::Offline(_) | Error::Full(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+        tokio::select! {
+            // `changed` marks the new card seen: it is owed from here.
+            changed = newest.changed() => match changed {
+                Ok(()) => owed = true,
+                Err(_) => return,
+            },
+            () = tokio::time::sleep(CARD_POLL) => {}
+        }
+    }
 }
 
 /// Resolves once a subscriber is connected to `p`, looked at every 25 ms
@@ -172,7 +246,8 @@ pub struct ProviderLink {
     network: Arc<Network>,
     bootstrap: Vec<mosaik::iroh::EndpointAddr>,
     provider_id: ProviderId,
-    cards: MapWriter<ProviderId, ProviderCard>,
+    /// The newest card; [`serve_cards`] sends it to each new subscriber.
+    card: tokio::sync::watch::Sender<Option<ProviderCard>>,
     access: Producer<AccessSealed>,
     usage: Producer<UsageReport>,
     declines: Producer<Decline>,
@@ -185,16 +260,18 @@ impl std::fmt::Debug for ProviderLink {
 }
 
 impl ProviderLink {
-    /// Open the provider's streams and card map on `network`, which joined
-    /// through `bootstrap`.
+    /// Open the provider's streams on `network`, which joined through
+    /// `bootstrap` (call inside a tokio runtime: the card is served by a
+    /// task of its own, which ends when the link is dropped).
     pub fn open(
         network: Arc<Network>,
         bootstrap: Vec<mosaik::iroh::EndpointAddr>,
         provider_id: ProviderId,
     ) -> Self {
-        let cards = MapWriter::<ProviderId, ProviderCard>::writer(&network, PROVIDERS_STORE);
+        let (card, newest) = tokio::sync::watch::channel(None);
+        tokio::spawn(serve_cards(producer(&network, CARDS_STREAM), newest));
         Self {
-            cards,
+            card,
             access: producer(&network, ACCESS_STREAM),
             usage: producer(&network, USAGE_STREAM),
             declines: producer(&network, DECLINES_STREAM),
@@ -239,25 +316,10 @@ impl ProviderLink {
         super::sync(&self.network, &self.bootstrap).await;
     }
 
-    /// Write the card (waiting for the map to come online).
-    pub async fn publish_card(&self, card: ProviderCard) -> anyhow::Result<()> {
-        tokio::time::timeout(CARD_WRITE_TIMEOUT, async {
-            self.cards.when().online().await;
-            let v = self
-                .cards
-                .insert(card.provider_id, card)
-                .await
-                .map_err(|e| anyhow::anyhow!("writing the provider card: {e}"))?;
-            self.cards.when().reaches(v).await;
-            Ok::<_, anyhow::Error>(())
-        })
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the provider map did not accept the card within {}s",
-                CARD_WRITE_TIMEOUT.as_secs()
-            )
-        })?
+    /// Make `card` the one this node hands out: sent now to every
+    /// subscriber of `compute.cards`, and to each one that subscribes later.
+    pub fn publish_card(&self, card: ProviderCard) {
+        self.card.send_replace(Some(card));
     }
 
     /// Publish a sealed access bundle, waiting up to `deadline` for a
@@ -317,7 +379,10 @@ impl ProviderLink {
 /// The requester's end of the coalition.
 pub struct RequesterLink {
     network: Arc<Network>,
-    cards: MapReader<ProviderId, ProviderCard>,
+    /// The newest card heard per provider, kept by [`collect_cards`].
+    cards: Arc<Mutex<BTreeMap<ProviderId, ProviderCard>>>,
+    /// The [`collect_cards`] task, ended when the link is dropped.
+    collector: tokio::task::AbortHandle,
     /// The coalition's bootstrap peers, re-synced while waiting for cards.
     bootstrap: Vec<mosaik::iroh::EndpointAddr>,
 }
@@ -326,6 +391,96 @@ impl std::fmt::Debug for RequesterLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RequesterLink")
     }
+}
+
+impl Drop for RequesterLink {
+    fn drop(&mut self) {
+        self.collector.abort();
+    }
+}
+
+/// The first look at whether every card producer in the catalog is
+/// subscribed to comes this long after the card consumer is opened; while
+/// one is not, looks come at twice the interval each time, up to
+/// [`CARD_FEED_LOOK_MAX`].
+const CARD_FEED_LOOK: Duration = Duration::from_secs(1);
+/// The longest wait between two such looks.
+const CARD_FEED_LOOK_MAX: Duration = Duration::from_secs(30);
+
+/// Keep the newest card of each provider in `cards`, from a consumer of
+/// `compute.cards` on `network`.
+///
+/// The consumer is opened again whenever the catalog lists a card producer
+/// it has not subscribed to. mosaik 0.4.2's consumer pings a producer it
+/// has no round-trip time for instead of subscribing, and subscribes only
+/// when it next scans the catalog, which it does only when the catalog
+/// changes (`streams/consumer/worker.rs`, `on_catalog_update`); the ping's
+/// answer changes nothing when the producer's entry is already known
+/// (`Discovery::feed`). On a quiet coalition that next change may never
+/// come: the card of a provider already in the catalog when the requester
+/// joined then never arrived (45 s waits in five e2e tests, 2026-12-01). A
+/// fresh consumer scans the catalog at once, with the round-trip time the
+/// last one measured.
+async fn collect_cards(
+    network: Arc<Network>,
+    cards: Arc<Mutex<BTreeMap<ProviderId, ProviderCard>>>,
+) {
+    let open = || {
+        network
+            .streams()
+            .consumer::<ProviderCard>()
+            .with_stream_id(CARDS_STREAM)
+            .build()
+    };
+    let keep = |card: ProviderCard| {
+        if card.version != PROTOCOL_VERSION || super::peer_id(&card.node).is_err() {
+            return;
+        }
+        let mut cards = cards.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = cards
+            .get(&card.provider_id)
+            .is_none_or(|held| card.refreshed_at >= held.refreshed_at);
+        if newer {
+            cards.insert(card.provider_id, card);
+        }
+    };
+    let mut incoming = open();
+    let mut look_every = CARD_FEED_LOOK;
+    let mut next_look = tokio::time::Instant::now() + look_every;
+    loop {
+        tokio::select! {
+            card = incoming.recv() => match card {
+                Some(card) => keep(card),
+                None => incoming = open(),
+            },
+            () = tokio::time::sleep_until(next_look) => {
+                if unsubscribed_card_producer(&network, &incoming) {
+                    while let Ok(card) = incoming.try_recv() {
+                        keep(card);
+                    }
+                    tracing::debug!("card consumer opened again for a producer it did not subscribe to");
+                    incoming = open();
+                    look_every = (look_every * 2).min(CARD_FEED_LOOK_MAX);
+                } else {
+                    look_every = CARD_FEED_LOOK;
+                }
+                next_look = tokio::time::Instant::now() + look_every;
+            }
+        }
+    }
+}
+
+/// True when the catalog lists a producer of `compute.cards` (other than
+/// this node) that `incoming` has no subscription to, connected or not.
+fn unsubscribed_card_producer(network: &Network, incoming: &Consumer<ProviderCard>) -> bool {
+    let stream = mosaik::streams::StreamId::from(CARDS_STREAM);
+    let me = network.local().id();
+    let subscribed: BTreeSet<PeerId> = incoming.producers().map(|c| *c.producer_id()).collect();
+    network
+        .discovery()
+        .catalog()
+        .peers()
+        .any(|p| *p.id() != me && p.streams().contains(&stream) && !subscribed.contains(p.id()))
 }
 
 /// What came back for a grant.
@@ -367,14 +522,18 @@ impl std::fmt::Debug for ProviderSession {
 }
 
 impl RequesterLink {
-    /// Open the card map on `network` (as a reader); `bootstrap` are the
-    /// peers [`join`](super::join) synced with, synced again while
+    /// Subscribe to every provider's cards on `network` (call inside a
+    /// tokio runtime: the cards are collected by a task of its own, which
+    /// ends when the link is dropped); `bootstrap` are the peers
+    /// [`join`](super::join) synced with, synced again while
     /// [`wait_for_cards`](Self::wait_for_cards) waits.
     pub fn open(network: Arc<Network>, bootstrap: Vec<mosaik::iroh::EndpointAddr>) -> Self {
-        let cards = MapReader::<ProviderId, ProviderCard>::reader(&network, PROVIDERS_STORE);
+        let cards = Arc::new(Mutex::new(BTreeMap::new()));
+        let collector = tokio::spawn(collect_cards(network.clone(), cards.clone())).abort_handle();
         Self {
             network,
             cards,
+            collector,
             bootstrap,
         }
     }
@@ -384,32 +543,26 @@ impl RequesterLink {
         &self.network
     }
 
-    /// The cards now, but for any whose node is not a valid peer id (a peer
-    /// id would not even have decoded; such a card cannot be answered).
+    /// The newest card heard from each provider so far (only cards of this
+    /// protocol version whose node is a valid peer id are kept).
     pub fn cards(&self) -> Vec<ProviderCard> {
-        let mut v: Vec<ProviderCard> = self
-            .cards
-            .values()
-            .filter(|c| super::peer_id(&c.node).is_ok())
-            .collect();
-        v.sort_by_key(|c| c.provider_id);
-        v
+        let cards = self.cards.lock().unwrap_or_else(|e| e.into_inner());
+        cards.values().cloned().collect()
     }
 
-    /// Wait (up to `timeout`) until the card map is online and `ready`
-    /// holds for the cards; returns the cards then, whatever they are.
+    /// Wait (up to `timeout`) until `ready` holds for the cards; returns
+    /// the cards then, whatever they are.
     pub async fn wait_for_cards(
         &self,
         timeout: Duration,
         ready: impl Fn(&[ProviderCard]) -> bool,
     ) -> Vec<ProviderCard> {
-        // The card map's group is found through the discovery catalog. A
-        // provider that joined its group after this node's first sync is
+        // A provider's card stream is found through the discovery catalog.
+        // A provider that opened it after this node's first sync is
         // otherwise only learned of at its next gossip announcement, 22 to
         // 45 s later (mosaik 0.4 `discovery::Config::announce_interval`,
-        // 45 s with jitter 0.5): cards took 44 s to appear in a loaded e2e
-        // run. So the catalogs are synced with the bootstrap peers again
-        // every few seconds until the cards are there.
+        // 45 s with jitter 0.5). So the catalogs are synced with the
+        // bootstrap peers again every few seconds until the cards are there.
         let resync = async {
             loop {
                 tokio::time::sleep(CARD_RESYNC).await;
@@ -417,15 +570,8 @@ impl RequesterLink {
             }
         };
         let wait = async {
-            self.cards.when().online().await;
-            loop {
-                if ready(&self.cards()) {
-                    return;
-                }
-                tokio::select! {
-                    () = self.cards.when().updated() => {}
-                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                }
+            while !ready(&self.cards()) {
+                tokio::time::sleep(CARD_POLL).await;
             }
         };
         let _ = tokio::time::timeout(timeout, async {

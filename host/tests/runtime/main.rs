@@ -16,6 +16,7 @@ mod baremetal_podman;
 mod baremetal_tdx;
 mod baremetal_vm;
 mod cache;
+mod cards;
 mod cloud_faults;
 mod dashboard;
 mod gcp;
