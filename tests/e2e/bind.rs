@@ -10,6 +10,13 @@
 //! because iroh binds one socket per address family and mosaik cannot
 //! leave one out, on IPv6's loopback `[::1]` for a node bound to an IPv4
 //! address (`coalition::node_addresses`).
+//!
+//! One more socket comes and goes: at each of iroh's net reports (at start
+//! and now and then after) its portmapper searches for a UPnP gateway from
+//! a UDP socket on `0.0.0.0`, closed within 1 s (portmapper 0.19
+//! `UPNP_SEARCH_TIMEOUT`; igd-next's default bind address), and mosaik
+//! 0.4.2 gives no way to turn the portmapper off. A sample that finds only
+//! such sockets is taken again 2 s later, when they must be gone.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
@@ -46,6 +53,27 @@ fn stray(bridge: &Running, bind: IpAddr, dashboard: u16) -> (Vec<Listening>, boo
     (stray, on_bind)
 }
 
+/// [`stray`], but a sample whose only strays are UDP sockets on `0.0.0.0`
+/// (a UPnP gateway search, see the module's doc) is taken again 2 s later,
+/// up to three times; what is still there then is stray.
+fn settled_stray(bridge: &Running, bind: IpAddr, dashboard: u16) -> (Vec<Listening>, bool) {
+    let upnp_search =
+        |l: &Listening| l.proto == Proto::Udp && l.addr.ip() == IpAddr::from([0, 0, 0, 0]);
+    let mut sample = stray(bridge, bind, dashboard);
+    for _ in 0..3 {
+        if sample.0.is_empty() || !sample.0.iter().all(upnp_search) {
+            break;
+        }
+        eprintln!(
+            "a UDP socket on 0.0.0.0 (a UPnP gateway search?): {:?}; again in 2 s",
+            sample.0
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        sample = stray(bridge, bind, dashboard);
+    }
+    sample
+}
+
 /// Stop `bridge`, then what `check-config` prints for `config`.
 fn stop_then_check_config(bridge: &mut Running, config: &std::path::Path) -> String {
     bridge.signal("TERM");
@@ -71,13 +99,13 @@ fn the_node_listens_only_on_the_configured_address() {
     let port = dashboard_port(&config);
 
     let mut bridge = start_bridge(&config);
-    let (before, on_bind) = stray(&bridge, bind, port);
+    let (before, on_bind) = settled_stray(&bridge, bind, port);
     // A grant through the node: the sockets it serves it on count too.
     let mut agent = request_small(&net, "60s", &[]);
     agent.wait_for_log("access opened with the reply key", MIN);
-    let (during, _) = stray(&bridge, bind, port);
+    let (during, _) = settled_stray(&bridge, bind, port);
     assert_eq!(agent.wait(MIN), Some(0), "{}", agent.log());
-    let (after, _) = stray(&bridge, bind, port);
+    let (after, _) = settled_stray(&bridge, bind, port);
     eprintln!(
         "measured: the bridge listens on {}",
         sockets::listening(bridge.pid().unwrap())
@@ -141,7 +169,7 @@ fn a_local_coalition_keeps_its_relay_and_node_on_its_loopback_address() {
     // The agent finds it through the rendezvous file, at that address.
     let mut ag = request_local(&config, "60s");
     assert_eq!(ag.wait(Duration::from_secs(120)), Some(0), "{}", ag.log());
-    let (found, on_bind) = stray(&bridge, bind, port);
+    let (found, on_bind) = settled_stray(&bridge, bind, port);
     assert!(on_bind);
     assert!(found.is_empty(), "beyond {bind}: {found:?}");
     let out = stop_then_check_config(&mut bridge, &config);
