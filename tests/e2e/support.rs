@@ -79,7 +79,7 @@ const QUIET: &[(&str, &str)] = &[
     ("COMPUTE_BRIDGE_LOG", "info,iroh::address_lookup=error"),
     (
         "COALITION_AGENT_LOG",
-        "warn,iroh=error,compute_bridge=debug",
+        "warn,iroh=error,compute_bridge=debug,mosaik=debug",
     ),
 ];
 

@@ -404,8 +404,10 @@ impl Drop for RequesterLink {
 /// one is not, looks come at twice the interval each time, up to
 /// [`CARD_FEED_LOOK_MAX`].
 const CARD_FEED_LOOK: Duration = Duration::from_secs(1);
-/// The longest wait between two such looks.
-const CARD_FEED_LOOK_MAX: Duration = Duration::from_secs(30);
+/// The longest wait between two such looks: each look is one more probe
+/// of the producer (see [`collect_cards`]), so a requester waiting 45 s for
+/// a card gets a dozen of them.
+const CARD_FEED_LOOK_MAX: Duration = Duration::from_secs(4);
 
 /// Keep the newest card of each provider in `cards`, from a consumer of
 /// `compute.cards` on `network`.
@@ -414,13 +416,18 @@ const CARD_FEED_LOOK_MAX: Duration = Duration::from_secs(30);
 /// it has not subscribed to. mosaik 0.4.2's consumer pings a producer it
 /// has no round-trip time for instead of subscribing, and subscribes only
 /// when it next scans the catalog, which it does only when the catalog
-/// changes (`streams/consumer/worker.rs`, `on_catalog_update`); the ping's
-/// answer changes nothing when the producer's entry is already known
-/// (`Discovery::feed`). On a quiet coalition that next change may never
-/// come: the card of a provider already in the catalog when the requester
-/// joined then never arrived (45 s waits in five e2e tests, 2026-12-01). A
-/// fresh consumer scans the catalog at once, with the round-trip time the
-/// last one measured.
+/// changes (`streams/consumer/worker.rs`, `on_catalog_update`). When the
+/// ping fails, or its connection has no selected path yet to read a
+/// round-trip time from (`discovery::rtt::best_rtt`: iroh 1.4.1 registers
+/// a connection's paths in a task of its own, which a loaded machine may
+/// run after a sub-millisecond ping on loopback has ended), the probe
+/// records nothing and changes nothing in the catalog. On a quiet
+/// coalition the next change may never come: the card of a provider
+/// already in the catalog when the requester joined then never arrived
+/// (45 s waits in five e2e tests, 2026-12-01, and in two of a full run
+/// with backoff up to 30 s). A fresh consumer scans the catalog at once
+/// and probes again; the producer is synced with directly too, as a
+/// session's subscriptions are.
 async fn collect_cards(
     network: Arc<Network>,
     cards: Arc<Mutex<BTreeMap<ProviderId, ProviderCard>>>,
@@ -454,11 +461,26 @@ async fn collect_cards(
                 None => incoming = open(),
             },
             () = tokio::time::sleep_until(next_look) => {
-                if unsubscribed_card_producer(&network, &incoming) {
+                let missing = unsubscribed_card_producers(&network, &incoming);
+                if !missing.is_empty() {
                     while let Ok(card) = incoming.try_recv() {
                         keep(card);
                     }
-                    tracing::debug!("card consumer opened again for a producer it did not subscribe to");
+                    tracing::debug!(
+                        producers = missing.len(),
+                        "card consumer opened again for producers it did not subscribe to"
+                    );
+                    // Each of them is told of this node, and this node of
+                    // its newest entry, directly, as a session's
+                    // subscriptions are (`RequesterLink::until`).
+                    // Not awaited: a producer that went away must not hold
+                    // up the cards of the others.
+                    let addrs: Vec<_> = missing
+                        .iter()
+                        .map(|p| super::catalog_addr(&network, p))
+                        .collect();
+                    let net = network.clone();
+                    tokio::spawn(async move { super::sync(&net, &addrs).await });
                     incoming = open();
                     look_every = (look_every * 2).min(CARD_FEED_LOOK_MAX);
                 } else {
@@ -470,9 +492,12 @@ async fn collect_cards(
     }
 }
 
-/// True when the catalog lists a producer of `compute.cards` (other than
-/// this node) that `incoming` has no subscription to, connected or not.
-fn unsubscribed_card_producer(network: &Network, incoming: &Consumer<ProviderCard>) -> bool {
+/// The producers of `compute.cards` the catalog lists (other than this
+/// node) that `incoming` has no subscription to, connected or not.
+fn unsubscribed_card_producers(
+    network: &Network,
+    incoming: &Consumer<ProviderCard>,
+) -> Vec<PeerId> {
     let stream = mosaik::streams::StreamId::from(CARDS_STREAM);
     let me = network.local().id();
     let subscribed: BTreeSet<PeerId> = incoming.producers().map(|c| *c.producer_id()).collect();
@@ -480,7 +505,9 @@ fn unsubscribed_card_producer(network: &Network, incoming: &Consumer<ProviderCar
         .discovery()
         .catalog()
         .peers()
-        .any(|p| *p.id() != me && p.streams().contains(&stream) && !subscribed.contains(p.id()))
+        .filter(|p| *p.id() != me && p.streams().contains(&stream) && !subscribed.contains(p.id()))
+        .map(|p| *p.id())
+        .collect()
 }
 
 /// What came back for a grant.
