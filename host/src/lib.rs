@@ -32,7 +32,9 @@
 //!   rolled back by itself if it fails; [`control`]: the local socket
 //!   `compute-bridge components swap` asks it through;
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
-//! - [`agent`]: the requester's side (`coalition-agent`);
+//! - [`agent`]: the requester's side, `coalition-agent`'s library
+//!   (re-exported from `compute-bridge-requester`; the binary is this
+//!   package's);
 //! - [`bridge`]: start-up and the routing table;
 //! - [`logging`]: the log filter that keeps third-party crates' lines, which
 //!   may name requesters, out of the operator's log;
