@@ -16,19 +16,25 @@
 //! - [`backend`]: the host's backend trait and types;
 //! - [`fleet`]: routing, failover, capacity, watching;
 //! - [`events`]: what the operator may see, typed so it cannot leak identity;
-//! - [`coalition`]: the protocol, the mosaik link, the local relay;
-//! - [`envelope`]: HPKE sealing of grants' secrets and access bundles;
+//! - [`coalition`]: the protocol, the mosaik link, the local relay
+//!   (re-exported from `compute-bridge-coalition`, the protocol from
+//!   `compute-bridge-contract`);
+//! - [`envelope`]: HPKE sealing of grants' secrets and access bundles
+//!   (re-exported from `compute-bridge-coalition`);
 //! - [`journal`]: durable state, so workloads end and are reported once;
 //! - [`provider`]: the provider loop that ties the above together;
 //! - [`identity`]: the bridge's keys and provider id;
 //! - [`attest`]: the TDX quote bound to the provider card, and its
-//!   verification by requesters;
+//!   verification by requesters (that half re-exported from
+//!   `compute-bridge-coalition`);
 //! - [`measure`]: the RTMR3 register and the log of measured backends;
 //! - [`swap`]: a backend's component swapped live, checked, measured, and
 //!   rolled back by itself if it fails; [`control`]: the local socket
 //!   `compute-bridge components swap` asks it through;
 //! - [`dashboard`]: the operator's loopback-only view (page, JSON, metrics);
-//! - [`agent`]: the requester's side (`coalition-agent`);
+//! - [`agent`]: the requester's side, `coalition-agent`'s library
+//!   (re-exported from `compute-bridge-requester`; the binary is this
+//!   package's);
 //! - [`bridge`]: start-up and the routing table;
 //! - [`logging`]: the log filter that keeps third-party crates' lines, which
 //!   may name requesters, out of the operator's log;

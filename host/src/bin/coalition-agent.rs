@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use compute_bridge::agent::{
+use compute_bridge_coalition::NetworkSettings;
+use compute_bridge_coalition::attest::{
+    CardVerdict, ChainPolicy, ComponentDigest, Measurement, VerifyPolicy,
+};
+use compute_bridge_contract::backend::TdxRequirement;
+use compute_bridge_contract::clock::now_unix;
+use compute_bridge_contract::protocol::{ProviderId, parse_usd};
+use compute_bridge_requester::{
     Agent, AgentNetwork, DEFAULT_IMAGE, HostKeyPolicy, Progress, RequestError, RequestSpec,
     write_access,
 };
-use compute_bridge::attest::{
-    CardVerdict, ChainPolicy, ComponentDigest, Measurement, VerifyPolicy,
-};
-use compute_bridge::backend::TdxRequirement;
-use compute_bridge::coalition::NetworkSettings;
-use compute_bridge::coalition::protocol::{ProviderId, parse_usd};
-use compute_bridge::fleet::now_unix;
 
 /// Ask a coalition's compute providers for work, the way a coalition agent
 /// does: list provider cards, request compute and receive sealed SSH access
@@ -276,7 +276,7 @@ fn network_settings(cli: &Cli) -> anyhow::Result<NetworkSettings> {
         // its provider's card.
         wait_for_bridge: match &cli.command {
             Command::Providers { wait, .. } => *wait,
-            _ => compute_bridge::agent::FIND_TIMEOUT,
+            _ => compute_bridge_requester::FIND_TIMEOUT,
         },
     }
     .resolve()
@@ -291,7 +291,7 @@ async fn run(cli: Cli, settings: NetworkSettings) -> anyhow::Result<ExitCode> {
 
 async fn command(
     agent: &Agent,
-    settings: &compute_bridge::coalition::NetworkSettings,
+    settings: &NetworkSettings,
     command: Command,
 ) -> anyhow::Result<ExitCode> {
     match command {
@@ -321,8 +321,8 @@ async fn command(
                     c.active_grants,
                     c.concurrency_cap,
                     match c.attestation {
-                        compute_bridge::coalition::protocol::Attestation::None => "none",
-                        compute_bridge::coalition::protocol::Attestation::Tdx { .. } => "tdx",
+                        compute_bridge_contract::protocol::Attestation::None => "none",
+                        compute_bridge_contract::protocol::Attestation::Tdx { .. } => "tdx",
                     },
                     now_unix().saturating_sub(c.refreshed_at),
                     if c.is_self_consistent() {
@@ -340,7 +340,7 @@ async fn command(
                 println!(
                     "  measurements: {} event(s), {}",
                     c.measurements.events.len(),
-                    match compute_bridge::attest::verify_card(&c, &lenient) {
+                    match compute_bridge_coalition::attest::verify_card(&c, &lenient) {
                         Ok(CardVerdict::Attested { .. }) => {
                             "the log replays to the quote's RTMR3".to_string()
                         }

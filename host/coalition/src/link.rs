@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use mosaik::streams::{Consumer, Producer};
 use mosaik::{Network, PeerId};
 
-use super::protocol::{
+use compute_bridge_contract::protocol::{
     ACCESS_STREAM, AccessSealed, CARDS_STREAM, ComputeGrant, DECLINES_STREAM, Decline,
     GRANTS_STREAM, NodeId, PROTOCOL_VERSION, ProviderCard, ProviderId, RequestId,
     SETTLEMENTS_STREAM, Settlement, USAGE_STREAM, UsageReport,
