@@ -364,6 +364,10 @@ fn the_readme_demo_runs_on_a_local_coalition_from_the_same_config() {
     assert!(out.contains("access opened with the reply key"), "{out}");
     assert!(out.contains("ssh -i "), "{out}");
     assert!(out.contains("usage report: "), "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "the agent's log, read through a pipe, has terminal colour codes:\n{out}"
+    );
 
     bridge.signal("TERM");
     assert_eq!(bridge.wait(MIN), Some(0), "{}", bridge.log());

@@ -104,11 +104,14 @@ pub fn agent_owned(args: &[String]) -> Running {
 /// `coalition-agent request --config config` (a local coalition, found
 /// through its rendezvous file) for a small workload (100 millicores,
 /// 64 MiB) lasting `duration`, in the background.
+///
+/// Without `NO_COLOR`, as a user runs it: its log, read through a pipe,
+/// must come without terminal colour codes all the same.
 pub fn request_local(config: &Path, duration: &str) -> Running {
     let cfg = config.display().to_string();
     let mut args = vec!["request", "--config", &cfg];
     args.extend(small(duration));
-    agent(&args)
+    Running::spawn_with(None, &agent_bin(), &args, QUIET, &["NO_COLOR"])
 }
 
 /// The flags of a small workload (100 millicores, 64 MiB) lasting
