@@ -22,7 +22,9 @@
 //! - [`envelope`]: HPKE sealing of grants' secrets and access bundles
 //!   (re-exported from `compute-bridge-coalition`);
 //! - [`journal`]: durable state, so workloads end and are reported once;
-//! - [`provider`]: the provider loop that ties the above together;
+//! - [`grant`]: the provider loop that ties the above together, one file
+//!   per concern (intake, lifecycle, reconcile, card, settlements;
+//!   re-exported at its old path, [`provider`]);
 //! - [`identity`]: the bridge's keys and provider id;
 //! - [`attest`]: the TDX quote bound to the provider card, and its
 //!   verification by requesters (that half re-exported from
@@ -57,6 +59,7 @@ pub mod dashboard;
 pub mod envelope;
 pub mod events;
 pub mod fleet;
+pub mod grant;
 pub mod identity;
 pub mod journal;
 pub mod logging;
