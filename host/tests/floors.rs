@@ -6,8 +6,10 @@
 //! against the table below:
 //! - a crate under `host/` may depend only on the workspace crates its row
 //!   allows (`contract ← sandbox ← daemon`, `contract ← coalition ←
-//!   {daemon, requester}`, all of them ← the binaries package); a crate
-//!   under `host/` that has no row fails the test until it is given one;
+//!   {daemon, requester}`, all of them ← the binaries package), and in its
+//!   tests only (dev-dependencies) also on what `HOST_TEST_FLOORS` gives
+//!   it; a crate under `host/` that has no row fails the test until it is
+//!   given one;
 //! - a crate under `components/` depends on nothing outside `components/`
 //!   (the WIT is its only link to the host);
 //! - the test kit and the fuzz targets may use anything.
@@ -44,11 +46,11 @@ const HOST_FLOORS: &[(&str, &[&str])] = &[
         &["compute-bridge-contract", "compute-bridge-coalition"],
     ),
     // The binaries package: both mains, the runtime and end-to-end tests
-    // and the benchmarks. Until the facade in `host/src/lib.rs` goes it
-    // still holds the daemon's code, so it may use every floor, the shipped
-    // components, and (tests only) the test kit, the test components and
-    // the cloud backends' cores (run natively beside their components in
-    // the interleaved bench).
+    // and the benchmarks. Its library is a facade over the daemon (and the
+    // requester at `agent`) until the re-cut's last move, so it may use
+    // every floor, the shipped components, and (tests only) the test kit,
+    // the test components and the cloud backends' cores (run natively
+    // beside their components in the interleaved bench).
     (
         "compute-bridge",
         &[
@@ -65,6 +67,14 @@ const HOST_FLOORS: &[(&str, &[&str])] = &[
             "cb-gcp",
         ],
     ),
+];
+
+/// What a `host/` crate may use in its own tests only (a dev-dependency),
+/// beyond its row in `HOST_FLOORS`.
+const HOST_TEST_FLOORS: &[(&str, &[&str])] = &[
+    // The daemon's unit tests load the test-only `fake` component by the
+    // path the test kit names (`config`'s builtin-name refusal).
+    ("compute-bridge-daemon", &["compute-bridge-testkit"]),
 ];
 
 /// Packages free to use anything (test tooling).
@@ -98,8 +108,9 @@ fn workspace() -> Value {
 }
 
 /// Every workspace package: name → (path of its directory relative to the
-/// workspace root, names of the workspace packages it depends on).
-fn packages(meta: &Value) -> BTreeMap<String, (String, Vec<String>)> {
+/// workspace root, the workspace packages it depends on, each with whether
+/// it is a dev-dependency only).
+fn packages(meta: &Value) -> BTreeMap<String, (String, Vec<(String, bool)>)> {
     let root = meta["workspace_root"].as_str().unwrap().to_string() + "/";
     let mut out = BTreeMap::new();
     for p in meta["packages"].as_array().unwrap() {
@@ -115,7 +126,7 @@ fn packages(meta: &Value) -> BTreeMap<String, (String, Vec<String>)> {
             .unwrap()
             .iter()
             .filter(|d| d.get("path").is_some_and(|v| !v.is_null()))
-            .map(|d| d["name"].as_str().unwrap().to_string())
+            .map(|d| (d["name"].as_str().unwrap().to_string(), d["kind"] == "dev"))
             .collect();
         out.insert(p["name"].as_str().unwrap().to_string(), (dir, deps));
     }
@@ -138,15 +149,20 @@ fn no_crate_depends_on_a_floor_above_its_own() {
                 ));
                 continue;
             };
-            for d in deps {
-                if !allowed.contains(&d.as_str()) {
+            let in_tests = HOST_TEST_FLOORS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(&[][..], |(_, t)| *t);
+            for (d, dev) in deps {
+                let test_only = *dev && in_tests.contains(&d.as_str());
+                if !allowed.contains(&d.as_str()) && !test_only {
                     wrong.push(format!(
                         "{name} depends on {d}, which is not below its floor"
                     ));
                 }
             }
         } else if dir.starts_with("components/") {
-            for d in deps {
+            for (d, _) in deps {
                 let to = &all[d].0;
                 if !to.starts_with("components/") {
                     wrong.push(format!(
@@ -257,8 +273,8 @@ fn units(args: &[&str]) -> BTreeMap<String, String> {
 /// `serde_json/float_roundtrip` and wit-bindgen's `anyhow/std` made the suite
 /// compile 75 units again, cranelift and wasmtime among them. A new
 /// dev-dependency that turns a feature on fails this until the feature is
-/// pinned (host/Cargo.toml for the binaries' side, components/artifacts for
-/// proc macros and build scripts).
+/// pinned (host/daemon/Cargo.toml, which the binaries depend on, for the
+/// binaries' side; components/artifacts for proc macros and build scripts).
 #[test]
 fn the_run_command_and_the_suite_build_shared_crates_once() {
     let run = units(&["build", "-p", "compute-bridge"]);
@@ -280,7 +296,7 @@ fn the_run_command_and_the_suite_build_shared_crates_once() {
         again.is_empty(),
         "the suite compiles these packages again after `cargo run --release`, because \
          it resolves other features for them (or for a dependency); pin the features \
-         the suite turns on in host/Cargo.toml's `Feature pins` block (or, for proc \
+         the suite turns on in host/daemon/Cargo.toml's `Feature pins` block (or, for proc \
          macros and build scripts, in components/artifacts/Cargo.toml):\n{}",
         again.join(" ")
     );

@@ -9,19 +9,19 @@ use anyhow::Context;
 const FILES: &[(&str, &str)] = &[
     (
         "Cargo.toml",
-        include_str!("../../templates/backend/Cargo.toml.tmpl"),
+        include_str!("../../../templates/backend/Cargo.toml.tmpl"),
     ),
     (
         "src/lib.rs",
-        include_str!("../../templates/backend/src/lib.rs.tmpl"),
+        include_str!("../../../templates/backend/src/lib.rs.tmpl"),
     ),
     (
         "README.md",
-        include_str!("../../templates/backend/README.md.tmpl"),
+        include_str!("../../../templates/backend/README.md.tmpl"),
     ),
     (
         ".cargo/config.toml",
-        include_str!("../../templates/backend/.cargo/config.toml"),
+        include_str!("../../../templates/backend/.cargo/config.toml"),
     ),
 ];
 

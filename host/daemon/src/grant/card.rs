@@ -33,6 +33,8 @@ impl Inner {
             version: PROTOCOL_VERSION,
             provider_id: self.provider_id,
             coalition: self.settings.coalition.clone(),
+            // The workspace's version, which every package of it (the
+            // `compute-bridge` binaries' among them) inherits.
             module_version: env!("CARGO_PKG_VERSION").to_string(),
             node: self.link.node(),
             backends: self

@@ -33,7 +33,7 @@ use compute_bridge_sandbox::BootView;
 
 /// The embedded default (`config/local.toml`): the bare-metal backend on this
 /// machine, an in-process relay and local coalition, dashboard on 127.0.0.1.
-pub const LOCAL_TOML: &str = include_str!("../../../config/local.toml");
+pub const LOCAL_TOML: &str = include_str!("../../../../config/local.toml");
 
 /// Display name of the embedded default in messages.
 pub const LOCAL_NAME: &str = "<embedded config/local.toml>";
@@ -653,7 +653,7 @@ mod tests {
 
     #[test]
     fn example_documents_a_valid_config() {
-        let text = include_str!("../../../config/example.toml");
+        let text = include_str!("../../../../config/example.toml");
         let cfg = BootConfig::from_source(&Source::embedded("example.toml", text), &|k| {
             (k == "RACK1_SSH_KEY").then(|| EXAMPLE_KEY.to_string())
         })
