@@ -219,13 +219,12 @@ async fn fleet_path(
                     let p = fleet.provision(&s, &w).await.expect("placed");
                     let out = fleet
                         .watch_until_exit(
-                            &p.backend,
+                            &p.reservation,
                             &p.instance,
                             s.valid_to,
                             WatchPolicy::default(),
                         )
-                        .await
-                        .expect("watched");
+                        .await;
                     assert_eq!(out.ending, Ending::Exited(0));
                     assert!(out.terminate_error.is_none());
                     drop(p.reservation);

@@ -209,7 +209,13 @@ pub struct Reservation {
 impl Reservation {
     /// The backend holding it.
     pub fn backend(&self) -> &str {
-        &self.inner.members[self.member].name
+        &self.member().name
+    }
+
+    /// The member it holds room on: the only way the fleet finds the
+    /// backend of a placed grant.
+    fn member(&self) -> &Member {
+        &self.inner.members[self.member]
     }
 }
 
@@ -259,6 +265,17 @@ pub enum Ending {
 pub struct WatchOutcome {
     /// How it ended.
     pub ending: Ending,
+    /// What it used (zero if the backend could not say; see `usage_error`).
+    pub usage: Usage,
+    /// Why usage is zero, if the backend failed to report it.
+    pub usage_error: Option<String>,
+    /// Why terminate failed, if it did (the instance may still exist).
+    pub terminate_error: Option<String>,
+}
+
+/// What tearing a workload down found ([`Fleet::tear_down`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Teardown {
     /// What it used (zero if the backend could not say; see `usage_error`).
     pub usage: Usage,
     /// Why usage is zero, if the backend failed to report it.
@@ -507,8 +524,10 @@ impl Fleet {
         })
     }
 
-    /// Re-take capacity for a grant already running on `backend` (after a
-    /// restart). Over-commits rather than refusing: the workload exists.
+    /// Re-take capacity for a grant already placed on `backend` (after a
+    /// restart), so it can be watched or torn down there. Over-commits
+    /// rather than refusing: the workload exists. `None` when this fleet
+    /// has no backend of that name.
     pub fn adopt(&self, backend: &str, grant: &GrantSpec) -> Option<Reservation> {
         let i = self.index_of(backend)?;
         *self.inner.active.lock().unwrap() += 1;
@@ -695,28 +714,24 @@ impl Fleet {
         })
     }
 
-    /// Poll `instance` on `backend` with backoff until it exits, disappears
-    /// or `valid_to` passes; then read its usage and terminate it.
+    /// Poll `instance`, placed under `reservation`, with backoff until it
+    /// exits, disappears or `valid_to` passes; then [`Self::tear_down`] it.
     ///
-    /// Every call asks the component serving `backend` at that moment, so a
-    /// swap takes over a running watch at its next call; the instance is
-    /// listed in [`Self::watched`] meanwhile. Usage is read before
-    /// terminate because some backends (bare metal) account from state
-    /// that terminate removes.
+    /// The reservation names the backend: a grant is watched, read and
+    /// terminated on the backend that placed it (or adopted it after a
+    /// restart), and on no other. Every call asks the component serving
+    /// that backend at that moment, so a swap takes over a running watch at
+    /// its next call; the instance is listed in [`Self::watched`]
+    /// meanwhile.
     pub async fn watch_until_exit(
         &self,
-        backend: &str,
+        reservation: &Reservation,
         instance: &Instance,
         valid_to: u64,
         policy: WatchPolicy,
-    ) -> anyhow::Result<WatchOutcome> {
-        let i = self.index_of(backend).ok_or_else(|| {
-            anyhow::anyhow!(
-                "instance {} belongs to backend {backend:?}, which is not in this fleet",
-                instance.instance_id
-            )
-        })?;
-        let m = &self.inner.members[i];
+    ) -> WatchOutcome {
+        let m = reservation.member();
+        let backend = m.name.as_str();
         m.watched
             .lock()
             .unwrap()
@@ -748,6 +763,31 @@ impl Fleet {
             tokio::time::sleep(interval.min(left.max(Duration::from_millis(50)))).await;
             interval = (interval * 2).min(policy.max);
         };
+        let Teardown {
+            usage,
+            usage_error,
+            terminate_error,
+        } = self.tear_down(reservation, instance, policy).await;
+        WatchOutcome {
+            ending,
+            usage,
+            usage_error,
+            terminate_error,
+        }
+    }
+
+    /// Read the usage of `instance`, placed under `reservation`, then
+    /// terminate it, each retried `policy.attempts` times on transient
+    /// failures. Usage is read before terminate because some backends (bare
+    /// metal) account from state that terminate removes.
+    pub async fn tear_down(
+        &self,
+        reservation: &Reservation,
+        instance: &Instance,
+        policy: WatchPolicy,
+    ) -> Teardown {
+        let m = reservation.member();
+        let backend = m.name.as_str();
         let (usage, usage_error) = match retry(policy.attempts, || async {
             m.backend().usage(instance).await
         })
@@ -770,12 +810,11 @@ impl Fleet {
                 Some(e.to_string())
             }
         };
-        Ok(WatchOutcome {
-            ending,
+        Teardown {
             usage,
             usage_error,
             terminate_error,
-        })
+        }
     }
 }
 

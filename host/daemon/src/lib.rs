@@ -66,5 +66,4 @@ pub mod measure;
 pub mod provider;
 pub mod runtime;
 pub mod swap;
-pub mod sweep;
 pub mod template;

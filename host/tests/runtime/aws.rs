@@ -320,7 +320,7 @@ async fn the_orphan_sweep_terminates_only_what_the_journal_does_not_know() {
         .unwrap();
     let journal: HashSet<String> = [known.instance_id.clone()].into();
 
-    let swept = compute_bridge::sweep::sweep_orphans(aws.as_ref(), &journal).await;
+    let swept = compute_bridge::grant::sweep_orphans(aws.as_ref(), &journal).await;
     assert_eq!(swept, std::slice::from_ref(&orphan.instance_id));
     assert_eq!(
         moto.instance(REGION, &orphan.instance_id).state,
@@ -333,7 +333,7 @@ async fn the_orphan_sweep_terminates_only_what_the_journal_does_not_know() {
 
     // A second sweep finds nothing more to do.
     assert!(
-        compute_bridge::sweep::sweep_orphans(aws.as_ref(), &journal)
+        compute_bridge::grant::sweep_orphans(aws.as_ref(), &journal)
             .await
             .is_empty()
     );

@@ -455,7 +455,7 @@ async fn the_orphan_sweep_finds_and_deletes_a_leaked_vm() {
         .await
         .unwrap();
     let journal = std::collections::HashSet::from([kept.instance_id.clone()]);
-    let swept = compute_bridge::sweep::sweep_orphans(s.gcp.as_ref(), &journal).await;
+    let swept = compute_bridge::grant::sweep_orphans(s.gcp.as_ref(), &journal).await;
     assert_eq!(
         swept,
         vec![leaked.instance_id.clone()],

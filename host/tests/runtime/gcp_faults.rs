@@ -204,7 +204,7 @@ async fn when_the_cleanup_cannot_look_the_orphan_sweep_removes_the_instance() {
 
     proxy.heal();
     let journal = std::collections::HashSet::new();
-    let swept = compute_bridge::sweep::sweep_orphans(backends[0].as_ref(), &journal).await;
+    let swept = compute_bridge::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
     assert_eq!(swept, left);
     assert_eq!(held(&fake), Vec::<String>::new());
     assert_eq!(fake.rejections(), Vec::<String>::new());

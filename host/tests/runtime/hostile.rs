@@ -128,9 +128,8 @@ async fn a_handle_naming_another_backends_instance_never_reaches_that_backend() 
     let aws_calls = aws.stats.calls.load(Ordering::Relaxed);
     let hostile_calls = hostile.stats.calls.load(Ordering::Relaxed);
     let out = fleet
-        .watch_until_exit(&p.backend, &p.instance, now_unix() + 2, quick())
-        .await
-        .unwrap();
+        .watch_until_exit(&p.reservation, &p.instance, now_unix() + 2, quick())
+        .await;
     assert_eq!(out.ending, Ending::Expired);
     assert!(out.terminate_error.is_none());
     assert_eq!(aws.stats.calls.load(Ordering::Relaxed), aws_calls);
@@ -506,9 +505,8 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
                 .await
                 .map_err(|d| format!("healthy grant good-{i} declined: {d}"))?;
             let out = fleet
-                .watch_until_exit(&p.backend, &p.instance, now_unix() + 60, quick())
-                .await
-                .map_err(|e| e.to_string())?;
+                .watch_until_exit(&p.reservation, &p.instance, now_unix() + 60, quick())
+                .await;
             Ok::<_, String>(("good".to_string(), p.backend, format!("{:?}", out.ending)))
         });
     }
@@ -526,9 +524,8 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
                 match fleet.provision(&g, &workload()).await {
                     Ok(p) => {
                         let out = fleet
-                            .watch_until_exit(&p.backend, &p.instance, g.valid_to, quick())
-                            .await
-                            .map_err(|e| e.to_string())?;
+                            .watch_until_exit(&p.reservation, &p.instance, g.valid_to, quick())
+                            .await;
                         Ok((attack.to_string(), p.backend, format!("{:?}", out.ending)))
                     }
                     Err(d) => Ok((attack.to_string(), "declined".into(), d.to_string())),

@@ -78,9 +78,8 @@ async fn run(backends: &str) -> (Fleet, Vec<(String, Outcome)>) {
             let outcome = match fleet.provision(&grant(&id), &workload()).await {
                 Ok(p) => {
                     let out = fleet
-                        .watch_until_exit(&p.backend, &p.instance, now_unix() + 120, policy)
-                        .await
-                        .expect("the backend is in the fleet");
+                        .watch_until_exit(&p.reservation, &p.instance, now_unix() + 120, policy)
+                        .await;
                     assert_eq!(out.ending, Ending::Exited(0), "{id}");
                     assert!(out.terminate_error.is_none(), "{id}");
                     Outcome::Served {

@@ -365,13 +365,12 @@ async fn watch_until_exit_follows_the_workload_to_its_exit_and_reports_usage() {
     };
     let out = fleet
         .watch_until_exit(
-            &p.backend,
+            &p.reservation,
             &p.instance,
             compute_bridge::fleet::now_unix() + 60,
             policy,
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(out.ending, Ending::Exited(7));
     // 500m for one second, 256 MiB for one second.
     assert_eq!(
@@ -391,9 +390,8 @@ async fn watch_until_exit_terminates_at_valid_to() {
     };
     let valid_to = compute_bridge::fleet::now_unix() + 2;
     let out = fleet
-        .watch_until_exit(&p.backend, &p.instance, valid_to, policy)
-        .await
-        .unwrap();
+        .watch_until_exit(&p.reservation, &p.instance, valid_to, policy)
+        .await;
     assert_eq!(out.ending, Ending::Expired);
     assert!(compute_bridge::fleet::now_unix() >= valid_to);
 }
@@ -417,13 +415,12 @@ async fn post_provisioning_calls_go_back_to_the_originating_backend() {
         .load(std::sync::atomic::Ordering::Relaxed);
     let out = fleet
         .watch_until_exit(
-            "a",
+            &p.reservation,
             &p.instance,
             compute_bridge::fleet::now_unix() + 1,
             WatchPolicy::default(),
         )
-        .await
-        .unwrap();
+        .await;
     // `a` runs for an hour, so only the deadline ends it; `b` (which would
     // say exited) was never asked.
     assert_eq!(out.ending, Ending::Expired);
@@ -434,11 +431,8 @@ async fn post_provisioning_calls_go_back_to_the_originating_backend() {
             .load(std::sync::atomic::Ordering::Relaxed),
         before_b
     );
-    assert!(
-        fleet
-            .watch_until_exit("nope", &p.instance, 0, WatchPolicy::default())
-            .await
-            .is_err()
-    );
+    // Watching goes by the reservation, so only a backend in this fleet
+    // can hold one: a name it does not have gets none to watch with.
+    assert!(fleet.adopt("nope", &grant("x")).is_none());
     let _ = loaded[0].name();
 }

@@ -97,10 +97,9 @@ async fn watched_grants(
         let fleet = s.bridge.fleet.clone();
         let valid_to = now_unix() + secs;
         watchers.push(tokio::spawn(async move {
-            let _held = p.reservation;
             fleet
                 .watch_until_exit(
-                    "fake-a",
+                    &p.reservation,
                     &p.instance,
                     valid_to,
                     WatchPolicy {
@@ -110,7 +109,6 @@ async fn watched_grants(
                     },
                 )
                 .await
-                .unwrap()
         }));
     }
     let fleet = s.bridge.fleet.clone();

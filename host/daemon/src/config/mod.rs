@@ -219,7 +219,7 @@ pub struct BackendConfig {
     /// a value leave. Use [`BootConfig::call_slots`].
     pub max_concurrent_calls: Option<u32>,
     /// At start, terminate the instances this backend lists for this
-    /// provider that the journal does not know (see [`crate::sweep`]).
+    /// provider that the journal does not know (see [`crate::grant::sweep_orphans`]).
     /// Off by default: an operator opts in once nothing else launches
     /// instances with this provider id.
     pub sweep_orphans: bool,

@@ -208,13 +208,8 @@ impl Inner {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(grant = %seq, "the reply key is unusable ({e}); tearing down");
-                self.abort(
-                    entry,
-                    Some(placement.reservation),
-                    DeclineReason::Malformed,
-                    seq,
-                )
-                .await;
+                self.abort(entry, placement.reservation, DeclineReason::Malformed, seq)
+                    .await;
                 return;
             }
         };
@@ -241,8 +236,7 @@ impl Inner {
             } else {
                 DeclineReason::ShuttingDown
             };
-            self.abort(entry, Some(placement.reservation), reason, seq)
-                .await;
+            self.abort(entry, placement.reservation, reason, seq).await;
             return;
         }
         if let Err(e) = self.journal.advance(request_id, Phase::Running).await {
@@ -251,7 +245,7 @@ impl Inner {
             tracing::error!(grant = %seq, "journal: {e}");
         }
         tracing::info!(grant = %seq, "access handed out");
-        self.watch(entry, Some(placement.reservation), seq).await;
+        self.watch(entry, placement.reservation, seq).await;
     }
 
     /// Tear down an instance the journal does not know (best effort).
@@ -278,10 +272,13 @@ impl Inner {
 
     /// Tear down a workload whose access was never handed out: no usage
     /// report (the requester never had it), a decline, journal `Aborted`.
+    /// `reservation` is the room it holds on its backend (from placing it,
+    /// or adopted again after a restart): the teardown goes to that
+    /// backend, and the room is given back once it is gone.
     pub(super) async fn abort(
         self: &Arc<Self>,
         entry: JournalEntry,
-        reservation: Option<Reservation>,
+        reservation: Reservation,
         reason: DeclineReason,
         seq: GrantSeq,
     ) {
@@ -290,27 +287,18 @@ impl Inner {
             initial: Duration::from_millis(10),
             ..self.settings.watch
         };
-        // Watching with valid_to = 0 reads usage and terminates at once.
-        match self
+        let teardown = self
             .fleet
-            .watch_until_exit(&entry.backend, &entry.instance, 0, policy)
-            .await
-        {
-            Ok(outcome) => {
-                if let Some(e) = &outcome.terminate_error {
-                    tracing::error!(grant = %seq, "terminate failed, the instance may still exist: {e}");
-                    return;
-                }
-                self.record(Event::GrantCompleted {
-                    backend: entry.backend.clone(),
-                    usage: bounded_usage(&entry, outcome.usage, now_unix()),
-                });
-            }
-            Err(e) => {
-                tracing::error!(grant = %seq, "cannot tear down: {e}");
-                return;
-            }
+            .tear_down(&reservation, &entry.instance, policy)
+            .await;
+        if let Some(e) = &teardown.terminate_error {
+            tracing::error!(grant = %seq, "terminate failed, the instance may still exist: {e}");
+            return;
         }
+        self.record(Event::GrantCompleted {
+            backend: entry.backend.clone(),
+            usage: bounded_usage(&entry, teardown.usage, now_unix()),
+        });
         drop(reservation);
         match self.journal.advance(request_id, Phase::Aborted).await {
             Ok(()) => tracing::info!(
@@ -327,20 +315,13 @@ impl Inner {
     pub(super) async fn watch(
         self: &Arc<Self>,
         entry: JournalEntry,
-        reservation: Option<Reservation>,
+        reservation: Reservation,
         seq: GrantSeq,
     ) {
         let request_id = entry.request_id;
         let outcome = tokio::select! {
-            o = self.fleet.watch_until_exit(&entry.backend, &entry.instance, entry.valid_to, self.settings.watch) => o,
+            o = self.fleet.watch_until_exit(&reservation, &entry.instance, entry.valid_to, self.settings.watch) => o,
             () = self.stop.cancelled() => return,
-        };
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(grant = %seq, "cannot watch: {e}");
-                return;
-            }
         };
         if let Some(e) = &outcome.terminate_error {
             // Leave it `Running`: the next start retries the teardown.

@@ -14,7 +14,7 @@
 //!   teardown → exactly one usage report, and the abort of a workload
 //!   whose access was never handed out;
 //! - `reconcile`: at start, the journal's unfinished workloads brought to
-//!   their end, and the opt-in orphan sweep ([`crate::sweep`]);
+//!   their end, and the opt-in orphan sweep ([`sweep_orphans`]);
 //! - `card`: the provider card republished with a fresh quote, and
 //!   subscribers counted;
 //! - `settlements`: settlements credited to the journal's counters.
@@ -60,6 +60,7 @@ use compute_bridge_contract::measurement::MeasurementLog;
 
 pub use intake::validate;
 pub use lifecycle::failover_events;
+pub use reconcile::sweep_orphans;
 
 use intake::Seen;
 
@@ -92,7 +93,7 @@ pub struct LoopSettings {
     /// `attestation` was taken after every event in it was extended.
     pub measurer: Option<SharedMeasurer>,
     /// Backends whose operator opted into the orphan sweep
-    /// (`sweep_orphans = true`); see [`crate::sweep`].
+    /// (`sweep_orphans = true`); see [`sweep_orphans`].
     pub sweep_backends: HashSet<String>,
 }
 

@@ -1,13 +1,25 @@
 //! Reconcile: at start, before any grant is taken, bring every unfinished
 //! journal entry to its end, and run the opt-in orphan sweep
-//! ([`crate::sweep`]) on the backends whose operator asked for it.
+//! ([`sweep_orphans`]) on the backends whose operator asked for it.
 //!
 //! Each unfinished entry is handed back to the lifecycle by its phase:
 //! `Provisioned` (access never handed out) is aborted; `Running` is
 //! adopted by the fleet (its capacity taken again) and watched again, torn
 //! down at once if past its `valid_to`; `Finished` has its usage report
-//! sent. An entry on a backend no longer configured is logged and left
-//! journaled.
+//! sent. A placed entry (`Provisioned`, `Running`) on a backend no longer
+//! configured is logged and left journaled; a `Finished` one still has its
+//! report sent, which needs no backend.
+//!
+//! The orphan sweep: an instance can outlive the bridge's memory of it (a
+//! crash between `provision` returning and the journal write, or a journal
+//! lost with its disk). Such an instance serves no grant and costs the
+//! operator money. A backend that can list its instances (by tag, label,
+//! naming convention) lets the bridge find them; with `sweep_orphans =
+//! true` on that backend, reconcile calls [`sweep_orphans`] once, before
+//! the journal's entries are handed back, with the instance ids the journal
+//! knows. Opt-in because it terminates: an operator who runs two bridges
+//! with the same provider id (never intended) would have each sweep the
+//! other's instances.
 //!
 //! Invariants:
 //! - reconciliation never sends a reported one (`Reported` and `Aborted`
@@ -24,6 +36,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::Inner;
+use crate::backend::Backend;
 use crate::coalition::protocol::DeclineReason;
 use crate::events::Event;
 use crate::fleet::now_unix;
@@ -58,25 +71,35 @@ impl Inner {
                 .lock()
                 .unwrap()
                 .insert(request_id, entry.valid_to, now_unix());
-            if self.fleet.backend(&entry.backend).is_none() {
-                tracing::error!(
-                    grant = %seq,
-                    backend = %entry.backend,
-                    instance = %entry.grant_spec().redact(&entry.instance.instance_id),
-                    "journaled on a backend that is no longer configured; leaving it journaled"
-                );
-                continue;
-            }
-            match entry.phase.clone() {
-                Phase::Provisioned => {
+            let placed = matches!(entry.phase, Phase::Provisioned | Phase::Running);
+            let reservation = if placed {
+                // Its room is taken again on the backend that placed it,
+                // which is also the one that watches or tears it down.
+                let Some(r) = self.fleet.adopt(&entry.backend, &entry.grant_spec()) else {
+                    tracing::error!(
+                        grant = %seq,
+                        backend = %entry.backend,
+                        instance = %entry.grant_spec().redact(&entry.instance.instance_id),
+                        "journaled on a backend that is no longer configured; leaving it \
+                         journaled: add the backend to [[backends]] again and restart to \
+                         watch it and tear it down"
+                    );
+                    continue;
+                };
+                Some(r)
+            } else {
+                None
+            };
+            match (entry.phase.clone(), reservation) {
+                (Phase::Provisioned, Some(reservation)) => {
                     tracing::info!(grant = %seq, "access was never handed out; tearing down");
                     let i = self.clone();
                     self.tasks.spawn(async move {
-                        i.abort(entry, None, DeclineReason::ShuttingDown, seq).await;
+                        i.abort(entry, reservation, DeclineReason::ShuttingDown, seq)
+                            .await;
                     });
                 }
-                Phase::Running => {
-                    let reservation = self.fleet.adopt(&entry.backend, &entry.grant_spec());
+                (Phase::Running, Some(reservation)) => {
                     self.record(Event::GrantAccepted {
                         backend: entry.backend.clone(),
                         region: entry.instance.region.clone(),
@@ -94,13 +117,14 @@ impl Inner {
                     self.tasks
                         .spawn(async move { i.watch(entry, reservation, seq).await });
                 }
-                Phase::Finished { report } => {
+                (Phase::Finished { report }, _) => {
                     tracing::info!(grant = %seq, "usage report not yet sent; sending");
                     let i = self.clone();
                     self.tasks
                         .spawn(async move { i.deliver(report, seq).await });
                 }
-                Phase::Reported { .. } | Phase::Aborted => {}
+                (Phase::Reported { .. } | Phase::Aborted, _)
+                | (Phase::Provisioned | Phase::Running, None) => {}
             }
         }
     }
@@ -117,7 +141,55 @@ impl Inner {
                 .filter(|e| &e.backend == name)
                 .map(|e| e.instance.instance_id.clone())
                 .collect();
-            crate::sweep::sweep_orphans(b.as_ref(), &known).await;
+            sweep_orphans(b.as_ref(), &known).await;
         }
     }
+}
+
+/// List `backend`'s instances, terminate each one whose id is not in
+/// `known_instance_ids`, and return the ids it terminated.
+///
+/// Every orphan found is logged with its id and region (never anything
+/// about a requester: instances carry none). A failed listing or
+/// termination is logged and skipped; the sweep never stops the bridge.
+pub async fn sweep_orphans(
+    backend: &dyn Backend,
+    known_instance_ids: &HashSet<String>,
+) -> Vec<String> {
+    let instances = match backend.list_instances().await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(backend = backend.name(), error = %e, "orphan sweep: could not list instances");
+            return Vec::new();
+        }
+    };
+    let mut terminated = Vec::new();
+    for instance in instances {
+        if known_instance_ids.contains(&instance.instance_id) {
+            continue;
+        }
+        tracing::warn!(
+            backend = backend.name(),
+            instance = %instance.instance_id,
+            region = %instance.region,
+            "orphan sweep: instance unknown to the journal; terminating"
+        );
+        match backend.terminate(&instance).await {
+            Ok(()) => terminated.push(instance.instance_id),
+            Err(e) => tracing::warn!(
+                backend = backend.name(),
+                instance = %instance.instance_id,
+                error = %e,
+                "orphan sweep: could not terminate"
+            ),
+        }
+    }
+    if !terminated.is_empty() {
+        tracing::info!(
+            backend = backend.name(),
+            count = terminated.len(),
+            "orphan sweep: terminated instances the journal did not know"
+        );
+    }
+    terminated
 }
