@@ -22,13 +22,13 @@ pub mod mutate;
 use std::sync::OnceLock;
 
 use cb_aws::ec2::{self, HttpResponse};
-use compute_bridge::backend::TdxRequirement;
-use compute_bridge::capabilities::http::{HttpPolicy, Origin, is_forbidden};
-use compute_bridge::coalition::protocol::{ComputeGrant, Manifest};
-use compute_bridge::config::{BootConfig, HttpConfig, Source};
-use compute_bridge::envelope::{self, EnvelopeKey};
-use compute_bridge::events::DeclineReason;
-use compute_bridge::provider;
+use compute_bridge_daemon::backend::TdxRequirement;
+use compute_bridge_daemon::capabilities::http::{HttpPolicy, Origin, is_forbidden};
+use compute_bridge_daemon::coalition::protocol::{ComputeGrant, Manifest};
+use compute_bridge_daemon::config::{BootConfig, HttpConfig, Source};
+use compute_bridge_daemon::envelope::{self, EnvelopeKey};
+use compute_bridge_daemon::events::DeclineReason;
+use compute_bridge_daemon::provider;
 
 /// Parse and validate a boot config. Errors must be located in the text
 /// and name the file; an accepted config must hold the invariants the rest

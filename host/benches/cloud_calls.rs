@@ -15,8 +15,8 @@ use common::{gcp_toml, load, production_logging, workload};
 
 use std::time::{Duration, Instant};
 
-use compute_bridge::backend::{Backend, GrantSpec, Instance, TdxRequirement};
-use compute_bridge::runtime::ComponentBackend;
+use compute_bridge_daemon::backend::{Backend, GrantSpec, Instance, TdxRequirement};
+use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};
 use compute_bridge_testkit::gcp_fake::GcpFake;
 

@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use compute_bridge::backend::Usage;
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
-use compute_bridge::events::{DeclineReason, Event, EventSink};
-use compute_bridge::fleet::Fleet;
-use compute_bridge::runtime::{Runtime, RuntimeOptions};
+use compute_bridge_daemon::backend::Usage;
+use compute_bridge_daemon::config::{BootConfig, Source};
+use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
+use compute_bridge_daemon::events::{DeclineReason, Event, EventSink};
+use compute_bridge_daemon::fleet::Fleet;
+use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
 
 /// The `i`th event of a realistic mix: mostly accepted/completed grants,
 /// some declines, failovers, settlements.
@@ -161,7 +161,7 @@ enabled = false
             .map(|b| {
                 let backend = runtime.load_backend(&cfg, b, "bench").unwrap().0;
                 (
-                    Arc::new(backend) as Arc<dyn compute_bridge::backend::Backend>,
+                    Arc::new(backend) as Arc<dyn compute_bridge_daemon::backend::Backend>,
                     b.enabled,
                 )
             })

@@ -47,8 +47,8 @@ use native_host::NativeHost;
 use std::sync::Arc;
 
 use cb_fake::sdk;
-use compute_bridge::backend::{Backend, GrantSpec, Instance, InstanceState, TdxRequirement};
-use compute_bridge::runtime::ComponentBackend;
+use compute_bridge_daemon::backend::{Backend, GrantSpec, Instance, InstanceState, TdxRequirement};
+use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::fake_server::FakeServer;
 use compute_bridge_testkit::gcp_fake::GcpFake;
 

@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use cb_fake::sdk::{self, MemoryHost};
-use compute_bridge::backend::{
+use compute_bridge_daemon::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, TdxRequirement, Usage,
     Workload,
 };

@@ -17,9 +17,9 @@ use common::{FAKE_CONFIG, fake_grant, production_logging, workload};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compute_bridge::backend::Backend;
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::runtime::{Runtime, RuntimeOptions};
+use compute_bridge_daemon::backend::Backend;
+use compute_bridge_daemon::config::{BootConfig, Source};
+use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
 
 const ITERATIONS: usize = 20_000;
 const WARMUP: usize = 2_000;

@@ -48,21 +48,21 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use compute_bridge::backend::{Backend, GrantSpec, TdxRequirement};
-use compute_bridge::coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
-use compute_bridge::coalition::protocol::{
+use compute_bridge_daemon::backend::{Backend, GrantSpec, TdxRequirement};
+use compute_bridge_daemon::coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
+use compute_bridge_daemon::coalition::protocol::{
     ComputeGrant, GRANTS_STREAM, Manifest, ProviderCard, RequestId,
 };
-use compute_bridge::coalition::relay::LocalRelay;
-use compute_bridge::coalition::{self, NetworkSettings};
-use compute_bridge::config::{AttestationMode, BootConfig, BridgeConfig, Source};
-use compute_bridge::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
-use compute_bridge::envelope::{self, EnvelopeKey};
-use compute_bridge::events::EventSink;
-use compute_bridge::fleet::{Ending, Fleet, WatchPolicy, now_unix};
-use compute_bridge::journal::Journal;
-use compute_bridge::provider::{ACCESS_WAIT, LoopSettings, ProviderLoop};
-use compute_bridge::runtime::{Runtime, RuntimeOptions};
+use compute_bridge_daemon::coalition::relay::LocalRelay;
+use compute_bridge_daemon::coalition::{self, NetworkSettings};
+use compute_bridge_daemon::config::{AttestationMode, BootConfig, BridgeConfig, Source};
+use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
+use compute_bridge_daemon::envelope::{self, EnvelopeKey};
+use compute_bridge_daemon::events::EventSink;
+use compute_bridge_daemon::fleet::{Ending, Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::journal::Journal;
+use compute_bridge_daemon::provider::{ACCESS_WAIT, LoopSettings, ProviderLoop};
+use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
 use futures::SinkExt;
 
 /// Two fakes: `zero` ends at the first `status`; `long` runs an hour.

@@ -25,9 +25,7 @@ use std::process::Command;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// Each `host/` crate and the workspace crates it may depend on. Crates that
-/// do not exist yet (the re-cut of issue 18 is under way) have rows already
-/// so that the first commit creating one is held to its floor.
+/// Each `host/` crate and the workspace crates it may depend on.
 const HOST_FLOORS: &[(&str, &[&str])] = &[
     ("compute-bridge-contract", &[]),
     ("compute-bridge-sandbox", &["compute-bridge-contract"]),
@@ -46,9 +44,10 @@ const HOST_FLOORS: &[(&str, &[&str])] = &[
         &["compute-bridge-contract", "compute-bridge-coalition"],
     ),
     // The binaries package: both mains, the runtime and end-to-end tests
-    // and the benchmarks. Its library is a facade over the daemon (and the
-    // requester at `agent`) until the re-cut's last move, so it may use
-    // every floor, the shipped components, and (tests only) the test kit,
+    // and the benchmarks, with no library of its own. The bridge's main
+    // runs the daemon and the agent's the requester, and the tests reach
+    // every floor, so it may use every floor, the shipped components, and
+    // (tests only) the test kit,
     // the test components and the cloud backends' cores (run natively
     // beside their components in the interleaved bench).
     (

@@ -10,13 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_bridge::attest::{
+use compute_bridge_daemon::attest::{
     Attester, CardIdentity, ComponentDigest, QuoteError, QuoteSource, TSM_REPORT_DIR,
 };
-use compute_bridge::coalition;
-use compute_bridge::coalition::link::ProviderLink;
-use compute_bridge::coalition::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard};
-use compute_bridge::identity::Identity;
+use compute_bridge_daemon::coalition;
+use compute_bridge_daemon::coalition::link::ProviderLink;
+use compute_bridge_daemon::coalition::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard};
+use compute_bridge_daemon::identity::Identity;
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::run;
 
@@ -189,7 +189,7 @@ fn the_agent_checks_a_quoted_card_chain_and_mrtd_and_says_why_it_refuses() {
             envelope_key: ident.envelope.public(),
             attestation: Attestation::Tdx { quote },
             measurements: Default::default(),
-            refreshed_at: compute_bridge::fleet::now_unix(),
+            refreshed_at: compute_bridge_daemon::fleet::now_unix(),
         });
         link
     });
@@ -238,7 +238,7 @@ fn a_pinned_component_gets_access_and_another_is_refused_before_any_grant() {
     let bridge = restart_bridge_with(
         &cfg,
         &[(
-            compute_bridge::measure::EMULATED_RTMR3_ENV,
+            compute_bridge_daemon::measure::EMULATED_RTMR3_ENV,
             rtmr3.to_str().unwrap(),
         )],
     );

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use compute_bridge::backend::TdxRequirement;
-use compute_bridge::coalition::link::Reply;
-use compute_bridge::coalition::protocol::{ComputeGrant, DeclineReason, Manifest, ProviderCard};
-use compute_bridge::envelope::{self, EnvelopeKey};
-use compute_bridge::fleet::now_unix;
-use compute_bridge::journal::Journal;
+use compute_bridge_daemon::backend::TdxRequirement;
+use compute_bridge_daemon::coalition::link::Reply;
+use compute_bridge_daemon::coalition::protocol::{ComputeGrant, DeclineReason, Manifest, ProviderCard};
+use compute_bridge_daemon::envelope::{self, EnvelopeKey};
+use compute_bridge_daemon::fleet::now_unix;
+use compute_bridge_daemon::journal::Journal;
 use compute_bridge_testkit::coalition::TestCoalition;
 
 use crate::support::*;
@@ -19,7 +19,7 @@ const MIN: Duration = Duration::from_secs(60);
 /// 100 millicores, 64 MiB of the agent's default image, anywhere.
 fn small_manifest() -> Manifest {
     Manifest {
-        image: compute_bridge::agent::DEFAULT_IMAGE.into(),
+        image: compute_bridge_requester::DEFAULT_IMAGE.into(),
         cpu_millicores: 100,
         ram_mib: 64,
         region: None,
@@ -72,7 +72,7 @@ fn a_grant_gets_access_only_its_reply_key_opens_then_exactly_one_usage_report() 
         .collect();
     assert_eq!(sealed.len(), 1, "{replies:?}");
     assert!(EnvelopeKey::generate().open_access(&sealed[0]).is_err());
-    let bridge_key = compute_bridge::identity::Identity::load_or_create(&state).unwrap();
+    let bridge_key = compute_bridge_daemon::identity::Identity::load_or_create(&state).unwrap();
     assert!(
         bridge_key.envelope.open_access(&sealed[0]).is_err(),
         "not even the bridge's own key opens a bundle sealed to the reply key"
@@ -305,7 +305,7 @@ fn each_bad_grant_is_declined_with_its_reason_and_the_bridge_carries_on() {
     let j = Journal::open(&dir.path().join("state")).unwrap();
     assert_eq!(
         j.get(good_id).unwrap().unwrap().phase,
-        compute_bridge::journal::Phase::Running
+        compute_bridge_daemon::journal::Phase::Running
     );
 }
 
@@ -433,7 +433,7 @@ fn a_requester_that_missed_its_usage_report_gets_it_again_by_repeating_its_grant
 /// so the wait does not eat into its validity window.
 #[test]
 fn a_grant_waiting_for_its_provider_is_stamped_when_it_goes_out() {
-    use compute_bridge::coalition::{
+    use compute_bridge_daemon::coalition::{
         self,
         link::{ProviderLink, RequesterLink},
     };

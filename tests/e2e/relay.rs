@@ -10,8 +10,8 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use compute_bridge::fleet::now_unix;
-use compute_bridge::journal::{Journal, Phase};
+use compute_bridge_daemon::fleet::now_unix;
+use compute_bridge_daemon::journal::{Journal, Phase};
 use compute_bridge_testkit::coalition::TestCoalition;
 
 use crate::coalition::grant;

@@ -22,12 +22,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use compute_bridge::coalition::protocol::{
+use compute_bridge_daemon::coalition::protocol::{
     AccessBundle, Attestation, PROTOCOL_VERSION, ProviderCard, RequestId, UsageReport,
     WorkloadEnding,
 };
-use compute_bridge::envelope::{self, EnvelopeKey};
-use compute_bridge::fleet::now_unix;
+use compute_bridge_daemon::envelope::{self, EnvelopeKey};
+use compute_bridge_daemon::fleet::now_unix;
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::{components, free_port, http, wait_for};
 
@@ -316,7 +316,7 @@ impl Drop for HostileProvider {
 }
 
 fn hostile_provider(net: &TestCoalition, bundles: Vec<AccessBundle>) -> HostileProvider {
-    use compute_bridge::coalition::{self, link::ProviderLink};
+    use compute_bridge_daemon::coalition::{self, link::ProviderLink};
     let settings = join_settings(net);
     let bundles = Arc::new(Mutex::new(VecDeque::from(bundles)));
     let key = EnvelopeKey::generate();

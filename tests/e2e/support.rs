@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use compute_bridge::coalition::link::{ProviderSession, Reply, RequesterLink};
-use compute_bridge::coalition::protocol::{ProviderCard, ProviderId, RequestId};
-use compute_bridge::coalition::{self, NetworkSettings};
+use compute_bridge_daemon::coalition::link::{ProviderSession, Reply, RequesterLink};
+use compute_bridge_daemon::coalition::protocol::{ProviderCard, ProviderId, RequestId};
+use compute_bridge_daemon::coalition::{self, NetworkSettings};
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::Running;
 
@@ -69,7 +69,7 @@ pub fn restart_bridge_with(config: &Path, env: &[(&str, &str)]) -> Running {
 
 /// The provider id of the bridge whose state dir is `state_dir`.
 pub fn provider_id(state_dir: &Path) -> ProviderId {
-    compute_bridge::identity::Identity::load_or_create(state_dir)
+    compute_bridge_daemon::identity::Identity::load_or_create(state_dir)
         .unwrap()
         .provider_id
 }

@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use compute_bridge::attest::ComponentDigest;
-use compute_bridge::coalition::protocol::ComputeGrant;
-use compute_bridge::fleet::now_unix;
-use compute_bridge::journal::Journal;
+use compute_bridge_daemon::attest::ComponentDigest;
+use compute_bridge_daemon::coalition::protocol::ComputeGrant;
+use compute_bridge_daemon::fleet::now_unix;
+use compute_bridge_daemon::journal::Journal;
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::run;
 
@@ -165,7 +165,7 @@ fn a_swap_under_100_grants_serves_each_once_and_a_failing_component_rolls_back_b
     let bridge = restart_bridge_with(
         &config,
         &[(
-            compute_bridge::measure::EMULATED_RTMR3_ENV,
+            compute_bridge_daemon::measure::EMULATED_RTMR3_ENV,
             rtmr3.to_str().unwrap(),
         )],
     );

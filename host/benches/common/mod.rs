@@ -6,15 +6,15 @@
 
 use std::path::PathBuf;
 
-use compute_bridge::backend::Workload;
+use compute_bridge_daemon::backend::Workload;
 
 /// Where a bench's log goes: `BENCH_LOG=off` runs it with no subscriber
 /// (to state what logging costs); otherwise the subscriber a production
-/// bridge installs ([`compute_bridge::logging::init`], its default filter
+/// bridge installs ([`compute_bridge_daemon::logging::init`], its default filter
 /// or `COMPUTE_BRIDGE_LOG`, its writer thread) writes every line to a file.
 pub struct BenchLog {
     path: Option<PathBuf>,
-    flush: Option<compute_bridge::logging::Flush>,
+    flush: Option<compute_bridge_daemon::logging::Flush>,
 }
 
 /// Install the production subscriber for bench `name` (see [`BenchLog`])
@@ -31,13 +31,13 @@ pub fn production_logging(name: &str) -> BenchLog {
     let file = std::fs::File::create(&path)
         .unwrap_or_else(|e| panic!("creating the bench log {}: {e}", path.display()));
     let spec = std::env::var("COMPUTE_BRIDGE_LOG").ok();
-    let (warning, flush) = compute_bridge::logging::init(spec.as_deref(), false, file);
+    let (warning, flush) = compute_bridge_daemon::logging::init(spec.as_deref(), false, file);
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
     println!(
         "logging: the bridge's subscriber (filter {:?}) into {}",
-        compute_bridge::logging::directives(spec.as_deref()),
+        compute_bridge_daemon::logging::directives(spec.as_deref()),
         path.display()
     );
     BenchLog {
@@ -206,12 +206,12 @@ pub fn load(
     backend: &str,
     env: Vec<(&'static str, String)>,
 ) -> (
-    compute_bridge::runtime::Runtime,
-    std::sync::Arc<compute_bridge::runtime::ComponentBackend>,
+    compute_bridge_daemon::runtime::Runtime,
+    std::sync::Arc<compute_bridge_daemon::runtime::ComponentBackend>,
     String,
 ) {
-    use compute_bridge::config::{BootConfig, Source};
-    use compute_bridge::runtime::{Runtime, RuntimeOptions};
+    use compute_bridge_daemon::config::{BootConfig, Source};
+    use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
     let text = format!(
         "[bridge]\nstate_dir = {:?}\n\n{backend}",
         state.display().to_string()
@@ -237,13 +237,13 @@ pub const BENCH_PROVIDER: &str = "bench-provider";
 pub const FAKE_CONFIG: &str = r#"{"regions": ["bench-1"], "run_seconds": 3600}"#;
 
 /// Grant `i` for the fake backend: half a core, 256 MiB, any region.
-pub fn fake_grant(i: usize) -> compute_bridge::backend::GrantSpec {
-    compute_bridge::backend::GrantSpec {
+pub fn fake_grant(i: usize) -> compute_bridge_daemon::backend::GrantSpec {
+    compute_bridge_daemon::backend::GrantSpec {
         request_id: format!("bench-{i}"),
         cpu_millicores: 500,
         ram_mib: 256,
         region: None,
-        tdx: compute_bridge::backend::TdxRequirement::None,
+        tdx: compute_bridge_daemon::backend::TdxRequirement::None,
         image: "registry.example/app@sha256:0000".into(),
         valid_to: u64::MAX,
     }

@@ -5,18 +5,18 @@
 
 use std::sync::Arc;
 
-use compute_bridge::attest::{
+use compute_bridge_daemon::attest::{
     Attested, Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, EmulatedTdx,
     Measurement, QuoteError, QuoteSource, VerifyPolicy, verify_card,
 };
-use compute_bridge::coalition::protocol::{
+use compute_bridge_daemon::coalition::protocol::{
     Attestation, PROTOCOL_VERSION, ProviderCard, ProviderId,
 };
-use compute_bridge::config::AttestationMode;
-use compute_bridge::dashboard::{Dashboard, DashboardServer, ManualClock, MrtdState, Settings};
-use compute_bridge::fleet::Fleet;
-use compute_bridge::identity::Identity;
-use compute_bridge::measure::{EmulatedRtmr, Measurer};
+use compute_bridge_daemon::config::AttestationMode;
+use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, ManualClock, MrtdState, Settings};
+use compute_bridge_daemon::fleet::Fleet;
+use compute_bridge_daemon::identity::Identity;
+use compute_bridge_daemon::measure::{EmulatedRtmr, Measurer};
 use compute_bridge_testkit::http;
 use sha2::{Digest, Sha512};
 use tdx_quote::{Quote, SigningKey};
@@ -64,7 +64,7 @@ fn card(ident: &Identity, coalition: &str, attestation: Attestation) -> Provider
         provider_id: ident.provider_id,
         coalition: coalition.to_string(),
         module_version: "test".into(),
-        node: compute_bridge::coalition::node_id(&ident.node_key.public()),
+        node: compute_bridge_daemon::coalition::node_id(&ident.node_key.public()),
         backends: Vec::new(),
         concurrency_cap: 1,
         active_grants: 0,
@@ -394,10 +394,10 @@ impl QuoteSource for CountingMock {
 
 #[test]
 fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_refresh() {
-    use compute_bridge::coalition::link::{ProviderLink, RequesterLink};
-    use compute_bridge::coalition::{self, NetworkSettings};
-    use compute_bridge::journal::Journal;
-    use compute_bridge::provider::{LoopSettings, ProviderLoop};
+    use compute_bridge_daemon::coalition::link::{ProviderLink, RequesterLink};
+    use compute_bridge_daemon::coalition::{self, NetworkSettings};
+    use compute_bridge_daemon::journal::Journal;
+    use compute_bridge_daemon::provider::{LoopSettings, ProviderLoop};
     use compute_bridge_testkit::coalition::TestCoalition;
     use std::time::Duration;
 
@@ -437,7 +437,7 @@ fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_ref
             Fleet::new(Vec::new(), 1),
             Journal::open(state.path()).unwrap(),
             link,
-            Arc::new(compute_bridge::events::Discard),
+            Arc::new(compute_bridge_daemon::events::Discard),
             LoopSettings {
                 coalition: coalition.network.clone(),
                 capacity_refresh: Duration::from_millis(300),

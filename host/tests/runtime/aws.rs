@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use compute_bridge::backend::{Backend, BackendError, GrantSpec, InstanceState, TdxRequirement};
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::runtime::ComponentBackend;
+use compute_bridge_daemon::backend::{Backend, BackendError, GrantSpec, InstanceState, TdxRequirement};
+use compute_bridge_daemon::config::{BootConfig, Source};
+use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::moto::Moto;
 
 use crate::support;
@@ -155,7 +155,7 @@ fn grant(id: &str) -> GrantSpec {
 /// Poll `status` until `want` (moto moves pending → running on a describe).
 async fn wait_state(
     b: &ComponentBackend,
-    i: &compute_bridge::backend::Instance,
+    i: &compute_bridge_daemon::backend::Instance,
     want: InstanceState,
 ) {
     for _ in 0..40 {
@@ -217,7 +217,7 @@ async fn the_full_lifecycle_runs_through_the_host_against_moto() {
     assert_eq!(moto.instance(REGION, &inst.instance_id).state, "terminated");
     // Terminating again, and once more after moto forgets it, is fine.
     aws.terminate(&inst).await.unwrap();
-    let forgotten = compute_bridge::backend::Instance {
+    let forgotten = compute_bridge_daemon::backend::Instance {
         instance_id: "i-0123456789abcdef0".into(),
         ..inst.clone()
     };
@@ -320,7 +320,7 @@ async fn the_orphan_sweep_terminates_only_what_the_journal_does_not_know() {
         .unwrap();
     let journal: HashSet<String> = [known.instance_id.clone()].into();
 
-    let swept = compute_bridge::grant::sweep_orphans(aws.as_ref(), &journal).await;
+    let swept = compute_bridge_daemon::grant::sweep_orphans(aws.as_ref(), &journal).await;
     assert_eq!(swept, std::slice::from_ref(&orphan.instance_id));
     assert_eq!(
         moto.instance(REGION, &orphan.instance_id).state,
@@ -333,7 +333,7 @@ async fn the_orphan_sweep_terminates_only_what_the_journal_does_not_know() {
 
     // A second sweep finds nothing more to do.
     assert!(
-        compute_bridge::grant::sweep_orphans(aws.as_ref(), &journal)
+        compute_bridge_daemon::grant::sweep_orphans(aws.as_ref(), &journal)
             .await
             .is_empty()
     );
@@ -344,12 +344,12 @@ async fn the_aws_component_passes_the_conformance_run_against_moto() {
     let moto = Moto::start();
     let state = tempfile::tempdir().unwrap();
     let aws = backend(state.path(), &moto, Setup::moto(&moto));
-    let report = compute_bridge::conformance::run(
+    let report = compute_bridge_daemon::conformance::run(
         aws.as_ref(),
-        &compute_bridge::conformance::Options {
+        &compute_bridge_daemon::conformance::Options {
             deadline: Duration::from_secs(60),
             start_timeout: Duration::from_secs(30),
-            workload: compute_bridge::conformance::sample_workload(),
+            workload: compute_bridge_daemon::conformance::sample_workload(),
         },
     )
     .await;

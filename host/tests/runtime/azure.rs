@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use compute_bridge::backend::{Backend, BackendError, InstanceState, TdxRequirement};
-use compute_bridge::runtime::{ComponentBackend, Runtime};
+use compute_bridge_daemon::backend::{Backend, BackendError, InstanceState, TdxRequirement};
+use compute_bridge_daemon::runtime::{ComponentBackend, Runtime};
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake, VmFailure};
 
 use crate::support::*;
@@ -673,7 +673,7 @@ async fn no_capacity_in_one_region_fails_over_to_the_next_and_the_dashboard_show
     // What the operator sees: two failovers, each from eastus to
     // westeurope, and nothing billed in eastus.
     let snapshot = rig.dashboard.snapshot();
-    let html = compute_bridge::dashboard::html::render(&snapshot);
+    let html = compute_bridge_daemon::dashboard::html::render(&snapshot);
     assert_eq!(
         html.matches("Failover azure/eastus → azure/westeurope")
             .count(),

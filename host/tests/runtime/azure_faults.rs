@@ -9,9 +9,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use compute_bridge::backend::{ErrorKind, GrantSpec, TdxRequirement};
-use compute_bridge::fleet::{Decline, Fleet};
-use compute_bridge::runtime::ComponentBackend;
+use compute_bridge_daemon::backend::{ErrorKind, GrantSpec, TdxRequirement};
+use compute_bridge_daemon::fleet::{Decline, Fleet};
+use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};
@@ -215,7 +215,7 @@ async fn when_the_cleanup_cannot_reach_resource_manager_the_orphan_sweep_removes
         proxy.heal();
 
         let journal = HashSet::new();
-        let swept = compute_bridge::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
+        let swept = compute_bridge_daemon::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
         assert_eq!(swept.len(), 1, "{fault:?}: {swept:?}");
         assert_eq!(
             fake.resources(),

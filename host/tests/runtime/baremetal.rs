@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use compute_bridge::backend::{Backend, BackendError, Instance, InstanceState, Workload};
-use compute_bridge::runtime::ComponentBackend;
+use compute_bridge_daemon::backend::{Backend, BackendError, Instance, InstanceState, Workload};
+use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::require_executable;
 use compute_bridge_testkit::sshd::Sshd;
 
@@ -58,7 +58,7 @@ pub(crate) fn setup(
     sshd: &Sshd,
     cpu: u32,
     limits: &str,
-) -> compute_bridge::config::BootConfig {
+) -> compute_bridge_daemon::config::BootConfig {
     setup_with(
         state,
         host_state,
@@ -78,7 +78,7 @@ fn setup_with(
     cpu: u32,
     limits: &str,
     ssh_section: &str,
-) -> compute_bridge::config::BootConfig {
+) -> compute_bridge_daemon::config::BootConfig {
     config(
         state,
         &format!(
@@ -331,7 +331,7 @@ pub(crate) async fn assert_ended_for_good(
     inst: &Instance,
     key: &WorkloadKey,
     host_state: &Path,
-    busy: compute_bridge::backend::Usage,
+    busy: compute_bridge_daemon::backend::Usage,
 ) {
     assert_eq!(b.status(inst).await.unwrap(), InstanceState::Gone);
     let (code, _, _) = ssh(inst, key, "true");
@@ -356,7 +356,7 @@ pub(crate) async fn assert_ended_for_good(
 async fn wait_for_async_usage(
     b: &ComponentBackend,
     inst: &Instance,
-) -> compute_bridge::backend::Usage {
+) -> compute_bridge_daemon::backend::Usage {
     let start = std::time::Instant::now();
     loop {
         let u = b.usage(inst).await.unwrap();

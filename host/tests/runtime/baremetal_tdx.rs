@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use compute_bridge::backend::{Backend, BackendError, TdxRequirement};
-use compute_bridge::fleet::Decline;
+use compute_bridge_daemon::backend::{Backend, BackendError, TdxRequirement};
+use compute_bridge_daemon::fleet::Decline;
 
 use crate::baremetal::host_state_dir;
 use crate::gcp::{gcp_toml, start_fake as start_gcp};
@@ -116,7 +116,7 @@ async fn a_tdx_grant_is_declined_or_sent_to_a_tdx_cloud_never_to_a_host_account(
 /// a component gets wrong (the hostile component's) never reach either.
 #[tokio::test]
 async fn a_td_hosts_mrtd_reaches_the_card_and_the_dashboard_and_a_bad_entry_does_not() {
-    use compute_bridge::coalition::protocol::BackendOffer;
+    use compute_bridge_daemon::coalition::protocol::BackendOffer;
     use compute_bridge_testkit::components;
 
     let (log, _capture) = capture_log();
@@ -217,7 +217,7 @@ async fn a_td_hosts_mrtd_reaches_the_card_and_the_dashboard_and_a_bad_entry_does
     };
     assert_eq!(td(0), [("td-room".to_string(), mrtd.clone())]);
     assert!(td(1).is_empty());
-    let page = compute_bridge::dashboard::html::render(&snapshot);
+    let page = compute_bridge_daemon::dashboard::html::render(&snapshot);
     assert!(
         page.contains(&format!("TD guests in td-room: mrtd={mrtd}")),
         "{page}"

@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use compute_bridge::backend::{Backend, ErrorKind, GrantSpec};
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::dashboard::snapshot::RecentKind;
-use compute_bridge::dashboard::{Dashboard, ManualClock, Settings};
-use compute_bridge::events::{Event, EventSink};
-use compute_bridge::fleet::{Decline, Fleet};
-use compute_bridge::provider::failover_events;
+use compute_bridge_daemon::backend::{Backend, ErrorKind, GrantSpec};
+use compute_bridge_daemon::config::{BootConfig, Source};
+use compute_bridge_daemon::dashboard::snapshot::RecentKind;
+use compute_bridge_daemon::dashboard::{Dashboard, ManualClock, Settings};
+use compute_bridge_daemon::events::{Event, EventSink};
+use compute_bridge_daemon::fleet::{Decline, Fleet};
+use compute_bridge_daemon::provider::failover_events;
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};
 use compute_bridge_testkit::moto::Moto;
@@ -32,7 +32,7 @@ async fn fleet(
     moto: &Moto,
     proxy: &FaultProxy,
     with_spare: bool,
-) -> (Fleet, Vec<Arc<compute_bridge::runtime::ComponentBackend>>) {
+) -> (Fleet, Vec<Arc<compute_bridge_daemon::runtime::ComponentBackend>>) {
     let spare = if with_spare {
         support::backend_toml("spare", components::FAKE, "")
     } else {
@@ -220,7 +220,7 @@ async fn when_the_cleanup_cannot_look_the_orphan_sweep_removes_the_instance() {
 
     proxy.heal();
     let journal = std::collections::HashSet::new();
-    let swept = compute_bridge::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
+    let swept = compute_bridge_daemon::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
     assert_eq!(swept.len(), 1);
     assert!(states_for(&moto, "req-unchecked").iter().all(|s| gone(s)));
     let _ = backends[0].name();
@@ -310,7 +310,7 @@ async fn a_region_out_of_capacity_fails_over_to_the_next_region_on_the_dashboard
     let (rt, backends) = load(&cfg);
     let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 8);
     fleet.refresh_capabilities().await;
-    let clock = ManualClock::new(compute_bridge::fleet::now_unix());
+    let clock = ManualClock::new(compute_bridge_daemon::fleet::now_unix());
     let dashboard = Dashboard::new(
         Settings::from_config(&cfg),
         fleet.clone(),
@@ -391,7 +391,7 @@ async fn a_region_out_of_capacity_fails_over_to_the_next_region_on_the_dashboard
         })
         .count();
     assert_eq!(steps, 2, "{:#?}", snap.recent_events);
-    let page = compute_bridge::dashboard::html::render(&snap);
+    let page = compute_bridge_daemon::dashboard::html::render(&snap);
     let shown = format!("Failover aws/{REGION} → aws/{REGION_B}");
     assert_eq!(page.matches(&shown).count(), 2, "{page}");
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_bridge::backend::{Backend, BackendError, InstanceState, TdxRequirement};
-use compute_bridge::runtime::{ComponentBackend, Runtime};
+use compute_bridge_daemon::backend::{Backend, BackendError, InstanceState, TdxRequirement};
+use compute_bridge_daemon::runtime::{ComponentBackend, Runtime};
 use compute_bridge_testkit::gcp_fake::{GcpFake, InsertFailure};
 
 use crate::support::*;
@@ -161,7 +161,7 @@ async fn a_tdx_grant_lives_its_whole_life_on_a_confidential_c3_vm() {
     let secs = u.cpu_core_seconds / 4;
     assert_eq!(u.cpu_core_seconds, 4 * secs, "{u:?}");
     assert_eq!(u.ram_mib_seconds, 16384 * secs, "{u:?}");
-    assert!(secs <= compute_bridge::fleet::now_unix() - started(&inst.handle) + 1);
+    assert!(secs <= compute_bridge_daemon::fleet::now_unix() - started(&inst.handle) + 1);
 
     s.gcp.terminate(&inst).await.unwrap();
     assert!(s.fake.instances().is_empty());
@@ -455,7 +455,7 @@ async fn the_orphan_sweep_finds_and_deletes_a_leaked_vm() {
         .await
         .unwrap();
     let journal = std::collections::HashSet::from([kept.instance_id.clone()]);
-    let swept = compute_bridge::grant::sweep_orphans(s.gcp.as_ref(), &journal).await;
+    let swept = compute_bridge_daemon::grant::sweep_orphans(s.gcp.as_ref(), &journal).await;
     assert_eq!(
         swept,
         vec![leaked.instance_id.clone()],
@@ -655,8 +655,8 @@ async fn the_documented_example_is_a_config_the_component_accepts() {
         "[bridge]\nstate_dir = {:?}\n\n{section}",
         state.path().display().to_string()
     );
-    let cfg = compute_bridge::config::BootConfig::from_source(
-        &compute_bridge::config::Source::embedded("example-gcp.toml", &text),
+    let cfg = compute_bridge_daemon::config::BootConfig::from_source(
+        &compute_bridge_daemon::config::Source::embedded("example-gcp.toml", &text),
         &|k| (k == "GCP_SERVICE_ACCOUNT_KEY").then(|| key.clone()),
     )
     .unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
-use compute_bridge::backend::{GrantSpec, TdxRequirement};
-use compute_bridge::config::BootConfig;
-use compute_bridge::dashboard::snapshot::RecentKind;
-use compute_bridge::dashboard::{Dashboard, ManualClock, Settings};
-use compute_bridge::events::{Event, EventSink};
-use compute_bridge::fleet::{Decline, Fleet};
-use compute_bridge::provider::failover_events;
-use compute_bridge::runtime::ComponentBackend;
+use compute_bridge_daemon::backend::{GrantSpec, TdxRequirement};
+use compute_bridge_daemon::config::BootConfig;
+use compute_bridge_daemon::dashboard::snapshot::RecentKind;
+use compute_bridge_daemon::dashboard::{Dashboard, ManualClock, Settings};
+use compute_bridge_daemon::events::{Event, EventSink};
+use compute_bridge_daemon::fleet::{Decline, Fleet};
+use compute_bridge_daemon::provider::failover_events;
+use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};
 use compute_bridge_testkit::gcp_fake::GcpFake;
@@ -204,7 +204,7 @@ async fn when_the_cleanup_cannot_look_the_orphan_sweep_removes_the_instance() {
 
     proxy.heal();
     let journal = std::collections::HashSet::new();
-    let swept = compute_bridge::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
+    let swept = compute_bridge_daemon::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
     assert_eq!(swept, left);
     assert_eq!(held(&fake), Vec::<String>::new());
     assert_eq!(fake.rejections(), Vec::<String>::new());
@@ -255,7 +255,7 @@ async fn a_region_out_of_stock_fails_over_to_the_next_region_on_the_dashboard() 
     let dashboard = Dashboard::new(
         Settings::from_config(&cfg),
         fleet.clone(),
-        Arc::new(ManualClock::new(compute_bridge::fleet::now_unix())),
+        Arc::new(ManualClock::new(compute_bridge_daemon::fleet::now_unix())),
     );
     for e in failover_events(&p.failovers, Some((&p.backend, &p.instance.region))) {
         dashboard.record(e);
@@ -280,7 +280,7 @@ async fn a_region_out_of_stock_fails_over_to_the_next_region_on_the_dashboard() 
             to_region: Some("europe-west4".into()),
         }]
     );
-    let page = compute_bridge::dashboard::html::render(&snap);
+    let page = compute_bridge_daemon::dashboard::html::render(&snap);
     assert!(
         page.contains("Failover gcp/us-central1 → gcp/europe-west4"),
         "{page}"

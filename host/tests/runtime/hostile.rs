@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use compute_bridge::backend::{Backend, GrantSpec, InstanceState};
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::fleet::{Ending, Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::backend::{Backend, GrantSpec, InstanceState};
+use compute_bridge_daemon::config::{BootConfig, Source};
+use compute_bridge_daemon::fleet::{Ending, Fleet, WatchPolicy, now_unix};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::http_server::HttpServer;
 use compute_bridge_testkit::moto::Moto;
@@ -488,7 +488,7 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
     let (rt, backends) = load(&cfg);
     let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 1000);
     fleet.refresh_capabilities().await;
-    let named = |name: &str| -> Arc<compute_bridge::runtime::ComponentBackend> {
+    let named = |name: &str| -> Arc<compute_bridge_daemon::runtime::ComponentBackend> {
         let i = cfg.backends.iter().position(|b| b.name == name).unwrap();
         backends[i].clone()
     };

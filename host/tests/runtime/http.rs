@@ -3,7 +3,7 @@
 //! for its own origin only, no redirects off the list, the host's own
 //! `Host` and no hop-by-hop headers, bounded size and time.
 
-use compute_bridge::backend::{Backend, BackendError};
+use compute_bridge_daemon::backend::{Backend, BackendError};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::http_server::HttpServer;
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use compute_bridge::fleet::{Ending, Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::fleet::{Ending, Fleet, WatchPolicy, now_unix};
 use compute_bridge_testkit::components;
 
 use crate::support::*;

@@ -7,16 +7,16 @@
 
 use std::sync::Arc;
 
-use compute_bridge::attest::{
+use compute_bridge_daemon::attest::{
     Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, EmulatedTdx, LogRejected,
     Measurement, VerifyPolicy, verify_card,
 };
-use compute_bridge::bridge::Bridge;
-use compute_bridge::coalition::protocol::{
+use compute_bridge_daemon::bridge::Bridge;
+use compute_bridge_daemon::coalition::protocol::{
     Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard,
 };
-use compute_bridge::identity::Identity;
-use compute_bridge::measure::{EmulatedRtmr, LOG_FILE, MeasurementRegister, Measurer};
+use compute_bridge_daemon::identity::Identity;
+use compute_bridge_daemon::measure::{EmulatedRtmr, LOG_FILE, MeasurementRegister, Measurer};
 use compute_bridge_contract::measurement::{
     BackendMeasurement, BackendPolicy, ComponentDigest, MeasurementLog, replay,
 };
@@ -41,7 +41,7 @@ pub fn event(backend: &str, component: u8, origin: &str) -> BackendMeasurement {
 
 /// Two fakes, the second allowed `origin`, in `tdx` mode (mock quotes'
 /// MR_TD is zero).
-fn tdx_config(state: &std::path::Path, origin: &str) -> compute_bridge::config::BootConfig {
+fn tdx_config(state: &std::path::Path, origin: &str) -> compute_bridge_daemon::config::BootConfig {
     let fake = |name: &str, extra: &str| {
         backend_toml(
             name,
@@ -187,7 +187,7 @@ fn card_over(rtmr3: &Arc<EmulatedRtmr>, log: &MeasurementLog, backends: &[&str])
         provider_id: ident.provider_id,
         coalition: "measured.test".into(),
         module_version: "test".into(),
-        node: compute_bridge::coalition::node_id(&ident.node_key.public()),
+        node: compute_bridge_daemon::coalition::node_id(&ident.node_key.public()),
         backends: backends
             .iter()
             .map(|b| BackendOffer::bounded(b.to_string(), true, Default::default(), 0, 0))

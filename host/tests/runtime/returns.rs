@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use compute_bridge::backend::{Backend, BackendError};
-use compute_bridge::fleet::Fleet;
-use compute_bridge::runtime::ComponentBackend;
+use compute_bridge_daemon::backend::{Backend, BackendError};
+use compute_bridge_daemon::fleet::Fleet;
+use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::components;
 
 use crate::support::*;

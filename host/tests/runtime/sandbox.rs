@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_bridge::backend::{Backend, BackendError};
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::runtime::{ComponentBackend, Runtime, RuntimeOptions};
+use compute_bridge_daemon::backend::{Backend, BackendError};
+use compute_bridge_daemon::config::{BootConfig, Source};
+use compute_bridge_daemon::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::http_server::HttpServer;
 
@@ -129,8 +129,8 @@ async fn a_component_importing_sockets_and_files_is_refused_at_load() {
         state.path(),
         &backend_toml("sneaky", components::HOSTILE_IMPORTS, ""),
     );
-    let rt = compute_bridge::runtime::Runtime::new(
-        &compute_bridge::runtime::RuntimeOptions::for_config(&cfg),
+    let rt = compute_bridge_daemon::runtime::Runtime::new(
+        &compute_bridge_daemon::runtime::RuntimeOptions::for_config(&cfg),
     )
     .unwrap();
     let err = rt
@@ -422,7 +422,7 @@ async fn a_newline_in_a_log_record_or_an_error_cannot_forge_a_host_log_line() {
     );
     let (_rt, b) = load(&cfg);
     // Through the fleet, which logs the error text it gets back.
-    let fleet = compute_bridge::fleet::Fleet::new(fleet_members(&cfg, &b), 8);
+    let fleet = compute_bridge_daemon::fleet::Fleet::new(fleet_members(&cfg, &b), 8);
     fleet.refresh_capabilities().await;
     let declined = fleet
         .provision(&grant("g"), &workload())

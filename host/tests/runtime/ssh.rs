@@ -2,9 +2,9 @@
 //! labels only, pooled sessions; and the local transport: builtin backends
 //! only, a cleared environment, nothing left running after a call.
 
-use compute_bridge::bindings::ssh::SshError;
-use compute_bridge::capabilities::ssh::SshCapability;
-use compute_bridge::config::BootConfig;
+use compute_bridge_daemon::bindings::ssh::SshError;
+use compute_bridge_daemon::capabilities::ssh::SshCapability;
+use compute_bridge_daemon::config::BootConfig;
 use compute_bridge_testkit::sshd::Sshd;
 
 use crate::support::*;
@@ -136,8 +136,8 @@ async fn a_component_from_a_file_cannot_have_a_local_label() {
             "[backends.ssh.hosts.here]\ntransport = \"local\"\n",
         )
     );
-    let Err(err) = compute_bridge::config::BootConfig::from_source(
-        &compute_bridge::config::Source::embedded("test.toml", &text),
+    let Err(err) = compute_bridge_daemon::config::BootConfig::from_source(
+        &compute_bridge_daemon::config::Source::embedded("test.toml", &text),
         &|_| None,
     ) else {
         panic!("a file component with a local label is refused");

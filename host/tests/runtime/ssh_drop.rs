@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use compute_bridge::backend::{Backend, BackendError};
+use compute_bridge_daemon::backend::{Backend, BackendError};
 use compute_bridge_testkit::sshd::Sshd;
 
 use crate::baremetal::{
@@ -133,7 +133,7 @@ struct CutRun {
     at: AtCut,
     sshd: Sshd,
     host_state: tempfile::TempDir,
-    backends: Vec<Arc<compute_bridge::runtime::ComponentBackend>>,
+    backends: Vec<Arc<compute_bridge_daemon::runtime::ComponentBackend>>,
     accounts: Accounts,
     _state: tempfile::TempDir,
 }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use compute_bridge::backend::{Backend, GrantSpec, TdxRequirement, Workload};
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::runtime::{ComponentBackend, Runtime, RuntimeOptions};
+use compute_bridge_daemon::backend::{Backend, GrantSpec, TdxRequirement, Workload};
+use compute_bridge_daemon::config::{BootConfig, Source};
+use compute_bridge_daemon::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 
 /// A boot config from `backends` (TOML `[[backends]]` tables), with the
 /// state dir in `state`.
@@ -57,17 +57,17 @@ pub fn fleet_members(
 /// The runtime is leaked so its engine ticker runs for the test's life.
 pub async fn fleet_over(
     cfg: &BootConfig,
-) -> (compute_bridge::fleet::Fleet, Vec<Arc<ComponentBackend>>) {
+) -> (compute_bridge_daemon::fleet::Fleet, Vec<Arc<ComponentBackend>>) {
     let (rt, backends) = load(cfg);
     std::mem::forget(rt);
-    let fleet = compute_bridge::fleet::Fleet::new(fleet_members(cfg, &backends), 8);
+    let fleet = compute_bridge_daemon::fleet::Fleet::new(fleet_members(cfg, &backends), 8);
     fleet.refresh_capabilities().await;
     (fleet, backends)
 }
 
 /// Each failover as (backend, region, kind): what a test compares.
 pub fn failover_steps(
-    failovers: &[compute_bridge::fleet::Failover],
+    failovers: &[compute_bridge_daemon::fleet::Failover],
 ) -> Vec<(&str, Option<&str>, String)> {
     failovers
         .iter()
@@ -84,7 +84,7 @@ pub fn grant(id: &str) -> GrantSpec {
         region: None,
         tdx: TdxRequirement::None,
         image: "registry.example/app@sha256:0000".into(),
-        valid_to: compute_bridge::fleet::now_unix() + 600,
+        valid_to: compute_bridge_daemon::fleet::now_unix() + 600,
     }
 }
 
@@ -128,7 +128,7 @@ pub fn cloud_grant(id: &str, tdx: TdxRequirement) -> GrantSpec {
         region: None,
         tdx,
         image: PINNED_IMAGE.into(),
-        valid_to: compute_bridge::fleet::now_unix() + 3600,
+        valid_to: compute_bridge_daemon::fleet::now_unix() + 3600,
     }
 }
 
@@ -158,13 +158,13 @@ pub fn json_post(
 
 /// Run the conformance suite (`compute-bridge components test`) on a
 /// loaded backend and fail with its report unless every check passes.
-pub async fn assert_conforms(backend: &dyn compute_bridge::backend::Backend) {
-    let report = compute_bridge::conformance::run(
+pub async fn assert_conforms(backend: &dyn compute_bridge_daemon::backend::Backend) {
+    let report = compute_bridge_daemon::conformance::run(
         backend,
-        &compute_bridge::conformance::Options {
+        &compute_bridge_daemon::conformance::Options {
             deadline: std::time::Duration::from_secs(60),
             start_timeout: std::time::Duration::from_secs(30),
-            workload: compute_bridge::conformance::sample_workload(),
+            workload: compute_bridge_daemon::conformance::sample_workload(),
         },
     )
     .await;

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use compute_bridge::backend::{
+use compute_bridge_daemon::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
-use compute_bridge::bridge::Bridge;
-use compute_bridge::config::{BootConfig, Source};
-use compute_bridge::events::{Event, EventSink, SwapOutcome, digest_prefix};
-use compute_bridge::fleet::{Ending, WatchOutcome, WatchPolicy, now_unix};
-use compute_bridge::measure::{EmulatedRtmr, MeasurementRegister, measurement_of};
-use compute_bridge::swap::{Probation, Step, SwapError, Swapper};
+use compute_bridge_daemon::bridge::Bridge;
+use compute_bridge_daemon::config::{BootConfig, Source};
+use compute_bridge_daemon::events::{Event, EventSink, SwapOutcome, digest_prefix};
+use compute_bridge_daemon::fleet::{Ending, WatchOutcome, WatchPolicy, now_unix};
+use compute_bridge_daemon::measure::{EmulatedRtmr, MeasurementRegister, measurement_of};
+use compute_bridge_daemon::swap::{Probation, Step, SwapError, Swapper};
 use compute_bridge_contract::measurement::ComponentDigest;
 use compute_bridge_sandbox::BootView;
 use compute_bridge_testkit::components;

@@ -2,9 +2,9 @@
 //! A field added, removed, renamed or retyped in the snapshot fails here
 //! until the schema (and docs/dashboard.md) say the same.
 
-use compute_bridge::backend::Usage;
-use compute_bridge::dashboard::ProviderStatus;
-use compute_bridge::events::{DeclineReason, Event, EventSink};
+use compute_bridge_daemon::backend::Usage;
+use compute_bridge_daemon::dashboard::ProviderStatus;
+use compute_bridge_daemon::events::{DeclineReason, Event, EventSink};
 use serde_json::Value;
 
 use super::{Rig, grant};
@@ -72,7 +72,7 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
         backend: "aws".into(),
         from: format!("sha256:{}", "ab".repeat(6)),
         to: format!("sha256:{}", "cd".repeat(6)),
-        outcome: compute_bridge::events::SwapOutcome::RolledBack,
+        outcome: compute_bridge_daemon::events::SwapOutcome::RolledBack,
     });
     d.record(Event::SubscriberJoined);
     d.record(Event::SubscriberLeft);
@@ -82,7 +82,7 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
     d.record(Event::CardRefreshed);
     rig.clock.advance(3);
     // The page shows the measured component under its backend.
-    let page = compute_bridge::dashboard::html::render(&d.snapshot());
+    let page = compute_bridge_daemon::dashboard::html::render(&d.snapshot());
     assert!(
         page.contains(&format!("component sha256:{}", "ab".repeat(32))),
         "{page}"
