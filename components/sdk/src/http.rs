@@ -37,7 +37,7 @@
 //!
 //! # Redirects
 //!
-//! [`Request::send`] (and so [`WasmHost`](crate::WasmHost)) follows
+//! [`Request::send`] (and so `WasmHost`) follows
 //! `301`, `302`, `303`, `307` and `308` with a `Location`, at most
 //! [`MAX_REDIRECTS`] hops, each hop a new request that the host checks like
 //! any other; a hop the host refuses is `Denied`, described

@@ -29,7 +29,7 @@ pub use memory::{LogRecord, MemoryHost, SshCall};
 /// method each.
 pub trait Host {
     /// Send one request and wait for the whole response (over
-    /// [`WasmHost`]: [`Request::send`], through `wasi:http`, following
+    /// `WasmHost`: [`Request::send`], through `wasi:http`, following
     /// redirects).
     fn send(&self, req: &Request) -> Result<Response, HttpError>;
     /// Labels of the SSH hosts this backend was given, in configuration
@@ -38,7 +38,7 @@ pub trait Host {
     /// Run `command` on the host labelled `host`, feeding it `stdin`
     /// (`ssh.exec`).
     fn ssh_exec(&self, host: &str, command: &str, stdin: &[u8]) -> Result<ExecOutput, SshError>;
-    /// One record for the operator's log (over [`WasmHost`]:
+    /// One record for the operator's log (over `WasmHost`:
     /// [`log::with_fields`](crate::log::with_fields), through
     /// `wasi:logging`). Never pass secrets or anything about the requester.
     fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]);
