@@ -572,17 +572,24 @@ mod wasi {
         // Hand the request over first, then write the body: the host reads
         // it while sending, so a body larger than its buffer cannot stall.
         let pending = outgoing_handler::handle(request, None).map_err(from_code)?;
-        write_body(&body, &req.body)?;
-        OutgoingBody::finish(body, None).map_err(from_code)?;
+        // A body that could not be sent whole is dropped unfinished, which
+        // tells the host so; the exchange then ends and its answer says
+        // why (a refusal, a timeout), or the server answered early (a 413,
+        // a 401): either says more than the failed write.
+        let sent = write_body(&body, &req.body)
+            .and_then(|()| OutgoingBody::finish(body, None).map_err(from_code));
 
         pending.subscribe().block();
-        let incoming = match pending.get() {
-            Some(Ok(Ok(resp))) => resp,
-            Some(Ok(Err(code))) => return Err(from_code(code)),
-            Some(Err(())) => {
+        let incoming = match (pending.get(), sent) {
+            (Some(Ok(Ok(resp))), _) => resp,
+            (Some(Ok(Err(code))), _) => return Err(from_code(code)),
+            (_, Err(e)) => return Err(e),
+            (Some(Err(())), Ok(())) => {
                 return Err(HttpError::Transport("response taken twice".to_string()));
             }
-            None => return Err(HttpError::Transport("response not ready".to_string())),
+            (None, Ok(())) => {
+                return Err(HttpError::Transport("response not ready".to_string()));
+            }
         };
         let status = incoming.status();
         let headers = incoming
