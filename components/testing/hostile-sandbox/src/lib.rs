@@ -16,10 +16,11 @@
 //! | `headers`   | `provision` GETs `url` through the SDK with the `headers` it   |
 //! |             | is given (`Host`, hop-by-hop ones) and fails with the response |
 //! |             | body                                                           |
-//! | `raw-headers` | the same below the SDK, through the raw `wasi:http` bindings: |
-//! |             | each header is offered to the host's `fields` and the request  |
-//! |             | goes with what it took; fails with the response body and the   |
-//! |             | names `fields` refused as forbidden                            |
+//! | `raw-headers` | the same below the SDK, through the raw `wasi:http`     |
+//! |             | bindings (`http://` only): each header is offered to the    |
+//! |             | host's `fields`, the request goes with what it took, and    |
+//! |             | the call fails with the response body and the names        |
+//! |             | `fields` refused as forbidden                                |
 //!
 //! On `headers`: the SDK leaves out a header `wasi:http` refuses as
 //! forbidden (wasmtime's defaults refuse `Host`, `Connection`, `Upgrade`,
