@@ -611,7 +611,7 @@ impl<'h, H: Host> Aws<'h, H> {
             region,
             &self.cfg.credentials(),
             self.host.now(),
-        );
+        )?;
         let mut r = sdk_http::Request::post(req.url.clone()).body(req.body);
         for (k, v) in req.headers {
             r = r.header(k, v);

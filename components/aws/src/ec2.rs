@@ -80,14 +80,16 @@ impl Query {
         out
     }
 
-    /// The request, signed for `region` at `unix_time`.
+    /// The request, signed for `region` at `unix_time`. A request that
+    /// cannot be signed (credentials with a character no header takes) is
+    /// the operator's to fix: a `config` error.
     pub fn signed(
         &self,
         endpoint: &Endpoint,
         region: &str,
         creds: &Credentials,
         unix_time: u64,
-    ) -> HttpRequest {
+    ) -> Result<HttpRequest, BackendError> {
         let body = self.body().into_bytes();
         let mut headers = vec![
             (
@@ -109,13 +111,14 @@ impl Query {
             "ec2",
             unix_time,
             sigv4::Options::default(),
-        );
+        )
+        .map_err(|e| BackendError::config(format!("{} for {}: {e}", self.action, endpoint.url)))?;
         headers.extend(signed.headers);
-        HttpRequest {
+        Ok(HttpRequest {
             url: endpoint.url.clone(),
             headers,
             body,
-        }
+        })
     }
 }
 
@@ -372,7 +375,9 @@ mod tests {
             secret_access_key: "secret".into(),
             session_token: None,
         };
-        let r = Query::new("DescribeInstances").signed(&ep, "eu-west-1", &creds, 1_440_938_160);
+        let r = Query::new("DescribeInstances")
+            .signed(&ep, "eu-west-1", &creds, 1_440_938_160)
+            .unwrap();
         assert_eq!(r.url, "http://127.0.0.1:5000/");
         let h = |k: &str| {
             r.headers

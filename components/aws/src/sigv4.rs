@@ -1,19 +1,21 @@
-//! AWS Signature Version 4 (header signing), as the EC2 Query API needs it.
-//!
-//! Why not the `aws-sigv4` crate: for `wasm32-wasip2` it pulls in
-//! `aws-smithy-async` and with it tokio, futures and ~70 crates, to sign one
-//! form POST. This module is the documented algorithm and nothing else; it
-//! is checked against AWS's published test suite
-//! (`tests/sigv4-suite`, run by `tests/sigv4_suite.rs`).
+//! AWS Signature Version 4 (header signing), as the EC2 Query API needs it,
+//! done by the `aws-sigv4` crate (`sign-http` and `http1` only, no
+//! default features). This module turns a request as the backend builds it
+//! (a path not yet percent-encoded, a query as sent, headers with `Host`)
+//! into one `aws-sigv4` takes, and hands back the headers to add. It is
+//! checked against AWS's published test suite (`tests/sigv4-suite`, run by
+//! `tests/sigv4_suite.rs`).
 //!
 //! <https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html>
 
 use std::fmt;
+use std::time::{Duration, UNIX_EPOCH};
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
-
-use crate::utc::Utc;
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest,
+    SigningSettings, UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
 
 /// The signing algorithm's name, first word of the `Authorization` header.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -51,7 +53,8 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The query string as sent, without `?` (may be empty).
     pub query: &'a str,
-    /// Headers to sign, `Host` included; names in any case.
+    /// Headers to sign, `Host` included (the signature covers it; there is
+    /// no request to sign without it); names in any case.
     pub headers: &'a [(String, String)],
     /// The body.
     pub body: &'a [u8],
@@ -79,19 +82,29 @@ impl Default for Options {
     }
 }
 
-/// The outcome of signing, with the intermediate strings for tests.
+/// The outcome of signing.
 #[derive(Debug, Clone)]
 pub struct Signed {
-    /// The canonical request.
-    pub canonical_request: String,
-    /// The string to sign.
-    pub string_to_sign: String,
     /// Hex signature.
     pub signature: String,
     /// Headers to add to the request as sent (`x-amz-date`,
-    /// `x-amz-security-token`, `x-amz-content-sha256`, `authorization`).
+    /// `x-amz-content-sha256`, `x-amz-security-token`, then
+    /// `authorization`, last).
     pub headers: Vec<(String, String)>,
 }
+
+/// Why a request could not be signed: no `Host` header, or a part
+/// `aws-sigv4` refuses (a header value with a control character, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignError(pub String);
+
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot sign the request: {}", self.0)
+    }
+}
+
+impl std::error::Error for SignError {}
 
 /// Sign `req` for `service` in `region` at `unix_time`.
 pub fn sign(
@@ -101,93 +114,136 @@ pub fn sign(
     service: &str,
     unix_time: u64,
     opts: Options,
-) -> Signed {
-    let now = Utc::from_unix(unix_time);
-    let amz_date = now.amz_date_time();
-    let date = now.amz_date();
-    let payload_hash = hex::encode(Sha256::digest(req.body));
+) -> Result<Signed, SignError> {
+    // Header values as a receiver sees them: RFC 9112 §5.2 turns a folded
+    // line into a space, and SigV4 collapses runs of spaces and trims.
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_ascii_lowercase(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect();
+    let host = headers
+        .iter()
+        .find(|(n, _)| n == "host")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| SignError("no `host` header".into()))?;
+    let uri = format!(
+        "https://{host}{}{}",
+        encode_path(req.path),
+        encode_query(req.query)
+    );
 
-    let mut added: Vec<(String, String)> = vec![("x-amz-date".into(), amz_date.clone())];
-    if opts.content_sha256_header {
-        added.push(("x-amz-content-sha256".into(), payload_hash.clone()));
-    }
-    let token = creds
-        .session_token
-        .as_ref()
-        .map(|t| ("x-amz-security-token".to_string(), t.clone()));
-    if opts.sign_session_token
-        && let Some(t) = &token
-    {
-        added.push(t.clone());
-    }
+    let mut settings = SigningSettings::default();
+    // The path is encoded once here, as SigV4 wants it in the canonical
+    // request for every service this module signs for.
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = if opts.normalize_path {
+        UriPathNormalizationMode::Enabled
+    } else {
+        UriPathNormalizationMode::Disabled
+    };
+    settings.payload_checksum_kind = if opts.content_sha256_header {
+        PayloadChecksumKind::XAmzSha256
+    } else {
+        PayloadChecksumKind::NoHeader
+    };
+    settings.session_token_mode = if opts.sign_session_token {
+        SessionTokenMode::Include
+    } else {
+        SessionTokenMode::Exclude
+    };
+    // The caller's headers are all signed (the crate leaves out
+    // `user-agent` and a few more by default).
+    settings.excluded_headers = Some(vec!["authorization".into()]);
 
-    // Lower-case names; values trimmed, inner whitespace runs collapsed;
-    // repeated names joined by commas in order; sorted by name.
-    let mut headers: Vec<(String, Vec<String>)> = Vec::new();
-    for (name, value) in req.headers.iter().chain(added.iter()) {
-        let name = name.to_ascii_lowercase();
-        let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
-        match headers.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, values)) => values.push(value),
-            None => headers.push((name, vec![value])),
+    let identity = aws_credential_types::Credentials::new(
+        &creds.access_key_id,
+        &creds.secret_access_key,
+        creds.session_token.clone(),
+        None,
+        "compute-bridge",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(UNIX_EPOCH + Duration::from_secs(unix_time))
+        .settings(settings)
+        .build()
+        .map_err(|e| SignError(e.to_string()))?
+        .into();
+    let signable = SignableRequest::new(
+        req.method,
+        uri,
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        SignableBody::Bytes(req.body),
+    )
+    .map_err(|e| SignError(e.to_string()))?;
+    let (instructions, signature) = aws_sigv4::http_request::sign(signable, &params)
+        .map_err(|e| SignError(e.to_string()))?
+        .into_parts();
+
+    let mut added: Vec<(String, String)> = Vec::new();
+    let mut authorization = None;
+    for (name, value) in instructions.headers() {
+        let pair = (name.to_ascii_lowercase(), value.to_string());
+        if pair.0 == "authorization" {
+            authorization = Some(pair);
+        } else {
+            added.push(pair);
         }
     }
-    headers.sort_by(|a, b| a.0.cmp(&b.0));
-    let canonical_headers: String = headers
-        .iter()
-        .map(|(n, v)| format!("{n}:{}\n", v.join(",")))
-        .collect();
-    let signed_headers = headers
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
-
-    let canonical_request = format!(
-        "{}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{payload_hash}",
-        req.method,
-        canonical_uri(req.path, opts.normalize_path),
-        canonical_query(req.query),
-    );
-    let scope = format!("{date}/{region}/{service}/aws4_request");
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    );
-
-    let k_date = hmac(
-        format!("AWS4{}", creds.secret_access_key).as_bytes(),
-        date.as_bytes(),
-    );
-    let k_region = hmac(&k_date, region.as_bytes());
-    let k_service = hmac(&k_region, service.as_bytes());
-    let k_signing = hmac(&k_service, b"aws4_request");
-    let signature = hex::encode(hmac(&k_signing, string_to_sign.as_bytes()));
-
-    if !opts.sign_session_token
-        && let Some(t) = token
+    // A token left out of the signature still goes with the request.
+    if let Some(token) = &creds.session_token
+        && !added.iter().any(|(n, _)| n == "x-amz-security-token")
     {
-        added.push(t);
+        added.push(("x-amz-security-token".into(), token.clone()));
     }
-    added.push((
-        "authorization".into(),
-        format!(
-            "{ALGORITHM} Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
-            creds.access_key_id
-        ),
-    ));
-    Signed {
-        canonical_request,
-        string_to_sign,
+    added.push(authorization.ok_or_else(|| SignError("no authorization header".into()))?);
+    Ok(Signed {
         signature,
         headers: added,
-    }
+    })
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
+/// `path` percent-encoded once, segment by segment (`/` kept): SigV4's
+/// `UriEncode` of each segment.
+fn encode_path(path: &str) -> String {
+    if path.is_empty() {
+        return "/".into();
+    }
+    path.split('/')
+        .map(uri_encode)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `?query` with each name and value decoded and encoded again as SigV4
+/// wants them (a `+` stays a `+`, encoded), or nothing for an empty query.
+fn encode_query(query: &str) -> String {
+    let pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            format!(
+                "{}={}",
+                uri_encode(&percent_decode(k)),
+                uri_encode(&percent_decode(v))
+            )
+        })
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
 }
 
 /// Percent-encode every byte but RFC 3986's unreserved characters
@@ -227,59 +283,6 @@ fn percent_decode(s: &str) -> String {
 
 fn hex_digit(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
-}
-
-fn canonical_uri(path: &str, normalize: bool) -> String {
-    let path = if path.is_empty() { "/" } else { path };
-    let segments: Vec<&str> = if normalize {
-        let mut kept: Vec<&str> = Vec::new();
-        for seg in path.split('/') {
-            match seg {
-                "" | "." => {}
-                ".." => {
-                    kept.pop();
-                }
-                s => kept.push(s),
-            }
-        }
-        // A path that ended on a directory keeps its trailing slash.
-        let ends_in_dir = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
-        if ends_in_dir && !kept.is_empty() {
-            kept.push("");
-        }
-        kept
-    } else {
-        path.split('/').skip(1).collect()
-    };
-    let mut out = String::new();
-    for seg in &segments {
-        out.push('/');
-        out.push_str(&uri_encode(seg));
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
-
-fn canonical_query(query: &str) -> String {
-    let mut pairs: Vec<(String, String)> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                uri_encode(&percent_decode(k)),
-                uri_encode(&percent_decode(v)),
-            )
-        })
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 #[cfg(test)]

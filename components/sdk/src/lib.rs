@@ -5,10 +5,12 @@
 //! wrappers over the host's capabilities:
 //!
 //! - [`http`]: outbound HTTP to the hosts the operator allowed, with JSON
-//!   helpers;
+//!   helpers, sent through the standard `wasi:http/outgoing-handler` (the
+//!   SDK follows redirects itself, each hop checked by the host);
 //! - [`ssh`]: commands on the hosts the operator assigned, by label;
 //! - [`config`]: the backend's own section of the boot config;
-//! - [`log`]: structured logging into the operator's log;
+//! - [`log`]: structured logging into the operator's log, through the
+//!   standard `wasi:logging/logging`;
 //! - [`cache`]: a small in-memory cache for credentials (OAuth tokens), the
 //!   one thing that may outlive a call;
 //! - [`bootstrap`]: the first-boot script that prepares a cloud VM for a
@@ -42,18 +44,38 @@
 
 /// Raw bindings generated from the `compute-bridge:backend` WIT package.
 /// Prefer the typed wrappers in this crate.
+///
+/// The world's standard imports that the [`wasip2`] crate binds
+/// (`wasi:http`, and the `wasi:io` and `wasi:clocks` interfaces it uses) are
+/// not generated here: wit-bindgen's `with:` maps them onto `wasip2`'s
+/// types, so a component holds one copy of them and [`http`] can hand
+/// `wasip2` values to the host. `wasi:logging` and `wasi:config` are not in
+/// `wasip2` and are generated here (`bindings::wasi::logging`,
+/// `bindings::wasi::config`), as are this package's own `ssh` and `cache`.
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "compute-bridge:backend/backend@0.2.0",
+        world: "compute-bridge:backend/backend@0.3.0",
         pub_export_macro: true,
         export_macro_name: "__export_backend_world",
         default_bindings_module: "compute_bridge_sdk::bindings",
         additional_derives: [PartialEq, Eq],
+        with: {
+            "wasi:http/types@0.2.12": wasip2::http::types,
+            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+        },
         generate_all,
     });
 }
+
+/// The `wasip2` crate the `wasi:http` bindings come from, for a component
+/// that needs them below [`http`] (e.g. to build a request by hand).
+pub use wasip2;
 
 pub mod bootstrap;
 pub mod cache;

@@ -53,7 +53,7 @@ fn main() {
         (
             "CRAFTED_BUILT_FOR_0_1_0",
             "built_for_0_1_0",
-            // A backend of the 0.1.0 world, which 0.2.0 hosts refuse.
+            // A backend of the 0.1.0 world, which 0.3.0 hosts refuse.
             crafted::built_for(&wit, "0.1.0"),
         ),
     ] {

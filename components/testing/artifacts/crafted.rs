@@ -11,7 +11,7 @@ use std::path::Path;
 use wit_component::{ComponentEncoder, StringEncoding};
 use wit_parser::Resolve;
 
-const PROVIDER: &str = "compute-bridge:backend/provider@0.2.0";
+const PROVIDER: &str = "compute-bridge:backend/provider@0.3.0";
 
 /// The provider's exports as a core module with memory `memory` of one page
 /// and a table `$t` of one element: `capabilities` runs `grow` (WAT
@@ -45,7 +45,7 @@ fn provider_module_of(provider: &str, grow: &str) -> String {
     (i32.store8 (i32.const 28) (i32.const 0))
     (i32.store (i32.const 32) (i32.const 1000))
     (i32.store (i32.const 36) (i32.const 1024))
-    ;; no td-measurements (0.2.0): an empty list.
+    ;; no td-measurements (since 0.2.0): an empty list.
     (i32.store (i32.const 40) (i32.const 0))
     (i32.store (i32.const 44) (i32.const 0))
     (i32.const 16))
@@ -163,10 +163,10 @@ pub fn built_for(wit: &Path, version: &str) -> Vec<u8> {
         &format!("package compute-bridge:backend@{version};"),
     );
     assert_ne!(old, text, "the WIT's package line names {current}");
+    // The current package and its dependencies first (`wit/deps`: wasi:http,
+    // wasi:logging, wasi:config, ...), which the renamed copy imports too.
     let mut resolve = Resolve::default();
-    resolve
-        .push_dir(wit.join("deps").join("config"))
-        .expect("wit/deps/config parses");
+    resolve.push_dir(wit).expect("the WIT in wit/ parses");
     let pkg = resolve
         .push_str(wit.join("backend.wit"), &old)
         .expect("the renamed WIT parses");

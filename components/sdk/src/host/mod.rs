@@ -7,9 +7,10 @@
 //! logs, a TTL cache and a manual clock), so a core is tested with
 //! `cargo test -p <crate>` and no sandbox.
 //!
-//! The trait names exactly what the WIT world imports (`http`, `ssh`, `log`,
-//! `cache`) plus the two WASI things a backend reads (the wall clock) or
-//! does (wait). Configuration is not on it: the wasm glue reads
+//! The trait names what the WIT world imports for a backend to use
+//! (`wasi:http/outgoing-handler`, `ssh`, `wasi:logging/logging`, `cache`)
+//! plus the two WASI things a backend reads (the wall clock) or does
+//! (wait). Configuration is not on it: the wasm glue reads
 //! [`config`](crate::config) once and hands the core a typed struct.
 //!
 //! Nothing here keeps grant data: [`MemoryHost`] records what a test sent
@@ -27,7 +28,9 @@ pub use memory::{LogRecord, MemoryHost, SshCall};
 /// What a backend core needs from its surroundings: the host's imports, one
 /// method each.
 pub trait Host {
-    /// Send one request and wait for the whole response (`http.send`).
+    /// Send one request and wait for the whole response (over
+    /// `WasmHost`: [`Request::send`], through `wasi:http`, following
+    /// redirects).
     fn send(&self, req: &Request) -> Result<Response, HttpError>;
     /// Labels of the SSH hosts this backend was given, in configuration
     /// order (`ssh.hosts`).
@@ -35,8 +38,9 @@ pub trait Host {
     /// Run `command` on the host labelled `host`, feeding it `stdin`
     /// (`ssh.exec`).
     fn ssh_exec(&self, host: &str, command: &str, stdin: &[u8]) -> Result<ExecOutput, SshError>;
-    /// One record for the operator's log (`log.log`). Never pass secrets or
-    /// anything about the requester.
+    /// One record for the operator's log (over `WasmHost`:
+    /// [`log::with_fields`](crate::log::with_fields), through
+    /// `wasi:logging`). Never pass secrets or anything about the requester.
     fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]);
     /// The bytes cached under `key`, unless they expired or were dropped
     /// (`cache.get`).

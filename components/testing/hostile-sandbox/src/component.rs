@@ -91,6 +91,13 @@ impl Backend for HostileSandbox {
                     resp.text()
                 )));
             }
+            "raw-headers" => {
+                let (status, body, refused) = raw_get(&c.url, &c.headers)?;
+                return Err(BackendError::internal(format!(
+                    "got HTTP {status}: {body}; wasi:http refused: {}",
+                    refused.join(", ")
+                )));
+            }
             _ => {}
         }
         Ok(Instance {
@@ -122,3 +129,65 @@ impl Backend for HostileSandbox {
 }
 
 compute_bridge_sdk::export_backend!(HostileSandbox);
+
+/// GET `url` with `headers` through the raw `wasi:http` bindings, below the
+/// SDK: every header is offered to the host's `fields`, and the request goes
+/// out with whatever it took. Returns the status, the body as text and the
+/// names `fields` refused as forbidden.
+fn raw_get(url: &str, headers: &[(String, String)]) -> Result<(u16, String, Vec<String>)> {
+    use compute_bridge_sdk::wasip2::http::outgoing_handler;
+    use compute_bridge_sdk::wasip2::http::types::{
+        Fields, HeaderError, IncomingBody, OutgoingBody, OutgoingRequest, Scheme,
+    };
+    use compute_bridge_sdk::wasip2::io::streams::StreamError;
+
+    let fail = |what: &str| BackendError::internal(format!("raw wasi:http: {what}"));
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| fail("url is not http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let fields = Fields::new();
+    let mut refused = Vec::new();
+    for (name, value) in headers {
+        match fields.append(name, value.as_bytes()) {
+            Ok(()) => {}
+            Err(HeaderError::Forbidden) => refused.push(name.clone()),
+            Err(e) => return Err(fail(&format!("header {name}: {e:?}"))),
+        }
+    }
+    let request = OutgoingRequest::new(fields);
+    request
+        .set_scheme(Some(&Scheme::Http))
+        .and_then(|()| request.set_authority(Some(authority)))
+        .and_then(|()| request.set_path_with_query(Some(path)))
+        .map_err(|()| fail("head refused"))?;
+    let body = request.body().map_err(|()| fail("no body"))?;
+    let pending = outgoing_handler::handle(request, None).map_err(|e| fail(&format!("{e:?}")))?;
+    OutgoingBody::finish(body, None).map_err(|e| fail(&format!("{e:?}")))?;
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(r))) => r,
+        other => return Err(fail(&format!("no response: {other:?}"))),
+    };
+    let status = response.status();
+    let incoming = response.consume().map_err(|()| fail("no response body"))?;
+    let stream = incoming.stream().map_err(|()| fail("no body stream"))?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(fail(&format!("reading the body: {e:?}"))),
+        }
+    }
+    drop(stream);
+    drop(IncomingBody::finish(incoming));
+    Ok((
+        status,
+        String::from_utf8_lossy(&bytes).into_owned(),
+        refused,
+    ))
+}

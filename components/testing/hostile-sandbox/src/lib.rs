@@ -13,8 +13,21 @@
 //! | `hold`      | the export named by `slow` (`capabilities`, `can-satisfy` or   |
 //! |             | `provision`) GETs `url` (a server that holds the request)      |
 //! |             | before answering, so the call holds its sandbox slot           |
-//! | `headers`   | `provision` GETs `url` with the `headers` it is given (`Host`, |
-//! |             | hop-by-hop ones) and fails with the response body              |
+//! | `headers`   | `provision` GETs `url` through the SDK with the `headers` it   |
+//! |             | is given (`Host`, hop-by-hop ones) and fails with the response |
+//! |             | body                                                           |
+//! | `raw-headers` | the same below the SDK, through the raw `wasi:http`     |
+//! |             | bindings (`http://` only): each header is offered to the    |
+//! |             | host's `fields`, the request goes with what it took, and    |
+//! |             | the call fails with the response body and the names        |
+//! |             | `fields` refused as forbidden                                |
+//!
+//! On `headers`: the SDK leaves out a header `wasi:http` refuses as
+//! forbidden (wasmtime's defaults refuse `Host`, `Connection`, `Upgrade`,
+//! `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
+//! `Proxy-Authorization`, `Transfer-Encoding` and `HTTP2-Settings`) and
+//! sends the request anyway, so it still reaches the host, which drops the
+//! hop-by-hop headers `fields` took (`TE`, `Trailer`, ...) and sets `Host`.
 //!
 //! With `only_region = "r"`, `can-satisfy` says yes only to grants asking
 //! for region `r`; its offer's one region is `only_region` (or `sandbox-1`).
