@@ -20,7 +20,7 @@ pub const WORLD: &str = concat!(our_interface!("backend"), "0");
 /// The version of the `compute-bridge:backend` WIT package this host
 /// loads, and what it changed from the one before (`wit/backend.wit`).
 pub const WIT_VERSION: &str = concat!(wit_series!(), "0");
-const WIT_CHANGE: &str = "0.2.0 added `td-measurements` to `offer`";
+const WIT_CHANGE: &str = "0.3.0 replaced our http and log with wasi:http and wasi:logging";
 
 /// The version of `compute-bridge:backend` that `name` (an import or
 /// export) belongs to, when it is not one this host loads ([`wit_series!`]).
@@ -57,35 +57,57 @@ pub const WHY_ONE_MEMORY: &str = "a backend runs in one linear memory (a Rust wa
      every further memory, table or core module would only be room around it";
 
 /// Import name prefixes every backend may use, and why; the capabilities
-/// add theirs ([`crate::capabilities::IMPORTS`]).
+/// add theirs ([`crate::capabilities::IMPORTS`]). The WASI ones are what
+/// Rust's standard library and language runtimes (componentize-py's
+/// CPython) link; they are all linked and grant nothing ([`crate::wasi`]).
 const BASE: &[(&str, &str)] = &[
     (our_interface!("types"), "contract types"),
     ("wasi:io/", "streams for the standard library"),
     ("wasi:clocks/", "clocks"),
     ("wasi:random/", "randomness"),
-    ("wasi:cli/environment@", "an empty environment"),
+    (
+        "wasi:cli/environment@",
+        "an empty environment, no arguments",
+    ),
     ("wasi:cli/exit@", "exit"),
     ("wasi:cli/stdin@", "empty standard input"),
     ("wasi:cli/stdout@", "standard output (discarded)"),
     ("wasi:cli/stderr@", "standard error (kept for trap reports)"),
     ("wasi:cli/terminal-", "terminal queries (never a terminal)"),
+    (
+        "wasi:filesystem/",
+        "linked for language runtimes: no directory is preopened",
+    ),
+    (
+        "wasi:sockets/",
+        "linked for language runtimes: every bind, connect and lookup is refused",
+    ),
 ];
 
 /// Why well-known interfaces are refused, for a message that helps.
 const REFUSED: &[(&str, &str)] = &[
     (
-        "wasi:sockets/",
-        "sockets are not available to backends: use the http capability",
-    ),
-    (
-        "wasi:filesystem/",
-        "files are not available to backends: put settings in [backends.config]",
+        "wasi:http/incoming-handler",
+        "a backend serves no HTTP: it makes outbound requests \
+         (wasi:http/outgoing-handler) and exports the provider interface only",
     ),
     (
         "wasi:http/",
-        "wasi:http is not offered: use compute-bridge:backend/http",
+        "only wasi:http/outgoing-handler and wasi:http/types of WASI 0.2 are offered",
+    ),
+    (
+        "wasi:keyvalue/",
+        "no key-value store is offered: use compute-bridge:backend/cache for credentials",
+    ),
+    (
+        "wasi:cli/",
+        "of wasi:cli only the environment, exit, standard streams and terminal queries are linked",
     ),
 ];
+
+/// Why an export other than [`PROVIDER_EXPORT`] is refused.
+const ONE_EXPORT: &str = "a backend exports the provider interface and nothing else: \
+     the host calls nothing else, and serves nothing (no wasi:cli/run, no wasi:http/incoming-handler)";
 
 /// One import and the verdict on it.
 #[derive(Debug, Clone)]
@@ -175,6 +197,11 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
         violations.push(format!(
             "does not export {PROVIDER_EXPORT}: build it against the WIT in wit/ (world `backend`)"
         ));
+    }
+    if version.is_none() {
+        for e in exports.iter().filter(|e| *e != PROVIDER_EXPORT) {
+            violations.push(format!("exports {e}: {ONE_EXPORT}"));
+        }
     }
     let resources = component.resources_required().map(|r| Resources {
         memories: r.num_memories,
