@@ -466,6 +466,7 @@ impl HttpCapability {
         // declared (and refused a malformed one), so it is the body's.
         let length = parts.headers.get(http::header::CONTENT_LENGTH).cloned();
         if let Some(length) = length {
+            out_bytes += (http::header::CONTENT_LENGTH.as_str().len() + length.len() + 4) as u64;
             headers.insert(http::header::CONTENT_LENGTH, length);
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -950,5 +951,313 @@ mod tests {
         assert!(!p.allows_resolved("both.test", lo));
         assert!(!p.allows_resolved("unlisted.test", lo));
         assert!(p.allows_resolved("evil.test", "1.1.1.1".parse().unwrap()));
+    }
+
+    // The hook, driven natively against servers on 127.0.0.1: what a
+    // guest's `outgoing-handler.handle` hands it, and what comes back.
+
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+
+    /// A server on 127.0.0.1 answering every request with `reply` (never,
+    /// if empty); each request it read (head and body) arrives on the
+    /// channel before its answer leaves.
+    async fn server(reply: &'static [u8]) -> (u16, mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = conn.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = (text[..end].lines())
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                            if seen.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+                    if reply.is_empty() {
+                        std::future::pending::<()>().await;
+                    }
+                    let _ = conn.write_all(reply).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    fn capability(cfg: HttpConfig) -> Arc<HttpCapability> {
+        Arc::new(HttpCapability::new("test-backend", &cfg).unwrap())
+    }
+
+    fn request(
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> http::Request<WasiBody> {
+        let mut b = http::Request::builder().method("POST").uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(
+            Full::new(Bytes::from_static(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .unwrap()
+    }
+
+    /// What the guest's `future-incoming-response` resolves to.
+    async fn send(
+        call: &mut HttpCall,
+        req: http::Request<WasiBody>,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
+        let sent = call
+            .hooks
+            .send_request(req, None, Box::new(async { Ok(()) }));
+        Pin::from(sent).await.map(|(response, _io)| response)
+    }
+
+    async fn body(r: http::Response<WasiBody>) -> Vec<u8> {
+        r.into_body().collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+    #[tokio::test]
+    async fn a_listed_origin_is_reached_as_itself_without_hop_by_hop_headers() {
+        let (port, mut seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(
+            &format!("http://127.0.0.1:{port}/v1/x?y=1"),
+            &[
+                ("host", "evil.example"),
+                ("connection", "x-hop"),
+                ("x-hop", "1"),
+                ("keep-alive", "5"),
+                ("te", "trailers"),
+                ("trailer", "x-t"),
+                ("proxy-authorization", "secret"),
+                ("upgrade", "h2c"),
+                ("x-kept", "yes"),
+                ("content-length", "4"),
+            ],
+            b"ping",
+        );
+        let resp = send(&mut call, req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body(resp).await, b"hello");
+        let raw = seen.recv().await.unwrap().to_ascii_lowercase();
+        assert!(raw.starts_with("post /v1/x?y=1 http/1.1\r\n"), "{raw}");
+        assert!(
+            raw.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")),
+            "{raw}"
+        );
+        for gone in [
+            "evil.example",
+            "x-hop",
+            "keep-alive",
+            "\r\nte:",
+            "\r\ntrailer:",
+            "proxy-authorization",
+            "upgrade",
+        ] {
+            assert!(!raw.contains(gone), "{gone} in {raw}");
+        }
+        assert!(raw.contains("\r\nx-kept: yes\r\n"), "{raw}");
+        assert!(raw.contains("\r\ncontent-length: 4\r\n"), "{raw}");
+        assert!(raw.ends_with("\r\n\r\nping"), "{raw}");
+        assert_eq!(HttpCapability::failure_note(&call), None);
+    }
+
+    #[tokio::test]
+    async fn bytes_out_and_in_are_counted_per_backend() {
+        let (port, _seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+            ..Default::default()
+        });
+        for _ in 0..2 {
+            let mut call = HttpCapability::start_call(&cap, "test");
+            let req = request(
+                &format!("http://127.0.0.1:{port}/"),
+                &[("x-a", "bc"), ("content-length", "4")],
+                b"ping",
+            );
+            body(send(&mut call, req).await.unwrap()).await;
+        }
+        let c = &cap.counters;
+        assert_eq!(c.requests.load(Ordering::Relaxed), 2);
+        assert_eq!(c.denied.load(Ordering::Relaxed), 0);
+        assert_eq!(c.bytes_in.load(Ordering::Relaxed), 10);
+        // Per request: the body (4), and each header's name and value with
+        // `: ` and CRLF: `x-a: bc` (9) and the length the host sets from the
+        // declared one (`content-length: 4`, 19).
+        assert_eq!(c.bytes_out.load(Ordering::Relaxed), 2 * (4 + 9 + 19));
+    }
+
+    #[tokio::test]
+    async fn an_unlisted_origin_is_denied_with_the_reason_kept_for_the_call() {
+        let (port, _seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        // A name that could not resolve: the origin is refused first.
+        let e = send(&mut call, request("https://unlisted.invalid/x", &[], b""))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::HttpRequestDenied), "{e}");
+        assert_eq!(
+            HttpCapability::failure_note(&call).as_deref(),
+            Some(
+                "the host denied: https://unlisted.invalid:443 is not in this backend's allowed_hosts"
+            )
+        );
+        // Another port, or another scheme, of the listed address.
+        for other in [
+            format!("http://127.0.0.1:{}/", port.wrapping_add(1).max(1)),
+            format!("https://127.0.0.1:{port}/"),
+        ] {
+            let e = send(&mut call, request(&other, &[], b""))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, HttpError::HttpRequestDenied), "{other}: {e}");
+        }
+        assert_eq!(cap.counters.denied.load(Ordering::Relaxed), 3);
+        assert_eq!(cap.counters.requests.load(Ordering::Relaxed), 0);
+        // Each call keeps its own.
+        let fresh = HttpCapability::start_call(&cap, "test");
+        assert_eq!(HttpCapability::failure_note(&fresh), None);
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_forbidden_address_is_denied() {
+        let (port, _seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://api.test:{port}")],
+            resolve: [("api.test".to_string(), "127.0.0.1".parse().unwrap())].into(),
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(&format!("http://api.test:{port}/"), &[], b"");
+        let e = send(&mut call, req).await.unwrap_err();
+        assert!(matches!(e, HttpError::HttpRequestDenied), "{e}");
+        let note = HttpCapability::failure_note(&call).unwrap();
+        assert!(
+            note.starts_with(
+                "the host denied: api.test resolves only to forbidden addresses (127.0.0.1)"
+            ),
+            "{note}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_reaches_a_forbidden_address_whose_origin_is_listed() {
+        let (port, mut seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![
+                format!("http://api.test:{port}"),
+                format!("http://127.0.0.1:{port}"),
+            ],
+            resolve: [("api.test".to_string(), "127.0.0.1".parse().unwrap())].into(),
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(&format!("http://API.test:{port}/p"), &[], b"");
+        let resp = send(&mut call, req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let raw = seen.recv().await.unwrap().to_ascii_lowercase();
+        assert!(
+            raw.contains(&format!("\r\nhost: api.test:{port}\r\n")),
+            "{raw}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_response_body_is_capped_declared_or_not() {
+        for reply in [
+            HELLO,
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
+                as &[u8],
+        ] {
+            let (port, _seen) = server(reply).await;
+            let cap = capability(HttpConfig {
+                allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+                max_response_bytes: 4,
+                ..Default::default()
+            });
+            let mut call = HttpCapability::start_call(&cap, "test");
+            let req = request(&format!("http://127.0.0.1:{port}/"), &[], b"");
+            let e = send(&mut call, req).await.unwrap_err();
+            assert!(matches!(e, HttpError::HttpResponseBodySize(Some(4))), "{e}");
+            assert_eq!(HttpCapability::failure_note(&call), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_exchange_is_bounded_by_the_timeout() {
+        let (port, _seen) = server(b"").await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+            timeout_sec: 1,
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(&format!("http://127.0.0.1:{port}/"), &[], b"");
+        let e = send(&mut call, req).await.unwrap_err();
+        assert!(matches!(e, HttpError::HttpResponseTimeout), "{e}");
+    }
+
+    #[tokio::test]
+    async fn no_redirect_is_followed() {
+        let (to, mut reached) = server(HELLO).await;
+        let reply: &'static [u8] = Box::leak(
+            format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{to}/next\r\n\
+                 content-length: 0\r\n\r\n"
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let (from, _seen) = server(reply).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![
+                format!("http://127.0.0.1:{from}"),
+                format!("http://127.0.0.1:{to}"),
+            ],
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(&format!("http://127.0.0.1:{from}/"), &[], b"");
+        let resp = send(&mut call, req).await.unwrap();
+        assert_eq!(resp.status(), 302);
+        assert_eq!(
+            resp.headers()["location"],
+            format!("http://127.0.0.1:{to}/next").as_str()
+        );
+        // Had it been followed, the request would be on the channel before
+        // the response came back.
+        assert!(reached.try_recv().is_err());
     }
 }
