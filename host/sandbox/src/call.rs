@@ -439,3 +439,46 @@ impl Backend for ComponentBackend {
         Ok(listed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_call_says_why_the_host_denied_its_request() {
+        let notes =
+            vec!["the host denied: https://x:443 is not in this backend's allowed_hosts".into()];
+        let e = Called::<Result<(), BackendError>> {
+            result: Ok(Err(BackendError::Transient(
+                "EC2: denied by the host".into(),
+            ))),
+            notes: notes.clone(),
+        }
+        .outcome()
+        .unwrap_err();
+        assert_eq!(
+            e,
+            BackendError::Transient(
+                "EC2: denied by the host; the host denied: https://x:443 is not in this \
+                 backend's allowed_hosts"
+                    .into()
+            )
+        );
+        // A trap says it too; a call that succeeded says nothing.
+        let trapped = Called::<Result<(), BackendError>> {
+            result: Err(BackendError::Internal("trapped".into())),
+            notes: notes.clone(),
+        };
+        assert!(
+            matches!(trapped.outcome(), Err(BackendError::Internal(m)) if m.ends_with("allowed_hosts"))
+        );
+        let fine = Called::<Result<u8, BackendError>> {
+            result: Ok(Ok(7)),
+            notes,
+        };
+        assert_eq!(fine.outcome(), Ok(7));
+        // Without a note, the error is the guest's, untouched.
+        let plain = noted(BackendError::Rejected("r".into()), &[]);
+        assert_eq!(plain, BackendError::Rejected("r".into()));
+    }
+}

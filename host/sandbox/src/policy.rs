@@ -109,6 +109,19 @@ const REFUSED: &[(&str, &str)] = &[
 const ONE_EXPORT: &str = "a backend exports the provider interface and nothing else: \
      the host calls nothing else, and serves nothing (no wasi:cli/run, no wasi:http/incoming-handler)";
 
+/// True for an export that carries nothing callable: a type, or an
+/// instance of types only (componentize-py exports one named `exports`
+/// beside the provider interface).
+fn types_only(engine: &Engine, item: &ComponentItem) -> bool {
+    match item {
+        ComponentItem::Type(_) | ComponentItem::Resource(_) => true,
+        ComponentItem::ComponentInstance(i) => {
+            i.exports(engine).all(|(_, e)| types_only(engine, &e.ty))
+        }
+        _ => false,
+    }
+}
+
 /// One import and the verdict on it.
 #[derive(Debug, Clone)]
 pub struct Import {
@@ -166,23 +179,11 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
         violations.push(built_for(v));
     }
     for (name, item) in ty.imports(engine) {
-        let allowed = BASE
-            .iter()
-            .chain(crate::capabilities::IMPORTS.iter().copied().flatten())
-            .find(|(p, _)| name.starts_with(p));
-        let refused = match allowed {
-            Some(_) if matches!(item.ty, ComponentItem::ComponentInstance(_)) => None,
-            Some(_) => Some("only interface imports are allowed".to_string()),
-            None if foreign_version(name).is_some() => Some(format!(
-                "of another version of the contract: rebuild against the {WIT_VERSION} WIT"
-            )),
-            None => Some(
-                REFUSED
-                    .iter()
-                    .find(|(p, _)| name.starts_with(p))
-                    .map(|(_, why)| why.to_string())
-                    .unwrap_or_else(|| format!("not part of the {WORLD} world")),
-            ),
+        let verdict = interface_verdict(name);
+        let refused = match &verdict {
+            Ok(_) if matches!(item.ty, ComponentItem::ComponentInstance(_)) => None,
+            Ok(_) => Some("only interface imports are allowed".to_string()),
+            Err(why) => Some(why.clone()),
         };
         if let Some(why) = &refused {
             violations.push(format!("imports {name}: {why}"));
@@ -190,7 +191,7 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
         imports.push(Import {
             name: name.to_string(),
             refused,
-            purpose: allowed.map(|(_, p)| *p).unwrap_or(""),
+            purpose: verdict.unwrap_or(""),
         });
     }
     if version.is_none() && !exports.iter().any(|e| e == PROVIDER_EXPORT) {
@@ -199,8 +200,10 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
         ));
     }
     if version.is_none() {
-        for e in exports.iter().filter(|e| *e != PROVIDER_EXPORT) {
-            violations.push(format!("exports {e}: {ONE_EXPORT}"));
+        for (e, item) in ty.exports(engine).filter(|(e, _)| *e != PROVIDER_EXPORT) {
+            if !types_only(engine, &item.ty) {
+                violations.push(format!("exports {e}: {ONE_EXPORT}"));
+            }
         }
     }
     let resources = component.resources_required().map(|r| Resources {
@@ -233,6 +236,26 @@ pub fn check(engine: &Engine, component: &Component) -> Report {
         exports,
         violations,
         resources,
+    }
+}
+
+/// Whether an interface named `name` may be imported: what it is for, or
+/// why not.
+fn interface_verdict(name: &str) -> Result<&'static str, String> {
+    let allowed = BASE
+        .iter()
+        .chain(crate::capabilities::IMPORTS.iter().copied().flatten())
+        .find(|(p, _)| name.starts_with(p));
+    match allowed {
+        Some((_, purpose)) => Ok(*purpose),
+        None if foreign_version(name).is_some() => Err(format!(
+            "of another version of the contract: rebuild against the {WIT_VERSION} WIT"
+        )),
+        None => Err(REFUSED
+            .iter()
+            .find(|(p, _)| name.starts_with(p))
+            .map(|(_, why)| why.to_string())
+            .unwrap_or_else(|| format!("not part of the {WORLD} world"))),
     }
 }
 
@@ -294,6 +317,70 @@ mod tests {
                     "{prefix} is not in the series this host loads"
                 );
             }
+        }
+    }
+
+    /// What a Rust backend and a language runtime import is linked; what a
+    /// backend never needs is refused with a reason; a component of an
+    /// older contract is told its version and the fix.
+    #[test]
+    fn imports_a_runtime_links_pass_and_the_rest_is_refused_with_a_reason() {
+        for name in [
+            "wasi:http/outgoing-handler@0.2.12",
+            "wasi:http/types@0.2.0",
+            "wasi:logging/logging@0.1.0-draft",
+            "wasi:config/store@0.2.0-rc.1",
+            "wasi:filesystem/types@0.2.0",
+            "wasi:filesystem/preopens@0.2.12",
+            "wasi:sockets/tcp@0.2.0",
+            "wasi:sockets/ip-name-lookup@0.2.0",
+            "wasi:cli/environment@0.2.0",
+            "wasi:cli/terminal-stdout@0.2.0",
+            "wasi:random/insecure-seed@0.2.0",
+            concat!(our_interface!("ssh"), "0"),
+            concat!(our_interface!("cache"), "0"),
+            concat!(our_interface!("types"), "0"),
+        ] {
+            assert!(interface_verdict(name).is_ok(), "{name} refused");
+        }
+        for (name, why) in [
+            (
+                "wasi:http/incoming-handler@0.2.12",
+                "a backend serves no HTTP",
+            ),
+            ("wasi:http/handler@0.3.0", "only wasi:http/outgoing-handler"),
+            (
+                "wasi:keyvalue/store@0.2.0-draft",
+                "compute-bridge:backend/cache",
+            ),
+            ("wasi:cli/run@0.2.0", "of wasi:cli only"),
+            (
+                "compute-bridge:backend/http@0.2.0",
+                "another version of the contract",
+            ),
+            (
+                "compute-bridge:backend/log@0.2.0",
+                "another version of the contract",
+            ),
+            ("acme:secrets/vault@1.0.0", "not part of the"),
+        ] {
+            let e = interface_verdict(name).unwrap_err();
+            assert!(e.contains(why), "{name}: {e}");
+        }
+        for (old, name) in [
+            ("0.2.0", "compute-bridge:backend/provider@0.2.0"),
+            ("0.1.0", "compute-bridge:backend/http@0.1.0"),
+        ] {
+            assert_eq!(foreign_version(name), Some(old));
+            assert_eq!(
+                built_for(old),
+                format!(
+                    "was built for compute-bridge:backend@{old}; this bridge loads \
+                     compute-bridge:backend@0.3.0 only (0.3.0 replaced our http and log with \
+                     wasi:http and wasi:logging): rebuild it against the 0.3.0 WIT in wit/ \
+                     (or compute-bridge-sdk of this release)"
+                )
+            );
         }
     }
 }
