@@ -25,6 +25,8 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::wasi;
+
 use compute_bridge_contract::backend::{
     self, Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
@@ -65,10 +67,11 @@ impl Limits {
 }
 
 /// What a call's `Store` holds: the WASI context (empty environment, no
-/// files, no sockets) and each capability's state in this call.
+/// files, no sockets; [`crate::wasi::ctx`]), the resource table WASI and
+/// `wasi:http` share, and each capability's state in this call.
 pub struct CallState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub(crate) calls: Calls,
     budget: Budget,
 }
@@ -133,6 +136,57 @@ impl Drop for InFlight<'_> {
 
 type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
+/// How one call ended, and what the capabilities note about it for an
+/// error (why the host denied a request the guest then failed on).
+struct Called<R> {
+    result: Result<R, BackendError>,
+    notes: Vec<String>,
+}
+
+impl<R> Called<R> {
+    /// The export's value; a trap or deadline with the notes appended.
+    fn value(self) -> Result<R, BackendError> {
+        let notes = self.notes;
+        self.result.map_err(|e| noted(e, &notes))
+    }
+}
+
+impl<T, E: Into<BackendError>> Called<Result<T, E>> {
+    /// The export's own result, its error (or a trap, or the deadline)
+    /// with the notes appended.
+    fn outcome(self) -> Result<T, BackendError> {
+        let notes = self.notes;
+        match self.result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(noted(e.into(), &notes)),
+            Err(e) => Err(noted(e, &notes)),
+        }
+    }
+}
+
+/// `e` with `; <note>` appended to its message for each note (escaped, so
+/// it stays on one line), cut to the error's bound.
+fn noted(e: BackendError, notes: &[String]) -> BackendError {
+    if notes.is_empty() {
+        return e;
+    }
+    let add = |mut m: String| {
+        for n in notes {
+            m.push_str("; ");
+            m.push_str(&escape(n));
+        }
+        m
+    };
+    match e {
+        BackendError::NoCapacity(m) => BackendError::NoCapacity(add(m)),
+        BackendError::Transient(m) => BackendError::Transient(add(m)),
+        BackendError::Rejected(m) => BackendError::Rejected(add(m)),
+        BackendError::Config(m) => BackendError::Config(add(m)),
+        BackendError::Internal(m) => BackendError::Internal(add(m)),
+    }
+    .bounded()
+}
+
 impl ComponentBackend {
     pub(crate) fn new(
         name: &str,
@@ -167,7 +221,18 @@ impl ComponentBackend {
         &self,
         what: &'static str,
         f: impl for<'a> FnOnce(&'a Provider, &'a mut Store<CallState>) -> CallFuture<'a, R> + Send,
-    ) -> Result<R, BackendError> {
+    ) -> Called<R> {
+        let (result, notes) = self.run(what, f).await;
+        Called { result, notes }
+    }
+
+    /// [`Self::call`]'s work: the result, and the capabilities' notes for
+    /// an error (empty when no instance ran).
+    async fn run<R: Send>(
+        &self,
+        what: &'static str,
+        f: impl for<'a> FnOnce(&'a Provider, &'a mut Store<CallState>) -> CallFuture<'a, R> + Send,
+    ) -> (Result<R, BackendError>, Vec<String>) {
         let deadline = self.limits.deadline_of(what);
         // Its backend's own slot first, then one of the pool's: a backend
         // whose calls all hang waits on its own slots, never on another's.
@@ -191,13 +256,13 @@ impl ComponentBackend {
                     self.limits.max_concurrent_calls
                 );
                 tracing::warn!(backend = %self.name, call = what, "{msg}");
-                return Err(BackendError::Transient(msg));
+                return (Err(BackendError::Transient(msg)), Vec::new());
             }
         };
         let _in_flight = InFlight::new(&self.stats);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let stderr = MemoryOutputPipe::new(STDERR_KEEP);
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let wasi = wasi::ctx(stderr.clone());
         let mut store = Store::new(
             &self.shared.engine,
             CallState {
@@ -221,7 +286,8 @@ impl ComponentBackend {
         self.stats
             .peak_memory_bytes
             .fetch_max(store.data().budget.peak() as u64, Ordering::Relaxed);
-        match result {
+        let notes = store.data().calls.failure_notes();
+        let result = match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 self.stats.traps.fetch_add(1, Ordering::Relaxed);
@@ -242,7 +308,8 @@ impl ComponentBackend {
                 tracing::warn!(backend = %self.name, call = what, "{msg}");
                 Err(BackendError::Internal(msg))
             }
-        }
+        };
+        (result, notes)
     }
 }
 
@@ -288,7 +355,8 @@ impl Backend for ComponentBackend {
     async fn capabilities(&self) -> Result<Capabilities, BackendError> {
         let offer = self
             .call("capabilities", |p, s| Box::pin(p.call_capabilities(s)))
-            .await??;
+            .await
+            .outcome()?;
         backend::check_offer(&self.name, offer.into())
     }
 
@@ -298,6 +366,7 @@ impl Backend for ComponentBackend {
             Box::pin(async move { p.call_can_satisfy(s, &g).await })
         })
         .await
+        .value()
         .unwrap_or(false)
     }
 
@@ -315,7 +384,8 @@ impl Backend for ComponentBackend {
             .call("provision", move |p, s| {
                 Box::pin(async move { p.call_provision(s, &g, &w).await })
             })
-            .await??
+            .await
+            .outcome()?
             .into();
         if let Err(e) = backend::check_provisioned(&self.name, &instance) {
             // It may exist: tear it down before refusing it.
@@ -333,9 +403,9 @@ impl Backend for ComponentBackend {
         self.call("status", move |p, s| {
             Box::pin(async move { p.call_status(s, &i).await })
         })
-        .await?
+        .await
+        .outcome()
         .map(Into::into)
-        .map_err(Into::into)
     }
 
     async fn usage(&self, instance: &Instance) -> Result<Usage, BackendError> {
@@ -343,9 +413,9 @@ impl Backend for ComponentBackend {
         self.call("usage", move |p, s| {
             Box::pin(async move { p.call_usage(s, &i).await })
         })
-        .await?
+        .await
+        .outcome()
         .map(Into::into)
-        .map_err(Into::into)
     }
 
     async fn terminate(&self, instance: &Instance) -> Result<(), BackendError> {
@@ -353,18 +423,62 @@ impl Backend for ComponentBackend {
         self.call("terminate", move |p, s| {
             Box::pin(async move { p.call_terminate(s, &i).await })
         })
-        .await?
-        .map_err(Into::into)
+        .await
+        .outcome()
     }
 
     async fn list_instances(&self) -> Result<Vec<Instance>, BackendError> {
         let listed: Vec<Instance> = self
             .call("list-instances", |p, s| Box::pin(p.call_list_instances(s)))
-            .await??
+            .await
+            .outcome()?
             .into_iter()
             .map(Into::into)
             .collect();
         backend::check_listed(&self.name, &listed)?;
         Ok(listed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_call_says_why_the_host_denied_its_request() {
+        let notes =
+            vec!["the host denied: https://x:443 is not in this backend's allowed_hosts".into()];
+        let e = Called::<Result<(), BackendError>> {
+            result: Ok(Err(BackendError::Transient(
+                "EC2: denied by the host".into(),
+            ))),
+            notes: notes.clone(),
+        }
+        .outcome()
+        .unwrap_err();
+        assert_eq!(
+            e,
+            BackendError::Transient(
+                "EC2: denied by the host; the host denied: https://x:443 is not in this \
+                 backend's allowed_hosts"
+                    .into()
+            )
+        );
+        // A trap says it too; a call that succeeded says nothing.
+        let trapped = Called::<Result<(), BackendError>> {
+            result: Err(BackendError::Internal("trapped".into())),
+            notes: notes.clone(),
+        };
+        assert!(
+            matches!(trapped.outcome(), Err(BackendError::Internal(m)) if m.ends_with("allowed_hosts"))
+        );
+        let fine = Called::<Result<u8, BackendError>> {
+            result: Ok(Ok(7)),
+            notes,
+        };
+        assert_eq!(fine.outcome(), Ok(7));
+        // Without a note, the error is the guest's, untouched.
+        let plain = noted(BackendError::Rejected("r".into()), &[]);
+        assert_eq!(plain, BackendError::Rejected("r".into()));
     }
 }

@@ -11,7 +11,8 @@
 //!   the sandbox one instance may take, checked before it is instantiated;
 //! - [`call`]: one backend behind the contract's `Backend` trait, each call
 //!   in a fresh instance under its memory budget and deadline;
-//! - [`capabilities`]: `http`, `ssh`, `log`, `cache` and `config`, one
+//! - [`capabilities`]: `http` (`wasi:http/outgoing-handler`), `ssh`, `log`
+//!   (`wasi:logging`), `cache` and `config` (`wasi:config/store`), one
 //!   folder each with its config section;
 //! - [`spec`]: what the daemon tells the sandbox about one backend.
 //!
@@ -30,12 +31,12 @@
 /// `wit/backend.wit` that names it; a test holds the three together.
 macro_rules! wit_series {
     () => {
-        "0.2."
+        "0.3."
     };
 }
 
 /// The import name prefix of one of our interfaces in [`wit_series!`]:
-/// `our_interface!("http")` is `compute-bridge:backend/http@0.2.`.
+/// `our_interface!("ssh")` is `compute-bridge:backend/ssh@0.3.`.
 macro_rules! our_interface {
     ($name:literal) => {
         concat!("compute-bridge:backend/", $name, "@", wit_series!())

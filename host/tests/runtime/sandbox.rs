@@ -161,8 +161,8 @@ async fn a_component_built_for_the_0_1_0_world_is_refused_with_the_fix() {
         Ok(_) => panic!("a component of the 0.1.0 world loaded"),
     };
     let why = "was built for compute-bridge:backend@0.1.0; this bridge loads \
-               compute-bridge:backend@0.2.0 only (0.2.0 added `td-measurements` to `offer`): \
-               rebuild it against the 0.2.0 WIT in wit/";
+               compute-bridge:backend@0.3.0 only (0.3.0 replaced our http and log with \
+               wasi:http and wasi:logging): rebuild it against the 0.3.0 WIT in wit/";
     assert!(err.contains(why), "{err}");
     // `components inspect` says the same.
     let (ok, text) = inspect(file);

@@ -1,6 +1,7 @@
 //! Host capabilities a backend component can be given, one folder each:
-//! `log`, `http`, `ssh`, `cache` (credentials only) and `config`
-//! (`wasi:config/store`).
+//! `log` (`wasi:logging/logging`), `http` (`wasi:http/outgoing-handler`,
+//! served by `wasmtime-wasi-http` with our policy in its hook), `ssh`,
+//! `cache` (credentials only) and `config` (`wasi:config/store`).
 //!
 //! Everything about a capability lives in its folder, behind
 //! [`Capability`]: its `[backends.<section>]` type and its validation, the
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use compute_bridge_contract::keypath::Invalid;
 use serde::de::{DeserializeOwned, MapAccess};
 use sha2::{Digest, Sha256};
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, ResourceTable};
 
 use crate::call::CallState;
 use crate::spec::LoadContext;
@@ -69,12 +70,22 @@ pub trait Capability: Sized + Send + Sync + 'static {
     /// Feed its non-secret policy into `h`, deterministically (for a
     /// measurement of a backend's policy, issue 20). Never a secret.
     fn measure(_cfg: &Self::Config, _h: &mut Sha256) {}
+    /// What the host has to add to the error of a call that failed, from
+    /// this call's state (the `http` capability: why it denied a request,
+    /// which the guest only saw as a code). `None`: nothing.
+    fn failure_note(_call: &Self::Call) -> Option<String> {
+        None
+    }
 }
 
 /// Store data holding capability `C`'s per-call state.
 pub trait HasCall<C: Capability>: Send + 'static {
     /// `C`'s state in this call.
     fn call_state(&mut self) -> &mut C::Call;
+    /// `C`'s state in this call and the call's resource table (the one WASI
+    /// uses), for a capability whose interfaces hand the guest resources
+    /// that WASI streams and pollables refer to.
+    fn call_state_and_table(&mut self) -> (&mut C::Call, &mut ResourceTable);
 }
 
 /// A capability without a section.
@@ -217,10 +228,29 @@ macro_rules! capabilities {
             $(pub(crate) $field: <$cap as Capability>::Call,)*
         }
 
+        impl Calls {
+            /// What the capabilities add to the error of this call, if it
+            /// failed, in list order.
+            pub(crate) fn failure_notes(&self) -> Vec<String> {
+                let mut out = Vec::new();
+                $(
+                    if let Some(note) = <$cap as Capability>::failure_note(&self.$field) {
+                        out.push(note);
+                    }
+                )*
+                out
+            }
+        }
+
         $(
             impl HasCall<$cap> for CallState {
                 fn call_state(&mut self) -> &mut <$cap as Capability>::Call {
                     &mut self.calls.$field
+                }
+                fn call_state_and_table(
+                    &mut self,
+                ) -> (&mut <$cap as Capability>::Call, &mut ResourceTable) {
+                    (&mut self.calls.$field, &mut self.table)
                 }
             }
         )*

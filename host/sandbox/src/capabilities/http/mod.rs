@@ -1,7 +1,15 @@
-//! The `http` capability: outbound HTTP for one backend, limited to the
-//! origins the operator listed.
+//! The `http` capability: `wasi:http/outgoing-handler` for one backend,
+//! served by `wasmtime-wasi-http` with our policy in its
+//! [`WasiHttpHooks::send_request`] hook, and only the origins the operator
+//! listed reachable.
 //!
-//! Checks, in order:
+//! The shape follows Spin's outbound-HTTP factor (spinframework/spin,
+//! `crates/factor-outbound-http/src/wasi.rs`: the per-instance state is the
+//! hooks, the allowed-hosts check happens in the hook before anything is
+//! sent and answers `HTTP-request-denied`, the address check lives in the
+//! connector); the rules are ours. `wasmtime-wasi-http` turns the guest's
+//! resources into an `http::Request`; everything from there to the
+//! response is here. Checks, in order:
 //! 1. the URL's origin (`scheme://host:port`) is on `allowed_hosts`, before
 //!    any DNS;
 //! 2. every address the name resolves to is public ([`is_forbidden`]:
@@ -11,25 +19,51 @@
 //!    that very origin by address: the same scheme, that IP and the same
 //!    port, for every port the name is listed with. A name left with no
 //!    address is refused. Listing `http://127.0.0.1:18081` opens that one
-//!    origin, not every port of 127.0.0.1;
-//! 3. redirects are followed only to listed origins, through the same
-//!    resolver;
-//! 4. the host sets `Host` from the URL (and the body's length) and drops
-//!    the hop-by-hop headers a component sets (RFC 9110 §7.6.1: `Connection`
-//!    and the fields it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
-//!    `Transfer-Encoding`, `Upgrade`), so a request goes to the listed origin
-//!    as that origin and carries nothing meant for a hop in between;
-//! 5. the whole exchange has a timeout and the body a size cap.
+//!    origin, not every port of 127.0.0.1. The resolver that checks the
+//!    addresses is the one the client connects with, and it hands the
+//!    client only the addresses it checked: there is no second resolution;
+//! 3. the host follows no redirect: a 3xx reaches the guest as it came, and
+//!    a request to its `location` is a new request, checked like any other;
+//! 4. the host sets `Host` from the URL and the length from the body (the
+//!    `Content-Length` the guest declared, which `wasmtime-wasi-http` holds
+//!    the body to) and drops the hop-by-hop headers a component sets
+//!    (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
+//!    `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), so a
+//!    request goes to the listed origin as that origin and carries nothing
+//!    meant for a hop in between;
+//! 5. the whole exchange (connect, request, response and its body) has one
+//!    timeout and the response body a size cap. The body is read to its end
+//!    inside the hook, so that a body over the cap fails the request itself
+//!    with `HTTP-response-body-size(cap)`: `wasmtime-wasi-http` 48 hands an
+//!    error raised while the guest streams a body to it as a plain
+//!    `wasi:io` error, which `http-error-code` cannot name (its body errors
+//!    are not `error-code`s), so a cap enforced while streaming would reach
+//!    the guest without its code.
 //!
-//! Bytes out and in are counted per backend.
+//! Errors reach the guest as `error-code`s ([`HttpCapability::exchange`]
+//! says which). A denial is `HTTP-request-denied` only; the reason stays on
+//! the host: it is logged (warn, with the backend's name), counted, and
+//! kept in the call's state, so that if the call then fails its error says
+//! `; the host denied: <reason>` ([`Capability::failure_note`]).
+//!
+//! Underneath is one `reqwest` client per backend (its rustls and
+//! platform-verifier roots, its connection pool), with no proxy, no
+//! redirects and the checking resolver; nothing of the old `http.send`
+//! record API is left. Bytes out and in are counted per backend.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 
 mod config;
 
@@ -37,10 +71,15 @@ pub use config::HttpConfig;
 
 use compute_bridge_contract::keypath::Invalid;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::LinkOptions;
+use wasmtime_wasi_http::p2::bindings::http::{outgoing_handler, types as wasi_types};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttp, WasiHttpCtx, WasiHttpCtxView,
+    WasiHttpHooks,
+};
 
 use super::{Capability, HasCall};
-use crate::bindings::http as wit;
 use crate::spec::LoadContext;
 
 /// An allowed origin: scheme, lower-case host, port.
@@ -262,11 +301,17 @@ fn dropped_header(name: &str, nominated: &[String]) -> bool {
         || nominated.contains(&n)
 }
 
-/// Raised inside reqwest by our resolver or redirect policy; recognised on
-/// the way out so the component sees `denied`, not `transport`.
+/// Raised inside reqwest by our resolver; recognised on the way out so the
+/// component sees `HTTP-request-denied`, and the reason is kept.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Denied(String);
+
+/// The name lookup itself failed (no such name, no answer); the guest sees
+/// a `DNS-error`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LookupFailed(String);
 
 /// A resolver that drops forbidden addresses.
 struct GuardedResolver {
@@ -281,10 +326,15 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let addrs: Vec<IpAddr> = match policy.resolve.get(&name) {
                 Some(ip) => vec![*ip],
                 None => tokio::net::lookup_host((name.as_str(), 0))
-                    .await?
+                    .await
+                    .map_err(|e| LookupFailed(format!("{name}: {e}")))?
                     .map(|a| a.ip())
                     .collect(),
             };
+            if addrs.is_empty() {
+                return Err(Box::new(Denied(format!("{name} resolves to no address")))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
             let (ok, refused): (Vec<IpAddr>, Vec<IpAddr>) = addrs
                 .into_iter()
                 .partition(|ip| policy.allows_resolved(&name, *ip));
@@ -317,175 +367,337 @@ pub struct HttpCounters {
     pub bytes_in: AtomicU64,
 }
 
+/// Why the host denied a request of this call, the last one; shared
+/// between the call's state and the requests it has in flight (they run
+/// on their own tasks).
+pub type Denials = Arc<Mutex<Option<String>>>;
+
 /// The `http` capability of one backend, shared by all its calls.
 pub struct HttpCapability {
     backend: Arc<str>,
     policy: Arc<HttpPolicy>,
     client: reqwest::Client,
     /// Counters since start.
-    pub counters: HttpCounters,
+    pub counters: Arc<HttpCounters>,
 }
 
 impl HttpCapability {
     /// Build the client for `backend` from its config.
     pub fn new(backend: &str, cfg: &HttpConfig) -> anyhow::Result<Self> {
         let policy = Arc::new(HttpPolicy::new(cfg).map_err(anyhow::Error::msg)?);
-        let redirect_policy = policy.clone();
         let client = reqwest::Client::builder()
             .no_proxy()
             .user_agent(concat!("compute-bridge/", env!("CARGO_PKG_VERSION")))
-            .timeout(policy.timeout)
-            .connect_timeout(policy.timeout.min(Duration::from_secs(10)))
+            // The whole exchange is bounded in `exchange`; connecting has
+            // its own, earlier limit, so a timeout before the connection is
+            // told apart from one after it.
+            .connect_timeout(connect_timeout(policy.timeout))
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= 5 {
-                    return attempt.error(Denied("more than 5 redirects".into()));
-                }
-                match redirect_policy.allows_url(attempt.url()) {
-                    Ok(_) => attempt.follow(),
-                    Err(why) => attempt.error(Denied(format!("redirect refused: {why}"))),
-                }
-            }))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             backend: backend.into(),
             policy,
             client,
-            counters: HttpCounters::default(),
+            counters: Arc::default(),
         })
     }
 
-    fn deny(&self, why: String) -> wit::HttpError {
+    /// Count, log and keep the reason of a denial; what the guest sees.
+    fn deny(&self, why: String, denials: &Denials) -> HttpError {
         self.counters.denied.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(backend = %self.backend, "http request denied: {why}");
-        wit::HttpError::Denied(why)
+        *denials.lock().unwrap() = Some(why);
+        HttpError::HttpRequestDenied
     }
 
-    /// Send one request on behalf of the component.
-    pub async fn send(&self, req: wit::Request) -> Result<wit::Response, wit::HttpError> {
-        let url = reqwest::Url::parse(&req.url)
-            .map_err(|e| wit::HttpError::InvalidRequest(format!("bad URL: {e}")))?;
-        let origin = self.policy.allows_url(&url).map_err(|why| self.deny(why))?;
+    /// One request of the guest, under the policy, to its response with the
+    /// whole body read (at most the cap).
+    ///
+    /// Errors, as the guest sees them (`wasi:http/types.error-code`):
+    /// - origin not listed, a forbidden address, a name that resolves to no
+    ///   address: `HTTP-request-denied` (the reason goes to `denials`);
+    /// - no connection within the connect limit: `connection-timeout`; the
+    ///   whole exchange past the timeout after that:
+    ///   `HTTP-response-timeout`;
+    /// - a body over the cap (declared or counted):
+    ///   `HTTP-response-body-size(cap)`;
+    /// - otherwise the closest code: `DNS-error` (the lookup failed),
+    ///   `connection-refused`, `connection-terminated`,
+    ///   `destination-unavailable`, `TLS-certificate-error`,
+    ///   `TLS-alert-received`, `TLS-protocol-error`,
+    ///   `HTTP-request-URI-invalid`, `HTTP-request-body-size` (the guest's
+    ///   body broke its own `Content-Length`), `HTTP-response-incomplete`
+    ///   (the body broke off), `HTTP-protocol-error`, and `internal-error`
+    ///   with the cause for anything else.
+    pub async fn exchange(
+        &self,
+        request: http::Request<WasiBody>,
+        denials: &Denials,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
+        let (parts, body) = request.into_parts();
+        let url = reqwest::Url::parse(&parts.uri.to_string())
+            .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        let origin = (self.policy.allows_url(&url)).map_err(|why| self.deny(why, denials))?;
         if let Some(ip) = origin.ip()
             && !self.policy.allows_ip_for(&origin, ip)
         {
-            return Err(self.deny(format!("{ip} is a forbidden address")));
+            return Err(self.deny(format!("{ip} is a forbidden address"), denials));
         }
 
-        let method = match req.method {
-            wit::Method::Get => reqwest::Method::GET,
-            wit::Method::Head => reqwest::Method::HEAD,
-            wit::Method::Post => reqwest::Method::POST,
-            wit::Method::Put => reqwest::Method::PUT,
-            wit::Method::Patch => reqwest::Method::PATCH,
-            wit::Method::Delete => reqwest::Method::DELETE,
-        };
-        let mut headers = reqwest::header::HeaderMap::new();
-        let mut out_bytes = req.body.len() as u64;
-        let nominated: Vec<String> = req
-            .headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
-            .flat_map(|(_, v)| v.split(','))
+        let nominated: Vec<String> = (parts.headers.get_all(http::header::CONNECTION).iter())
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
             .map(|t| t.trim().to_ascii_lowercase())
             .filter(|t| !t.is_empty())
             .collect();
-        for (k, v) in &req.headers {
-            if dropped_header(k, &nominated) {
+        let mut headers = http::HeaderMap::new();
+        let mut out_bytes = 0u64;
+        for (k, v) in &parts.headers {
+            if dropped_header(k.as_str(), &nominated) {
                 continue;
             }
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| wit::HttpError::InvalidRequest(format!("bad header name {k:?}")))?;
-            let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
-                wit::HttpError::InvalidRequest(format!("bad value for header {k:?}"))
-            })?;
-            out_bytes += (k.len() + v.len() + 4) as u64;
-            headers.append(name, value);
+            out_bytes += (k.as_str().len() + v.len() + 4) as u64;
+            headers.append(k.clone(), v.clone());
+        }
+        // `wasmtime-wasi-http` holds the body to the length the guest
+        // declared (and refused a malformed one), so it is the body's.
+        let length = parts.headers.get(http::header::CONTENT_LENGTH).cloned();
+        if let Some(length) = length {
+            out_bytes += (http::header::CONTENT_LENGTH.as_str().len() + length.len() + 4) as u64;
+            headers.insert(http::header::CONTENT_LENGTH, length);
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_out
             .fetch_add(out_bytes, Ordering::Relaxed);
-        tracing::debug!(backend = %self.backend, %method, %origin, path = url.path(), "http request");
+        tracing::debug!(backend = %self.backend, method = %parts.method, %origin, path = url.path(), "http request");
 
-        let started = self
+        let sent = self
             .client
-            .request(method, url)
+            .request(parts.method, url)
             .headers(headers)
-            .body(req.body)
+            .body(reqwest::Body::wrap(Outgoing {
+                body: Mutex::new(body),
+                counters: self.counters.clone(),
+            }))
             .send();
-        let timeout = self.policy.timeout;
-        let result = tokio::time::timeout(timeout, async {
-            let resp = started.await.map_err(|e| self.classify(e))?;
-            let status = resp.status().as_u16();
-            let headers: Vec<(String, String)> = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let cap = self.policy.max_response_bytes;
+        let cap = self.policy.max_response_bytes;
+        let exchange = async {
+            let resp = sent.await.map_err(|e| self.classify(&e, denials))?;
             if resp.content_length().is_some_and(|n| n > cap) {
-                return Err(wit::HttpError::TooLarge(cap));
+                return Err(HttpError::HttpResponseBodySize(Some(cap)));
+            }
+            let mut head = http::Response::builder().status(resp.status());
+            if let Some(h) = head.headers_mut() {
+                *h = resp.headers().clone();
             }
             let mut body = Vec::new();
             let mut stream = resp.bytes_stream();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.classify(e))?;
+                let chunk = chunk.map_err(|e| self.classify(&e, denials))?;
                 self.counters
                     .bytes_in
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if body.len() as u64 + chunk.len() as u64 > cap {
-                    return Err(wit::HttpError::TooLarge(cap));
+                    return Err(HttpError::HttpResponseBodySize(Some(cap)));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(wit::Response {
-                status,
-                headers,
-                body,
-            })
-        })
-        .await;
-        match result {
+            let body = http_body_util::Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            head.body(body)
+                .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+        };
+        match tokio::time::timeout(self.policy.timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(wit::HttpError::Timeout),
+            // Connecting has its own, earlier limit (`connect_timeout`):
+            // past it, the connection was made.
+            Err(_) => Err(HttpError::HttpResponseTimeout),
         }
     }
 
-    fn classify(&self, e: reqwest::Error) -> wit::HttpError {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = src {
-            if let Some(d) = s.downcast_ref::<Denied>() {
-                return self.deny(d.0.clone());
-            }
-            src = s.source();
+    /// The `error-code` for a failure of the client.
+    fn classify(&self, e: &reqwest::Error, denials: &Denials) -> HttpError {
+        let chain = || {
+            std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |s| {
+                s.source()
+            })
+        };
+        if let Some(d) = chain().find_map(|s| s.downcast_ref::<Denied>()) {
+            return self.deny(d.0.clone(), denials);
+        }
+        if let Some(l) = chain().find_map(|s| s.downcast_ref::<LookupFailed>()) {
+            return HttpError::DnsError {
+                rcode: Some(l.0.clone()),
+                info_code: None,
+            };
+        }
+        if let Some(b) = chain().find_map(|s| s.downcast_ref::<HttpError>()) {
+            // The guest's own body failed (wasmtime-wasi-http's errors).
+            return match b {
+                HttpError::HttpRequestBodySize(n) => HttpError::HttpRequestBodySize(*n),
+                _ => HttpError::HttpProtocolError,
+            };
         }
         if e.is_timeout() {
-            return wit::HttpError::Timeout;
+            return if e.is_connect() {
+                HttpError::ConnectionTimeout
+            } else {
+                HttpError::HttpResponseTimeout
+            };
+        }
+        // rustls's error travels inside an `io::Error`, whose `source` skips
+        // it: look inside those too.
+        let tls = chain().find_map(|s| {
+            s.downcast_ref::<rustls::Error>().or_else(|| {
+                (s.downcast_ref::<std::io::Error>())
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            })
+        });
+        if let Some(t) = tls {
+            return match t {
+                rustls::Error::InvalidCertificate(_) => HttpError::TlsCertificateError,
+                rustls::Error::AlertReceived(alert) => HttpError::TlsAlertReceived {
+                    alert_id: Some(u8::from(*alert)),
+                    alert_message: Some(format!("{alert:?}")),
+                },
+                _ => HttpError::TlsProtocolError,
+            };
+        }
+        if let Some(io) = chain().find_map(|s| s.downcast_ref::<std::io::Error>()) {
+            use std::io::ErrorKind as K;
+            match io.kind() {
+                K::ConnectionRefused => return HttpError::ConnectionRefused,
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                    return HttpError::ConnectionTerminated;
+                }
+                K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
+                    return HttpError::DestinationUnavailable;
+                }
+                K::TimedOut => return HttpError::ConnectionTimeout,
+                _ => {}
+            }
+        }
+        if e.is_body() || e.is_decode() {
+            return HttpError::HttpResponseIncomplete;
         }
         // reqwest's Display hides the cause chain; the cause is what helps.
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
+        let msg: Vec<String> = chain().map(ToString::to_string).collect();
+        tracing::debug!(backend = %self.backend, "http request failed: {}", msg.join(": "));
+        if e.is_request() && !e.is_connect() {
+            return HttpError::HttpProtocolError;
         }
-        wit::HttpError::Transport(msg)
+        HttpError::InternalError(Some(msg.join(": ")))
+    }
+}
+
+/// How long connecting (name lookup, TCP and TLS) may take: three quarters
+/// of the timeout, at most 10 s, so it always ends before the exchange's
+/// own limit and a timeout there is `connection-timeout`.
+fn connect_timeout(timeout: Duration) -> Duration {
+    (timeout * 3 / 4).min(Duration::from_secs(10))
+}
+
+/// The guest's request body on its way out: `Sync` for the client (the
+/// body is only ever polled through `&mut`, so the lock is never taken),
+/// counting the bytes it sends.
+struct Outgoing {
+    body: Mutex<WasiBody>,
+    counters: Arc<HttpCounters>,
+}
+
+impl http_body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = self.get_mut();
+        let body = this.body.get_mut().unwrap_or_else(|p| p.into_inner());
+        let frame = Pin::new(body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            (this.counters.bytes_out).fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.lock().map(|b| b.is_end_stream()).unwrap_or(false)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.lock().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
+
+/// One call's `wasi:http` hooks: the capability and where this call's
+/// denials are kept.
+pub struct HttpHooks {
+    cap: Arc<HttpCapability>,
+    denials: Denials,
+}
+
+impl HttpHooks {
+    /// Why the host denied this call's last denied request, if it did.
+    pub fn denied(&self) -> Option<String> {
+        self.denials.lock().unwrap().clone()
+    }
+}
+
+type ResponseIo = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+impl WasiHttpHooks for HttpHooks {
+    /// The host sets `Host` (from the URL, in the client).
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    /// A request without a scheme is refused (`HTTP-protocol-error`): an
+    /// origin is exactly `scheme://host:port`.
+    fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
+        None
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        fut: ResponseIo,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, ResponseIo), HttpError>> + Send>
+    {
+        // The body is whole when the response is handed over: nothing is
+        // left to report on `fut`, nor on the returned one.
+        drop(fut);
+        let cap = self.cap.clone();
+        let denials = self.denials.clone();
+        Box::new(async move {
+            let response = cap.exchange(request, &denials).await?;
+            Ok((response, Box::new(async { Ok(()) }) as ResponseIo))
+        })
     }
 }
 
 impl Capability for HttpCapability {
     const SECTION: Option<&'static str> = Some("http");
-    const IMPORTS: &'static [(&'static str, &'static str)] =
-        &[(our_interface!("http"), "outbound HTTP to allowed hosts")];
+    const IMPORTS: &'static [(&'static str, &'static str)] = &[
+        (
+            "wasi:http/outgoing-handler@0.2.",
+            "outbound HTTP to the allowed origins",
+        ),
+        (
+            "wasi:http/types@0.2.",
+            "the requests and responses of outbound HTTP",
+        ),
+    ];
     type Config = HttpConfig;
     type Call = HttpCall;
 
@@ -512,11 +724,26 @@ impl Capability for HttpCapability {
     }
 
     fn start_call(this: &Arc<Self>, _export: &'static str) -> HttpCall {
-        HttpCall(this.clone())
+        HttpCall {
+            ctx: WasiHttpCtx::new(),
+            hooks: HttpHooks {
+                cap: this.clone(),
+                denials: Denials::default(),
+            },
+        }
     }
 
     fn add_to_linker<T: HasCall<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<T, HasSelf<HttpCall>>(linker, |t| HasCall::<Self>::call_state(t))
+        fn view<T: HasCall<HttpCapability>>(t: &mut T) -> WasiHttpCtxView<'_> {
+            let (call, table) = t.call_state_and_table();
+            WasiHttpCtxView {
+                ctx: &mut call.ctx,
+                table,
+                hooks: &mut call.hooks,
+            }
+        }
+        outgoing_handler::add_to_linker::<T, WasiHttp>(linker, view::<T>)?;
+        wasi_types::add_to_linker::<T, WasiHttp>(linker, &LinkOptions::default().into(), view::<T>)
     }
 
     fn summary(cfg: &HttpConfig) -> Option<String> {
@@ -548,15 +775,20 @@ impl Capability for HttpCapability {
         h.update(cfg.timeout_sec.to_be_bytes());
         h.update(cfg.max_response_bytes.to_be_bytes());
     }
+
+    /// Why the host denied a request of this call, for the call's error.
+    fn failure_note(call: &HttpCall) -> Option<String> {
+        call.hooks
+            .denied()
+            .map(|why| format!("the host denied: {why}"))
+    }
 }
 
-/// One call's `http`, handed to the generated `Host` trait.
-pub struct HttpCall(pub Arc<HttpCapability>);
-
-impl wit::Host for HttpCall {
-    async fn send(&mut self, request: wit::Request) -> Result<wit::Response, wit::HttpError> {
-        self.0.send(request).await
-    }
+/// One call's `wasi:http`: its context and its hooks.
+pub struct HttpCall {
+    ctx: WasiHttpCtx,
+    /// The hooks, with this call's denials.
+    pub hooks: HttpHooks,
 }
 
 #[cfg(test)]
@@ -719,5 +951,313 @@ mod tests {
         assert!(!p.allows_resolved("both.test", lo));
         assert!(!p.allows_resolved("unlisted.test", lo));
         assert!(p.allows_resolved("evil.test", "1.1.1.1".parse().unwrap()));
+    }
+
+    // The hook, driven natively against servers on 127.0.0.1: what a
+    // guest's `outgoing-handler.handle` hands it, and what comes back.
+
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+
+    /// A server on 127.0.0.1 answering every request with `reply` (never,
+    /// if empty); each request it read (head and body) arrives on the
+    /// channel before its answer leaves.
+    async fn server(reply: &'static [u8]) -> (u16, mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = conn.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = (text[..end].lines())
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                            if seen.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+                    if reply.is_empty() {
+                        std::future::pending::<()>().await;
+                    }
+                    let _ = conn.write_all(reply).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    fn capability(cfg: HttpConfig) -> Arc<HttpCapability> {
+        Arc::new(HttpCapability::new("test-backend", &cfg).unwrap())
+    }
+
+    fn request(
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> http::Request<WasiBody> {
+        let mut b = http::Request::builder().method("POST").uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(
+            Full::new(Bytes::from_static(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .unwrap()
+    }
+
+    /// What the guest's `future-incoming-response` resolves to.
+    async fn send(
+        call: &mut HttpCall,
+        req: http::Request<WasiBody>,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
+        let sent = call
+            .hooks
+            .send_request(req, None, Box::new(async { Ok(()) }));
+        Pin::from(sent).await.map(|(response, _io)| response)
+    }
+
+    async fn body(r: http::Response<WasiBody>) -> Vec<u8> {
+        r.into_body().collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+    #[tokio::test]
+    async fn a_listed_origin_is_reached_as_itself_without_hop_by_hop_headers() {
+        let (port, mut seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(
+            &format!("http://127.0.0.1:{port}/v1/x?y=1"),
+            &[
+                ("host", "evil.example"),
+                ("connection", "x-hop"),
+                ("x-hop", "1"),
+                ("keep-alive", "5"),
+                ("te", "trailers"),
+                ("trailer", "x-t"),
+                ("proxy-authorization", "secret"),
+                ("upgrade", "h2c"),
+                ("x-kept", "yes"),
+                ("content-length", "4"),
+            ],
+            b"ping",
+        );
+        let resp = send(&mut call, req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body(resp).await, b"hello");
+        let raw = seen.recv().await.unwrap().to_ascii_lowercase();
+        assert!(raw.starts_with("post /v1/x?y=1 http/1.1\r\n"), "{raw}");
+        assert!(
+            raw.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")),
+            "{raw}"
+        );
+        for gone in [
+            "evil.example",
+            "x-hop",
+            "keep-alive",
+            "\r\nte:",
+            "\r\ntrailer:",
+            "proxy-authorization",
+            "upgrade",
+        ] {
+            assert!(!raw.contains(gone), "{gone} in {raw}");
+        }
+        assert!(raw.contains("\r\nx-kept: yes\r\n"), "{raw}");
+        assert!(raw.contains("\r\ncontent-length: 4\r\n"), "{raw}");
+        assert!(raw.ends_with("\r\n\r\nping"), "{raw}");
+        assert_eq!(HttpCapability::failure_note(&call), None);
+    }
+
+    #[tokio::test]
+    async fn bytes_out_and_in_are_counted_per_backend() {
+        let (port, _seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+            ..Default::default()
+        });
+        for _ in 0..2 {
+            let mut call = HttpCapability::start_call(&cap, "test");
+            let req = request(
+                &format!("http://127.0.0.1:{port}/"),
+                &[("x-a", "bc"), ("content-length", "4")],
+                b"ping",
+            );
+            body(send(&mut call, req).await.unwrap()).await;
+        }
+        let c = &cap.counters;
+        assert_eq!(c.requests.load(Ordering::Relaxed), 2);
+        assert_eq!(c.denied.load(Ordering::Relaxed), 0);
+        assert_eq!(c.bytes_in.load(Ordering::Relaxed), 10);
+        // Per request: the body (4), and each header's name and value with
+        // `: ` and CRLF: `x-a: bc` (9) and the length the host sets from the
+        // declared one (`content-length: 4`, 19).
+        assert_eq!(c.bytes_out.load(Ordering::Relaxed), 2 * (4 + 9 + 19));
+    }
+
+    #[tokio::test]
+    async fn an_unlisted_origin_is_denied_with_the_reason_kept_for_the_call() {
+        let (port, _seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        // A name that could not resolve: the origin is refused first.
+        let e = send(&mut call, request("https://unlisted.invalid/x", &[], b""))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::HttpRequestDenied), "{e}");
+        assert_eq!(
+            HttpCapability::failure_note(&call).as_deref(),
+            Some(
+                "the host denied: https://unlisted.invalid:443 is not in this backend's allowed_hosts"
+            )
+        );
+        // Another port, or another scheme, of the listed address.
+        for other in [
+            format!("http://127.0.0.1:{}/", port.wrapping_add(1).max(1)),
+            format!("https://127.0.0.1:{port}/"),
+        ] {
+            let e = send(&mut call, request(&other, &[], b""))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, HttpError::HttpRequestDenied), "{other}: {e}");
+        }
+        assert_eq!(cap.counters.denied.load(Ordering::Relaxed), 3);
+        assert_eq!(cap.counters.requests.load(Ordering::Relaxed), 0);
+        // Each call keeps its own.
+        let fresh = HttpCapability::start_call(&cap, "test");
+        assert_eq!(HttpCapability::failure_note(&fresh), None);
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_forbidden_address_is_denied() {
+        let (port, _seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://api.test:{port}")],
+            resolve: [("api.test".to_string(), "127.0.0.1".parse().unwrap())].into(),
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(&format!("http://api.test:{port}/"), &[], b"");
+        let e = send(&mut call, req).await.unwrap_err();
+        assert!(matches!(e, HttpError::HttpRequestDenied), "{e}");
+        let note = HttpCapability::failure_note(&call).unwrap();
+        assert!(
+            note.starts_with(
+                "the host denied: api.test resolves only to forbidden addresses (127.0.0.1)"
+            ),
+            "{note}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_reaches_a_forbidden_address_whose_origin_is_listed() {
+        let (port, mut seen) = server(HELLO).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![
+                format!("http://api.test:{port}"),
+                format!("http://127.0.0.1:{port}"),
+            ],
+            resolve: [("api.test".to_string(), "127.0.0.1".parse().unwrap())].into(),
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(&format!("http://API.test:{port}/p"), &[], b"");
+        let resp = send(&mut call, req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let raw = seen.recv().await.unwrap().to_ascii_lowercase();
+        assert!(
+            raw.contains(&format!("\r\nhost: api.test:{port}\r\n")),
+            "{raw}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_response_body_is_capped_declared_or_not() {
+        for reply in [
+            HELLO,
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
+                as &[u8],
+        ] {
+            let (port, _seen) = server(reply).await;
+            let cap = capability(HttpConfig {
+                allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+                max_response_bytes: 4,
+                ..Default::default()
+            });
+            let mut call = HttpCapability::start_call(&cap, "test");
+            let req = request(&format!("http://127.0.0.1:{port}/"), &[], b"");
+            let e = send(&mut call, req).await.unwrap_err();
+            assert!(matches!(e, HttpError::HttpResponseBodySize(Some(4))), "{e}");
+            assert_eq!(HttpCapability::failure_note(&call), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_exchange_is_bounded_by_the_timeout() {
+        let (port, _seen) = server(b"").await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![format!("http://127.0.0.1:{port}")],
+            timeout_sec: 1,
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(&format!("http://127.0.0.1:{port}/"), &[], b"");
+        let e = send(&mut call, req).await.unwrap_err();
+        assert!(matches!(e, HttpError::HttpResponseTimeout), "{e}");
+    }
+
+    #[tokio::test]
+    async fn no_redirect_is_followed() {
+        let (to, mut reached) = server(HELLO).await;
+        let reply: &'static [u8] = Box::leak(
+            format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{to}/next\r\n\
+                 content-length: 0\r\n\r\n"
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let (from, _seen) = server(reply).await;
+        let cap = capability(HttpConfig {
+            allowed_hosts: vec![
+                format!("http://127.0.0.1:{from}"),
+                format!("http://127.0.0.1:{to}"),
+            ],
+            ..Default::default()
+        });
+        let mut call = HttpCapability::start_call(&cap, "test");
+        let req = request(&format!("http://127.0.0.1:{from}/"), &[], b"");
+        let resp = send(&mut call, req).await.unwrap();
+        assert_eq!(resp.status(), 302);
+        assert_eq!(
+            resp.headers()["location"],
+            format!("http://127.0.0.1:{to}/next").as_str()
+        );
+        // Had it been followed, the request would be on the channel before
+        // the response came back.
+        assert!(reached.try_recv().is_err());
     }
 }

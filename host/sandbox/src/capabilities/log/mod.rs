@@ -1,10 +1,13 @@
-//! The `log` capability: a component's log records go into the host's
-//! tracing output, tagged with the backend's name, escaped and budgeted.
+//! The `log` capability, serving `wasi:logging/logging@0.1.0-draft`: a
+//! component's log records go into the host's tracing output, tagged with
+//! the backend's name, escaped and budgeted. A record's `context` is shown
+//! as its `context` field; `critical` is logged as an error (tracing has no
+//! higher level).
 //!
 //! Invariants:
-//! - every component-supplied string (message, field names and values) is
-//!   cut at [`MAX_LEN`] and has its control characters escaped ([`escape`]),
-//!   so one record is one line of the host's log and cannot forge another;
+//! - every component-supplied string (message and context) is cut at
+//!   [`MAX_LEN`] and has its control characters escaped ([`escape`]), so
+//!   one record is one line of the host's log and cannot forge another;
 //! - a call may write `max_bytes_per_call` bytes of records and all of a
 //!   backend's calls `max_bytes_per_minute` together (`[backends.log]`);
 //!   records past either budget are dropped, and when the call ends one
@@ -24,7 +27,7 @@ use compute_bridge_contract::keypath::Invalid;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{Capability, HasCall};
-use crate::bindings::log as wit;
+use crate::bindings::logging as wit;
 use crate::spec::LoadContext;
 
 /// Longest message or field list kept, bytes; the rest is cut.
@@ -131,7 +134,10 @@ impl LogCapability {
 
 impl Capability for LogCapability {
     const SECTION: Option<&'static str> = Some("log");
-    const IMPORTS: &'static [(&'static str, &'static str)] = &[(our_interface!("log"), "logging")];
+    const IMPORTS: &'static [(&'static str, &'static str)] = &[(
+        "wasi:logging/logging@0.1.0-draft",
+        "records in the operator's log",
+    )];
     type Config = LogConfig;
     type Call = LogCall;
 
@@ -218,34 +224,21 @@ fn enabled(level: &wit::Level) -> bool {
         wit::Level::Debug => tracing::enabled!(target: "component", tracing::Level::DEBUG),
         wit::Level::Info => tracing::enabled!(target: "component", tracing::Level::INFO),
         wit::Level::Warn => tracing::enabled!(target: "component", tracing::Level::WARN),
-        wit::Level::Error => tracing::enabled!(target: "component", tracing::Level::ERROR),
+        wit::Level::Error | wit::Level::Critical => {
+            tracing::enabled!(target: "component", tracing::Level::ERROR)
+        }
     }
 }
 
 impl wit::Host for LogCall {
-    fn log(
-        &mut self,
-        level: wit::Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
+    fn log(&mut self, level: wit::Level, context: String, message: String) -> wasmtime::Result<()> {
         // A record the log would not show costs nothing.
         if !enabled(&level) {
             return Ok(());
         }
         let message = cut(&escape(cut(&message))).to_string();
-        let mut listed = String::new();
-        for (k, v) in &fields {
-            if listed.len() >= MAX_LEN {
-                break;
-            }
-            if !listed.is_empty() {
-                listed.push(' ');
-            }
-            listed.push_str(&format!("{}={:?}", escape(k), v));
-        }
-        let fields = cut(&escape(cut(&listed))).to_string();
-        let bytes = message.len() + fields.len();
+        let context = cut(&escape(cut(&context))).to_string();
+        let bytes = message.len() + context.len();
         let within = self.written.bytes.saturating_add(bytes as u64) <= self.cap.per_call
             && self.cap.take(bytes as u64);
         if !within {
@@ -255,11 +248,17 @@ impl wit::Host for LogCall {
         self.written.add(bytes);
         let backend = &*self.cap.backend;
         match level {
-            wit::Level::Trace => tracing::trace!(target: "component", backend, fields, "{message}"),
-            wit::Level::Debug => tracing::debug!(target: "component", backend, fields, "{message}"),
-            wit::Level::Info => tracing::info!(target: "component", backend, fields, "{message}"),
-            wit::Level::Warn => tracing::warn!(target: "component", backend, fields, "{message}"),
-            wit::Level::Error => tracing::error!(target: "component", backend, fields, "{message}"),
+            wit::Level::Trace => {
+                tracing::trace!(target: "component", backend, context, "{message}")
+            }
+            wit::Level::Debug => {
+                tracing::debug!(target: "component", backend, context, "{message}")
+            }
+            wit::Level::Info => tracing::info!(target: "component", backend, context, "{message}"),
+            wit::Level::Warn => tracing::warn!(target: "component", backend, context, "{message}"),
+            wit::Level::Error | wit::Level::Critical => {
+                tracing::error!(target: "component", backend, context, "{message}")
+            }
         }
         Ok(())
     }
