@@ -121,7 +121,9 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
         let node = compute_bridge_daemon::coalition::peer_id(&card.node).unwrap();
         compute_bridge_daemon::coalition::sync(
             &network,
-            &[compute_bridge_daemon::coalition::catalog_addr(&network, &node)],
+            &[compute_bridge_daemon::coalition::catalog_addr(
+                &network, &node,
+            )],
         )
         .await;
         tokio::time::timeout(

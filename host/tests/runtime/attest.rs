@@ -13,7 +13,9 @@ use compute_bridge_daemon::coalition::protocol::{
     Attestation, PROTOCOL_VERSION, ProviderCard, ProviderId,
 };
 use compute_bridge_daemon::config::AttestationMode;
-use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, ManualClock, MrtdState, Settings};
+use compute_bridge_daemon::dashboard::{
+    Dashboard, DashboardServer, ManualClock, MrtdState, Settings,
+};
 use compute_bridge_daemon::fleet::Fleet;
 use compute_bridge_daemon::identity::Identity;
 use compute_bridge_daemon::measure::{EmulatedRtmr, Measurer};

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::{Backend, BackendError, GrantSpec, InstanceState, TdxRequirement};
+use compute_bridge_daemon::backend::{
+    Backend, BackendError, GrantSpec, InstanceState, TdxRequirement,
+};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::moto::Moto;

@@ -215,7 +215,8 @@ async fn when_the_cleanup_cannot_reach_resource_manager_the_orphan_sweep_removes
         proxy.heal();
 
         let journal = HashSet::new();
-        let swept = compute_bridge_daemon::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
+        let swept =
+            compute_bridge_daemon::grant::sweep_orphans(backends[0].as_ref(), &journal).await;
         assert_eq!(swept.len(), 1, "{fault:?}: {swept:?}");
         assert_eq!(
             fake.resources(),

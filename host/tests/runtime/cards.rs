@@ -16,7 +16,10 @@ use compute_bridge_testkit::coalition::TestCoalition;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn card(link_node: compute_bridge_daemon::coalition::protocol::NodeId, key: &EnvelopeKey) -> ProviderCard {
+fn card(
+    link_node: compute_bridge_daemon::coalition::protocol::NodeId,
+    key: &EnvelopeKey,
+) -> ProviderCard {
     ProviderCard {
         version: PROTOCOL_VERSION,
         provider_id: key.provider_id(),

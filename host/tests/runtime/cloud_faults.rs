@@ -32,7 +32,10 @@ async fn fleet(
     moto: &Moto,
     proxy: &FaultProxy,
     with_spare: bool,
-) -> (Fleet, Vec<Arc<compute_bridge_daemon::runtime::ComponentBackend>>) {
+) -> (
+    Fleet,
+    Vec<Arc<compute_bridge_daemon::runtime::ComponentBackend>>,
+) {
     let spare = if with_spare {
         support::backend_toml("spare", components::FAKE, "")
     } else {

@@ -7,6 +7,9 @@
 
 use std::sync::Arc;
 
+use compute_bridge_contract::measurement::{
+    BackendMeasurement, BackendPolicy, ComponentDigest, MeasurementLog, replay,
+};
 use compute_bridge_daemon::attest::{
     Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, EmulatedTdx, LogRejected,
     Measurement, VerifyPolicy, verify_card,
@@ -17,9 +20,6 @@ use compute_bridge_daemon::coalition::protocol::{
 };
 use compute_bridge_daemon::identity::Identity;
 use compute_bridge_daemon::measure::{EmulatedRtmr, LOG_FILE, MeasurementRegister, Measurer};
-use compute_bridge_contract::measurement::{
-    BackendMeasurement, BackendPolicy, ComponentDigest, MeasurementLog, replay,
-};
 use compute_bridge_testkit::components;
 
 use crate::support::*;

@@ -57,7 +57,10 @@ pub fn fleet_members(
 /// The runtime is leaked so its engine ticker runs for the test's life.
 pub async fn fleet_over(
     cfg: &BootConfig,
-) -> (compute_bridge_daemon::fleet::Fleet, Vec<Arc<ComponentBackend>>) {
+) -> (
+    compute_bridge_daemon::fleet::Fleet,
+    Vec<Arc<ComponentBackend>>,
+) {
     let (rt, backends) = load(cfg);
     std::mem::forget(rt);
     let fleet = compute_bridge_daemon::fleet::Fleet::new(fleet_members(cfg, &backends), 8);

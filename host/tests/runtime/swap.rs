@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use compute_bridge_contract::measurement::ComponentDigest;
 use compute_bridge_daemon::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
@@ -18,7 +19,6 @@ use compute_bridge_daemon::events::{Event, EventSink, SwapOutcome, digest_prefix
 use compute_bridge_daemon::fleet::{Ending, WatchOutcome, WatchPolicy, now_unix};
 use compute_bridge_daemon::measure::{EmulatedRtmr, MeasurementRegister, measurement_of};
 use compute_bridge_daemon::swap::{Probation, Step, SwapError, Swapper};
-use compute_bridge_contract::measurement::ComponentDigest;
 use compute_bridge_sandbox::BootView;
 use compute_bridge_testkit::components;
 
