@@ -231,17 +231,30 @@ fn components_inspect_gives_a_verdict() {
     let (code, out, _) = run(&bridge_bin(), &["components", "inspect", components::FAKE]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("world: compute-bridge:backend/backend@0.2.0") && out.contains("will load"),
+        out.contains("world: compute-bridge:backend/backend@0.3.0") && out.contains("will load"),
         "{out}"
     );
+    // Sockets and files are linked for language runtimes and say that
+    // they grant nothing.
     let (code, out, _) = run(
         &bridge_bin(),
         &["components", "inspect", components::HOSTILE_IMPORTS],
     );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok      wasi:sockets/tcp")
+            && out.contains("every bind, connect and lookup is refused")
+            && out.contains("no directory is preopened"),
+        "{out}"
+    );
+    // A component built for an older contract is refused, with the fix.
+    let (code, out, _) = run(
+        &bridge_bin(),
+        &["components", "inspect", components::CRAFTED_BUILT_FOR_0_1_0],
+    );
     assert_ne!(code, 0);
     assert!(
-        out.contains("REFUSED wasi:sockets/tcp")
-            && out.contains("REFUSED wasi:filesystem/preopens"),
+        out.contains("verdict: REFUSED") && out.contains("rebuild it against the 0.3.0 WIT"),
         "{out}"
     );
     let (code, _, err) = run(&bridge_bin(), &["components", "inspect", "/etc/hostname"]);

@@ -122,30 +122,42 @@ async fn ssh_to_a_label_not_given_is_refused() {
     );
 }
 
+/// Sockets and files are linked, because language runtimes import them,
+/// and grant nothing: the component loads, finds no file to read (not even
+/// `/`) and no connect goes out, not even to a listener on loopback.
 #[tokio::test]
-async fn a_component_importing_sockets_and_files_is_refused_at_load() {
+async fn a_component_reaching_for_sockets_and_files_loads_and_gets_neither() {
     let state = tempfile::tempdir().unwrap();
+    let secret = state.path().join("secret.txt");
+    std::fs::write(&secret, "operator-secret-7f3a").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
     let cfg = config(
         state.path(),
-        &backend_toml("sneaky", components::HOSTILE_IMPORTS, ""),
+        &backend_toml(
+            "sneaky",
+            components::HOSTILE_IMPORTS,
+            &format!(
+                "[backends.config]\nsecret_path = \"{}\"\nconnect = \"{addr}\"\n",
+                secret.display()
+            ),
+        ),
     );
-    let rt = compute_bridge_daemon::runtime::Runtime::new(
-        &compute_bridge_daemon::runtime::RuntimeOptions::for_config(&cfg),
-    )
-    .unwrap();
-    let err = rt
-        .load_backend(&cfg, &cfg.backends[0], "p")
-        .err()
-        .expect("refused");
-    let msg = format!("{err:#}");
-    assert!(
-        msg.contains("wasi:sockets/tcp") && msg.contains("sockets are not available"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("wasi:filesystem/preopens") && msg.contains("files are not available"),
-        "{msg}"
-    );
+    let (_rt, backends) = load(&cfg);
+    let err = backends[0]
+        .provision(&grant("s"), &workload())
+        .await
+        .expect_err("the sneaky backend always fails, saying what it got");
+    let msg = err.to_string();
+    assert!(msg.contains("read failed"), "{msg}");
+    assert!(!msg.contains("operator-secret-7f3a"), "{msg}");
+    assert!(msg.contains("connect failed"), "{msg}");
+    assert!(msg.contains("listing / failed"), "{msg}");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the listener was reached: {other:?}"),
+    }
 }
 
 #[tokio::test]
