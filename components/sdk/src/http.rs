@@ -33,7 +33,9 @@
 //! `Proxy-Authorization`, `Transfer-Encoding`, `Upgrade` and
 //! `HTTP2-Settings`) is left out and the request still goes: the host sets
 //! those itself, as it always did. A header it refuses as malformed is an
-//! `InvalidRequest`.
+//! `InvalidRequest`. The fields a `Connection` header names are hop-by-hop
+//! (RFC 9110 §7.6.1); since no `Connection` goes out, they are left out
+//! too, so nothing meant for one hop reaches the origin.
 //!
 //! # Redirects
 //!
@@ -535,8 +537,17 @@ mod wasi {
             .ok_or_else(|| HttpError::InvalidRequest(format!("URL {:?} has no host", req.url)))?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
 
+        let nominated: Vec<String> = (req.headers.iter())
+            .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, value)| value.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
         let headers = Fields::new();
         for (name, value) in &req.headers {
+            if nominated.contains(&name.to_ascii_lowercase()) {
+                continue;
+            }
             match headers.append(name, value.as_bytes()) {
                 Ok(()) => {}
                 // The host sets these itself (module docs).
@@ -552,6 +563,21 @@ mod wasi {
                     ));
                 }
             }
+        }
+        // Declare the body's length, as RFC 9110 §8.6 asks of a client
+        // that knows it: the host sends exactly that many bytes with a
+        // `Content-Length` (without one it would stream the body chunked,
+        // which some APIs and proxies refuse for a request).
+        let declared = req
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-length"));
+        if !declared && (!req.body.is_empty() || sends_content(req.method)) {
+            headers
+                .append("content-length", req.body.len().to_string().as_bytes())
+                .map_err(|e| {
+                    HttpError::Transport(format!("the host refused a content-length: {e:?}"))
+                })?;
         }
         let request = OutgoingRequest::new(headers);
         let head = request
@@ -612,6 +638,12 @@ mod wasi {
             headers,
             body,
         })
+    }
+
+    /// Methods whose request defines a meaning for content (RFC 9110
+    /// §9.3): an empty body of one is declared as `content-length: 0`.
+    fn sends_content(m: Method) -> bool {
+        matches!(m, Method::Post | Method::Put | Method::Patch)
     }
 
     fn method(m: Method) -> WasiMethod {
