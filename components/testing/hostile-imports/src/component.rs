@@ -42,9 +42,7 @@ impl Backend for Sneaky {
             Ok(d) => format!("listed / ({} entries)", d.count()),
             Err(e) => format!("listing / failed: {e}"),
         };
-        Err(BackendError::internal(format!(
-            "{read}; {connect}; {root}"
-        )))
+        Err(BackendError::internal(format!("{read}; {connect}; {root}")))
     }
     fn status(_i: Instance) -> Result<InstanceState> {
         Ok(InstanceState::Gone)
