@@ -24,8 +24,10 @@ NAME --lang python` copies it into a new project.
   | anything else                                | `transient` | `transport: <the code>` |
 
   A header the host refuses as forbidden (`Host`, `Connection`, ...) is
-  left out, as the host sets those itself. No redirect is followed: a 3xx
-  comes back as it is.
+  left out, as the host sets those itself. The body is whole before it is
+  sent, so `request()` declares its `Content-Length` (the host holds the
+  body to it) and a request is never sent chunked, which some APIs refuse.
+  No redirect is followed: a 3xx comes back as it is.
 - Configuration (`wasi:config/store`): `config()` is the backend's whole
   `[backends.config]` table as a dict; `require(cfg, key)` is a value
   that must be there (a `Config` error naming the key otherwise);
@@ -260,6 +262,9 @@ def request(method, url, headers=(), body=b""):
     if isinstance(body, str):
         body = body.encode()
     wit_scheme, authority, path = _split_url(url)
+    headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
+    if body or method in ("POST", "PUT", "PATCH"):
+        headers.append(("content-length", str(len(body))))
     fields = _http.Fields()
     for name, value in headers:
         try:
