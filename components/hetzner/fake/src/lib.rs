@@ -454,29 +454,28 @@ fn get_action(s: &mut State, id: &str) -> Response {
     reply(200, &json!({"action": body}), &[])
 }
 
-/// "Pagination": `page` from 1, `per_page` 25 by default and 50 at most.
-fn page_params(s: &mut State, r: &Req) -> Result<(usize, usize), Response> {
-    let mut parse = |name: &str, default: usize| -> Result<usize, Response> {
-        match r.query(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n >= 1 => Ok(n),
-                _ => Err(invalid(s, r, name, "must be a whole number of at least 1")),
-            },
-        }
+/// "Pagination": `page` from 1, `per_page` 25 by default and 50 at most;
+/// a refusal names the parameter and why.
+fn page_params(r: &Req) -> Result<(usize, usize), (&'static str, &'static str)> {
+    let parse = |name: &'static str, default: usize| match r.query(name) {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err((name, "must be a whole number of at least 1")),
+        },
     };
     let page = parse("page", 1)?;
     let per_page = parse("per_page", 25)?;
     if per_page > 50 {
-        return Err(invalid(s, r, "per_page", "the maximum value is 50"));
+        return Err(("per_page", "the maximum value is 50"));
     }
     Ok((page, per_page))
 }
 
 fn list_servers(s: &mut State, r: &Req) -> Response {
-    let (page, per_page) = match page_params(s, r) {
+    let (page, per_page) = match page_params(r) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err((field, why)) => return invalid(s, r, field, why),
     };
     let sel = match r.query("label_selector").map(Selector::parse) {
         None => None,
