@@ -10,6 +10,9 @@
 #     which scripts/guest/build-guest.sh builds from Debian packages;
 #     installing qemu-system-x86 may replace a backported qemu-utils)
 #   - moto[server] in a venv under target/test-peers (AWS backend tests)
+#   - componentize-py, pinned, in the same venv (it builds the Python
+#     backends: components/hetzner and `components new --lang python`;
+#     the pin is the version the sandbox's policy was checked against)
 # Idempotent: anything already present is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,5 +51,13 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   say "installing moto[server] into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+fi
+# componentize-py: the newest release that builds our WIT and that the
+# sandbox's limits admit (host/sandbox/src/policy.rs names its shape).
+componentize_py=0.25.1
+if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $componentize_py"; then
+  say "installing componentize-py $componentize_py into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "componentize-py==$componentize_py"
 fi
 say "test peers ready"

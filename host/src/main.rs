@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 mod commands;
 
@@ -58,6 +58,13 @@ enum Command {
     Components(ComponentsCommand),
 }
 
+/// The language of a new backend.
+#[derive(Clone, Copy, ValueEnum)]
+enum Lang {
+    Rust,
+    Python,
+}
+
 #[derive(Subcommand)]
 enum ComponentsCommand {
     /// Show a component's imports and exports and whether the bridge will
@@ -73,8 +80,13 @@ enum ComponentsCommand {
         /// Directory to create (default: ./NAME).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// The backend's language: `rust` (a crate over compute-bridge-sdk)
+        /// or `python` (built with componentize-py, with the bridge_sdk
+        /// module and the world's WIT).
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
         /// Use this compute-bridge-sdk checkout instead of the one this
-        /// binary was built from.
+        /// binary was built from (Rust only).
         #[arg(long, value_name = "DIR")]
         sdk_path: Option<PathBuf>,
     },
@@ -125,8 +137,17 @@ fn main() -> ExitCode {
         Command::Components(ComponentsCommand::New {
             name,
             dir,
+            lang,
             sdk_path,
-        }) => components::new::run(&name, dir.as_deref(), sdk_path.as_deref()),
+        }) => components::new::run(
+            &name,
+            dir.as_deref(),
+            match lang {
+                Lang::Rust => compute_bridge_daemon::template::Lang::Rust,
+                Lang::Python => compute_bridge_daemon::template::Lang::Python,
+            },
+            sdk_path.as_deref(),
+        ),
         Command::Components(ComponentsCommand::Test {
             file,
             config,

@@ -4,6 +4,7 @@
 mod access;
 mod attest;
 mod authoring;
+mod authoring_python;
 mod baremetal;
 mod bind;
 mod cli;

@@ -1,5 +1,8 @@
-//! `compute-bridge components new`: a backend project from the template in
-//! `templates/backend`, embedded in the binary.
+//! `compute-bridge components new`: a backend project from a template,
+//! embedded in the binary: `templates/backend` (Rust, over the SDK crate)
+//! or `templates/backend-python` (Python, built with componentize-py; the
+//! project gets the `bridge_sdk` module of `components/hetzner` and the
+//! world's WIT, so it builds on its own).
 
 use std::path::Path;
 
@@ -25,6 +28,71 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The language of a new backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// Rust, over compute-bridge-sdk (`templates/backend`).
+    Rust,
+    /// Python, built with componentize-py (`templates/backend-python`).
+    Python,
+}
+
+/// The Python template's files: (path in the project, text). The WIT is
+/// the host's own, so the project builds against exactly the world this
+/// binary loads.
+const PYTHON_FILES: &[(&str, &str)] = &[
+    (
+        "app.py",
+        include_str!("../../../templates/backend-python/app.py.tmpl"),
+    ),
+    (
+        "README.md",
+        include_str!("../../../templates/backend-python/README.md.tmpl"),
+    ),
+    (
+        "bridge_sdk.py",
+        include_str!("../../../components/hetzner/bridge_sdk.py"),
+    ),
+    ("wit/backend.wit", include_str!("../../../wit/backend.wit")),
+    (
+        "wit/deps/cli.wit",
+        include_str!("../../../wit/deps/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks.wit",
+        include_str!("../../../wit/deps/clocks.wit"),
+    ),
+    (
+        "wit/deps/config/store.wit",
+        include_str!("../../../wit/deps/config/store.wit"),
+    ),
+    (
+        "wit/deps/config/world.wit",
+        include_str!("../../../wit/deps/config/world.wit"),
+    ),
+    (
+        "wit/deps/filesystem.wit",
+        include_str!("../../../wit/deps/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http.wit",
+        include_str!("../../../wit/deps/http.wit"),
+    ),
+    ("wit/deps/io.wit", include_str!("../../../wit/deps/io.wit")),
+    (
+        "wit/deps/logging/logging.wit",
+        include_str!("../../../wit/deps/logging/logging.wit"),
+    ),
+    (
+        "wit/deps/random.wit",
+        include_str!("../../../wit/deps/random.wit"),
+    ),
+    (
+        "wit/deps/sockets.wit",
+        include_str!("../../../wit/deps/sockets.wit"),
+    ),
+];
+
 /// The crate name for a backend called `name`.
 pub fn crate_name(name: &str) -> String {
     format!("{name}-backend")
@@ -47,9 +115,7 @@ fn type_name(name: &str) -> String {
         + "Backend"
 }
 
-/// The project's files for backend `name`, depending on the SDK at `sdk`
-/// (a path) or, without one, on the SDK's git repository.
-pub fn render(name: &str, sdk: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
+fn check_name(name: &str) -> anyhow::Result<()> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name
             .chars()
@@ -59,6 +125,30 @@ pub fn render(name: &str, sdk: Option<&Path>) -> anyhow::Result<Vec<(String, Str
             "{name:?} is not a usable backend name: start with a letter, then lower-case letters, digits and '-'"
         );
     }
+    Ok(())
+}
+
+/// The Python project's files for backend `name`.
+pub fn render_python(name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    check_name(name)?;
+    Ok(PYTHON_FILES
+        .iter()
+        .map(|(path, text)| {
+            // The WIT and the SDK module are copied as they are.
+            let text = if path.starts_with("wit/") || *path == "bridge_sdk.py" {
+                text.to_string()
+            } else {
+                text.replace("{{name}}", name)
+            };
+            (path.to_string(), text)
+        })
+        .collect())
+}
+
+/// The project's files for backend `name`, depending on the SDK at `sdk`
+/// (a path) or, without one, on the SDK's git repository.
+pub fn render(name: &str, sdk: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
+    check_name(name)?;
     let sdk_dependency = match sdk {
         Some(p) => {
             let p = std::fs::canonicalize(p)
@@ -108,5 +198,39 @@ mod tests {
         let lib = &files.iter().find(|(p, _)| p == "src/lib.rs").unwrap().1;
         assert!(lib.contains("struct HomeLabBackend;"));
         assert!(!files.iter().any(|(_, t)| t.contains("{{")));
+    }
+
+    #[test]
+    fn the_python_project_carries_the_sdk_module_and_the_whole_wit() {
+        assert!(render_python("Bad Name").is_err());
+        let files = render_python("home-lab").unwrap();
+        let app = &files.iter().find(|(p, _)| p == "app.py").unwrap().1;
+        assert!(app.contains("class Provider(exports.Provider)"));
+        assert!(!files.iter().any(|(_, t)| t.contains("{{name}}")));
+        assert!(
+            files
+                .iter()
+                .any(|(p, t)| p == "bridge_sdk.py" && t.contains("def request("))
+        );
+        // Every file of the world's WIT, so the project builds on its own.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
+        let mut wit = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.path().is_dir() {
+                    dirs.push(e.path());
+                } else {
+                    let rel = e.path().strip_prefix(&root).unwrap().display().to_string();
+                    wit.push(format!("wit/{rel}"));
+                }
+            }
+        }
+        for w in wit {
+            assert!(
+                files.iter().any(|(p, _)| *p == w),
+                "{w} is not in the Python template"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The host runtime against real components: routing, failover, capacity,
 //! the sandbox's limits and the hostile components, the compile cache,
-//! the cloud backends against moto and their API fakes, and the dashboard
+//! the cloud backends against moto and their API fakes (the Hetzner one a
+//! Python component built with componentize-py), and the dashboard
 //! over a real fleet.
 //!
 //! One test binary with a module per concern, so the suite links once.
@@ -21,6 +22,7 @@ mod cloud_faults;
 mod dashboard;
 mod gcp;
 mod gcp_faults;
+mod hetzner;
 mod hostile;
 mod http;
 mod load;

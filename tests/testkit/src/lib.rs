@@ -1,10 +1,12 @@
 //! Test peers and helpers shared by the suite.
 //!
 //! Every peer here is real and runs on 127.0.0.1 on a port it picks: an
-//! OpenSSH server ([`sshd`]), moto for EC2 ([`moto`]), the GCP and Azure
-//! API fakes ([`gcp_fake`], [`azure_fake`], served by [`fake_server`]; they
-//! live beside their backends, `components/{gcp,azure}/fake` and
-//! `components/cloud/fake-server`, and are re-exported here), a
+//! OpenSSH server ([`sshd`]), moto for EC2 ([`moto`]), the GCP, Azure and
+//! Hetzner API fakes ([`gcp_fake`], [`azure_fake`], [`hetzner_fake`], served
+//! by [`fake_server`]; they live beside their backends,
+//! `components/{gcp,azure,hetzner}/fake` and `components/cloud/fake-server`,
+//! and are re-exported here), Python backends built with componentize-py
+//! ([`python`]), a
 //! scripted HTTP server for the http capability ([`http_server`]), the toy
 //! cloud the component template speaks ([`toy_cloud`]), a coalition
 //! network's relay and bootstrap node ([`coalition`]), headless Chromium
@@ -18,6 +20,7 @@
 pub use cb_azure_fake as azure_fake;
 pub use cb_fake_server as fake_server;
 pub use cb_gcp_fake as gcp_fake;
+pub use cb_hetzner_fake as hetzner_fake;
 
 pub mod chromium;
 pub mod coalition;
@@ -28,6 +31,7 @@ pub mod http_server;
 pub mod moto;
 pub mod podman;
 pub mod process;
+pub mod python;
 pub mod sockets;
 pub mod sshd;
 pub mod toy_cloud;
