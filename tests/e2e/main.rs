@@ -4,7 +4,6 @@
 mod access;
 mod attest;
 mod authoring;
-mod authoring_python;
 mod baremetal;
 mod bind;
 mod cli;

@@ -297,18 +297,8 @@ async fn hetzner_errors_map_to_what_the_fleet_acts_on() {
 
 #[tokio::test]
 async fn the_hetzner_component_passes_inspect_and_the_conformance_run() {
-    let wasm = hetzner_component();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_compute-bridge"))
-        .args(["components", "inspect"])
-        .arg(&wasm)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = inspect(hetzner_component().to_str().unwrap());
+    assert!(ok, "{text}");
     assert!(
         text.contains("verdict: the bridge will load this component"),
         "{text}"

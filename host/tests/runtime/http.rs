@@ -184,9 +184,12 @@ async fn a_listed_ip_origin_does_not_open_its_other_ports_to_a_listed_name() {
     assert_eq!(msg, "got HTTP 200 with 5 bytes");
 }
 
-#[tokio::test]
-async fn the_host_sets_host_and_drops_hop_by_hop_headers() {
-    let s = HttpServer::start();
+/// The `headers` attack against `s`: a GET of `/headers` with `headers`
+/// (a TOML array of name/value pairs) set by the guest; what it ended in.
+async fn send_headers(
+    s: &HttpServer,
+    headers: &str,
+) -> Result<compute_bridge_daemon::backend::Instance, BackendError> {
     let state = tempfile::tempdir().unwrap();
     let cfg = config(
         state.path(),
@@ -195,19 +198,28 @@ async fn the_host_sets_host_and_drops_hop_by_hop_headers() {
             components::HOSTILE_SANDBOX,
             &format!(
                 "[backends.http]\nallowed_hosts = [{origin:?}]\n[backends.config]\nattack = \"headers\"\n\
-                 url = \"{origin}/headers\"\nheaders = [\
-                 [\"Host\", \"internal.example\"], [\"Connection\", \"keep-alive, X-Hop\"], \
-                 [\"X-Hop\", \"hop\"], [\"Keep-Alive\", \"timeout=600\"], \
-                 [\"Proxy-Authorization\", \"Basic eDp4\"], [\"Proxy-Connection\", \"keep-alive\"], \
-                 [\"TE\", \"trailers\"], [\"Trailer\", \"X-T\"], [\"Upgrade\", \"websocket\"], \
-                 [\"Transfer-Encoding\", \"chunked\"], \
-                 [\"X-Kept\", \"kept\"]]\n",
+                 url = \"{origin}/headers\"\nheaders = {headers}\n",
                 origin = s.origin()
             ),
         ),
     );
     let (_rt, b) = load(&cfg);
-    let msg = match b[0].provision(&grant("g"), &workload()).await {
+    b[0].provision(&grant("g"), &workload()).await
+}
+
+#[tokio::test]
+async fn the_host_sets_host_and_drops_hop_by_hop_headers() {
+    let s = HttpServer::start();
+    let sent = send_headers(
+        &s,
+        "[[\"Host\", \"internal.example\"], [\"Connection\", \"keep-alive, X-Hop\"], \
+         [\"X-Hop\", \"hop\"], [\"Keep-Alive\", \"timeout=600\"], \
+         [\"Proxy-Authorization\", \"Basic eDp4\"], [\"Proxy-Connection\", \"keep-alive\"], \
+         [\"TE\", \"trailers\"], [\"Trailer\", \"X-T\"], [\"Upgrade\", \"websocket\"], \
+         [\"Transfer-Encoding\", \"chunked\"], [\"X-Kept\", \"kept\"]]",
+    )
+    .await;
+    let msg = match sent {
         Err(BackendError::Internal(m)) => m,
         other => panic!("unexpected: {other:?}"),
     };
@@ -249,21 +261,7 @@ async fn the_host_sets_host_and_drops_hop_by_hop_headers() {
 #[tokio::test]
 async fn a_content_length_that_lies_about_the_body_fails_the_request() {
     let s = HttpServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let cfg = config(
-        state.path(),
-        &backend_toml(
-            "hostile",
-            components::HOSTILE_SANDBOX,
-            &format!(
-                "[backends.http]\nallowed_hosts = [{origin:?}]\n[backends.config]\nattack = \"headers\"\n\
-                 url = \"{origin}/headers\"\nheaders = [[\"Content-Length\", \"1000\"]]\n",
-                origin = s.origin()
-            ),
-        ),
-    );
-    let (_rt, b) = load(&cfg);
-    match b[0].provision(&grant("g"), &workload()).await {
+    match send_headers(&s, "[[\"Content-Length\", \"1000\"]]").await {
         Err(BackendError::Transient(m)) => assert!(m.contains("HttpProtocolError"), "{m}"),
         other => panic!("a request with a lying length was answered: {other:?}"),
     }

@@ -184,21 +184,6 @@ async fn a_component_built_for_the_0_1_0_world_is_refused_with_the_fix() {
     );
 }
 
-/// `compute-bridge components inspect file`: whether it passed, and what
-/// it printed (both streams).
-fn inspect(file: &str) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_compute-bridge"))
-        .args(["components", "inspect", file])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test]
 async fn calls_in_parallel_get_separate_instances() {
     let state = tempfile::tempdir().unwrap();

@@ -159,6 +159,21 @@ pub fn json_post(
         .body(body.to_string())
 }
 
+/// `compute-bridge components inspect file`: whether it passed, and what
+/// it printed (both streams).
+pub fn inspect(file: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_compute-bridge"))
+        .args(["components", "inspect", file])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Run the conformance suite (`compute-bridge components test`) on a
 /// loaded backend and fail with its report unless every check passes.
 pub async fn assert_conforms(backend: &dyn compute_bridge_daemon::backend::Backend) {
