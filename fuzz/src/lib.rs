@@ -22,13 +22,13 @@ pub mod mutate;
 use std::sync::OnceLock;
 
 use cb_aws::ec2::{self, HttpResponse};
-use compute_bridge_daemon::backend::TdxRequirement;
+use compute_bridge_contract::backend::TdxRequirement;
+use compute_bridge_contract::events::DeclineReason;
 use compute_bridge_daemon::capabilities::http::{HttpPolicy, Origin, is_forbidden};
 use compute_bridge_daemon::coalition::protocol::{ComputeGrant, Manifest};
 use compute_bridge_daemon::config::{BootConfig, HttpConfig, Source};
 use compute_bridge_daemon::envelope::{self, EnvelopeKey};
-use compute_bridge_daemon::events::DeclineReason;
-use compute_bridge_daemon::provider;
+use compute_bridge_daemon::grant;
 
 /// Parse and validate a boot config. Errors must be located in the text
 /// and name the file; an accepted config must hold the invariants the rest
@@ -269,7 +269,7 @@ pub fn grant_seed() -> Vec<u8> {
 /// fixture's key and clock (the committed seeds must be such grants).
 pub fn grant_is_accepted(data: &[u8]) -> bool {
     postcard::from_bytes::<ComputeGrant>(data)
-        .is_ok_and(|g| provider::validate(&g, &sealed().key, GRANT_NOW).is_ok())
+        .is_ok_and(|g| grant::validate(&g, &sealed().key, GRANT_NOW).is_ok())
 }
 
 /// A grant decoded from the wire, then checked as the provider loop checks
@@ -283,7 +283,7 @@ pub fn grant(data: &[u8]) {
         return;
     };
     let f = sealed();
-    match provider::validate(&g, &f.key, GRANT_NOW) {
+    match grant::validate(&g, &f.key, GRANT_NOW) {
         Ok(reply) => {
             let public = ComputeGrant {
                 envelope: f.grant.envelope.clone(),

@@ -24,7 +24,7 @@ use common::{gcp_toml, knob, load, loadavg, production_logging, quantile, worklo
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use compute_bridge_daemon::backend::{Backend, GrantSpec, Instance, TdxRequirement};
+use compute_bridge_contract::backend::{Backend, GrantSpec, Instance, TdxRequirement};
 use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::gcp_fake::GcpFake;
 use compute_bridge_testkit::hetzner_fake::HetznerFake;

@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use compute_bridge_daemon::backend::Usage;
+use compute_bridge_contract::backend::Usage;
+use compute_bridge_contract::events::{DeclineReason, Event, EventSink};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
-use compute_bridge_daemon::events::{DeclineReason, Event, EventSink};
 use compute_bridge_daemon::fleet::Fleet;
 use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
 
@@ -161,7 +161,7 @@ enabled = false
             .map(|b| {
                 let backend = runtime.load_backend(&cfg, b, "bench").unwrap().0;
                 (
-                    Arc::new(backend) as Arc<dyn compute_bridge_daemon::backend::Backend>,
+                    Arc::new(backend) as Arc<dyn compute_bridge_contract::backend::Backend>,
                     b.enabled,
                 )
             })

@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use cb_fake::sdk::{self, MemoryHost};
-use compute_bridge_daemon::backend::{
+use compute_bridge_contract::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, TdxRequirement, Usage,
     Workload,
 };

@@ -17,7 +17,7 @@ use common::{FAKE_CONFIG, fake_grant, production_logging, workload};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compute_bridge_daemon::backend::Backend;
+use compute_bridge_contract::backend::Backend;
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
 

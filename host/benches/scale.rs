@@ -48,7 +48,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use compute_bridge_daemon::backend::{Backend, GrantSpec, TdxRequirement};
+use compute_bridge_contract::backend::{Backend, GrantSpec, TdxRequirement};
+use compute_bridge_contract::events::EventSink;
 use compute_bridge_daemon::coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
 use compute_bridge_daemon::coalition::protocol::{
     ComputeGrant, GRANTS_STREAM, Manifest, ProviderCard, RequestId,
@@ -58,10 +59,9 @@ use compute_bridge_daemon::coalition::{self, NetworkSettings};
 use compute_bridge_daemon::config::{AttestationMode, BootConfig, BridgeConfig, Source};
 use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
 use compute_bridge_daemon::envelope::{self, EnvelopeKey};
-use compute_bridge_daemon::events::EventSink;
 use compute_bridge_daemon::fleet::{Ending, Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::grant::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use compute_bridge_daemon::journal::Journal;
-use compute_bridge_daemon::provider::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
 use futures::SinkExt;
 

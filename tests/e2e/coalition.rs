@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::TdxRequirement;
+use compute_bridge_contract::backend::TdxRequirement;
 use compute_bridge_daemon::coalition::link::Reply;
 use compute_bridge_daemon::coalition::protocol::{
     ComputeGrant, DeclineReason, Manifest, ProviderCard,

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use compute_bridge_daemon::backend::Workload;
+use compute_bridge_contract::backend::Workload;
 
 /// Where a bench's log goes: `BENCH_LOG=off` runs it with no subscriber
 /// (to state what logging costs); otherwise the subscriber a production
@@ -237,13 +237,13 @@ pub const BENCH_PROVIDER: &str = "bench-provider";
 pub const FAKE_CONFIG: &str = r#"{"regions": ["bench-1"], "run_seconds": 3600}"#;
 
 /// Grant `i` for the fake backend: half a core, 256 MiB, any region.
-pub fn fake_grant(i: usize) -> compute_bridge_daemon::backend::GrantSpec {
-    compute_bridge_daemon::backend::GrantSpec {
+pub fn fake_grant(i: usize) -> compute_bridge_contract::backend::GrantSpec {
+    compute_bridge_contract::backend::GrantSpec {
         request_id: format!("bench-{i}"),
         cpu_millicores: 500,
         ram_mib: 256,
         region: None,
-        tdx: compute_bridge_daemon::backend::TdxRequirement::None,
+        tdx: compute_bridge_contract::backend::TdxRequirement::None,
         image: "registry.example/app@sha256:0000".into(),
         valid_to: u64::MAX,
     }

@@ -13,21 +13,21 @@ use compute_bridge_sandbox::BootView;
 use mosaik::Network;
 
 use crate::attest::{Attested, Attester, CardIdentity, ConfigfsTsm, EmulatedTdx, QuoteSource};
-use crate::backend::Backend;
 use crate::coalition::link::ProviderLink;
 use crate::coalition::relay::{LocalRelay, Rendezvous};
 use crate::coalition::{self, NetworkSettings};
 use crate::config::{AttestationMode, BootConfig};
-use crate::events::EventSink;
 use crate::fleet::{Fleet, MemberView, WatchPolicy};
+use crate::grant::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use crate::identity::Identity;
 use crate::journal::Journal;
 use crate::measure::{
     EmulatedRtmr, MeasurementRegister, Measurer, SharedMeasurer, SysfsRtmr3, measurement_of,
 };
-use crate::provider::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use crate::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 use crate::swap::Swapper;
+use compute_bridge_contract::backend::Backend;
+use compute_bridge_contract::events::EventSink;
 
 /// A started bridge.
 pub struct Bridge {
@@ -445,7 +445,7 @@ impl CoalitionNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Capabilities;
+    use compute_bridge_contract::backend::Capabilities;
 
     /// The routing table's lines, word for word: the re-cut into crates
     /// (issue 18) must not change what the operator reads in the log.

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::{
+use compute_bridge_contract::backend::{
     Backend, BackendError, Capabilities, ErrorKind, GrantSpec, Instance, InstanceState,
     TdxRequirement, Workload,
 };

@@ -33,11 +33,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::backend::{
+use compute_bridge_contract::protocol::DeclineReason;
+
+use crate::capabilities::log::escape;
+use compute_bridge_contract::backend::{
     Backend, BackendError, Capabilities, ErrorKind, GrantSpec, Instance, InstanceState,
     TdxRequirement, Usage, Workload,
 };
-use crate::capabilities::log::escape;
 
 /// Unix seconds now (in `compute-bridge-contract`; re-exported at its old
 /// path until the re-cut's last move).
@@ -171,19 +173,25 @@ pub enum Decline {
 }
 
 impl Decline {
-    /// A short stable word for the reason (declines, metrics, dashboard).
-    pub fn reason_kind(&self) -> &'static str {
+    /// Why, as the word the wire, the events and the dashboard carry (the
+    /// one mapping from the fleet's reasons to the protocol's).
+    pub fn reason(&self) -> DeclineReason {
         match self {
-            Self::ConcurrencyCap { .. } => "concurrency-cap",
-            Self::NoBackend(_) => "no-backend",
-            Self::OverCapacity(_) => "over-capacity",
-            Self::AllFailed { .. } => "backends-failed",
+            Self::ConcurrencyCap { .. } => DeclineReason::ConcurrencyCap,
+            Self::NoBackend(_) => DeclineReason::NoBackend,
+            Self::OverCapacity(_) => DeclineReason::OverCapacity,
+            Self::AllFailed { .. } => DeclineReason::BackendsFailed,
             Self::Failed { error, .. } => match error.kind() {
-                ErrorKind::Rejected => "rejected",
-                ErrorKind::Config => "backend-config",
-                _ => "backend-error",
+                ErrorKind::Rejected => DeclineReason::Rejected,
+                ErrorKind::Config => DeclineReason::BackendConfig,
+                _ => DeclineReason::BackendError,
             },
         }
+    }
+
+    /// [`Decline::reason`] as its short stable word (`backends-failed`).
+    pub fn reason_kind(&self) -> &'static str {
+        self.reason().as_str()
     }
 
     /// Failovers that happened before the decline.

@@ -35,7 +35,7 @@
 //! request id). Entries that are final are pruned a week after `valid_to`.
 //!
 //! Every string kept has a bound ([`MAX_NAME_BYTES`] for the backend's
-//! name, [`crate::backend::bounds`] for the
+//! name, [`compute_bridge_contract::backend::bounds`] for the
 //! instance record, the handle's 16 KiB above all): an entry over one is
 //! refused before anything is written, naming the field and the limit, so
 //! one backend cannot fill the disk every backend's grants are journaled
@@ -57,8 +57,8 @@ use std::sync::{Arc, PoisonError, RwLock, mpsc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{GrantSpec, Instance, TdxRequirement};
 use crate::coalition::protocol::{RequestId, UsageReport};
+use compute_bridge_contract::backend::{GrantSpec, Instance, TdxRequirement};
 
 /// File name under the state dir.
 pub const JOURNAL_FILE: &str = "journal.redb";
@@ -621,8 +621,8 @@ fn advance_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Usage;
     use crate::coalition::protocol::{PROTOCOL_VERSION, ProviderId, WorkloadEnding};
+    use compute_bridge_contract::backend::Usage;
 
     fn entry(id: RequestId) -> JournalEntry {
         JournalEntry {

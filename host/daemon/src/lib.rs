@@ -16,9 +16,10 @@
 //!   (re-exported from `compute-bridge-sandbox`);
 //! - [`capabilities`]: `http`, `ssh`, `log`, `config` and `cache`, one
 //!   folder each behind one trait (re-exported from `compute-bridge-sandbox`);
-//! - [`backend`]: the host's backend trait and types;
+//! - the backend trait and types are the contract's
+//!   (`compute_bridge_contract::backend`), as are the operator's events
+//!   (`compute_bridge_contract::events`);
 //! - [`fleet`]: routing, failover, capacity, watching;
-//! - [`events`]: what the operator may see, typed so it cannot leak identity;
 //! - [`coalition`]: the protocol, the mosaik link, the local relay
 //!   (re-exported from `compute-bridge-coalition`, the protocol from
 //!   `compute-bridge-contract`);
@@ -26,8 +27,7 @@
 //!   (re-exported from `compute-bridge-coalition`);
 //! - [`journal`]: durable state, so workloads end and are reported once;
 //! - [`grant`]: the provider loop that ties the above together, one file
-//!   per concern (intake, lifecycle, reconcile, card, settlements;
-//!   re-exported at its old path, [`provider`]);
+//!   per concern (intake, lifecycle, reconcile, card, settlements);
 //! - [`identity`]: the bridge's keys and provider id;
 //! - [`attest`]: the TDX quote bound to the provider card, and its
 //!   verification by requesters (that half re-exported from
@@ -46,7 +46,6 @@
 #![warn(missing_docs)]
 
 pub mod attest;
-pub mod backend;
 pub mod bindings;
 pub mod bridge;
 pub mod capabilities;
@@ -56,14 +55,12 @@ pub mod conformance;
 pub mod control;
 pub mod dashboard;
 pub mod envelope;
-pub mod events;
 pub mod fleet;
 pub mod grant;
 pub mod identity;
 pub mod journal;
 pub mod logging;
 pub mod measure;
-pub mod provider;
 pub mod runtime;
 pub mod swap;
 pub mod template;

@@ -41,12 +41,12 @@ use compute_bridge_contract::measurement::BackendMeasurement;
 use compute_bridge_sandbox::BootView;
 use tokio::sync::Notify;
 
-use crate::backend::{Backend, Instance};
 use crate::config::BootConfig;
-use crate::events::{Event, EventSink, SwapOutcome, digest_prefix};
 use crate::fleet::Fleet;
 use crate::measure::{SharedMeasurer, measurement_of};
 use crate::runtime::Runtime;
+use compute_bridge_contract::backend::{Backend, Instance};
+use compute_bridge_contract::events::{Event, EventSink, SwapOutcome, digest_prefix};
 
 /// Time between two probation polls.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

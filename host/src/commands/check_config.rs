@@ -78,7 +78,7 @@ pub(crate) fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
 /// not answer) are printed and do not fail the check: they are asked again
 /// at start.
 fn probe_backends(cfg: &BootConfig, source: &Source) -> anyhow::Result<Vec<ConfigError>> {
-    use compute_bridge_daemon::backend::{Backend, BackendError};
+    use compute_bridge_contract::backend::{Backend, BackendError};
     let state_dir = cfg.state_dir();
     let opts = RuntimeOptions {
         // Reuse the bridge's compile cache when there is one; never create

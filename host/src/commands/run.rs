@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use compute_bridge_contract::events::EventSink;
 use compute_bridge_daemon::bridge::Bridge;
 use compute_bridge_daemon::config::LOCAL_NAME;
 use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer};
-use compute_bridge_daemon::events::EventSink;
 
 use super::load_config;
 

@@ -398,8 +398,8 @@ impl QuoteSource for CountingMock {
 fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_refresh() {
     use compute_bridge_daemon::coalition::link::{ProviderLink, RequesterLink};
     use compute_bridge_daemon::coalition::{self, NetworkSettings};
+    use compute_bridge_daemon::grant::{LoopSettings, ProviderLoop};
     use compute_bridge_daemon::journal::Journal;
-    use compute_bridge_daemon::provider::{LoopSettings, ProviderLoop};
     use compute_bridge_testkit::coalition::TestCoalition;
     use std::time::Duration;
 
@@ -439,7 +439,7 @@ fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_ref
             Fleet::new(Vec::new(), 1),
             Journal::open(state.path()).unwrap(),
             link,
-            Arc::new(compute_bridge_daemon::events::Discard),
+            Arc::new(compute_bridge_contract::events::Discard),
             LoopSettings {
                 coalition: coalition.network.clone(),
                 capacity_refresh: Duration::from_millis(300),

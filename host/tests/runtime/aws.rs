@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::{
+use compute_bridge_contract::backend::{
     Backend, BackendError, GrantSpec, InstanceState, TdxRequirement,
 };
 use compute_bridge_daemon::config::{BootConfig, Source};
@@ -157,7 +157,7 @@ fn grant(id: &str) -> GrantSpec {
 /// Poll `status` until `want` (moto moves pending → running on a describe).
 async fn wait_state(
     b: &ComponentBackend,
-    i: &compute_bridge_daemon::backend::Instance,
+    i: &compute_bridge_contract::backend::Instance,
     want: InstanceState,
 ) {
     for _ in 0..40 {
@@ -219,7 +219,7 @@ async fn the_full_lifecycle_runs_through_the_host_against_moto() {
     assert_eq!(moto.instance(REGION, &inst.instance_id).state, "terminated");
     // Terminating again, and once more after moto forgets it, is fine.
     aws.terminate(&inst).await.unwrap();
-    let forgotten = compute_bridge_daemon::backend::Instance {
+    let forgotten = compute_bridge_contract::backend::Instance {
         instance_id: "i-0123456789abcdef0".into(),
         ..inst.clone()
     };

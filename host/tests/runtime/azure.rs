@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use compute_bridge_daemon::backend::{Backend, BackendError, InstanceState, TdxRequirement};
+use compute_bridge_contract::backend::{Backend, BackendError, InstanceState, TdxRequirement};
 use compute_bridge_daemon::runtime::{ComponentBackend, Runtime};
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake, VmFailure};
 

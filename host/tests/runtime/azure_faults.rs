@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use compute_bridge_daemon::backend::{ErrorKind, GrantSpec, TdxRequirement};
+use compute_bridge_contract::backend::{ErrorKind, GrantSpec, TdxRequirement};
 use compute_bridge_daemon::fleet::{Decline, Fleet};
 use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::{Backend, BackendError, Instance, InstanceState, Workload};
+use compute_bridge_contract::backend::{Backend, BackendError, Instance, InstanceState, Workload};
 use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::require_executable;
 use compute_bridge_testkit::sshd::Sshd;
@@ -331,7 +331,7 @@ pub(crate) async fn assert_ended_for_good(
     inst: &Instance,
     key: &WorkloadKey,
     host_state: &Path,
-    busy: compute_bridge_daemon::backend::Usage,
+    busy: compute_bridge_contract::backend::Usage,
 ) {
     assert_eq!(b.status(inst).await.unwrap(), InstanceState::Gone);
     let (code, _, _) = ssh(inst, key, "true");
@@ -356,7 +356,7 @@ pub(crate) async fn assert_ended_for_good(
 async fn wait_for_async_usage(
     b: &ComponentBackend,
     inst: &Instance,
-) -> compute_bridge_daemon::backend::Usage {
+) -> compute_bridge_contract::backend::Usage {
     let start = std::time::Instant::now();
     loop {
         let u = b.usage(inst).await.unwrap();

@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::{Backend, InstanceState};
+use compute_bridge_contract::backend::{Backend, InstanceState};
 use compute_bridge_testkit::podman;
 use compute_bridge_testkit::sshd::Sshd;
 

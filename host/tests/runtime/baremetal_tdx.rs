@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use compute_bridge_daemon::backend::{Backend, BackendError, TdxRequirement};
+use compute_bridge_contract::backend::{Backend, BackendError, TdxRequirement};
 use compute_bridge_daemon::fleet::Decline;
 
 use crate::baremetal::host_state_dir;

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use compute_bridge_daemon::backend::{Backend, InstanceState};
+use compute_bridge_contract::backend::{Backend, InstanceState};
 use compute_bridge_testkit::guest;
 use compute_bridge_testkit::sshd::Sshd;
 

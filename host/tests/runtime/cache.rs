@@ -25,7 +25,7 @@ async fn the_second_start_hits_the_compile_cache() {
     assert_eq!(second.cache_stats().hits.load(Ordering::Relaxed), 1);
     assert_eq!(second.cache_stats().misses.load(Ordering::Relaxed), 0);
     // And the cached artifact works.
-    use compute_bridge_daemon::backend::Backend;
+    use compute_bridge_contract::backend::Backend;
     backend.capabilities().await.unwrap();
 }
 

@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use compute_bridge_daemon::backend::{Backend, ErrorKind, GrantSpec};
+use compute_bridge_contract::backend::{Backend, ErrorKind, GrantSpec};
+use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::dashboard::snapshot::RecentKind;
 use compute_bridge_daemon::dashboard::{Dashboard, ManualClock, Settings};
-use compute_bridge_daemon::events::{Event, EventSink};
 use compute_bridge_daemon::fleet::{Decline, Fleet};
-use compute_bridge_daemon::provider::failover_events;
+use compute_bridge_daemon::grant::failover_events;
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};
 use compute_bridge_testkit::moto::Moto;

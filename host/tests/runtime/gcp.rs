@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::{Backend, BackendError, InstanceState, TdxRequirement};
+use compute_bridge_contract::backend::{Backend, BackendError, InstanceState, TdxRequirement};
 use compute_bridge_daemon::runtime::{ComponentBackend, Runtime};
 use compute_bridge_testkit::gcp_fake::{GcpFake, InsertFailure};
 

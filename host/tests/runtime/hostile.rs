@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::{Backend, GrantSpec, InstanceState};
+use compute_bridge_contract::backend::{Backend, GrantSpec, InstanceState};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::fleet::{Ending, Fleet, WatchPolicy, now_unix};
 use compute_bridge_testkit::components;

@@ -3,7 +3,7 @@
 //! for its own origin only, no redirects off the list, the host's own
 //! `Host` and no hop-by-hop headers, bounded size and time.
 
-use compute_bridge_daemon::backend::{Backend, BackendError};
+use compute_bridge_contract::backend::{Backend, BackendError};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::http_server::HttpServer;
 
@@ -189,7 +189,7 @@ async fn a_listed_ip_origin_does_not_open_its_other_ports_to_a_listed_name() {
 async fn send_headers(
     s: &HttpServer,
     headers: &str,
-) -> Result<compute_bridge_daemon::backend::Instance, BackendError> {
+) -> Result<compute_bridge_contract::backend::Instance, BackendError> {
     let state = tempfile::tempdir().unwrap();
     let cfg = config(
         state.path(),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use compute_bridge_daemon::backend::{Backend, BackendError};
+use compute_bridge_contract::backend::{Backend, BackendError};
 use compute_bridge_daemon::fleet::Fleet;
 use compute_bridge_daemon::runtime::ComponentBackend;
 use compute_bridge_testkit::components;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use compute_bridge_daemon::backend::{Backend, TdxRequirement};
+use compute_bridge_contract::backend::{Backend, TdxRequirement};
 use compute_bridge_daemon::fleet::{Decline, Ending, Fleet, WatchPolicy};
 use compute_bridge_testkit::components;
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::{Backend, BackendError};
+use compute_bridge_contract::backend::{Backend, BackendError};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 use compute_bridge_testkit::components;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use compute_bridge_daemon::backend::{Backend, BackendError};
+use compute_bridge_contract::backend::{Backend, BackendError};
 use compute_bridge_testkit::sshd::Sshd;
 
 use crate::baremetal::{

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use compute_bridge_daemon::backend::{Backend, GrantSpec, TdxRequirement, Workload};
+use compute_bridge_contract::backend::{Backend, GrantSpec, TdxRequirement, Workload};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 
@@ -176,7 +176,7 @@ pub fn inspect(file: &str) -> (bool, String) {
 
 /// Run the conformance suite (`compute-bridge components test`) on a
 /// loaded backend and fail with its report unless every check passes.
-pub async fn assert_conforms(backend: &dyn compute_bridge_daemon::backend::Backend) {
+pub async fn assert_conforms(backend: &dyn compute_bridge_contract::backend::Backend) {
     let report = compute_bridge_daemon::conformance::run(
         backend,
         &compute_bridge_daemon::conformance::Options {

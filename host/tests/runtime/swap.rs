@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use compute_bridge_contract::measurement::ComponentDigest;
-use compute_bridge_daemon::backend::{
+use compute_bridge_contract::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
+use compute_bridge_contract::events::{Event, EventSink, SwapOutcome, digest_prefix};
+use compute_bridge_contract::measurement::ComponentDigest;
 use compute_bridge_daemon::bridge::Bridge;
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::events::{Event, EventSink, SwapOutcome, digest_prefix};
 use compute_bridge_daemon::fleet::{Ending, WatchOutcome, WatchPolicy, now_unix};
 use compute_bridge_daemon::measure::{EmulatedRtmr, MeasurementRegister, measurement_of};
 use compute_bridge_daemon::swap::{Probation, Step, SwapError, Swapper};

@@ -5,7 +5,7 @@
 //! The non-TDX backend listed first is the real `aws` component against
 //! moto (EC2 offers no TDX guests, so it reports `tdx_capable = false`).
 
-use compute_bridge_daemon::backend::TdxRequirement;
+use compute_bridge_contract::backend::TdxRequirement;
 use compute_bridge_daemon::fleet::{Decline, Fleet};
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake, VmFailure};
 use compute_bridge_testkit::gcp_fake::InsertFailure;

@@ -14,7 +14,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use sha2::Digest;
 
 use super::snapshot::{BackendSnapshot, RecentKind, Snapshot};
-use crate::events::SwapOutcome;
+use compute_bridge_contract::events::SwapOutcome;
 
 /// The page's stylesheet (monospace, readable at 1280 px).
 const STYLE: &str = "\

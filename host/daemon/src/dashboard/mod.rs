@@ -33,8 +33,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::config::{AttestationMode, BootConfig, Rate};
-use crate::events::{DeclineReason, Event, EventSink};
 use crate::fleet::Fleet;
+use compute_bridge_contract::events::{DeclineReason, Event, EventSink};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lifetime::{Lifetime, LifetimeStore, PersistError};
@@ -477,7 +477,7 @@ impl EventSink for Dashboard {
             let now = self.inner.clock.now_unix();
             let mut f = self.facts_mut();
             f.swaps.entry(backend.clone()).or_default().add(*outcome);
-            if *outcome != crate::events::SwapOutcome::Refused {
+            if *outcome != compute_bridge_contract::events::SwapOutcome::Refused {
                 f.loaded_at.insert(backend.clone(), now);
             }
         }
@@ -493,7 +493,7 @@ impl EventSink for Dashboard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Usage;
+    use compute_bridge_contract::backend::Usage;
 
     fn dashboard(attestation: AttestationMode) -> (Dashboard, ManualClock) {
         let clock = ManualClock::new(1_700_000_000);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{DeclineReason, SwapOutcome};
+use compute_bridge_contract::events::{DeclineReason, SwapOutcome};
 
 /// Version of this JSON shape; bumped on any breaking change.
 pub const SCHEMA_VERSION: u32 = 1;

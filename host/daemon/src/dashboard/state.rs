@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 
-use crate::events::Event;
+use compute_bridge_contract::events::Event;
 
 use super::cost::micros_from_usd;
 use super::lifetime::Lifetime;
@@ -248,8 +248,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Usage;
-    use crate::events::DeclineReason;
+    use compute_bridge_contract::backend::Usage;
+    use compute_bridge_contract::events::DeclineReason;
 
     fn slot(name: &str) -> usize {
         match name {

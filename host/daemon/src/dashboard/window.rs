@@ -13,7 +13,7 @@
 //! and exact again once it has. Usage reaching here is already clamped to
 //! what each grant could use, so this is a backstop.
 
-use crate::events::DeclineReason;
+use compute_bridge_contract::events::DeclineReason;
 
 /// Length of one bucket, seconds.
 pub const BUCKET_SECS: u64 = 300;

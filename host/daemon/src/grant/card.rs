@@ -23,8 +23,8 @@ use std::time::Duration;
 use super::Inner;
 use crate::attest::CardIdentity;
 use crate::coalition::protocol::{Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard};
-use crate::events::Event;
 use crate::fleet::now_unix;
+use compute_bridge_contract::events::Event;
 
 impl Inner {
     fn card(&self) -> ProviderCard {

@@ -31,8 +31,8 @@ use crate::coalition::protocol::{
     MAX_GRANT_RAM_MIB, MAX_GRANT_SECONDS, PROTOCOL_VERSION, RequestId,
 };
 use crate::envelope::EnvelopeKey;
-use crate::events::Event;
 use crate::fleet::now_unix;
+use compute_bridge_contract::events::Event;
 
 /// How long a decline waits for a subscriber.
 const DECLINE_WAIT: Duration = Duration::from_secs(10);
@@ -196,9 +196,9 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::TdxRequirement;
     use crate::coalition::protocol::Manifest;
     use crate::envelope;
+    use compute_bridge_contract::backend::TdxRequirement;
 
     fn grant(provider: &EnvelopeKey, now: u64) -> ComputeGrant {
         let mut g = ComputeGrant::unsealed(

@@ -32,14 +32,14 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::{GrantSeq, Inner};
-use crate::backend::{GrantSpec, Usage, UsageBound, Workload};
 use crate::coalition::protocol::{
     AccessBundle, ComputeGrant, DeclineReason, PROTOCOL_VERSION, UsageReport, WorkloadEnding,
 };
 use crate::envelope;
-use crate::events::Event;
 use crate::fleet::{Failover, Reservation, WatchPolicy, now_unix};
 use crate::journal::{JournalEntry, Phase};
+use compute_bridge_contract::backend::{GrantSpec, Usage, UsageBound, Workload};
+use compute_bridge_contract::events::Event;
 
 /// A fresh ed25519 keypair for one workload: the OpenSSH public line for
 /// the backend and the OpenSSH private key for the access bundle.
@@ -135,7 +135,7 @@ impl Inner {
                 for e in failover_events(decline.failovers(), None) {
                     self.record(e);
                 }
-                let reason = DeclineReason::from(&decline);
+                let reason = decline.reason();
                 // The backends' messages may quote the grant back; the
                 // log names neither its request id nor its image.
                 tracing::warn!(
@@ -150,7 +150,10 @@ impl Inner {
         };
         // A sandboxed backend's instance was checked on its way in; this
         // holds every backend to it before anything is journaled or sealed.
-        if let Err(e) = crate::backend::check_provisioned(&placement.backend, &placement.instance) {
+        if let Err(e) = compute_bridge_contract::backend::check_provisioned(
+            &placement.backend,
+            &placement.instance,
+        ) {
             tracing::warn!(grant = %seq, "{}", spec.redact(&e.to_string()));
             self.teardown_unjournaled(&placement.backend, &placement.instance, &spec)
                 .await;
@@ -255,7 +258,7 @@ impl Inner {
     async fn teardown_unjournaled(
         &self,
         backend: &str,
-        instance: &crate::backend::Instance,
+        instance: &compute_bridge_contract::backend::Instance,
         spec: &GrantSpec,
     ) {
         if let Some(b) = self.fleet.backend(backend)
@@ -411,7 +414,7 @@ mod tests {
         let f = |from: &str, region: Option<&str>| Failover {
             from: from.into(),
             region: region.map(str::to_string),
-            kind: crate::backend::ErrorKind::NoCapacity,
+            kind: compute_bridge_contract::backend::ErrorKind::NoCapacity,
             message: String::new(),
         };
         let ev = failover_events(

@@ -32,7 +32,7 @@
 //!   the region the grant was placed in are the operator's own facts and
 //!   are logged.
 //!
-//! [`GrantSpec::redact`]: crate::backend::GrantSpec::redact
+//! [`GrantSpec::redact`]: compute_bridge_contract::backend::GrantSpec::redact
 
 mod card;
 mod intake;
@@ -52,10 +52,10 @@ use crate::attest::{Attested, Attester};
 use crate::coalition::link::ProviderLink;
 use crate::coalition::protocol::{Attestation, ProviderId};
 use crate::envelope::EnvelopeKey;
-use crate::events::{Event, EventSink};
 use crate::fleet::{Fleet, WatchPolicy};
 use crate::journal::Journal;
 use crate::measure::SharedMeasurer;
+use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_contract::measurement::MeasurementLog;
 
 pub use intake::validate;

@@ -36,11 +36,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::Inner;
-use crate::backend::Backend;
 use crate::coalition::protocol::DeclineReason;
-use crate::events::Event;
 use crate::fleet::now_unix;
 use crate::journal::{JournalEntry, Phase};
+use compute_bridge_contract::backend::Backend;
+use compute_bridge_contract::events::Event;
 
 impl Inner {
     /// Bring every unfinished journal entry to its end, and tear down any

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::Inner;
 use crate::coalition::protocol::{PROTOCOL_VERSION, Settlement};
-use crate::events::Event;
+use compute_bridge_contract::events::Event;
 
 impl Inner {
     pub(super) async fn take_settlements(

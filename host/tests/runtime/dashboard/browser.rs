@@ -6,9 +6,9 @@
 //! page from a real `compute-bridge run`; the fed-grants version of that
 //! test lands with the provider loop.
 
-use compute_bridge_daemon::backend::Usage;
+use compute_bridge_contract::backend::Usage;
+use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::dashboard::DashboardServer;
-use compute_bridge_daemon::events::{Event, EventSink};
 use compute_bridge_testkit::chromium;
 
 use super::{Rig, grant};

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use compute_bridge_daemon::backend::Usage;
+use compute_bridge_contract::backend::Usage;
+use compute_bridge_contract::events::{Event, EventSink, SwapOutcome};
 use compute_bridge_daemon::dashboard::DashboardServer;
-use compute_bridge_daemon::events::{Event, EventSink, SwapOutcome};
 use compute_bridge_testkit::http;
 
 use super::{Rig, grant};

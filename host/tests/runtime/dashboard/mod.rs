@@ -17,12 +17,12 @@ mod schema;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use compute_bridge_daemon::backend::{GrantSpec, Usage, Workload};
+use compute_bridge_contract::backend::{GrantSpec, Usage, Workload};
+use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::dashboard::{Dashboard, ManualClock, Settings};
-use compute_bridge_daemon::events::{Event, EventSink};
 use compute_bridge_daemon::fleet::{Decline, Fleet, Placement};
-use compute_bridge_daemon::provider::failover_events;
+use compute_bridge_daemon::grant::failover_events;
 use compute_bridge_daemon::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 
 /// The rig's config: `gcp` always answers no-capacity (so every grant fails
@@ -159,7 +159,7 @@ impl Rig {
             }),
             Err(d) => self
                 .dashboard
-                .record(Event::GrantDeclined { reason: d.into() }),
+                .record(Event::GrantDeclined { reason: d.reason() }),
         }
         result
     }

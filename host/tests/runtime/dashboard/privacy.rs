@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::dashboard::DashboardServer;
-use compute_bridge_daemon::events::{Event, EventSink};
 use compute_bridge_daemon::fleet::WatchPolicy;
 use compute_bridge_testkit::http;
 
@@ -41,7 +41,7 @@ async fn a_canary_in_every_requester_field_shows_up_in_no_output() {
     // aws (the fake), which echoes the request id into its instance id, as a
     // careless backend might.
     for i in 0..3 {
-        let g = compute_bridge_daemon::backend::GrantSpec {
+        let g = compute_bridge_contract::backend::GrantSpec {
             // Big enough for the fake to report whole core-seconds.
             cpu_millicores: 2000,
             ..grant(

@@ -1,8 +1,8 @@
 //! Lifetime counters survive a restart; the window and raw events do not.
 
-use compute_bridge_daemon::backend::Usage;
+use compute_bridge_contract::backend::Usage;
+use compute_bridge_contract::events::{DeclineReason, Event, EventSink};
 use compute_bridge_daemon::dashboard::LifetimeStore;
-use compute_bridge_daemon::events::{DeclineReason, Event, EventSink};
 
 use super::Rig;
 

@@ -2,9 +2,9 @@
 //! A field added, removed, renamed or retyped in the snapshot fails here
 //! until the schema (and docs/dashboard.md) say the same.
 
-use compute_bridge_daemon::backend::Usage;
+use compute_bridge_contract::backend::Usage;
+use compute_bridge_contract::events::{DeclineReason, Event, EventSink};
 use compute_bridge_daemon::dashboard::ProviderStatus;
-use compute_bridge_daemon::events::{DeclineReason, Event, EventSink};
 use serde_json::Value;
 
 use super::{Rig, grant};
@@ -72,7 +72,7 @@ async fn full_snapshot(state: &std::path::Path) -> Value {
         backend: "aws".into(),
         from: format!("sha256:{}", "ab".repeat(6)),
         to: format!("sha256:{}", "cd".repeat(6)),
-        outcome: compute_bridge_daemon::events::SwapOutcome::RolledBack,
+        outcome: compute_bridge_contract::events::SwapOutcome::RolledBack,
     });
     d.record(Event::SubscriberJoined);
     d.record(Event::SubscriberLeft);
