@@ -50,16 +50,17 @@ use std::time::{Duration, Instant};
 
 use compute_bridge_contract::backend::{Backend, GrantSpec, TdxRequirement};
 use compute_bridge_contract::events::EventSink;
-use compute_bridge_daemon::coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
-use compute_bridge_daemon::coalition::protocol::{
+use compute_bridge_contract::protocol::WorkloadEnding;
+use compute_bridge_contract::protocol::{
     ComputeGrant, GRANTS_STREAM, Manifest, ProviderCard, RequestId,
 };
+use compute_bridge_daemon::coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
 use compute_bridge_daemon::coalition::relay::LocalRelay;
 use compute_bridge_daemon::coalition::{self, NetworkSettings};
 use compute_bridge_daemon::config::{AttestationMode, BootConfig, BridgeConfig, Source};
 use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
 use compute_bridge_daemon::envelope::{self, EnvelopeKey};
-use compute_bridge_daemon::fleet::{Ending, Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::fleet::{Fleet, WatchPolicy, now_unix};
 use compute_bridge_daemon::grant::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use compute_bridge_daemon::journal::Journal;
 use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
@@ -225,7 +226,7 @@ async fn fleet_path(
                             WatchPolicy::default(),
                         )
                         .await;
-                    assert_eq!(out.ending, Ending::Exited(0));
+                    assert_eq!(out.ending, WorkloadEnding::Exited(0));
                     assert!(out.terminate_error.is_none());
                     drop(p.reservation);
                 }

@@ -10,12 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use compute_bridge_contract::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard};
 use compute_bridge_daemon::attest::{
     Attester, CardIdentity, ComponentDigest, QuoteError, QuoteSource, TSM_REPORT_DIR,
 };
 use compute_bridge_daemon::coalition;
 use compute_bridge_daemon::coalition::link::ProviderLink;
-use compute_bridge_daemon::coalition::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard};
 use compute_bridge_daemon::identity::Identity;
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::run;

@@ -83,7 +83,7 @@ fn check_config_refuses_a_tdx_host_without_a_td_runtime_at_its_key() {
 /// running bridge; the first host, without TDX, adds none.
 #[test]
 fn a_td_hosts_mrtd_is_in_the_card_the_agent_reads() {
-    use compute_bridge_daemon::coalition::protocol::ProviderCard;
+    use compute_bridge_contract::protocol::ProviderCard;
     use compute_bridge_testkit::coalition::TestCoalition;
 
     use crate::support::*;

@@ -5,10 +5,8 @@
 use std::time::Duration;
 
 use compute_bridge_contract::backend::TdxRequirement;
+use compute_bridge_contract::protocol::{ComputeGrant, DeclineReason, Manifest, ProviderCard};
 use compute_bridge_daemon::coalition::link::Reply;
-use compute_bridge_daemon::coalition::protocol::{
-    ComputeGrant, DeclineReason, Manifest, ProviderCard,
-};
 use compute_bridge_daemon::envelope::{self, EnvelopeKey};
 use compute_bridge_daemon::fleet::now_unix;
 use compute_bridge_daemon::journal::Journal;

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use compute_bridge_contract::protocol::{ComputeGrant, GRANTS_STREAM};
 use compute_bridge_daemon::coalition::link::Reply;
-use compute_bridge_daemon::coalition::protocol::{ComputeGrant, GRANTS_STREAM};
 use compute_bridge_daemon::journal::{Journal, Phase};
 use compute_bridge_testkit::coalition::TestCoalition;
 

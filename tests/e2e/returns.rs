@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use compute_bridge_daemon::coalition::protocol::{
+use compute_bridge_contract::protocol::{
     AccessBundle, Attestation, PROTOCOL_VERSION, ProviderCard, RequestId, UsageReport,
     WorkloadEnding,
 };

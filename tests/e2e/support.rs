@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use compute_bridge_contract::protocol::{ProviderCard, ProviderId, RequestId};
 use compute_bridge_daemon::coalition::link::{ProviderSession, Reply, RequesterLink};
-use compute_bridge_daemon::coalition::protocol::{ProviderCard, ProviderId, RequestId};
 use compute_bridge_daemon::coalition::{self, NetworkSettings};
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::Running;

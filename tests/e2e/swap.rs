@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use compute_bridge_contract::protocol::ComputeGrant;
 use compute_bridge_daemon::attest::ComponentDigest;
-use compute_bridge_daemon::coalition::protocol::ComputeGrant;
 use compute_bridge_daemon::fleet::now_unix;
 use compute_bridge_daemon::journal::Journal;
 use compute_bridge_testkit::coalition::TestCoalition;

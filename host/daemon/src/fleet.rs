@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use compute_bridge_contract::protocol::DeclineReason;
+use compute_bridge_contract::protocol::{DeclineReason, WorkloadEnding};
 
 use crate::capabilities::log::escape;
 use compute_bridge_contract::backend::{
@@ -257,22 +257,11 @@ pub struct Placement {
     pub reservation: Reservation,
 }
 
-/// How a watched workload ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Ending {
-    /// It exited by itself.
-    Exited(i32),
-    /// It disappeared.
-    Gone,
-    /// Its grant expired and the host terminated it.
-    Expired,
-}
-
 /// The result of watching a workload to its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOutcome {
     /// How it ended.
-    pub ending: Ending,
+    pub ending: WorkloadEnding,
     /// What it used (zero if the backend could not say; see `usage_error`).
     pub usage: Usage,
     /// Why usage is zero, if the backend failed to report it.
@@ -755,11 +744,11 @@ impl Fleet {
         let ending = loop {
             let now = now_unix();
             if now >= valid_to {
-                break Ending::Expired;
+                break WorkloadEnding::Expired;
             }
             match m.backend().status(instance).await {
-                Ok(InstanceState::Exited(c)) => break Ending::Exited(c),
-                Ok(InstanceState::Gone) => break Ending::Gone,
+                Ok(InstanceState::Exited(c)) => break WorkloadEnding::Exited(c),
+                Ok(InstanceState::Gone) => break WorkloadEnding::Gone,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(
                     backend,

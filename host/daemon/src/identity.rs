@@ -17,8 +17,8 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::coalition::protocol::ProviderId;
 use crate::envelope::EnvelopeKey;
+use compute_bridge_contract::protocol::ProviderId;
 
 /// File name of the secret under the state dir.
 pub const IDENTITY_FILE: &str = "identity.key";

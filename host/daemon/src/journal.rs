@@ -57,8 +57,8 @@ use std::sync::{Arc, PoisonError, RwLock, mpsc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::coalition::protocol::{RequestId, UsageReport};
 use compute_bridge_contract::backend::{GrantSpec, Instance, TdxRequirement};
+use compute_bridge_contract::protocol::{RequestId, UsageReport};
 
 /// File name under the state dir.
 pub const JOURNAL_FILE: &str = "journal.redb";
@@ -621,8 +621,8 @@ fn advance_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coalition::protocol::{PROTOCOL_VERSION, ProviderId, WorkloadEnding};
     use compute_bridge_contract::backend::Usage;
+    use compute_bridge_contract::protocol::{PROTOCOL_VERSION, ProviderId, WorkloadEnding};
 
     fn entry(id: RequestId) -> JournalEntry {
         JournalEntry {

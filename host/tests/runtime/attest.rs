@@ -5,12 +5,10 @@
 
 use std::sync::Arc;
 
+use compute_bridge_contract::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard, ProviderId};
 use compute_bridge_daemon::attest::{
     Attested, Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, EmulatedTdx,
     Measurement, QuoteError, QuoteSource, VerifyPolicy, verify_card,
-};
-use compute_bridge_daemon::coalition::protocol::{
-    Attestation, PROTOCOL_VERSION, ProviderCard, ProviderId,
 };
 use compute_bridge_daemon::config::AttestationMode;
 use compute_bridge_daemon::dashboard::{

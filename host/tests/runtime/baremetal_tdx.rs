@@ -116,7 +116,7 @@ async fn a_tdx_grant_is_declined_or_sent_to_a_tdx_cloud_never_to_a_host_account(
 /// a component gets wrong (the hostile component's) never reach either.
 #[tokio::test]
 async fn a_td_hosts_mrtd_reaches_the_card_and_the_dashboard_and_a_bad_entry_does_not() {
-    use compute_bridge_daemon::coalition::protocol::BackendOffer;
+    use compute_bridge_contract::protocol::BackendOffer;
     use compute_bridge_testkit::components;
 
     let (log, _capture) = capture_log();

@@ -6,20 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_bridge_daemon::coalition::link::{ProviderLink, RequesterLink};
-use compute_bridge_daemon::coalition::protocol::{
+use compute_bridge_contract::protocol::{
     Attestation, CARDS_STREAM, PROTOCOL_VERSION, ProviderCard, ProviderId,
 };
+use compute_bridge_daemon::coalition::link::{ProviderLink, RequesterLink};
 use compute_bridge_daemon::coalition::{self, NetworkSettings};
 use compute_bridge_daemon::envelope::EnvelopeKey;
 use compute_bridge_testkit::coalition::TestCoalition;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn card(
-    link_node: compute_bridge_daemon::coalition::protocol::NodeId,
-    key: &EnvelopeKey,
-) -> ProviderCard {
+fn card(link_node: compute_bridge_contract::protocol::NodeId, key: &EnvelopeKey) -> ProviderCard {
     ProviderCard {
         version: PROTOCOL_VERSION,
         provider_id: key.provider_id(),

@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use compute_bridge_contract::backend::{Backend, GrantSpec, InstanceState};
+use compute_bridge_contract::protocol::WorkloadEnding;
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::fleet::{Ending, Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::fleet::{Fleet, WatchPolicy, now_unix};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::http_server::HttpServer;
 use compute_bridge_testkit::moto::Moto;
@@ -130,7 +131,7 @@ async fn a_handle_naming_another_backends_instance_never_reaches_that_backend() 
     let out = fleet
         .watch_until_exit(&p.reservation, &p.instance, now_unix() + 2, quick())
         .await;
-    assert_eq!(out.ending, Ending::Expired);
+    assert_eq!(out.ending, WorkloadEnding::Expired);
     assert!(out.terminate_error.is_none());
     assert_eq!(aws.stats.calls.load(Ordering::Relaxed), aws_calls);
     assert!(hostile.stats.calls.load(Ordering::Relaxed) >= hostile_calls + 3);

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use compute_bridge_daemon::fleet::{Ending, Fleet, WatchPolicy, now_unix};
+use compute_bridge_contract::protocol::WorkloadEnding;
+use compute_bridge_daemon::fleet::{Fleet, WatchPolicy, now_unix};
 use compute_bridge_testkit::components;
 
 use crate::support::*;
@@ -80,7 +81,7 @@ async fn run(backends: &str) -> (Fleet, Vec<(String, Outcome)>) {
                     let out = fleet
                         .watch_until_exit(&p.reservation, &p.instance, now_unix() + 120, policy)
                         .await;
-                    assert_eq!(out.ending, Ending::Exited(0), "{id}");
+                    assert_eq!(out.ending, WorkloadEnding::Exited(0), "{id}");
                     assert!(out.terminate_error.is_none(), "{id}");
                     Outcome::Served {
                         backend: p.backend,

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use compute_bridge_contract::measurement::{
     BackendMeasurement, BackendPolicy, ComponentDigest, MeasurementLog, replay,
 };
+use compute_bridge_contract::protocol::{
+    Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard,
+};
 use compute_bridge_daemon::attest::{
     Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, EmulatedTdx, LogRejected,
     Measurement, VerifyPolicy, verify_card,
 };
 use compute_bridge_daemon::bridge::Bridge;
-use compute_bridge_daemon::coalition::protocol::{
-    Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard,
-};
 use compute_bridge_daemon::identity::Identity;
 use compute_bridge_daemon::measure::{EmulatedRtmr, LOG_FILE, MeasurementRegister, Measurer};
 use compute_bridge_testkit::components;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use compute_bridge_contract::backend::{Backend, TdxRequirement};
-use compute_bridge_daemon::fleet::{Decline, Ending, Fleet, WatchPolicy};
+use compute_bridge_contract::protocol::WorkloadEnding;
+use compute_bridge_daemon::fleet::{Decline, Fleet, WatchPolicy};
 use compute_bridge_testkit::components;
 
 use crate::support::*;
@@ -371,7 +372,7 @@ async fn watch_until_exit_follows_the_workload_to_its_exit_and_reports_usage() {
             policy,
         )
         .await;
-    assert_eq!(out.ending, Ending::Exited(7));
+    assert_eq!(out.ending, WorkloadEnding::Exited(7));
     // 500m for one second, 256 MiB for one second.
     assert_eq!(
         (out.usage.cpu_core_seconds, out.usage.ram_mib_seconds),
@@ -392,7 +393,7 @@ async fn watch_until_exit_terminates_at_valid_to() {
     let out = fleet
         .watch_until_exit(&p.reservation, &p.instance, valid_to, policy)
         .await;
-    assert_eq!(out.ending, Ending::Expired);
+    assert_eq!(out.ending, WorkloadEnding::Expired);
     assert!(compute_bridge_daemon::fleet::now_unix() >= valid_to);
 }
 
@@ -423,7 +424,7 @@ async fn post_provisioning_calls_go_back_to_the_originating_backend() {
         .await;
     // `a` runs for an hour, so only the deadline ends it; `b` (which would
     // say exited) was never asked.
-    assert_eq!(out.ending, Ending::Expired);
+    assert_eq!(out.ending, WorkloadEnding::Expired);
     assert_eq!(
         loaded[1]
             .stats

@@ -14,9 +14,10 @@ use compute_bridge_contract::backend::{
 };
 use compute_bridge_contract::events::{Event, EventSink, SwapOutcome, digest_prefix};
 use compute_bridge_contract::measurement::ComponentDigest;
+use compute_bridge_contract::protocol::WorkloadEnding;
 use compute_bridge_daemon::bridge::Bridge;
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::fleet::{Ending, WatchOutcome, WatchPolicy, now_unix};
+use compute_bridge_daemon::fleet::{WatchOutcome, WatchPolicy, now_unix};
 use compute_bridge_daemon::measure::{EmulatedRtmr, MeasurementRegister, measurement_of};
 use compute_bridge_daemon::swap::{Probation, Step, SwapError, Swapper};
 use compute_bridge_sandbox::BootView;
@@ -123,7 +124,7 @@ async fn watched_grants(
 async fn each_ends_once(watchers: Vec<tokio::task::JoinHandle<WatchOutcome>>) {
     for w in watchers {
         let o = w.await.expect("the watcher ends once");
-        assert_eq!(o.ending, Ending::Expired);
+        assert_eq!(o.ending, WorkloadEnding::Expired);
         assert_eq!(o.usage_error, None);
         assert_eq!(o.terminate_error, None);
         assert!(o.usage.ram_mib_seconds > 0, "{o:?}");

@@ -185,7 +185,7 @@ impl Dashboard {
         bridge.swapper.send_events_to(Arc::new(d.clone()));
         d.set_module_version(&format!(
             "Compute v{}",
-            crate::coalition::protocol::PROTOCOL_VERSION
+            compute_bridge_contract::protocol::PROTOCOL_VERSION
         ));
         d
     }

@@ -22,9 +22,11 @@ use std::time::Duration;
 
 use super::Inner;
 use crate::attest::CardIdentity;
-use crate::coalition::protocol::{Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard};
 use crate::fleet::now_unix;
 use compute_bridge_contract::events::Event;
+use compute_bridge_contract::protocol::{
+    Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard,
+};
 
 impl Inner {
     fn card(&self) -> ProviderCard {

@@ -26,13 +26,13 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::{GrantSeq, Inner};
-use crate::coalition::protocol::{
-    CLOCK_SKEW_SECONDS, ComputeGrant, Decline, DeclineReason, MAX_GRANT_CPU_MILLICORES,
-    MAX_GRANT_RAM_MIB, MAX_GRANT_SECONDS, PROTOCOL_VERSION, RequestId,
-};
 use crate::envelope::EnvelopeKey;
 use crate::fleet::now_unix;
 use compute_bridge_contract::events::Event;
+use compute_bridge_contract::protocol::{
+    CLOCK_SKEW_SECONDS, ComputeGrant, Decline, DeclineReason, MAX_GRANT_CPU_MILLICORES,
+    MAX_GRANT_RAM_MIB, MAX_GRANT_SECONDS, PROTOCOL_VERSION, RequestId,
+};
 
 /// How long a decline waits for a subscriber.
 const DECLINE_WAIT: Duration = Duration::from_secs(10);
@@ -196,9 +196,9 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coalition::protocol::Manifest;
     use crate::envelope;
     use compute_bridge_contract::backend::TdxRequirement;
+    use compute_bridge_contract::protocol::Manifest;
 
     fn grant(provider: &EnvelopeKey, now: u64) -> ComputeGrant {
         let mut g = ComputeGrant::unsealed(

@@ -32,14 +32,14 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::{GrantSeq, Inner};
-use crate::coalition::protocol::{
-    AccessBundle, ComputeGrant, DeclineReason, PROTOCOL_VERSION, UsageReport, WorkloadEnding,
-};
 use crate::envelope;
 use crate::fleet::{Failover, Reservation, WatchPolicy, now_unix};
 use crate::journal::{JournalEntry, Phase};
 use compute_bridge_contract::backend::{GrantSpec, Usage, UsageBound, Workload};
 use compute_bridge_contract::events::Event;
+use compute_bridge_contract::protocol::{
+    AccessBundle, ComputeGrant, DeclineReason, PROTOCOL_VERSION, UsageReport,
+};
 
 /// A fresh ed25519 keypair for one workload: the OpenSSH public line for
 /// the backend and the OpenSSH private key for the access bundle.
@@ -334,7 +334,7 @@ impl Inner {
         drop(reservation);
         let ended_at = now_unix();
         let usage = bounded_usage(&entry, outcome.usage, ended_at);
-        let ending = WorkloadEnding::from(outcome.ending);
+        let ending = outcome.ending;
         tracing::info!(
             grant = %seq,
             backend = %entry.backend,

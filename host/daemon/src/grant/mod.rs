@@ -50,13 +50,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::attest::{Attested, Attester};
 use crate::coalition::link::ProviderLink;
-use crate::coalition::protocol::{Attestation, ProviderId};
 use crate::envelope::EnvelopeKey;
 use crate::fleet::{Fleet, WatchPolicy};
 use crate::journal::Journal;
 use crate::measure::SharedMeasurer;
 use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_contract::measurement::MeasurementLog;
+use compute_bridge_contract::protocol::{Attestation, ProviderId};
 
 pub use intake::validate;
 pub use lifecycle::failover_events;

@@ -36,11 +36,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::Inner;
-use crate::coalition::protocol::DeclineReason;
 use crate::fleet::now_unix;
 use crate::journal::{JournalEntry, Phase};
 use compute_bridge_contract::backend::Backend;
 use compute_bridge_contract::events::Event;
+use compute_bridge_contract::protocol::DeclineReason;
 
 impl Inner {
     /// Bring every unfinished journal entry to its end, and tear down any

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use super::Inner;
-use crate::coalition::protocol::{PROTOCOL_VERSION, Settlement};
 use compute_bridge_contract::events::Event;
+use compute_bridge_contract::protocol::{PROTOCOL_VERSION, Settlement};
 
 impl Inner {
     pub(super) async fn take_settlements(
