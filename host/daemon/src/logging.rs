@@ -174,13 +174,21 @@ pub fn background<W: Write + Send + 'static>(out: W) -> (Background, Flush) {
 }
 
 fn write_lines(from: Receiver<Vec<u8>>, mut out: impl Write, pending: &Pending) {
+    let lines = || pending.lines.lock().unwrap_or_else(|e| e.into_inner());
     for line in from {
         // A line that cannot be written has nowhere else to go.
         let _ = out.write_all(&line);
-        let mut n = pending.lines.lock().unwrap_or_else(|e| e.into_inner());
+        // Flush when this was the last line queued, and never while holding
+        // the count: a logging thread takes it to queue a line, and must
+        // not wait for a stalled output behind it. Only this thread lowers
+        // the count, so it reaches zero only after the flush, and
+        // `Flush` sees every line written when it does.
+        if *lines() == 1 {
+            let _ = out.flush();
+        }
+        let mut n = lines();
         *n -= 1;
         if *n == 0 {
-            let _ = out.flush();
             pending.drained.notify_all();
         }
     }
