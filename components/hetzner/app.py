@@ -364,7 +364,9 @@ class Hetzner:
             body["ssh_keys"] = [str(k) for k in self.cfg["ssh_keys"]]
         started = sdk.now()
         server, action = self.create(body, name)
-        sdk.log(sdk.INFO, "server created", server=name, location=location,
+        # The location stays out of the log: it may be the region the
+        # requester asked for, which the operator's log never carries.
+        sdk.log(sdk.INFO, "server created", server=name,
                 server_type=stype["name"], adopted="yes" if action is None else "no")
         try:
             if action is not None:
