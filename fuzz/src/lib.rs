@@ -22,13 +22,14 @@ pub mod mutate;
 use std::sync::OnceLock;
 
 use cb_aws::ec2::{self, HttpResponse};
+use compute_bridge_coalition::envelope::{self, EnvelopeKey};
 use compute_bridge_contract::backend::TdxRequirement;
 use compute_bridge_contract::events::DeclineReason;
 use compute_bridge_contract::protocol::{ComputeGrant, Manifest};
-use compute_bridge_daemon::capabilities::http::{HttpPolicy, Origin, is_forbidden};
-use compute_bridge_daemon::config::{BootConfig, HttpConfig, Source};
-use compute_bridge_daemon::envelope::{self, EnvelopeKey};
+use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::grant;
+use compute_bridge_sandbox::capabilities::http::HttpConfig;
+use compute_bridge_sandbox::capabilities::http::{HttpPolicy, Origin, is_forbidden};
 
 /// Parse and validate a boot config. Errors must be located in the text
 /// and name the file; an accepted config must hold the invariants the rest

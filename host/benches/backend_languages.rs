@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use compute_bridge_contract::backend::{Backend, GrantSpec, Instance, TdxRequirement};
-use compute_bridge_daemon::runtime::ComponentBackend;
+use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::gcp_fake::GcpFake;
 use compute_bridge_testkit::hetzner_fake::HetznerFake;
 use compute_bridge_testkit::python::hetzner_component;
@@ -75,7 +75,7 @@ fn load_timed(
     env: Vec<(&'static str, String)>,
 ) -> (
     tempfile::TempDir,
-    compute_bridge_daemon::runtime::Runtime,
+    compute_bridge_sandbox::Runtime,
     std::sync::Arc<ComponentBackend>,
     Duration,
     Duration,
@@ -114,7 +114,7 @@ async fn main() {
         &hetzner_toml(wasm.to_str().unwrap(), &hetzner),
         vec![("TOKEN", hetzner.token())],
     );
-    let gcp_size = compute_bridge_daemon::runtime::builtin_bytes("gcp")
+    let gcp_size = compute_bridge_daemon::config::component::builtin_bytes("gcp")
         .expect("gcp is shipped")
         .len() as u64;
     let mut sides = [

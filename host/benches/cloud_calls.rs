@@ -16,7 +16,7 @@ use common::{gcp_toml, load, production_logging, workload};
 use std::time::{Duration, Instant};
 
 use compute_bridge_contract::backend::{Backend, GrantSpec, Instance, TdxRequirement};
-use compute_bridge_daemon::runtime::ComponentBackend;
+use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};
 use compute_bridge_testkit::gcp_fake::GcpFake;
 

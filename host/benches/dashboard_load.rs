@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use compute_bridge_contract::backend::Usage;
+use compute_bridge_contract::clock::SystemClock;
 use compute_bridge_contract::events::{DeclineReason, Event, EventSink};
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
+use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings};
 use compute_bridge_daemon::fleet::Fleet;
-use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
+use compute_bridge_sandbox::{Runtime, RuntimeOptions};
 
 /// The `i`th event of a realistic mix: mostly accepted/completed grants,
 /// some declines, failovers, settlements.

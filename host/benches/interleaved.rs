@@ -50,7 +50,7 @@ use cb_fake::sdk;
 use compute_bridge_contract::backend::{
     Backend, GrantSpec, Instance, InstanceState, TdxRequirement,
 };
-use compute_bridge_daemon::runtime::ComponentBackend;
+use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::fake_server::FakeServer;
 use compute_bridge_testkit::gcp_fake::GcpFake;
 

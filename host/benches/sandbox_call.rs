@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use compute_bridge_contract::backend::Backend;
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
+use compute_bridge_sandbox::{Runtime, RuntimeOptions};
 
 const ITERATIONS: usize = 20_000;
 const WARMUP: usize = 2_000;

@@ -48,22 +48,24 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use compute_bridge_coalition::envelope::{self, EnvelopeKey};
+use compute_bridge_coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
+use compute_bridge_coalition::relay::LocalRelay;
+use compute_bridge_coalition::{self as coalition, NetworkSettings};
 use compute_bridge_contract::backend::{Backend, GrantSpec, TdxRequirement};
+use compute_bridge_contract::clock::SystemClock;
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::EventSink;
 use compute_bridge_contract::protocol::WorkloadEnding;
 use compute_bridge_contract::protocol::{
     ComputeGrant, GRANTS_STREAM, Manifest, ProviderCard, RequestId,
 };
-use compute_bridge_daemon::coalition::link::{ProviderLink, ProviderSession, Reply, RequesterLink};
-use compute_bridge_daemon::coalition::relay::LocalRelay;
-use compute_bridge_daemon::coalition::{self, NetworkSettings};
 use compute_bridge_daemon::config::{AttestationMode, BootConfig, BridgeConfig, Source};
-use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings, SystemClock};
-use compute_bridge_daemon::envelope::{self, EnvelopeKey};
-use compute_bridge_daemon::fleet::{Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, Settings};
+use compute_bridge_daemon::fleet::{Fleet, WatchPolicy};
 use compute_bridge_daemon::grant::{ACCESS_WAIT, LoopSettings, ProviderLoop};
 use compute_bridge_daemon::journal::Journal;
-use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
+use compute_bridge_sandbox::{Runtime, RuntimeOptions};
 use futures::SinkExt;
 
 /// Two fakes: `zero` ends at the first `status`; `long` runs an hour.

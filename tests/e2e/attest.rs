@@ -10,12 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use compute_bridge_coalition as coalition;
+use compute_bridge_coalition::attest::CardIdentity;
+use compute_bridge_coalition::link::ProviderLink;
+use compute_bridge_contract::measurement::ComponentDigest;
 use compute_bridge_contract::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard};
-use compute_bridge_daemon::attest::{
-    Attester, CardIdentity, ComponentDigest, QuoteError, QuoteSource, TSM_REPORT_DIR,
-};
-use compute_bridge_daemon::coalition;
-use compute_bridge_daemon::coalition::link::ProviderLink;
+use compute_bridge_daemon::attest::{Attester, QuoteError, QuoteSource, TSM_REPORT_DIR};
 use compute_bridge_daemon::identity::Identity;
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::run;
@@ -189,7 +189,7 @@ fn the_agent_checks_a_quoted_card_chain_and_mrtd_and_says_why_it_refuses() {
             envelope_key: ident.envelope.public(),
             attestation: Attestation::Tdx { quote },
             measurements: Default::default(),
-            refreshed_at: compute_bridge_daemon::fleet::now_unix(),
+            refreshed_at: compute_bridge_contract::clock::now_unix(),
         });
         link
     });

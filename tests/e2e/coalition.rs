@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use compute_bridge_coalition::envelope::{self, EnvelopeKey};
+use compute_bridge_coalition::link::Reply;
 use compute_bridge_contract::backend::TdxRequirement;
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::protocol::{ComputeGrant, DeclineReason, Manifest, ProviderCard};
-use compute_bridge_daemon::coalition::link::Reply;
-use compute_bridge_daemon::envelope::{self, EnvelopeKey};
-use compute_bridge_daemon::fleet::now_unix;
 use compute_bridge_daemon::journal::Journal;
 use compute_bridge_testkit::coalition::TestCoalition;
 
@@ -433,10 +433,8 @@ fn a_requester_that_missed_its_usage_report_gets_it_again_by_repeating_its_grant
 /// so the wait does not eat into its validity window.
 #[test]
 fn a_grant_waiting_for_its_provider_is_stamped_when_it_goes_out() {
-    use compute_bridge_daemon::coalition::{
-        self,
-        link::{ProviderLink, RequesterLink},
-    };
+    use compute_bridge_coalition as coalition;
+    use compute_bridge_coalition::link::{ProviderLink, RequesterLink};
     use std::sync::Arc;
 
     let net = TestCoalition::start(&network_name("stamp"));

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use compute_bridge_coalition::link::Reply;
 use compute_bridge_contract::protocol::{ComputeGrant, GRANTS_STREAM};
-use compute_bridge_daemon::coalition::link::Reply;
 use compute_bridge_daemon::journal::{Journal, Phase};
 use compute_bridge_testkit::coalition::TestCoalition;
 
@@ -97,11 +97,11 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
     // access to. That wait is where it is killed; no test hook needed.
     let (card, request_id, _requester) = net.block_on(async {
         let settings = join_settings(&net);
-        let network = compute_bridge_daemon::coalition::join(&settings, None)
+        let network = compute_bridge_coalition::join(&settings, None)
             .await
             .unwrap();
         let network = std::sync::Arc::new(network);
-        let link = compute_bridge_daemon::coalition::link::RequesterLink::open(
+        let link = compute_bridge_coalition::link::RequesterLink::open(
             network.clone(),
             settings.bootstrap.clone(),
         );
@@ -118,12 +118,10 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
             .with_stream_id(GRANTS_STREAM)
             .build()
             .unwrap();
-        let node = compute_bridge_daemon::coalition::peer_id(&card.node).unwrap();
-        compute_bridge_daemon::coalition::sync(
+        let node = compute_bridge_coalition::peer_id(&card.node).unwrap();
+        compute_bridge_coalition::sync(
             &network,
-            &[compute_bridge_daemon::coalition::catalog_addr(
-                &network, &node,
-            )],
+            &[compute_bridge_coalition::catalog_addr(&network, &node)],
         )
         .await;
         tokio::time::timeout(
@@ -136,7 +134,7 @@ fn kill_9_before_access_is_handed_out_leaves_nothing_running_and_nothing_reporte
         .await
         .expect("the bridge subscribed to our grants");
         let g = grant(&card, |g| {
-            g.valid_to = compute_bridge_daemon::fleet::now_unix() + 600
+            g.valid_to = compute_bridge_contract::clock::now_unix() + 600
         });
         let id = g.request_id;
         use futures::SinkExt;
@@ -227,7 +225,7 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
         card.get_or_insert(observer.card.clone());
         let session = net.block_on(observer.session());
         for _ in 0..rng.random_range(1..=3) {
-            let valid_to = compute_bridge_daemon::fleet::now_unix() + rng.random_range(4..=20);
+            let valid_to = compute_bridge_contract::clock::now_unix() + rng.random_range(4..=20);
             let g = grant(&observer.card, |g| g.valid_to = valid_to);
             let id = g.request_id;
             if net.block_on(session.send_grant(g)).is_ok() {
@@ -248,7 +246,7 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
     let mut bridge = restart_bridge(&config);
     let _observer = net.block_on(Observer::start_with_card(&net, card.unwrap()));
     let settle = last_valid_to + 15;
-    while compute_bridge_daemon::fleet::now_unix() < settle {
+    while compute_bridge_contract::clock::now_unix() < settle {
         std::thread::sleep(Duration::from_millis(500));
     }
     // Until every report that can go out has.
@@ -312,7 +310,7 @@ fn kill_9_at_twenty_random_points_forgets_nothing_and_reports_nothing_twice() {
 /// exactly one usage report. With `hold_port`, something else takes the
 /// relay's port while the bridge is down; returns the bridge's logs.
 fn the_embedded_default_survives_kill_9(hold_port: bool) -> String {
-    use compute_bridge_daemon::coalition::relay::{RELAY_PORT_FILE, Rendezvous};
+    use compute_bridge_coalition::relay::{RELAY_PORT_FILE, Rendezvous};
     use compute_bridge_testkit::process::Running;
 
     assert_root("the embedded default's bare-metal backend makes a Unix account per grant");

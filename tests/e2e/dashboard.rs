@@ -197,7 +197,7 @@ fn a_real_bridge_answers_only_loopback_hosts_and_forbids_scripts() {
     let fake = std::fs::read(compute_bridge_testkit::components::FAKE).unwrap();
     assert_eq!(
         v["backends"][0]["component_sha256"],
-        compute_bridge_daemon::attest::ComponentDigest::of(&fake).to_string()
+        compute_bridge_contract::measurement::ComponentDigest::of(&fake).to_string()
     );
     assert_eq!(v["grants"]["cap"], 4);
 

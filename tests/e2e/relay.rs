@@ -10,7 +10,7 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use compute_bridge_daemon::fleet::now_unix;
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_daemon::journal::{Journal, Phase};
 use compute_bridge_testkit::coalition::TestCoalition;
 

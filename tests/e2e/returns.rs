@@ -22,12 +22,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use compute_bridge_coalition::envelope::{self, EnvelopeKey};
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::protocol::{
     AccessBundle, Attestation, PROTOCOL_VERSION, ProviderCard, RequestId, UsageReport,
     WorkloadEnding,
 };
-use compute_bridge_daemon::envelope::{self, EnvelopeKey};
-use compute_bridge_daemon::fleet::now_unix;
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::{components, free_port, http, wait_for};
 
@@ -316,14 +316,18 @@ impl Drop for HostileProvider {
 }
 
 fn hostile_provider(net: &TestCoalition, bundles: Vec<AccessBundle>) -> HostileProvider {
-    use compute_bridge_daemon::coalition::{self, link::ProviderLink};
+    use compute_bridge_coalition::link::ProviderLink;
     let settings = join_settings(net);
     let bundles = Arc::new(Mutex::new(VecDeque::from(bundles)));
     let key = EnvelopeKey::generate();
     let provider_id = key.provider_id();
     let (reports, mut to_report) = tokio::sync::mpsc::unbounded_channel::<RequestId>();
     let task = net.block_on(async move {
-        let network = Arc::new(coalition::join(&settings, None).await.unwrap());
+        let network = Arc::new(
+            compute_bridge_coalition::join(&settings, None)
+                .await
+                .unwrap(),
+        );
         let link = Arc::new(ProviderLink::open(
             network.clone(),
             settings.bootstrap.clone(),

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use compute_bridge_coalition::NetworkSettings;
+use compute_bridge_coalition::link::{ProviderSession, Reply, RequesterLink};
 use compute_bridge_contract::protocol::{ProviderCard, ProviderId, RequestId};
-use compute_bridge_daemon::coalition::link::{ProviderSession, Reply, RequesterLink};
-use compute_bridge_daemon::coalition::{self, NetworkSettings};
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::Running;
 
@@ -211,7 +211,9 @@ impl Observer {
         known: Option<ProviderCard>,
     ) -> Self {
         let settings = join_settings(coalition);
-        let network = coalition::join(&settings, None).await.unwrap();
+        let network = compute_bridge_coalition::join(&settings, None)
+            .await
+            .unwrap();
         let link = Arc::new(RequesterLink::open(
             Arc::new(network),
             settings.bootstrap.clone(),

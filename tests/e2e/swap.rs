@@ -9,9 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use compute_bridge_contract::clock::now_unix;
+use compute_bridge_contract::measurement::ComponentDigest;
 use compute_bridge_contract::protocol::ComputeGrant;
-use compute_bridge_daemon::attest::ComponentDigest;
-use compute_bridge_daemon::fleet::now_unix;
 use compute_bridge_daemon::journal::Journal;
 use compute_bridge_testkit::coalition::TestCoalition;
 use compute_bridge_testkit::process::run;

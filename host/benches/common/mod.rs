@@ -206,12 +206,12 @@ pub fn load(
     backend: &str,
     env: Vec<(&'static str, String)>,
 ) -> (
-    compute_bridge_daemon::runtime::Runtime,
-    std::sync::Arc<compute_bridge_daemon::runtime::ComponentBackend>,
+    compute_bridge_sandbox::Runtime,
+    std::sync::Arc<compute_bridge_sandbox::ComponentBackend>,
     String,
 ) {
     use compute_bridge_daemon::config::{BootConfig, Source};
-    use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
+    use compute_bridge_sandbox::{Runtime, RuntimeOptions};
     let text = format!(
         "[bridge]\nstate_dir = {:?}\n\n{backend}",
         state.display().to_string()

@@ -49,16 +49,12 @@
 
 use std::collections::BTreeMap;
 
-pub use compute_bridge_contract::measurement::{ComponentDigest, LogRejected};
+use compute_bridge_contract::measurement::{ComponentDigest, LogRejected, Measurement};
 use compute_bridge_contract::protocol::{Attestation, ProviderCard, ProviderId};
 use sha2::{Digest, Sha512};
 
 /// Domain tag at the start of the report-data preimage.
 pub const REPORT_DATA_TAG: &[u8] = b"compute-bridge/card-report-data/v1";
-
-/// A TDX measurement register (in `compute-bridge-contract`), as policies
-/// and verdicts name it.
-pub use compute_bridge_contract::measurement::Measurement;
 
 /// The measurements a quote carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

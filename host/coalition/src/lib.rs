@@ -37,7 +37,7 @@ pub mod attest;
 pub mod config;
 pub mod envelope;
 pub mod link;
-pub mod network;
+mod network;
 pub mod relay;
 
 pub use config::CoalitionConfig;

@@ -2,15 +2,16 @@
 //! quote whose report data binds the card's identity ([`Attester`], over a
 //! [`QuoteSource`]: the kernel's configfs-tsm, or emulated TDX in tests).
 //!
-//! The requester's half — verifying a card, the report data's layout, the
-//! trust rules — moved to `compute-bridge-coalition`
-//! ([`compute_bridge_coalition::attest`]) and is re-exported here at its old
-//! paths until the re-cut's last move (issue 18).
+//! The requester's half — verifying a card, the report data's layout
+//! ([`CardIdentity`]), the trust rules — is the coalition floor's
+//! ([`compute_bridge_coalition::attest`]); this file uses it and names none
+//! of it again.
 
 use std::fmt;
 use std::sync::Arc;
 
-pub use compute_bridge_coalition::attest::*;
+use compute_bridge_coalition::attest::*;
+use compute_bridge_contract::measurement::Measurement;
 
 /// Where the kernel's configfs-tsm report interface lives.
 pub const TSM_REPORT_DIR: &str = "/sys/kernel/config/tsm/report";

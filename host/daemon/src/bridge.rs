@@ -12,10 +12,7 @@ use anyhow::Context;
 use compute_bridge_sandbox::BootView;
 use mosaik::Network;
 
-use crate::attest::{Attested, Attester, CardIdentity, ConfigfsTsm, EmulatedTdx, QuoteSource};
-use crate::coalition::link::ProviderLink;
-use crate::coalition::relay::{LocalRelay, Rendezvous};
-use crate::coalition::{self, NetworkSettings};
+use crate::attest::{Attested, Attester, ConfigfsTsm, EmulatedTdx, QuoteSource};
 use crate::config::{AttestationMode, BootConfig};
 use crate::fleet::{Fleet, MemberView, WatchPolicy};
 use crate::grant::{ACCESS_WAIT, LoopSettings, ProviderLoop};
@@ -24,10 +21,14 @@ use crate::journal::Journal;
 use crate::measure::{
     EmulatedRtmr, MeasurementRegister, Measurer, SharedMeasurer, SysfsRtmr3, measurement_of,
 };
-use crate::runtime::{ComponentBackend, Runtime, RuntimeOptions};
 use crate::swap::Swapper;
+use compute_bridge_coalition::attest::CardIdentity;
+use compute_bridge_coalition::link::ProviderLink;
+use compute_bridge_coalition::relay::{LocalRelay, Rendezvous};
+use compute_bridge_coalition::{self as coalition, NetworkSettings};
 use compute_bridge_contract::backend::Backend;
 use compute_bridge_contract::events::EventSink;
+use compute_bridge_sandbox::{ComponentBackend, Runtime, RuntimeOptions};
 
 /// A started bridge.
 pub struct Bridge {
@@ -228,7 +229,7 @@ impl Bridge {
         tracing::info!(
             network = %self.config.coalition.network,
             peer = %node.network.local().id(),
-            listening = %crate::coalition::describe_bind(self.config.coalition.node_bind()),
+            listening = %compute_bridge_coalition::describe_bind(self.config.coalition.node_bind()),
             ms = started.elapsed().as_millis() as u64,
             "joined the coalition"
         );
@@ -261,7 +262,7 @@ impl Bridge {
             settings,
         )
         .with_card_trigger(self.swapper.card_trigger());
-        let relays = tokio::spawn(crate::coalition::watch_relays(
+        let relays = tokio::spawn(compute_bridge_coalition::watch_relays(
             node.network.local().endpoint().clone(),
         ));
         let result = provider.run(shutdown).await;

@@ -107,7 +107,7 @@ fn grant(id: &str, cpu: u32, ram: u32, region: Option<String>, tdx: TdxRequireme
         region,
         tdx,
         image: "registry.example/conformance@sha256:0000000000000000000000000000000000000000000000000000000000000000".into(),
-        valid_to: crate::fleet::now_unix() + 600,
+        valid_to: compute_bridge_contract::clock::now_unix() + 600,
     }
 }
 

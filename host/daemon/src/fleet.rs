@@ -35,15 +35,13 @@ use serde::Serialize;
 
 use compute_bridge_contract::protocol::{DeclineReason, WorkloadEnding};
 
-use crate::capabilities::log::escape;
 use compute_bridge_contract::backend::{
     Backend, BackendError, Capabilities, ErrorKind, GrantSpec, Instance, InstanceState,
     TdxRequirement, Usage, Workload,
 };
+use compute_bridge_sandbox::capabilities::log::escape;
 
-/// Unix seconds now (in `compute-bridge-contract`; re-exported at its old
-/// path until the re-cut's last move).
-pub use compute_bridge_contract::clock::now_unix;
+use compute_bridge_contract::clock::now_unix;
 
 /// How long [`Fleet::refresh_capabilities`] waits for the backends'
 /// answers before it returns with what it has.

@@ -17,7 +17,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::envelope::EnvelopeKey;
+use compute_bridge_coalition::envelope::EnvelopeKey;
 use compute_bridge_contract::protocol::ProviderId;
 
 /// File name of the secret under the state dir.

@@ -51,7 +51,7 @@ use compute_bridge_contract::measurement::{
 };
 use sha2::{Digest, Sha384};
 
-use crate::attest::Measurement;
+use compute_bridge_contract::measurement::Measurement;
 
 /// The kernel's RTMR3 file for TDX guests.
 pub const RTMR3_SYSFS: &str = "/sys/devices/virtual/misc/tdx_guest/measurements/rtmr3:sha384";

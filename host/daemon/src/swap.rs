@@ -44,9 +44,9 @@ use tokio::sync::Notify;
 use crate::config::BootConfig;
 use crate::fleet::Fleet;
 use crate::measure::{SharedMeasurer, measurement_of};
-use crate::runtime::Runtime;
 use compute_bridge_contract::backend::{Backend, Instance};
 use compute_bridge_contract::events::{Event, EventSink, SwapOutcome, digest_prefix};
+use compute_bridge_sandbox::Runtime;
 
 /// Time between two probation polls.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

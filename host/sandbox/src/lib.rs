@@ -45,13 +45,13 @@ macro_rules! our_interface {
 
 pub mod bindings;
 mod budget;
-pub mod call;
+mod call;
 pub mod capabilities;
-pub mod compile_cache;
+mod compile_cache;
 mod convert;
-pub mod engine;
+mod engine;
 pub mod policy;
-pub mod spec;
+mod spec;
 mod wasi;
 
 pub use budget::{Budget, OverBudget, TABLE_ELEMENT_BYTES};

@@ -8,11 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use compute_bridge_coalition::NetworkSettings;
-use compute_bridge_coalition::attest::{
-    CardVerdict, ChainPolicy, ComponentDigest, Measurement, VerifyPolicy,
-};
+use compute_bridge_coalition::attest::{CardVerdict, ChainPolicy, VerifyPolicy};
 use compute_bridge_contract::backend::TdxRequirement;
 use compute_bridge_contract::clock::now_unix;
+use compute_bridge_contract::measurement::{ComponentDigest, Measurement};
 use compute_bridge_contract::protocol::{ProviderId, parse_usd};
 use compute_bridge_requester::{
     Agent, AgentNetwork, DEFAULT_IMAGE, HostKeyPolicy, Progress, RequestError, RequestSpec,

@@ -11,7 +11,8 @@ use super::load_config;
 
 pub(crate) fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     use base64::Engine;
-    use compute_bridge_daemon::attest::{Attester, CardIdentity, ConfigfsTsm};
+    use compute_bridge_coalition::attest::CardIdentity;
+    use compute_bridge_daemon::attest::{Attester, ConfigfsTsm};
     let cfg = load_config(config)?;
     let state_dir = cfg.state_dir();
     std::fs::create_dir_all(&state_dir)

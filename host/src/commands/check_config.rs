@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use compute_bridge_daemon::config::{BootConfig, ConfigError, Seg, Source, parse_path};
-use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
+use compute_bridge_contract::keypath::{Seg, parse_path};
+use compute_bridge_daemon::config::{BootConfig, ConfigError, Source};
+use compute_bridge_sandbox::{Runtime, RuntimeOptions};
 
 use super::load_config;
 
@@ -33,7 +34,7 @@ pub(crate) fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     );
     println!(
         "coalition node listens on {}",
-        compute_bridge_daemon::coalition::describe_bind(c.node_bind())
+        compute_bridge_coalition::describe_bind(c.node_bind())
     );
     if c.is_local() {
         println!(

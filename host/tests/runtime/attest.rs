@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
+use compute_bridge_coalition::attest::{
+    CardIdentity, CardRejected, CardVerdict, ChainPolicy, VerifyPolicy, verify_card,
+};
+use compute_bridge_contract::clock::ManualClock;
+use compute_bridge_contract::measurement::Measurement;
 use compute_bridge_contract::protocol::{Attestation, PROTOCOL_VERSION, ProviderCard, ProviderId};
-use compute_bridge_daemon::attest::{
-    Attested, Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, EmulatedTdx,
-    Measurement, QuoteError, QuoteSource, VerifyPolicy, verify_card,
-};
+use compute_bridge_daemon::attest::{Attested, Attester, EmulatedTdx, QuoteError, QuoteSource};
 use compute_bridge_daemon::config::AttestationMode;
-use compute_bridge_daemon::dashboard::{
-    Dashboard, DashboardServer, ManualClock, MrtdState, Settings,
-};
+use compute_bridge_daemon::dashboard::{Dashboard, DashboardServer, MrtdState, Settings};
 use compute_bridge_daemon::fleet::Fleet;
 use compute_bridge_daemon::identity::Identity;
 use compute_bridge_daemon::measure::{EmulatedRtmr, Measurer};
@@ -64,7 +64,7 @@ fn card(ident: &Identity, coalition: &str, attestation: Attestation) -> Provider
         provider_id: ident.provider_id,
         coalition: coalition.to_string(),
         module_version: "test".into(),
-        node: compute_bridge_daemon::coalition::node_id(&ident.node_key.public()),
+        node: compute_bridge_coalition::node_id(&ident.node_key.public()),
         backends: Vec::new(),
         concurrency_cap: 1,
         active_grants: 0,
@@ -394,8 +394,8 @@ impl QuoteSource for CountingMock {
 
 #[test]
 fn the_provider_loop_publishes_a_bound_quote_and_takes_a_fresh_one_with_each_refresh() {
-    use compute_bridge_daemon::coalition::link::{ProviderLink, RequesterLink};
-    use compute_bridge_daemon::coalition::{self, NetworkSettings};
+    use compute_bridge_coalition::link::{ProviderLink, RequesterLink};
+    use compute_bridge_coalition::{self as coalition, NetworkSettings};
     use compute_bridge_daemon::grant::{LoopSettings, ProviderLoop};
     use compute_bridge_daemon::journal::Journal;
     use compute_bridge_testkit::coalition::TestCoalition;

@@ -12,7 +12,7 @@ use compute_bridge_contract::backend::{
     Backend, BackendError, GrantSpec, InstanceState, TdxRequirement,
 };
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::runtime::ComponentBackend;
+use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::moto::Moto;
 
 use crate::support;

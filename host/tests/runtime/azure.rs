@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use compute_bridge_contract::backend::{Backend, BackendError, InstanceState, TdxRequirement};
-use compute_bridge_daemon::runtime::{ComponentBackend, Runtime};
+use compute_bridge_sandbox::{ComponentBackend, Runtime};
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake, VmFailure};
 
 use crate::support::*;

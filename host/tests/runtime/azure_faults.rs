@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use compute_bridge_contract::backend::{ErrorKind, GrantSpec, TdxRequirement};
 use compute_bridge_daemon::fleet::{Decline, Fleet};
-use compute_bridge_daemon::runtime::ComponentBackend;
+use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use compute_bridge_contract::backend::{Backend, BackendError, Instance, InstanceState, Workload};
-use compute_bridge_daemon::runtime::ComponentBackend;
+use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::require_executable;
 use compute_bridge_testkit::sshd::Sshd;
 

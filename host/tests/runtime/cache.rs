@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use compute_bridge_daemon::runtime::{Origin, Runtime, RuntimeOptions};
+use compute_bridge_sandbox::{Lookup, Runtime, RuntimeOptions};
 use compute_bridge_testkit::components;
 
 use crate::support::*;
@@ -14,14 +14,14 @@ async fn the_second_start_hits_the_compile_cache() {
     let cfg = config(state.path(), &backend_toml("fake", components::FAKE, ""));
     let first = Runtime::new(&RuntimeOptions::for_config(&cfg)).unwrap();
     let (_, origin) = first.load_backend(&cfg, &cfg.backends[0], "p").unwrap();
-    assert_eq!(origin, Origin::Compiled);
+    assert_eq!(origin, Lookup::Compiled);
     assert_eq!(first.cache_stats().misses.load(Ordering::Relaxed), 1);
     drop(first);
 
     // A new runtime, as after a restart.
     let second = Runtime::new(&RuntimeOptions::for_config(&cfg)).unwrap();
     let (backend, origin) = second.load_backend(&cfg, &cfg.backends[0], "p").unwrap();
-    assert_eq!(origin, Origin::Cached);
+    assert_eq!(origin, Lookup::Cached);
     assert_eq!(second.cache_stats().hits.load(Ordering::Relaxed), 1);
     assert_eq!(second.cache_stats().misses.load(Ordering::Relaxed), 0);
     // And the cached artifact works.
@@ -42,12 +42,12 @@ async fn a_changed_component_or_a_corrupt_entry_is_compiled_again() {
     }
     let rt = Runtime::new(&RuntimeOptions::for_config(&cfg)).unwrap();
     let (_, origin) = rt.load_backend(&cfg, &cfg.backends[0], "p").unwrap();
-    assert_eq!(origin, Origin::Compiled);
+    assert_eq!(origin, Lookup::Compiled);
     // A different component is a different key.
     let other = config(
         state.path(),
         &backend_toml("hostile", components::HOSTILE, ""),
     );
     let (_, origin) = rt.load_backend(&other, &other.backends[0], "p").unwrap();
-    assert_eq!(origin, Origin::Compiled);
+    assert_eq!(origin, Lookup::Compiled);
 }

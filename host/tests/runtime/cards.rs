@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use compute_bridge_coalition::envelope::EnvelopeKey;
+use compute_bridge_coalition::link::{ProviderLink, RequesterLink};
+use compute_bridge_coalition::{self as coalition, NetworkSettings};
 use compute_bridge_contract::protocol::{
     Attestation, CARDS_STREAM, PROTOCOL_VERSION, ProviderCard, ProviderId,
 };
-use compute_bridge_daemon::coalition::link::{ProviderLink, RequesterLink};
-use compute_bridge_daemon::coalition::{self, NetworkSettings};
-use compute_bridge_daemon::envelope::EnvelopeKey;
 use compute_bridge_testkit::coalition::TestCoalition;
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use compute_bridge_contract::backend::{Backend, ErrorKind, GrantSpec};
+use compute_bridge_contract::clock::ManualClock;
 use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::dashboard::snapshot::RecentKind;
-use compute_bridge_daemon::dashboard::{Dashboard, ManualClock, Settings};
+use compute_bridge_daemon::dashboard::{Dashboard, Settings};
 use compute_bridge_daemon::fleet::{Decline, Fleet};
 use compute_bridge_daemon::grant::failover_events;
 use compute_bridge_testkit::components;
@@ -32,10 +33,7 @@ async fn fleet(
     moto: &Moto,
     proxy: &FaultProxy,
     with_spare: bool,
-) -> (
-    Fleet,
-    Vec<Arc<compute_bridge_daemon::runtime::ComponentBackend>>,
-) {
+) -> (Fleet, Vec<Arc<compute_bridge_sandbox::ComponentBackend>>) {
     let spare = if with_spare {
         support::backend_toml("spare", components::FAKE, "")
     } else {
@@ -313,7 +311,7 @@ async fn a_region_out_of_capacity_fails_over_to_the_next_region_on_the_dashboard
     let (rt, backends) = load(&cfg);
     let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 8);
     fleet.refresh_capabilities().await;
-    let clock = ManualClock::new(compute_bridge_daemon::fleet::now_unix());
+    let clock = ManualClock::new(compute_bridge_contract::clock::now_unix());
     let dashboard = Dashboard::new(
         Settings::from_config(&cfg),
         fleet.clone(),

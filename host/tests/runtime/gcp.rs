@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compute_bridge_contract::backend::{Backend, BackendError, InstanceState, TdxRequirement};
-use compute_bridge_daemon::runtime::{ComponentBackend, Runtime};
+use compute_bridge_sandbox::{ComponentBackend, Runtime};
 use compute_bridge_testkit::gcp_fake::{GcpFake, InsertFailure};
 
 use crate::support::*;
@@ -161,7 +161,7 @@ async fn a_tdx_grant_lives_its_whole_life_on_a_confidential_c3_vm() {
     let secs = u.cpu_core_seconds / 4;
     assert_eq!(u.cpu_core_seconds, 4 * secs, "{u:?}");
     assert_eq!(u.ram_mib_seconds, 16384 * secs, "{u:?}");
-    assert!(secs <= compute_bridge_daemon::fleet::now_unix() - started(&inst.handle) + 1);
+    assert!(secs <= compute_bridge_contract::clock::now_unix() - started(&inst.handle) + 1);
 
     s.gcp.terminate(&inst).await.unwrap();
     assert!(s.fake.instances().is_empty());

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use compute_bridge_contract::backend::{GrantSpec, TdxRequirement};
+use compute_bridge_contract::clock::ManualClock;
 use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::config::BootConfig;
 use compute_bridge_daemon::dashboard::snapshot::RecentKind;
-use compute_bridge_daemon::dashboard::{Dashboard, ManualClock, Settings};
+use compute_bridge_daemon::dashboard::{Dashboard, Settings};
 use compute_bridge_daemon::fleet::{Decline, Fleet};
 use compute_bridge_daemon::grant::failover_events;
-use compute_bridge_daemon::runtime::ComponentBackend;
+use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};
 use compute_bridge_testkit::gcp_fake::GcpFake;
@@ -255,7 +256,7 @@ async fn a_region_out_of_stock_fails_over_to_the_next_region_on_the_dashboard() 
     let dashboard = Dashboard::new(
         Settings::from_config(&cfg),
         fleet.clone(),
-        Arc::new(ManualClock::new(compute_bridge_daemon::fleet::now_unix())),
+        Arc::new(ManualClock::new(compute_bridge_contract::clock::now_unix())),
     );
     for e in failover_events(&p.failovers, Some((&p.backend, &p.instance.region))) {
         dashboard.record(e);

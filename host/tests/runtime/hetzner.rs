@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use compute_bridge_contract::backend::{Backend, BackendError, InstanceState, TdxRequirement};
-use compute_bridge_daemon::runtime::{ComponentBackend, Runtime};
+use compute_bridge_sandbox::{ComponentBackend, Runtime};
 use compute_bridge_testkit::hetzner_fake::{CreateFailure, HetznerFake};
 use compute_bridge_testkit::python::hetzner_component;
 

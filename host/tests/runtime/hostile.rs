@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use compute_bridge_contract::backend::{Backend, GrantSpec, InstanceState};
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::protocol::WorkloadEnding;
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::fleet::{Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::fleet::{Fleet, WatchPolicy};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::http_server::HttpServer;
 use compute_bridge_testkit::moto::Moto;
@@ -489,7 +490,7 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
     let (rt, backends) = load(&cfg);
     let fleet = Fleet::new(support::fleet_members(&cfg, &backends), 1000);
     fleet.refresh_capabilities().await;
-    let named = |name: &str| -> Arc<compute_bridge_daemon::runtime::ComponentBackend> {
+    let named = |name: &str| -> Arc<compute_bridge_sandbox::ComponentBackend> {
         let i = cfg.backends.iter().position(|b| b.name == name).unwrap();
         backends[i].clone()
     };

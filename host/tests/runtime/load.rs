@@ -6,8 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::protocol::WorkloadEnding;
-use compute_bridge_daemon::fleet::{Fleet, WatchPolicy, now_unix};
+use compute_bridge_daemon::fleet::{Fleet, WatchPolicy};
 use compute_bridge_testkit::components;
 
 use crate::support::*;

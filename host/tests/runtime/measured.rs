@@ -7,16 +7,17 @@
 
 use std::sync::Arc;
 
+use compute_bridge_coalition::attest::{
+    CardIdentity, CardRejected, CardVerdict, ChainPolicy, VerifyPolicy, verify_card,
+};
 use compute_bridge_contract::measurement::{
     BackendMeasurement, BackendPolicy, ComponentDigest, MeasurementLog, replay,
 };
+use compute_bridge_contract::measurement::{LogRejected, Measurement};
 use compute_bridge_contract::protocol::{
     Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard,
 };
-use compute_bridge_daemon::attest::{
-    Attester, CardIdentity, CardRejected, CardVerdict, ChainPolicy, EmulatedTdx, LogRejected,
-    Measurement, VerifyPolicy, verify_card,
-};
+use compute_bridge_daemon::attest::{Attester, EmulatedTdx};
 use compute_bridge_daemon::bridge::Bridge;
 use compute_bridge_daemon::identity::Identity;
 use compute_bridge_daemon::measure::{EmulatedRtmr, LOG_FILE, MeasurementRegister, Measurer};
@@ -187,7 +188,7 @@ fn card_over(rtmr3: &Arc<EmulatedRtmr>, log: &MeasurementLog, backends: &[&str])
         provider_id: ident.provider_id,
         coalition: "measured.test".into(),
         module_version: "test".into(),
-        node: compute_bridge_daemon::coalition::node_id(&ident.node_key.public()),
+        node: compute_bridge_coalition::node_id(&ident.node_key.public()),
         backends: backends
             .iter()
             .map(|b| BackendOffer::bounded(b.to_string(), true, Default::default(), 0, 0))

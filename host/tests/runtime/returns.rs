@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use compute_bridge_contract::backend::{Backend, BackendError};
 use compute_bridge_daemon::fleet::Fleet;
-use compute_bridge_daemon::runtime::ComponentBackend;
+use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::components;
 
 use crate::support::*;

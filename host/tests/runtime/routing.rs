@@ -24,7 +24,7 @@ async fn fleet(
 ) -> (
     tempfile::TempDir,
     Fleet,
-    Vec<Arc<compute_bridge_daemon::runtime::ComponentBackend>>,
+    Vec<Arc<compute_bridge_sandbox::ComponentBackend>>,
 ) {
     let state = tempfile::tempdir().unwrap();
     let cfg = config(state.path(), backends);
@@ -368,7 +368,7 @@ async fn watch_until_exit_follows_the_workload_to_its_exit_and_reports_usage() {
         .watch_until_exit(
             &p.reservation,
             &p.instance,
-            compute_bridge_daemon::fleet::now_unix() + 60,
+            compute_bridge_contract::clock::now_unix() + 60,
             policy,
         )
         .await;
@@ -389,12 +389,12 @@ async fn watch_until_exit_terminates_at_valid_to() {
         initial: std::time::Duration::from_millis(100),
         ..Default::default()
     };
-    let valid_to = compute_bridge_daemon::fleet::now_unix() + 2;
+    let valid_to = compute_bridge_contract::clock::now_unix() + 2;
     let out = fleet
         .watch_until_exit(&p.reservation, &p.instance, valid_to, policy)
         .await;
     assert_eq!(out.ending, WorkloadEnding::Expired);
-    assert!(compute_bridge_daemon::fleet::now_unix() >= valid_to);
+    assert!(compute_bridge_contract::clock::now_unix() >= valid_to);
 }
 
 #[tokio::test]
@@ -418,7 +418,7 @@ async fn post_provisioning_calls_go_back_to_the_originating_backend() {
         .watch_until_exit(
             &p.reservation,
             &p.instance,
-            compute_bridge_daemon::fleet::now_unix() + 1,
+            compute_bridge_contract::clock::now_unix() + 1,
             WatchPolicy::default(),
         )
         .await;

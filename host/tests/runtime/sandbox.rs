@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use compute_bridge_contract::backend::{Backend, BackendError};
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::runtime::{ComponentBackend, Runtime, RuntimeOptions};
+use compute_bridge_sandbox::{ComponentBackend, Runtime, RuntimeOptions};
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::http_server::HttpServer;
 

@@ -2,9 +2,9 @@
 //! labels only, pooled sessions; and the local transport: builtin backends
 //! only, a cleared environment, nothing left running after a call.
 
-use compute_bridge_daemon::bindings::ssh::SshError;
-use compute_bridge_daemon::capabilities::ssh::SshCapability;
 use compute_bridge_daemon::config::BootConfig;
+use compute_bridge_sandbox::bindings::ssh::SshError;
+use compute_bridge_sandbox::capabilities::ssh::SshCapability;
 use compute_bridge_testkit::sshd::Sshd;
 
 use crate::support::*;

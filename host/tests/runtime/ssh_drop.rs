@@ -133,7 +133,7 @@ struct CutRun {
     at: AtCut,
     sshd: Sshd,
     host_state: tempfile::TempDir,
-    backends: Vec<Arc<compute_bridge_daemon::runtime::ComponentBackend>>,
+    backends: Vec<Arc<compute_bridge_sandbox::ComponentBackend>>,
     accounts: Accounts,
     _state: tempfile::TempDir,
 }

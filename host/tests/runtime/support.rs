@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use compute_bridge_contract::backend::{Backend, GrantSpec, TdxRequirement, Workload};
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::runtime::{ComponentBackend, Runtime, RuntimeOptions};
+use compute_bridge_sandbox::{ComponentBackend, Runtime, RuntimeOptions};
 
 /// A boot config from `backends` (TOML `[[backends]]` tables), with the
 /// state dir in `state`.
@@ -87,7 +87,7 @@ pub fn grant(id: &str) -> GrantSpec {
         region: None,
         tdx: TdxRequirement::None,
         image: "registry.example/app@sha256:0000".into(),
-        valid_to: compute_bridge_daemon::fleet::now_unix() + 600,
+        valid_to: compute_bridge_contract::clock::now_unix() + 600,
     }
 }
 
@@ -131,7 +131,7 @@ pub fn cloud_grant(id: &str, tdx: TdxRequirement) -> GrantSpec {
         region: None,
         tdx,
         image: PINNED_IMAGE.into(),
-        valid_to: compute_bridge_daemon::fleet::now_unix() + 3600,
+        valid_to: compute_bridge_contract::clock::now_unix() + 3600,
     }
 }
 

@@ -12,12 +12,13 @@ use std::time::Duration;
 use compute_bridge_contract::backend::{
     Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
 };
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::{Event, EventSink, SwapOutcome, digest_prefix};
 use compute_bridge_contract::measurement::ComponentDigest;
 use compute_bridge_contract::protocol::WorkloadEnding;
 use compute_bridge_daemon::bridge::Bridge;
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::fleet::{WatchOutcome, WatchPolicy, now_unix};
+use compute_bridge_daemon::fleet::{WatchOutcome, WatchPolicy};
 use compute_bridge_daemon::measure::{EmulatedRtmr, MeasurementRegister, measurement_of};
 use compute_bridge_daemon::swap::{Probation, Step, SwapError, Swapper};
 use compute_bridge_sandbox::BootView;

@@ -16,20 +16,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use component::ComponentSource;
-// The `[coalition]` section belongs to the coalition floor (issue 18); named
-// here too, where the boot config reads it.
-pub use compute_bridge_coalition::CoalitionConfig;
-// The capabilities' sections live in their folders in the sandbox (issue
-// 18); named here too, where a `[[backends]]` entry is read.
-pub use compute_bridge_sandbox::Sections;
-pub use compute_bridge_sandbox::capabilities::http::HttpConfig;
-pub use compute_bridge_sandbox::capabilities::log::LogConfig;
-pub use compute_bridge_sandbox::capabilities::ssh::{
-    LOCAL_ONLY_BUILTIN, SshConfig, SshHostConfig as SshHost, SshTransport,
-};
-pub use source::{ConfigError, Seg, Source, parse_path, render_path};
+pub use source::{ConfigError, Source};
 
+use compute_bridge_coalition::CoalitionConfig;
+use compute_bridge_contract::keypath::Seg;
 use compute_bridge_sandbox::BootView;
+use compute_bridge_sandbox::Sections;
 
 /// The embedded default (`config/local.toml`): the bare-metal backend on this
 /// machine, an in-process relay and local coalition, dashboard on 127.0.0.1.
@@ -164,7 +156,7 @@ pub struct AttestationConfig {
 
 impl AttestationConfig {
     /// The expected MR_TD, parsed (validation has checked it).
-    pub fn expected(&self) -> Option<crate::attest::Measurement> {
+    pub fn expected(&self) -> Option<compute_bridge_contract::measurement::Measurement> {
         self.expected_mrtd.as_deref().and_then(|m| m.parse().ok())
     }
 }
@@ -361,7 +353,10 @@ impl BootConfig {
                             .into(),
                     ));
                 }
-                Some(m) if m.parse::<crate::attest::Measurement>().is_err() => {
+                Some(m)
+                    if m.parse::<compute_bridge_contract::measurement::Measurement>()
+                        .is_err() =>
+                {
                     return Err(at(
                         &["attestation".into(), "expected_mrtd".into()],
                         "must be 48 bytes of hex (96 characters)".into(),
@@ -603,12 +598,12 @@ impl BootConfig {
             ));
         }
         for (i, r) in c.relays.iter().enumerate() {
-            if let Err(msg) = crate::coalition::parse_relay_url(r) {
+            if let Err(msg) = compute_bridge_coalition::parse_relay_url(r) {
                 return Err(at(&["coalition".into(), "relays".into(), i.into()], msg));
             }
         }
         for (i, b) in c.bootstrap.iter().enumerate() {
-            if let Err(msg) = crate::coalition::parse_peer_addr(b) {
+            if let Err(msg) = compute_bridge_coalition::parse_peer_addr(b) {
                 return Err(at(&["coalition".into(), "bootstrap".into(), i.into()], msg));
             }
         }
@@ -618,7 +613,12 @@ impl BootConfig {
 
 impl BackendConfig {
     /// The SSH hosts, parsed (validated at load), in config order.
-    pub fn ssh_hosts(&self) -> Vec<(String, SshHost)> {
+    pub fn ssh_hosts(
+        &self,
+    ) -> Vec<(
+        String,
+        compute_bridge_sandbox::capabilities::ssh::SshHostConfig,
+    )> {
         self.sections.ssh.parsed_hosts()
     }
 

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-/// Key paths (in `compute-bridge-contract`; re-exported at their old path
-/// until the re-cut's last move).
-pub use compute_bridge_contract::keypath::{Seg, parse_path, render_path};
+use compute_bridge_contract::keypath::{Seg, render_path};
 
 /// A config error with its location.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,7 +18,6 @@
 //!
 //! `docs/dashboard.md` defines every field.
 
-pub mod clock;
 pub mod cost;
 pub mod html;
 pub mod lifetime;
@@ -36,7 +35,7 @@ use crate::config::{AttestationMode, BootConfig, Rate};
 use crate::fleet::Fleet;
 use compute_bridge_contract::events::{DeclineReason, Event, EventSink};
 
-pub use clock::{Clock, ManualClock, SystemClock};
+use compute_bridge_contract::clock::{Clock, SystemClock};
 pub use lifetime::{Lifetime, LifetimeStore, PersistError};
 pub use server::{BindError, DashboardServer};
 pub use snapshot::{MrtdState, ProviderStatus, Snapshot};
@@ -494,6 +493,7 @@ impl EventSink for Dashboard {
 mod tests {
     use super::*;
     use compute_bridge_contract::backend::Usage;
+    use compute_bridge_contract::clock::ManualClock;
 
     fn dashboard(attestation: AttestationMode) -> (Dashboard, ManualClock) {
         let clock = ManualClock::new(1_700_000_000);

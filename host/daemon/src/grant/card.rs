@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Inner;
-use crate::attest::CardIdentity;
-use crate::fleet::now_unix;
+use compute_bridge_coalition::attest::CardIdentity;
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::Event;
 use compute_bridge_contract::protocol::{
     Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard,

@@ -26,8 +26,8 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::{GrantSeq, Inner};
-use crate::envelope::EnvelopeKey;
-use crate::fleet::now_unix;
+use compute_bridge_coalition::envelope::EnvelopeKey;
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::Event;
 use compute_bridge_contract::protocol::{
     CLOCK_SKEW_SECONDS, ComputeGrant, Decline, DeclineReason, MAX_GRANT_CPU_MILLICORES,
@@ -196,7 +196,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope;
+    use compute_bridge_coalition::envelope;
     use compute_bridge_contract::backend::TdxRequirement;
     use compute_bridge_contract::protocol::Manifest;
 

@@ -32,10 +32,11 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::{GrantSeq, Inner};
-use crate::envelope;
-use crate::fleet::{Failover, Reservation, WatchPolicy, now_unix};
+use crate::fleet::{Failover, Reservation, WatchPolicy};
 use crate::journal::{JournalEntry, Phase};
+use compute_bridge_coalition::envelope;
 use compute_bridge_contract::backend::{GrantSpec, Usage, UsageBound, Workload};
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::Event;
 use compute_bridge_contract::protocol::{
     AccessBundle, ComputeGrant, DeclineReason, PROTOCOL_VERSION, UsageReport,

@@ -49,11 +49,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::attest::{Attested, Attester};
-use crate::coalition::link::ProviderLink;
-use crate::envelope::EnvelopeKey;
 use crate::fleet::{Fleet, WatchPolicy};
 use crate::journal::Journal;
 use crate::measure::SharedMeasurer;
+use compute_bridge_coalition::envelope::EnvelopeKey;
+use compute_bridge_coalition::link::ProviderLink;
 use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_contract::measurement::MeasurementLog;
 use compute_bridge_contract::protocol::{Attestation, ProviderId};

@@ -36,9 +36,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::Inner;
-use crate::fleet::now_unix;
 use crate::journal::{JournalEntry, Phase};
 use compute_bridge_contract::backend::Backend;
+use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::Event;
 use compute_bridge_contract::protocol::DeclineReason;
 

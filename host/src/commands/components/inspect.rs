@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use compute_bridge_daemon::runtime::{CompileCache, Runtime, RuntimeOptions, policy};
+use compute_bridge_sandbox::{CompileCache, Runtime, RuntimeOptions, policy};
 
 pub(crate) fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use compute_bridge_daemon::config::BootConfig;
-use compute_bridge_daemon::runtime::{Runtime, RuntimeOptions};
+use compute_bridge_sandbox::{Runtime, RuntimeOptions};
 
 pub(crate) fn run(file: &Path, config: &Path, backend: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut cfg = BootConfig::load(config)?;

@@ -18,12 +18,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use compute_bridge_contract::backend::{GrantSpec, Usage, Workload};
+use compute_bridge_contract::clock::ManualClock;
 use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::config::{BootConfig, Source};
-use compute_bridge_daemon::dashboard::{Dashboard, ManualClock, Settings};
+use compute_bridge_daemon::dashboard::{Dashboard, Settings};
 use compute_bridge_daemon::fleet::{Decline, Fleet, Placement};
 use compute_bridge_daemon::grant::failover_events;
-use compute_bridge_daemon::runtime::{ComponentBackend, Runtime, RuntimeOptions};
+use compute_bridge_sandbox::{ComponentBackend, Runtime, RuntimeOptions};
 
 /// The rig's config: `gcp` always answers no-capacity (so every grant fails
 /// over to `aws`), `aws` serves, `azure` is configured but disabled.
@@ -121,7 +122,7 @@ impl Rig {
         if refresh {
             fleet.refresh_capabilities().await;
         }
-        let clock = ManualClock::new(compute_bridge_daemon::fleet::now_unix());
+        let clock = ManualClock::new(compute_bridge_contract::clock::now_unix());
         let dashboard = Dashboard::new(
             Settings::from_config(cfg),
             fleet.clone(),
