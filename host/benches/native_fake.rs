@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use cb_fake::sdk::{self, MemoryHost};
 use compute_bridge_contract::backend::{
-    Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, TdxRequirement, Usage,
+    Backend, BackendError, GrantSpec, Instance, InstanceState, Offer, TdxRequirement, Usage,
     Workload,
 };
 
@@ -73,9 +73,9 @@ impl Backend for NativeFake {
     fn name(&self) -> &str {
         &self.name
     }
-    async fn capabilities(&self) -> Result<Capabilities, BackendError> {
+    async fn capabilities(&self) -> Result<Offer, BackendError> {
         let o = self.fake.offer();
-        Ok(Capabilities {
+        Ok(Offer {
             regions: o.regions,
             tdx_capable: o.tdx_capable,
             max_cpu_millicores: o.max_cpu_millicores,

@@ -7,7 +7,7 @@
 //! fleet, the provider loop and the dashboard.
 //!
 //! Nothing a backend returns is trusted. The checks here ([`bounds`],
-//! [`Capabilities::checked`], [`Instance::check_bounds`],
+//! [`Offer::checked`], [`Instance::check_bounds`],
 //! [`Instance::check_provisioned`], [`BackendError::bounded`],
 //! [`Usage::clamped`]) are applied where a component's results enter the
 //! host (`runtime::sandbox`), and the provider loop holds every backend,
@@ -65,9 +65,9 @@ pub mod bounds {
     pub const USAGE_SLACK_SECONDS: u64 = 10;
 }
 
-/// What a backend offers (WIT `offer`).
+/// What a backend offers (WIT `offer`); `capabilities` names the host imports a component is granted, never this.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capabilities {
+pub struct Offer {
     /// Region labels.
     pub regions: Vec<String>,
     /// Whether TDX guests are available.
@@ -139,7 +139,7 @@ pub fn checked_measurements(
     (kept, dropped)
 }
 
-impl Capabilities {
+impl Offer {
     /// The offer as the host takes it: more than [`bounds::REGIONS`]
     /// regions, or a region name that is empty, over
     /// [`bounds::REGION_BYTES`] or not printable ASCII without spaces, is
@@ -525,7 +525,7 @@ pub trait Backend: Send + Sync {
     /// The name the operator gave it.
     fn name(&self) -> &str;
     /// What it offers now.
-    async fn capabilities(&self) -> Result<Capabilities, BackendError>;
+    async fn capabilities(&self) -> Result<Offer, BackendError>;
     /// Could it serve `grant`? Errors count as "no".
     async fn can_satisfy(&self, grant: &GrantSpec) -> bool;
     /// Create the workload.
@@ -556,8 +556,8 @@ pub fn check_provisioned(name: &str, instance: &Instance) -> Result<(), BackendE
 }
 
 /// `capabilities`' answer from backend `name`, as the host takes it
-/// ([`Capabilities::checked`]); a cut claim is logged.
-pub fn check_offer(name: &str, offer: Capabilities) -> Result<Capabilities, BackendError> {
+/// ([`Offer::checked`]); a cut claim is logged.
+pub fn check_offer(name: &str, offer: Offer) -> Result<Offer, BackendError> {
     match offer.checked() {
         Ok((c, None)) => Ok(c),
         Ok((c, Some(cut))) => {
@@ -665,7 +665,7 @@ mod tests {
 
     #[test]
     fn an_offer_over_its_bounds_is_refused_and_claims_are_cut() {
-        let offer = |regions: Vec<String>, cpu, ram| Capabilities {
+        let offer = |regions: Vec<String>, cpu, ram| Offer {
             regions,
             tdx_capable: false,
             max_cpu_millicores: cpu,
@@ -705,7 +705,7 @@ mod tests {
             mrtd,
         };
         let good = "ab".repeat(48);
-        let offer = |td_measurements| Capabilities {
+        let offer = |td_measurements| Offer {
             regions: vec!["r1".into(), "r2".into(), "r3".into(), "r4".into()],
             tdx_capable: true,
             max_cpu_millicores: 1000,

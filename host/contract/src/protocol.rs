@@ -247,7 +247,7 @@ pub struct BackendOffer {
 
 impl BackendOffer {
     /// What goes into the card for backend `name`: its offer within the
-    /// bounds every offer is held to ([`crate::backend::Capabilities::checked`]):
+    /// bounds every offer is held to ([`crate::backend::Offer::checked`]):
     /// at most [`bounds::REGIONS`] regions of at most [`bounds::REGION_BYTES`]
     /// bytes (the rest is left out), capacity claims cut to
     /// [`bounds::BACKEND_CPU_MILLICORES`] and [`bounds::BACKEND_RAM_MIB`],
@@ -258,7 +258,7 @@ impl BackendOffer {
     pub fn bounded(
         name: String,
         enabled: bool,
-        caps: crate::backend::Capabilities,
+        caps: crate::backend::Offer,
         used_cpu_millicores: u64,
         used_ram_mib: u64,
     ) -> Self {
@@ -993,7 +993,7 @@ mod tests {
 
     #[test]
     fn an_offer_goes_into_the_card_within_its_bounds() {
-        let caps = crate::backend::Capabilities {
+        let caps = crate::backend::Offer {
             regions: (0..65_536)
                 .map(|i| format!("r{i}-{}", "x".repeat(58)))
                 .collect(),

@@ -446,7 +446,7 @@ impl CoalitionNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use compute_bridge_contract::backend::Capabilities;
+    use compute_bridge_contract::backend::Offer;
 
     /// The routing table's lines, word for word: the re-cut into crates
     /// (issue 18) must not change what the operator reads in the log.
@@ -455,7 +455,7 @@ mod tests {
         let answered = MemberView {
             name: "rack-1".into(),
             enabled: true,
-            capabilities: Some(Capabilities {
+            capabilities: Some(Offer {
                 regions: vec!["eu-west-1".into(), "home-01".into()],
                 tdx_capable: true,
                 max_cpu_millicores: 48_000,

@@ -18,8 +18,8 @@
 use std::time::{Duration, Instant};
 
 use compute_bridge_contract::backend::{
-    Backend, BackendError, Capabilities, ErrorKind, GrantSpec, Instance, InstanceState,
-    TdxRequirement, Workload,
+    Backend, BackendError, ErrorKind, GrantSpec, Instance, InstanceState, Offer, TdxRequirement,
+    Workload,
 };
 
 /// One check's outcome.
@@ -129,7 +129,7 @@ pub async fn run(backend: &dyn Backend, opts: &Options) -> Report {
     let t = Instant::now();
     let caps = backend.capabilities().await;
     timed(t.elapsed());
-    let caps: Capabilities = match caps {
+    let caps: Offer = match caps {
         Ok(c) => {
             let mut problems = Vec::new();
             if c.regions.is_empty() {

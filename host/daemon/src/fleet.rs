@@ -22,7 +22,7 @@
 //! `can_satisfy_timeout_sec`, enforced by the sandbox.)
 //!
 //! The fleet reports what happened in its return values ([`Placement`],
-//! [`Decline`], [`WatchOutcome`]); it knows nothing of the coalition, the
+//! [`PlaceError`], [`WatchOutcome`]); it knows nothing of the coalition, the
 //! journal or the dashboard.
 
 use std::collections::HashMap;
@@ -36,8 +36,8 @@ use serde::Serialize;
 use compute_bridge_contract::protocol::{DeclineReason, WorkloadEnding};
 
 use compute_bridge_contract::backend::{
-    Backend, BackendError, Capabilities, ErrorKind, GrantSpec, Instance, InstanceState,
-    TdxRequirement, Usage, Workload,
+    Backend, BackendError, ErrorKind, GrantSpec, Instance, InstanceState, Offer, TdxRequirement,
+    Usage, Workload,
 };
 use compute_bridge_sandbox::capabilities::log::escape;
 
@@ -58,7 +58,7 @@ struct Member {
     /// must check and hand over.
     watched: Mutex<HashMap<String, Instance>>,
     enabled: bool,
-    caps: Mutex<Option<Capabilities>>,
+    caps: Mutex<Option<Offer>>,
     used: Mutex<Used>,
     /// A `capabilities` call is under way (not started again meanwhile).
     refreshing: AtomicBool,
@@ -82,7 +82,7 @@ struct Used {
     grants: u32,
 }
 
-struct Inner {
+struct FleetState {
     members: Vec<Member>,
     cap: u32,
     active: Mutex<u32>,
@@ -91,7 +91,7 @@ struct Inner {
 /// The routing table and its accounting. Cheap to clone.
 #[derive(Clone)]
 pub struct Fleet {
-    inner: Arc<Inner>,
+    inner: Arc<FleetState>,
 }
 
 /// One backend, for the routing table and the dashboard.
@@ -102,7 +102,7 @@ pub struct MemberView {
     /// Routed to?
     pub enabled: bool,
     /// Last capabilities it declared (`None` until it answered).
-    pub capabilities: Option<Capabilities>,
+    pub capabilities: Option<Offer>,
     /// CPU reserved by running grants, millicores.
     pub used_cpu_millicores: u64,
     /// Memory reserved by running grants, MiB.
@@ -137,7 +137,7 @@ impl Failover {
 
 /// Why a grant was not placed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Decline {
+pub enum PlaceError {
     /// The concurrency cap is reached.
     #[error("concurrency cap reached ({active} of {cap} grants running)")]
     ConcurrencyCap {
@@ -170,7 +170,7 @@ pub enum Decline {
     },
 }
 
-impl Decline {
+impl PlaceError {
     /// Why, as the word the wire, the events and the dashboard carry (the
     /// one mapping from the fleet's reasons to the protocol's).
     pub fn reason(&self) -> DeclineReason {
@@ -187,7 +187,7 @@ impl Decline {
         }
     }
 
-    /// [`Decline::reason`] as its short stable word (`backends-failed`).
+    /// [`PlaceError::reason`] as its short stable word (`backends-failed`).
     pub fn reason_kind(&self) -> &'static str {
         self.reason().as_str()
     }
@@ -204,7 +204,7 @@ impl Decline {
 /// Capacity and a concurrency slot held by one running grant; released on
 /// drop.
 pub struct Reservation {
-    inner: Arc<Inner>,
+    inner: Arc<FleetState>,
     member: usize,
     cpu: u64,
     ram: u64,
@@ -304,7 +304,7 @@ impl Fleet {
     /// A fleet over `backends` in routing order, with the concurrency cap.
     pub fn new(backends: Vec<(Arc<dyn Backend>, bool)>, cap: u32) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(FleetState {
                 members: backends
                     .into_iter()
                     .map(|(backend, enabled)| Member {
@@ -477,10 +477,10 @@ impl Fleet {
         self.inner.members.iter().position(|m| m.name == name)
     }
 
-    fn take_slot(&self) -> Result<(), Decline> {
+    fn take_slot(&self) -> Result<(), PlaceError> {
         let mut a = self.inner.active.lock().unwrap();
         if *a >= self.inner.cap {
-            return Err(Decline::ConcurrencyCap {
+            return Err(PlaceError::ConcurrencyCap {
                 active: *a,
                 cap: self.inner.cap,
             });
@@ -545,7 +545,7 @@ impl Fleet {
         &self,
         grant: &GrantSpec,
         workload: &Workload,
-    ) -> Result<Placement, Decline> {
+    ) -> Result<Placement, PlaceError> {
         self.take_slot()?;
         let result = self.place(grant, workload).await;
         if result.is_err() {
@@ -554,7 +554,7 @@ impl Fleet {
         result
     }
 
-    async fn place(&self, grant: &GrantSpec, workload: &Workload) -> Result<Placement, Decline> {
+    async fn place(&self, grant: &GrantSpec, workload: &Workload) -> Result<Placement, PlaceError> {
         let mut failovers: Vec<Failover> = Vec::new();
         let mut full: Vec<&str> = Vec::new();
         let mut unsuitable: Vec<String> = Vec::new();
@@ -612,7 +612,7 @@ impl Fleet {
                         "provision failed: {}",
                         grant.redact(&e.to_string())
                     );
-                    return Err(Decline::Failed {
+                    return Err(PlaceError::Failed {
                         backend: name.to_string(),
                         error: e,
                         failovers,
@@ -621,12 +621,15 @@ impl Fleet {
             }
         }
         if !failovers.is_empty() {
-            return Err(Decline::AllFailed { failovers });
+            return Err(PlaceError::AllFailed { failovers });
         }
         if !full.is_empty() {
-            return Err(Decline::OverCapacity(format!("full: {}", full.join(", "))));
+            return Err(PlaceError::OverCapacity(format!(
+                "full: {}",
+                full.join(", ")
+            )));
         }
-        Err(Decline::NoBackend(if unsuitable.is_empty() {
+        Err(PlaceError::NoBackend(if unsuitable.is_empty() {
             "no enabled backends".into()
         } else {
             unsuitable.join("; ")
@@ -641,7 +644,7 @@ impl Fleet {
         backend: &Arc<dyn Backend>,
         grant: &GrantSpec,
         workload: &Workload,
-        caps: &Capabilities,
+        caps: &Offer,
         failovers: &mut Vec<Failover>,
     ) -> Result<Instance, Attempt> {
         let name = backend.name();

@@ -197,11 +197,11 @@ pub struct Swapped {
 /// Swaps components of a running bridge. Cheap to clone.
 #[derive(Clone)]
 pub struct Swapper {
-    inner: Arc<Inner>,
+    inner: Arc<SwapperState>,
 }
 
 #[derive(Clone)]
-struct Inner {
+struct SwapperState {
     config: BootConfig,
     provider_id: String,
     runtime: Arc<Runtime>,
@@ -228,7 +228,7 @@ impl Swapper {
     ) -> Self {
         let rollback_polls = config.bridge.swap_rollback_polls;
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(SwapperState {
                 config,
                 provider_id,
                 runtime,

@@ -28,7 +28,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::wasi;
 
 use compute_bridge_contract::backend::{
-    self, Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
+    self, Backend, BackendError, GrantSpec, Instance, InstanceState, Offer, Usage, Workload,
 };
 
 use crate::bindings::{self, provider::Guest as Provider};
@@ -352,7 +352,7 @@ impl Backend for ComponentBackend {
         &self.name
     }
 
-    async fn capabilities(&self) -> Result<Capabilities, BackendError> {
+    async fn capabilities(&self) -> Result<Offer, BackendError> {
         let offer = self
             .call("capabilities", |p, s| Box::pin(p.call_capabilities(s)))
             .await

@@ -6,14 +6,13 @@
 //! Keeps nothing.
 
 use compute_bridge_contract::backend::{
-    BackendError, Capabilities, GrantSpec, Instance, InstanceState, TdMeasurement, TdxRequirement,
-    Usage,
+    BackendError, GrantSpec, Instance, InstanceState, Offer, TdMeasurement, TdxRequirement, Usage,
 };
 
 use crate::bindings;
 use crate::capabilities::log::escape;
 
-impl From<bindings::types::Offer> for Capabilities {
+impl From<bindings::types::Offer> for Offer {
     fn from(o: bindings::types::Offer) -> Self {
         Self {
             regions: o.regions,

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use compute_bridge_contract::backend::{ErrorKind, GrantSpec, TdxRequirement};
-use compute_bridge_daemon::fleet::{Decline, Fleet};
+use compute_bridge_daemon::fleet::{Fleet, PlaceError};
 use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake};
 use compute_bridge_testkit::components;
@@ -159,7 +159,7 @@ async fn with_no_other_backend_a_lost_answer_is_declined_cleanly() {
         .await
         .err()
         .expect("declined");
-    assert!(matches!(d, Decline::AllFailed { .. }), "{d}");
+    assert!(matches!(d, PlaceError::AllFailed { .. }), "{d}");
     assert_eq!(d.reason_kind(), "backends-failed");
     assert!(d.to_string().contains("azure (transient"), "{d}");
     assert!(d.to_string().contains("virtualMachines/"), "{d}");

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use compute_bridge_contract::backend::{Backend, BackendError, TdxRequirement};
-use compute_bridge_daemon::fleet::Decline;
+use compute_bridge_daemon::fleet::PlaceError;
 
 use crate::baremetal::host_state_dir;
 use crate::gcp::{gcp_toml, start_fake as start_gcp};
@@ -55,7 +55,7 @@ async fn a_tdx_grant_is_declined_or_sent_to_a_tdx_cloud_never_to_a_host_account(
         .await
         .err()
         .expect("no backend runs TD guests");
-    let Decline::NoBackend(why) = &declined else {
+    let PlaceError::NoBackend(why) = &declined else {
         panic!("expected no-backend, got {declined:?}")
     };
     assert!(why.contains("baremetal: not TDX-capable"), "{why}");

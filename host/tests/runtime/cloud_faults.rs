@@ -13,7 +13,7 @@ use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::dashboard::snapshot::RecentKind;
 use compute_bridge_daemon::dashboard::{Dashboard, Settings};
-use compute_bridge_daemon::fleet::{Decline, Fleet};
+use compute_bridge_daemon::fleet::{Fleet, PlaceError};
 use compute_bridge_daemon::grant::failover_events;
 use compute_bridge_testkit::components;
 use compute_bridge_testkit::fault_proxy::{Fault, FaultProxy};
@@ -179,7 +179,7 @@ async fn with_no_other_backend_the_grant_is_declined_cleanly() {
         .await
         .err()
         .expect("declined");
-    assert!(matches!(d, Decline::AllFailed { .. }), "{d}");
+    assert!(matches!(d, PlaceError::AllFailed { .. }), "{d}");
     assert_eq!(d.reason_kind(), "backends-failed");
     assert!(d.to_string().contains("aws (transient"), "{d}");
     assert_eq!(fleet.active(), 0);

@@ -13,7 +13,7 @@ use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::config::BootConfig;
 use compute_bridge_daemon::dashboard::snapshot::RecentKind;
 use compute_bridge_daemon::dashboard::{Dashboard, Settings};
-use compute_bridge_daemon::fleet::{Decline, Fleet};
+use compute_bridge_daemon::fleet::{Fleet, PlaceError};
 use compute_bridge_daemon::grant::failover_events;
 use compute_bridge_sandbox::ComponentBackend;
 use compute_bridge_testkit::components;
@@ -171,7 +171,7 @@ async fn with_no_other_backend_a_lost_answer_is_declined_cleanly() {
         .await
         .err()
         .expect("declined");
-    assert!(matches!(d, Decline::AllFailed { .. }), "{d}");
+    assert!(matches!(d, PlaceError::AllFailed { .. }), "{d}");
     assert_eq!(d.reason_kind(), "backends-failed");
     assert!(d.to_string().contains("gcp/us-central1 (transient"), "{d}");
     assert_eq!(fleet.active(), 0);

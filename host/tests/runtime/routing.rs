@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use compute_bridge_contract::backend::{Backend, TdxRequirement};
 use compute_bridge_contract::protocol::WorkloadEnding;
-use compute_bridge_daemon::fleet::{Decline, Fleet, WatchPolicy};
+use compute_bridge_daemon::fleet::{Fleet, PlaceError, WatchPolicy};
 use compute_bridge_testkit::components;
 
 use crate::support::*;
@@ -127,7 +127,7 @@ async fn tdx_required_with_no_tdx_backend_is_declined_with_the_reason() {
         .err()
         .expect("declined");
     assert!(
-        matches!(&d, Decline::NoBackend(why) if why.contains("not TDX-capable")),
+        matches!(&d, PlaceError::NoBackend(why) if why.contains("not TDX-capable")),
         "{d}"
     );
     assert_eq!(fleet.active(), 0);
@@ -263,7 +263,7 @@ async fn a_rejection_is_not_retried_elsewhere() {
         .err()
         .expect("declined");
     assert!(
-        matches!(&d, Decline::Failed { backend, .. } if backend == "picky"),
+        matches!(&d, PlaceError::Failed { backend, .. } if backend == "picky"),
         "{d}"
     );
     assert_eq!(d.reason_kind(), "rejected");
@@ -301,7 +301,7 @@ async fn the_concurrency_cap_declines_with_a_reason_and_frees_on_completion() {
         .await
         .err()
         .expect("over the cap");
-    assert_eq!(d, Decline::ConcurrencyCap { active: 2, cap: 2 });
+    assert_eq!(d, PlaceError::ConcurrencyCap { active: 2, cap: 2 });
     drop(a.reservation); // grant a ends
     fleet.provision(&grant("c"), &workload()).await.unwrap();
 }
@@ -325,7 +325,7 @@ async fn declared_capacity_is_enforced_before_provisioning() {
         .err()
         .expect("over capacity");
     assert!(
-        matches!(&d, Decline::OverCapacity(why) if why.contains('f')),
+        matches!(&d, PlaceError::OverCapacity(why) if why.contains('f')),
         "{d}"
     );
     assert_eq!(fleet.members()[0].used_cpu_millicores, 1000);

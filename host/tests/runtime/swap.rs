@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use compute_bridge_contract::backend::{
-    Backend, BackendError, Capabilities, GrantSpec, Instance, InstanceState, Usage, Workload,
+    Backend, BackendError, GrantSpec, Instance, InstanceState, Offer, Usage, Workload,
 };
 use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::{Event, EventSink, SwapOutcome, digest_prefix};
@@ -312,7 +312,7 @@ impl Backend for BreaksLater {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    async fn capabilities(&self) -> Result<Capabilities, BackendError> {
+    async fn capabilities(&self) -> Result<Offer, BackendError> {
         self.inner.capabilities().await
     }
     async fn can_satisfy(&self, grant: &GrantSpec) -> bool {

@@ -6,7 +6,7 @@
 //! moto (EC2 offers no TDX guests, so it reports `tdx_capable = false`).
 
 use compute_bridge_contract::backend::TdxRequirement;
-use compute_bridge_daemon::fleet::{Decline, Fleet};
+use compute_bridge_daemon::fleet::{Fleet, PlaceError};
 use compute_bridge_testkit::azure_fake::{AzureAccount, AzureFake, VmFailure};
 use compute_bridge_testkit::gcp_fake::InsertFailure;
 
@@ -104,7 +104,7 @@ async fn tdx_grants_route_to_gcp_or_azure_and_never_to_aws() {
         .await
         .err()
         .expect("no TDX capacity anywhere");
-    let Decline::AllFailed { failovers } = &declined else {
+    let PlaceError::AllFailed { failovers } = &declined else {
         panic!("expected every candidate to fail, got {declined:?}")
     };
     let tried: Vec<&str> = failovers.iter().map(|f| f.from.as_str()).collect();

@@ -91,7 +91,7 @@ struct Facts {
     swaps: BTreeMap<String, SwapCounts>,
 }
 
-struct Inner {
+struct DashboardState {
     clock: Arc<dyn Clock>,
     started_at: u64,
     fleet: Fleet,
@@ -109,7 +109,7 @@ struct Inner {
 /// clone; every clone shares one state.
 #[derive(Clone)]
 pub struct Dashboard {
-    inner: Arc<Inner>,
+    inner: Arc<DashboardState>,
 }
 
 impl Dashboard {
@@ -142,7 +142,7 @@ impl Dashboard {
             AttestationMode::Tdx => MrtdState::Pending,
         };
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(DashboardState {
                 clock,
                 started_at: now,
                 state: Mutex::new(State::new(names.len() + 1, lifetime, now)),

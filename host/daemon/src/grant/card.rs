@@ -14,13 +14,13 @@
 //!   count, never a peer id.
 //!
 //! What it keeps: the card's current attestation and measurement log (on
-//! `Inner`), and the set of subscribers seen last (in memory, never
+//! `LoopState`), and the set of subscribers seen last (in memory, never
 //! logged).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Inner;
+use super::LoopState;
 use compute_bridge_coalition::attest::CardIdentity;
 use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::Event;
@@ -28,7 +28,7 @@ use compute_bridge_contract::protocol::{
     Attestation, BackendOffer, PROTOCOL_VERSION, ProviderCard,
 };
 
-impl Inner {
+impl LoopState {
     fn card(&self) -> ProviderCard {
         let (attestation, measurements) = self.attestation.lock().unwrap().clone();
         ProviderCard {

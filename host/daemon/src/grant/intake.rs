@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::{GrantSeq, Inner};
+use super::{GrantSeq, LoopState};
 use compute_bridge_coalition::envelope::EnvelopeKey;
 use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::Event;
@@ -107,7 +107,7 @@ impl Seen {
     }
 }
 
-impl Inner {
+impl LoopState {
     /// Send a decline in the background (best effort: only requesters
     /// listening now hear it).
     pub(super) fn decline(

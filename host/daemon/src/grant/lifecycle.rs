@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::{GrantSeq, Inner};
+use super::{GrantSeq, LoopState};
 use crate::fleet::{Failover, Reservation, WatchPolicy};
 use crate::journal::{JournalEntry, Phase};
 use compute_bridge_coalition::envelope;
@@ -97,7 +97,7 @@ pub fn failover_events(failovers: &[Failover], placed: Option<(&str, &str)>) -> 
         .collect()
 }
 
-impl Inner {
+impl LoopState {
     pub(super) async fn serve(
         self: Arc<Self>,
         grant: ComputeGrant,

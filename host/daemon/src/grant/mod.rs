@@ -2,10 +2,10 @@
 //! journal → seal and publish access → watch to the end → exactly one usage
 //! report, with events for the operator's view at every step.
 //!
-//! One [`ProviderLoop`] owns one shared `Inner`: the provider's keys, the
+//! One [`ProviderLoop`] owns one shared `LoopState`: the provider's keys, the
 //! fleet, the journal, the link, the event sink, the settings, and what
 //! this run alone remembers (the request ids seen, the card's attestation,
-//! the last [`GrantSeq`]). Each concern adds its own `impl Inner` in its
+//! the last [`GrantSeq`]). Each concern adds its own `impl LoopState` in its
 //! own file, and reaches the others only through what they open to it
 //! (`pub(super)`):
 //! - `intake`: a grant addressed to this provider is checked
@@ -100,10 +100,10 @@ pub struct LoopSettings {
 /// Everything the loop needs. Build with [`ProviderLoop::new`], then
 /// [`ProviderLoop::run`].
 pub struct ProviderLoop {
-    inner: Arc<Inner>,
+    inner: Arc<LoopState>,
 }
 
-struct Inner {
+struct LoopState {
     provider_id: ProviderId,
     envelope: EnvelopeKey,
     fleet: Fleet,
@@ -171,7 +171,7 @@ impl ProviderLoop {
             .unwrap_or_default();
         let attestation = (attestation, log);
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(LoopState {
                 provider_id: envelope.provider_id(),
                 envelope,
                 fleet,
@@ -259,7 +259,7 @@ impl ProviderLoop {
     }
 }
 
-impl Inner {
+impl LoopState {
     fn record(&self, e: Event) {
         self.events.record(e);
     }

@@ -35,14 +35,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::Inner;
+use super::LoopState;
 use crate::journal::{JournalEntry, Phase};
 use compute_bridge_contract::backend::Backend;
 use compute_bridge_contract::clock::now_unix;
 use compute_bridge_contract::events::Event;
 use compute_bridge_contract::protocol::DeclineReason;
 
-impl Inner {
+impl LoopState {
     /// Bring every unfinished journal entry to its end, and tear down any
     /// instance a backend runs for this provider that the journal does not
     /// know (provisioned just before a crash, never journaled).

@@ -13,11 +13,11 @@
 
 use std::sync::Arc;
 
-use super::Inner;
+use super::LoopState;
 use compute_bridge_contract::events::Event;
 use compute_bridge_contract::protocol::{PROTOCOL_VERSION, Settlement};
 
-impl Inner {
+impl LoopState {
     pub(super) async fn take_settlements(
         self: Arc<Self>,
         mut settlements: mosaik::streams::Consumer<Settlement>,

@@ -22,7 +22,7 @@ use compute_bridge_contract::clock::ManualClock;
 use compute_bridge_contract::events::{Event, EventSink};
 use compute_bridge_daemon::config::{BootConfig, Source};
 use compute_bridge_daemon::dashboard::{Dashboard, Settings};
-use compute_bridge_daemon::fleet::{Decline, Fleet, Placement};
+use compute_bridge_daemon::fleet::{Fleet, PlaceError, Placement};
 use compute_bridge_daemon::grant::failover_events;
 use compute_bridge_sandbox::{ComponentBackend, Runtime, RuntimeOptions};
 
@@ -144,7 +144,7 @@ impl Rig {
         &self,
         grant: &GrantSpec,
         workload: &Workload,
-    ) -> Result<Placement, Decline> {
+    ) -> Result<Placement, PlaceError> {
         let result = self.fleet.provision(grant, workload).await;
         let events = match &result {
             Ok(p) => failover_events(&p.failovers, Some((&p.backend, &p.instance.region))),
