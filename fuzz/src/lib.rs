@@ -62,7 +62,7 @@ pub fn config(data: &[u8]) {
                 assert!(b.memory_limit_mib >= 1 && b.call_timeout_sec >= 1);
                 HttpPolicy::new(&b.sections.http).expect("accepted allowed_hosts parse");
                 let _ = b.component_source();
-                let _ = b.ssh_hosts();
+                let _ = b.sections.ssh.parsed_hosts();
             }
         }
     }

@@ -285,18 +285,7 @@ impl Bridge {
             .zip(&self.config.backends)
             .enumerate()
         {
-            tracing::info!(
-                "  {}. {}",
-                i + 1,
-                routing_line(
-                    m,
-                    &cfg.sections.http.allowed_hosts,
-                    &cfg.ssh_hosts()
-                        .into_iter()
-                        .map(|(l, _)| l)
-                        .collect::<Vec<_>>()
-                )
-            );
+            tracing::info!("  {}. {}", i + 1, routing_line(m, &cfg.sections.routing()));
         }
     }
 }
@@ -337,9 +326,11 @@ async fn first_quote(
     Ok((attester, attested))
 }
 
-/// One routing-table line: name, state, regions, TDX, capacity, grants.
-pub fn routing_line(m: &MemberView, http: &[String], ssh: &[String]) -> String {
-    let caps = match &m.capabilities {
+/// One routing-table line: name, state, regions, TDX, capacity, and what
+/// each capability lists of what it grants (`Sections::routing`, in the
+/// capabilities' list order: `http=[…] ssh=[…]`).
+pub fn routing_line(m: &MemberView, granted: &[(&str, Vec<String>)]) -> String {
+    let offer = match &m.offer {
         Some(c) => format!(
             "regions=[{}] tdx={} capacity={}m/{}MiB",
             c.regions.join(","),
@@ -349,13 +340,15 @@ pub fn routing_line(m: &MemberView, http: &[String], ssh: &[String]) -> String {
         ),
         None => "capabilities=unavailable".to_string(),
     };
-    format!(
-        "{:<12} {:<8} {caps} http=[{}] ssh=[{}]",
+    let mut line = format!(
+        "{:<12} {:<8} {offer}",
         m.name,
         if m.enabled { "enabled" } else { "disabled" },
-        http.join(","),
-        ssh.join(",")
-    )
+    );
+    for (section, words) in granted {
+        line.push_str(&format!(" {section}=[{}]", words.join(",")));
+    }
+    line
 }
 
 /// The bridge's node on the coalition, and the relay it runs for a local
@@ -455,7 +448,7 @@ mod tests {
         let answered = MemberView {
             name: "rack-1".into(),
             enabled: true,
-            capabilities: Some(Offer {
+            offer: Some(Offer {
                 regions: vec!["eu-west-1".into(), "home-01".into()],
                 tdx_capable: true,
                 max_cpu_millicores: 48_000,
@@ -469,8 +462,13 @@ mod tests {
         assert_eq!(
             routing_line(
                 &answered,
-                &["https://api.example.com".into(), "https://b.example".into()],
-                &["rack-01 (ssh)".into()]
+                &[
+                    (
+                        "http",
+                        vec!["https://api.example.com".into(), "https://b.example".into()]
+                    ),
+                    ("ssh", vec!["rack-01 (ssh)".into()]),
+                ]
             ),
             "rack-1       enabled  regions=[eu-west-1,home-01] tdx=yes capacity=48000m/196608MiB \
              http=[https://api.example.com,https://b.example] ssh=[rack-01 (ssh)]"
@@ -478,11 +476,11 @@ mod tests {
         let silent = MemberView {
             name: "a-very-long-backend".into(),
             enabled: false,
-            capabilities: None,
+            offer: None,
             ..answered
         };
         assert_eq!(
-            routing_line(&silent, &[], &[]),
+            routing_line(&silent, &[("http", vec![]), ("ssh", vec![])]),
             "a-very-long-backend disabled capabilities=unavailable http=[] ssh=[]"
         );
     }

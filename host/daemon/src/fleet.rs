@@ -101,8 +101,8 @@ pub struct MemberView {
     pub name: String,
     /// Routed to?
     pub enabled: bool,
-    /// Last capabilities it declared (`None` until it answered).
-    pub capabilities: Option<Offer>,
+    /// The last offer it declared (`None` until it answered).
+    pub offer: Option<Offer>,
     /// CPU reserved by running grants, millicores.
     pub used_cpu_millicores: u64,
     /// Memory reserved by running grants, MiB.
@@ -396,7 +396,7 @@ impl Fleet {
                 MemberView {
                     name: m.name.clone(),
                     enabled: m.enabled,
-                    capabilities: m.caps.lock().unwrap().clone(),
+                    offer: m.caps.lock().unwrap().clone(),
                     used_cpu_millicores: u.cpu_millicores,
                     used_ram_mib: u.ram_mib,
                     active_grants: u.grants,

@@ -262,7 +262,7 @@ impl ComponentBackend {
         let _in_flight = InFlight::new(&self.stats);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let stderr = MemoryOutputPipe::new(STDERR_KEEP);
-        let wasi = wasi::ctx(stderr.clone());
+        let wasi = wasi::ctx(stderr.clone(), |b| self.granted.shape_wasi(b));
         let mut store = Store::new(
             &self.shared.engine,
             CallState {

@@ -10,7 +10,7 @@
 
 use wasmtime::component::Linker;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
 
 /// Add the WASI 0.2 interfaces to `linker`.
 pub fn add_to_linker<T: WasiView + 'static>(l: &mut Linker<T>) -> wasmtime::Result<()> {
@@ -20,13 +20,16 @@ pub fn add_to_linker<T: WasiView + 'static>(l: &mut Linker<T>) -> wasmtime::Resu
 /// One call's WASI context: standard error into `stderr` (kept for trap
 /// reports), and nothing else granted. The builder starts with no
 /// environment, arguments or preopens; the network is closed explicitly:
-/// no TCP, no UDP, no name lookup, and every address refused.
-pub fn ctx(stderr: MemoryOutputPipe) -> WasiCtx {
-    WasiCtx::builder()
-        .stderr(stderr)
+/// no TCP, no UDP, no name lookup, and every address refused. `shape` is
+/// the capabilities' turn ([`crate::capabilities::Capability::shape_wasi`])
+/// before it is built.
+pub fn ctx(stderr: MemoryOutputPipe, shape: impl FnOnce(&mut WasiCtxBuilder)) -> WasiCtx {
+    let mut b = WasiCtx::builder();
+    b.stderr(stderr)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }))
-        .build()
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    shape(&mut b);
+    b.build()
 }

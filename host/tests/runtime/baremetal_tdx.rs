@@ -166,7 +166,7 @@ async fn a_td_hosts_mrtd_reaches_the_card_and_the_dashboard_and_a_bad_entry_does
             BackendOffer::bounded(
                 m.name,
                 m.enabled,
-                m.capabilities.expect("every backend answered"),
+                m.offer.expect("every backend answered"),
                 0,
                 0,
             )

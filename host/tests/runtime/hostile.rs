@@ -207,8 +207,8 @@ async fn a_slow_capabilities_holds_up_neither_the_refresh_nor_the_others_routing
         .await
         .expect("the refresh (and so the card) waited 60 s for the slow backend");
     let m = fleet.members();
-    assert!(m[0].capabilities.is_none(), "{:?}", m[0]);
-    assert!(m[1].capabilities.is_some(), "{:?}", m[1]);
+    assert!(m[0].offer.is_none(), "{:?}", m[0]);
+    assert!(m[1].offer.is_some(), "{:?}", m[1]);
     let p = fleet
         .provision(&support::grant("g"), &workload())
         .await
@@ -598,7 +598,7 @@ async fn every_attack_at_once_is_contained_while_healthy_grants_are_served() {
         .members()
         .into_iter()
         .find(|m| m.name == "hostile-claims")
-        .and_then(|m| m.capabilities)
+        .and_then(|m| m.offer)
         .unwrap();
     assert_eq!(
         (claims.max_cpu_millicores, claims.max_ram_mib),

@@ -270,9 +270,9 @@ async fn an_offer_over_its_bounds_is_refused_and_an_absurd_capacity_is_clamped()
     let fleet = Fleet::new(cfg_members, 8);
     fleet.refresh_capabilities().await;
     let m = fleet.members();
-    assert!(m[0].capabilities.is_none() && m[1].capabilities.is_none());
+    assert!(m[0].offer.is_none() && m[1].offer.is_none());
     assert_eq!(
-        m[2].capabilities.as_ref().map(|c| c.max_cpu_millicores),
+        m[2].offer.as_ref().map(|c| c.max_cpu_millicores),
         Some(65_536_000)
     );
 }

@@ -42,7 +42,7 @@ async fn tdx_grants_route_to_gcp_or_azure_and_never_to_aws() {
     let caps: Vec<(String, bool)> = fleet
         .members()
         .iter()
-        .map(|m| (m.name.clone(), m.capabilities.as_ref().unwrap().tdx_capable))
+        .map(|m| (m.name.clone(), m.offer.as_ref().unwrap().tdx_capable))
         .collect();
     assert_eq!(
         caps,

@@ -612,16 +612,6 @@ impl BootConfig {
 }
 
 impl BackendConfig {
-    /// The SSH hosts, parsed (validated at load), in config order.
-    pub fn ssh_hosts(
-        &self,
-    ) -> Vec<(
-        String,
-        compute_bridge_sandbox::capabilities::ssh::SshHostConfig,
-    )> {
-        self.sections.ssh.parsed_hosts()
-    }
-
     /// Where the component comes from.
     pub fn component_source(&self) -> ComponentSource {
         match self.component.strip_prefix("builtin:") {

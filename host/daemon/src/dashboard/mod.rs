@@ -261,7 +261,7 @@ impl Dashboard {
         let mut cpu: Vec<(u64, u64)> = members
             .iter()
             .map(|m| {
-                let declared = match (&m.capabilities, m.enabled) {
+                let declared = match (&m.offer, m.enabled) {
                     (Some(c), true) => u64::from(c.max_cpu_millicores),
                     _ => 0,
                 };
@@ -341,7 +341,7 @@ impl Dashboard {
                     component_swaps: facts.swaps.get(&m.name).copied().unwrap_or_default(),
                     name: m.name,
                     enabled: m.enabled,
-                    capacity: m.capabilities.map(|c| CapacitySnapshot {
+                    capacity: m.offer.map(|c| CapacitySnapshot {
                         regions: c.regions,
                         tdx_capable: c.tdx_capable,
                         cpu_millicores: c.max_cpu_millicores,

@@ -47,7 +47,7 @@ impl LoopState {
                     BackendOffer::bounded(
                         m.name,
                         m.enabled,
-                        m.capabilities.unwrap_or_default(),
+                        m.offer.unwrap_or_default(),
                         m.used_cpu_millicores,
                         m.used_ram_mib,
                     )

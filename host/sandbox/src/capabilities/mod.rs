@@ -30,6 +30,7 @@ use compute_bridge_contract::keypath::Invalid;
 use serde::de::{DeserializeOwned, MapAccess};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::call::CallState;
 use crate::spec::LoadContext;
@@ -60,11 +61,22 @@ pub trait Capability: Sized + Send + Sync + 'static {
     fn provide(cfg: &Self::Config, at: &LoadContext) -> anyhow::Result<Self>;
     /// One call's state, for a call of export `export`.
     fn start_call(this: &Arc<Self>, export: &'static str) -> Self::Call;
+    /// Shape one call's WASI context before it is built, for a capability
+    /// that governs a WASI interface rather than linking its own (a clock
+    /// policy coarsening `wasi:clocks`, say). The base context grants
+    /// nothing (`crate::wasi::ctx`); the default leaves it so.
+    fn shape_wasi(_this: &Arc<Self>, _wasi: &mut WasiCtxBuilder) {}
     /// Link its imports; its state is reached through `T:` [`HasCall`].
     fn add_to_linker<T: HasCall<Self>>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
     /// What the operator granted, in a few words for `check-config`
     /// (`None`: not shown).
     fn summary(_cfg: &Self::Config) -> Option<String> {
+        None
+    }
+    /// What the start-up routing table lists of it, one word per granted
+    /// thing (`http`: the allowed origins; `ssh`: the host labels); `None`:
+    /// not listed.
+    fn routing(_cfg: &Self::Config) -> Option<Vec<String>> {
         None
     }
     /// Feed its non-secret policy into `h`, deterministically (for a
@@ -181,6 +193,21 @@ macro_rules! capabilities {
                 out
             }
 
+            /// What the routing table lists of each capability:
+            /// `(section, words)` in list order.
+            pub fn routing(&self) -> Vec<(&'static str, Vec<String>)> {
+                let mut out = Vec::new();
+                $(
+                    if let (Some(key), Some(words)) = (
+                        <$cap as Capability>::SECTION,
+                        <$cap as Capability>::routing(&self.$field),
+                    ) {
+                        out.push((key, words));
+                    }
+                )*
+                out
+            }
+
             /// SHA-256 of every capability's non-secret policy, in list
             /// order (each capability's part preceded by its name).
             pub fn measure(&self) -> [u8; 32] {
@@ -213,6 +240,12 @@ macro_rules! capabilities {
                     name: at.backend.clone(),
                     $($field: Arc::new(<$cap as Capability>::provide(&sections.$field, at)?),)*
                 })
+            }
+
+            /// Let every capability shape one call's WASI context, in list
+            /// order.
+            pub(crate) fn shape_wasi(&self, wasi: &mut WasiCtxBuilder) {
+                $(<$cap as Capability>::shape_wasi(&self.$field, wasi);)*
             }
 
             /// One call's state of every capability.

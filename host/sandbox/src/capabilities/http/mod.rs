@@ -746,6 +746,10 @@ impl Capability for HttpCapability {
         wasi_types::add_to_linker::<T, WasiHttp>(linker, &LinkOptions::default().into(), view::<T>)
     }
 
+    fn routing(cfg: &HttpConfig) -> Option<Vec<String>> {
+        Some(cfg.allowed_hosts.clone())
+    }
+
     fn summary(cfg: &HttpConfig) -> Option<String> {
         Some(if cfg.allowed_hosts.is_empty() {
             "none".into()

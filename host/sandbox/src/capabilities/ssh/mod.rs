@@ -495,6 +495,15 @@ impl Capability for SshCapability {
     }
 
     /// The labels, each with its transport.
+    fn routing(cfg: &SshConfig) -> Option<Vec<String>> {
+        Some(
+            cfg.parsed_hosts()
+                .into_iter()
+                .map(|(label, _)| label)
+                .collect(),
+        )
+    }
+
     fn summary(cfg: &SshConfig) -> Option<String> {
         let labels: Vec<String> = cfg
             .parsed_hosts()
