@@ -100,6 +100,13 @@ pub trait HasCall<C: Capability>: Send + 'static {
     fn call_state_and_table(&mut self) -> (&mut C::Call, &mut ResourceTable);
 }
 
+/// Push `(key, value)` for a capability that has a section and a value.
+fn keyed<T>(out: &mut Vec<(&'static str, T)>, key: Option<&'static str>, value: Option<T>) {
+    if let (Some(key), Some(value)) = (key, value) {
+        out.push((key, value));
+    }
+}
+
 /// A capability without a section.
 #[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
 pub struct NoSection {}
@@ -183,12 +190,7 @@ macro_rules! capabilities {
             pub fn summaries(&self) -> Vec<(&'static str, String)> {
                 let mut out = Vec::new();
                 $(
-                    if let (Some(key), Some(words)) = (
-                        <$cap as Capability>::SECTION,
-                        <$cap as Capability>::summary(&self.$field),
-                    ) {
-                        out.push((key, words));
-                    }
+                    keyed(&mut out, <$cap as Capability>::SECTION, <$cap as Capability>::summary(&self.$field));
                 )*
                 out
             }
@@ -198,12 +200,7 @@ macro_rules! capabilities {
             pub fn routing(&self) -> Vec<(&'static str, Vec<String>)> {
                 let mut out = Vec::new();
                 $(
-                    if let (Some(key), Some(words)) = (
-                        <$cap as Capability>::SECTION,
-                        <$cap as Capability>::routing(&self.$field),
-                    ) {
-                        out.push((key, words));
-                    }
+                    keyed(&mut out, <$cap as Capability>::SECTION, <$cap as Capability>::routing(&self.$field));
                 )*
                 out
             }
