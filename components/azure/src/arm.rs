@@ -718,14 +718,9 @@ mod tests {
     use super::*;
 
     fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-        }
+        headers
+            .iter()
+            .fold(Response::new(status, body), |r, (k, v)| r.with_header(k, v))
     }
 
     fn arm() -> Arm<'static> {

@@ -710,14 +710,6 @@ impl Handle {
 mod tests {
     use super::*;
 
-    fn resp(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: vec![],
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     fn spec(tdx: bool) -> InstanceSpec<'static> {
         InstanceSpec {
             name: "cb-r1-0a1b2c3d",
@@ -934,9 +926,9 @@ mod tests {
         assert!(!r.zonal && matches!(r.error, BackendError::Transient(_)));
 
         let http = |status: u16, reason: &str, message: &str| {
-            refusal(&resp(
+            refusal(&Response::new(
                 status,
-                &serde_json::json!({"error": {"code": status, "message": message,
+                serde_json::json!({"error": {"code": status, "message": message,
                     "errors": [{"message": message, "domain": "global", "reason": reason}]}})
                 .to_string(),
             ))
@@ -958,9 +950,12 @@ mod tests {
 
     #[test]
     fn http_errors_are_classified() {
-        let body = |code: u16, reason: &str, status: &str| {
-            format!(
-                r#"{{"error":{{"code":{code},"message":"m","errors":[{{"message":"m","domain":"usageLimits","reason":"{reason}"}}],"status":"{status}"}}}}"#
+        let error = |code: u16, reason: &str, status: &str| {
+            Response::new(
+                code,
+                format!(
+                    r#"{{"error":{{"code":{code},"message":"m","errors":[{{"message":"m","domain":"usageLimits","reason":"{reason}"}}],"status":"{status}"}}}}"#
+                ),
             )
         };
         let kind = |r: Response| match api_error(&r) {
@@ -971,41 +966,26 @@ mod tests {
             BackendError::Internal(_) => "internal",
         };
         assert_eq!(
-            kind(resp(403, &body(403, "quotaExceeded", "PERMISSION_DENIED"))),
+            kind(error(403, "quotaExceeded", "PERMISSION_DENIED")),
             "no-capacity"
         );
         assert_eq!(
-            kind(resp(
-                403,
-                &body(403, "rateLimitExceeded", "PERMISSION_DENIED")
-            )),
+            kind(error(403, "rateLimitExceeded", "PERMISSION_DENIED")),
             "transient"
         );
         assert_eq!(
-            kind(resp(
-                429,
-                &body(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED")
-            )),
+            kind(error(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED")),
             "transient"
         );
+        assert_eq!(kind(error(503, "backendError", "UNAVAILABLE")), "transient");
+        assert_eq!(kind(error(401, "authError", "UNAUTHENTICATED")), "config");
+        assert_eq!(kind(error(403, "forbidden", "PERMISSION_DENIED")), "config");
+        assert_eq!(kind(error(400, "invalid", "INVALID_ARGUMENT")), "config");
         assert_eq!(
-            kind(resp(503, &body(503, "backendError", "UNAVAILABLE"))),
+            kind(Response::new(502, "<html>bad gateway</html>")),
             "transient"
         );
-        assert_eq!(
-            kind(resp(401, &body(401, "authError", "UNAUTHENTICATED"))),
-            "config"
-        );
-        assert_eq!(
-            kind(resp(403, &body(403, "forbidden", "PERMISSION_DENIED"))),
-            "config"
-        );
-        assert_eq!(
-            kind(resp(400, &body(400, "invalid", "INVALID_ARGUMENT"))),
-            "config"
-        );
-        assert_eq!(kind(resp(502, "<html>bad gateway</html>")), "transient");
-        let e = api_error(&resp(401, &body(401, "authError", "UNAUTHENTICATED")));
+        let e = api_error(&error(401, "authError", "UNAUTHENTICATED"));
         assert!(e.message().contains("`service_account_key`"));
     }
 
