@@ -8,30 +8,20 @@
 
 use std::collections::BTreeMap;
 
+use cb_cloud::EXIT_UNKNOWN;
+use cb_cloud::tags::TagNames;
 use compute_bridge_sdk::http::{Request, Response, url_encode};
 use compute_bridge_sdk::{BackendError, InstanceState};
 use rsa::sha2::{Digest, Sha256};
 use serde::{Deserialize, Serialize};
 
-/// Label keys the backend puts on every instance.
-pub mod labels {
-    /// The bridge's provider id.
-    pub const PROVIDER: &str = "cb_provider";
-    /// The grant's request id (label-safe form; the exact id is in the
-    /// `cb-request-id` metadata item).
-    pub const REQUEST: &str = "cb_request";
-    /// The backend's name in the boot config.
-    pub const BACKEND: &str = "cb_backend";
-    /// The workload's login.
-    pub const USER: &str = "cb_user";
-}
+/// Label keys the backend puts on every instance. Label values are
+/// [`label_value`]s: the request label holds the id's label-safe form, the
+/// exact id is in the [`REQUEST_ID_METADATA`] item.
+pub const LABELS: TagNames = TagNames::GCP;
 
 /// Metadata key holding the exact request id.
 pub const REQUEST_ID_METADATA: &str = "cb-request-id";
-
-/// Exit code reported when the VM stopped: the cloud knows the VM powered
-/// off, not the container's exit status.
-pub const EXIT_UNKNOWN: i32 = -1;
 
 /// Where the API lives and which project it acts in.
 #[derive(Debug, Clone, Copy)]
@@ -233,8 +223,8 @@ pub fn label_value(s: &str) -> String {
 /// [`label_value`]s: nothing in them needs quoting.
 pub fn list_filter(provider_id: &str, backend: &str) -> String {
     conjunction(&[
-        (labels::PROVIDER, label_value(provider_id)),
-        (labels::BACKEND, label_value(backend)),
+        (LABELS.provider, label_value(provider_id)),
+        (LABELS.backend, label_value(backend)),
     ])
 }
 
@@ -243,9 +233,9 @@ pub fn list_filter(provider_id: &str, backend: &str) -> String {
 /// caller still checks the name, which the exact request id decides).
 pub fn request_filter(provider_id: &str, backend: &str, request_id: &str) -> String {
     conjunction(&[
-        (labels::PROVIDER, label_value(provider_id)),
-        (labels::BACKEND, label_value(backend)),
-        (labels::REQUEST, label_value(request_id)),
+        (LABELS.provider, label_value(provider_id)),
+        (LABELS.backend, label_value(backend)),
+        (LABELS.request, label_value(request_id)),
     ])
 }
 
@@ -725,7 +715,7 @@ mod tests {
             network: "global/networks/default",
             subnetwork: None,
             tags: &[],
-            labels: BTreeMap::from([(labels::PROVIDER.into(), "p1".into())]),
+            labels: BTreeMap::from([(LABELS.provider.into(), "p1".into())]),
             request_id: "R1",
             startup_script: "#!/bin/sh\ntrue\n",
         }
