@@ -2,7 +2,8 @@
 //! copy:
 //!
 //! - [`catalog`]: the operator's catalog of machine types (GCP) or VM sizes
-//!   (Azure) and the choice of the cheapest entry that fits a grant;
+//!   (Azure), the fields its entries share, and the choice of the cheapest
+//!   entry that fits a grant;
 //! - [`token`]: an OAuth 2.0 access-token answer, and [`token::Bearer`],
 //!   which keeps the token in the host's cache and sends requests with it;
 //! - [`tags`]: the names of the tags (labels) put on every resource, as
