@@ -109,7 +109,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use cb_fake_server::{
-    FakeServer, Req, empty, json as reply, now_unix, random_token, rfc3339, router,
+    FakeServer, Recorder, Req, empty, json as reply, now_unix, random_token, rfc3339, router,
 };
 
 /// The scope a Resource Manager token is asked for.
@@ -288,8 +288,7 @@ struct State {
     vm_failures: VecDeque<VmFailure>,
     full_regions: BTreeMap<String, VmFailure>,
     public_ip_limits: BTreeMap<String, usize>,
-    rejections: Vec<String>,
-    log: Vec<String>,
+    recorder: Recorder,
     vm_bodies: Vec<Value>,
     nic_bodies: Vec<Value>,
 }
@@ -300,6 +299,8 @@ pub struct AzureFake {
     state: Arc<Mutex<State>>,
 }
 
+cb_fake_server::recorder_accessors!(AzureFake, |fake| fake.st().recorder);
+
 fn arm_error(code: u16, err: &str, message: &str) -> Response {
     reply(
         code,
@@ -309,7 +310,7 @@ fn arm_error(code: u16, err: &str, message: &str) -> Response {
 }
 
 fn reject(s: &mut State, r: &Req, code: u16, err: &str, message: &str) -> Response {
-    s.rejections.push(format!("{}: {err}: {message}", r.line()));
+    s.recorder.reject(r, format_args!("{err}: {message}"));
     arm_error(code, err, message)
 }
 
@@ -331,8 +332,7 @@ impl AzureFake {
             vm_failures: VecDeque::new(),
             full_regions: BTreeMap::new(),
             public_ip_limits: BTreeMap::new(),
-            rejections: Vec::new(),
-            log: Vec::new(),
+            recorder: Recorder::new(),
             vm_bodies: Vec::new(),
             nic_bodies: Vec::new(),
         }));
@@ -424,16 +424,6 @@ impl AzureFake {
         self.st().public_ip_limits.insert(location.to_string(), n);
     }
 
-    /// Requests refused for breaking the API reference.
-    pub fn rejections(&self) -> Vec<String> {
-        self.st().rejections.clone()
-    }
-
-    /// Every request, as `METHOD path`.
-    pub fn requests(&self) -> Vec<String> {
-        self.st().log.clone()
-    }
-
     /// Bodies of accepted VM creates.
     pub fn vm_bodies(&self) -> Vec<Value> {
         self.st().vm_bodies.clone()
@@ -498,7 +488,7 @@ fn origin(s: &State, r: &Req) -> String {
 
 fn handle(state: &Mutex<State>, r: Req) -> Response {
     let mut s = state.lock().unwrap();
-    s.log.push(r.line());
+    s.recorder.request(&r);
     let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
     if let [tenant, "oauth2", "v2.0", "token"] = seg.as_slice() {
         let tenant = tenant.to_string();
@@ -629,7 +619,7 @@ fn check_scope(
 
 fn authorize(s: &mut State, r: &Req) -> Option<Response> {
     let Some(t) = r.bearer() else {
-        s.rejections.push(format!("{}: no bearer token", r.line()));
+        s.recorder.reject(r, "no bearer token");
         return Some(arm_error(
             401,
             "AuthenticationFailed",
@@ -639,7 +629,7 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
     match s.tokens.get(t) {
         Some(exp) if *exp > now_unix() => None,
         Some(_) => {
-            s.rejections.push(format!("{}: expired token", r.line()));
+            s.recorder.reject(r, "expired token");
             Some(arm_error(
                 401,
                 "ExpiredAuthenticationToken",
@@ -647,7 +637,7 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
             ))
         }
         None => {
-            s.rejections.push(format!("{}: unknown token", r.line()));
+            s.recorder.reject(r, "unknown token");
             Some(arm_error(
                 401,
                 "InvalidAuthenticationToken",
@@ -660,8 +650,7 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
 // ----------------------------------------------------------------- token
 
 fn aad_error(s: &mut State, r: &Req, status: u16, error: &str, code: u64, text: &str) -> Response {
-    s.rejections
-        .push(format!("{}: {error} AADSTS{code}", r.line()));
+    s.recorder.reject(r, format_args!("{error} AADSTS{code}"));
     reply(
         status,
         &json!({

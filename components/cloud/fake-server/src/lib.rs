@@ -1,7 +1,9 @@
-//! The server under the GCP and Azure API fakes (`cb-gcp-fake`,
-//! `cb-azure-fake`): an axum router on its own thread and tokio runtime,
-//! stopped on drop; and [`forward`], which sends a backend core's request
-//! from a native test's `MemoryHost` to such a fake for real.
+//! The server under the cloud API fakes (`cb-gcp-fake`, `cb-azure-fake`,
+//! `cb-hetzner-fake`): an axum router on its own thread and tokio runtime,
+//! stopped on drop; the [`Recorder`] in which each fake notes the requests
+//! it gets and those it refuses, for its tests; and [`forward`], which
+//! sends a backend core's request from a native test's `MemoryHost` to
+//! such a fake for real.
 //!
 //! Native only: nothing here is built for wasm, and the nested component
 //! build never lists this crate. Keeps nothing but what a fake keeps, for
@@ -133,6 +135,83 @@ impl Req {
     pub fn line(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
+}
+
+/// What a fake notes for its tests: every request it gets, and every one
+/// it refuses for breaking the API reference, with why. Kept in the fake's
+/// state, for the fake's life; a fake's `requests()` and `rejections()`
+/// read it ([`recorder_accessors!`]).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    queries: bool,
+    requests: Vec<String>,
+    rejections: Vec<String>,
+}
+
+impl Recorder {
+    /// One that notes each request as `METHOD path`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One that notes each request as `METHOD path?query` (the decoded
+    /// pairs as `k=v`, joined by `&`; `METHOD path` without a query).
+    pub fn with_queries() -> Self {
+        Self {
+            queries: true,
+            ..Self::default()
+        }
+    }
+
+    /// Note `r`, as it arrives.
+    pub fn request(&mut self, r: &Req) {
+        let pairs: Vec<String> = r.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.requests.push(if self.queries && !pairs.is_empty() {
+            format!("{}?{}", r.line(), pairs.join("&"))
+        } else {
+            r.line()
+        });
+    }
+
+    /// Note that `r` was refused, and `why`: `METHOD path: why`.
+    pub fn reject(&mut self, r: &Req, why: impl std::fmt::Display) {
+        self.rejections.push(format!("{}: {why}", r.line()));
+    }
+
+    /// The requests noted, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.clone()
+    }
+
+    /// The refusals noted, in order, as `METHOD path: why`.
+    pub fn rejections(&self) -> Vec<String> {
+        self.rejections.clone()
+    }
+}
+
+/// A fake's `rejections()` and `requests()`, read from its [`Recorder`]:
+/// `cb_fake_server::recorder_accessors!(GcpFake, |fake| fake.st().recorder)`
+/// names the fake and how one reaches its recorder.
+#[macro_export]
+macro_rules! recorder_accessors {
+    ($fake:ty, |$this:ident| $recorder:expr) => {
+        impl $fake {
+            /// Requests refused for breaking the API reference, as
+            /// `METHOD path: why`.
+            pub fn rejections(&self) -> Vec<String> {
+                let $this = self;
+                $recorder.rejections()
+            }
+
+            /// Every request, in order, as the fake's recorder notes it:
+            /// `METHOD path`, or `METHOD path?query` where it keeps queries
+            /// (`cb_fake_server::Recorder::with_queries`).
+            pub fn requests(&self) -> Vec<String> {
+                let $this = self;
+                $recorder.requests()
+            }
+        }
+    };
 }
 
 /// A response with a JSON body and extra headers.
@@ -341,5 +420,47 @@ pub mod fixtures {
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ test"
                     .into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: axum::http::Method, path: &str, query: &[(&str, &str)]) -> Req {
+        Req {
+            method,
+            segments: Vec::new(),
+            path: path.into(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            headers: axum::http::HeaderMap::new(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_recorder_notes_requests_and_refusals_in_order() {
+        let get = req(axum::http::Method::GET, "/v1/servers", &[("page", "2")]);
+        let post = req(axum::http::Method::POST, "/v1/servers", &[]);
+        let mut plain = Recorder::new();
+        let mut queries = Recorder::with_queries();
+        for r in [&get, &post] {
+            plain.request(r);
+            queries.request(r);
+        }
+        plain.reject(&post, format_args!("{}: {}", "invalid_input", "no name"));
+        assert_eq!(plain.requests(), ["GET /v1/servers", "POST /v1/servers"]);
+        assert_eq!(
+            queries.requests(),
+            ["GET /v1/servers?page=2", "POST /v1/servers"]
+        );
+        assert_eq!(
+            plain.rejections(),
+            ["POST /v1/servers: invalid_input: no name"]
+        );
+        assert!(queries.rejections().is_empty());
     }
 }

@@ -70,7 +70,9 @@ use rsa::sha2::Sha256;
 use rsa::signature::Verifier;
 use serde_json::{Map, Value, json};
 
-use cb_fake_server::{FakeServer, Req, json as reply, now_unix, random_token, rfc3339, router};
+use cb_fake_server::{
+    FakeServer, Recorder, Req, json as reply, now_unix, random_token, rfc3339, router,
+};
 
 pub use filter::Filter;
 
@@ -145,8 +147,7 @@ struct State {
     next_id: u64,
     insert_failures: VecDeque<InsertFailure>,
     page_size: usize,
-    rejections: Vec<String>,
-    log: Vec<String>,
+    recorder: Recorder,
     inserted_bodies: Vec<Value>,
     insert_zones: Vec<String>,
 }
@@ -157,6 +158,8 @@ pub struct GcpFake {
     state: Arc<Mutex<State>>,
     key_pem: String,
 }
+
+cb_fake_server::recorder_accessors!(GcpFake, |fake| fake.st().recorder);
 
 /// Machine types the fake knows (name → vCPUs, MiB), as in the real
 /// catalogue.
@@ -215,8 +218,7 @@ impl GcpFake {
             next_id: 1,
             insert_failures: VecDeque::new(),
             page_size: 500,
-            rejections: Vec::new(),
-            log: Vec::new(),
+            recorder: Recorder::new(),
             inserted_bodies: Vec::new(),
             insert_zones: Vec::new(),
         }));
@@ -354,16 +356,6 @@ impl GcpFake {
         self.st().page_size = n.max(1);
     }
 
-    /// Requests refused for breaking the API reference, as `METHOD path: why`.
-    pub fn rejections(&self) -> Vec<String> {
-        self.st().rejections.clone()
-    }
-
-    /// Every request, as `METHOD path`.
-    pub fn requests(&self) -> Vec<String> {
-        self.st().log.clone()
-    }
-
     /// The bodies of accepted `instances.insert` calls that made an
     /// instance.
     pub fn inserted(&self) -> Vec<Value> {
@@ -446,7 +438,7 @@ fn reject(
     reason: &str,
     message: &str,
 ) -> Response {
-    s.rejections.push(format!("{}: {message}", r.line()));
+    s.recorder.reject(r, message);
     google_error(code, status, reason, message)
 }
 
@@ -490,8 +482,7 @@ fn not_found(what: &str) -> Response {
 }
 
 fn oauth_error(s: &mut State, r: &Req, error: &str, description: &str) -> Response {
-    s.rejections
-        .push(format!("{}: {error}: {description}", r.line()));
+    s.recorder.reject(r, format_args!("{error}: {description}"));
     reply(
         400,
         &json!({"error": error, "error_description": description}),
@@ -540,7 +531,7 @@ fn check_query(s: &mut State, r: &Req, allowed: &[&str]) -> Option<Response> {
 
 fn handle(state: &Mutex<State>, r: Req) -> Response {
     let mut s = state.lock().unwrap();
-    s.log.push(r.line());
+    s.recorder.request(&r);
     if r.path == s.token_path {
         return token(&mut s, &r);
     }
@@ -614,15 +605,12 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
     let msg = "Request had invalid authentication credentials. Expected OAuth 2 access token, \
                login cookie or other valid authentication credential. \
                See https://developers.google.com/identity/sign-in/web/devconsole-project.";
-    s.rejections.push(format!(
-        "{}: 401 {}",
-        r.line(),
-        if r.bearer().is_some() {
-            "token not live"
-        } else {
-            "no bearer token"
-        }
-    ));
+    let why = if r.bearer().is_some() {
+        "token not live"
+    } else {
+        "no bearer token"
+    };
+    s.recorder.reject(r, format_args!("401 {why}"));
     Some(reply(
         401,
         &json!({"error": {
@@ -1616,7 +1604,7 @@ fn list_params(
     }
     let f = r.query("filter").unwrap_or("");
     let filter = Filter::parse(f).map_err(|why| {
-        s.rejections.push(format!("{}: filter: {why}", r.line()));
+        s.recorder.reject(r, format_args!("filter: {why}"));
         Box::new(google_error(
             400,
             "INVALID_ARGUMENT",

@@ -70,7 +70,9 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use cb_fake_server::{FakeServer, Req, json as reply, now_unix, random_token, rfc3339, router};
+use cb_fake_server::{
+    FakeServer, Recorder, Req, json as reply, now_unix, random_token, rfc3339, router,
+};
 
 use crate::selector::{Selector, valid_key, valid_value};
 
@@ -146,9 +148,8 @@ struct State {
     polls_per_action: u32,
     full: Vec<String>,
     failures: VecDeque<CreateFailure>,
-    rejections: Vec<String>,
+    recorder: Recorder,
     created: Vec<Value>,
-    requests: Vec<String>,
 }
 
 /// The fake; stopped on drop.
@@ -156,6 +157,8 @@ pub struct HetznerFake {
     server: FakeServer,
     state: Arc<Mutex<State>>,
 }
+
+cb_fake_server::recorder_accessors!(HetznerFake, |fake| fake.st().recorder);
 
 fn api_error(status: u16, code: &str, message: &str, details: Value) -> Response {
     reply(
@@ -178,7 +181,7 @@ fn invalid(s: &mut State, r: &Req, field: &str, msg: &str) -> Response {
 }
 
 fn reject(s: &mut State, r: &Req, status: u16, code: &str, msg: &str, details: Value) -> Response {
-    s.rejections.push(format!("{}: {code}: {msg}", r.line()));
+    s.recorder.reject(r, format_args!("{code}: {msg}"));
     api_error(status, code, msg, details)
 }
 
@@ -193,9 +196,8 @@ impl HetznerFake {
             polls_per_action: 1,
             full: Vec::new(),
             failures: VecDeque::new(),
-            rejections: Vec::new(),
+            recorder: Recorder::with_queries(),
             created: Vec::new(),
-            requests: Vec::new(),
         }));
         let server = FakeServer::start("hetzner", router(state.clone(), handle));
         Self { server, state }
@@ -238,16 +240,6 @@ impl HetznerFake {
     /// The next create fails this way.
     pub fn fail_next_create(&self, f: CreateFailure) {
         self.st().failures.push_back(f);
-    }
-
-    /// Requests that broke the reference, with the reason.
-    pub fn rejections(&self) -> Vec<String> {
-        self.st().rejections.clone()
-    }
-
-    /// Every request, as `METHOD path?query`.
-    pub fn requests(&self) -> Vec<String> {
-        self.st().requests.clone()
     }
 
     /// The JSON bodies of accepted creates, in order.
@@ -391,13 +383,7 @@ fn valid_hostname(n: &str) -> bool {
 
 fn handle(state: &Mutex<State>, r: Req) -> Response {
     let mut s = state.lock().unwrap();
-    let query: Vec<String> = r.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let line = if query.is_empty() {
-        r.line()
-    } else {
-        format!("{}?{}", r.line(), query.join("&"))
-    };
-    s.requests.push(line);
+    s.recorder.request(&r);
     // "Authentication": every request carries the project's token.
     if r.bearer() != Some(s.token.as_str()) {
         return api_error(401, "unauthorized", "unable to authenticate", Value::Null);
