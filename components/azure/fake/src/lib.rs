@@ -109,7 +109,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use cb_fake_server::{
-    FakeServer, Recorder, Req, empty, json as reply, now_unix, random_token, rfc3339, router,
+    FakeServer, Recorder, Req, TokenCheck, Tokens, empty, json as reply, now_unix, random_token,
+    rfc3339, router,
 };
 
 /// The scope a Resource Manager token is asked for.
@@ -276,9 +277,7 @@ struct State {
     /// `http://127.0.0.1:PORT`, for URLs when a request has no `Host`.
     base: String,
     account: AzureAccount,
-    token_lifetime: u64,
-    tokens: HashMap<String, u64>,
-    token_requests: u64,
+    tokens: Tokens,
     resources: BTreeMap<(Kind, String), Resource>,
     ops: HashMap<String, Op>,
     next_id: u64,
@@ -300,6 +299,7 @@ pub struct AzureFake {
 }
 
 cb_fake_server::recorder_accessors!(AzureFake, |fake| fake.st().recorder);
+cb_fake_server::token_accessors!(AzureFake, |fake| fake.st().tokens, 24);
 
 fn arm_error(code: u16, err: &str, message: &str) -> Response {
     reply(
@@ -320,9 +320,7 @@ impl AzureFake {
         let state = Arc::new(Mutex::new(State {
             base: String::new(),
             account,
-            token_lifetime: 3599,
-            tokens: HashMap::new(),
-            token_requests: 0,
+            tokens: Tokens::new("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-", 3599),
             resources: BTreeMap::new(),
             ops: HashMap::new(),
             next_id: 1,
@@ -358,34 +356,6 @@ impl AzureFake {
     /// The account it accepts.
     pub fn account(&self) -> AzureAccount {
         self.st().account.clone()
-    }
-
-    /// Tokens from now on live `secs` seconds.
-    pub fn set_token_lifetime(&self, secs: u64) {
-        self.st().token_lifetime = secs;
-    }
-
-    /// Token requests answered (successfully or not).
-    pub fn token_requests(&self) -> u64 {
-        self.st().token_requests
-    }
-
-    /// A live token minted directly, without the token endpoint: for tests
-    /// of the fake's own request checks.
-    pub fn mint_token(&self) -> String {
-        let mut s = self.st();
-        let token = format!(
-            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-{}",
-            random_token(24)
-        );
-        let exp = now_unix() + s.token_lifetime;
-        s.tokens.insert(token.clone(), exp);
-        token
-    }
-
-    /// Invalidate every token issued so far.
-    pub fn revoke_tokens(&self) {
-        self.st().tokens.clear();
     }
 
     /// Polls each operation answers `InProgress` (or 202) before it ends.
@@ -626,9 +596,9 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
             "Authentication failed. The 'Authorization' header is missing.",
         ));
     };
-    match s.tokens.get(t) {
-        Some(exp) if *exp > now_unix() => None,
-        Some(_) => {
+    match s.tokens.check(t) {
+        TokenCheck::Live => None,
+        TokenCheck::Expired => {
             s.recorder.reject(r, "expired token");
             Some(arm_error(
                 401,
@@ -636,7 +606,7 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
                 "The access token expiry UTC time is earlier than current UTC time.",
             ))
         }
-        None => {
+        TokenCheck::Unknown => {
             s.recorder.reject(r, "unknown token");
             Some(arm_error(
                 401,
@@ -667,7 +637,7 @@ fn aad_error(s: &mut State, r: &Req, status: u16, error: &str, code: u64, text: 
 }
 
 fn token(s: &mut State, r: &Req, tenant: &str) -> Response {
-    s.token_requests += 1;
+    s.tokens.count_request();
     if r.method != Method::POST || !r.content_type_is("application/x-www-form-urlencoded") {
         return aad_error(
             s,
@@ -729,15 +699,11 @@ fn token(s: &mut State, r: &Req, tenant: &str) -> Response {
             "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
         );
     }
-    let token = format!(
-        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-{}",
-        random_token(32)
-    );
-    s.tokens
-        .insert(token.clone(), now_unix() + s.token_lifetime);
+    let token = s.tokens.issue(32);
+    let lifetime = s.tokens.lifetime();
     reply(
         200,
-        &json!({"token_type": "Bearer", "expires_in": s.token_lifetime, "ext_expires_in": s.token_lifetime, "access_token": token}),
+        &json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}),
         &[],
     )
 }

@@ -1,14 +1,16 @@
 //! The server under the cloud API fakes (`cb-gcp-fake`, `cb-azure-fake`,
 //! `cb-hetzner-fake`): an axum router on its own thread and tokio runtime,
 //! stopped on drop; the [`Recorder`] in which each fake notes the requests
-//! it gets and those it refuses, for its tests; and [`forward`], which
-//! sends a backend core's request from a native test's `MemoryHost` to
-//! such a fake for real.
+//! it gets and those it refuses, for its tests; the [`Tokens`] an OAuth
+//! fake (GCP, Azure) has issued; and [`forward`], which sends a backend
+//! core's request from a native test's `MemoryHost` to such a fake for
+//! real.
 //!
 //! Native only: nothing here is built for wasm, and the nested component
 //! build never lists this crate. Keeps nothing but what a fake keeps, for
 //! the life of a test.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
@@ -286,6 +288,123 @@ pub fn router<S: Send + Sync + 'static>(
     )
 }
 
+/// The access tokens an OAuth fake has issued, each until it expires; how
+/// long new ones live; and how many token requests came. Kept in the
+/// fake's state, for the fake's life; its `set_token_lifetime`,
+/// `token_requests`, `mint_token` and `revoke_tokens` use it
+/// ([`token_accessors!`]).
+#[derive(Debug)]
+pub struct Tokens {
+    prefix: &'static str,
+    lifetime: u64,
+    expiry: HashMap<String, u64>,
+    requests: u64,
+}
+
+/// What a bearer token is to an OAuth fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Issued and not yet expired.
+    Live,
+    /// Issued, and expired.
+    Expired,
+    /// Never issued, or revoked.
+    Unknown,
+}
+
+impl Tokens {
+    /// None issued yet; new ones are `prefix` and random text, and live
+    /// `lifetime` seconds.
+    pub fn new(prefix: &'static str, lifetime: u64) -> Self {
+        Self {
+            prefix,
+            lifetime,
+            expiry: HashMap::new(),
+            requests: 0,
+        }
+    }
+
+    /// Seconds a new token lives.
+    pub fn lifetime(&self) -> u64 {
+        self.lifetime
+    }
+
+    /// New tokens live `secs` seconds.
+    pub fn set_lifetime(&mut self, secs: u64) {
+        self.lifetime = secs;
+    }
+
+    /// Count a token request (whether it is answered with a token or not).
+    pub fn count_request(&mut self) {
+        self.requests += 1;
+    }
+
+    /// The token requests counted.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// A new token (the prefix and `random_bytes` random bytes), live for
+    /// the lifetime from now.
+    pub fn issue(&mut self, random_bytes: usize) -> String {
+        let token = format!("{}{}", self.prefix, random_token(random_bytes));
+        self.expiry
+            .insert(token.clone(), now_unix() + self.lifetime);
+        token
+    }
+
+    /// What `token` is now.
+    pub fn check(&self, token: &str) -> TokenCheck {
+        match self.expiry.get(token) {
+            Some(exp) if *exp > now_unix() => TokenCheck::Live,
+            Some(_) => TokenCheck::Expired,
+            None => TokenCheck::Unknown,
+        }
+    }
+
+    /// Forget every token issued so far.
+    pub fn revoke_all(&mut self) {
+        self.expiry.clear();
+    }
+}
+
+/// An OAuth fake's `set_token_lifetime`, `token_requests`, `mint_token`
+/// (a token of `random_bytes` random bytes) and `revoke_tokens`, over its
+/// [`Tokens`]: `cb_fake_server::token_accessors!(GcpFake, |fake|
+/// fake.st().tokens, 24)` names the fake, how one reaches its tokens, and
+/// the size of a minted one.
+#[macro_export]
+macro_rules! token_accessors {
+    ($fake:ty, |$this:ident| $tokens:expr, $random_bytes:expr) => {
+        impl $fake {
+            /// Tokens from now on live `secs` seconds.
+            pub fn set_token_lifetime(&self, secs: u64) {
+                let $this = self;
+                $tokens.set_lifetime(secs);
+            }
+
+            /// Token requests answered (successfully or not).
+            pub fn token_requests(&self) -> u64 {
+                let $this = self;
+                $tokens.requests()
+            }
+
+            /// A live token minted directly, without the token endpoint:
+            /// for tests of the fake's own request checks.
+            pub fn mint_token(&self) -> String {
+                let $this = self;
+                $tokens.issue($random_bytes)
+            }
+
+            /// Invalidate every token issued so far (as if revoked).
+            pub fn revoke_tokens(&self) {
+                let $this = self;
+                $tokens.revoke_all();
+            }
+        }
+    };
+}
+
 /// Unix seconds now.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -462,5 +581,21 @@ mod tests {
             ["POST /v1/servers: invalid_input: no name"]
         );
         assert!(queries.rejections().is_empty());
+    }
+
+    #[test]
+    fn tokens_are_live_until_they_expire_or_are_revoked() {
+        let mut tokens = Tokens::new("ya29.fake-", 3599);
+        tokens.count_request();
+        let live = tokens.issue(24);
+        assert!(live.starts_with("ya29.fake-"));
+        assert_eq!(tokens.check(&live), TokenCheck::Live);
+        assert_eq!(tokens.check("ya29.other"), TokenCheck::Unknown);
+        tokens.set_lifetime(0);
+        let expired = tokens.issue(24);
+        assert_eq!(tokens.check(&expired), TokenCheck::Expired);
+        assert_eq!((tokens.lifetime(), tokens.requests()), (0, 1));
+        tokens.revoke_all();
+        assert_eq!(tokens.check(&live), TokenCheck::Unknown);
     }
 }

@@ -71,7 +71,7 @@ use rsa::signature::Verifier;
 use serde_json::{Map, Value, json};
 
 use cb_fake_server::{
-    FakeServer, Recorder, Req, json as reply, now_unix, random_token, rfc3339, router,
+    FakeServer, Recorder, Req, TokenCheck, Tokens, json as reply, now_unix, rfc3339, router,
 };
 
 pub use filter::Filter;
@@ -139,9 +139,7 @@ struct State {
     /// (region, name) → network name, for custom-mode subnetworks.
     subnetworks: BTreeMap<(String, String), String>,
     machine_types: BTreeMap<String, (u32, u32)>,
-    token_lifetime: u64,
-    tokens: HashMap<String, u64>,
-    token_requests: u64,
+    tokens: Tokens,
     instances: BTreeMap<(String, String), FakeInstance>,
     ops: HashMap<String, FakeOp>,
     next_id: u64,
@@ -160,6 +158,7 @@ pub struct GcpFake {
 }
 
 cb_fake_server::recorder_accessors!(GcpFake, |fake| fake.st().recorder);
+cb_fake_server::token_accessors!(GcpFake, |fake| fake.st().tokens, 24);
 
 /// Machine types the fake knows (name → vCPUs, MiB), as in the real
 /// catalogue.
@@ -210,9 +209,7 @@ impl GcpFake {
                 .iter()
                 .map(|(n, c, r)| (n.to_string(), (*c, *r)))
                 .collect(),
-            token_lifetime: 3599,
-            tokens: HashMap::new(),
-            token_requests: 0,
+            tokens: Tokens::new("ya29.fake-", 3599),
             instances: BTreeMap::new(),
             ops: HashMap::new(),
             next_id: 1,
@@ -287,31 +284,6 @@ impl GcpFake {
             "universe_domain": "googleapis.com",
         })
         .to_string()
-    }
-
-    /// Tokens from now on live `secs` seconds.
-    pub fn set_token_lifetime(&self, secs: u64) {
-        self.st().token_lifetime = secs;
-    }
-
-    /// Token requests answered (successfully or not).
-    pub fn token_requests(&self) -> u64 {
-        self.st().token_requests
-    }
-
-    /// A live token minted directly, without the token endpoint: for tests
-    /// of the fake's own request checks.
-    pub fn mint_token(&self) -> String {
-        let mut s = self.st();
-        let token = format!("ya29.fake-{}", random_token(24));
-        let exp = now_unix() + s.token_lifetime;
-        s.tokens.insert(token.clone(), exp);
-        token
-    }
-
-    /// Invalidate every token issued so far (as if revoked).
-    pub fn revoke_tokens(&self) {
-        self.st().tokens.clear();
     }
 
     /// The next `instances.insert` fails this way.
@@ -597,8 +569,7 @@ fn no_method(s: &mut State, r: &Req) -> Response {
 fn authorize(s: &mut State, r: &Req) -> Option<Response> {
     let live = r
         .bearer()
-        .and_then(|t| s.tokens.get(t))
-        .is_some_and(|exp| *exp > now_unix());
+        .is_some_and(|t| s.tokens.check(t) == TokenCheck::Live);
     if live {
         return None;
     }
@@ -630,7 +601,7 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
 // ----------------------------------------------------------------- token
 
 fn token(s: &mut State, r: &Req) -> Response {
-    s.token_requests += 1;
+    s.tokens.count_request();
     if r.method != Method::POST {
         return oauth_error(s, r, "invalid_request", "token requests are POSTs");
     }
@@ -720,11 +691,10 @@ fn token(s: &mut State, r: &Req) -> Response {
              timeframe. Check your iat and exp values in the JWT claim.",
         );
     }
-    let token = format!("ya29.fake-{}", random_token(24));
-    s.tokens.insert(token.clone(), now + s.token_lifetime);
+    let token = s.tokens.issue(24);
     reply(
         200,
-        &json!({"access_token": token, "expires_in": s.token_lifetime, "token_type": "Bearer"}),
+        &json!({"access_token": token, "expires_in": s.tokens.lifetime(), "token_type": "Bearer"}),
         &[],
     )
 }
