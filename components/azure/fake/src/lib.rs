@@ -101,7 +101,7 @@
 //! are counted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use axum::http::Method;
 use axum::response::Response;
@@ -109,8 +109,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use cb_fake_server::{
-    FakeServer, Recorder, Req, TokenCheck, Tokens, empty, json as reply, now_unix, random_token,
-    rfc3339, router,
+    Fake, Recorder, Req, TokenCheck, Tokens, empty, json as reply, now_unix, random_token, rfc3339,
 };
 
 /// The scope a Resource Manager token is asked for.
@@ -294,12 +293,11 @@ struct State {
 
 /// The fake; stopped on drop.
 pub struct AzureFake {
-    server: FakeServer,
-    state: Arc<Mutex<State>>,
+    fake: Fake<State>,
 }
 
-cb_fake_server::recorder_accessors!(AzureFake, |fake| fake.st().recorder);
-cb_fake_server::token_accessors!(AzureFake, |fake| fake.st().tokens, 24);
+cb_fake_server::recorder_accessors!(AzureFake, |f| f.fake.state().recorder);
+cb_fake_server::token_accessors!(AzureFake, |f| f.fake.state().tokens, 24);
 
 fn arm_error(code: u16, err: &str, message: &str) -> Response {
     reply(
@@ -317,7 +315,7 @@ fn reject(s: &mut State, r: &Req, code: u16, err: &str, message: &str) -> Respon
 impl AzureFake {
     /// Start a fake for `account`.
     pub fn start(account: AzureAccount) -> Self {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             base: String::new(),
             account,
             tokens: Tokens::new("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-", 3599),
@@ -333,55 +331,51 @@ impl AzureFake {
             recorder: Recorder::new(),
             vm_bodies: Vec::new(),
             nic_bodies: Vec::new(),
-        }));
-        let server = FakeServer::start("azure", router(state.clone(), handle));
-        state.lock().unwrap().base = server.url();
-        Self { server, state }
-    }
-
-    fn st(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
+        };
+        let fake = Fake::start("azure", state, handle);
+        fake.state().base = fake.url();
+        Self { fake }
     }
 
     /// `http://127.0.0.1:PORT` (both the login and the management URL).
     pub fn url(&self) -> String {
-        self.server.url()
+        self.fake.url()
     }
 
     /// Its port on 127.0.0.1 (to put a proxy in front).
     pub fn port(&self) -> u16 {
-        self.server.addr.port()
+        self.fake.port()
     }
 
     /// The account it accepts.
     pub fn account(&self) -> AzureAccount {
-        self.st().account.clone()
+        self.fake.state().account.clone()
     }
 
     /// Polls each operation answers `InProgress` (or 202) before it ends.
     pub fn set_polls_per_operation(&self, n: u32) {
-        self.st().polls_per_op = n;
+        self.fake.state().polls_per_op = n;
     }
 
     /// The `Retry-After` the fake sends with accepted operations, seconds.
     pub fn set_retry_after(&self, secs: u64) {
-        self.st().retry_after = secs;
+        self.fake.state().retry_after = secs;
     }
 
     /// List pages hold at most `n` items.
     pub fn set_page_size(&self, n: usize) {
-        self.st().page_size = n.max(1);
+        self.fake.state().page_size = n.max(1);
     }
 
     /// The next VM create (in any region) fails this way.
     pub fn fail_next_vm(&self, f: VmFailure) {
-        self.st().vm_failures.push_back(f);
+        self.fake.state().vm_failures.push_back(f);
     }
 
     /// Every VM create in `location` fails this way (a region out of
     /// capacity for every size), until set to `None`.
     pub fn set_region_full(&self, location: &str, f: Option<VmFailure>) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         match f {
             Some(f) => s.full_regions.insert(location.to_string(), f),
             None => s.full_regions.remove(location),
@@ -391,22 +385,26 @@ impl AzureFake {
     /// The subscription may hold at most `n` public addresses in
     /// `location`; one more is refused with `PublicIPCountLimitReached`.
     pub fn set_public_ip_limit(&self, location: &str, n: usize) {
-        self.st().public_ip_limits.insert(location.to_string(), n);
+        self.fake
+            .state()
+            .public_ip_limits
+            .insert(location.to_string(), n);
     }
 
     /// Bodies of accepted VM creates.
     pub fn vm_bodies(&self) -> Vec<Value> {
-        self.st().vm_bodies.clone()
+        self.fake.state().vm_bodies.clone()
     }
 
     /// Bodies of accepted NIC creates.
     pub fn nic_bodies(&self) -> Vec<Value> {
-        self.st().nic_bodies.clone()
+        self.fake.state().nic_bodies.clone()
     }
 
     /// Resources that exist, as `type/name`.
     pub fn resources(&self) -> Vec<String> {
-        self.st()
+        self.fake
+            .state()
             .resources
             .keys()
             .map(|(k, n)| format!("{}/{n}", k.ty()))
@@ -415,7 +413,8 @@ impl AzureFake {
 
     /// Resources that exist, as `type/name@location`.
     pub fn resources_with_location(&self) -> Vec<String> {
-        self.st()
+        self.fake
+            .state()
             .resources
             .iter()
             .map(|((k, n), r)| format!("{}/{n}@{}", k.ty(), r.location()))
@@ -424,14 +423,19 @@ impl AzureFake {
 
     /// Set a VM's power state (`stopped` as when the guest powered off).
     pub fn set_power_state(&self, vm: &str, power: &'static str) {
-        if let Some(r) = self.st().resources.get_mut(&(Kind::Vm, vm.to_string())) {
+        if let Some(r) = self
+            .fake
+            .state()
+            .resources
+            .get_mut(&(Kind::Vm, vm.to_string()))
+        {
             r.power = power;
         }
     }
 
     /// Create a VM behind the backend's back with these tags.
     pub fn add_foreign_vm(&self, name: &str, tags: Value) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         let body = json!({"location": "eastus", "tags": tags,
             "properties": {"hardwareProfile": {"vmSize": "Standard_B2s"}}});
         s.resources.insert(

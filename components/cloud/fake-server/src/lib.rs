@@ -1,6 +1,7 @@
 //! The server under the cloud API fakes (`cb-gcp-fake`, `cb-azure-fake`,
 //! `cb-hetzner-fake`): an axum router on its own thread and tokio runtime,
-//! stopped on drop; the [`Recorder`] in which each fake notes the requests
+//! stopped on drop, and [`Fake`], such a server with the state its handler
+//! keeps; the [`Recorder`] in which each fake notes the requests
 //! it gets and those it refuses, for its tests; the [`Tokens`] an OAuth
 //! fake (GCP, Azure) has issued; and [`forward`], which sends a backend
 //! core's request from a native test's `MemoryHost` to such a fake for
@@ -12,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use axum::Router;
@@ -74,6 +76,42 @@ impl Drop for FakeServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A running fake: its [`FakeServer`], and the state its handler shares
+/// with the fake's own methods, behind a mutex. Stopped on drop.
+pub struct Fake<S> {
+    server: FakeServer,
+    state: Arc<Mutex<S>>,
+}
+
+impl<S: Send + 'static> Fake<S> {
+    /// Serve every request to `handle`, over `state`, on a free port of
+    /// 127.0.0.1 ([`router`]).
+    pub fn start(
+        name: &str,
+        state: S,
+        handle: fn(&Mutex<S>, Req) -> axum::response::Response,
+    ) -> Self {
+        let state = Arc::new(Mutex::new(state));
+        let server = FakeServer::start(name, router(state.clone(), handle));
+        Self { server, state }
+    }
+
+    /// The state, locked.
+    pub fn state(&self) -> MutexGuard<'_, S> {
+        self.state.lock().unwrap()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.server.addr.port()
     }
 }
 
@@ -192,7 +230,7 @@ impl Recorder {
 }
 
 /// A fake's `rejections()` and `requests()`, read from its [`Recorder`]:
-/// `cb_fake_server::recorder_accessors!(GcpFake, |fake| fake.st().recorder)`
+/// `cb_fake_server::recorder_accessors!(GcpFake, |f| f.fake.state().recorder)`
 /// names the fake and how one reaches its recorder.
 #[macro_export]
 macro_rules! recorder_accessors {
@@ -370,9 +408,9 @@ impl Tokens {
 
 /// An OAuth fake's `set_token_lifetime`, `token_requests`, `mint_token`
 /// (a token of `random_bytes` random bytes) and `revoke_tokens`, over its
-/// [`Tokens`]: `cb_fake_server::token_accessors!(GcpFake, |fake|
-/// fake.st().tokens, 24)` names the fake, how one reaches its tokens, and
-/// the size of a minted one.
+/// [`Tokens`]: `cb_fake_server::token_accessors!(GcpFake, |f|
+/// f.fake.state().tokens, 24)` names the fake, how one reaches its tokens,
+/// and the size of a minted one.
 #[macro_export]
 macro_rules! token_accessors {
     ($fake:ty, |$this:ident| $tokens:expr, $random_bytes:expr) => {

@@ -58,7 +58,7 @@
 mod filter;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use axum::http::Method;
 use axum::response::Response;
@@ -70,9 +70,7 @@ use rsa::sha2::Sha256;
 use rsa::signature::Verifier;
 use serde_json::{Map, Value, json};
 
-use cb_fake_server::{
-    FakeServer, Recorder, Req, TokenCheck, Tokens, json as reply, now_unix, rfc3339, router,
-};
+use cb_fake_server::{Fake, Recorder, Req, TokenCheck, Tokens, json as reply, now_unix, rfc3339};
 
 pub use filter::Filter;
 
@@ -152,13 +150,12 @@ struct State {
 
 /// The fake; stopped on drop.
 pub struct GcpFake {
-    server: FakeServer,
-    state: Arc<Mutex<State>>,
+    fake: Fake<State>,
     key_pem: String,
 }
 
-cb_fake_server::recorder_accessors!(GcpFake, |fake| fake.st().recorder);
-cb_fake_server::token_accessors!(GcpFake, |fake| fake.st().tokens, 24);
+cb_fake_server::recorder_accessors!(GcpFake, |f| f.fake.state().recorder);
+cb_fake_server::token_accessors!(GcpFake, |f| f.fake.state().tokens, 24);
 
 /// Machine types the fake knows (name → vCPUs, MiB), as in the real
 /// catalogue.
@@ -194,7 +191,7 @@ impl GcpFake {
     /// and a freshly minted service-account key.
     pub fn start(project: &str, zones: &[&str]) -> Self {
         let (key_pem, public_key) = new_key();
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             project: project.to_string(),
             client_email: format!("bridge@{project}.iam.gserviceaccount.com"),
             key_id: format!("{:040x}", 0x5eed_u64),
@@ -218,43 +215,32 @@ impl GcpFake {
             recorder: Recorder::new(),
             inserted_bodies: Vec::new(),
             insert_zones: Vec::new(),
-        }));
-        let server = FakeServer::start("gcp", router(state.clone(), handle));
+        };
         Self {
-            server,
-            state,
+            fake: Fake::start("gcp", state, handle),
             key_pem,
         }
     }
 
-    fn st(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        self.server.url()
+        self.fake.url()
     }
 
     /// The port it listens on (to put a proxy in front).
     pub fn port(&self) -> u16 {
-        self.server
-            .url()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("the fake's URL ends in its port")
+        self.fake.port()
     }
 
     /// The token endpoint's URL.
     pub fn token_url(&self) -> String {
-        format!("{}{}", self.url(), self.st().token_path)
+        format!("{}{}", self.url(), self.fake.state().token_path)
     }
 
     /// The service-account key file, as Google would hand it out, whose
     /// `token_uri` is this fake.
     pub fn key_json(&self) -> String {
-        self.key_json_with(&self.key_pem, &self.server.url())
+        self.key_json_with(&self.key_pem, &self.fake.url())
     }
 
     /// The key file with its `token_uri` at `origin` (a proxy in front of
@@ -266,11 +252,11 @@ impl GcpFake {
     /// A well-formed key file for the same account whose key the fake does
     /// not know (a deleted or foreign key).
     pub fn foreign_key_json(&self) -> String {
-        self.key_json_with(&new_key().0, &self.server.url())
+        self.key_json_with(&new_key().0, &self.fake.url())
     }
 
     fn key_json_with(&self, pem: &str, origin: &str) -> String {
-        let s = self.st();
+        let s = self.fake.state();
         json!({
             "type": "service_account",
             "project_id": s.project,
@@ -288,66 +274,69 @@ impl GcpFake {
 
     /// The next `instances.insert` fails this way.
     pub fn fail_next_insert(&self, f: InsertFailure) {
-        self.st().insert_failures.push_back(f);
+        self.fake.state().insert_failures.push_back(f);
     }
 
     /// `zone` has no room: every insert there fails with
     /// `ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS` until [`GcpFake::restock`].
     pub fn stock_out(&self, zone: &str) {
-        self.st().stocked_out.insert(zone.to_string());
+        self.fake.state().stocked_out.insert(zone.to_string());
     }
 
     /// `zone` has room again.
     pub fn restock(&self, zone: &str) {
-        self.st().stocked_out.remove(zone);
+        self.fake.state().stocked_out.remove(zone);
     }
 
     /// `zone` does not answer lists: `aggregatedList` names it in
     /// `unreachables` (with `returnPartialSuccess`) or fails (without).
     pub fn set_unreachable(&self, zone: &str) {
-        self.st().unreachable.insert(zone.to_string());
+        self.fake.state().unreachable.insert(zone.to_string());
     }
 
     /// A VPC network `name`, in auto mode (a subnetwork named after it in
     /// every region) or custom mode (subnetworks added one by one).
     pub fn add_network(&self, name: &str, auto: bool) {
-        self.st()
+        self.fake
+            .state()
             .networks
             .insert(name.to_string(), Network { auto });
     }
 
     /// A subnetwork `name` of the custom-mode `network` in `region`.
     pub fn add_subnetwork(&self, region: &str, name: &str, network: &str) {
-        self.st()
+        self.fake
+            .state()
             .subnetworks
             .insert((region.to_string(), name.to_string()), network.to_string());
     }
 
     /// `instances.list` and `aggregatedList` pages hold at most `n` items.
     pub fn set_page_size(&self, n: usize) {
-        self.st().page_size = n.max(1);
+        self.fake.state().page_size = n.max(1);
     }
 
     /// The bodies of accepted `instances.insert` calls that made an
     /// instance.
     pub fn inserted(&self) -> Vec<Value> {
-        self.st().inserted_bodies.clone()
+        self.fake.state().inserted_bodies.clone()
     }
 
     /// The zone of every `instances.insert` that passed the checks (made an
     /// instance or failed for capacity), in order.
     pub fn insert_zones(&self) -> Vec<String> {
-        self.st().insert_zones.clone()
+        self.fake.state().insert_zones.clone()
     }
 
     /// The instances that exist, as (zone, name).
     pub fn instances(&self) -> Vec<(String, String)> {
-        self.st().instances.keys().cloned().collect()
+        self.fake.state().instances.keys().cloned().collect()
     }
 
     /// The status of an instance.
     pub fn instance_status(&self, name: &str) -> Option<String> {
-        self.st()
+        self.fake
+            .state()
             .instances
             .values()
             .find(|i| i.name == name)
@@ -356,7 +345,7 @@ impl GcpFake {
 
     /// Set an instance's status (`TERMINATED` as when the VM powered off).
     pub fn set_instance_status(&self, name: &str, status: &str) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         if let Some(i) = s.instances.values_mut().find(|i| i.name == name) {
             i.status = status.to_string();
             if matches!(status, "TERMINATED" | "STOPPED" | "SUSPENDED") {
@@ -368,7 +357,7 @@ impl GcpFake {
     /// Create an instance behind the backend's back (another tool, another
     /// provider), with these labels.
     pub fn add_foreign_instance(&self, zone: &str, name: &str, labels: Value) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         let body = json!({
             "name": name,
             "machineType": format!("zones/{zone}/machineTypes/e2-small"),
