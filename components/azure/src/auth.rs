@@ -132,14 +132,7 @@ mod tests {
                 .message()
                 .contains("`client_id`")
         );
-        assert!(matches!(
-            parse_token(&Response::new(503, "")),
-            Err(BackendError::Transient(_))
-        ));
-        assert!(matches!(
-            parse_token(&Response::new(429, "")),
-            Err(BackendError::Transient(_))
-        ));
+        cb_cloud::token::testing::assert_busy_answers_are_transient(parse_token);
         let t = parse_token(&Response::new(200, r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0"}"#)).unwrap();
         assert_eq!((t.access_token.as_str(), t.expires_in), ("eyJ0", 3599));
     }

@@ -177,6 +177,31 @@ impl<'h, H: Host> Bearer<'h, H> {
     }
 }
 
+/// What the backends' token tests share (the feature `testing`, which
+/// only their dev-dependencies turn on).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use compute_bridge_sdk::BackendError;
+    use compute_bridge_sdk::http::Response;
+
+    use super::Token;
+
+    /// Assert that `parse`, a backend's reading of its token endpoint's
+    /// answer, keeps [`super::parse_token`]'s rule: a 429 or a 5xx is
+    /// `transient`, whatever its body.
+    pub fn assert_busy_answers_are_transient(
+        parse: impl Fn(&Response) -> Result<Token, BackendError>,
+    ) {
+        for status in [429, 500, 503] {
+            let got = parse(&Response::new(status, ""));
+            assert!(
+                matches!(got, Err(BackendError::Transient(_))),
+                "HTTP {status}: {got:?}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

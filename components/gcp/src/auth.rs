@@ -227,14 +227,7 @@ mod tests {
             matches!(&e, BackendError::Config(m) if m.contains("`service_account_key`") && m.contains("Invalid JWT Signature")),
             "{e:?}"
         );
-        assert!(matches!(
-            parse_token(&Response::new(503, "")),
-            Err(BackendError::Transient(_))
-        ));
-        assert!(matches!(
-            parse_token(&Response::new(429, "")),
-            Err(BackendError::Transient(_))
-        ));
+        cb_cloud::token::testing::assert_busy_answers_are_transient(parse_token);
     }
 
     #[test]
