@@ -15,6 +15,8 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use cb_cloud::EXIT_UNKNOWN;
+use cb_cloud::tags::TagNames;
 use compute_bridge_sdk::http::{Request, Response, url_encode};
 use compute_bridge_sdk::{BackendError, InstanceState, ResourceUsage};
 use serde::{Deserialize, Serialize};
@@ -27,20 +29,7 @@ pub const COMPUTE_API: &str = "2024-07-01";
 pub const NETWORK_API: &str = "2024-05-01";
 
 /// Tag names the backend puts on every resource.
-pub mod tags {
-    /// The bridge's provider id.
-    pub const PROVIDER: &str = "cb-provider";
-    /// The grant's request id.
-    pub const REQUEST: &str = "cb-request";
-    /// The backend's name in the boot config.
-    pub const BACKEND: &str = "cb-backend";
-    /// The workload's login.
-    pub const USER: &str = "cb-user";
-}
-
-/// Exit code reported when the VM stopped: Azure knows the VM powered off,
-/// not the container's exit status.
-pub const EXIT_UNKNOWN: i32 = -1;
+pub const TAGS: TagNames = TagNames::AZURE;
 
 /// Where resources live.
 #[derive(Debug, Clone, Copy)]
@@ -166,9 +155,9 @@ pub fn is_ours(
     backend: &str,
     request: Option<&str>,
 ) -> bool {
-    tags.get(tags::PROVIDER).map(String::as_str) == Some(provider)
-        && tags.get(tags::BACKEND).map(String::as_str) == Some(backend)
-        && request.is_none_or(|r| tags.get(tags::REQUEST).map(String::as_str) == Some(r))
+    tags.get(TAGS.provider).map(String::as_str) == Some(provider)
+        && tags.get(TAGS.backend).map(String::as_str) == Some(backend)
+        && request.is_none_or(|r| tags.get(TAGS.request).map(String::as_str) == Some(r))
 }
 
 /// A virtual network (`VirtualNetwork`: only its region is read).
@@ -718,14 +707,9 @@ mod tests {
     use super::*;
 
     fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-        }
+        headers
+            .iter()
+            .fold(Response::new(status, body), |r, (k, v)| r.with_header(k, v))
     }
 
     fn arm() -> Arm<'static> {
@@ -771,7 +755,7 @@ mod tests {
 
     fn spec() -> (BTreeMap<String, String>, ImageReference) {
         (
-            BTreeMap::from([(tags::PROVIDER.to_string(), "p".to_string())]),
+            BTreeMap::from([(TAGS.provider.to_string(), "p".to_string())]),
             ImageReference::default(),
         )
     }

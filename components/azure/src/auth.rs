@@ -92,14 +92,6 @@ mod tests {
         .unwrap()
     }
 
-    fn resp(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: vec![],
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     #[test]
     fn the_request_is_a_client_credentials_form() {
         let r = token_request(&cfg());
@@ -124,7 +116,7 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_never_the_secret() {
         let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[7000215]}"#;
-        let e = parse_token(&resp(401, body)).unwrap_err();
+        let e = parse_token(&Response::new(401, body)).unwrap_err();
         let BackendError::Config(m) = &e else {
             panic!("{e:?}")
         };
@@ -135,20 +127,13 @@ mod tests {
         assert!(!m.contains("Trace ID") && !m.contains("s3cret"), "{m}");
         let body = r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application not found","error_codes":[700016]}"#;
         assert!(
-            parse_token(&resp(400, body))
+            parse_token(&Response::new(400, body))
                 .unwrap_err()
                 .message()
                 .contains("`client_id`")
         );
-        assert!(matches!(
-            parse_token(&resp(503, "")),
-            Err(BackendError::Transient(_))
-        ));
-        assert!(matches!(
-            parse_token(&resp(429, "")),
-            Err(BackendError::Transient(_))
-        ));
-        let t = parse_token(&resp(200, r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0"}"#)).unwrap();
+        cb_cloud::token::testing::assert_busy_answers_are_transient(parse_token);
+        let t = parse_token(&Response::new(200, r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0"}"#)).unwrap();
         assert_eq!((t.access_token.as_str(), t.expires_in), ("eyJ0", 3599));
     }
 

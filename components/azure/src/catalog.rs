@@ -1,28 +1,16 @@
 //! The operator's VM-size catalog and the choice of a size and region for a
 //! grant.
 
-use serde::Deserialize;
-
 pub use cb_cloud::catalog::Want;
 
-/// One VM size the backend may use, and where.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VmSize {
-    /// Azure size name, e.g. `Standard_DC4es_v5`.
-    pub name: String,
-    /// vCPUs.
-    pub cpus: u32,
-    /// Memory, MiB.
-    pub ram_mib: u32,
-    /// What the operator pays per hour (for picking the cheapest fit).
-    #[serde(default)]
-    pub usd_per_hour: f64,
-    /// Created as a TDX confidential VM.
-    #[serde(default)]
-    pub tdx: bool,
-    /// Regions it is used in, in order of preference (`eastus`).
-    pub regions: Vec<String>,
+cb_cloud::catalog_entry! {
+    /// One VM size the backend may use, and where.
+    pub struct VmSize {
+        /// Azure size name, e.g. `Standard_DC4es_v5`.
+        name,
+        /// Regions it is used in, in order of preference (`eastus`).
+        regions,
+    }
 }
 
 /// True for the Intel TDX confidential sizes: the DCesv5/ECesv5 families
@@ -60,12 +48,7 @@ impl VmSize {
                 self.name
             ));
         }
-        if self.cpus == 0 || self.ram_mib == 0 {
-            return Err("`cpus` and `ram_mib` must be above zero".into());
-        }
-        if !(self.usd_per_hour >= 0.0 && self.usd_per_hour.is_finite()) {
-            return Err("`usd_per_hour` must be a non-negative number".into());
-        }
+        cb_cloud::catalog::check_sizes(self)?;
         if self.tdx && !is_tdx_size(&self.name) {
             return Err(format!(
                 "`tdx = true` needs a TDX confidential size (DCesv5/ECesv5 family), not {}",
@@ -110,27 +93,15 @@ pub fn pick<'a>(sizes: &'a [VmSize], want: Want<'_>) -> Option<Choice<'a>> {
     cb_cloud::catalog::pick(sizes, want, |r, asked| r == asked)
 }
 
-cb_cloud::catalog_entry!(VmSize, regions);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cb_cloud::catalog::testing::{named, want};
     use compute_bridge_sdk::TdxRequirement;
-
-    fn s(name: &str, cpus: u32, gib: u32, usd: f64, tdx: bool, regions: &[&str]) -> VmSize {
-        VmSize {
-            name: name.into(),
-            cpus,
-            ram_mib: gib * 1024,
-            usd_per_hour: usd,
-            tdx,
-            regions: regions.iter().map(|r| r.to_string()).collect(),
-        }
-    }
 
     fn catalog() -> Vec<VmSize> {
         vec![
-            s(
+            VmSize::test_entry(
                 "Standard_D2s_v5",
                 2,
                 8,
@@ -138,8 +109,8 @@ mod tests {
                 false,
                 &["eastus", "westeurope"],
             ),
-            s("Standard_DC2es_v5", 2, 8, 0.12, true, &["westeurope"]),
-            s(
+            VmSize::test_entry("Standard_DC2es_v5", 2, 8, 0.12, true, &["westeurope"]),
+            VmSize::test_entry(
                 "Standard_DC4es_v5",
                 4,
                 16,
@@ -147,27 +118,12 @@ mod tests {
                 true,
                 &["eastus", "westeurope"],
             ),
-            s("Standard_EC8es_v5", 8, 64, 0.62, true, &["eastus"]),
+            VmSize::test_entry("Standard_EC8es_v5", 8, 64, 0.62, true, &["eastus"]),
         ]
     }
 
-    fn pick_name(
-        cpu: u32,
-        gib: u32,
-        region: Option<&str>,
-        tdx: TdxRequirement,
-    ) -> Option<(String, String)> {
-        let c = catalog();
-        pick(
-            &c,
-            Want {
-                cpu_millicores: cpu,
-                ram_mib: gib * 1024,
-                region,
-                tdx,
-            },
-        )
-        .map(|c| (c.entry.name.clone(), c.place.to_string()))
+    fn pick_name(w: Want<'_>) -> Option<(String, String)> {
+        named(pick(&catalog(), w))
     }
 
     #[test]
@@ -195,32 +151,35 @@ mod tests {
     #[test]
     fn choice_follows_size_region_and_tdx() {
         assert_eq!(
-            pick_name(1000, 4, None, TdxRequirement::None),
+            pick_name(want(1000, 4, None, TdxRequirement::None)),
             Some(("Standard_D2s_v5".into(), "eastus".into()))
         );
         assert_eq!(
-            pick_name(1000, 4, None, TdxRequirement::Required),
+            pick_name(want(1000, 4, None, TdxRequirement::Required)),
             Some(("Standard_DC2es_v5".into(), "westeurope".into()))
         );
         assert_eq!(
-            pick_name(1000, 4, Some("eastus"), TdxRequirement::Required),
+            pick_name(want(1000, 4, Some("eastus"), TdxRequirement::Required)),
             Some(("Standard_DC4es_v5".into(), "eastus".into()))
         );
         assert_eq!(
-            pick_name(1000, 4, None, TdxRequirement::Preferred)
+            pick_name(want(1000, 4, None, TdxRequirement::Preferred))
                 .unwrap()
                 .0,
             "Standard_DC2es_v5"
         );
         assert_eq!(
-            pick_name(6000, 32, None, TdxRequirement::Required)
+            pick_name(want(6000, 32, None, TdxRequirement::Required))
                 .unwrap()
                 .0,
             "Standard_EC8es_v5"
         );
-        assert_eq!(pick_name(16_000, 32, None, TdxRequirement::Required), None);
         assert_eq!(
-            pick_name(1000, 4, Some("japaneast"), TdxRequirement::None),
+            pick_name(want(16_000, 32, None, TdxRequirement::Required)),
+            None
+        );
+        assert_eq!(
+            pick_name(want(1000, 4, Some("japaneast"), TdxRequirement::None)),
             None
         );
     }
@@ -230,7 +189,7 @@ mod tests {
         let c = catalog();
         assert_eq!(regions(&c), vec!["eastus", "westeurope"]);
         assert!(tdx_capable(&c));
-        assert!(!tdx_capable(&[s(
+        assert!(!tdx_capable(&[VmSize::test_entry(
             "Standard_D2s_v5",
             2,
             8,
@@ -238,7 +197,7 @@ mod tests {
             false,
             &["eastus"]
         )]));
-        assert!(!tdx_capable(&[s(
+        assert!(!tdx_capable(&[VmSize::test_entry(
             "Standard_DC2es_v5",
             2,
             8,
@@ -247,17 +206,17 @@ mod tests {
             &[]
         )]));
         assert!(
-            s("Standard_D2s_v5", 2, 8, 0.1, true, &["eastus"])
+            VmSize::test_entry("Standard_D2s_v5", 2, 8, 0.1, true, &["eastus"])
                 .validate()
                 .is_err()
         );
         assert!(
-            s("Standard_DC2es_v5", 2, 8, 0.1, true, &["East US"])
+            VmSize::test_entry("Standard_DC2es_v5", 2, 8, 0.1, true, &["East US"])
                 .validate()
                 .is_err()
         );
         assert!(
-            s("Standard_DC2es_v5", 2, 8, 0.1, true, &["eastus"])
+            VmSize::test_entry("Standard_DC2es_v5", 2, 8, 0.1, true, &["eastus"])
                 .validate()
                 .is_ok()
         );

@@ -22,8 +22,8 @@ use compute_bridge_sdk::{
 };
 
 use crate::arm::{
-    self, Arm, AsyncStatus, Handle, Kind, Names, Page, Poll, PublicIp, Tracked, VirtualNetwork, Vm,
-    VmSpec, tags,
+    self, Arm, AsyncStatus, Handle, Kind, Names, Page, Poll, PublicIp, TAGS, Tracked,
+    VirtualNetwork, Vm, VmSpec,
 };
 use crate::auth;
 use crate::catalog;
@@ -381,12 +381,12 @@ impl<'h, H: Host> Azure<'h, H> {
         let provider = self.provider_id.clone();
         let names = Names::for_grant(&provider, &g.request_id);
         let script = bootstrap::script(&w.ssh_user, &w.ssh_public_key, &image)?;
-        let tags = BTreeMap::from([
-            (tags::PROVIDER.to_string(), provider.clone()),
-            (tags::REQUEST.to_string(), g.request_id.clone()),
-            (tags::BACKEND.to_string(), self.backend_name.clone()),
-            (tags::USER.to_string(), w.ssh_user.clone()),
-        ]);
+        let tags = TAGS.map(
+            provider.clone(),
+            g.request_id.clone(),
+            self.backend_name.clone(),
+            w.ssh_user.clone(),
+        );
         let nic_id = c.arm().id(Kind::Nic, &names.nic);
         let spec = VmSpec {
             location,
@@ -527,12 +527,7 @@ impl<'h, H: Host> Azure<'h, H> {
                 region: vm.resource.location.clone(),
                 public_host: c.address(&names.ip)?.unwrap_or_default(),
                 ssh_port: 22,
-                user: vm
-                    .resource
-                    .tags
-                    .get(tags::USER)
-                    .cloned()
-                    .unwrap_or_default(),
+                user: vm.resource.tags.get(TAGS.user).cloned().unwrap_or_default(),
                 host_key: String::new(),
                 handle: handle.encode(),
             });
@@ -566,7 +561,7 @@ impl<'h, H: Host> Azure<'h, H> {
                     region: r.location.clone(),
                     public_host: String::new(),
                     ssh_port: 22,
-                    user: r.tags.get(tags::USER).cloned().unwrap_or_default(),
+                    user: r.tags.get(TAGS.user).cloned().unwrap_or_default(),
                     host_key: String::new(),
                     handle: handle.encode(),
                 });

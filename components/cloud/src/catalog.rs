@@ -7,11 +7,18 @@
 //! (`us-central1-a`), regions for Azure (`westeurope`). Which places match
 //! a grant's region, and the region of a place, are the cloud's rules,
 //! passed in.
+//!
+//! The fields every cloud's entry has, as the operator writes them, are
+//! declared once ([`catalog_entry!`](crate::catalog_entry)), with the
+//! checks of their sizes ([`check_sizes`]); what a valid name or place is
+//! stays the cloud's.
 
 use compute_bridge_sdk::{GrantSpec, TdxRequirement};
 
 /// One catalog entry, as the choice sees it.
 pub trait Entry {
+    /// Its name in the cloud's API (`c3-standard-4`, `Standard_DC4es_v5`).
+    fn name(&self) -> &str;
     /// vCPUs.
     fn cpus(&self) -> u32;
     /// Memory, MiB.
@@ -24,13 +31,63 @@ pub trait Entry {
     fn places(&self) -> &[String];
 }
 
-/// Implement [`Entry`] for a catalog struct with the fields `cpus`,
-/// `ram_mib`, `usd_per_hour` and `tdx`, and its places in the named field
-/// (`cb_cloud::catalog_entry!(MachineType, zones)`).
+/// Define a catalog entry struct and implement [`Entry`] for it: the
+/// fields every entry has (`name`, `cpus`, `ram_mib`, `usd_per_hour`,
+/// `tdx`, in that order) and its places in the named field, read from the
+/// operator's config (serde, unknown fields refused; the invoking crate
+/// depends on `serde`). The struct's docs, and those of `name` and the
+/// places, are the invoker's:
+///
+/// ```text
+/// cb_cloud::catalog_entry! {
+///     /// One machine type the backend may use, and where.
+///     pub struct MachineType {
+///         /// Compute Engine name, e.g. `c3-standard-4`.
+///         name,
+///         /// Zones it is used in, in order of preference.
+///         zones,
+///     }
+/// }
+/// ```
+///
+/// In the crate's unit tests (`cfg(test)`) the struct also gets
+/// `test_entry(name, cpus, ram_gib, usd_per_hour, tdx, places)`, an entry
+/// with `ram_gib` GiB of memory, for the tests' catalogs.
 #[macro_export]
 macro_rules! catalog_entry {
-    ($ty:ty, $places:ident) => {
+    (
+        $(#[$meta:meta])*
+        pub struct $ty:ident {
+            $(#[$name_meta:meta])*
+            name,
+            $(#[$places_meta:meta])*
+            $places:ident,
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $ty {
+            $(#[$name_meta])*
+            pub name: String,
+            /// vCPUs.
+            pub cpus: u32,
+            /// Memory, MiB.
+            pub ram_mib: u32,
+            /// What the operator pays per hour (for picking the cheapest fit).
+            #[serde(default)]
+            pub usd_per_hour: f64,
+            /// Created as a TDX confidential VM.
+            #[serde(default)]
+            pub tdx: bool,
+            $(#[$places_meta])*
+            pub $places: Vec<String>,
+        }
+
         impl $crate::catalog::Entry for $ty {
+            fn name(&self) -> &str {
+                &self.name
+            }
             fn cpus(&self) -> u32 {
                 self.cpus
             }
@@ -47,7 +104,42 @@ macro_rules! catalog_entry {
                 &self.$places
             }
         }
+
+        #[cfg(test)]
+        impl $ty {
+            /// A catalog entry for a test: `ram_gib` GiB of memory.
+            pub fn test_entry(
+                name: &str,
+                cpus: u32,
+                ram_gib: u32,
+                usd_per_hour: f64,
+                tdx: bool,
+                places: &[&str],
+            ) -> Self {
+                Self {
+                    name: name.to_string(),
+                    cpus,
+                    ram_mib: ram_gib * 1024,
+                    usd_per_hour,
+                    tdx,
+                    $places: places.iter().map(|p| p.to_string()).collect(),
+                }
+            }
+        }
     };
+}
+
+/// The checks of the fields every entry has: `cpus` and `ram_mib` above
+/// zero, `usd_per_hour` a non-negative number; a message naming the field
+/// if not.
+pub fn check_sizes(e: &impl Entry) -> Result<(), String> {
+    if e.cpus() == 0 || e.ram_mib() == 0 {
+        return Err("`cpus` and `ram_mib` must be above zero".into());
+    }
+    if !(e.usd_per_hour() >= 0.0 && e.usd_per_hour().is_finite()) {
+        return Err("`usd_per_hour` must be a non-negative number".into());
+    }
+    Ok(())
 }
 
 /// What a grant asks for, as the catalog sees it.
@@ -150,39 +242,46 @@ pub fn tdx_capable<E: Entry>(entries: &[E]) -> bool {
     entries.iter().any(|e| e.tdx() && !e.places().is_empty())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What the backends' catalog tests share (the feature `testing`, which
+/// only their dev-dependencies turn on).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use super::{Choice, Entry, Want};
+    use compute_bridge_sdk::TdxRequirement;
 
-    #[derive(Debug, PartialEq)]
-    struct E {
-        name: &'static str,
-        cpus: u32,
-        ram_mib: u32,
-        usd_per_hour: f64,
-        tdx: bool,
-        sites: Vec<String>,
-    }
-
-    crate::catalog_entry!(E, sites);
-
-    fn e(name: &'static str, cpus: u32, gib: u32, usd: f64, tdx: bool, places: &[&str]) -> E {
-        E {
-            name,
-            cpus,
-            ram_mib: gib * 1024,
-            usd_per_hour: usd,
+    /// What a grant of `cpu_millicores` and `ram_gib` GiB asks for.
+    pub fn want(
+        cpu_millicores: u32,
+        ram_gib: u32,
+        region: Option<&str>,
+        tdx: TdxRequirement,
+    ) -> Want<'_> {
+        Want {
+            cpu_millicores,
+            ram_mib: ram_gib * 1024,
+            region,
             tdx,
-            sites: places.iter().map(|p| p.to_string()).collect(),
         }
     }
 
-    fn want(cpu: u32, gib: u32, region: Option<&str>, tdx: TdxRequirement) -> Want<'_> {
-        Want {
-            cpu_millicores: cpu,
-            ram_mib: gib * 1024,
-            region,
-            tdx,
+    /// A choice as (entry name, place).
+    pub fn named<E: Entry>(choice: Option<Choice<'_, E>>) -> Option<(String, String)> {
+        choice.map(|c| (c.entry.name().to_string(), c.place.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::want;
+    use super::*;
+
+    crate::catalog_entry! {
+        /// A test entry.
+        pub struct E {
+            /// Its name.
+            name,
+            /// Its places.
+            sites,
         }
     }
 
@@ -192,17 +291,17 @@ mod tests {
 
     fn catalog() -> Vec<E> {
         vec![
-            e("small", 2, 8, 0.10, false, &["east", "west"]),
-            e("small-tdx", 2, 8, 0.12, true, &["west"]),
-            e("big-tdx", 4, 16, 0.23, true, &["east", "west"]),
-            e("cheap-big", 4, 16, 0.05, false, &[]),
+            E::test_entry("small", 2, 8, 0.10, false, &["east", "west"]),
+            E::test_entry("small-tdx", 2, 8, 0.12, true, &["west"]),
+            E::test_entry("big-tdx", 4, 16, 0.23, true, &["east", "west"]),
+            E::test_entry("cheap-big", 4, 16, 0.05, false, &[]),
         ]
     }
 
     #[test]
     fn the_cheapest_fit_wins_and_tdx_only_when_asked() {
         let c = catalog();
-        let pick = |w| pick(&c, w, same).map(|ch| (ch.entry.name, ch.place));
+        let pick = |w| pick(&c, w, same).map(|ch| (ch.entry.name(), ch.place));
         assert_eq!(
             pick(want(1000, 4, None, TdxRequirement::None)),
             Some(("small", "east"))
@@ -232,6 +331,29 @@ mod tests {
         let c = catalog();
         assert_eq!(regions(&c, |p| p), ["east", "west"]);
         assert!(tdx_capable(&c));
-        assert!(!tdx_capable(&[e("t", 2, 8, 0.1, true, &[])]));
+        assert!(!tdx_capable(&[E::test_entry("t", 2, 8, 0.1, true, &[])]));
+    }
+
+    #[test]
+    fn an_entry_is_read_with_defaults_and_its_sizes_checked() {
+        let read = |v| serde_json::from_value::<E>(v);
+        let e =
+            read(serde_json::json!({"name": "n", "cpus": 2, "ram_mib": 1024, "sites": ["east"]}))
+                .unwrap();
+        assert_eq!(e, E::test_entry("n", 2, 1, 0.0, false, &["east"]));
+        assert!(check_sizes(&e).is_ok());
+        let unknown =
+            serde_json::json!({"name": "n", "cpus": 2, "ram_mib": 1024, "sites": [], "gpu": 1});
+        assert!(read(unknown).is_err(), "unknown fields are refused");
+        let zero = E::test_entry("n", 0, 1, 0.1, false, &[]);
+        assert_eq!(
+            check_sizes(&zero).unwrap_err(),
+            "`cpus` and `ram_mib` must be above zero"
+        );
+        let priceless = E::test_entry("n", 1, 1, f64::NAN, false, &[]);
+        assert_eq!(
+            check_sizes(&priceless).unwrap_err(),
+            "`usd_per_hour` must be a non-negative number"
+        );
     }
 }

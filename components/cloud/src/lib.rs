@@ -2,9 +2,13 @@
 //! copy:
 //!
 //! - [`catalog`]: the operator's catalog of machine types (GCP) or VM sizes
-//!   (Azure) and the choice of the cheapest entry that fits a grant;
+//!   (Azure), the fields its entries share, and the choice of the cheapest
+//!   entry that fits a grant;
 //! - [`token`]: an OAuth 2.0 access-token answer, and [`token::Bearer`],
-//!   which keeps the token in the host's cache and sends requests with it.
+//!   which keeps the token in the host's cache and sends requests with it;
+//! - [`tags`]: the names of the tags (labels) put on every resource, as
+//!   each cloud spells them;
+//! - [`EXIT_UNKNOWN`], the exit code of a workload whose VM stopped.
 //!
 //! Everything here runs over the SDK's [`Host`](compute_bridge_sdk::Host),
 //! in the sandbox and in native tests alike. Keeps nothing itself: the
@@ -13,7 +17,12 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod tags;
 pub mod token;
+
+/// Exit code reported when the VM stopped: the cloud knows the VM powered
+/// off, not the container's exit status.
+pub const EXIT_UNKNOWN: i32 = -1;
 
 /// The `[backends.config]` table of the first backend in the ` ```toml `
 /// example of a crate's docs (`crate_source`, the crate's `lib.rs` read

@@ -177,18 +177,35 @@ impl<'h, H: Host> Bearer<'h, H> {
     }
 }
 
+/// What the backends' token tests share (the feature `testing`, which
+/// only their dev-dependencies turn on).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use compute_bridge_sdk::BackendError;
+    use compute_bridge_sdk::http::Response;
+
+    use super::Token;
+
+    /// Assert that `parse`, a backend's reading of its token endpoint's
+    /// answer, keeps [`super::parse_token`]'s rule: a 429 or a 5xx is
+    /// `transient`, whatever its body.
+    pub fn assert_busy_answers_are_transient(
+        parse: impl Fn(&Response) -> Result<Token, BackendError>,
+    ) {
+        for status in [429, 500, 503] {
+            let got = parse(&Response::new(status, ""));
+            assert!(
+                matches!(got, Err(BackendError::Transient(_))),
+                "HTTP {status}: {got:?}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use compute_bridge_sdk::MemoryHost;
-
-    fn resp(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: body.as_bytes().to_vec(),
-        }
-    }
 
     fn refused(r: &Response) -> BackendError {
         BackendError::config(format!("refused: HTTP {}", r.status))
@@ -197,7 +214,7 @@ mod tests {
     #[test]
     fn a_bearer_token_is_read_and_anything_else_classified() {
         let t = parse_token(
-            &resp(
+            &Response::new(
                 200,
                 r#"{"access_token":"ya29.x","token_type":"Bearer","expires_in":3599}"#,
             ),
@@ -208,7 +225,7 @@ mod tests {
         assert_eq!((t.access_token.as_str(), t.expires_in), ("ya29.x", 3599));
         assert!(!format!("{t:?}").contains("ya29"), "Debug hides the token");
         let mac = parse_token(
-            &resp(
+            &Response::new(
                 200,
                 r#"{"access_token":"x","token_type":"mac","expires_in":1}"#,
             ),
@@ -217,13 +234,14 @@ mod tests {
         );
         assert!(matches!(mac, Err(BackendError::Internal(_))), "{mac:?}");
         for status in [429, 500, 503] {
-            let e = parse_token(&resp(status, ""), "identity platform", refused).unwrap_err();
+            let e =
+                parse_token(&Response::new(status, ""), "identity platform", refused).unwrap_err();
             assert_eq!(
                 e,
                 BackendError::Transient(format!("identity platform: HTTP {status}"))
             );
         }
-        let e = parse_token(&resp(400, "{}"), "token endpoint", refused).unwrap_err();
+        let e = parse_token(&Response::new(400, "{}"), "token endpoint", refused).unwrap_err();
         assert_eq!(e, BackendError::Config("refused: HTTP 400".into()));
     }
 
@@ -272,8 +290,8 @@ mod tests {
         let bearer = Bearer::new(&host, "k");
         let fetches = std::cell::Cell::new(0);
         let fetch = || numbered(&fetches);
-        host.push_http(Ok(resp(401, "")));
-        host.push_http(Ok(resp(401, "")));
+        host.push_http(Ok(Response::new(401, "")));
+        host.push_http(Ok(Response::new(401, "")));
         let req = Request::get("https://api.example/x");
         let r = bearer.send(&req, fetch).unwrap();
         assert_eq!(r.status, 401, "a second 401 is the answer, not a loop");

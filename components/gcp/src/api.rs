@@ -8,30 +8,20 @@
 
 use std::collections::BTreeMap;
 
+use cb_cloud::EXIT_UNKNOWN;
+use cb_cloud::tags::TagNames;
 use compute_bridge_sdk::http::{Request, Response, url_encode};
 use compute_bridge_sdk::{BackendError, InstanceState};
 use rsa::sha2::{Digest, Sha256};
 use serde::{Deserialize, Serialize};
 
-/// Label keys the backend puts on every instance.
-pub mod labels {
-    /// The bridge's provider id.
-    pub const PROVIDER: &str = "cb_provider";
-    /// The grant's request id (label-safe form; the exact id is in the
-    /// `cb-request-id` metadata item).
-    pub const REQUEST: &str = "cb_request";
-    /// The backend's name in the boot config.
-    pub const BACKEND: &str = "cb_backend";
-    /// The workload's login.
-    pub const USER: &str = "cb_user";
-}
+/// Label keys the backend puts on every instance. Label values are
+/// [`label_value`]s: the request label holds the id's label-safe form, the
+/// exact id is in the [`REQUEST_ID_METADATA`] item.
+pub const LABELS: TagNames = TagNames::GCP;
 
 /// Metadata key holding the exact request id.
 pub const REQUEST_ID_METADATA: &str = "cb-request-id";
-
-/// Exit code reported when the VM stopped: the cloud knows the VM powered
-/// off, not the container's exit status.
-pub const EXIT_UNKNOWN: i32 = -1;
 
 /// Where the API lives and which project it acts in.
 #[derive(Debug, Clone, Copy)]
@@ -233,8 +223,8 @@ pub fn label_value(s: &str) -> String {
 /// [`label_value`]s: nothing in them needs quoting.
 pub fn list_filter(provider_id: &str, backend: &str) -> String {
     conjunction(&[
-        (labels::PROVIDER, label_value(provider_id)),
-        (labels::BACKEND, label_value(backend)),
+        (LABELS.provider, label_value(provider_id)),
+        (LABELS.backend, label_value(backend)),
     ])
 }
 
@@ -243,9 +233,9 @@ pub fn list_filter(provider_id: &str, backend: &str) -> String {
 /// caller still checks the name, which the exact request id decides).
 pub fn request_filter(provider_id: &str, backend: &str, request_id: &str) -> String {
     conjunction(&[
-        (labels::PROVIDER, label_value(provider_id)),
-        (labels::BACKEND, label_value(backend)),
-        (labels::REQUEST, label_value(request_id)),
+        (LABELS.provider, label_value(provider_id)),
+        (LABELS.backend, label_value(backend)),
+        (LABELS.request, label_value(request_id)),
     ])
 }
 
@@ -710,14 +700,6 @@ impl Handle {
 mod tests {
     use super::*;
 
-    fn resp(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: vec![],
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     fn spec(tdx: bool) -> InstanceSpec<'static> {
         InstanceSpec {
             name: "cb-r1-0a1b2c3d",
@@ -733,7 +715,7 @@ mod tests {
             network: "global/networks/default",
             subnetwork: None,
             tags: &[],
-            labels: BTreeMap::from([(labels::PROVIDER.into(), "p1".into())]),
+            labels: BTreeMap::from([(LABELS.provider.into(), "p1".into())]),
             request_id: "R1",
             startup_script: "#!/bin/sh\ntrue\n",
         }
@@ -934,9 +916,9 @@ mod tests {
         assert!(!r.zonal && matches!(r.error, BackendError::Transient(_)));
 
         let http = |status: u16, reason: &str, message: &str| {
-            refusal(&resp(
+            refusal(&Response::new(
                 status,
-                &serde_json::json!({"error": {"code": status, "message": message,
+                serde_json::json!({"error": {"code": status, "message": message,
                     "errors": [{"message": message, "domain": "global", "reason": reason}]}})
                 .to_string(),
             ))
@@ -958,9 +940,12 @@ mod tests {
 
     #[test]
     fn http_errors_are_classified() {
-        let body = |code: u16, reason: &str, status: &str| {
-            format!(
-                r#"{{"error":{{"code":{code},"message":"m","errors":[{{"message":"m","domain":"usageLimits","reason":"{reason}"}}],"status":"{status}"}}}}"#
+        let error = |code: u16, reason: &str, status: &str| {
+            Response::new(
+                code,
+                format!(
+                    r#"{{"error":{{"code":{code},"message":"m","errors":[{{"message":"m","domain":"usageLimits","reason":"{reason}"}}],"status":"{status}"}}}}"#
+                ),
             )
         };
         let kind = |r: Response| match api_error(&r) {
@@ -971,41 +956,26 @@ mod tests {
             BackendError::Internal(_) => "internal",
         };
         assert_eq!(
-            kind(resp(403, &body(403, "quotaExceeded", "PERMISSION_DENIED"))),
+            kind(error(403, "quotaExceeded", "PERMISSION_DENIED")),
             "no-capacity"
         );
         assert_eq!(
-            kind(resp(
-                403,
-                &body(403, "rateLimitExceeded", "PERMISSION_DENIED")
-            )),
+            kind(error(403, "rateLimitExceeded", "PERMISSION_DENIED")),
             "transient"
         );
         assert_eq!(
-            kind(resp(
-                429,
-                &body(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED")
-            )),
+            kind(error(429, "rateLimitExceeded", "RESOURCE_EXHAUSTED")),
             "transient"
         );
+        assert_eq!(kind(error(503, "backendError", "UNAVAILABLE")), "transient");
+        assert_eq!(kind(error(401, "authError", "UNAUTHENTICATED")), "config");
+        assert_eq!(kind(error(403, "forbidden", "PERMISSION_DENIED")), "config");
+        assert_eq!(kind(error(400, "invalid", "INVALID_ARGUMENT")), "config");
         assert_eq!(
-            kind(resp(503, &body(503, "backendError", "UNAVAILABLE"))),
+            kind(Response::new(502, "<html>bad gateway</html>")),
             "transient"
         );
-        assert_eq!(
-            kind(resp(401, &body(401, "authError", "UNAUTHENTICATED"))),
-            "config"
-        );
-        assert_eq!(
-            kind(resp(403, &body(403, "forbidden", "PERMISSION_DENIED"))),
-            "config"
-        );
-        assert_eq!(
-            kind(resp(400, &body(400, "invalid", "INVALID_ARGUMENT"))),
-            "config"
-        );
-        assert_eq!(kind(resp(502, "<html>bad gateway</html>")), "transient");
-        let e = api_error(&resp(401, &body(401, "authError", "UNAUTHENTICATED")));
+        let e = api_error(&error(401, "authError", "UNAUTHENTICATED"));
         assert!(e.message().contains("`service_account_key`"));
     }
 

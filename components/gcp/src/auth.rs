@@ -209,24 +209,16 @@ mod tests {
         );
     }
 
-    fn resp(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: vec![],
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     #[test]
     fn token_responses_are_parsed_and_errors_classified() {
-        let t = parse_token(&resp(
+        let t = parse_token(&Response::new(
             200,
             r#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#,
         ))
         .unwrap();
         assert_eq!(t.access_token, "ya29.x");
         assert_eq!(t.expires_in, 3599);
-        let e = parse_token(&resp(
+        let e = parse_token(&Response::new(
             400,
             r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
         ))
@@ -235,14 +227,7 @@ mod tests {
             matches!(&e, BackendError::Config(m) if m.contains("`service_account_key`") && m.contains("Invalid JWT Signature")),
             "{e:?}"
         );
-        assert!(matches!(
-            parse_token(&resp(503, "")),
-            Err(BackendError::Transient(_))
-        ));
-        assert!(matches!(
-            parse_token(&resp(429, "")),
-            Err(BackendError::Transient(_))
-        ));
+        cb_cloud::token::testing::assert_busy_answers_are_transient(parse_token);
     }
 
     #[test]

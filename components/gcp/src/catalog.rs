@@ -1,32 +1,20 @@
 //! The operator's machine-type catalog and the choice of a type and zone
 //! for a grant.
 
-use serde::Deserialize;
-
 pub use cb_cloud::catalog::Want;
 
 /// Machine families on which Compute Engine offers Intel TDX
 /// (`confidentialInstanceType = TDX`).
 pub const TDX_FAMILIES: &[&str] = &["c3"];
 
-/// One machine type the backend may use, and where.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MachineType {
-    /// Compute Engine name, e.g. `c3-standard-4`.
-    pub name: String,
-    /// vCPUs.
-    pub cpus: u32,
-    /// Memory, MiB.
-    pub ram_mib: u32,
-    /// What the operator pays per hour (for picking the cheapest fit).
-    #[serde(default)]
-    pub usd_per_hour: f64,
-    /// Created as a TDX Confidential VM.
-    #[serde(default)]
-    pub tdx: bool,
-    /// Zones it is used in, in order of preference (`us-central1-a`).
-    pub zones: Vec<String>,
+cb_cloud::catalog_entry! {
+    /// One machine type the backend may use, and where.
+    pub struct MachineType {
+        /// Compute Engine name, e.g. `c3-standard-4`.
+        name,
+        /// Zones it is used in, in order of preference (`us-central1-a`).
+        zones,
+    }
 }
 
 impl MachineType {
@@ -40,12 +28,7 @@ impl MachineType {
         if !valid_name {
             return Err(format!("`name` {:?} is not a machine type name", self.name));
         }
-        if self.cpus == 0 || self.ram_mib == 0 {
-            return Err("`cpus` and `ram_mib` must be above zero".into());
-        }
-        if !(self.usd_per_hour >= 0.0 && self.usd_per_hour.is_finite()) {
-            return Err("`usd_per_hour` must be a non-negative number".into());
-        }
+        cb_cloud::catalog::check_sizes(self)?;
         if self.tdx && !TDX_FAMILIES.contains(&family(&self.name)) {
             return Err(format!(
                 "`tdx = true` needs a TDX machine family ({}), not {}",
@@ -115,8 +98,6 @@ pub fn pick<'a>(types: &'a [MachineType], want: Want<'_>) -> Option<Choice<'a>> 
     cb_cloud::catalog::pick(types, want, |z, asked| z == asked || region_of(z) == asked)
 }
 
-cb_cloud::catalog_entry!(MachineType, zones);
-
 /// The zones to try for `choice`, in the operator's order: its machine
 /// type's zones in the chosen zone's region (only the asked zone when the
 /// grant names a zone). The first is `choice.place`. A stockout in one zone
@@ -137,22 +118,12 @@ pub fn zones_to_try<'a>(choice: Choice<'a>, want: Want<'_>) -> Vec<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cb_cloud::catalog::testing::{named, want};
     use compute_bridge_sdk::TdxRequirement;
-
-    fn t(name: &str, cpus: u32, gib: u32, usd: f64, tdx: bool, zones: &[&str]) -> MachineType {
-        MachineType {
-            name: name.into(),
-            cpus,
-            ram_mib: gib * 1024,
-            usd_per_hour: usd,
-            tdx,
-            zones: zones.iter().map(|z| z.to_string()).collect(),
-        }
-    }
 
     fn catalog() -> Vec<MachineType> {
         vec![
-            t(
+            MachineType::test_entry(
                 "n2-standard-2",
                 2,
                 8,
@@ -160,8 +131,8 @@ mod tests {
                 false,
                 &["us-central1-a", "europe-west4-b"],
             ),
-            t("n2-standard-8", 8, 32, 0.39, false, &["us-central1-a"]),
-            t(
+            MachineType::test_entry("n2-standard-8", 8, 32, 0.39, false, &["us-central1-a"]),
+            MachineType::test_entry(
                 "c3-standard-4",
                 4,
                 16,
@@ -169,22 +140,12 @@ mod tests {
                 true,
                 &["us-central1-b", "europe-west4-c"],
             ),
-            t("c3-standard-22", 22, 88, 1.15, true, &["us-central1-b"]),
+            MachineType::test_entry("c3-standard-22", 22, 88, 1.15, true, &["us-central1-b"]),
         ]
     }
 
-    fn want(cpu: u32, gib: u32, region: Option<&str>, tdx: TdxRequirement) -> Want<'_> {
-        Want {
-            cpu_millicores: cpu,
-            ram_mib: gib * 1024,
-            region,
-            tdx,
-        }
-    }
-
     fn pick_name(w: Want<'_>) -> Option<(String, String)> {
-        let c = catalog();
-        pick(&c, w).map(|c| (c.entry.name.clone(), c.place.to_string()))
+        named(pick(&catalog(), w))
     }
 
     #[test]
@@ -234,7 +195,7 @@ mod tests {
 
     #[test]
     fn the_zones_tried_stay_in_the_region_of_the_choice() {
-        let c = vec![t(
+        let c = vec![MachineType::test_entry(
             "c3-standard-4",
             4,
             16,
@@ -273,24 +234,31 @@ mod tests {
         let plain: Vec<MachineType> = c.iter().filter(|t| !t.tdx).cloned().collect();
         assert!(!tdx_capable(&plain));
         // A TDX type with no zone offers no TDX.
-        let nowhere = vec![t("c3-standard-4", 4, 16, 0.2, true, &[])];
+        let nowhere = vec![MachineType::test_entry(
+            "c3-standard-4",
+            4,
+            16,
+            0.2,
+            true,
+            &[],
+        )];
         assert!(!tdx_capable(&nowhere));
     }
 
     #[test]
     fn validation_refuses_tdx_outside_c3_and_bad_zones() {
         assert!(
-            t("n2-standard-2", 2, 8, 0.1, true, &["us-central1-a"])
+            MachineType::test_entry("n2-standard-2", 2, 8, 0.1, true, &["us-central1-a"])
                 .validate()
                 .is_err()
         );
         assert!(
-            t("c3-standard-4", 4, 16, 0.2, true, &["us-central1"])
+            MachineType::test_entry("c3-standard-4", 4, 16, 0.2, true, &["us-central1"])
                 .validate()
                 .is_err()
         );
         assert!(
-            t("c3-standard-4", 4, 16, 0.2, true, &["us-central1-a"])
+            MachineType::test_entry("c3-standard-4", 4, 16, 0.2, true, &["us-central1-a"])
                 .validate()
                 .is_ok()
         );

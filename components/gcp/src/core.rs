@@ -8,8 +8,6 @@
 //! `list_instances` rebuilds handles from the instances' labels. The
 //! service-account key is never logged.
 
-use std::collections::BTreeMap;
-
 use cb_cloud::catalog::Want;
 use cb_cloud::token::{Bearer, SendError, Token};
 use compute_bridge_sdk::bootstrap;
@@ -21,8 +19,8 @@ use compute_bridge_sdk::{
 };
 
 use crate::api::{
-    self, Api, GceInstance, Handle, InstanceAggregatedList, InstanceList, InstanceSpec, Operation,
-    Refusal, instance_body, instance_name, label_value, labels,
+    self, Api, GceInstance, Handle, InstanceAggregatedList, InstanceList, InstanceSpec, LABELS,
+    Operation, Refusal, instance_body, instance_name, label_value,
 };
 use crate::auth;
 use crate::catalog::{self, MachineType};
@@ -430,12 +428,12 @@ impl<'h, H: Host> Gcp<'h, H> {
         let name = instance_name(provider, &g.request_id);
         let filter = api::request_filter(provider, backend, &g.request_id);
         let script = bootstrap::script(&w.ssh_user, &w.ssh_public_key, &image)?;
-        let labels = BTreeMap::from([
-            (labels::PROVIDER.to_string(), label_value(provider)),
-            (labels::REQUEST.to_string(), label_value(&g.request_id)),
-            (labels::BACKEND.to_string(), label_value(backend)),
-            (labels::USER.to_string(), label_value(&w.ssh_user)),
-        ]);
+        let labels = LABELS.map(
+            label_value(provider),
+            label_value(&g.request_id),
+            label_value(backend),
+            label_value(&w.ssh_user),
+        );
         let api = c.api(&c.cfg.project);
         // The zones of the chosen type in this region, in the operator's
         // order: a zone out of stock moves on to the next; anything else
@@ -596,7 +594,7 @@ impl<H: Host> Gcp<'_, H> {
             started: compute_bridge_sdk::time::unix_from_rfc3339(&inst.creation_timestamp)
                 .unwrap_or_else(|| self.host.now()),
         };
-        let user = inst.labels.get(labels::USER).cloned().unwrap_or_default();
+        let user = inst.labels.get(LABELS.user).cloned().unwrap_or_default();
         let mut found = to_instance(inst, &handle, user.clone()).unwrap_or(Instance {
             instance_id: inst.name.clone(),
             region: String::new(),

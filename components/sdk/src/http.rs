@@ -220,6 +220,20 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response of `status` with `body` and no headers: what a test, or
+    /// a [`MemoryHost`](crate::MemoryHost) handler, answers with.
+    pub fn new(status: u16, body: impl AsRef<[u8]>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.as_ref().to_vec(),
+        }
+    }
+    /// The same response with header `name: value` added.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
     /// True for 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
@@ -721,14 +735,9 @@ mod tests {
     use super::*;
 
     fn answer(status: u16, headers: &[(&str, &str)]) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: b"ok".to_vec(),
-        }
+        headers
+            .iter()
+            .fold(Response::new(status, "ok"), |r, (k, v)| r.with_header(k, v))
     }
 
     /// Follow `req` over answers scripted per URL; return what was sent.

@@ -101,7 +101,7 @@
 //! are counted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use axum::http::Method;
 use axum::response::Response;
@@ -109,7 +109,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use cb_fake_server::{
-    FakeServer, Req, empty, json as reply, now_unix, random_token, rfc3339, router,
+    Fake, Recorder, Req, TokenCheck, Tokens, empty, json as reply, now_unix, random_token, rfc3339,
 };
 
 /// The scope a Resource Manager token is asked for.
@@ -276,9 +276,7 @@ struct State {
     /// `http://127.0.0.1:PORT`, for URLs when a request has no `Host`.
     base: String,
     account: AzureAccount,
-    token_lifetime: u64,
-    tokens: HashMap<String, u64>,
-    token_requests: u64,
+    tokens: Tokens,
     resources: BTreeMap<(Kind, String), Resource>,
     ops: HashMap<String, Op>,
     next_id: u64,
@@ -288,17 +286,18 @@ struct State {
     vm_failures: VecDeque<VmFailure>,
     full_regions: BTreeMap<String, VmFailure>,
     public_ip_limits: BTreeMap<String, usize>,
-    rejections: Vec<String>,
-    log: Vec<String>,
+    recorder: Recorder,
     vm_bodies: Vec<Value>,
     nic_bodies: Vec<Value>,
 }
 
 /// The fake; stopped on drop.
 pub struct AzureFake {
-    server: FakeServer,
-    state: Arc<Mutex<State>>,
+    fake: Fake<State>,
 }
+
+cb_fake_server::recorder_accessors!(AzureFake, |f| f.fake.state().recorder);
+cb_fake_server::token_accessors!(AzureFake, |f| f.fake.state().tokens, 24);
 
 fn arm_error(code: u16, err: &str, message: &str) -> Response {
     reply(
@@ -309,19 +308,17 @@ fn arm_error(code: u16, err: &str, message: &str) -> Response {
 }
 
 fn reject(s: &mut State, r: &Req, code: u16, err: &str, message: &str) -> Response {
-    s.rejections.push(format!("{}: {err}: {message}", r.line()));
+    s.recorder.reject(r, format_args!("{err}: {message}"));
     arm_error(code, err, message)
 }
 
 impl AzureFake {
     /// Start a fake for `account`.
     pub fn start(account: AzureAccount) -> Self {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             base: String::new(),
             account,
-            token_lifetime: 3599,
-            tokens: HashMap::new(),
-            token_requests: 0,
+            tokens: Tokens::new("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-", 3599),
             resources: BTreeMap::new(),
             ops: HashMap::new(),
             next_id: 1,
@@ -331,87 +328,54 @@ impl AzureFake {
             vm_failures: VecDeque::new(),
             full_regions: BTreeMap::new(),
             public_ip_limits: BTreeMap::new(),
-            rejections: Vec::new(),
-            log: Vec::new(),
+            recorder: Recorder::new(),
             vm_bodies: Vec::new(),
             nic_bodies: Vec::new(),
-        }));
-        let server = FakeServer::start("azure", router(state.clone(), handle));
-        state.lock().unwrap().base = server.url();
-        Self { server, state }
-    }
-
-    fn st(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
+        };
+        let fake = Fake::start("azure", state, handle);
+        fake.state().base = fake.url();
+        Self { fake }
     }
 
     /// `http://127.0.0.1:PORT` (both the login and the management URL).
     pub fn url(&self) -> String {
-        self.server.url()
+        self.fake.url()
     }
 
     /// Its port on 127.0.0.1 (to put a proxy in front).
     pub fn port(&self) -> u16 {
-        self.server.addr.port()
+        self.fake.port()
     }
 
     /// The account it accepts.
     pub fn account(&self) -> AzureAccount {
-        self.st().account.clone()
-    }
-
-    /// Tokens from now on live `secs` seconds.
-    pub fn set_token_lifetime(&self, secs: u64) {
-        self.st().token_lifetime = secs;
-    }
-
-    /// Token requests answered (successfully or not).
-    pub fn token_requests(&self) -> u64 {
-        self.st().token_requests
-    }
-
-    /// A live token minted directly, without the token endpoint: for tests
-    /// of the fake's own request checks.
-    pub fn mint_token(&self) -> String {
-        let mut s = self.st();
-        let token = format!(
-            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-{}",
-            random_token(24)
-        );
-        let exp = now_unix() + s.token_lifetime;
-        s.tokens.insert(token.clone(), exp);
-        token
-    }
-
-    /// Invalidate every token issued so far.
-    pub fn revoke_tokens(&self) {
-        self.st().tokens.clear();
+        self.fake.state().account.clone()
     }
 
     /// Polls each operation answers `InProgress` (or 202) before it ends.
     pub fn set_polls_per_operation(&self, n: u32) {
-        self.st().polls_per_op = n;
+        self.fake.state().polls_per_op = n;
     }
 
     /// The `Retry-After` the fake sends with accepted operations, seconds.
     pub fn set_retry_after(&self, secs: u64) {
-        self.st().retry_after = secs;
+        self.fake.state().retry_after = secs;
     }
 
     /// List pages hold at most `n` items.
     pub fn set_page_size(&self, n: usize) {
-        self.st().page_size = n.max(1);
+        self.fake.state().page_size = n.max(1);
     }
 
     /// The next VM create (in any region) fails this way.
     pub fn fail_next_vm(&self, f: VmFailure) {
-        self.st().vm_failures.push_back(f);
+        self.fake.state().vm_failures.push_back(f);
     }
 
     /// Every VM create in `location` fails this way (a region out of
     /// capacity for every size), until set to `None`.
     pub fn set_region_full(&self, location: &str, f: Option<VmFailure>) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         match f {
             Some(f) => s.full_regions.insert(location.to_string(), f),
             None => s.full_regions.remove(location),
@@ -421,32 +385,26 @@ impl AzureFake {
     /// The subscription may hold at most `n` public addresses in
     /// `location`; one more is refused with `PublicIPCountLimitReached`.
     pub fn set_public_ip_limit(&self, location: &str, n: usize) {
-        self.st().public_ip_limits.insert(location.to_string(), n);
-    }
-
-    /// Requests refused for breaking the API reference.
-    pub fn rejections(&self) -> Vec<String> {
-        self.st().rejections.clone()
-    }
-
-    /// Every request, as `METHOD path`.
-    pub fn requests(&self) -> Vec<String> {
-        self.st().log.clone()
+        self.fake
+            .state()
+            .public_ip_limits
+            .insert(location.to_string(), n);
     }
 
     /// Bodies of accepted VM creates.
     pub fn vm_bodies(&self) -> Vec<Value> {
-        self.st().vm_bodies.clone()
+        self.fake.state().vm_bodies.clone()
     }
 
     /// Bodies of accepted NIC creates.
     pub fn nic_bodies(&self) -> Vec<Value> {
-        self.st().nic_bodies.clone()
+        self.fake.state().nic_bodies.clone()
     }
 
     /// Resources that exist, as `type/name`.
     pub fn resources(&self) -> Vec<String> {
-        self.st()
+        self.fake
+            .state()
             .resources
             .keys()
             .map(|(k, n)| format!("{}/{n}", k.ty()))
@@ -455,7 +413,8 @@ impl AzureFake {
 
     /// Resources that exist, as `type/name@location`.
     pub fn resources_with_location(&self) -> Vec<String> {
-        self.st()
+        self.fake
+            .state()
             .resources
             .iter()
             .map(|((k, n), r)| format!("{}/{n}@{}", k.ty(), r.location()))
@@ -464,14 +423,19 @@ impl AzureFake {
 
     /// Set a VM's power state (`stopped` as when the guest powered off).
     pub fn set_power_state(&self, vm: &str, power: &'static str) {
-        if let Some(r) = self.st().resources.get_mut(&(Kind::Vm, vm.to_string())) {
+        if let Some(r) = self
+            .fake
+            .state()
+            .resources
+            .get_mut(&(Kind::Vm, vm.to_string()))
+        {
             r.power = power;
         }
     }
 
     /// Create a VM behind the backend's back with these tags.
     pub fn add_foreign_vm(&self, name: &str, tags: Value) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         let body = json!({"location": "eastus", "tags": tags,
             "properties": {"hardwareProfile": {"vmSize": "Standard_B2s"}}});
         s.resources.insert(
@@ -498,7 +462,7 @@ fn origin(s: &State, r: &Req) -> String {
 
 fn handle(state: &Mutex<State>, r: Req) -> Response {
     let mut s = state.lock().unwrap();
-    s.log.push(r.line());
+    s.recorder.request(&r);
     let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
     if let [tenant, "oauth2", "v2.0", "token"] = seg.as_slice() {
         let tenant = tenant.to_string();
@@ -629,25 +593,25 @@ fn check_scope(
 
 fn authorize(s: &mut State, r: &Req) -> Option<Response> {
     let Some(t) = r.bearer() else {
-        s.rejections.push(format!("{}: no bearer token", r.line()));
+        s.recorder.reject(r, "no bearer token");
         return Some(arm_error(
             401,
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing.",
         ));
     };
-    match s.tokens.get(t) {
-        Some(exp) if *exp > now_unix() => None,
-        Some(_) => {
-            s.rejections.push(format!("{}: expired token", r.line()));
+    match s.tokens.check(t) {
+        TokenCheck::Live => None,
+        TokenCheck::Expired => {
+            s.recorder.reject(r, "expired token");
             Some(arm_error(
                 401,
                 "ExpiredAuthenticationToken",
                 "The access token expiry UTC time is earlier than current UTC time.",
             ))
         }
-        None => {
-            s.rejections.push(format!("{}: unknown token", r.line()));
+        TokenCheck::Unknown => {
+            s.recorder.reject(r, "unknown token");
             Some(arm_error(
                 401,
                 "InvalidAuthenticationToken",
@@ -660,8 +624,7 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
 // ----------------------------------------------------------------- token
 
 fn aad_error(s: &mut State, r: &Req, status: u16, error: &str, code: u64, text: &str) -> Response {
-    s.rejections
-        .push(format!("{}: {error} AADSTS{code}", r.line()));
+    s.recorder.reject(r, format_args!("{error} AADSTS{code}"));
     reply(
         status,
         &json!({
@@ -678,7 +641,7 @@ fn aad_error(s: &mut State, r: &Req, status: u16, error: &str, code: u64, text: 
 }
 
 fn token(s: &mut State, r: &Req, tenant: &str) -> Response {
-    s.token_requests += 1;
+    s.tokens.count_request();
     if r.method != Method::POST || !r.content_type_is("application/x-www-form-urlencoded") {
         return aad_error(
             s,
@@ -740,15 +703,11 @@ fn token(s: &mut State, r: &Req, tenant: &str) -> Response {
             "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
         );
     }
-    let token = format!(
-        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.fake-{}",
-        random_token(32)
-    );
-    s.tokens
-        .insert(token.clone(), now_unix() + s.token_lifetime);
+    let token = s.tokens.issue(32);
+    let lifetime = s.tokens.lifetime();
     reply(
         200,
-        &json!({"token_type": "Bearer", "expires_in": s.token_lifetime, "ext_expires_in": s.token_lifetime, "access_token": token}),
+        &json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}),
         &[],
     )
 }

@@ -1,13 +1,19 @@
-//! The server under the GCP and Azure API fakes (`cb-gcp-fake`,
-//! `cb-azure-fake`): an axum router on its own thread and tokio runtime,
-//! stopped on drop; and [`forward`], which sends a backend core's request
-//! from a native test's `MemoryHost` to such a fake for real.
+//! The server under the cloud API fakes (`cb-gcp-fake`, `cb-azure-fake`,
+//! `cb-hetzner-fake`): an axum router on its own thread and tokio runtime,
+//! stopped on drop, and [`Fake`], such a server with the state its handler
+//! keeps; the [`Recorder`] in which each fake notes the requests
+//! it gets and those it refuses, for its tests; the [`Tokens`] an OAuth
+//! fake (GCP, Azure) has issued; and [`forward`], which sends a backend
+//! core's request from a native test's `MemoryHost` to such a fake for
+//! real.
 //!
 //! Native only: nothing here is built for wasm, and the nested component
 //! build never lists this crate. Keeps nothing but what a fake keeps, for
 //! the life of a test.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use axum::Router;
@@ -73,6 +79,42 @@ impl Drop for FakeServer {
     }
 }
 
+/// A running fake: its [`FakeServer`], and the state its handler shares
+/// with the fake's own methods, behind a mutex. Stopped on drop.
+pub struct Fake<S> {
+    server: FakeServer,
+    state: Arc<Mutex<S>>,
+}
+
+impl<S: Send + 'static> Fake<S> {
+    /// Serve every request to `handle`, over `state`, on a free port of
+    /// 127.0.0.1 ([`router`]).
+    pub fn start(
+        name: &str,
+        state: S,
+        handle: fn(&Mutex<S>, Req) -> axum::response::Response,
+    ) -> Self {
+        let state = Arc::new(Mutex::new(state));
+        let server = FakeServer::start(name, router(state.clone(), handle));
+        Self { server, state }
+    }
+
+    /// The state, locked.
+    pub fn state(&self) -> MutexGuard<'_, S> {
+        self.state.lock().unwrap()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.server.addr.port()
+    }
+}
+
 /// One request as the fakes see it.
 #[derive(Debug, Clone)]
 pub struct Req {
@@ -133,6 +175,83 @@ impl Req {
     pub fn line(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
+}
+
+/// What a fake notes for its tests: every request it gets, and every one
+/// it refuses for breaking the API reference, with why. Kept in the fake's
+/// state, for the fake's life; a fake's `requests()` and `rejections()`
+/// read it ([`recorder_accessors!`]).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    queries: bool,
+    requests: Vec<String>,
+    rejections: Vec<String>,
+}
+
+impl Recorder {
+    /// One that notes each request as `METHOD path`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One that notes each request as `METHOD path?query` (the decoded
+    /// pairs as `k=v`, joined by `&`; `METHOD path` without a query).
+    pub fn with_queries() -> Self {
+        Self {
+            queries: true,
+            ..Self::default()
+        }
+    }
+
+    /// Note `r`, as it arrives.
+    pub fn request(&mut self, r: &Req) {
+        let pairs: Vec<String> = r.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.requests.push(if self.queries && !pairs.is_empty() {
+            format!("{}?{}", r.line(), pairs.join("&"))
+        } else {
+            r.line()
+        });
+    }
+
+    /// Note that `r` was refused, and `why`: `METHOD path: why`.
+    pub fn reject(&mut self, r: &Req, why: impl std::fmt::Display) {
+        self.rejections.push(format!("{}: {why}", r.line()));
+    }
+
+    /// The requests noted, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.clone()
+    }
+
+    /// The refusals noted, in order, as `METHOD path: why`.
+    pub fn rejections(&self) -> Vec<String> {
+        self.rejections.clone()
+    }
+}
+
+/// A fake's `rejections()` and `requests()`, read from its [`Recorder`]:
+/// `cb_fake_server::recorder_accessors!(GcpFake, |f| f.fake.state().recorder)`
+/// names the fake and how one reaches its recorder.
+#[macro_export]
+macro_rules! recorder_accessors {
+    ($fake:ty, |$this:ident| $recorder:expr) => {
+        impl $fake {
+            /// Requests refused for breaking the API reference, as
+            /// `METHOD path: why`.
+            pub fn rejections(&self) -> Vec<String> {
+                let $this = self;
+                $recorder.rejections()
+            }
+
+            /// Every request, in order, as the fake's recorder notes it:
+            /// `METHOD path`, or `METHOD path?query` where it keeps queries
+            /// (`cb_fake_server::Recorder::with_queries`).
+            pub fn requests(&self) -> Vec<String> {
+                let $this = self;
+                $recorder.requests()
+            }
+        }
+    };
 }
 
 /// A response with a JSON body and extra headers.
@@ -205,6 +324,123 @@ pub fn router<S: Send + Sync + 'static>(
             }
         },
     )
+}
+
+/// The access tokens an OAuth fake has issued, each until it expires; how
+/// long new ones live; and how many token requests came. Kept in the
+/// fake's state, for the fake's life; its `set_token_lifetime`,
+/// `token_requests`, `mint_token` and `revoke_tokens` use it
+/// ([`token_accessors!`]).
+#[derive(Debug)]
+pub struct Tokens {
+    prefix: &'static str,
+    lifetime: u64,
+    expiry: HashMap<String, u64>,
+    requests: u64,
+}
+
+/// What a bearer token is to an OAuth fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Issued and not yet expired.
+    Live,
+    /// Issued, and expired.
+    Expired,
+    /// Never issued, or revoked.
+    Unknown,
+}
+
+impl Tokens {
+    /// None issued yet; new ones are `prefix` and random text, and live
+    /// `lifetime` seconds.
+    pub fn new(prefix: &'static str, lifetime: u64) -> Self {
+        Self {
+            prefix,
+            lifetime,
+            expiry: HashMap::new(),
+            requests: 0,
+        }
+    }
+
+    /// Seconds a new token lives.
+    pub fn lifetime(&self) -> u64 {
+        self.lifetime
+    }
+
+    /// New tokens live `secs` seconds.
+    pub fn set_lifetime(&mut self, secs: u64) {
+        self.lifetime = secs;
+    }
+
+    /// Count a token request (whether it is answered with a token or not).
+    pub fn count_request(&mut self) {
+        self.requests += 1;
+    }
+
+    /// The token requests counted.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// A new token (the prefix and `random_bytes` random bytes), live for
+    /// the lifetime from now.
+    pub fn issue(&mut self, random_bytes: usize) -> String {
+        let token = format!("{}{}", self.prefix, random_token(random_bytes));
+        self.expiry
+            .insert(token.clone(), now_unix() + self.lifetime);
+        token
+    }
+
+    /// What `token` is now.
+    pub fn check(&self, token: &str) -> TokenCheck {
+        match self.expiry.get(token) {
+            Some(exp) if *exp > now_unix() => TokenCheck::Live,
+            Some(_) => TokenCheck::Expired,
+            None => TokenCheck::Unknown,
+        }
+    }
+
+    /// Forget every token issued so far.
+    pub fn revoke_all(&mut self) {
+        self.expiry.clear();
+    }
+}
+
+/// An OAuth fake's `set_token_lifetime`, `token_requests`, `mint_token`
+/// (a token of `random_bytes` random bytes) and `revoke_tokens`, over its
+/// [`Tokens`]: `cb_fake_server::token_accessors!(GcpFake, |f|
+/// f.fake.state().tokens, 24)` names the fake, how one reaches its tokens,
+/// and the size of a minted one.
+#[macro_export]
+macro_rules! token_accessors {
+    ($fake:ty, |$this:ident| $tokens:expr, $random_bytes:expr) => {
+        impl $fake {
+            /// Tokens from now on live `secs` seconds.
+            pub fn set_token_lifetime(&self, secs: u64) {
+                let $this = self;
+                $tokens.set_lifetime(secs);
+            }
+
+            /// Token requests answered (successfully or not).
+            pub fn token_requests(&self) -> u64 {
+                let $this = self;
+                $tokens.requests()
+            }
+
+            /// A live token minted directly, without the token endpoint:
+            /// for tests of the fake's own request checks.
+            pub fn mint_token(&self) -> String {
+                let $this = self;
+                $tokens.issue($random_bytes)
+            }
+
+            /// Invalidate every token issued so far (as if revoked).
+            pub fn revoke_tokens(&self) {
+                let $this = self;
+                $tokens.revoke_all();
+            }
+        }
+    };
 }
 
 /// Unix seconds now.
@@ -341,5 +577,63 @@ pub mod fixtures {
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ test"
                     .into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: axum::http::Method, path: &str, query: &[(&str, &str)]) -> Req {
+        Req {
+            method,
+            segments: Vec::new(),
+            path: path.into(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            headers: axum::http::HeaderMap::new(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_recorder_notes_requests_and_refusals_in_order() {
+        let get = req(axum::http::Method::GET, "/v1/servers", &[("page", "2")]);
+        let post = req(axum::http::Method::POST, "/v1/servers", &[]);
+        let mut plain = Recorder::new();
+        let mut queries = Recorder::with_queries();
+        for r in [&get, &post] {
+            plain.request(r);
+            queries.request(r);
+        }
+        plain.reject(&post, format_args!("{}: {}", "invalid_input", "no name"));
+        assert_eq!(plain.requests(), ["GET /v1/servers", "POST /v1/servers"]);
+        assert_eq!(
+            queries.requests(),
+            ["GET /v1/servers?page=2", "POST /v1/servers"]
+        );
+        assert_eq!(
+            plain.rejections(),
+            ["POST /v1/servers: invalid_input: no name"]
+        );
+        assert!(queries.rejections().is_empty());
+    }
+
+    #[test]
+    fn tokens_are_live_until_they_expire_or_are_revoked() {
+        let mut tokens = Tokens::new("ya29.fake-", 3599);
+        tokens.count_request();
+        let live = tokens.issue(24);
+        assert!(live.starts_with("ya29.fake-"));
+        assert_eq!(tokens.check(&live), TokenCheck::Live);
+        assert_eq!(tokens.check("ya29.other"), TokenCheck::Unknown);
+        tokens.set_lifetime(0);
+        let expired = tokens.issue(24);
+        assert_eq!(tokens.check(&expired), TokenCheck::Expired);
+        assert_eq!((tokens.lifetime(), tokens.requests()), (0, 1));
+        tokens.revoke_all();
+        assert_eq!(tokens.check(&live), TokenCheck::Unknown);
     }
 }

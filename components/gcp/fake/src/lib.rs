@@ -58,7 +58,7 @@
 mod filter;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use axum::http::Method;
 use axum::response::Response;
@@ -70,7 +70,7 @@ use rsa::sha2::Sha256;
 use rsa::signature::Verifier;
 use serde_json::{Map, Value, json};
 
-use cb_fake_server::{FakeServer, Req, json as reply, now_unix, random_token, rfc3339, router};
+use cb_fake_server::{Fake, Recorder, Req, TokenCheck, Tokens, json as reply, now_unix, rfc3339};
 
 pub use filter::Filter;
 
@@ -137,26 +137,25 @@ struct State {
     /// (region, name) → network name, for custom-mode subnetworks.
     subnetworks: BTreeMap<(String, String), String>,
     machine_types: BTreeMap<String, (u32, u32)>,
-    token_lifetime: u64,
-    tokens: HashMap<String, u64>,
-    token_requests: u64,
+    tokens: Tokens,
     instances: BTreeMap<(String, String), FakeInstance>,
     ops: HashMap<String, FakeOp>,
     next_id: u64,
     insert_failures: VecDeque<InsertFailure>,
     page_size: usize,
-    rejections: Vec<String>,
-    log: Vec<String>,
+    recorder: Recorder,
     inserted_bodies: Vec<Value>,
     insert_zones: Vec<String>,
 }
 
 /// The fake; stopped on drop.
 pub struct GcpFake {
-    server: FakeServer,
-    state: Arc<Mutex<State>>,
+    fake: Fake<State>,
     key_pem: String,
 }
+
+cb_fake_server::recorder_accessors!(GcpFake, |f| f.fake.state().recorder);
+cb_fake_server::token_accessors!(GcpFake, |f| f.fake.state().tokens, 24);
 
 /// Machine types the fake knows (name → vCPUs, MiB), as in the real
 /// catalogue.
@@ -192,7 +191,7 @@ impl GcpFake {
     /// and a freshly minted service-account key.
     pub fn start(project: &str, zones: &[&str]) -> Self {
         let (key_pem, public_key) = new_key();
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             project: project.to_string(),
             client_email: format!("bridge@{project}.iam.gserviceaccount.com"),
             key_id: format!("{:040x}", 0x5eed_u64),
@@ -207,55 +206,41 @@ impl GcpFake {
                 .iter()
                 .map(|(n, c, r)| (n.to_string(), (*c, *r)))
                 .collect(),
-            token_lifetime: 3599,
-            tokens: HashMap::new(),
-            token_requests: 0,
+            tokens: Tokens::new("ya29.fake-", 3599),
             instances: BTreeMap::new(),
             ops: HashMap::new(),
             next_id: 1,
             insert_failures: VecDeque::new(),
             page_size: 500,
-            rejections: Vec::new(),
-            log: Vec::new(),
+            recorder: Recorder::new(),
             inserted_bodies: Vec::new(),
             insert_zones: Vec::new(),
-        }));
-        let server = FakeServer::start("gcp", router(state.clone(), handle));
+        };
         Self {
-            server,
-            state,
+            fake: Fake::start("gcp", state, handle),
             key_pem,
         }
     }
 
-    fn st(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        self.server.url()
+        self.fake.url()
     }
 
     /// The port it listens on (to put a proxy in front).
     pub fn port(&self) -> u16 {
-        self.server
-            .url()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("the fake's URL ends in its port")
+        self.fake.port()
     }
 
     /// The token endpoint's URL.
     pub fn token_url(&self) -> String {
-        format!("{}{}", self.url(), self.st().token_path)
+        format!("{}{}", self.url(), self.fake.state().token_path)
     }
 
     /// The service-account key file, as Google would hand it out, whose
     /// `token_uri` is this fake.
     pub fn key_json(&self) -> String {
-        self.key_json_with(&self.key_pem, &self.server.url())
+        self.key_json_with(&self.key_pem, &self.fake.url())
     }
 
     /// The key file with its `token_uri` at `origin` (a proxy in front of
@@ -267,11 +252,11 @@ impl GcpFake {
     /// A well-formed key file for the same account whose key the fake does
     /// not know (a deleted or foreign key).
     pub fn foreign_key_json(&self) -> String {
-        self.key_json_with(&new_key().0, &self.server.url())
+        self.key_json_with(&new_key().0, &self.fake.url())
     }
 
     fn key_json_with(&self, pem: &str, origin: &str) -> String {
-        let s = self.st();
+        let s = self.fake.state();
         json!({
             "type": "service_account",
             "project_id": s.project,
@@ -287,103 +272,71 @@ impl GcpFake {
         .to_string()
     }
 
-    /// Tokens from now on live `secs` seconds.
-    pub fn set_token_lifetime(&self, secs: u64) {
-        self.st().token_lifetime = secs;
-    }
-
-    /// Token requests answered (successfully or not).
-    pub fn token_requests(&self) -> u64 {
-        self.st().token_requests
-    }
-
-    /// A live token minted directly, without the token endpoint: for tests
-    /// of the fake's own request checks.
-    pub fn mint_token(&self) -> String {
-        let mut s = self.st();
-        let token = format!("ya29.fake-{}", random_token(24));
-        let exp = now_unix() + s.token_lifetime;
-        s.tokens.insert(token.clone(), exp);
-        token
-    }
-
-    /// Invalidate every token issued so far (as if revoked).
-    pub fn revoke_tokens(&self) {
-        self.st().tokens.clear();
-    }
-
     /// The next `instances.insert` fails this way.
     pub fn fail_next_insert(&self, f: InsertFailure) {
-        self.st().insert_failures.push_back(f);
+        self.fake.state().insert_failures.push_back(f);
     }
 
     /// `zone` has no room: every insert there fails with
     /// `ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS` until [`GcpFake::restock`].
     pub fn stock_out(&self, zone: &str) {
-        self.st().stocked_out.insert(zone.to_string());
+        self.fake.state().stocked_out.insert(zone.to_string());
     }
 
     /// `zone` has room again.
     pub fn restock(&self, zone: &str) {
-        self.st().stocked_out.remove(zone);
+        self.fake.state().stocked_out.remove(zone);
     }
 
     /// `zone` does not answer lists: `aggregatedList` names it in
     /// `unreachables` (with `returnPartialSuccess`) or fails (without).
     pub fn set_unreachable(&self, zone: &str) {
-        self.st().unreachable.insert(zone.to_string());
+        self.fake.state().unreachable.insert(zone.to_string());
     }
 
     /// A VPC network `name`, in auto mode (a subnetwork named after it in
     /// every region) or custom mode (subnetworks added one by one).
     pub fn add_network(&self, name: &str, auto: bool) {
-        self.st()
+        self.fake
+            .state()
             .networks
             .insert(name.to_string(), Network { auto });
     }
 
     /// A subnetwork `name` of the custom-mode `network` in `region`.
     pub fn add_subnetwork(&self, region: &str, name: &str, network: &str) {
-        self.st()
+        self.fake
+            .state()
             .subnetworks
             .insert((region.to_string(), name.to_string()), network.to_string());
     }
 
     /// `instances.list` and `aggregatedList` pages hold at most `n` items.
     pub fn set_page_size(&self, n: usize) {
-        self.st().page_size = n.max(1);
-    }
-
-    /// Requests refused for breaking the API reference, as `METHOD path: why`.
-    pub fn rejections(&self) -> Vec<String> {
-        self.st().rejections.clone()
-    }
-
-    /// Every request, as `METHOD path`.
-    pub fn requests(&self) -> Vec<String> {
-        self.st().log.clone()
+        self.fake.state().page_size = n.max(1);
     }
 
     /// The bodies of accepted `instances.insert` calls that made an
     /// instance.
     pub fn inserted(&self) -> Vec<Value> {
-        self.st().inserted_bodies.clone()
+        self.fake.state().inserted_bodies.clone()
     }
 
     /// The zone of every `instances.insert` that passed the checks (made an
     /// instance or failed for capacity), in order.
     pub fn insert_zones(&self) -> Vec<String> {
-        self.st().insert_zones.clone()
+        self.fake.state().insert_zones.clone()
     }
 
     /// The instances that exist, as (zone, name).
     pub fn instances(&self) -> Vec<(String, String)> {
-        self.st().instances.keys().cloned().collect()
+        self.fake.state().instances.keys().cloned().collect()
     }
 
     /// The status of an instance.
     pub fn instance_status(&self, name: &str) -> Option<String> {
-        self.st()
+        self.fake
+            .state()
             .instances
             .values()
             .find(|i| i.name == name)
@@ -392,7 +345,7 @@ impl GcpFake {
 
     /// Set an instance's status (`TERMINATED` as when the VM powered off).
     pub fn set_instance_status(&self, name: &str, status: &str) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         if let Some(i) = s.instances.values_mut().find(|i| i.name == name) {
             i.status = status.to_string();
             if matches!(status, "TERMINATED" | "STOPPED" | "SUSPENDED") {
@@ -404,7 +357,7 @@ impl GcpFake {
     /// Create an instance behind the backend's back (another tool, another
     /// provider), with these labels.
     pub fn add_foreign_instance(&self, zone: &str, name: &str, labels: Value) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         let body = json!({
             "name": name,
             "machineType": format!("zones/{zone}/machineTypes/e2-small"),
@@ -446,7 +399,7 @@ fn reject(
     reason: &str,
     message: &str,
 ) -> Response {
-    s.rejections.push(format!("{}: {message}", r.line()));
+    s.recorder.reject(r, message);
     google_error(code, status, reason, message)
 }
 
@@ -490,8 +443,7 @@ fn not_found(what: &str) -> Response {
 }
 
 fn oauth_error(s: &mut State, r: &Req, error: &str, description: &str) -> Response {
-    s.rejections
-        .push(format!("{}: {error}: {description}", r.line()));
+    s.recorder.reject(r, format_args!("{error}: {description}"));
     reply(
         400,
         &json!({"error": error, "error_description": description}),
@@ -540,7 +492,7 @@ fn check_query(s: &mut State, r: &Req, allowed: &[&str]) -> Option<Response> {
 
 fn handle(state: &Mutex<State>, r: Req) -> Response {
     let mut s = state.lock().unwrap();
-    s.log.push(r.line());
+    s.recorder.request(&r);
     if r.path == s.token_path {
         return token(&mut s, &r);
     }
@@ -606,23 +558,19 @@ fn no_method(s: &mut State, r: &Req) -> Response {
 fn authorize(s: &mut State, r: &Req) -> Option<Response> {
     let live = r
         .bearer()
-        .and_then(|t| s.tokens.get(t))
-        .is_some_and(|exp| *exp > now_unix());
+        .is_some_and(|t| s.tokens.check(t) == TokenCheck::Live);
     if live {
         return None;
     }
     let msg = "Request had invalid authentication credentials. Expected OAuth 2 access token, \
                login cookie or other valid authentication credential. \
                See https://developers.google.com/identity/sign-in/web/devconsole-project.";
-    s.rejections.push(format!(
-        "{}: 401 {}",
-        r.line(),
-        if r.bearer().is_some() {
-            "token not live"
-        } else {
-            "no bearer token"
-        }
-    ));
+    let why = if r.bearer().is_some() {
+        "token not live"
+    } else {
+        "no bearer token"
+    };
+    s.recorder.reject(r, format_args!("401 {why}"));
     Some(reply(
         401,
         &json!({"error": {
@@ -642,7 +590,7 @@ fn authorize(s: &mut State, r: &Req) -> Option<Response> {
 // ----------------------------------------------------------------- token
 
 fn token(s: &mut State, r: &Req) -> Response {
-    s.token_requests += 1;
+    s.tokens.count_request();
     if r.method != Method::POST {
         return oauth_error(s, r, "invalid_request", "token requests are POSTs");
     }
@@ -732,11 +680,10 @@ fn token(s: &mut State, r: &Req) -> Response {
              timeframe. Check your iat and exp values in the JWT claim.",
         );
     }
-    let token = format!("ya29.fake-{}", random_token(24));
-    s.tokens.insert(token.clone(), now + s.token_lifetime);
+    let token = s.tokens.issue(24);
     reply(
         200,
-        &json!({"access_token": token, "expires_in": s.token_lifetime, "token_type": "Bearer"}),
+        &json!({"access_token": token, "expires_in": s.tokens.lifetime(), "token_type": "Bearer"}),
         &[],
     )
 }
@@ -1616,7 +1563,7 @@ fn list_params(
     }
     let f = r.query("filter").unwrap_or("");
     let filter = Filter::parse(f).map_err(|why| {
-        s.rejections.push(format!("{}: filter: {why}", r.line()));
+        s.recorder.reject(r, format_args!("filter: {why}"));
         Box::new(google_error(
             400,
             "INVALID_ARGUMENT",

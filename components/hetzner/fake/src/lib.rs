@@ -64,13 +64,13 @@
 pub mod selector;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use cb_fake_server::{FakeServer, Req, json as reply, now_unix, random_token, rfc3339, router};
+use cb_fake_server::{Fake, Recorder, Req, json as reply, now_unix, random_token, rfc3339};
 
 use crate::selector::{Selector, valid_key, valid_value};
 
@@ -146,16 +146,16 @@ struct State {
     polls_per_action: u32,
     full: Vec<String>,
     failures: VecDeque<CreateFailure>,
-    rejections: Vec<String>,
+    recorder: Recorder,
     created: Vec<Value>,
-    requests: Vec<String>,
 }
 
 /// The fake; stopped on drop.
 pub struct HetznerFake {
-    server: FakeServer,
-    state: Arc<Mutex<State>>,
+    fake: Fake<State>,
 }
+
+cb_fake_server::recorder_accessors!(HetznerFake, |f| f.fake.state().recorder);
 
 fn api_error(status: u16, code: &str, message: &str, details: Value) -> Response {
     reply(
@@ -178,14 +178,14 @@ fn invalid(s: &mut State, r: &Req, field: &str, msg: &str) -> Response {
 }
 
 fn reject(s: &mut State, r: &Req, status: u16, code: &str, msg: &str, details: Value) -> Response {
-    s.rejections.push(format!("{}: {code}: {msg}", r.line()));
+    s.recorder.reject(r, format_args!("{code}: {msg}"));
     api_error(status, code, msg, details)
 }
 
 impl HetznerFake {
     /// Start a fake whose project accepts one token ([`HetznerFake::token`]).
     pub fn start() -> Self {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             token: random_token(48),
             servers: BTreeMap::new(),
             actions: HashMap::new(),
@@ -193,42 +193,38 @@ impl HetznerFake {
             polls_per_action: 1,
             full: Vec::new(),
             failures: VecDeque::new(),
-            rejections: Vec::new(),
+            recorder: Recorder::with_queries(),
             created: Vec::new(),
-            requests: Vec::new(),
-        }));
-        let server = FakeServer::start("hetzner", router(state.clone(), handle));
-        Self { server, state }
-    }
-
-    fn st(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
+        };
+        Self {
+            fake: Fake::start("hetzner", state, handle),
+        }
     }
 
     /// `http://127.0.0.1:PORT` (the allowed origin).
     pub fn origin(&self) -> String {
-        self.server.url()
+        self.fake.url()
     }
 
     /// `http://127.0.0.1:PORT/v1`, the API root (`api_url`).
     pub fn api_url(&self) -> String {
-        format!("{}/v1", self.server.url())
+        format!("{}/v1", self.fake.url())
     }
 
     /// The project's API token.
     pub fn token(&self) -> String {
-        self.st().token.clone()
+        self.fake.state().token.clone()
     }
 
     /// Gets each action answers `running` before `success`.
     pub fn set_polls_per_action(&self, n: u32) {
-        self.st().polls_per_action = n;
+        self.fake.state().polls_per_action = n;
     }
 
     /// Mark `location` out of capacity (every create there answers 412
     /// `resource_unavailable`), or back.
     pub fn set_full(&self, location: &str, full: bool) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         s.full.retain(|l| l != location);
         if full {
             s.full.push(location.to_string());
@@ -237,27 +233,18 @@ impl HetznerFake {
 
     /// The next create fails this way.
     pub fn fail_next_create(&self, f: CreateFailure) {
-        self.st().failures.push_back(f);
-    }
-
-    /// Requests that broke the reference, with the reason.
-    pub fn rejections(&self) -> Vec<String> {
-        self.st().rejections.clone()
-    }
-
-    /// Every request, as `METHOD path?query`.
-    pub fn requests(&self) -> Vec<String> {
-        self.st().requests.clone()
+        self.fake.state().failures.push_back(f);
     }
 
     /// The JSON bodies of accepted creates, in order.
     pub fn created(&self) -> Vec<Value> {
-        self.st().created.clone()
+        self.fake.state().created.clone()
     }
 
     /// The servers that exist: (id, name, status, labels).
     pub fn servers(&self) -> Vec<(u64, String, String, BTreeMap<String, String>)> {
-        self.st()
+        self.fake
+            .state()
             .servers
             .values()
             .map(|s| (s.id, s.name.clone(), s.status.clone(), s.labels.clone()))
@@ -266,7 +253,7 @@ impl HetznerFake {
 
     /// Set a server's `status` (e.g. `off`: the workload powered it off).
     pub fn set_status(&self, name: &str, status: &str) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         for server in s.servers.values_mut().filter(|v| v.name == name) {
             server.status = status.to_string();
         }
@@ -274,7 +261,7 @@ impl HetznerFake {
 
     /// Set a server's traffic counters (bytes in, out).
     pub fn set_traffic(&self, name: &str, ingoing: u64, outgoing: u64) {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         for server in s.servers.values_mut().filter(|v| v.name == name) {
             server.traffic = (ingoing, outgoing);
         }
@@ -283,7 +270,7 @@ impl HetznerFake {
     /// A running server made outside the backend (another tool, a leak),
     /// with `labels`; its id.
     pub fn add_server(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let mut s = self.st();
+        let mut s = self.fake.state();
         let id = s.next_id;
         s.next_id += 1;
         let server = Server {
@@ -391,13 +378,7 @@ fn valid_hostname(n: &str) -> bool {
 
 fn handle(state: &Mutex<State>, r: Req) -> Response {
     let mut s = state.lock().unwrap();
-    let query: Vec<String> = r.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let line = if query.is_empty() {
-        r.line()
-    } else {
-        format!("{}?{}", r.line(), query.join("&"))
-    };
-    s.requests.push(line);
+    s.recorder.request(&r);
     // "Authentication": every request carries the project's token.
     if r.bearer() != Some(s.token.as_str()) {
         return api_error(401, "unauthorized", "unable to authenticate", Value::Null);

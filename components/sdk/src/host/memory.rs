@@ -326,18 +326,10 @@ impl Host for MemoryHost {
 mod tests {
     use super::*;
 
-    fn ok(body: &str) -> Response {
-        Response {
-            status: 200,
-            headers: Vec::new(),
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
     #[test]
     fn scripted_answers_go_first_then_the_handler_and_every_request_is_kept() {
-        let host = MemoryHost::new().on_http(|req| Ok(ok(req.parts().1)));
-        host.push_http(Ok(ok("first")));
+        let host = MemoryHost::new().on_http(|req| Ok(Response::new(200, req.parts().1)));
+        host.push_http(Ok(Response::new(200, "first")));
         let a = host.send(&Request::get("https://a.example/1")).unwrap();
         let b = host.send(&Request::get("https://a.example/2")).unwrap();
         assert_eq!(
