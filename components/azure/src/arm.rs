@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use cb_cloud::EXIT_UNKNOWN;
+use cb_cloud::allocation::Allocation;
 use cb_cloud::tags::TagNames;
 use compute_bridge_sdk::http::{Request, Response, url_encode};
-use compute_bridge_sdk::{BackendError, InstanceState, ResourceUsage};
+use compute_bridge_sdk::{BackendError, InstanceState};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ImageReference;
@@ -670,12 +671,9 @@ pub struct Handle {
     pub location: String,
     /// Size.
     pub size: String,
-    /// Its vCPUs.
-    pub cpus: u32,
-    /// Its memory, MiB.
-    pub ram_mib: u32,
-    /// Unix seconds it was created.
-    pub started: u64,
+    /// Its size's vCPUs and memory, and when it was created.
+    #[serde(flatten)]
+    pub allocation: Allocation,
 }
 
 impl Handle {
@@ -688,17 +686,6 @@ impl Handle {
     pub fn decode(s: &str) -> Result<Self, BackendError> {
         serde_json::from_str(s)
             .map_err(|e| BackendError::rejected(format!("not an Azure instance handle: {e}")))
-    }
-
-    /// Usage as allocated × time: the size's vCPUs and memory for every
-    /// second from creation to `end`.
-    pub fn usage(&self, end: u64) -> ResourceUsage {
-        let secs = end.saturating_sub(self.started);
-        ResourceUsage {
-            cpu_core_seconds: u64::from(self.cpus) * secs,
-            ram_mib_seconds: u64::from(self.ram_mib) * secs,
-            net_bytes: 0,
-        }
     }
 }
 
@@ -1041,19 +1028,26 @@ mod tests {
     }
 
     #[test]
-    fn usage_is_allocation_times_time() {
+    fn a_handle_round_trips_with_its_allocation_beside_its_fields() {
         let h = Handle {
             subscription: "s".into(),
             resource_group: "rg".into(),
             vm: "v".into(),
             location: "eastus".into(),
             size: "Standard_DC4es_v5".into(),
-            cpus: 4,
-            ram_mib: 16384,
-            started: 100,
+            allocation: Allocation {
+                cpus: 4,
+                ram_mib: 16384,
+                started: 100,
+            },
         };
-        assert_eq!(h.usage(160).cpu_core_seconds, 240);
-        assert_eq!(h.usage(160).ram_mib_seconds, 16384 * 60);
-        assert_eq!(Handle::decode(&h.encode()).unwrap(), h);
+        // The allocation sits beside the handle's own fields, as before it
+        // was shared (cb_cloud::allocation): handles written earlier parse.
+        let json = h.encode();
+        assert!(
+            json.ends_with(r#""cpus":4,"ram_mib":16384,"started":100}"#),
+            "{json}"
+        );
+        assert_eq!(Handle::decode(&json).unwrap(), h);
     }
 }

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use cb_cloud::allocation::Allocation;
 use cb_cloud::catalog::Want;
 use cb_cloud::token::{Bearer, Token};
 use compute_bridge_sdk::bootstrap;
@@ -451,9 +452,11 @@ impl<'h, H: Host> Azure<'h, H> {
             vm: names.vm.clone(),
             location: location.to_string(),
             size: size.name.clone(),
-            cpus: size.cpus,
-            ram_mib: size.ram_mib,
-            started,
+            allocation: Allocation {
+                cpus: size.cpus,
+                ram_mib: size.ram_mib,
+                started,
+            },
         };
         Ok(Instance {
             instance_id: names.vm,
@@ -479,7 +482,7 @@ impl<'h, H: Host> Azure<'h, H> {
 
     /// `usage`: allocated × time, to now.
     pub fn usage(&self, i: &Instance) -> Result<ResourceUsage> {
-        Ok(Handle::decode(&i.handle)?.usage(self.host.now()))
+        Ok(Handle::decode(&i.handle)?.allocation.usage(self.host.now()))
     }
 
     /// `terminate`: the VM, its NIC and its address; already gone is
@@ -513,14 +516,16 @@ impl<'h, H: Host> Azure<'h, H> {
                 vm: vm.resource.name.clone(),
                 location: vm.resource.location.clone(),
                 size: size.clone(),
-                cpus: known.map_or(0, |s| s.cpus),
-                ram_mib: known.map_or(0, |s| s.ram_mib),
-                started: vm
-                    .properties
-                    .time_created
-                    .as_deref()
-                    .and_then(compute_bridge_sdk::time::unix_from_rfc3339)
-                    .unwrap_or_else(|| self.host.now()),
+                allocation: Allocation {
+                    cpus: known.map_or(0, |s| s.cpus),
+                    ram_mib: known.map_or(0, |s| s.ram_mib),
+                    started: vm
+                        .properties
+                        .time_created
+                        .as_deref()
+                        .and_then(compute_bridge_sdk::time::unix_from_rfc3339)
+                        .unwrap_or_else(|| self.host.now()),
+                },
             };
             out.push(Instance {
                 instance_id: vm.resource.name.clone(),
@@ -552,9 +557,11 @@ impl<'h, H: Host> Azure<'h, H> {
                     vm: vm.to_string(),
                     location: r.location.clone(),
                     size: String::new(),
-                    cpus: 0,
-                    ram_mib: 0,
-                    started: self.host.now(),
+                    allocation: Allocation {
+                        cpus: 0,
+                        ram_mib: 0,
+                        started: self.host.now(),
+                    },
                 };
                 out.push(Instance {
                     instance_id: vm.to_string(),

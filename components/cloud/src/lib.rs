@@ -8,6 +8,8 @@
 //!   which keeps the token in the host's cache and sends requests with it;
 //! - [`tags`]: the names of the tags (labels) put on every resource, as
 //!   each cloud spells them;
+//! - [`allocation`]: what a VM was allocated, carried in its instance
+//!   handle, and usage as allocation × time;
 //! - [`EXIT_UNKNOWN`], the exit code of a workload whose VM stopped.
 //!
 //! Everything here runs over the SDK's [`Host`](compute_bridge_sdk::Host),
@@ -16,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocation;
 pub mod catalog;
 pub mod tags;
 pub mod token;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use cb_cloud::EXIT_UNKNOWN;
+use cb_cloud::allocation::Allocation;
 use cb_cloud::tags::TagNames;
 use compute_bridge_sdk::http::{Request, Response, url_encode};
 use compute_bridge_sdk::{BackendError, InstanceState};
@@ -664,12 +665,9 @@ pub struct Handle {
     pub name: String,
     /// Machine type.
     pub machine_type: String,
-    /// Its vCPUs.
-    pub cpus: u32,
-    /// Its memory, MiB.
-    pub ram_mib: u32,
-    /// Unix seconds it was created.
-    pub started: u64,
+    /// Its machine type's vCPUs and memory, and when it was created.
+    #[serde(flatten)]
+    pub allocation: Allocation,
 }
 
 impl Handle {
@@ -682,17 +680,6 @@ impl Handle {
     pub fn decode(s: &str) -> Result<Self, BackendError> {
         serde_json::from_str(s)
             .map_err(|e| BackendError::rejected(format!("not a GCP instance handle: {e}")))
-    }
-
-    /// Usage as allocated × time: the machine type's vCPUs and memory for
-    /// every second from creation to `end`.
-    pub fn usage(&self, end: u64) -> compute_bridge_sdk::ResourceUsage {
-        let secs = end.saturating_sub(self.started);
-        compute_bridge_sdk::ResourceUsage {
-            cpu_core_seconds: u64::from(self.cpus) * secs,
-            ram_mib_seconds: u64::from(self.ram_mib) * secs,
-            net_bytes: 0,
-        }
     }
 }
 
@@ -1009,23 +996,26 @@ mod tests {
     }
 
     #[test]
-    fn usage_is_allocation_times_time() {
+    fn a_handle_round_trips_with_its_allocation_beside_its_fields() {
         let h = Handle {
             project: "p".into(),
             zone: "z".into(),
             name: "n".into(),
             machine_type: "c3-standard-4".into(),
-            cpus: 4,
-            ram_mib: 16384,
-            started: 1000,
+            allocation: Allocation {
+                cpus: 4,
+                ram_mib: 16384,
+                started: 1000,
+            },
         };
-        let u = h.usage(1600);
-        assert_eq!(
-            (u.cpu_core_seconds, u.ram_mib_seconds, u.net_bytes),
-            (2400, 16384 * 600, 0)
+        // The allocation sits beside the handle's own fields, as before it
+        // was shared (cb_cloud::allocation): handles written earlier parse.
+        let json = h.encode();
+        assert!(
+            json.ends_with(r#""cpus":4,"ram_mib":16384,"started":1000}"#),
+            "{json}"
         );
-        assert_eq!(h.usage(10).cpu_core_seconds, 0);
-        assert_eq!(Handle::decode(&h.encode()).unwrap(), h);
+        assert_eq!(Handle::decode(&json).unwrap(), h);
         assert!(matches!(
             Handle::decode("{}"),
             Err(BackendError::Rejected(_))

@@ -8,6 +8,7 @@
 //! `list_instances` rebuilds handles from the instances' labels. The
 //! service-account key is never logged.
 
+use cb_cloud::allocation::Allocation;
 use cb_cloud::catalog::Want;
 use cb_cloud::token::{Bearer, SendError, Token};
 use compute_bridge_sdk::bootstrap;
@@ -339,9 +340,9 @@ impl<'h, H: Host> Gcp<'h, H> {
             match self.get(api, &handle.zone, &handle.name)? {
                 Some(inst) if inst.external_ip().is_some() => {
                     if adopted {
-                        handle.started =
+                        handle.allocation.started =
                             compute_bridge_sdk::time::unix_from_rfc3339(&inst.creation_timestamp)
-                                .unwrap_or(handle.started);
+                                .unwrap_or(handle.allocation.started);
                     }
                     return to_instance(&inst, &handle, user);
                 }
@@ -510,7 +511,7 @@ impl<'h, H: Host> Gcp<'h, H> {
             .get(c.api(&h.project), &h.zone, &h.name)?
             .and_then(|inst| inst.stopped_at())
             .unwrap_or_else(|| self.host.now());
-        Ok(h.usage(end))
+        Ok(h.allocation.usage(end))
     }
 
     /// `terminate`: delete and wait; already gone is success.
@@ -567,9 +568,11 @@ fn handle_for(project: &str, zone: &str, name: &str, t: &MachineType, started: u
         zone: zone.to_string(),
         name: name.to_string(),
         machine_type: t.name.clone(),
-        cpus: t.cpus,
-        ram_mib: t.ram_mib,
-        started,
+        allocation: Allocation {
+            cpus: t.cpus,
+            ram_mib: t.ram_mib,
+            started,
+        },
     }
 }
 
@@ -589,10 +592,12 @@ impl<H: Host> Gcp<'_, H> {
             zone: zone.to_string(),
             name: inst.name.clone(),
             machine_type: inst.machine_type_name().to_string(),
-            cpus: machine.map_or(0, |t| t.cpus),
-            ram_mib: machine.map_or(0, |t| t.ram_mib),
-            started: compute_bridge_sdk::time::unix_from_rfc3339(&inst.creation_timestamp)
-                .unwrap_or_else(|| self.host.now()),
+            allocation: Allocation {
+                cpus: machine.map_or(0, |t| t.cpus),
+                ram_mib: machine.map_or(0, |t| t.ram_mib),
+                started: compute_bridge_sdk::time::unix_from_rfc3339(&inst.creation_timestamp)
+                    .unwrap_or_else(|| self.host.now()),
+            },
         };
         let user = inst.labels.get(LABELS.user).cloned().unwrap_or_default();
         let mut found = to_instance(inst, &handle, user.clone()).unwrap_or(Instance {
