@@ -10,7 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use compute_bridge_coalition::attest::*;
+use compute_bridge_coalition::attest::{CardIdentity, Measurements, parse_quote};
 use compute_bridge_contract::measurement::Measurement;
 
 /// Where the kernel's configfs-tsm report interface lives.

@@ -20,6 +20,7 @@ pub use source::{ConfigError, Source};
 
 use compute_bridge_coalition::CoalitionConfig;
 use compute_bridge_contract::keypath::Seg;
+use compute_bridge_contract::measurement::Measurement;
 use compute_bridge_sandbox::BootView;
 use compute_bridge_sandbox::Sections;
 
@@ -156,7 +157,7 @@ pub struct AttestationConfig {
 
 impl AttestationConfig {
     /// The expected MR_TD, parsed (validation has checked it).
-    pub fn expected(&self) -> Option<compute_bridge_contract::measurement::Measurement> {
+    pub fn expected(&self) -> Option<Measurement> {
         self.expected_mrtd.as_deref().and_then(|m| m.parse().ok())
     }
 }
@@ -353,10 +354,7 @@ impl BootConfig {
                             .into(),
                     ));
                 }
-                Some(m)
-                    if m.parse::<compute_bridge_contract::measurement::Measurement>()
-                        .is_err() =>
-                {
+                Some(m) if m.parse::<Measurement>().is_err() => {
                     return Err(at(
                         &["attestation".into(), "expected_mrtd".into()],
                         "must be 48 bytes of hex (96 characters)".into(),
