@@ -32,6 +32,33 @@ impl Allocation {
     }
 }
 
+/// What the backends' handle tests share (the feature `testing`, which
+/// only their dev-dependencies turn on).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use super::Allocation;
+
+    /// An allocation for a handle under test: 4 vCPUs, 16 GiB, created at
+    /// Unix second 100.
+    pub const ALLOCATION: Allocation = Allocation {
+        cpus: 4,
+        ram_mib: 16384,
+        started: 100,
+    };
+
+    /// Assert that `json`, a handle as a backend encodes it, carries
+    /// [`ALLOCATION`] flattened as its last fields (`…,"cpus":4,
+    /// "ram_mib":16384,"started":100}`), where the handle kept them before
+    /// they were shared: handles written then still parse.
+    pub fn assert_allocation_flattened_last(json: &str) {
+        let tail = format!(
+            r#","cpus":{},"ram_mib":{},"started":{}}}"#,
+            ALLOCATION.cpus, ALLOCATION.ram_mib, ALLOCATION.started
+        );
+        assert!(json.ends_with(&tail), "{json}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

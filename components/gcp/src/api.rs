@@ -997,24 +997,16 @@ mod tests {
 
     #[test]
     fn a_handle_round_trips_with_its_allocation_beside_its_fields() {
+        use cb_cloud::allocation::testing::{ALLOCATION, assert_allocation_flattened_last};
         let h = Handle {
             project: "p".into(),
             zone: "z".into(),
             name: "n".into(),
             machine_type: "c3-standard-4".into(),
-            allocation: Allocation {
-                cpus: 4,
-                ram_mib: 16384,
-                started: 1000,
-            },
+            allocation: ALLOCATION,
         };
-        // The allocation sits beside the handle's own fields, as before it
-        // was shared (cb_cloud::allocation): handles written earlier parse.
         let json = h.encode();
-        assert!(
-            json.ends_with(r#""cpus":4,"ram_mib":16384,"started":1000}"#),
-            "{json}"
-        );
+        assert_allocation_flattened_last(&json);
         assert_eq!(Handle::decode(&json).unwrap(), h);
         assert!(matches!(
             Handle::decode("{}"),
