@@ -4,8 +4,10 @@
 Reads the unit times of a `cargo build --release --timings` report and
 cargo's resolve graph (normal and build edges, x86_64 Linux), and charges
 each crate to a group when every path from `compute-bridge` to it passes
-through that group's crates. Our own crates are a row of their own; what
-no group owns alone is "shared". It also prints what duplicate versions
+through that group's crates (to the first such group named, so no crate
+is counted twice). Our own crates are a row of their own; "the rest" is
+what several dependencies share or what comes in through one not named.
+It also prints what duplicate versions
 cost (every copy but the dearest of each crate name). BENCHMARKS.md
 "Building" quotes its output.
 
@@ -82,12 +84,12 @@ def main():
         ids = [i for name in group.split("+") for i in by_name.get(name, [])]
         if not ids:
             fail(f"{group}: no such crate in the run command's graph")
-        alone = (everything - reach(frozenset(ids))) - ours
+        alone = (everything - reach(frozenset(ids))) - owned
         owned |= alone
         print(f"| {group} | {len(alone)} | {secs(alone):.0f} s | {100 * secs(alone) / total:.1f} % |")
     print(f"| our own crates | {len(ours)} | {secs(ours):.0f} s | {100 * secs(ours) / total:.1f} % |")
     rest = everything - owned
-    print(f"| shared by several | {len(rest)} | {secs(rest):.0f} s | {100 * secs(rest) / total:.1f} % |")
+    print(f"| the rest | {len(rest)} | {secs(rest):.0f} s | {100 * secs(rest) / total:.1f} % |")
 
     versions = collections.defaultdict(collections.Counter)
     for u in units:

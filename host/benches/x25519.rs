@@ -32,7 +32,7 @@ use aws_lc_rs::agreement;
 use compute_bridge_coalition::envelope::{EnvelopeKey, seal_access};
 use compute_bridge_contract::protocol::{AccessBundle, ProviderId, RequestId};
 
-use common::{knob, loadavg, production_logging};
+use common::{knob, loadavg, production_logging, quantile};
 
 fn random32() -> [u8; 32] {
     let mut b = [0u8; 32];
@@ -109,28 +109,25 @@ fn main() {
             (dalek(ops, &peer), al)
         };
         let so = seal_and_open(ops / 4 + 1, &key, &bundle);
+        let ratio = dk.as_secs_f64() / al.as_secs_f64();
         println!(
-            "round {round:2}: keygen + DH dalek {}, aws-lc {}, ratio {:.2}×; HPKE seal + open {}",
+            "round {round:2}: keygen + DH dalek {}, aws-lc {}, ratio {ratio:.2}×; HPKE seal + open {}",
             us(dk),
             us(al),
-            dk.as_secs_f64() / al.as_secs_f64(),
             us(so)
         );
-        ratios.push(dk.as_secs_f64() / al.as_secs_f64());
+        ratios.push(ratio);
         d.push(dk);
         a.push(al);
         s.push(so);
     }
     ratios.sort_by(f64::total_cmp);
-    d.sort();
-    a.sort();
-    s.sort();
     let mid = rounds / 2;
     println!(
         "median: keygen + DH dalek {}, aws-lc {}; HPKE seal + open {} (two DH and one keygen, dalek)",
-        us(d[mid]),
-        us(a[mid]),
-        us(s[mid])
+        us(quantile(&mut d, 0.5)),
+        us(quantile(&mut a, 0.5)),
+        us(quantile(&mut s, 0.5))
     );
     println!(
         "dalek ÷ aws-lc per round: min {:.2}×, median {:.2}×, max {:.2}×",
